@@ -1,0 +1,1 @@
+"""kaas_api: the user-facing REST API of kaas (authentication, authorization, desired state)."""

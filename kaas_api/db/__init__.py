@@ -1,0 +1,1 @@
+"""The database layer: models of desired and observed state, engine and session factories."""

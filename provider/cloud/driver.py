@@ -1,0 +1,152 @@
+"""The cloud driver interface the reconciler uses, and the value types it speaks.
+
+The reconciler owns *what* should exist; a driver owns *how* to make it so in one cloud. Every method is
+idempotent (calling it twice has the effect of calling it once) and bounded (no unbounded waits: methods
+return the current state and the reconciler re-queues itself). Every resource a driver creates carries the
+tag ``kaas-cluster=<cluster id>`` (or, where the cloud has no tags, a name starting with
+``kaas-<cluster id>``) so that ``list_cluster_resources`` finds all of it.
+
+Implementations: ``provider.cloud.openstack_driver.OpenStackDriver`` (openstacksdk; runs against a real
+OpenStack or against ``simcloud``). The contract tests in ``tests/provider/cloud/test_contract.py`` run
+against both clouds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+CLUSTER_TAG_PREFIX = "kaas-cluster="
+
+
+def cluster_tag(cluster_id: str) -> str:
+    """The tag every resource of a cluster carries."""
+    return f"{CLUSTER_TAG_PREFIX}{cluster_id}"
+
+
+def resource_prefix(cluster_id: str) -> str:
+    """The name prefix of a cluster's resources: readable in the cloud's UI, unique per cluster."""
+    return f"kaas-{cluster_id[:8]}"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    cluster_id: str
+    cidr: str
+    external_network: str
+    dns_nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    network_id: str
+    subnet_id: str
+    router_id: str
+    ready: bool  # network, subnet, router, gateway and interface all present
+
+
+@dataclass(frozen=True)
+class SecurityGroupsInfo:
+    control_plane_id: str
+    nodes_id: str
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server the reconciler wants. ``name`` is unique within the cluster and is the identity."""
+
+    cluster_id: str
+    name: str
+    role: str  # "control-plane" | "worker"
+    flavor: str
+    image: str
+    network_id: str
+    security_group_ids: tuple[str, ...]
+    user_data: str
+    server_group_id: str | None = None
+    node_pool: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    id: str
+    name: str
+    status: str  # BUILD | ACTIVE | ERROR | DELETED | ... (Nova's words)
+    address: str | None
+    metadata: dict[str, str]
+    fault: str | None = None  # Nova's fault message when status is ERROR
+
+
+@dataclass(frozen=True)
+class LoadBalancerSpec:
+    cluster_id: str
+    subnet_id: str
+    port: int = 6443
+
+
+@dataclass(frozen=True)
+class LoadBalancerInfo:
+    id: str
+    vip_address: str | None
+    provisioning_status: str  # PENDING_CREATE | ACTIVE | ERROR | ...
+    pool_id: str | None  # None until listener and pool exist
+
+
+@dataclass(frozen=True)
+class CloudResource:
+    """One resource found by the cluster tag: for audits and for the deletion check."""
+
+    kind: str  # network | subnet | router | security_group | port | server | server_group | load_balancer
+    id: str
+    name: str
+
+
+class CloudDriver(Protocol):
+    """What the reconciler needs from a cloud. See the module docstring for the contract."""
+
+    # --- validation -------------------------------------------------------------------------------
+    def check_flavor(self, name: str) -> None:
+        """Raise CloudNotFound when the flavor does not exist."""
+
+    def check_image(self, name: str) -> None:
+        """Raise CloudNotFound when the image does not exist."""
+
+    # --- network ----------------------------------------------------------------------------------
+    def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
+        """Create whatever of network, subnet, router (+gateway, +interface) is missing."""
+
+    def ensure_security_groups(self, cluster_id: str, *, node_cidr: str) -> SecurityGroupsInfo:
+        """Control-plane and node security groups with the rules Kubernetes needs."""
+
+    # --- compute ----------------------------------------------------------------------------------
+    def ensure_server_group(self, cluster_id: str, *, policy: str) -> str:
+        """The control plane's server group (``anti-affinity`` or ``soft-anti-affinity``); returns its id."""
+
+    def list_servers(self, cluster_id: str) -> list[ServerInfo]:
+        """Every server tagged with the cluster, in any state."""
+
+    def create_server(self, spec: ServerSpec) -> ServerInfo:
+        """Create the server unless one with that name already exists for the cluster; return it."""
+
+    def delete_server(self, server_id: str) -> None:
+        """Delete; a server already gone is not an error."""
+
+    # --- load balancer ----------------------------------------------------------------------------
+    def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
+        """LB, TCP listener on ``spec.port``, pool and health monitor: create what is missing as far as the
+        LB's provisioning status allows (Octavia refuses changes while PENDING_*), return the state."""
+
+    def ensure_lb_members(self, lb: LoadBalancerInfo, *, subnet_id: str, addresses: list[str], port: int) -> bool:
+        """Make the pool's members exactly ``addresses``; return True when nothing is pending."""
+
+    # --- teardown and audit -----------------------------------------------------------------------
+    def list_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
+        """Everything the cluster owns in the cloud, found by tag or name prefix."""
+
+    def delete_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
+        """One pass of deletion in dependency order; returns what is still left (empty: all gone).
+        Bounded: it does not wait for slow deletions, the caller calls again."""
+
+    def list_tagged_cluster_ids(self) -> set[str]:
+        """Cluster ids of every kaas-tagged server and network: lets the sweep find leaked clusters."""
