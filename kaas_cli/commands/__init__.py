@@ -1,0 +1,1 @@
+"""Sub-commands of ``kaas``, one module per resource."""

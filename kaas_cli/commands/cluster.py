@@ -1,0 +1,174 @@
+"""``kaas cluster ...``: create, list, get, scale and delete clusters, optionally following the operation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from kaas_cli.commands.common import OutputOption, ProjectOption, api_client, resolve_project
+from kaas_cli.output import OutputFormat, console, err_console, print_json, print_object, print_rows
+from kaas_cli.wait import OperationTimeout, wait_for_operation
+
+app = typer.Typer(help="Kubernetes clusters.", no_args_is_help=True)
+
+CLUSTER_COLUMNS = [
+    ("name", "NAME"),
+    ("region", "REGION"),
+    ("kubernetes_version", "VERSION"),
+    ("phase", "PHASE"),
+    ("nodes_ready", "READY"),
+    ("nodes_total", "NODES"),
+    ("created_at", "CREATED"),
+]
+
+
+def parse_pool(text: str) -> dict[str, Any]:
+    """``NAME:FLAVOR:COUNT`` → a node pool body."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise typer.BadParameter(f"{text!r}: expected NAME:FLAVOR:COUNT, e.g. workers:m1.small:2")
+    return {"name": parts[0], "flavor": parts[1], "count": int(parts[2])}
+
+
+def _follow(client: Any, operation: dict[str, Any], *, timeout: float, fmt: OutputFormat) -> dict[str, Any]:
+    try:
+        final = wait_for_operation(client, operation["id"], timeout=timeout, quiet=fmt is OutputFormat.JSON)
+    except OperationTimeout as exc:
+        err_console.print(f"[yellow]timeout:[/] {exc}")
+        raise typer.Exit(3) from exc
+    if final["state"] == "failed":
+        err_console.print(f"[red]operation failed:[/] {final.get('error') or 'no message'}")
+        raise typer.Exit(1)
+    return final
+
+
+@app.command()
+def create(
+    name: str,
+    project: ProjectOption = None,
+    region: Annotated[str | None, typer.Option(help="region (default: from config)")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Kubernetes version (default: region's)")
+    ] = None,
+    control_plane: Annotated[int, typer.Option(help="control-plane nodes: 1 or 3")] = 1,
+    control_plane_flavor: Annotated[str, typer.Option(help="control-plane flavor")] = "m1.small",
+    pool: Annotated[
+        list[str] | None, typer.Option("--pool", help="node pool NAME:FLAVOR:COUNT (repeatable)")
+    ] = None,
+    node_cidr: Annotated[str | None, typer.Option(help="node subnet CIDR")] = None,
+    pod_cidr: Annotated[str | None, typer.Option(help="pod CIDR")] = None,
+    service_cidr: Annotated[str | None, typer.Option(help="service CIDR")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the operation until the cluster runs")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 1800,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Create a cluster. Answers at once; --wait follows the operation with live progress."""
+    pools = [parse_pool(p) for p in (pool or ["workers:m1.small:2"])]
+    with api_client() as (client, config):
+        project_name = resolve_project(config, project)
+        body: dict[str, Any] = {
+            "name": name,
+            "region": region or config.region,
+            "control_plane": {"count": control_plane, "flavor": control_plane_flavor},
+            "node_pools": pools,
+        }
+        optional = {
+            "kubernetes_version": version,
+            "node_cidr": node_cidr,
+            "pod_cidr": pod_cidr,
+            "service_cidr": service_cidr,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        created = client.post(f"/v1/projects/{project_name}/clusters", body)
+        if output is OutputFormat.TABLE:
+            err_console.print(f"cluster [bold]{name}[/] accepted, operation {created['operation']['id']}")
+        if wait:
+            _follow(client, created["operation"], timeout=timeout, fmt=output)
+            created["cluster"] = client.get(f"/v1/projects/{project_name}/clusters/{name}")
+        print_object(created["cluster"], output) if output is OutputFormat.TABLE else print_json(created)
+
+
+@app.command("list")
+def list_clusters(project: ProjectOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
+    """List the project's clusters."""
+    with api_client() as (client, config):
+        clusters = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters")
+        rows = clusters.get("items", clusters) if isinstance(clusters, dict) else clusters
+        print_rows(rows, CLUSTER_COLUMNS, output)
+
+
+@app.command()
+def get(name: str, project: ProjectOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Show one cluster with its conditions."""
+    with api_client() as (client, config):
+        cluster = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}")
+        print_object(cluster, output)
+
+
+@app.command()
+def scale(
+    name: str,
+    pool_name: Annotated[str, typer.Argument(help="node pool")],
+    count: Annotated[int, typer.Argument(help="new node count")],
+    project: ProjectOption = None,
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+    timeout: Annotated[float, typer.Option()] = 1800,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change a node pool's size."""
+    with api_client() as (client, config):
+        project_name = resolve_project(config, project)
+        result = client.patch(
+            f"/v1/projects/{project_name}/clusters/{name}/node-pools/{pool_name}", {"count": count}
+        )
+        operation = result.get("operation") if isinstance(result, dict) else None
+        if wait and operation:
+            _follow(client, operation, timeout=timeout, fmt=output)
+        print_json(result) if output is OutputFormat.JSON else console.print(
+            f"node pool {pool_name} → {count}"
+        )
+
+
+@app.command()
+def delete(
+    name: str,
+    project: ProjectOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the deletion until every resource is gone")
+    ] = False,
+    timeout: Annotated[float, typer.Option()] = 1800,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Delete a cluster and every cloud resource it has."""
+    with api_client() as (client, config):
+        result = client.delete(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}")
+        if output is OutputFormat.TABLE:
+            err_console.print(f"deletion of [bold]{name}[/] accepted, operation {result['operation']['id']}")
+        if wait:
+            result["operation"] = _follow(client, result["operation"], timeout=timeout, fmt=output)
+        if output is OutputFormat.JSON:
+            print_json(result)
+        elif wait:
+            console.print(f"cluster {name} deleted")
+
+
+@app.command()
+def operations(name: str, project: ProjectOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
+    """The cluster's operations, newest first."""
+    with api_client() as (client, config):
+        ops = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}/operations")
+        rows = ops.get("items", ops) if isinstance(ops, dict) else ops
+        print_rows(
+            rows,
+            [
+                ("id", "ID"),
+                ("kind", "KIND"),
+                ("state", "STATE"),
+                ("step", "STEP"),
+                ("progress", "%"),
+                ("error", "ERROR"),
+                ("created_at", "CREATED"),
+            ],
+            output,
+        )

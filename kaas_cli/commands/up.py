@@ -1,0 +1,70 @@
+"""``kaas up``: start everything on embedded defaults and leave the CLI ready to use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from kaas_api.config import ApiSettings, default_state_dir
+from kaas_api.db.session import make_engine, make_session_factory
+from kaas_cli.config import CliConfig
+from kaas_cli.embedded import load_or_create_secret_key, seed_embedded
+from kaas_cli.migrate import upgrade_database
+from kaas_cli.output import console, err_console
+
+
+def up(
+    port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
+    state_dir: Annotated[
+        Path, typer.Option(help="where the database and secrets live")
+    ] = default_state_dir(),
+    boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
+    sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 15.0,
+) -> None:
+    """Run API, worker, sweep and a simulated OpenStack in this process (Ctrl-C stops all)."""
+    from kaas_api.app import create_app
+    from kaas_api.dispatch import CeleryDispatcher
+    from provider.celery_app import make_celery, run_embedded_worker
+    from provider.config import ProviderSettings
+    from simcloud.testing import run_simcloud
+
+    state_dir = state_dir.expanduser().resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret_key = load_or_create_secret_key(state_dir)
+    public_url = f"http://127.0.0.1:{port}"
+    api_settings = ApiSettings(
+        database_url=f"sqlite:///{state_dir / 'kaas.db'}",
+        broker_url="memory://",
+        secret_key=secret_key,
+        public_url=public_url,
+        tunnel_url=f"ws://127.0.0.1:{port}/v1/tunnel",
+    )
+    err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")
+    upgrade_database(api_settings.database_url)
+    engine = make_engine(api_settings.database_url)
+    factory = make_session_factory(engine)
+
+    with run_simcloud(state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay) as cloud:
+        provider_settings = ProviderSettings(
+            database_url=api_settings.database_url,
+            broker_url="memory://",
+            secret_key=secret_key,
+            clouds_yaml=cloud.clouds_yaml,
+            tunnel_url=api_settings.tunnel_url,
+            sweep_interval_seconds=sweep_interval,
+        )
+        celery_app = make_celery(provider_settings)
+        seed = seed_embedded(factory, cloud_name=cloud.cloud_name)
+        CliConfig(url=public_url, token=seed.admin_token, project=seed.project, region=seed.region).save()
+
+        app = create_app(api_settings, session_factory=factory, dispatcher=CeleryDispatcher(celery_app))
+        with run_embedded_worker(celery_app, provider_settings, queues=[f"region.{seed.region}"]):
+            console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
+            console.print(f"simulated OpenStack at {cloud.base_url}")
+            console.print(f"admin token (also saved for the CLI): {seed.admin_token}", soft_wrap=True)
+            console.print("try: [bold]kaas cluster create demo --wait[/]")
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    engine.dispose()

@@ -1,0 +1,85 @@
+"""``kaas up``: every part of kaas in one process on embedded defaults.
+
+SQLite in the state directory, Celery on the in-memory transport with the worker and the sweep running as
+threads of this process, and the simulated OpenStack (``simcloud``) on a free loopback port. The same code
+paths as a real deployment, only the far ends are embedded: the API queues by task name, the worker
+reconciles through openstacksdk over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaas_api.users.service import create_user, issue_token
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.db.models import Project, ProjectMember, Quota, Region, Role, User
+
+DEFAULT_REGION = "local"
+DEFAULT_PROJECT = "default"
+ADMIN_USER = "admin"
+SIM_FLAVORS = [
+    {"name": "m1.tiny", "vcpus": 1, "ram_mb": 512},
+    {"name": "m1.small", "vcpus": 1, "ram_mb": 2048},
+    {"name": "m1.medium", "vcpus": 2, "ram_mb": 4096},
+    {"name": "m1.large", "vcpus": 4, "ram_mb": 8192},
+]
+KUBERNETES_VERSIONS = ["1.31.4", "1.30.8", "1.29.12"]
+
+
+def load_or_create_secret_key(state_dir: Path) -> str:
+    """A random secret key kept in the state directory, so encrypted tokens survive restarts."""
+    path = state_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    admin_token: str
+    project: str
+    region: str
+
+
+def seed_embedded(factory: sessionmaker[Session], *, cloud_name: str) -> SeedResult:
+    """Make sure the embedded defaults exist (a region on the simulated cloud, an admin, a project),
+    and issue a fresh admin token for this run. Idempotent: a second ``kaas up`` reuses what exists."""
+    with factory() as session, session.begin():
+        region = session.scalar(select(Region).where(Region.name == DEFAULT_REGION))
+        if region is None:
+            session.add(
+                Region(
+                    name=DEFAULT_REGION,
+                    cloud=cloud_name,
+                    kubernetes_versions=KUBERNETES_VERSIONS,
+                    default_kubernetes_version=KUBERNETES_VERSIONS[0],
+                    flavors=SIM_FLAVORS,
+                    image="ubuntu-22.04",
+                    external_network="public",
+                )
+            )
+        else:
+            region.cloud = cloud_name
+        admin = session.scalar(select(User).where(User.name == ADMIN_USER))
+        if admin is None:
+            admin, token = create_user(session, name=ADMIN_USER, is_admin=True)
+        else:
+            token = issue_token(session, user=admin, description="kaas up")
+        project = session.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
+        if project is None:
+            project = Project(name=DEFAULT_PROJECT, description="created by kaas up")
+            session.add(project)
+            session.flush()
+            session.add(ProjectMember(project_id=project.id, user_id=admin.id, role=Role.OWNER.value))
+            session.add(Quota(project_id=project.id))
+    return SeedResult(admin_token=token, project=DEFAULT_PROJECT, region=DEFAULT_REGION)

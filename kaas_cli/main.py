@@ -1,0 +1,27 @@
+"""The ``kaas`` command: assembles the sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+from kaas_cli.commands import admin, cluster, operation, project
+from kaas_cli.commands.login import login
+from kaas_cli.commands.serve import api, beat, db_app, worker
+from kaas_cli.commands.up import up
+
+app = typer.Typer(
+    help="kaas: self-service Kubernetes clusters on OpenStack.", no_args_is_help=True, add_completion=False
+)
+app.command(help="Start everything on embedded defaults (SQLite, in-process worker, simulated cloud).")(up)
+app.command(help="Run the API server.")(api)
+app.command(help="Run a provider worker.")(worker)
+app.command(help="Run the periodic sweep scheduler.")(beat)
+app.command(help="Save the API URL and token for the next commands.")(login)
+app.add_typer(db_app, name="db")
+app.add_typer(admin.app, name="admin")
+app.add_typer(project.app, name="project")
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(operation.app, name="operation")
+
+if __name__ == "__main__":
+    app()
