@@ -26,7 +26,7 @@ from kaas_api.db.session import make_engine, make_session_factory
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("KAAS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = os.environ.get("CI") == "true" or os.environ.get("KAAS_REQUIRE_SERVICES") == "1"
 
 
 def _port_open(host: str, port: int) -> bool:

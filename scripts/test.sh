@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install everything kaas's tests need and run the whole suite: lint, types, import contracts, pytest.
+# Starts PostgreSQL, Redis and the real OpenStack of ../shared/openstack when they are not running, and
+# requires them (tests that need them fail instead of skipping). This is what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${KAAS_VENV:-$ROOT/.venv}
+HARNESS=${KAAS_OPENSTACK_HARNESS:-$ROOT/../shared/openstack}
+log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- system packages: cloud-init validates the user-data we render --------------------------------
+if ! command -v cloud-init >/dev/null 2>&1; then
+  log "installing Debian packages (cloud-init)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cloud-init >/dev/null
+fi
+
+# --- PostgreSQL and Redis -------------------------------------------------------------------------
+if ! port_open 5432; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+if ! port_open 6379; then
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+for _ in $(seq 1 30); do port_open 5432 && port_open 6379 && break; sleep 1; done
+
+# --- the real OpenStack (started in the background while we install Python packages) -----------
+started_openstack=0
+if [ "${KAAS_SKIP_REAL_OPENSTACK:-0}" != 1 ]; then
+  if ! curl -fsS -m 2 http://127.0.0.1:5000/v3 >/dev/null 2>&1; then
+    started_openstack=1
+  fi
+  log "starting the real OpenStack (${HARNESS}/up.sh)"
+  "$HARNESS/up.sh" > /tmp/kaas-openstack-up.out 2> /tmp/kaas-openstack-up.err &
+  openstack_pid=$!
+fi
+cleanup() {
+  if [ "$started_openstack" = 1 ] && [ "${CI:-}" = true ]; then "$HARNESS/down.sh" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+# --- Python -------------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+log "installing kaas with its dev dependencies"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+export PATH="$VENV/bin:$PATH"
+
+log "ruff"
+ruff check .
+log "mypy"
+mypy kaas_api provider simcloud kaas_cli agents
+log "import contracts"
+lint-imports
+
+if [ "${KAAS_SKIP_REAL_OPENSTACK:-0}" != 1 ]; then
+  if ! wait "$openstack_pid"; then
+    tail -n 30 /tmp/kaas-openstack-up.err >&2
+    log "the real OpenStack failed to start"; exit 1
+  fi
+  OS_CLIENT_CONFIG_FILE=$(tail -n 1 /tmp/kaas-openstack-up.out)
+  export OS_CLIENT_CONFIG_FILE KAAS_REQUIRE_REAL_OPENSTACK=1
+fi
+export KAAS_REQUIRE_SERVICES=1
+
+log "pytest"
+set +e
+pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then log "pytest collected no tests"; exit 1; fi
+exit "$status"
