@@ -44,7 +44,8 @@ def api(
 
 def worker(
     region: Annotated[list[str], typer.Option("--region", help="region whose queue to serve (repeatable)")],
-    concurrency: Annotated[int, typer.Option(help="worker processes")] = 2,
+    concurrency: Annotated[int, typer.Option(help="worker processes or threads")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo")] = "prefork",
 ) -> None:
     """Run a provider worker for one or more regions (settings from KAAS_* environment variables)."""
     from provider.celery_app import make_celery
@@ -53,7 +54,9 @@ def worker(
     settings = ProviderSettings()
     app = make_celery(settings)
     queues = ",".join(f"region.{name}" for name in region)
-    app.worker_main(["worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}"])
+    app.worker_main(
+        ["worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}"]
+    )
 
 
 def beat() -> None:
