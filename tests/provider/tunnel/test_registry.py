@@ -1,0 +1,65 @@
+"""The session registry on a real Redis: claims, takeover by a newer session, expiry, release."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from provider.tunnel.registry import TunnelRegistry
+
+
+@pytest.fixture
+async def registry(redis_url: str) -> AsyncIterator[TunnelRegistry]:
+    client = Redis.from_url(redis_url)
+    yield TunnelRegistry(client, ttl_seconds=0.5)
+    await client.aclose()
+
+
+async def test_a_claimed_cluster_is_found_at_its_process(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="s1", address="http://127.0.0.1:9001")
+    location = await registry.lookup("c1")
+    assert location is not None
+    assert (location.session_id, location.address) == ("s1", "http://127.0.0.1:9001")
+
+
+async def test_an_unknown_cluster_has_no_location(registry: TunnelRegistry) -> None:
+    assert await registry.lookup("nobody") is None
+
+
+async def test_a_newer_session_replaces_the_older_which_fails_to_refresh(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="old", address="http://127.0.0.1:9001")
+    await registry.claim(cluster_id="c1", session_id="new", address="http://127.0.0.1:9002")
+    assert await registry.refresh(cluster_id="c1", session_id="old") is False
+    assert await registry.refresh(cluster_id="c1", session_id="new") is True
+    location = await registry.lookup("c1")
+    assert location is not None
+    assert location.address == "http://127.0.0.1:9002"
+
+
+async def test_the_older_session_cannot_release_the_newer_claim(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="old", address="a")
+    await registry.claim(cluster_id="c1", session_id="new", address="b")
+    assert await registry.release(cluster_id="c1", session_id="old") is False
+    assert await registry.lookup("c1") is not None
+    assert await registry.release(cluster_id="c1", session_id="new") is True
+    assert await registry.lookup("c1") is None
+
+
+async def test_a_claim_expires_when_its_process_stops_refreshing(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="s1", address="a")
+    await asyncio.sleep(0.3)
+    assert await registry.refresh(cluster_id="c1", session_id="s1") is True
+    await asyncio.sleep(0.3)
+    assert await registry.lookup("c1") is not None  # the refresh extended it past the first TTL
+    await asyncio.sleep(0.7)
+    assert await registry.lookup("c1") is None
+
+
+async def test_connected_clusters_lists_every_live_claim(registry: TunnelRegistry) -> None:
+    for i in range(3):
+        await registry.claim(cluster_id=f"c{i}", session_id=f"s{i}", address="a")
+    await registry.release(cluster_id="c1", session_id="s1")
+    assert await registry.connected_clusters() == {"c0", "c2"}
