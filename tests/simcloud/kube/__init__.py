@@ -1,0 +1,1 @@
+"""Tests of the Kubernetes API stand-in (simcloud.kube)."""
