@@ -1,0 +1,438 @@
+"""Forwards one proxied kubectl request to the agent's OWN apiserver, as the requesting kaas user.
+
+Owned by the agent. The tunnel runtime calls ``ApiserverForwarder.forward`` once per request stream it
+receives from kaas and relays the ``ForwardResponse`` back; ``agents.status`` uses ``get_json`` for the
+agent's own reads.
+
+Security rules, all enforced here and nowhere else:
+- the target is a path (plus query) on the configured apiserver: absolute URLs, scheme-relative ``//host``,
+  ``.``/``..`` segments (also percent-encoded), backslashes and control characters are refused with 400, so
+  the agent never dials anything but its own apiserver;
+- every incoming ``Authorization``, ``Impersonate-*``, ``X-Remote-*`` and hop-by-hop header is dropped; the
+  agent adds its own credentials and ``Impersonate-User`` / one ``Impersonate-Group`` per group, so the user
+  cluster's RBAC decides per kaas user;
+- a request without a user is refused with 403: nothing is ever forwarded un-impersonated; nor is one whose
+  user lacks the ``kaas:`` prefix (``provider/bootstrap/manifests/kaas-rbac.yaml`` explains why: the agent
+  may impersonate any user name, so it must never speak for an in-cluster identity such as ``system:...``).
+
+Bodies stream both ways (watches and huge lists are never buffered); closing a ``ForwardResponse`` closes
+the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+
+from agents.kube import ApiserverConnection
+
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_TARGET_LENGTH = 8192
+KAAS_USER_PREFIX = "kaas:"
+
+# Hop-by-hop headers (RFC 9110 7.6.1) plus Host, which httpx sets for the apiserver.
+HOP_BY_HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host"}
+)
+# Identity headers a client must never choose: the agent sets its own.
+STRIPPED_HEADER_PREFIXES = ("impersonate-", "proxy-", "x-remote-")
+# Authorization is the agent's own; Content-Length is dropped because the body is re-streamed (chunked).
+STRIPPED_HEADERS = frozenset({"authorization", "content-length"})
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f\\#]")
+_BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+
+
+class ForwardError(Exception):
+    """Base of the forwarder's errors."""
+
+
+class InvalidForwardRequest(ForwardError):
+    """The request cannot be forwarded as given; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 400, reason: str = "BadRequest") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class UpstreamError(ForwardError):
+    """The apiserver could not be reached, timed out, or broke the connection."""
+
+
+class UpstreamStreamError(UpstreamError):
+    """The apiserver's response body broke off after its headers were relayed."""
+
+
+class ApiserverRequestError(ForwardError):
+    """The agent's own request was answered with a non-2xx status (``status``; ``body`` is the Status)."""
+
+    def __init__(self, message: str, *, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardRequest:
+    """One proxied request: ``path`` is the path plus query on the apiserver (``/api/v1/pods?watch=1``)."""
+
+    method: str
+    path: str
+    user: str
+    groups: Sequence[str] = ()
+    headers: Sequence[tuple[str, str]] | Mapping[str, str] = ()
+    body: AsyncIterable[bytes] | None = None
+
+
+class ResponseBody:
+    """A response body as an async iterator of byte chunks; ``aclose`` releases the upstream response."""
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BytesBody(ResponseBody):
+    """A body already in memory (the forwarder's own answers)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content: bytes | None = content
+
+    async def __anext__(self) -> bytes:
+        content, self._content = self._content, None
+        if not content:
+            raise StopAsyncIteration
+        return content
+
+    async def aclose(self) -> None:
+        self._content = None
+
+
+class UpstreamBody(ResponseBody):
+    """The apiserver's response body, relayed chunk by chunk as it arrives (raw, still content-encoded)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = response.aiter_raw()
+        self._closed = False
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except httpx.TimeoutException as exc:
+            await self.aclose()
+            raise UpstreamStreamError("the apiserver stopped sending the response body (timeout)") from exc
+        except httpx.HTTPError as exc:
+            await self.aclose()
+            raise UpstreamStreamError(f"the apiserver response body broke off: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close_chunks = getattr(self._chunks, "aclose", None)
+            if close_chunks is not None:
+                await close_chunks()
+        finally:
+            await self._response.aclose()
+
+
+@dataclass(kw_only=True)
+class ForwardResponse:
+    """The apiserver's answer: status, end-to-end headers (lower-case names) and a streamed body.
+
+    Always close it (``await response.aclose()`` or ``async with``), also when the body is not read.
+    """
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: ResponseBody = field(default_factory=ResponseBody)
+
+    async def aclose(self) -> None:
+        await self.body.aclose()
+
+    async def read(self) -> bytes:
+        """The whole body (for small answers only; never for a watch) and close."""
+        try:
+            return b"".join([chunk async for chunk in self.body])
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def kube_status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A Kubernetes ``Status`` failure object, as kubectl prints it."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def status_response(code: int, reason: str, message: str) -> ForwardResponse:
+    """A ``ForwardResponse`` the forwarder answers itself, with a ``Status`` JSON body."""
+    content = json.dumps(kube_status(code, reason, message)).encode()
+    return ForwardResponse(
+        status=code,
+        headers=[("content-type", "application/json"), ("content-length", str(len(content)))],
+        body=BytesBody(content),
+    )
+
+
+def validate_target(target: str) -> str:
+    """``target`` if it is a path (plus query) on the apiserver; ``InvalidForwardRequest`` otherwise."""
+    if not target.startswith("/") or target.startswith("//"):
+        raise InvalidForwardRequest(f"the request target must be a path on the apiserver: {target!r}")
+    if len(target) > MAX_TARGET_LENGTH:
+        raise InvalidForwardRequest("the request target is too long")
+    if _FORBIDDEN_CHARS.search(target):
+        raise InvalidForwardRequest("the request target contains whitespace, control characters, '\\' or '#'")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        raise InvalidForwardRequest(f"the request target must not name a scheme or host: {target!r}")
+    decoded = unquote(parts.path)
+    if decoded.startswith("//") or "\\" in decoded:
+        raise InvalidForwardRequest("the request target must not encode a host or a backslash")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise InvalidForwardRequest("the request target must not contain '.' or '..' path segments")
+    return target
+
+
+def is_streaming_target(target: str) -> bool:
+    """Watches and followed logs stay open for long: they get the long read timeout."""
+    parts = urlsplit(target)
+    if "/watch/" in parts.path:
+        return True
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return query.get("watch", "").lower() in ("1", "true") or query.get("follow", "").lower() in ("1", "true")
+
+
+def _validate_identity(user: str, groups: Sequence[str], *, user_prefix: str) -> tuple[str, list[str]]:
+    if not user or not user.strip():
+        raise InvalidForwardRequest(
+            "the request carries no kaas user; it is never forwarded un-impersonated",
+            status=403,
+            reason="Forbidden",
+        )
+    if not user.startswith(user_prefix) or user == user_prefix:
+        raise InvalidForwardRequest(
+            f"the agent only impersonates kaas users (names starting with {user_prefix!r})",
+            status=403,
+            reason="Forbidden",
+        )
+    names = [user, *groups]
+    if any(not name or _BAD_VALUE_CHARS.search(name) for name in names):
+        raise InvalidForwardRequest("user and group names must be non-empty single-line strings")
+    return user, list(groups)
+
+
+def _header_pairs(headers: Sequence[tuple[str, str]] | Mapping[str, str]) -> list[tuple[str, str]]:
+    return list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+
+
+def _end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers, including those a ``Connection`` header names."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in HOP_BY_HOP_HEADERS
+        and name.lower() not in named
+        and not name.lower().startswith("proxy-")
+    ]
+
+
+def upstream_headers(
+    headers: Sequence[tuple[str, str]] | Mapping[str, str], *, user: str, groups: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The client's end-to-end headers minus every identity header, plus the impersonation headers."""
+    kept: list[tuple[str, str]] = []
+    for name, value in _end_to_end(_header_pairs(headers)):
+        lower = name.lower()
+        if lower in STRIPPED_HEADERS or lower.startswith(STRIPPED_HEADER_PREFIXES):
+            continue
+        if not _HEADER_NAME.match(name) or _BAD_VALUE_CHARS.search(value):
+            raise InvalidForwardRequest(f"invalid request header {name!r}")
+        kept.append((name, value))
+    if not any(name.lower() == "accept-encoding" for name, _ in kept):
+        # Bodies are relayed raw; never ask for a compression the client did not ask for.
+        kept.append(("Accept-Encoding", "identity"))
+    kept.append(("Impersonate-User", user))
+    kept.extend(("Impersonate-Group", group) for group in groups)
+    return kept
+
+
+class ApiserverForwarder:
+    """Forwards requests to one apiserver over a pooled, bounded ``httpx.AsyncClient``.
+
+    Use as ``async with ApiserverForwarder(connection) as forwarder:``; ``aclose`` closes the pool.
+    """
+
+    def __init__(
+        self,
+        connection: ApiserverConnection,
+        *,
+        connect_timeout_seconds: float = 5.0,
+        read_timeout_seconds: float = 60.0,
+        write_timeout_seconds: float = 60.0,
+        pool_timeout_seconds: float = 10.0,
+        stream_read_timeout_seconds: float = 3900.0,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+        keepalive_expiry_seconds: float = 30.0,
+        user_prefix: str = KAAS_USER_PREFIX,
+    ) -> None:
+        self._connection = connection
+        self._user_prefix = user_prefix
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout_seconds,
+            read=read_timeout_seconds,
+            write=write_timeout_seconds,
+            pool=pool_timeout_seconds,
+        )
+        # Kubernetes watches send nothing while nothing changes; the apiserver ends them within an hour.
+        self._stream_timeout = httpx.Timeout(
+            connect=connect_timeout_seconds,
+            read=stream_read_timeout_seconds,
+            write=write_timeout_seconds,
+            pool=pool_timeout_seconds,
+        )
+        self._client = httpx.AsyncClient(
+            verify=connection.ssl_context if connection.ssl_context is not None else True,
+            timeout=self._timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+                keepalive_expiry=keepalive_expiry_seconds,
+            ),
+            headers={"User-Agent": "kaas-agent"},
+            follow_redirects=False,
+            trust_env=False,  # never an HTTP(S)_PROXY or .netrc: only the apiserver, only our credentials
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._connection.base_url
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _own_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        authorization = self._connection.authorization()
+        if authorization is not None:
+            headers.append(("Authorization", authorization))
+        return headers
+
+    async def _send(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
+    ) -> httpx.Response:
+        timeout = self._stream_timeout if is_streaming_target(target) else self._timeout
+        request = self._client.build_request(
+            method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
+        )
+        try:
+            return await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"the cluster's apiserver is unreachable from the kaas agent: {exc}") from exc
+
+    async def forward(self, request: ForwardRequest) -> ForwardResponse:
+        """Send ``request`` to the apiserver as its user; never raises for upstream or request problems."""
+        try:
+            target = validate_target(request.path)
+            method = request.method.upper()
+            if method not in ALLOWED_METHODS:
+                raise InvalidForwardRequest(f"method {request.method!r} is not forwarded", status=405,
+                                            reason="MethodNotAllowed")
+            user, groups = _validate_identity(request.user, request.groups, user_prefix=self._user_prefix)
+            headers = self._own_headers(upstream_headers(request.headers, user=user, groups=groups))
+        except InvalidForwardRequest as exc:
+            return status_response(exc.status, exc.reason, str(exc))
+        try:
+            response = await self._send(method, target, headers, request.body)
+        except UpstreamError as exc:
+            if isinstance(exc.__cause__, httpx.TimeoutException):
+                return status_response(504, "Timeout", str(exc))
+            return status_response(502, "ServiceUnavailable", str(exc))
+        return ForwardResponse(
+            status=response.status_code,
+            headers=_end_to_end(response.headers.multi_items()),
+            body=UpstreamBody(response),
+        )
+
+    async def get_json(self, path: str) -> Any:
+        """GET ``path`` as the agent itself (no impersonation) and decode the JSON answer.
+
+        Raises ``UpstreamError`` when the apiserver is unreachable and ``ApiserverRequestError`` on non-2xx.
+        """
+        target = validate_target(path)
+        headers = self._own_headers([("Accept", "application/json"), ("Accept-Encoding", "identity")])
+        response = await self._send("GET", target, headers, None)
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"reading {path} from the apiserver failed: {exc}") from exc
+        finally:
+            await response.aclose()
+        try:
+            decoded = json.loads(content) if content else None
+        except ValueError as exc:
+            if response.is_success:
+                raise ApiserverRequestError(
+                    f"GET {path}: the apiserver answered non-JSON", status=response.status_code, body=None
+                ) from exc
+            decoded = None
+        if not response.is_success:
+            message = decoded.get("message") if isinstance(decoded, dict) else None
+            raise ApiserverRequestError(
+                f"GET {path}: {response.status_code} {message or response.reason_phrase}",
+                status=response.status_code,
+                body=decoded,
+            )
+        return decoded

@@ -1,0 +1,327 @@
+"""The forwarder against a real Kubernetes stand-in: impersonation, header stripping, RBAC, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agents.forward import (
+    ApiserverForwarder,
+    ForwardRequest,
+    ForwardResponse,
+    InvalidForwardRequest,
+    upstream_headers,
+    validate_target,
+)
+from agents.kube import ApiserverConnection, StaticToken
+from simcloud.kube.testing import KubeStandinHandle
+from tests.agents.conftest import MEMBER_GROUPS, VIEWER_GROUPS, free_port, silent_listener
+
+WHOAMI = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+JSON_HEADERS = [("Content-Type", "application/json"), ("Accept", "application/json")]
+
+
+async def json_body(document: dict[str, Any], *, chunk_size: int = 7) -> AsyncIterator[bytes]:
+    """A request body streamed in small chunks, as the tunnel delivers it."""
+    raw = json.dumps(document).encode()
+    for start in range(0, len(raw), chunk_size):
+        yield raw[start : start + chunk_size]
+
+
+async def read_json(response: ForwardResponse) -> Any:
+    return json.loads(await response.read())
+
+
+def configmap(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}}
+
+
+async def whoami(forwarder: ApiserverForwarder, **kwargs: Any) -> ForwardResponse:
+    return await forwarder.forward(
+        ForwardRequest(
+            method="POST",
+            path=WHOAMI,
+            body=json_body({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+            **kwargs,
+        )
+    )
+
+
+# --- impersonation -------------------------------------------------------------------------------------
+
+
+async def test_request_runs_as_the_kaas_user_and_groups(forwarder: ApiserverForwarder) -> None:
+    response = await whoami(forwarder, user="kaas:alice", groups=list(VIEWER_GROUPS), headers=JSON_HEADERS)
+
+    assert response.status == 201
+    user_info = (await read_json(response))["status"]["userInfo"]
+    assert user_info["username"] == "kaas:alice"
+    assert set(user_info["groups"]) == {*VIEWER_GROUPS, "system:authenticated"}
+
+
+async def test_client_impersonation_headers_never_reach_the_apiserver(forwarder: ApiserverForwarder) -> None:
+    smuggled = [
+        *JSON_HEADERS,
+        ("Impersonate-User", "system:admin"),
+        ("impersonate-group", "system:masters"),
+        ("IMPERSONATE-GROUP", "system:masters"),
+        ("Impersonate-Uid", "0"),
+        ("Impersonate-Extra-Scopes", "everything"),
+        ("X-Remote-User", "system:admin"),
+        ("X-Remote-Group", "system:masters"),
+    ]
+
+    response = await whoami(forwarder, user="kaas:alice", groups=list(VIEWER_GROUPS), headers=smuggled)
+
+    assert response.status == 201
+    user_info = (await read_json(response))["status"]["userInfo"]
+    assert user_info["username"] == "kaas:alice"
+    assert "system:masters" not in user_info["groups"]
+    assert "uid" not in user_info
+    assert "extra" not in user_info
+
+
+async def test_viewer_with_smuggled_admin_headers_is_still_refused_by_rbac(
+    forwarder: ApiserverForwarder,
+) -> None:
+    smuggled = [
+        *JSON_HEADERS,
+        ("Authorization", "Bearer cluster-admin-token"),
+        ("Impersonate-User", "system:admin"),
+        ("Impersonate-Group", "system:masters"),
+    ]
+
+    response = await forwarder.forward(
+        ForwardRequest(
+            method="POST", path=CONFIGMAPS, user="kaas:alice", groups=list(VIEWER_GROUPS),
+            headers=smuggled, body=json_body(configmap("smuggled")),
+        )
+    )
+
+    assert response.status == 403
+    status = await read_json(response)
+    assert status["kind"] == "Status"
+    assert "kaas:alice" in status["message"]
+
+
+async def test_client_authorization_never_replaces_the_agent_credentials(
+    forwarder: ApiserverForwarder,
+) -> None:
+    # The agent's service account may impersonate only the kaas groups; an admin token could impersonate
+    # system:masters. A 403 proves the apiserver saw the agent's credentials, not the client's.
+    response = await whoami(
+        forwarder, user="kaas:mallory", groups=["system:masters"],
+        headers=[*JSON_HEADERS, ("Authorization", "Bearer cluster-admin-token")],
+    )
+
+    assert response.status == 403
+    assert "impersonate" in (await read_json(response))["message"]
+
+
+async def test_viewer_create_is_forbidden_by_the_cluster_rbac(forwarder: ApiserverForwarder) -> None:
+    response = await forwarder.forward(
+        ForwardRequest(
+            method="POST", path=CONFIGMAPS, user="kaas:vera", groups=list(VIEWER_GROUPS),
+            headers=JSON_HEADERS, body=json_body(configmap("from-viewer")),
+        )
+    )
+
+    assert response.status == 403
+    assert (await read_json(response))["reason"] == "Forbidden"
+
+
+async def test_member_create_succeeds(forwarder: ApiserverForwarder, kube: KubeStandinHandle) -> None:
+    response = await forwarder.forward(
+        ForwardRequest(
+            method="POST", path=CONFIGMAPS, user="kaas:mia", groups=list(MEMBER_GROUPS),
+            headers=JSON_HEADERS, body=json_body(configmap("from-member")),
+        )
+    )
+
+    assert response.status == 201
+    assert (await read_json(response))["data"] == {"k": "v"}
+    listed = await forwarder.forward(
+        ForwardRequest(method="GET", path=f"{CONFIGMAPS}/from-member", user="kaas:vera",
+                       groups=list(VIEWER_GROUPS))
+    )
+    assert listed.status == 200
+    assert (await read_json(listed))["metadata"]["name"] == "from-member"
+
+
+async def test_request_without_a_user_is_refused(forwarder: ApiserverForwarder) -> None:
+    response = await forwarder.forward(ForwardRequest(method="GET", path="/api/v1/namespaces", user=""))
+
+    assert response.status == 403
+    status = await read_json(response)
+    assert status["kind"] == "Status"
+    assert "no kaas user" in status["message"]
+
+
+@pytest.mark.parametrize("user", ["system:admin", "system:kube-controller-manager", "alice", "kaas:"])
+async def test_only_kaas_user_names_are_impersonated(forwarder: ApiserverForwarder, user: str) -> None:
+    response = await whoami(forwarder, user=user, groups=list(MEMBER_GROUPS), headers=JSON_HEADERS)
+
+    assert response.status == 403
+    assert "only impersonates kaas users" in (await read_json(response))["message"]
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+
+
+async def test_watch_streams_events_before_the_stream_ends(
+    forwarder: ApiserverForwarder, kube: KubeStandinHandle
+) -> None:
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        response = await forwarder.forward(
+            ForwardRequest(method="GET", path=f"{CONFIGMAPS}?watch=true&timeoutSeconds=60",
+                           user="kaas:vera", groups=list(VIEWER_GROUPS))
+        )
+        async with response:
+            assert response.status == 200
+            kube.standin.apply([configmap("watched")])
+
+            buffered = b""
+            async for chunk in response.body:
+                buffered += chunk
+                if b"\n" in buffered:
+                    break
+    event = json.loads(buffered.split(b"\n", 1)[0])
+
+    assert event["type"] == "ADDED"
+    assert event["object"]["metadata"]["name"] == "watched"
+    # The server keeps the watch open for 60 s: the event arrived long before the stream ended.
+    assert time.monotonic() - started < 10
+
+
+async def test_closing_a_watch_early_releases_the_connection(agent_connection: ApiserverConnection) -> None:
+    async with ApiserverForwarder(agent_connection, max_connections=1, pool_timeout_seconds=2) as forwarder:
+        for _ in range(3):
+            response = await forwarder.forward(
+                ForwardRequest(method="GET", path=f"{CONFIGMAPS}?watch=1&timeoutSeconds=60",
+                               user="kaas:vera", groups=list(VIEWER_GROUPS))
+            )
+            assert response.status == 200
+            await response.aclose()  # without this the single pooled connection stays taken: 504
+
+
+# --- what is never forwarded ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://evil/",
+        "https://evil.example/api/v1/secrets",
+        "//host/x",
+        "/../x",
+        "/api/v1/../../x",
+        "/api/%2e%2e/x",
+        "/api/v1/namespaces/..%2f..%2fx",
+        "/%2F%2Fevil/x",
+        "api/v1/pods",
+        "",
+        "/api/v1/pods\\..\\x",
+        "/api/v1/pods x",
+        "/api/v1/pods\r\nHost: evil",
+    ],
+)
+async def test_targets_that_are_not_apiserver_paths_are_refused(
+    forwarder: ApiserverForwarder, target: str
+) -> None:
+    response = await forwarder.forward(
+        ForwardRequest(method="GET", path=target, user="kaas:alice", groups=list(MEMBER_GROUPS))
+    )
+
+    assert response.status == 400
+    status = await read_json(response)
+    assert (status["kind"], status["reason"], status["code"]) == ("Status", "BadRequest", 400)
+    with pytest.raises(InvalidForwardRequest):
+        validate_target(target)
+
+
+def test_ordinary_paths_with_queries_are_accepted() -> None:
+    target = "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb&fieldSelector=a%3D..%2Fb&watch=1"
+    assert validate_target(target) == target
+    assert validate_target("/version") == "/version"
+
+
+async def test_connect_method_is_not_forwarded(forwarder: ApiserverForwarder) -> None:
+    response = await forwarder.forward(
+        ForwardRequest(method="CONNECT", path="/api/v1/namespaces", user="kaas:alice", groups=["kaas:owner"])
+    )
+
+    assert response.status == 405
+
+
+def test_upstream_headers_replace_every_identity_and_hop_by_hop_header() -> None:
+    headers = upstream_headers(
+        [
+            ("Authorization", "Bearer stolen"),
+            ("authorization", "Basic x"),
+            ("IMPERSONATE-USER", "system:admin"),
+            ("Impersonate-Group", "system:masters"),
+            ("Connection", "keep-alive, X-Custom-Hop"),
+            ("X-Custom-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic y"),
+            ("TE", "trailers"),
+            ("Trailer", "X"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "websocket"),
+            ("Host", "evil"),
+            ("Content-Length", "12"),
+            ("Accept", "application/json"),
+            ("Accept", "application/yaml"),
+        ],
+        user="kaas:alice",
+        groups=["kaas:authenticated", "kaas:viewer"],
+    )
+
+    assert headers == [
+        ("Accept", "application/json"),
+        ("Accept", "application/yaml"),
+        ("Accept-Encoding", "identity"),
+        ("Impersonate-User", "kaas:alice"),
+        ("Impersonate-Group", "kaas:authenticated"),
+        ("Impersonate-Group", "kaas:viewer"),
+    ]
+
+
+# --- apiserver trouble ----------------------------------------------------------------------------------
+
+
+async def test_apiserver_down_answers_502_status() -> None:
+    connection = ApiserverConnection(
+        base_url=f"http://127.0.0.1:{free_port()}", ssl_context=None, token_source=StaticToken("t")
+    )
+    async with ApiserverForwarder(connection, connect_timeout_seconds=2) as forwarder:
+        response = await forwarder.forward(
+            ForwardRequest(method="GET", path="/api/v1/pods", user="kaas:alice", groups=["kaas:owner"])
+        )
+
+    assert response.status == 502
+    status = await read_json(response)
+    assert (status["kind"], status["status"], status["code"]) == ("Status", "Failure", 502)
+    assert "unreachable" in status["message"]
+
+
+async def test_apiserver_that_never_answers_gives_504_status() -> None:
+    with silent_listener() as port:
+        connection = ApiserverConnection(
+            base_url=f"http://127.0.0.1:{port}", ssl_context=None, token_source=StaticToken("t")
+        )
+        async with ApiserverForwarder(connection, read_timeout_seconds=0.3) as forwarder:
+            response = await forwarder.forward(
+                ForwardRequest(method="GET", path="/api/v1/pods", user="kaas:alice", groups=["kaas:owner"])
+            )
+
+    assert response.status == 504
+    status = await read_json(response)
+    assert (status["kind"], status["reason"], status["code"]) == ("Status", "Timeout", 504)
