@@ -1,0 +1,101 @@
+"""The FastAPI application factory: routers, error rendering, the per-app context.
+
+Called by the composition root (``kaas_cli``: ``kaas api`` and ``kaas up``) and by the tests, which pass
+their own session factory and dispatcher. Every error leaves as ``{"error", "message", "detail"}``:
+domain errors (``kaas_api.errors``) with their status, request validation as 422 ``invalid_input``,
+unknown routes and methods as ``not_found`` / ``method_not_allowed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kaas_api import health
+from kaas_api.auth import endpoints as auth
+from kaas_api.clusters import endpoints as clusters
+from kaas_api.config import ApiSettings
+from kaas_api.deps import AppContext
+from kaas_api.dispatch import TaskDispatcher
+from kaas_api.errors import KaasError
+from kaas_api.operations import endpoints as operations
+from kaas_api.projects import endpoints as projects
+from kaas_api.regions import endpoints as regions
+from kaas_api.users import endpoints as users
+
+log = logging.getLogger(__name__)
+
+_HTTP_ERRORS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+
+def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": error, "message": message, "detail": detail}
+
+
+async def _kaas_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KaasError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse(
+        status_code=exc.status_code, content=error_body(exc.error, exc.message, exc.detail), headers=headers
+    )
+
+
+def _location(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(
+            {"field": _location(error.get("loc", ())), "message": message, "type": error.get("type")}
+        )
+    summary = "; ".join(
+        f"{p['field']}: {p['message']}" if p["field"] else str(p["message"]) for p in problems
+    )
+    return JSONResponse(
+        status_code=422, content=error_body("invalid_input", summary or "invalid input", problems)
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+    return JSONResponse(
+        status_code=exc.status_code, content=error_body(error, str(exc.detail)), headers=exc.headers
+    )
+
+
+def create_app(
+    settings: ApiSettings, *, session_factory: sessionmaker[Session], dispatcher: TaskDispatcher
+) -> FastAPI:
+    """Build the API. ``session_factory`` gives one session per request; ``dispatcher`` sends reconciles."""
+    app = FastAPI(
+        title="kaas",
+        version="0.1.0",
+        description="Kubernetes clusters on OpenStack. Authenticate with `Authorization: Bearer <token>`.",
+        redoc_url=None,
+    )
+    app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
+    app.add_exception_handler(KaasError, _kaas_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(projects.router)
+    app.include_router(regions.router)
+    app.include_router(clusters.router)
+    app.include_router(operations.router)
+    return app

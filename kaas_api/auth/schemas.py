@@ -1,0 +1,49 @@
+"""Request and response bodies of ``/v1/me`` and ``/v1/tokens``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kaas_api.validation import ShortText
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"description": "laptop", "ttl_days": 30}]}
+    )
+
+    description: ShortText = ""
+    ttl_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Days until the token expires; default from the server."
+    )
+
+
+class TokenOut(BaseModel):
+    id: str
+    prefix: str
+    kind: str
+    description: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="The bearer token. Shown only this once; store it now.")
+    info: TokenOut
+
+
+class MembershipOut(BaseModel):
+    project: str
+    role: str
+
+
+class MeOut(BaseModel):
+    id: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+    projects: list[MembershipOut]

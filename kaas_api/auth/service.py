@@ -1,0 +1,143 @@
+"""Who is calling, and what they may do: bearer-token authentication, API tokens, project roles.
+
+Called by ``kaas_api.deps`` (authentication on every request), by the endpoints of every domain
+(``authorize_project``) and by the CLI through ``kaas_api.users.service``. Raises domain errors only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kaas_api.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
+from kaas_api.errors import Forbidden, NotFound, Unauthenticated
+from kaas_api.security import USER_TOKEN_PREFIX, generate_token, hash_token
+from kaas_api.validation import is_dns_label, is_uuid
+
+TOKEN_DISPLAY_PREFIX_LENGTH = 12
+_MAX_AUTHORIZATION_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    token: ApiToken
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+def authenticate(session: Session, authorization: str | None, *, now: datetime | None = None) -> Principal:
+    """Resolve an ``Authorization: Bearer <token>`` header to its user, or raise ``Unauthenticated``."""
+    if not authorization:
+        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(authorization) > _MAX_AUTHORIZATION_LENGTH:
+        raise Unauthenticated("malformed Authorization header: send 'Authorization: Bearer <token>'")
+    now = now or utcnow()
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.kind == TokenKind.USER.value)
+    ).one_or_none()
+    if row is None:
+        raise Unauthenticated("invalid token")
+    api_token, user = row
+    if api_token.revoked_at is not None:
+        raise Unauthenticated("token was revoked")
+    expires_at = as_utc(api_token.expires_at)
+    if expires_at is not None and expires_at <= now:
+        raise Unauthenticated("token expired: create a new one")
+    if user.disabled_at is not None:
+        raise Unauthenticated("user is disabled")
+    api_token.last_used_at = now
+    return Principal(user=user, token=api_token)
+
+
+def issue_token(
+    session: Session, user: User, *, description: str = "", ttl: timedelta | None = None
+) -> tuple[ApiToken, str]:
+    """Create a user API token; returns the row and the token itself, which is never stored."""
+    token = generate_token(USER_TOKEN_PREFIX)
+    row = ApiToken(
+        user_id=user.id,
+        token_hash=hash_token(token),
+        prefix=token[:TOKEN_DISPLAY_PREFIX_LENGTH],
+        kind=TokenKind.USER.value,
+        description=description,
+        expires_at=utcnow() + ttl if ttl is not None else None,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def list_tokens(session: Session, principal: Principal, *, user_name: str | None = None) -> list[ApiToken]:
+    """The caller's tokens; an admin may name another user."""
+    target = principal.user
+    if user_name is not None and user_name != principal.user.name:
+        if not principal.is_admin:
+            raise Forbidden("only admins may list another user's tokens")
+        found = (
+            session.scalar(select(User).where(User.name == user_name)) if is_dns_label(user_name) else None
+        )
+        if found is None:
+            raise NotFound(f"user {user_name[:80]!r} not found")
+        target = found
+    return list(
+        session.scalars(select(ApiToken).where(ApiToken.user_id == target.id).order_by(ApiToken.created_at))
+    )
+
+
+def revoke_token(session: Session, principal: Principal, token_id: str) -> ApiToken:
+    """Revoke one of the caller's tokens (any token for an admin); others' tokens answer 404."""
+    row = session.get(ApiToken, token_id) if is_uuid(token_id) else None
+    if row is None or (row.user_id != principal.user.id and not principal.is_admin):
+        raise NotFound(f"token {token_id[:80]!r} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project: Project
+    role: Role | None  # None: a global admin who is not a member
+
+
+def authorize_project(
+    session: Session, principal: Principal, project_name: str, *, need: Role
+) -> ProjectAccess:
+    """Find a project the caller may see and check their role.
+
+    A project the caller is not a member of answers 404, exactly like one that does not exist; a member
+    whose role is too weak gets 403. Admins may do everything.
+    """
+    not_found = NotFound(f"project {project_name[:80]!r} not found")
+    if not is_dns_label(project_name):
+        raise not_found
+    project = session.scalar(select(Project).where(Project.name == project_name))
+    if project is None:
+        raise not_found
+    member = session.get(ProjectMember, (project.id, principal.user.id))
+    role = Role(member.role) if member is not None else None
+    if principal.is_admin:
+        return ProjectAccess(project=project, role=role)
+    if role is None:
+        raise not_found
+    if role.rank < need.rank:
+        raise Forbidden(
+            f"your role in project {project.name!r} is {role.value}; this needs {need.value} or higher"
+        )
+    return ProjectAccess(project=project, role=role)
+
+
+def project_role(session: Session, principal: Principal, project_id: str) -> Role | None:
+    member = session.get(ProjectMember, (project_id, principal.user.id))
+    return Role(member.role) if member is not None else None

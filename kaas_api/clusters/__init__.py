@@ -1,0 +1,1 @@
+"""Clusters, their node pools and nodes."""

@@ -1,0 +1,195 @@
+"""HTTP endpoints of clusters, node pools, nodes and cluster operations under ``/v1/projects/{project}``.
+
+Reads need the viewer role, changes the member role. Changes answer 202 with the operation to poll.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy.orm import Session
+
+from kaas_api.auth.service import authorize_project
+from kaas_api.clusters import service
+from kaas_api.clusters.schemas import (
+    ClusterAccepted,
+    ClusterCreate,
+    ClusterOut,
+    ClusterPatch,
+    ConditionOut,
+    ControlPlaneOut,
+    NodeCounts,
+    NodeOut,
+    NodePoolAccepted,
+    NodePoolCreate,
+    NodePoolOut,
+    NodePoolPatch,
+)
+from kaas_api.db.models import Cluster, NodePool, Role
+from kaas_api.deps import CurrentUser, Settings, Uow
+from kaas_api.operations.schemas import OperationOut
+from kaas_api.operations.service import list_cluster_operations
+from kaas_api.security import SecretBox
+
+router = APIRouter(prefix="/v1/projects/{project}/clusters", tags=["clusters"])
+
+
+def pool_out(pool: NodePool) -> NodePoolOut:
+    return NodePoolOut(
+        id=pool.id,
+        name=pool.name,
+        flavor=pool.flavor,
+        count=pool.count,
+        labels=dict(pool.labels or {}),
+        taints=list(pool.taints or []),
+        created_at=pool.created_at,
+    )
+
+
+def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
+    observed, ready = service.node_counts(session, cluster)
+    desired = cluster.control_plane_count + sum(pool.count for pool in cluster.node_pools)
+    return ClusterOut(
+        id=cluster.id,
+        name=cluster.name,
+        project=cluster.project.name,
+        region=cluster.region.name,
+        kubernetes_version=cluster.kubernetes_version,
+        control_plane=ControlPlaneOut(count=cluster.control_plane_count, flavor=cluster.control_plane_flavor),
+        node_pools=[pool_out(pool) for pool in cluster.node_pools],
+        node_cidr=cluster.node_cidr,
+        pod_cidr=cluster.pod_cidr,
+        service_cidr=cluster.service_cidr,
+        phase=cluster.phase,
+        conditions=[ConditionOut.model_validate(c) for c in cluster.conditions or []],
+        node_counts=NodeCounts(desired=desired, observed=observed, ready=ready),
+        api_endpoint=cluster.api_endpoint,
+        generation=cluster.generation,
+        observed_generation=cluster.observed_generation,
+        created_at=cluster.created_at,
+        updated_at=cluster.updated_at,
+        deleted_at=cluster.deleted_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)
+def create_cluster(
+    project: str, body: ClusterCreate, principal: CurrentUser, uow: Uow, settings: Settings
+) -> ClusterAccepted:
+    """Create a cluster. Provisioning runs in the background; poll the returned operation."""
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    cluster, operation = service.create_cluster(
+        uow,
+        project=access.project,
+        spec=body,
+        requested_by=principal.user.id,
+        secret_box=SecretBox(settings.secret_key),
+    )
+    return ClusterAccepted(cluster=cluster_out(uow.session, cluster), operation=OperationOut.of(operation))
+
+
+@router.get("", response_model=list[ClusterOut])
+def list_clusters(project: str, principal: CurrentUser, uow: Uow) -> list[ClusterOut]:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    return [cluster_out(uow.session, c) for c in service.list_clusters(uow.session, access.project)]
+
+
+@router.get("/{cluster}", response_model=ClusterOut)
+def get_cluster(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> ClusterOut:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    return cluster_out(uow.session, service.get_cluster(uow.session, access.project, cluster))
+
+
+@router.patch("/{cluster}", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)
+def update_cluster(
+    project: str, cluster: str, body: ClusterPatch, principal: CurrentUser, uow: Uow
+) -> ClusterAccepted:
+    """Change node pool counts."""
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    counts = {item.name: item.count for item in body.node_pools}
+    operation = service.scale_cluster(uow, row, counts, requested_by=principal.user.id)
+    return ClusterAccepted(cluster=cluster_out(uow.session, row), operation=OperationOut.of(operation))
+
+
+@router.delete("/{cluster}", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)
+def delete_cluster(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> ClusterAccepted:
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    operation = service.delete_cluster(uow, row, requested_by=principal.user.id)
+    return ClusterAccepted(cluster=cluster_out(uow.session, row), operation=OperationOut.of(operation))
+
+
+@router.get("/{cluster}/node-pools", response_model=list[NodePoolOut])
+def list_node_pools(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> list[NodePoolOut]:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    return [pool_out(pool) for pool in row.node_pools]
+
+
+@router.post("/{cluster}/node-pools", status_code=status.HTTP_202_ACCEPTED, response_model=NodePoolAccepted)
+def create_node_pool(
+    project: str, cluster: str, body: NodePoolCreate, principal: CurrentUser, uow: Uow
+) -> NodePoolAccepted:
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    pool, operation = service.add_node_pool(uow, row, body, requested_by=principal.user.id)
+    return NodePoolAccepted(node_pool=pool_out(pool), operation=OperationOut.of(operation))
+
+
+@router.get("/{cluster}/node-pools/{pool}", response_model=NodePoolOut)
+def get_node_pool(project: str, cluster: str, pool: str, principal: CurrentUser, uow: Uow) -> NodePoolOut:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    return pool_out(service.get_node_pool(row, pool))
+
+
+@router.patch(
+    "/{cluster}/node-pools/{pool}", status_code=status.HTTP_202_ACCEPTED, response_model=NodePoolAccepted
+)
+def update_node_pool(
+    project: str, cluster: str, pool: str, body: NodePoolPatch, principal: CurrentUser, uow: Uow
+) -> NodePoolAccepted:
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    updated, operation = service.update_node_pool(uow, row, pool, body, requested_by=principal.user.id)
+    return NodePoolAccepted(node_pool=pool_out(updated), operation=OperationOut.of(operation))
+
+
+@router.delete(
+    "/{cluster}/node-pools/{pool}", status_code=status.HTTP_202_ACCEPTED, response_model=NodePoolAccepted
+)
+def delete_node_pool(
+    project: str, cluster: str, pool: str, principal: CurrentUser, uow: Uow
+) -> NodePoolAccepted:
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    operation = service.delete_node_pool(uow, row, pool, requested_by=principal.user.id)
+    return NodePoolAccepted(node_pool=None, operation=OperationOut.of(operation))
+
+
+@router.get("/{cluster}/nodes", response_model=list[NodeOut])
+def list_nodes(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> list[NodeOut]:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    return [
+        NodeOut(
+            id=node.id,
+            name=node.name,
+            role=node.role,
+            node_pool=pool_name,
+            flavor=node.flavor,
+            status=node.status,
+            address=node.address,
+            ready=node.ready,
+            created_at=node.created_at,
+            updated_at=node.updated_at,
+        )
+        for node, pool_name in service.list_nodes(uow.session, row)
+    ]
+
+
+@router.get("/{cluster}/operations", response_model=list[OperationOut])
+def list_operations(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> list[OperationOut]:
+    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    return [OperationOut.of(op) for op in list_cluster_operations(uow.session, row)]

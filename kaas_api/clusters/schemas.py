@@ -1,0 +1,194 @@
+"""Request and response bodies of clusters, node pools and nodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from kaas_api.operations.schemas import OperationOut
+from kaas_api.validation import Cidr, DnsLabel, LabelKey, LabelValue
+
+MAX_POOL_COUNT = 100
+MAX_POOLS = 20
+FlavorName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+VersionName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: LabelKey
+    value: LabelValue = ""
+    effect: TaintEffect
+
+
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=50)]
+Taints = Annotated[list[Taint], Field(max_length=50)]
+
+
+class NodePoolCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "workers",
+                    "flavor": "m1.large",
+                    "count": 3,
+                    "labels": {"tier": "web"},
+                    "taints": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
+                }
+            ]
+        },
+    )
+
+    name: DnsLabel
+    flavor: FlavorName
+    count: int = Field(ge=0, le=MAX_POOL_COUNT)
+    labels: Labels = Field(default_factory=dict)
+    taints: Taints = Field(default_factory=list)
+
+
+class NodePoolPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"count": 5}]})
+
+    count: int | None = Field(default=None, ge=0, le=MAX_POOL_COUNT)
+    labels: Labels | None = None
+    taints: Taints | None = None
+
+
+class ControlPlane(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: Literal[1, 3] = 1
+    flavor: FlavorName
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count_is_int(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value not in (1, 3):
+            raise ValueError("control plane count must be 1 or 3")
+        return value
+
+
+_CLUSTER_EXAMPLE: dict[str, Any] = {
+    "name": "prod",
+    "region": "region-one",
+    "kubernetes_version": "1.30.2",
+    "control_plane": {"count": 3, "flavor": "m1.small"},
+    "node_pools": [{"name": "workers", "flavor": "m1.large", "count": 3, "labels": {}, "taints": []}],
+    "node_cidr": "10.0.0.0/24",
+    "pod_cidr": "10.244.0.0/16",
+    "service_cidr": "10.96.0.0/12",
+}
+
+
+class ClusterCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CLUSTER_EXAMPLE]})
+
+    name: DnsLabel
+    region: DnsLabel
+    kubernetes_version: VersionName | None = Field(default=None, description="Default: the region's default.")
+    control_plane: ControlPlane
+    node_pools: list[NodePoolCreate] = Field(default_factory=list, max_length=MAX_POOLS)
+    node_cidr: Cidr | None = None
+    pod_cidr: Cidr | None = None
+    service_cidr: Cidr | None = None
+
+
+class PoolCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: DnsLabel
+    count: int = Field(ge=0, le=MAX_POOL_COUNT)
+
+
+class ClusterPatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"node_pools": [{"name": "workers", "count": 5}]}]}
+    )
+
+    node_pools: list[PoolCount] = Field(min_length=1, max_length=MAX_POOLS)
+
+
+class NodePoolOut(BaseModel):
+    id: str
+    name: str
+    flavor: str
+    count: int
+    labels: dict[str, str]
+    taints: list[dict[str, str]]
+    created_at: datetime
+
+
+class ConditionOut(BaseModel):
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class NodeCounts(BaseModel):
+    desired: int = Field(description="Control plane plus every pool's count.")
+    observed: int = Field(description="Servers the provider has seen.")
+    ready: int = Field(description="Nodes Kubernetes reports Ready.")
+
+
+class ControlPlaneOut(BaseModel):
+    count: int
+    flavor: str
+
+
+class ClusterOut(BaseModel):
+    id: str
+    name: str
+    project: str
+    region: str
+    kubernetes_version: str
+    control_plane: ControlPlaneOut
+    node_pools: list[NodePoolOut]
+    node_cidr: str
+    pod_cidr: str
+    service_cidr: str
+    phase: str
+    conditions: list[ConditionOut]
+    node_counts: NodeCounts
+    api_endpoint: str | None
+    generation: int
+    observed_generation: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class ClusterAccepted(BaseModel):
+    cluster: ClusterOut
+    operation: OperationOut
+
+
+class NodePoolAccepted(BaseModel):
+    node_pool: NodePoolOut | None
+    operation: OperationOut
+
+
+class NodeOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    node_pool: str | None
+    flavor: str
+    status: str
+    address: str | None
+    ready: bool
+    created_at: datetime
+    updated_at: datetime

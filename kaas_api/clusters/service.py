@@ -1,0 +1,320 @@
+"""Clusters, node pools and nodes: validate a desired spec, store it, record an operation, ask for a
+reconcile after the commit.
+
+Called by ``kaas_api.clusters.endpoints``. Every change bumps ``generation``, records an operation
+(superseding an unfinished older one) and registers a reconcile on the unit of work, which sends it to the
+region's queue only once the transaction has committed. Flushes only; the caller commits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.strategy_options import _AbstractLoad
+
+from kaas_api.clusters.quota import check_quota, cluster_footprint, footprint
+from kaas_api.clusters.schemas import ClusterCreate, NodePoolCreate, NodePoolPatch
+from kaas_api.db.models import (
+    Cluster,
+    ClusterPhase,
+    Node,
+    NodePool,
+    Operation,
+    OperationKind,
+    Project,
+    Region,
+    utcnow,
+)
+from kaas_api.dispatch import UnitOfWork
+from kaas_api.errors import Conflict, InvalidInput, NotFound
+from kaas_api.operations.service import record_operation
+from kaas_api.regions.service import flavor_sizes, get_region
+from kaas_api.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
+from kaas_api.validation import is_dns_label, is_uuid, overlapping_cidrs
+
+_FINAL_PHASES = (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value)
+
+
+def _loaded() -> tuple[_AbstractLoad, ...]:
+    return (selectinload(Cluster.node_pools), selectinload(Cluster.region), selectinload(Cluster.project))
+
+
+def get_cluster(session: Session, project: Project, ref: str) -> Cluster:
+    """A cluster of the project by id, or by name among live clusters."""
+    cluster = None
+    if is_uuid(ref):
+        cluster = session.scalar(
+            select(Cluster).where(Cluster.project_id == project.id, Cluster.id == ref).options(*_loaded())
+        )
+    if cluster is None and is_dns_label(ref):
+        cluster = session.scalar(
+            select(Cluster)
+            .where(Cluster.project_id == project.id, Cluster.name == ref, Cluster.deleted_at.is_(None))
+            .options(*_loaded())
+        )
+    if cluster is None:
+        raise NotFound(f"cluster {ref[:80]!r} not found in project {project.name!r}")
+    return cluster
+
+
+def list_clusters(session: Session, project: Project) -> list[Cluster]:
+    return list(
+        session.scalars(
+            select(Cluster)
+            .where(Cluster.project_id == project.id, Cluster.deleted_at.is_(None))
+            .order_by(Cluster.name)
+            .options(*_loaded())
+        )
+    )
+
+
+def node_counts(session: Session, cluster: Cluster) -> tuple[int, int]:
+    """(observed, ready) node rows of the cluster."""
+    observed, ready = session.execute(
+        select(func.count(Node.id), func.count(Node.id).filter(Node.ready.is_(True))).where(
+            Node.cluster_id == cluster.id
+        )
+    ).one()
+    return int(observed), int(ready)
+
+
+def _check_flavor(region: Region, flavor: str, *, field: str) -> None:
+    allowed = sorted(flavor_sizes(region))
+    if flavor not in allowed:
+        raise InvalidInput(
+            f"{field}: flavor {flavor[:80]!r} is not offered in region {region.name!r}; "
+            f"allowed: {', '.join(allowed) or '(none configured)'}",
+            detail={"field": field, "allowed": allowed},
+        )
+
+
+def _check_pool_names(pools: list[NodePoolCreate]) -> None:
+    names = [p.name for p in pools]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInput(
+            f"node pool names must be unique within a cluster; repeated: {', '.join(duplicates)}",
+            detail={"field": "node_pools", "duplicates": duplicates},
+        )
+
+
+def _region_for_create(session: Session, name: str) -> Region:
+    try:
+        return get_region(session, name)
+    except NotFound:
+        available = list(session.scalars(select(Region.name).order_by(Region.name)))
+        raise InvalidInput(
+            f"region {name!r} does not exist; available: {', '.join(available) or '(none)'}",
+            detail={"field": "region", "allowed": available},
+        ) from None
+
+
+def _request_reconcile(uow: UnitOfWork, cluster: Cluster) -> None:
+    uow.reconcile_after_commit(cluster.id, queue=cluster.region.queue)
+
+
+def create_cluster(
+    uow: UnitOfWork, *, project: Project, spec: ClusterCreate, requested_by: str, secret_box: SecretBox
+) -> tuple[Cluster, Operation]:
+    """Validate and store a new cluster with its pools and a ``create`` operation; reconcile after commit."""
+    session = uow.session
+    region = _region_for_create(session, spec.region)
+    version = spec.kubernetes_version or region.default_kubernetes_version
+    allowed_versions = list(region.kubernetes_versions or [])
+    if version is None or version not in allowed_versions:
+        what = (
+            "no kubernetes_version given and the region has no default"
+            if version is None
+            else (f"kubernetes_version {version!r} is not offered in region {region.name!r}")
+        )
+        raise InvalidInput(
+            f"{what}; allowed: {', '.join(allowed_versions) or '(none configured)'}",
+            detail={"field": "kubernetes_version", "allowed": allowed_versions},
+        )
+    _check_flavor(region, spec.control_plane.flavor, field="control_plane.flavor")
+    _check_pool_names(spec.node_pools)
+    for index, pool in enumerate(spec.node_pools):
+        _check_flavor(region, pool.flavor, field=f"node_pools[{index}].flavor")
+    cidrs = {
+        "node_cidr": spec.node_cidr or region.default_node_cidr,
+        "pod_cidr": spec.pod_cidr or region.default_pod_cidr,
+        "service_cidr": spec.service_cidr or region.default_service_cidr,
+    }
+    overlaps = overlapping_cidrs(cidrs)
+    if overlaps:
+        raise InvalidInput(
+            "node, pod and service CIDRs must not overlap: " + "; ".join(overlaps),
+            detail={"overlaps": overlaps},
+        )
+    if _live_name_taken(session, project, spec.name):
+        raise Conflict(f"a cluster named {spec.name!r} already exists in project {project.name!r}")
+
+    nodes = [(spec.control_plane.flavor, spec.control_plane.count)] + [
+        (p.flavor, p.count) for p in spec.node_pools
+    ]
+    check_quota(session, project, footprint(sizes=flavor_sizes(region), clusters=1, nodes=nodes))
+
+    agent_token = generate_token(AGENT_TOKEN_PREFIX)
+    cluster = Cluster(
+        project_id=project.id,
+        region_id=region.id,
+        name=spec.name,
+        kubernetes_version=version,
+        control_plane_count=spec.control_plane.count,
+        control_plane_flavor=spec.control_plane.flavor,
+        node_cidr=cidrs["node_cidr"],
+        pod_cidr=cidrs["pod_cidr"],
+        service_cidr=cidrs["service_cidr"],
+        generation=1,
+        observed_generation=0,
+        phase=ClusterPhase.PROVISIONING.value,
+        conditions=[],
+        agent_token_hash=hash_token(agent_token),
+        agent_token_encrypted=secret_box.encrypt(agent_token),
+        created_by=requested_by,
+    )
+    session.add(cluster)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a cluster named {spec.name!r} already exists in project {project.name!r}") from exc
+    for pool in spec.node_pools:
+        session.add(_pool_row(cluster, pool))
+    session.flush()
+    operation = record_operation(session, cluster, kind=OperationKind.CREATE, requested_by=requested_by)
+    cluster = get_cluster(session, project, cluster.id)
+    _request_reconcile(uow, cluster)
+    return cluster, operation
+
+
+def _pool_row(cluster: Cluster, pool: NodePoolCreate) -> NodePool:
+    return NodePool(
+        cluster_id=cluster.id,
+        name=pool.name,
+        flavor=pool.flavor,
+        count=pool.count,
+        labels=dict(pool.labels),
+        taints=[t.model_dump(mode="json") for t in pool.taints],
+    )
+
+
+def _live_name_taken(session: Session, project: Project, name: str) -> bool:
+    return (
+        session.scalar(
+            select(Cluster.id).where(
+                Cluster.project_id == project.id, Cluster.name == name, Cluster.deleted_at.is_(None)
+            )
+        )
+        is not None
+    )
+
+
+def _require_changeable(cluster: Cluster) -> None:
+    if cluster.phase in _FINAL_PHASES or cluster.deleted_at is not None:
+        raise Conflict(f"cluster {cluster.name!r} is being deleted; it cannot be changed")
+
+
+def _spec_changed(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
+    cluster.generation += 1
+    cluster.phase = ClusterPhase.UPDATING.value
+    cluster.updated_at = utcnow()
+    uow.session.flush()
+    operation = record_operation(uow.session, cluster, kind=OperationKind.UPDATE, requested_by=requested_by)
+    _request_reconcile(uow, cluster)
+    return operation
+
+
+def get_node_pool(cluster: Cluster, name: str) -> NodePool:
+    for pool in cluster.node_pools:
+        if pool.name == name:
+            return pool
+    raise NotFound(f"node pool {name[:80]!r} not found in cluster {cluster.name!r}")
+
+
+def _check_growth(session: Session, cluster: Cluster, new_nodes: list[tuple[str, int]]) -> None:
+    before = cluster_footprint(cluster)
+    after = footprint(sizes=flavor_sizes(cluster.region), clusters=1, nodes=new_nodes)
+    check_quota(session, cluster.project, after - before)
+
+
+def _nodes_with(
+    cluster: Cluster, counts: dict[str, int], *, extra: tuple[tuple[str, int], ...] = ()
+) -> list[tuple[str, int]]:
+    nodes = [(cluster.control_plane_flavor, cluster.control_plane_count)]
+    nodes += [(pool.flavor, counts.get(pool.name, pool.count)) for pool in cluster.node_pools]
+    return nodes + list(extra)
+
+
+def scale_cluster(
+    uow: UnitOfWork, cluster: Cluster, counts: dict[str, int], *, requested_by: str
+) -> Operation:
+    """Set node pool counts (name -> count); every named pool must exist."""
+    _require_changeable(cluster)
+    for name in counts:
+        get_node_pool(cluster, name)
+    _check_growth(uow.session, cluster, _nodes_with(cluster, counts))
+    for pool in cluster.node_pools:
+        if pool.name in counts:
+            pool.count = counts[pool.name]
+    return _spec_changed(uow, cluster, requested_by=requested_by)
+
+
+def add_node_pool(
+    uow: UnitOfWork, cluster: Cluster, spec: NodePoolCreate, *, requested_by: str
+) -> tuple[NodePool, Operation]:
+    _require_changeable(cluster)
+    if any(pool.name == spec.name for pool in cluster.node_pools):
+        raise Conflict(f"node pool {spec.name!r} already exists in cluster {cluster.name!r}")
+    _check_flavor(cluster.region, spec.flavor, field="flavor")
+    _check_growth(uow.session, cluster, _nodes_with(cluster, {}, extra=((spec.flavor, spec.count),)))
+    pool = _pool_row(cluster, spec)
+    uow.session.add(pool)
+    try:
+        uow.session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"node pool {spec.name!r} already exists in cluster {cluster.name!r}") from exc
+    return pool, _spec_changed(uow, cluster, requested_by=requested_by)
+
+
+def update_node_pool(
+    uow: UnitOfWork, cluster: Cluster, name: str, patch: NodePoolPatch, *, requested_by: str
+) -> tuple[NodePool, Operation]:
+    _require_changeable(cluster)
+    pool = get_node_pool(cluster, name)
+    if patch.count is not None:
+        _check_growth(uow.session, cluster, _nodes_with(cluster, {pool.name: patch.count}))
+        pool.count = patch.count
+    if patch.labels is not None:
+        pool.labels = dict(patch.labels)
+    if patch.taints is not None:
+        pool.taints = [t.model_dump(mode="json") for t in patch.taints]
+    return pool, _spec_changed(uow, cluster, requested_by=requested_by)
+
+
+def delete_node_pool(uow: UnitOfWork, cluster: Cluster, name: str, *, requested_by: str) -> Operation:
+    _require_changeable(cluster)
+    pool = get_node_pool(cluster, name)
+    cluster.node_pools.remove(pool)  # delete-orphan cascade deletes the row
+    uow.session.flush()
+    return _spec_changed(uow, cluster, requested_by=requested_by)
+
+
+def delete_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
+    """Ask for the cluster's deletion. The provider tears it down and then sets phase ``deleted`` and
+    ``deleted_at``. Asking again while deleting records a new operation that supersedes the first."""
+    if cluster.phase == ClusterPhase.DELETED.value or cluster.deleted_at is not None:
+        raise Conflict(f"cluster {cluster.name!r} is already deleted")
+    cluster.phase = ClusterPhase.DELETING.value
+    cluster.generation += 1
+    cluster.updated_at = utcnow()
+    uow.session.flush()
+    operation = record_operation(uow.session, cluster, kind=OperationKind.DELETE, requested_by=requested_by)
+    _request_reconcile(uow, cluster)
+    return operation
+
+
+def list_nodes(session: Session, cluster: Cluster) -> list[tuple[Node, str | None]]:
+    pools = {pool.id: pool.name for pool in cluster.node_pools}
+    nodes = session.scalars(select(Node).where(Node.cluster_id == cluster.id).order_by(Node.name))
+    return [(node, pools.get(node.node_pool_id) if node.node_pool_id else None) for node in nodes]

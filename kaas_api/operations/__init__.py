@@ -1,0 +1,1 @@
+"""Operations: one requested change of a cluster and its progress."""

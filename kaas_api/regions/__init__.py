@@ -1,0 +1,1 @@
+"""Regions: the clouds clusters run in, managed by admins."""

@@ -1,0 +1,91 @@
+"""Request and response bodies of regions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from kaas_api.validation import Cidr, DnsLabel, IpAddress, ShortText
+
+Version = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^v?[0-9A-Za-z.+-]+$")]
+FlavorName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class Flavor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: FlavorName
+    vcpus: int = Field(ge=1, le=4096)
+    ram_mb: int = Field(ge=1, le=100_000_000)
+
+
+_EXAMPLE: dict[str, Any] = {
+    "name": "region-one",
+    "cloud": "os-real-demo",
+    "kubernetes_versions": ["1.30.2", "1.29.6"],
+    "default_kubernetes_version": "1.30.2",
+    "flavors": [
+        {"name": "m1.small", "vcpus": 2, "ram_mb": 4096},
+        {"name": "m1.large", "vcpus": 8, "ram_mb": 16384},
+    ],
+    "image": "ubuntu-22.04",
+    "external_network": "public",
+    "default_node_cidr": "10.0.0.0/24",
+    "default_pod_cidr": "10.244.0.0/16",
+    "default_service_cidr": "10.96.0.0/12",
+    "dns_nameservers": ["1.1.1.1"],
+}
+
+
+class RegionFields(BaseModel):
+    """Everything about a region but its name; each field optional so PATCH can reuse it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cloud: ShortText | None = Field(default=None, min_length=1, description="The clouds.yaml entry.")
+    kubernetes_versions: list[Version] | None = Field(default=None, max_length=50)
+    default_kubernetes_version: Version | None = None
+    flavors: list[Flavor] | None = Field(default=None, max_length=200)
+    image: ShortText | None = Field(default=None, min_length=1)
+    external_network: ShortText | None = Field(default=None, min_length=1)
+    default_node_cidr: Cidr | None = None
+    default_pod_cidr: Cidr | None = None
+    default_service_cidr: Cidr | None = None
+    dns_nameservers: list[IpAddress] | None = Field(default=None, max_length=10)
+
+
+class RegionCreate(RegionFields):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+
+    name: DnsLabel
+    cloud: ShortText = Field(min_length=1, description="The clouds.yaml entry.")
+
+
+class RegionPatch(RegionFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kubernetes_versions": ["1.31.0", "1.30.2"], "default_kubernetes_version": "1.31.0"}
+            ]
+        },
+    )
+
+
+class RegionOut(BaseModel):
+    id: str
+    name: str
+    cloud: str
+    queue: str
+    kubernetes_versions: list[str]
+    default_kubernetes_version: str | None
+    flavors: list[Flavor]
+    image: str
+    external_network: str
+    default_node_cidr: str
+    default_pod_cidr: str
+    default_service_cidr: str
+    dns_nameservers: list[str]
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""Users: global admins and regular users."""

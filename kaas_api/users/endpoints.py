@@ -1,0 +1,37 @@
+"""HTTP endpoints of ``/v1/users`` (admins only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from kaas_api.auth.service import Principal
+from kaas_api.db.models import User
+from kaas_api.deps import CurrentUser, Uow
+from kaas_api.errors import Forbidden
+from kaas_api.users import service
+from kaas_api.users.schemas import UserCreate, UserCreated, UserOut
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("only admins may manage users")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserCreated)
+def create_user(body: UserCreate, principal: CurrentUser, uow: Uow) -> UserCreated:
+    """Create a user (admins only). The response carries the user's first token, shown once."""
+    _require_admin(principal)
+    user, token = service.create_user(uow.session, name=body.name, is_admin=body.is_admin)
+    return UserCreated(user=user_out(user), token=token)
+
+
+@router.get("", response_model=list[UserOut])
+def list_users(principal: CurrentUser, uow: Uow) -> list[UserOut]:
+    _require_admin(principal)
+    return [user_out(user) for user in service.list_users(uow.session)]

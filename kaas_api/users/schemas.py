@@ -1,0 +1,30 @@
+"""Request and response bodies of the ``/v1/users`` endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kaas_api.validation import DnsLabel
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "alice", "is_admin": False}]}
+    )
+
+    name: DnsLabel
+    is_admin: bool = False
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class UserCreated(BaseModel):
+    user: UserOut
+    token: str = Field(description="The user's first bearer token. Shown only this once.")

@@ -1,0 +1,142 @@
+"""Fixtures of the API tests: the app on the real migrated PostgreSQL, a recording dispatcher, a populated
+world of users with every role.
+
+``RecordingDispatcher`` is a test double of OUR ``TaskDispatcher`` interface (it records what would be
+sent); one test in ``test_dispatch.py`` uses the real ``CeleryDispatcher`` on Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.app import create_app
+from kaas_api.auth.service import issue_token
+from kaas_api.config import ApiSettings
+from kaas_api.db.models import Role, User
+from kaas_api.projects.service import create_project, set_member
+from kaas_api.regions.service import create_region
+from kaas_api.users.service import create_user
+
+SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
+PRINCIPALS = ("admin", "owner", "member", "viewer", "outsider")
+
+REGION = {
+    "cloud": "os-real-demo",
+    "kubernetes_versions": ["1.30.2", "1.29.6"],
+    "default_kubernetes_version": "1.30.2",
+    "flavors": [
+        {"name": "small", "vcpus": 2, "ram_mb": 4096},
+        {"name": "large", "vcpus": 8, "ram_mb": 16384},
+    ],
+}
+
+
+class RecordingDispatcher:
+    """Records reconciles instead of sending them; ``healthy`` drives ``ping``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.healthy = True
+
+    def send_reconcile(self, cluster_id: str, *, queue: str) -> None:
+        self.sent.append((cluster_id, queue))
+
+    def ping(self) -> bool:
+        return self.healthy
+
+
+@pytest.fixture
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def settings() -> ApiSettings:
+    return ApiSettings(secret_key=SECRET_KEY, database_url="postgresql+psycopg://unused/unused")
+
+
+@pytest.fixture
+def app(
+    settings: ApiSettings, session_factory: sessionmaker[Session], dispatcher: RecordingDispatcher
+) -> FastAPI:
+    return create_app(settings, session_factory=session_factory, dispatcher=dispatcher)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def cluster_body(name: str = "c1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": name,
+        "region": "r1",
+        "control_plane": {"count": 1, "flavor": "small"},
+        "node_pools": [{"name": "p1", "flavor": "small", "count": 1}],
+    }
+    body.update(overrides)
+    return body
+
+
+@dataclass
+class World:
+    """Users of every role in project ``alpha`` (with cluster ``c1``) and ``empty`` (no clusters);
+    regions ``r1`` (in use) and ``spare`` (unused)."""
+
+    client: TestClient
+    tokens: dict[str, str] = field(default_factory=dict)
+    spare_token_ids: dict[str, str] = field(default_factory=dict)
+    user_ids: dict[str, str] = field(default_factory=dict)
+    cluster_id: str = ""
+    operation_id: str = ""
+
+    def auth(self, who: str) -> dict[str, str]:
+        return bearer(self.tokens[who])
+
+    def call(self, who: str | None, method: str, path: str, body: Any = None) -> Any:
+        headers = self.auth(who) if who else {}
+        return self.client.request(method, path, json=body, headers=headers)
+
+
+def build_world(client: TestClient, session_factory: sessionmaker[Session]) -> World:
+    world = World(client=client)
+    with session_factory() as session:
+        users: dict[str, User] = {}
+        for who in (*PRINCIPALS, "extra"):
+            user, token = create_user(session, name=who, is_admin=who == "admin")
+            users[who] = user
+            world.tokens[who] = token
+            world.user_ids[who] = user.id
+            spare, _ = issue_token(session, user, description="spare", ttl=timedelta(days=1))
+            world.spare_token_ids[who] = spare.id
+        for project_name in ("alpha", "empty"):
+            project = create_project(session, name=project_name, owner=users["owner"])
+            set_member(session, project, "member", Role.MEMBER)
+            set_member(session, project, "viewer", Role.VIEWER)
+            set_member(session, project, "extra", Role.VIEWER)
+        create_region(session, name="r1", **REGION)
+        create_region(session, name="spare", cloud="os-real-demo")
+        session.commit()
+    response = client.post("/v1/projects/alpha/clusters", json=cluster_body(), headers=world.auth("owner"))
+    assert response.status_code == 202, response.text
+    world.cluster_id = response.json()["cluster"]["id"]
+    world.operation_id = response.json()["operation"]["id"]
+    return world
+
+
+@pytest.fixture
+def world(client: TestClient, session_factory: sessionmaker[Session]) -> World:
+    return build_world(client, session_factory)

@@ -1,0 +1,175 @@
+"""Cluster lifecycle through the API: create, read, scale, node pools, delete, operations, secrets."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.db.models import Cluster, Node, NodeRole, Operation
+from kaas_api.security import SecretBox, hash_token
+from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World, cluster_body
+
+
+def test_create_answers_202_with_cluster_and_pending_create_operation(world: World) -> None:
+    response = world.call("member", "POST", "/v1/projects/alpha/clusters", cluster_body("c2"))
+    assert response.status_code == 202
+    body = response.json()
+    assert body["cluster"]["phase"] == "provisioning"
+    assert body["cluster"]["kubernetes_version"] == "1.30.2"  # the region's default
+    assert body["cluster"]["node_cidr"] == "10.0.0.0/24"
+    assert body["cluster"]["node_counts"] == {"desired": 2, "observed": 0, "ready": 0}
+    assert body["operation"]["kind"] == "create"
+    assert body["operation"]["state"] == "pending"
+    assert "agent_token" not in response.text
+
+
+def test_create_stores_an_agent_token_hashed_and_encrypted(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory() as session:
+        cluster = session.get(Cluster, world.cluster_id)
+        assert cluster is not None
+        assert cluster.agent_token_encrypted is not None
+        token = SecretBox(SECRET_KEY).decrypt(cluster.agent_token_encrypted)
+    assert token.startswith("kaasagent_")
+    assert cluster.agent_token_hash == hash_token(token)
+
+
+def test_create_queues_a_reconcile_on_the_regions_queue(
+    world: World, dispatcher: RecordingDispatcher
+) -> None:
+    assert dispatcher.sent == [(world.cluster_id, "region.r1")]
+
+
+def test_get_by_name_and_by_id(world: World) -> None:
+    by_name = world.call("viewer", "GET", "/v1/projects/alpha/clusters/c1").json()
+    by_id = world.call("viewer", "GET", f"/v1/projects/alpha/clusters/{world.cluster_id}").json()
+    assert by_name == by_id
+    assert by_name["control_plane"] == {"count": 1, "flavor": "small"}
+
+
+def test_scaling_bumps_generation_and_records_an_update_that_supersedes_the_create(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    response = world.call(
+        "member", "PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "p1", "count": 4}]}
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["cluster"]["generation"] == 2
+    assert body["cluster"]["phase"] == "updating"
+    assert body["cluster"]["node_pools"][0]["count"] == 4
+    assert body["operation"]["kind"] == "update"
+    assert body["operation"]["target_generation"] == 2
+    first = world.call("viewer", "GET", f"/v1/operations/{world.operation_id}").json()
+    assert first["state"] == "failed"
+    assert first["error"] == f"superseded by operation {body['operation']['id']}"
+
+
+def test_finished_operations_are_not_superseded(world: World, session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        operation = session.get(Operation, world.operation_id)
+        assert operation is not None
+        operation.state = "succeeded"
+        session.commit()
+    world.call(
+        "member", "PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "p1", "count": 2}]}
+    )
+    assert world.call("viewer", "GET", f"/v1/operations/{world.operation_id}").json()["state"] == "succeeded"
+
+
+def test_scaling_an_unknown_pool_is_404(world: World) -> None:
+    response = world.call(
+        "member", "PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "zz", "count": 1}]}
+    )
+    assert response.status_code == 404
+    assert "zz" in response.json()["message"]
+
+
+def test_node_pool_crud(world: World) -> None:
+    base = "/v1/projects/alpha/clusters/c1/node-pools"
+    created = world.call(
+        "member",
+        "POST",
+        base,
+        {
+            "name": "gpu",
+            "flavor": "large",
+            "count": 2,
+            "labels": {"example.com/gpu": "yes"},
+            "taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}],
+        },
+    )
+    assert created.status_code == 202, created.text
+    assert created.json()["node_pool"]["taints"] == [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]
+    assert (
+        world.call("member", "POST", base, {"name": "gpu", "flavor": "large", "count": 1}).status_code == 409
+    )
+    assert world.call("member", "PATCH", f"{base}/gpu", {"count": 0}).json()["node_pool"]["count"] == 0
+    assert [p["name"] for p in world.call("viewer", "GET", base).json()] == ["gpu", "p1"]
+    deleted = world.call("member", "DELETE", f"{base}/gpu")
+    assert deleted.status_code == 202
+    assert world.call("viewer", "GET", f"{base}/gpu").status_code == 404
+    cluster = world.call("viewer", "GET", "/v1/projects/alpha/clusters/c1").json()
+    assert cluster["generation"] == 4
+
+
+def test_delete_marks_deleting_and_blocks_further_changes(
+    world: World, dispatcher: RecordingDispatcher
+) -> None:
+    response = world.call("member", "DELETE", "/v1/projects/alpha/clusters/c1")
+    assert response.status_code == 202
+    assert response.json()["cluster"]["phase"] == "deleting"
+    assert response.json()["operation"]["kind"] == "delete"
+    assert dispatcher.sent[-1] == (world.cluster_id, "region.r1")
+    patch = world.call(
+        "member", "PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "p1", "count": 2}]}
+    )
+    assert patch.status_code == 409
+
+
+def test_nodes_and_operations_lists(world: World, session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        session.add(
+            Node(
+                cluster_id=world.cluster_id,
+                role=NodeRole.CONTROL_PLANE.value,
+                name="kaas-x-cp-0",
+                flavor="small",
+                status="ACTIVE",
+                ready=True,
+            )
+        )
+        session.commit()
+    nodes = world.call("viewer", "GET", "/v1/projects/alpha/clusters/c1/nodes").json()
+    assert [(n["name"], n["role"], n["ready"]) for n in nodes] == [("kaas-x-cp-0", "control-plane", True)]
+    cluster = world.call("viewer", "GET", "/v1/projects/alpha/clusters/c1").json()
+    assert cluster["node_counts"] == {"desired": 2, "observed": 1, "ready": 1}
+    operations = world.call("viewer", "GET", "/v1/projects/alpha/clusters/c1/operations").json()
+    assert [op["id"] for op in operations] == [world.operation_id]
+
+
+def test_region_with_live_cluster_cannot_be_deleted(world: World) -> None:
+    response = world.call("admin", "DELETE", "/v1/regions/r1")
+    assert response.status_code == 409
+    assert "live cluster" in response.json()["message"]
+
+
+def test_project_with_clusters_cannot_be_deleted(world: World) -> None:
+    assert world.call("owner", "DELETE", "/v1/projects/alpha").status_code == 409
+
+
+def test_last_owner_cannot_leave(world: World) -> None:
+    response = world.call("owner", "DELETE", "/v1/projects/alpha/members/owner")
+    assert response.status_code == 409
+    assert "last owner" in response.json()["message"]
+
+
+def test_deleted_cluster_name_can_be_reused(world: World, session_factory: sessionmaker[Session]) -> None:
+    from kaas_api.db.models import utcnow
+
+    with session_factory() as session:
+        cluster = session.get(Cluster, world.cluster_id)
+        assert cluster is not None
+        cluster.phase, cluster.deleted_at = "deleted", utcnow()
+        session.commit()
+    assert world.call("member", "POST", "/v1/projects/alpha/clusters", cluster_body("c1")).status_code == 202

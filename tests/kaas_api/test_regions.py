@@ -1,0 +1,49 @@
+"""Regions: admins create and change them, everyone reads them, deleting needs no live clusters."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.db.models import Cluster, utcnow
+from tests.kaas_api.conftest import World
+
+
+def test_create_fills_defaults_and_names_the_queue(world: World) -> None:
+    response = world.call(
+        "admin", "POST", "/v1/regions", {"name": "r2", "cloud": "os-real", "kubernetes_versions": ["1.31.0"]}
+    )
+    assert response.status_code == 201, response.text
+    region = response.json()
+    assert region["queue"] == "region.r2"
+    assert region["default_kubernetes_version"] == "1.31.0"
+    assert region["default_pod_cidr"] == "10.244.0.0/16"
+    assert world.call("viewer", "GET", "/v1/regions/r2").json() == region
+
+
+def test_patch_changes_only_the_given_fields_and_rechecks_consistency(world: World) -> None:
+    response = world.call("admin", "PATCH", "/v1/regions/r1", {"dns_nameservers": ["9.9.9.9"]})
+    assert response.status_code == 200
+    assert response.json()["dns_nameservers"] == ["9.9.9.9"]
+    assert response.json()["kubernetes_versions"] == ["1.30.2", "1.29.6"]
+    response = world.call("admin", "PATCH", "/v1/regions/r1", {"kubernetes_versions": ["1.31.0"]})
+    assert response.status_code == 422
+    assert "default_kubernetes_version '1.30.2' is not in kubernetes_versions" in response.json()["message"]
+
+
+def test_region_whose_clusters_are_all_deleted_can_be_deleted(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory() as session:
+        cluster = session.get(Cluster, world.cluster_id)
+        assert cluster is not None
+        cluster.phase, cluster.deleted_at = "deleted", utcnow()
+        session.commit()
+    assert world.call("admin", "DELETE", "/v1/regions/r1").status_code == 204
+    assert world.call("viewer", "GET", "/v1/regions/r1").status_code == 404
+    with session_factory() as session:
+        assert session.scalars(select(Cluster)).all() == []
+
+
+def test_duplicate_region_is_409(world: World) -> None:
+    assert world.call("admin", "POST", "/v1/regions", {"name": "r1", "cloud": "x"}).status_code == 409
