@@ -61,10 +61,13 @@ def up(
         CliConfig(url=public_url, token=seed.admin_token, project=seed.project, region=seed.region).save()
 
         app = create_app(api_settings, session_factory=factory, dispatcher=CeleryDispatcher(celery_app))
-        with run_embedded_worker(celery_app, provider_settings, queues=[f"region.{seed.region}"]):
+        worker = run_embedded_worker(celery_app, queues=[f"region.{seed.region}"], beat=True)
+        try:
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
             console.print(f"simulated OpenStack at {cloud.base_url}")
             console.print(f"admin token (also saved for the CLI): {seed.admin_token}", soft_wrap=True)
             console.print("try: [bold]kaas cluster create demo --wait[/]")
             uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        finally:
+            worker.stop()
     engine.dispose()

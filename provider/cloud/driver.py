@@ -137,7 +137,9 @@ class CloudDriver(Protocol):
         """LB, TCP listener on ``spec.port``, pool and health monitor: create what is missing as far as the
         LB's provisioning status allows (Octavia refuses changes while PENDING_*), return the state."""
 
-    def ensure_lb_members(self, lb: LoadBalancerInfo, *, subnet_id: str, addresses: list[str], port: int) -> bool:
+    def ensure_lb_members(
+        self, lb: LoadBalancerInfo, *, subnet_id: str, addresses: list[str], port: int
+    ) -> bool:
         """Make the pool's members exactly ``addresses``; return True when nothing is pending."""
 
     # --- teardown and audit -----------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""One cloud driver per region cloud, built on first use and shared by a worker's threads.
+
+The reconciler asks ``registry.get(region.cloud)``; the clouds.yaml path comes from the provider settings.
+openstacksdk connections are thread-safe for requests, and building one costs a Keystone round trip, so
+each cloud gets exactly one.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from provider.cloud.driver import CloudDriver
+from provider.cloud.openstack_driver import OpenStackDriver
+
+
+class DriverRegistry:
+    def __init__(self, clouds_yaml: Path, *, timeout: float = 30.0) -> None:
+        self._clouds_yaml = clouds_yaml
+        self._timeout = timeout
+        self._drivers: dict[str, OpenStackDriver] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cloud_name: str) -> CloudDriver:
+        with self._lock:
+            driver = self._drivers.get(cloud_name)
+            if driver is None:
+                driver = OpenStackDriver.from_cloud(
+                    cloud_name, config_file=self._clouds_yaml, timeout=self._timeout
+                )
+                self._drivers[cloud_name] = driver
+            return driver
+
+    def close(self) -> None:
+        with self._lock:
+            for driver in self._drivers.values():
+                driver.close()
+            self._drivers.clear()
