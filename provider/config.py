@@ -1,0 +1,75 @@
+"""Settings of the provider deployable (Celery workers and beat).
+
+One typed object, read once from the environment (``KAAS_`` prefix) by the composition root (``kaas_cli``)
+and passed down; inner code never reads the environment. Storage, broker and secret defaults are the same
+as ``kaas_api.config.ApiSettings`` so the embedded mode (``kaas up``) works with no configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kaas_api.config import default_state_dir
+
+
+class ProviderSettings(BaseSettings):
+    """Everything a provider worker needs: where the rows are, where the work comes from, which clouds."""
+
+    model_config = SettingsConfigDict(env_prefix="KAAS_", extra="ignore")
+
+    environment: str = Field(default="embedded", description="embedded | production")
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{default_state_dir() / 'kaas.db'}")
+    broker_url: str = "memory://"
+    result_backend: str | None = None
+    secret_key: str = Field(
+        default="embedded-insecure-secret-key-change-me",
+        description="Decrypts cluster agent tokens to render user-data; must equal the API's.",
+    )
+    clouds_yaml: Path = Field(
+        default_factory=lambda: default_state_dir() / "simcloud" / "clouds.yaml",
+        description="The clouds.yaml whose entries regions.cloud names.",
+    )
+    regions: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Region names this worker serves (comma separated); each is queue region.<name>. "
+        "Empty: the worker serves every region it is started for by the caller.",
+    )
+    tunnel_url: str = Field(
+        default="ws://127.0.0.1:8000/v1/tunnel", description="Where node agents connect; put into user-data."
+    )
+    sweep_interval_seconds: float = 30.0
+    lease_seconds: float = 120.0
+    # re-queue delay while the cloud is busy (servers building, load balancer pending)
+    poll_interval_seconds: float = 2.0
+    retry_base_seconds: float = 2.0  # first backoff after a temporary cloud error
+    retry_max_seconds: float = 120.0
+    # a server in ERROR is replaced this many times, then the operation fails
+    server_error_retries: int = 3
+    # the sweep re-queues a converging cluster untouched this long (its re-queue chain was lost)
+    sweep_stale_after_seconds: float = 180.0
+    worker_concurrency: int = 4
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def validate_for_production(self) -> None:
+        """Refuse to run a production deployment on the embedded defaults."""
+        if self.environment != "production":
+            return
+        problems = []
+        if self.database_url.startswith("sqlite"):
+            problems.append("KAAS_DATABASE_URL must point at PostgreSQL")
+        if self.broker_url.startswith("memory"):
+            problems.append("KAAS_BROKER_URL must point at Redis")
+        if "insecure" in self.secret_key or len(self.secret_key) < 32:
+            problems.append("KAAS_SECRET_KEY must be a random string of at least 32 characters")
+        if problems:
+            raise ValueError("insecure production settings: " + "; ".join(problems))

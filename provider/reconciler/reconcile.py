@@ -1,0 +1,345 @@
+"""One bounded reconcile pass of one cluster: lease, load, observe, run the open steps, write status, commit.
+
+Called by the Celery task ``provider.reconcile_cluster`` (``provider.tasks``) and by tests. A pass never
+sleeps: it returns ``PassResult.requeue_after`` and the task re-queues itself with that countdown. The lease
+is taken in its own short transaction; everything else the pass writes (conditions, phase, nodes, operation
+progress, the lease release) goes out in one commit at the end. If the process dies mid-pass nothing is
+written, the lease expires, and the next pass finds the cloud resources by tag: steps are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from kaas_api.db.models import (
+    Cluster,
+    ClusterPhase,
+    Node,
+    NodePool,
+    NodeRole,
+    Operation,
+    OperationKind,
+    OperationState,
+    Region,
+    utcnow,
+)
+from provider.bootstrap.cloud_init import BootstrapError
+from provider.cloud.errors import CloudError, CloudPermanentError, CloudTemporaryError
+from provider.reconciler.context import ProviderContext
+from provider.reconciler.lease import acquire_lease, release_lease, release_lease_now
+from provider.reconciler.plan import (
+    CONTROL_PLANE_READY,
+    NETWORK_READY,
+    NODES_READY,
+    STEP_CONDITION,
+    plan_steps,
+    progress_of,
+)
+from provider.reconciler.status import (
+    Condition,
+    finish_operation,
+    report_progress,
+    set_conditions,
+    start_operation,
+    sync_nodes,
+)
+from provider.reconciler.steps import STEP_FUNCTIONS, PassState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did. ``requeue_after`` is None when the cluster needs no further pass for now."""
+
+    outcome: str  # converged | progressing | retrying | failed | deleted | deleting | locked | skipped
+    requeue_after: float | None = None
+    message: str = ""
+    queue: str | None = None  # the cluster's region queue, where a re-queue goes
+
+
+_JITTER = random.Random()  # noqa: S311 (jitter spreads retries; nothing secret)
+
+
+def backoff_seconds(failures: int, *, base: float, maximum: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, capped at ``maximum``."""
+    ceiling = min(maximum, base * float(2 ** max(0, failures - 1)))
+    source = rng if rng is not None else _JITTER
+    jitter = float(source.uniform(0, ceiling / 2))
+    return ceiling / 2 + jitter
+
+
+def _current_operation(session: Session, cluster_id: str, now: datetime) -> Operation | None:
+    """The newest unfinished operation; older unfinished ones are superseded by it."""
+    unfinished = session.scalars(
+        select(Operation)
+        .where(
+            Operation.cluster_id == cluster_id,
+            Operation.state.in_([OperationState.PENDING.value, OperationState.RUNNING.value]),
+        )
+        .order_by(Operation.created_at.desc(), Operation.id)
+    ).all()
+    if not unfinished:
+        return None
+    current, *older = unfinished
+    for operation in older:
+        finish_operation(operation, succeeded=False, error=f"superseded by operation {current.id}", now=now)
+    return current
+
+
+def reconcile_cluster_once(
+    ctx: ProviderContext,
+    cluster_id: str,
+    *,
+    worker_id: str,
+) -> PassResult:
+    """One pass; returns what it did and when to come back."""
+    limits = ctx.limits
+    if not acquire_lease(
+        ctx.session_factory, cluster_id, owner=worker_id, lease_seconds=limits.lease_seconds
+    ):
+        return PassResult(
+            "locked", requeue_after=limits.poll_interval_seconds, message="another worker holds it"
+        )
+    session = ctx.session_factory()
+    try:
+        result = _run_pass(ctx, session, cluster_id)
+        release_lease(session, cluster_id, owner=worker_id)
+        session.commit()
+        return result
+    except Exception:
+        # A bug or a database error: nothing of this pass is written, the lease is given back. (A
+        # BaseException such as SystemExit is a dying worker: the lease is left to expire, as after a crash.)
+        session.rollback()
+        try:
+            release_lease_now(ctx.session_factory, cluster_id, owner=worker_id)
+        except Exception:  # the database itself may be what failed; the lease expires anyway
+            logger.exception("could not release the lease of cluster %s", cluster_id)
+        raise
+    finally:
+        session.close()
+
+
+def _run_pass(ctx: ProviderContext, session: Session, cluster_id: str) -> PassResult:
+    now = utcnow()
+    cluster = session.scalars(
+        select(Cluster)
+        .where(Cluster.id == cluster_id)
+        .options(selectinload(Cluster.region), selectinload(Cluster.node_pools), selectinload(Cluster.nodes))
+    ).one_or_none()
+    if cluster is None:
+        return PassResult("skipped", message="no such cluster")
+    if cluster.phase == ClusterPhase.DELETED.value:
+        return PassResult("skipped", message="deleted")
+    if cluster.paused:
+        return PassResult("skipped", message="paused")
+    result = _reconcile_loaded(ctx, session, cluster, now=now)
+    return replace(result, queue=cluster.region.queue)
+
+
+def _reconcile_loaded(
+    ctx: ProviderContext, session: Session, cluster: Cluster, *, now: datetime
+) -> PassResult:
+    after_step = ctx.after_step
+    operation = _current_operation(session, cluster.id, now)
+    driver = ctx.driver(cluster.region.cloud)
+    cluster.last_reconciled_at = now
+
+    deleting = cluster.phase == ClusterPhase.DELETING.value or (
+        operation is not None and operation.kind == OperationKind.DELETE.value
+    )
+    if deleting:
+        return _delete_pass(ctx, session, cluster, operation, now=now)
+    if cluster.phase == ClusterPhase.ERROR.value and operation is None:
+        return PassResult("skipped", message="failed; waiting for a new operation")
+
+    start_operation(operation, now=now)
+    state = PassState(
+        cluster=cluster,
+        region=cluster.region,
+        pools=list(cluster.node_pools),
+        driver=driver,
+        tunnel_url=ctx.tunnel_url,
+        agent_token=None,
+        server_error_retries=ctx.limits.server_error_retries,
+    )
+    steps = plan_steps(cluster)
+    reached: str | None = steps[0]
+    waiting_for = ""
+    error: CloudError | BootstrapError | None = None
+    try:
+        state.agent_token = _agent_token(ctx, cluster)
+        state.refresh_servers()
+        for step in steps:
+            reached = step
+            outcome = STEP_FUNCTIONS[step](state)
+            if not outcome.done:
+                waiting_for = outcome.waiting_for
+                break
+            if after_step is not None:
+                after_step(step)
+        else:
+            reached = None
+    except (CloudError, BootstrapError) as exc:
+        error = exc
+
+    conditions = _conditions(state, steps, reached=reached, waiting_for=waiting_for, error=error)
+    set_conditions(cluster, conditions, now=now)
+    sync_nodes(
+        cluster,
+        list(cluster.nodes),
+        state.servers.values(),
+        {p.name: p for p in state.pools},
+        session.add,
+        session.delete,
+    )
+    if state.api_endpoint:
+        cluster.api_endpoint = state.api_endpoint
+    progress = progress_of(steps, reached)
+
+    if error is not None and not isinstance(error, CloudTemporaryError):
+        message = f"{reached}: {error}"
+        cluster.phase = ClusterPhase.ERROR.value
+        finish_operation(operation, succeeded=False, error=message, now=now)
+        if operation is not None:
+            operation.step = reached
+        logger.warning("cluster %s failed permanently: %s", cluster.id, message)
+        return PassResult("failed", message=message)
+
+    if error is not None:
+        cluster.reconcile_failures += 1
+        delay = backoff_seconds(
+            cluster.reconcile_failures,
+            base=ctx.limits.retry_base_seconds,
+            maximum=ctx.limits.retry_max_seconds,
+        )
+        report_progress(operation, step=reached or "done", progress=progress, error=f"{reached}: {error}")
+        _mark_not_converged(cluster)
+        return PassResult("retrying", requeue_after=delay, message=str(error))
+
+    cluster.reconcile_failures = 0
+    if reached is not None:
+        report_progress(operation, step=reached, progress=progress, error=None)
+        _mark_not_converged(cluster)
+        return PassResult(
+            "progressing",
+            requeue_after=ctx.limits.poll_interval_seconds,
+            message=f"waiting for {waiting_for}",
+        )
+
+    cluster.phase = ClusterPhase.RUNNING.value
+    cluster.observed_generation = max(cluster.observed_generation, cluster.generation)
+    if operation is not None and operation.target_generation <= cluster.generation:
+        finish_operation(operation, succeeded=True, error=None, now=now)
+    return PassResult("converged")
+
+
+def _agent_token(ctx: ProviderContext, cluster: Cluster) -> str | None:
+    if not cluster.agent_token_encrypted:
+        return None
+    try:
+        return ctx.secret_box.decrypt(cluster.agent_token_encrypted)
+    except ValueError as exc:
+        raise BootstrapError(str(exc)) from exc
+
+
+def _mark_not_converged(cluster: Cluster) -> None:
+    """Provisioning until the cluster first converged; updating (a change or a repair) after that."""
+    cluster.phase = (
+        ClusterPhase.PROVISIONING.value if cluster.observed_generation == 0 else ClusterPhase.UPDATING.value
+    )
+
+
+def _conditions(
+    state: PassState, steps: list[str], *, reached: str | None, waiting_for: str, error: Exception | None
+) -> list[Condition]:
+    """Each condition is True when all of its steps are done, else False with the reason it is not."""
+    result = []
+    for condition_type in (NETWORK_READY, CONTROL_PLANE_READY, NODES_READY):
+        own = [s for s in steps if STEP_CONDITION[s] == condition_type]
+        done = reached is None or steps.index(reached) > steps.index(own[-1])
+        if done and condition_type == CONTROL_PLANE_READY and reached is not None:
+            done = _control_plane_active(state)
+            if not done:
+                result.append(
+                    Condition(
+                        condition_type,
+                        False,
+                        "Waiting",
+                        "waiting for the control-plane servers to become ACTIVE",
+                    )
+                )
+                continue
+        if done:
+            result.append(Condition(condition_type, True, "Ready", ""))
+        elif reached is not None and STEP_CONDITION[reached] == condition_type and error is not None:
+            result.append(Condition(condition_type, False, type(error).__name__, f"{reached}: {error}"))
+        elif reached is not None and STEP_CONDITION[reached] == condition_type:
+            result.append(Condition(condition_type, False, "Waiting", f"waiting for {waiting_for}"))
+        else:
+            result.append(Condition(condition_type, False, "Pending", f"waiting for step {reached}"))
+    return result
+
+
+def _control_plane_active(state: PassState) -> bool:
+    servers = [s for s in state.servers_of(NodeRole.CONTROL_PLANE.value) if s.status != "ERROR"]
+    return len(servers) >= state.cluster.control_plane_count and all(s.status == "ACTIVE" for s in servers)
+
+
+def _delete_pass(
+    ctx: ProviderContext, session: Session, cluster: Cluster, operation: Operation | None, *, now: datetime
+) -> PassResult:
+    start_operation(operation, now=now)
+    cluster.phase = ClusterPhase.DELETING.value
+    driver = ctx.driver(cluster.region.cloud)
+    try:
+        left = driver.delete_cluster_resources(cluster.id)
+    except CloudTemporaryError as exc:
+        cluster.reconcile_failures += 1
+        report_progress(operation, step="delete_resources", progress=10, error=str(exc))
+        set_conditions(cluster, [Condition(NETWORK_READY, False, type(exc).__name__, str(exc))], now=now)
+        delay = backoff_seconds(
+            cluster.reconcile_failures,
+            base=ctx.limits.retry_base_seconds,
+            maximum=ctx.limits.retry_max_seconds,
+        )
+        return PassResult("retrying", requeue_after=delay, message=str(exc))
+    except CloudPermanentError as exc:
+        cluster.phase = ClusterPhase.ERROR.value
+        finish_operation(operation, succeeded=False, error=f"delete: {exc}", now=now)
+        return PassResult("failed", message=str(exc))
+    cluster.reconcile_failures = 0
+    if left:
+        kinds = sorted({r.kind for r in left})
+        report_progress(operation, step="delete_resources", progress=50, error=None)
+        set_conditions(
+            cluster,
+            [
+                Condition(t, False, "Deleting", f"{len(left)} resources left: {', '.join(kinds)}")
+                for t in (NETWORK_READY, CONTROL_PLANE_READY, NODES_READY)
+            ],
+            now=now,
+        )
+        return PassResult("deleting", requeue_after=ctx.limits.poll_interval_seconds)
+    for node in session.scalars(select(Node).where(Node.cluster_id == cluster.id)):
+        session.delete(node)
+    cluster.phase = ClusterPhase.DELETED.value
+    cluster.observed_generation = cluster.generation
+    cluster.deleted_at = cluster.deleted_at or now
+    cluster.api_endpoint = None
+    set_conditions(
+        cluster,
+        [Condition(t, False, "Deleted", "") for t in (NETWORK_READY, CONTROL_PLANE_READY, NODES_READY)],
+        now=now,
+    )
+    finish_operation(operation, succeeded=True, error=None, now=now)
+    return PassResult("deleted")
+
+
+__all__ = ["NodePool", "PassResult", "Region", "backoff_seconds", "reconcile_cluster_once"]

@@ -1,0 +1,308 @@
+"""The idempotent steps of one reconcile pass. Each compares the spec with the cloud and does what is missing.
+
+A step returns ``StepOutcome(done=True)`` when its part of the cluster is as specified, or
+``done=False`` with the reason it is waiting (a load balancer still PENDING, servers still building); it
+raises ``CloudTemporaryError`` / ``CloudPermanentError`` (or ``BootstrapError``, which is permanent) when the
+cloud refuses. Steps never wait and never touch the database; they only read the rows the pass loaded and
+record what they learnt on ``PassState``. Called by ``provider.reconciler.reconcile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kaas_api.db.models import Cluster, NodePool, NodeRole, Region
+from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
+from provider.cloud.driver import (
+    CloudDriver,
+    LoadBalancerInfo,
+    LoadBalancerSpec,
+    NetworkInfo,
+    NetworkSpec,
+    SecurityGroupsInfo,
+    ServerInfo,
+    ServerSpec,
+)
+from provider.cloud.errors import CloudPermanentError
+from provider.reconciler.naming import (
+    GONE_STATUSES,
+    control_plane_name,
+    place_of,
+    server_metadata,
+    worker_name,
+)
+from provider.reconciler.plan import needs_load_balancer
+
+API_PORT = 6443
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    done: bool
+    waiting_for: str = ""
+
+
+DONE = StepOutcome(done=True)
+
+
+@dataclass
+class PassState:
+    """What one pass knows: the spec rows it loaded and what the cloud told it so far."""
+
+    cluster: Cluster
+    region: Region
+    pools: list[NodePool]
+    driver: CloudDriver
+    tunnel_url: str
+    agent_token: str | None
+    server_error_retries: int
+    servers: dict[str, ServerInfo] = field(default_factory=dict)  # by name, gone ones excluded
+    network: NetworkInfo | None = None
+    security_groups: SecurityGroupsInfo | None = None
+    server_group_id: str | None = None
+    load_balancer: LoadBalancerInfo | None = None
+    api_endpoint: str | None = None
+    validated: bool = False
+
+    def refresh_servers(self) -> None:
+        self.servers = {
+            s.name: s for s in self.driver.list_servers(self.cluster.id) if s.status not in GONE_STATUSES
+        }
+
+    def servers_of(self, role: str) -> list[ServerInfo]:
+        return [s for s in self.servers.values() if place_of(s).role == role]
+
+
+# --- network ---------------------------------------------------------------------------------------
+
+
+def step_network(state: PassState) -> StepOutcome:
+    state.network = state.driver.ensure_network(
+        NetworkSpec(
+            cluster_id=state.cluster.id,
+            cidr=state.cluster.node_cidr,
+            external_network=state.region.external_network,
+            dns_nameservers=tuple(state.region.dns_nameservers or ()),
+        )
+    )
+    return DONE if state.network.ready else StepOutcome(False, "the network, subnet and router")
+
+
+def step_security_groups(state: PassState) -> StepOutcome:
+    state.security_groups = state.driver.ensure_security_groups(
+        state.cluster.id, node_cidr=state.cluster.node_cidr
+    )
+    return DONE
+
+
+def step_server_groups(state: PassState) -> StepOutcome:
+    policy = "anti-affinity" if state.cluster.control_plane_count > 1 else "soft-anti-affinity"
+    state.server_group_id = state.driver.ensure_server_group(state.cluster.id, policy=policy)
+    return DONE
+
+
+# --- load balancer ---------------------------------------------------------------------------------
+
+
+def step_load_balancer(state: PassState) -> StepOutcome:
+    assert state.network is not None
+    lb = state.driver.ensure_load_balancer(
+        LoadBalancerSpec(cluster_id=state.cluster.id, subnet_id=state.network.subnet_id, port=API_PORT)
+    )
+    state.load_balancer = lb
+    if lb.provisioning_status == "ERROR":
+        raise CloudPermanentError(f"the control plane's load balancer {lb.id} went to ERROR")
+    if lb.vip_address:
+        state.api_endpoint = f"https://{lb.vip_address}:{API_PORT}"
+    if lb.provisioning_status != "ACTIVE" or lb.pool_id is None or not lb.vip_address:
+        return StepOutcome(False, f"the load balancer ({lb.provisioning_status})")
+    return DONE
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+def _validate_choices(state: PassState) -> None:
+    """Fail fast, with a message a user can act on, before the first server of a pass is created."""
+    if state.validated:
+        return
+    for flavor in sorted({state.cluster.control_plane_flavor, *(p.flavor for p in state.pools)}):
+        state.driver.check_flavor(flavor)
+    state.driver.check_image(state.region.image)
+    state.validated = True
+
+
+def _next_attempt(state: PassState, failed: list[ServerInfo]) -> int:
+    """The attempt number of a replacement; too many servers in ERROR in a row is a permanent failure."""
+    if not failed:
+        return 1
+    worst = max(failed, key=lambda s: place_of(s).attempt)
+    attempt = place_of(worst).attempt + 1
+    if attempt > 1 + state.server_error_retries:
+        reason = f": {worst.fault}" if worst.fault else ""
+        raise CloudPermanentError(
+            f"server {worst.name} went to ERROR {attempt - 1} times in a row{reason}; "
+            "check the flavor, the image and the cloud's capacity"
+        )
+    return attempt
+
+
+def _create(
+    state: PassState,
+    *,
+    name: str,
+    role: str,
+    flavor: str,
+    pool: NodePool | None,
+    slot: int | None,
+    attempt: int,
+) -> None:
+    assert state.network is not None
+    assert state.security_groups is not None
+    _validate_choices(state)
+    cluster = state.cluster
+    is_cp = role == NodeRole.CONTROL_PLANE.value
+    user_data = render_user_data(
+        NodeBootstrap(
+            cluster_id=cluster.id,
+            node_name=name,
+            role=role,
+            kubernetes_version=cluster.kubernetes_version,
+            pod_cidr=cluster.pod_cidr,
+            service_cidr=cluster.service_cidr,
+            api_endpoint=state.api_endpoint,
+            tunnel_url=state.tunnel_url,
+            agent_token=state.agent_token,
+            node_pool=pool.name if pool else None,
+            labels=dict(pool.labels or {}) if pool else {},
+            taints=list(pool.taints or []) if pool else [],
+        )
+    )
+    sg = state.security_groups
+    server = state.driver.create_server(
+        ServerSpec(
+            cluster_id=cluster.id,
+            name=name,
+            role=role,
+            flavor=flavor,
+            image=state.region.image,
+            network_id=state.network.network_id,
+            security_group_ids=(sg.control_plane_id,) if is_cp else (sg.nodes_id,),
+            user_data=user_data,
+            server_group_id=state.server_group_id if is_cp else None,
+            node_pool=pool.name if pool else None,
+            metadata=server_metadata(
+                role=role, flavor=flavor, attempt=attempt, pool=pool.name if pool else None, slot=slot
+            ),
+        )
+    )
+    state.servers[server.name] = server
+
+
+def step_control_plane(state: PassState) -> StepOutcome:
+    cluster = state.cluster
+    by_slot: dict[int, list[ServerInfo]] = {}
+    for server in state.servers_of(NodeRole.CONTROL_PLANE.value):
+        slot = place_of(server).slot or 1
+        by_slot.setdefault(slot, []).append(server)
+    for slot in range(1, cluster.control_plane_count + 1):
+        present = by_slot.get(slot, [])
+        if any(s.status != "ERROR" for s in present):
+            continue
+        attempt = _next_attempt(state, [s for s in present if s.status == "ERROR"])
+        _create(
+            state,
+            name=control_plane_name(cluster.id, slot, attempt),
+            role=NodeRole.CONTROL_PLANE.value,
+            flavor=cluster.control_plane_flavor,
+            pool=None,
+            slot=slot,
+            attempt=attempt,
+        )
+    for slot, servers in by_slot.items():
+        if slot > cluster.control_plane_count:
+            for server in servers:
+                state.driver.delete_server(server.id)
+                state.servers.pop(server.name, None)
+    if not needs_load_balancer(cluster):
+        first = [s for s in state.servers_of(NodeRole.CONTROL_PLANE.value) if s.status != "ERROR"]
+        addresses = sorted(s.address for s in first if s.address)
+        if not addresses:
+            return StepOutcome(False, "the control plane's address")
+        state.api_endpoint = f"https://{addresses[0]}:{API_PORT}"
+    return DONE
+
+
+def step_lb_members(state: PassState) -> StepOutcome:
+    assert state.load_balancer is not None
+    assert state.network is not None
+    healthy = [s for s in state.servers_of(NodeRole.CONTROL_PLANE.value) if s.status != "ERROR"]
+    if any(not s.address for s in healthy):
+        return StepOutcome(False, "addresses of the control-plane servers")
+    done = state.driver.ensure_lb_members(
+        state.load_balancer,
+        subnet_id=state.network.subnet_id,
+        addresses=sorted(s.address for s in healthy if s.address),
+        port=API_PORT,
+    )
+    return DONE if done else StepOutcome(False, "the load balancer's members")
+
+
+def step_node_pools(state: PassState) -> StepOutcome:
+    if state.api_endpoint is None:
+        return StepOutcome(False, "the API endpoint")
+    cluster = state.cluster
+    pools = {pool.name: pool for pool in state.pools}
+    workers = state.servers_of(NodeRole.WORKER.value)
+    for pool in state.pools:
+        members = [s for s in workers if place_of(s).pool == pool.name]
+        healthy = [s for s in members if s.status != "ERROR"]
+        missing = pool.count - len(healthy)
+        if missing > 0:
+            attempt = _next_attempt(state, [s for s in members if s.status == "ERROR"])
+            for _ in range(missing):
+                _create(
+                    state,
+                    name=worker_name(cluster.id, pool.name),
+                    role=NodeRole.WORKER.value,
+                    flavor=pool.flavor,
+                    pool=pool,
+                    slot=None,
+                    attempt=attempt,
+                )
+        elif missing < 0:
+            newest_first = sorted(healthy, key=lambda s: (place_of(s).created, s.name), reverse=True)
+            for server in newest_first[:-missing]:
+                state.driver.delete_server(server.id)
+                state.servers.pop(server.name, None)
+    for server in workers:  # workers of pools that were removed from the spec
+        if place_of(server).pool not in pools:
+            state.driver.delete_server(server.id)
+            state.servers.pop(server.name, None)
+    return DONE
+
+
+def step_wait_active(state: PassState) -> StepOutcome:
+    """Remove servers in ERROR (the steps above already created their replacements); wait for ACTIVE."""
+    for server in list(state.servers.values()):
+        if server.status == "ERROR":
+            state.driver.delete_server(server.id)
+            del state.servers[server.name]
+    building = [s for s in state.servers.values() if s.status != "ACTIVE"]
+    if building:
+        total = len(state.servers)
+        return StepOutcome(False, f"servers to become ACTIVE ({total - len(building)} of {total})")
+    return DONE
+
+
+STEP_FUNCTIONS: dict[str, Callable[[PassState], StepOutcome]] = {
+    "network": step_network,
+    "security_groups": step_security_groups,
+    "server_groups": step_server_groups,
+    "load_balancer": step_load_balancer,
+    "control_plane": step_control_plane,
+    "lb_members": step_lb_members,
+    "node_pools": step_node_pools,
+    "wait_active": step_wait_active,
+}

@@ -1,0 +1,120 @@
+"""The user-data of a node: valid #cloud-config (checked by cloud-init itself), no YAML injection, and the
+agent config readable back for the simulator's boot step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provider.bootstrap.cloud_init import (
+    AGENT_CONFIG_PATH,
+    BootstrapError,
+    NodeBootstrap,
+    parse_agent_config,
+    parse_node_config,
+    render_user_data,
+)
+
+IN_CI = os.environ.get("CI") == "true" or os.environ.get("KAAS_REQUIRE_SERVICES") == "1"
+
+
+def worker_node(**overrides: object) -> NodeBootstrap:
+    values: dict[str, object] = {
+        "cluster_id": "4f1c2d3e-0000-4000-8000-000000000001",
+        "node_name": "kaas-4f1c2d3e-workers-ab12c",
+        "role": "worker",
+        "kubernetes_version": "1.30.2",
+        "pod_cidr": "10.244.0.0/16",
+        "service_cidr": "10.96.0.0/12",
+        "api_endpoint": "https://10.0.0.10:6443",
+        "tunnel_url": "wss://kaas.example.com/v1/tunnel",
+        "agent_token": "kaasagent_secret-token",
+        "node_pool": "workers",
+        "labels": {"tier": "web", "example.com/team": "blue"},
+        "taints": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
+    }
+    values.update(overrides)
+    return NodeBootstrap(**values)  # type: ignore[arg-type]
+
+
+def test_user_data_is_a_cloud_config_that_cloud_init_accepts(tmp_path: Path) -> None:
+    binary = shutil.which("cloud-init")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("cloud-init is not installed; .ci/run installs it (apt-get install -y cloud-init)")
+        pytest.skip("cloud-init is not installed (apt-get install -y cloud-init)")
+    path = tmp_path / "user-data"
+    path.write_text(render_user_data(worker_node()))
+    result = subprocess.run(
+        [binary, "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid" in result.stdout
+
+
+def test_agent_config_is_written_owner_only_and_parses_back() -> None:
+    user_data = render_user_data(worker_node())
+    assert user_data.startswith("#cloud-config\n")
+    files = {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
+    assert files[AGENT_CONFIG_PATH]["permissions"] == "0600"
+    assert int(files[AGENT_CONFIG_PATH]["permissions"], 8) & (stat.S_IRWXG | stat.S_IRWXO) == 0
+    assert parse_agent_config(user_data) == {
+        "tunnel_url": "wss://kaas.example.com/v1/tunnel",
+        "token": "kaasagent_secret-token",
+        "cluster_id": "4f1c2d3e-0000-4000-8000-000000000001",
+        "node_name": "kaas-4f1c2d3e-workers-ab12c",
+        "role": "worker",
+    }
+
+
+def test_node_config_carries_the_cluster_spec() -> None:
+    config = parse_node_config(render_user_data(worker_node()))
+    assert config["role"] == "worker"
+    assert config["kubernetes_version"] == "1.30.2"
+    assert config["pod_cidr"] == "10.244.0.0/16"
+    assert config["service_cidr"] == "10.96.0.0/12"
+    assert config["api_endpoint"] == "https://10.0.0.10:6443"
+    assert config["labels"] == {"example.com/team": "blue", "tier": "web"}
+    assert config["taints"] == [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}]
+
+
+def test_a_hostile_value_cannot_inject_yaml() -> None:
+    # Labels are validated; the endpoint and version are not label-shaped but are dumped, never templated.
+    sneaky = "1.30\nruncmd: [[rm, -rf, /]]"
+    user_data = render_user_data(worker_node(kubernetes_version=sneaky))
+    document = yaml.safe_load(user_data)
+    assert document["runcmd"] == [["kaas-node-bootstrap", "--config", "/etc/kaas/node.yaml"]]
+    assert parse_node_config(user_data)["kubernetes_version"] == sneaky
+
+
+@pytest.mark.parametrize(
+    ("labels", "taints"),
+    [
+        ({"bad key": "x"}, []),
+        ({"tier": "has space"}, []),
+        ({"UPPER.example.com/x": "y"}, []),
+        ({"x" * 64: "y"}, []),
+        ({}, [{"key": "k", "value": "v", "effect": "Sometimes"}]),
+        ({}, [{"key": "k", "value": "v", "effect": "NoSchedule", "extra": "1"}]),
+    ],
+)
+def test_invalid_labels_and_taints_are_refused(labels: dict[str, str], taints: list[dict[str, str]]) -> None:
+    with pytest.raises(BootstrapError):
+        render_user_data(worker_node(labels=labels, taints=taints))
+
+
+def test_a_node_without_an_agent_token_gets_no_agent_config() -> None:
+    user_data = render_user_data(worker_node(agent_token=None))
+    with pytest.raises(BootstrapError, match="does not write"):
+        parse_agent_config(user_data)
+
+
+def test_parse_refuses_what_is_not_cloud_config() -> None:
+    with pytest.raises(BootstrapError, match="not a #cloud-config"):
+        parse_agent_config("#!/bin/sh\necho hi\n")

@@ -1,0 +1,366 @@
+"""The reconciler against the real OpenStackDriver and simcloud, on a real PostgreSQL.
+
+Each test writes the rows the API would write and drives passes the way the Celery chain does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from kaas_api.db.models import (
+    Cluster,
+    ClusterPhase,
+    Node,
+    Operation,
+    OperationKind,
+    OperationState,
+    utcnow,
+)
+from provider.bootstrap.cloud_init import parse_agent_config, parse_node_config
+from provider.reconciler.context import ProviderContext
+from provider.reconciler.plan import plan_steps
+from provider.reconciler.reconcile import reconcile_cluster_once
+from provider.reconciler.steps import STEP_FUNCTIONS, PassState
+from provider.reconciler.sweep import clean_leaked_resources, sweep_clusters
+from simcloud.testing import SimCloudHandle
+from tests.provider.factories import PoolSpec, create_cluster, request_operation, scale_pool
+from tests.provider.harness import TUNNEL_URL, cloud_inventory, run_until_settled
+
+
+def load(session_factory: sessionmaker[Session], cluster_id: str) -> tuple[Cluster, Operation, list[Node]]:
+    with session_factory() as session:
+        cluster = session.get_one(Cluster, cluster_id)
+        operation = session.scalars(
+            select(Operation).where(Operation.cluster_id == cluster_id).order_by(Operation.created_at.desc())
+        ).first()
+        assert operation is not None
+        nodes = list(session.scalars(select(Node).where(Node.cluster_id == cluster_id).order_by(Node.name)))
+        return cluster, operation, nodes
+
+
+def conditions(cluster: Cluster) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in cluster.conditions}
+
+
+def test_create_converges_to_running_with_every_condition_true(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2, labels={"tier": "web"}),))
+    results = run_until_settled(ctx, created.id)
+    assert results[-1].outcome == "converged"
+    cluster, operation, nodes = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.RUNNING.value
+    assert conditions(cluster) == {"NetworkReady": "True", "ControlPlaneReady": "True", "NodesReady": "True"}
+    assert cluster.observed_generation == cluster.generation
+    assert cluster.api_endpoint is not None
+    assert cluster.api_endpoint.startswith("https://")
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert operation.progress == 100
+    assert operation.started_at is not None
+    assert operation.finished_at is not None
+    assert operation.error is None
+    assert [n.role for n in nodes] == ["control-plane", "worker", "worker"]
+    assert nodes[0].name == f"kaas-{created.id[:8]}-cp-1"
+    assert all(n.name.startswith(f"kaas-{created.id[:8]}-workers-") for n in nodes[1:])
+    assert all(n.status == "ACTIVE" and n.server_id and n.address for n in nodes)
+    assert cluster.lease_owner is None
+    inventory = cloud_inventory(simcloud.sim)
+    assert inventory["servers"] == 3
+    assert inventory["networks"] == 1
+    assert inventory["routers"] == 1
+    assert inventory["server_groups"] == 1
+    assert "loadbalancers" not in inventory
+
+
+def test_servers_boot_with_the_agent_config_and_their_pool_labels(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1, labels={"tier": "web"}),))
+    run_until_settled(ctx, created.id)
+    _, _, nodes = load(ctx.session_factory, created.id)
+    worker = next(n for n in nodes if n.role == "worker")
+    assert worker.server_id is not None
+    user_data = simcloud.sim.get_user_data(worker.server_id)
+    assert user_data is not None
+    agent = parse_agent_config(user_data)
+    assert agent["token"] == created.agent_token
+    assert agent["tunnel_url"] == TUNNEL_URL
+    assert agent["cluster_id"] == created.id
+    node = parse_node_config(user_data)
+    assert node["labels"] == {"tier": "web"}
+    assert node["api_endpoint"] is not None
+
+
+def test_highly_available_control_plane_sits_behind_a_load_balancer(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, control_plane_count=3, pools=(PoolSpec(count=1),))
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    cluster, _, nodes = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.RUNNING.value
+    assert [n.role for n in nodes].count("control-plane") == 3
+    inventory = simcloud.sim.inventory()
+    assert len(inventory["loadbalancers"]) == 1
+    assert cluster.api_endpoint == f"https://{inventory['loadbalancers'][0]['vip_address']}:6443"
+    assert len(inventory["members"]) == 3
+
+
+def test_every_step_run_twice_creates_nothing_twice(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory, control_plane_count=3, pools=(PoolSpec(count=2),))
+    run_until_settled(ctx, created.id)
+    before = cloud_inventory(simcloud.sim)
+    with ctx.session_factory() as session:
+        cluster = session.scalars(
+            select(Cluster)
+            .where(Cluster.id == created.id)
+            .options(selectinload(Cluster.region), selectinload(Cluster.node_pools))
+        ).one()
+        state = PassState(
+            cluster=cluster,
+            region=cluster.region,
+            pools=list(cluster.node_pools),
+            driver=ctx.driver("sim"),
+            tunnel_url=TUNNEL_URL,
+            agent_token=None,
+            server_error_retries=1,
+        )
+        state.refresh_servers()
+        for step in plan_steps(cluster):
+            assert STEP_FUNCTIONS[step](state).done, step
+            assert STEP_FUNCTIONS[step](state).done, step
+    assert cloud_inventory(simcloud.sim) == before
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    assert cloud_inventory(simcloud.sim) == before
+
+
+class WorkerCrash(BaseException):
+    """A worker dying mid-pass (like SystemExit): nothing is committed and the lease is not given back."""
+
+
+@pytest.mark.parametrize("crash_after", ["network", "security_groups", "control_plane", "node_pools"])
+def test_a_worker_that_dies_between_steps_leaves_nothing_leaked_after_the_next_pass(
+    ctx: ProviderContext, simcloud: SimCloudHandle, crash_after: str
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2),))
+
+    def crash(step: str) -> None:
+        if step == crash_after:
+            raise WorkerCrash(step)
+
+    crashing = replace(ctx, after_step=crash)
+
+    def run_until_the_crash() -> None:  # earlier passes may stop short of the step: servers still building
+        for _ in range(100):
+            reconcile_cluster_once(crashing, created.id, worker_id="doomed")
+            time.sleep(0.05)
+
+    with pytest.raises(WorkerCrash):
+        run_until_the_crash()
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert cluster.lease_owner == "doomed"  # held until it expires
+    assert operation.state != OperationState.SUCCEEDED.value
+    assert reconcile_cluster_once(ctx, created.id, worker_id="other").outcome == "locked"
+
+    with ctx.session_factory() as session, session.begin():  # time passes: the dead worker's lease runs out
+        session.get_one(Cluster, created.id).lease_expires_at = utcnow() - timedelta(seconds=1)
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    inventory = cloud_inventory(simcloud.sim)
+    assert inventory["servers"] == 3
+    assert inventory["networks"] == 1
+    assert inventory["subnets"] == 1
+    assert inventory["routers"] == 1
+    assert inventory["security_groups"] == 2
+    assert inventory["server_groups"] == 1
+
+
+def test_two_passes_on_one_cluster_never_run_at_once(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "network":
+            inside.set()
+            release.wait(10)
+
+    holding = replace(ctx, after_step=hold)
+    outcome: list[str] = []
+    first = threading.Thread(
+        target=lambda: outcome.append(reconcile_cluster_once(holding, created.id, worker_id="first").outcome)
+    )
+    first.start()
+    try:
+        assert inside.wait(10)
+        second = reconcile_cluster_once(ctx, created.id, worker_id="second")
+        assert second.outcome == "locked"
+    finally:
+        release.set()
+        first.join(10)
+    assert outcome == ["progressing"] or outcome == ["converged"]
+    assert run_until_settled(ctx, created.id, worker_id="second")[-1].outcome == "converged"
+
+
+def test_the_sweep_repairs_a_server_deleted_behind_kaas_back(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2),))
+    run_until_settled(ctx, created.id)
+    _, _, nodes = load(ctx.session_factory, created.id)
+    victim = next(n for n in nodes if n.role == "worker")
+    assert victim.server_id is not None
+    assert simcloud.sim.delete_server(victim.server_id)
+
+    queued: list[tuple[str, str]] = []
+    report = sweep_clusters(
+        ctx.session_factory, enqueue=lambda cid, queue: queued.append((cid, queue)), stale_after_seconds=60
+    )
+    assert queued == [(created.id, "region.sim")]
+    assert report.regions == ["sim"]
+    first = reconcile_cluster_once(ctx, created.id, worker_id="sweep")
+    assert first.outcome == "progressing" or first.outcome == "converged"
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    cluster, _, nodes = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.RUNNING.value
+    assert len(nodes) == 3
+    assert victim.name not in [n.name for n in nodes]
+    assert cloud_inventory(simcloud.sim)["servers"] == 3
+
+
+def test_scale_down_deletes_the_newest_surplus_servers(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=3),))
+    run_until_settled(ctx, created.id)
+    _, _, nodes = load(ctx.session_factory, created.id)
+    workers = {n.server_id: n.name for n in nodes if n.role == "worker"}
+    oldest = min(
+        (s for s in simcloud.sim.inventory()["servers"] if s["id"] in workers), key=lambda s: s["created"]
+    )
+    scale_pool(ctx.session_factory, created.id, pool="workers", count=1)
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    cluster, operation, nodes = load(ctx.session_factory, created.id)
+    assert operation.kind == OperationKind.UPDATE.value
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert cluster.phase == ClusterPhase.RUNNING.value
+    assert cluster.observed_generation == 2
+    assert [n.name for n in nodes if n.role == "worker"] == [oldest["name"]]
+    assert cloud_inventory(simcloud.sim)["servers"] == 2
+
+
+def test_delete_leaves_nothing_in_the_cloud(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory, control_plane_count=3, pools=(PoolSpec(count=2),))
+    run_until_settled(ctx, created.id)
+    request_operation(ctx.session_factory, created.id, kind=OperationKind.DELETE, phase=ClusterPhase.DELETING)
+    assert run_until_settled(ctx, created.id)[-1].outcome == "deleted"
+    cluster, operation, nodes = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.DELETED.value
+    assert cluster.deleted_at is not None
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert operation.progress == 100
+    assert nodes == []
+    assert cloud_inventory(simcloud.sim) == {}
+    assert reconcile_cluster_once(ctx, created.id, worker_id="late").outcome == "skipped"
+
+
+def test_quota_exceeded_shows_on_the_condition_and_recovers(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    simcloud.sim.fail_next_server_creates(1000)
+    results = [reconcile_cluster_once(ctx, created.id, worker_id="w") for _ in range(3)]
+    assert {r.outcome for r in results} == {"retrying"}
+    assert all(
+        r.requeue_after is not None and r.requeue_after <= ctx.limits.retry_max_seconds for r in results
+    )
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    control_plane = next(c for c in cluster.conditions if c["type"] == "ControlPlaneReady")
+    assert control_plane["status"] == "False"
+    assert control_plane["reason"] == "CloudQuotaExceeded"
+    assert "quota" in control_plane["message"].lower()
+    assert conditions(cluster)["NetworkReady"] == "True"
+    assert operation.state == OperationState.RUNNING.value
+    assert operation.error is not None
+    assert "quota" in operation.error.lower()
+    assert cluster.phase == ClusterPhase.PROVISIONING.value
+    assert cluster.reconcile_failures == 3
+
+    simcloud.sim.fail_next_server_creates(0)
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert operation.error is None
+    assert cluster.reconcile_failures == 0
+    assert conditions(cluster)["ControlPlaneReady"] == "True"
+
+
+def test_an_unknown_flavor_fails_the_operation_with_a_clear_message(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(flavor="m1.gigantic"),))
+    results = run_until_settled(ctx, created.id)
+    assert results[-1].outcome == "failed"
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.ERROR.value
+    assert operation.state == OperationState.FAILED.value
+    assert operation.error is not None
+    assert "m1.gigantic" in operation.error
+    assert cloud_inventory(simcloud.sim).get("servers", 0) == 0
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "skipped"
+
+
+def test_a_server_in_error_is_replaced(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2),))
+    simcloud.sim.error_next_servers(1, "No valid host was found")
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    servers = simcloud.sim.inventory()["servers"]
+    assert len(servers) == 3
+    assert {s["status"] for s in servers} == {"ACTIVE"}
+
+
+def test_servers_that_keep_failing_fail_the_operation(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    simcloud.sim.error_next_servers(1000, "No valid host was found")
+    assert run_until_settled(ctx, created.id)[-1].outcome == "failed"
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.ERROR.value
+    assert operation.error is not None
+    assert "ERROR 3 times" in operation.error
+    assert "No valid host was found" in operation.error
+
+
+def test_the_sweep_deletes_resources_of_clusters_missing_from_the_database(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    kept = create_cluster(
+        ctx.session_factory, name="kept", node_cidr="10.0.1.0/24", pools=(PoolSpec(count=1),)
+    )
+    run_until_settled(ctx, created.id)
+    run_until_settled(ctx, kept.id)
+    with ctx.session_factory() as session, session.begin():
+        session.delete(session.get_one(Cluster, created.id))  # the row is gone, its resources are not
+    driver = ctx.driver("sim")
+    for _ in range(20):
+        if clean_leaked_resources(ctx.session_factory, driver) == []:
+            break
+    assert driver.list_tagged_cluster_ids() == {kept.id}
+    assert cloud_inventory(simcloud.sim)["servers"] == 2
+    assert driver.list_cluster_resources(created.id) == []
+
+
+def test_a_paused_cluster_is_left_alone(ctx: ProviderContext, simcloud: SimCloudHandle) -> None:
+    created = create_cluster(ctx.session_factory)
+    with ctx.session_factory() as session, session.begin():
+        session.get_one(Cluster, created.id).paused = True
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "skipped"
+    assert cloud_inventory(simcloud.sim) == {}
+    queued: list[tuple[str, str]] = []
+    sweep_clusters(ctx.session_factory, enqueue=lambda c, q: queued.append((c, q)), stale_after_seconds=0)
+    assert queued == []

@@ -1,0 +1,111 @@
+"""The Celery side for real: Redis broker, a worker thread, tasks sent by name as the API sends them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.db.models import Cluster, ClusterPhase
+from provider.celery_app import EmbeddedWorker, make_celery, run_embedded_worker, worker_queues
+from provider.config import ProviderSettings
+from simcloud.testing import SimCloudHandle, run_simcloud
+from tests.provider.factories import PoolSpec, create_cluster
+from tests.provider.harness import make_context
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def simcloud(tmp_path: Path) -> Iterator[SimCloudHandle]:
+    with run_simcloud(state_dir=tmp_path / "simcloud", boot_delay=0.0) as handle:
+        yield handle
+
+
+@pytest.fixture
+def region() -> str:
+    return f"sim-{uuid.uuid4().hex[:8]}"  # its own queue: other test runs share the Redis database
+
+
+@pytest.fixture
+def worker(
+    session_factory: sessionmaker[Session], simcloud: SimCloudHandle, redis_url: str, region: str
+) -> Iterator[EmbeddedWorker]:
+    settings = ProviderSettings(broker_url=redis_url, regions=[region], sweep_interval_seconds=3600)
+    app = make_celery(settings, context=make_context(session_factory, simcloud.clouds_yaml))
+    handle = run_embedded_worker(app, queues=worker_queues([region]), concurrency=2)
+    yield handle
+    handle.stop()
+    app.close()
+
+
+@pytest.fixture
+def api_sender(redis_url: str) -> Iterator[Celery]:
+    """What the API holds: a bare Celery app that only knows task names."""
+    sender = Celery("kaas-api-test", broker=redis_url, set_as_current=False)
+    yield sender
+    sender.close()
+
+
+def wait_for_phase(
+    session_factory: sessionmaker[Session], cluster_id: str, phase: ClusterPhase, *, timeout: float = 60
+) -> Cluster:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_factory() as session:
+            cluster = session.get_one(Cluster, cluster_id)
+            if cluster.phase == phase.value:
+                return cluster
+        time.sleep(0.1)
+    raise AssertionError(
+        f"cluster {cluster_id} did not reach {phase} within {timeout}s (now {cluster.phase})"
+    )
+
+
+def test_a_reconcile_sent_by_name_makes_the_cluster_run(
+    session_factory: sessionmaker[Session], worker: EmbeddedWorker, api_sender: Celery, region: str
+) -> None:
+    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
+    api_sender.send_task("provider.reconcile_cluster", args=[created.id], queue=f"region.{region}")
+    cluster = wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+    assert {c["type"]: c["status"] for c in cluster.conditions} == {
+        "NetworkReady": "True",
+        "ControlPlaneReady": "True",
+        "NodesReady": "True",
+    }
+
+
+def test_the_sweep_task_queues_clusters_whose_message_was_lost(
+    session_factory: sessionmaker[Session], worker: EmbeddedWorker, api_sender: Celery, region: str
+) -> None:
+    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
+    with session_factory() as session, session.begin():  # as if the API's message was lost long ago
+        session.get_one(Cluster, created.id).updated_at = datetime(2020, 1, 1, tzinfo=UTC)
+    api_sender.send_task("provider.sweep", queue="provider")
+    wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+
+
+def test_the_app_is_configured_for_at_least_once_delivery(redis_url: str) -> None:
+    app = make_celery(ProviderSettings(broker_url=redis_url, regions=["a", "b"], sweep_interval_seconds=7))
+    try:
+        conf = app.conf
+        assert conf.task_acks_late is True
+        assert conf.worker_prefetch_multiplier == 1
+        assert conf.task_reject_on_worker_lost is True
+        assert conf.accept_content == ["json"]
+        assert [q.name for q in conf.task_queues] == ["provider", "region.a", "region.b"]
+        assert conf.beat_schedule["provider-sweep"] == {"task": "provider.sweep", "schedule": 7.0}
+        assert {"provider.reconcile_cluster", "provider.sweep", "provider.sweep_leaks"} <= set(app.tasks)
+    finally:
+        app.close()
+
+
+def test_regions_can_be_given_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAAS_REGIONS", "east, west")
+    assert ProviderSettings().regions == ["east", "west"]
