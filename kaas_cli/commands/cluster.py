@@ -17,8 +17,9 @@ CLUSTER_COLUMNS = [
     ("region", "REGION"),
     ("kubernetes_version", "VERSION"),
     ("phase", "PHASE"),
-    ("nodes_ready", "READY"),
-    ("nodes_total", "NODES"),
+    ("node_counts.ready", "READY"),
+    ("node_counts.observed", "NODES"),
+    ("node_counts.desired", "DESIRED"),
     ("created_at", "CREATED"),
 ]
 
@@ -29,6 +30,41 @@ def parse_pool(text: str) -> dict[str, Any]:
     if len(parts) != 3 or not parts[2].isdigit():
         raise typer.BadParameter(f"{text!r}: expected NAME:FLAVOR:COUNT, e.g. workers:m1.small:2")
     return {"name": parts[0], "flavor": parts[1], "count": int(parts[2])}
+
+
+def print_cluster(cluster: dict[str, Any]) -> None:
+    """A cluster for people: the summary, then its node pools and conditions as small tables."""
+    counts = cluster.get("node_counts") or {}
+    summary = {
+        "name": cluster.get("name"),
+        "id": cluster.get("id"),
+        "project": cluster.get("project"),
+        "region": cluster.get("region"),
+        "version": cluster.get("kubernetes_version"),
+        "phase": cluster.get("phase"),
+        "nodes": f"{counts.get('ready', 0)} ready, {counts.get('observed', 0)}"
+        f" of {counts.get('desired', 0)} built",
+        "control plane": "{count} x {flavor}".format(
+            **(cluster.get("control_plane") or {"count": "?", "flavor": "?"})
+        ),
+        "api endpoint": cluster.get("api_endpoint"),
+        "created": cluster.get("created_at"),
+    }
+    print_object(summary, OutputFormat.TABLE)
+    pools = cluster.get("node_pools") or []
+    if pools:
+        print_rows(
+            pools,
+            [("name", "POOL"), ("flavor", "FLAVOR"), ("count", "COUNT"), ("labels", "LABELS")],
+            OutputFormat.TABLE,
+        )
+    conditions = cluster.get("conditions") or []
+    if conditions:
+        print_rows(
+            conditions,
+            [("type", "CONDITION"), ("status", "STATUS"), ("reason", "REASON"), ("message", "MESSAGE")],
+            OutputFormat.TABLE,
+        )
 
 
 def _follow(client: Any, operation: dict[str, Any], *, timeout: float, fmt: OutputFormat) -> dict[str, Any]:
@@ -86,7 +122,7 @@ def create(
         if wait:
             _follow(client, created["operation"], timeout=timeout, fmt=output)
             created["cluster"] = client.get(f"/v1/projects/{project_name}/clusters/{name}")
-        print_object(created["cluster"], output) if output is OutputFormat.TABLE else print_json(created)
+        print_cluster(created["cluster"]) if output is OutputFormat.TABLE else print_json(created)
 
 
 @app.command("list")
@@ -103,7 +139,7 @@ def get(name: str, project: ProjectOption = None, output: OutputOption = OutputF
     """Show one cluster with its conditions."""
     with api_client() as (client, config):
         cluster = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}")
-        print_object(cluster, output)
+        print_cluster(cluster) if output is OutputFormat.TABLE else print_json(cluster)
 
 
 @app.command()

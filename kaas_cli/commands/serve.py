@@ -27,10 +27,10 @@ def api(
 ) -> None:
     """Run the API server (settings from KAAS_* environment variables)."""
     from celery import Celery
-    from kaas_api.app import create_app
-    from kaas_api.dispatch import CeleryDispatcher
 
+    from kaas_api.app import create_app
     from kaas_api.db.session import make_engine, make_session_factory
+    from kaas_api.dispatch import CeleryDispatcher
 
     settings = ApiSettings()
     settings.validate_for_production()
@@ -48,12 +48,12 @@ def worker(
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo")] = "prefork",
 ) -> None:
     """Run a provider worker for one or more regions (settings from KAAS_* environment variables)."""
-    from provider.celery_app import make_celery
+    from provider.celery_app import make_celery, worker_queues
     from provider.config import ProviderSettings
 
-    settings = ProviderSettings()
+    settings = ProviderSettings(regions=region)
     app = make_celery(settings)
-    queues = ",".join(f"region.{name}" for name in region)
+    queues = ",".join(worker_queues(region))
     app.worker_main(
         ["worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}"]
     )

@@ -11,7 +11,7 @@ import uvicorn
 from kaas_api.config import ApiSettings, default_state_dir
 from kaas_api.db.session import make_engine, make_session_factory
 from kaas_cli.config import CliConfig
-from kaas_cli.embedded import load_or_create_secret_key, seed_embedded
+from kaas_cli.embedded import DEFAULT_REGION, load_or_create_secret_key, seed_embedded
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
 
@@ -27,7 +27,7 @@ def up(
     """Run API, worker, sweep and a simulated OpenStack in this process (Ctrl-C stops all)."""
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
-    from provider.celery_app import make_celery, run_embedded_worker
+    from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
     from simcloud.testing import run_simcloud
 
@@ -55,13 +55,14 @@ def up(
             clouds_yaml=cloud.clouds_yaml,
             tunnel_url=api_settings.tunnel_url,
             sweep_interval_seconds=sweep_interval,
+            regions=[DEFAULT_REGION],
         )
         celery_app = make_celery(provider_settings)
         seed = seed_embedded(factory, cloud_name=cloud.cloud_name)
         CliConfig(url=public_url, token=seed.admin_token, project=seed.project, region=seed.region).save()
 
         app = create_app(api_settings, session_factory=factory, dispatcher=CeleryDispatcher(celery_app))
-        worker = run_embedded_worker(celery_app, queues=[f"region.{seed.region}"], beat=True)
+        worker = run_embedded_worker(celery_app, queues=worker_queues(provider_settings.regions), beat=True)
         try:
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
             console.print(f"simulated OpenStack at {cloud.base_url}")
