@@ -34,9 +34,8 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kaas_api.users.service import create_user  # noqa: E402
-
 from kaas_api.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
+from kaas_api.users.service import create_user  # noqa: E402
 from kaas_cli.migrate import upgrade_database  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -121,7 +120,19 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
         python = sys.executable
         with (
             process(
-                [python, "-m", "simcloud", "--port", str(sim_port), "--state-dir", str(sim_dir)],
+                [
+                    python,
+                    "-m",
+                    "simcloud",
+                    "--port",
+                    str(sim_port),
+                    "--state-dir",
+                    str(sim_dir),
+                    "--boot-delay",
+                    "0",
+                    "--lb-delay",
+                    "0",
+                ],
                 env,
                 workdir / f"simcloud-{n}.log",
             ),

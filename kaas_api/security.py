@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-USER_TOKEN_PREFIX = "kaas_"
-AGENT_TOKEN_PREFIX = "kaasagent_"
+USER_TOKEN_PREFIX = "kaas_"  # noqa: S105 (a prefix, not a secret)
+AGENT_TOKEN_PREFIX = "kaasagent_"  # noqa: S105 (a prefix, not a secret)
 
 
 def generate_token(prefix: str = USER_TOKEN_PREFIX) -> str:

@@ -13,11 +13,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaas_api.users.service import create_user, issue_token
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.db.models import Project, ProjectMember, Quota, Region, Role, User
+from kaas_api.users.service import create_user, issue_token
 
 DEFAULT_REGION = "local"
 DEFAULT_PROJECT = "default"

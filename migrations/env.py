@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.base import Base
 from kaas_api.db import models  # noqa: F401  (registers the tables)
+from kaas_api.db.base import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or ApiSettings().database_url

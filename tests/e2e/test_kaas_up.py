@@ -93,7 +93,8 @@ def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_
     cluster = json.loads(created.stdout)["cluster"]
     assert cluster["phase"] == "running"
     conditions = {c["type"]: c["status"] for c in cluster["conditions"]}
-    assert {"NetworkReady": "True", "ControlPlaneReady": "True", "NodesReady": "True"}.items() <= conditions.items()
+    wanted = {"NetworkReady": "True", "ControlPlaneReady": "True", "NodesReady": "True"}
+    assert wanted.items() <= conditions.items()
     resources = kaas_up.cloud_resources()
     assert len(resources["servers"]) == 3  # 1 control plane + 2 workers (the CLI's default pool)
     assert len(resources["networks"]) == 1

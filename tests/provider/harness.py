@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from provider.cloud.registry import DriverRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.security import SecretBox
+from provider.cloud.registry import DriverRegistry
 from provider.reconciler.context import ProviderContext, ReconcileLimits
 from provider.reconciler.reconcile import PassResult, reconcile_cluster_once
 from tests.provider.factories import TEST_SECRET_KEY
