@@ -32,7 +32,7 @@ class ApiSettings(BaseSettings):
         description="Derives the key that encrypts cluster agent tokens at rest.",
     )
     public_url: str = "http://127.0.0.1:8000"
-    tunnel_url: str = "ws://127.0.0.1:8000/v1/tunnel"
+    tunnel_url: str = "ws://127.0.0.1:8010/v1/tunnel"
     token_default_ttl_days: int = 90
     kubeconfig_token_ttl_days: int = 30
     log_json: bool = False

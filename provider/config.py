@@ -39,7 +39,7 @@ class ProviderSettings(BaseSettings):
         "Empty: the worker serves every region it is started for by the caller.",
     )
     tunnel_url: str = Field(
-        default="ws://127.0.0.1:8000/v1/tunnel", description="Where node agents connect; put into user-data."
+        default="ws://127.0.0.1:8010/v1/tunnel", description="Where node agents connect; put into user-data."
     )
     sweep_interval_seconds: float = 30.0
     lease_seconds: float = 120.0

@@ -318,3 +318,27 @@ class Operation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class ClusterAgent(Base):
+    """The live state of a cluster's agent as kaas's tunnel server sees it; only the tunnel server writes it.
+
+    One row per cluster: whether its agent is connected (and through which session and process), and the
+    latest status report the agent sent (Kubernetes version, Ready nodes). Read by the reconciler for the
+    AgentConnected / NodesReady conditions.
+    """
+
+    __tablename__ = "cluster_agents"
+
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    session_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    tunnel_address: Mapped[str | None] = mapped_column(String(255), default=None)
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    kubernetes_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    nodes_ready: Mapped[int | None] = mapped_column(Integer, default=None)
+    nodes_total: Mapped[int | None] = mapped_column(Integer, default=None)
+    nodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

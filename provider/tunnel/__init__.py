@@ -1,1 +1,1 @@
-"""The tunnel server side: agent sessions over WebSocket and the registry of who holds which cluster."""
+"""kaas's tunnel server: the far end of every cluster agent's WebSocket, and the internal proxy onto it."""

@@ -1,4 +1,4 @@
-"""The session registry on a real Redis: claims, takeover by a newer session, expiry, release."""
+"""The session registry contract, run against real Redis and the in-memory registry alike."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from provider.tunnel.registry import TunnelRegistry
+from kaas_api.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
 
 
-@pytest.fixture
-async def registry(redis_url: str) -> AsyncIterator[TunnelRegistry]:
+@pytest.fixture(params=["redis", "memory"])
+async def registry(request: pytest.FixtureRequest) -> AsyncIterator[TunnelRegistry]:
+    if request.param == "memory":
+        yield InMemoryTunnelRegistry(ttl_seconds=0.5)
+        return
+    redis_url = request.getfixturevalue("redis_url")
     client = Redis.from_url(redis_url)
-    yield TunnelRegistry(client, ttl_seconds=0.5)
+    yield RedisTunnelRegistry(client, ttl_seconds=0.5)
     await client.aclose()
 
 
@@ -56,6 +60,7 @@ async def test_a_claim_expires_when_its_process_stops_refreshing(registry: Tunne
     assert await registry.lookup("c1") is not None  # the refresh extended it past the first TTL
     await asyncio.sleep(0.7)
     assert await registry.lookup("c1") is None
+    assert await registry.refresh(cluster_id="c1", session_id="s1") is False
 
 
 async def test_connected_clusters_lists_every_live_claim(registry: TunnelRegistry) -> None:
@@ -63,3 +68,14 @@ async def test_connected_clusters_lists_every_live_claim(registry: TunnelRegistr
         await registry.claim(cluster_id=f"c{i}", session_id=f"s{i}", address="a")
     await registry.release(cluster_id="c1", session_id="s1")
     assert await registry.connected_clusters() == {"c0", "c2"}
+
+
+async def test_reclaim_takes_an_expired_claim_back_but_never_a_held_one(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="new", address="b")
+    assert await registry.reclaim(cluster_id="c1", session_id="old", address="a") is False
+    location = await registry.lookup("c1")
+    assert location is not None
+    assert location.session_id == "new"
+    await registry.release(cluster_id="c1", session_id="new")
+    assert await registry.reclaim(cluster_id="c1", session_id="old", address="a") is True
+    assert await registry.refresh(cluster_id="c1", session_id="old") is True

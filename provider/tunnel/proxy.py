@@ -1,0 +1,268 @@
+"""The tunnel server's INTERNAL HTTP endpoint: the API's k8s proxy sends kubectl requests through it.
+
+Owned by ``provider.tunnel``; mounted by ``provider.tunnel.server.TunnelServer`` on its own port (uvicorn in
+the same event loop). Contract::
+
+    {METHOD} /internal/v1/clusters/{cluster_id}/proxy/{k8s path}?{query}
+    Authorization: Bearer <TunnelSettings.internal_secret>
+    X-Kaas-User: <kaas user name>          (sent to the cluster as "kaas:<name>")
+    X-Kaas-Group: <group>                  (one header per group, e.g. kaas:authenticated, kaas:member)
+
+The request body streams up the tunnel and the cluster's answer (status, headers, body) streams back,
+never buffered whole (watches, huge lists). Client-supplied ``Authorization``, ``Impersonate-*``,
+``X-Kaas-*``, ``X-Remote-*`` and hop-by-hop headers are dropped here (and again by the agent). Errors are
+Kubernetes ``Status`` objects: 401 bad internal secret, 400 no user, 503 this process holds no session of
+the cluster ("the agent of cluster X is not connected"), 502 the agent refused the dial (its message),
+504 the dial or the response head timed out.
+
+Raw ASGI rather than a Starlette endpoint, because the response must watch the client's disconnect while
+the body streams: a client that goes away resets the stream at once, also while a watch is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from agents.forward import kube_status
+from agents.runtime import StreamClosedError, TunnelStream
+from agents.tunnel import TunnelError
+from agents.tunnel.http import (
+    HttpHeadError,
+    HttpRequestHead,
+    ResponseHeadDecoder,
+    encode_request_metadata,
+)
+
+if TYPE_CHECKING:
+    from provider.tunnel.server import TunnelServer
+
+PROXY_PATH = re.compile(rb"^/internal/v1/clusters/(?P<cluster>[A-Za-z0-9._-]{1,64})/proxy(?P<path>/.*)?$")
+HEALTH_PATH = "/internal/v1/healthz"
+KAAS_USER_PREFIX = "kaas:"
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+    }
+)
+DROPPED_PREFIXES = ("impersonate-", "x-kaas-", "x-remote-", "proxy-")
+RESPONSE_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
+)
+
+
+async def _status(send: Send, code: int, reason: str, message: str) -> None:
+    body = json.dumps(kube_status(code, reason, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _request_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    kept = []
+    for name_bytes, value_bytes in raw:
+        name = name_bytes.decode("latin-1")
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower.startswith(DROPPED_PREFIXES):
+            continue
+        kept.append((name, value_bytes.decode("latin-1")))
+    return kept
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return True
+        if lower == b"content-length":
+            return value.strip() not in (b"", b"0")
+    return False
+
+
+def internal_app(server: TunnelServer) -> Any:
+    """The ASGI app of the internal endpoint, bound to one ``TunnelServer``."""
+    settings = server.settings
+    expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == HEALTH_PATH:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        authorization = next((v for k, v in raw_headers if k.lower() == b"authorization"), b"")
+        if not hmac.compare_digest(authorization, expected):
+            await _status(send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
+            return
+        match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
+        if match is None:
+            await _status(send, 404, "NotFound", "no such internal endpoint")
+            return
+        method = scope["method"].upper()
+        if method not in ALLOWED_METHODS:
+            await _status(send, 405, "MethodNotAllowed", f"method {method} is not proxied")
+            return
+        cluster_id = match.group("cluster").decode()
+        user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
+        groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
+        if not user:
+            await _status(send, 400, "BadRequest", "X-Kaas-User is required")
+            return
+        path = (match.group("path") or b"/").decode("latin-1")
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        live = server.session_for(cluster_id)
+        if live is None:
+            await _status(
+                send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected"
+            )
+            return
+        has_body = _has_body(raw_headers)
+        try:
+            metadata = encode_request_metadata(
+                HttpRequestHead(
+                    method=method,
+                    path=path,
+                    user=KAAS_USER_PREFIX + user,
+                    groups=groups,
+                    headers=tuple(_request_headers(raw_headers)),
+                    body=has_body,
+                )
+            )
+        except HttpHeadError as exc:
+            await _status(send, 431, "RequestHeaderFieldsTooLarge", str(exc))
+            return
+        try:
+            stream = await live.connection.open_stream(metadata, timeout=settings.dial_timeout_seconds)
+        except TimeoutError:
+            await _status(send, 504, "Timeout", f"the agent of cluster {cluster_id} did not answer in time")
+            return
+        except StreamClosedError as exc:
+            await _status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} refused: {exc}")
+            return
+        except TunnelError as exc:
+            await _status(
+                send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
+            )
+            return
+        await _exchange(
+            stream,
+            receive,
+            send,
+            has_body=has_body,
+            cluster_id=cluster_id,
+            head_timeout=settings.response_head_timeout_seconds,
+        )
+
+    return app
+
+
+async def _pump_request(
+    stream: TunnelStream, receive: Receive, *, has_body: bool, disconnected: asyncio.Event
+) -> None:
+    """Send the request body up the stream, then wait for the client to go away."""
+    more = has_body
+    if not has_body:
+        stream.close_write()
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            disconnected.set()
+            return
+        if more and message["type"] == "http.request":
+            body = message.get("body", b"")
+            if body:
+                await stream.write(body)
+            if not message.get("more_body", False):
+                more = False
+                stream.close_write()
+
+
+async def _exchange(
+    stream: TunnelStream,
+    receive: Receive,
+    send: Send,
+    *,
+    has_body: bool,
+    cluster_id: str,
+    head_timeout: float,
+) -> None:
+    disconnected = asyncio.Event()
+    pump = asyncio.create_task(_pump_request(stream, receive, has_body=has_body, disconnected=disconnected))
+    relay = asyncio.create_task(
+        _relay_response(stream, send, cluster_id=cluster_id, head_timeout=head_timeout)
+    )
+    gone = asyncio.create_task(disconnected.wait())
+    finished = False
+    try:
+        await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if relay.done():
+            relay.result()
+            finished = True
+    finally:
+        for task in (pump, relay, gone):
+            task.cancel()
+        await asyncio.gather(pump, relay, gone, return_exceptions=True)
+        if not finished:
+            stream.reset("the kaas client went away")
+
+
+async def _relay_response(stream: TunnelStream, send: Send, *, cluster_id: str, head_timeout: float) -> None:
+    decoder = ResponseHeadDecoder()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + head_timeout
+    try:
+        while True:
+            chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
+            if not chunk:
+                decoder.end_of_stream()
+            result = decoder.feed(chunk)
+            if result is not None:
+                head, rest = result
+                break
+    except TimeoutError:
+        stream.reset("no response head in time")
+        await _status(send, 504, "Timeout", f"the cluster {cluster_id} did not answer in time")
+        return
+    except (StreamClosedError, HttpHeadError) as exc:
+        stream.reset(f"bad response: {exc}")
+        await _status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} failed: {exc}")
+        return
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in head.headers
+        if name.lower() not in RESPONSE_HOP_BY_HOP
+    ]
+    await send({"type": "http.response.start", "status": head.status, "headers": headers})
+    if rest:
+        await send({"type": "http.response.body", "body": rest, "more_body": True})
+    try:
+        while chunk := await stream.read():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except StreamClosedError:
+        # The body broke off after the head went out: the only honest signal left is an aborted response
+        # (raising makes the server drop the connection instead of ending the body cleanly).
+        raise
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

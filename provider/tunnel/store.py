@@ -1,0 +1,115 @@
+"""The tunnel server's database work: authenticating agent tokens and writing ``cluster_agents``.
+
+Owned by ``provider.tunnel``; called by ``provider.tunnel.server`` (in a worker thread: the database layer
+is synchronous). The tunnel server is the only writer of ``cluster_agents``. Each function opens one
+session and commits once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.status import ClusterStatusReport
+from kaas_api.db.models import Cluster, ClusterAgent, ClusterPhase, utcnow
+from kaas_api.security import hash_token
+
+
+def authenticate_agent(factory: sessionmaker[Session], token: str) -> str | None:
+    """The id of the live cluster whose agent token this is, or None (unknown, rotated, deleted)."""
+    if not token:
+        return None
+    digest = hash_token(token)
+    with factory() as session:
+        row = session.execute(
+            sa.select(Cluster.id).where(
+                Cluster.agent_token_hash == digest,
+                Cluster.deleted_at.is_(None),
+                Cluster.phase != ClusterPhase.DELETED.value,
+            )
+        ).first()
+    return None if row is None else str(row[0])
+
+
+def _upsert(
+    factory: sessionmaker[Session],
+    cluster_id: str,
+    values: dict[str, Any],
+    *,
+    only_session: str | None = None,
+) -> None:
+    for _ in range(3):
+        with factory() as session:
+            row = session.get(ClusterAgent, cluster_id, with_for_update=True)
+            if row is None:
+                if only_session is not None:
+                    return
+                row = ClusterAgent(cluster_id=cluster_id, nodes=[])
+                session.add(row)
+            elif only_session is not None and row.session_id != only_session:
+                return  # a newer session owns the row now
+            for key, value in values.items():
+                setattr(row, key, value)
+            try:
+                session.commit()
+                return
+            except IntegrityError:
+                session.rollback()  # the row was inserted concurrently: update it instead
+
+
+def record_connected(
+    factory: sessionmaker[Session], *, cluster_id: str, session_id: str, address: str
+) -> None:
+    now = utcnow()
+    _upsert(
+        factory,
+        cluster_id,
+        {
+            "connected": True,
+            "session_id": session_id,
+            "tunnel_address": address,
+            "connected_at": now,
+            "last_seen_at": now,
+            "disconnected_at": None,
+        },
+    )
+
+
+def record_disconnected(factory: sessionmaker[Session], *, cluster_id: str, session_id: str) -> None:
+    """Mark the agent gone, unless a newer session of the cluster already took the row over."""
+    _upsert(factory, cluster_id, {"connected": False, "disconnected_at": utcnow()}, only_session=session_id)
+
+
+def record_status(
+    factory: sessionmaker[Session],
+    *,
+    cluster_id: str,
+    session_id: str,
+    report: ClusterStatusReport,
+    seen_at: datetime | None = None,
+) -> None:
+    _upsert(
+        factory,
+        cluster_id,
+        {
+            "last_seen_at": seen_at or utcnow(),
+            "kubernetes_version": report.kubernetes_version,
+            "nodes_ready": report.nodes_ready,
+            "nodes_total": report.nodes_total,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "ready": n.ready,
+                    "roles": list(n.roles),
+                    "kubelet_version": n.kubelet_version,
+                }
+                for n in report.nodes
+            ],
+            "last_error": report.error,
+        },
+        only_session=session_id,
+    )

@@ -1,0 +1,227 @@
+"""The agent runtime against a bare tunnel server (the real driver, real WebSockets, the real stand-in)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from websockets.asyncio.server import ServerConnection, serve
+
+from agents.config import AgentConfig, KubeconfigApiserver
+from agents.runtime import (
+    StreamClosedError,
+    TunnelConnection,
+    TunnelStream,
+    backoff_delay,
+    run_agent,
+)
+from agents.tunnel import TunnelSession
+from agents.tunnel.http import (
+    HttpRequestHead,
+    ResponseHeadDecoder,
+    encode_request_metadata,
+)
+from simcloud.kube.testing import KubeStandinHandle
+from tests.agents.conftest import AGENT_TOKEN, MEMBER_GROUPS, free_port
+
+CLUSTER_TOKEN = "kaasagent_test-token"
+
+
+@dataclass
+class BareServer:
+    """A tunnel server with no database: it records what the agent sent and holds the live connection."""
+
+    url: str = ""
+    authorizations: list[str] = field(default_factory=list)
+    connection: TunnelConnection | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    reports: list[dict[str, object]] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def bare_server() -> AsyncIterator[BareServer]:
+    state = BareServer()
+
+    async def on_dial(
+        connection: TunnelConnection, stream: TunnelStream, metadata: dict[str, object]
+    ) -> None:
+        connection.accept(stream)
+        body = b""
+        while chunk := await stream.read():
+            body += chunk
+        state.reports.append(json.loads(body))
+        stream.close_write()
+
+    async def handler(websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        state.authorizations.append(websocket.request.headers.get("Authorization", ""))
+        loop = asyncio.get_running_loop()
+        connection = TunnelConnection(
+            websocket, TunnelSession(role="server", now=loop.time()), on_dial=on_dial
+        )
+        state.connection = connection
+        runner = asyncio.create_task(connection.run())
+        await connection.hello.wait()
+        state.connected.set()
+        await runner
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        state.url = f"ws://127.0.0.1:{port}/v1/tunnel"
+        yield state
+
+
+def config_for(url: str, kube: KubeStandinHandle, tmp_path: Path) -> AgentConfig:
+    return AgentConfig(
+        tunnel_url=url,
+        cluster_id="c-1",
+        agent_token=SecretStr(CLUSTER_TOKEN),
+        apiserver=KubeconfigApiserver(kubeconfig=kube.write_kubeconfig(tmp_path / "kc", token=AGENT_TOKEN)),
+        report_interval_seconds=0.2,
+        reconnect_backoff_min_seconds=0.05,
+        reconnect_backoff_max_seconds=0.2,
+    )
+
+
+@asynccontextmanager
+async def agent_running(config: AgentConfig) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(config, stop=stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+
+
+async def request(connection: TunnelConnection, head: HttpRequestHead) -> tuple[int, bytes]:
+    stream = await connection.open_stream(encode_request_metadata(head), timeout=5)
+    stream.close_write()
+    decoder = ResponseHeadDecoder()
+    body = b""
+    status = 0
+    while chunk := await stream.read():
+        if not status:
+            result = decoder.feed(chunk)
+            if result is None:
+                continue
+            status, chunk = result[0].status, result[1]
+        body += chunk
+    return status, body
+
+
+async def test_the_agent_authenticates_with_its_token_and_serves_requests_as_the_kaas_user(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
+        await asyncio.wait_for(server.connected.wait(), 5)
+        assert server.authorizations == [f"Bearer {CLUSTER_TOKEN}"]
+        assert server.connection is not None
+        assert server.connection.session.peer_info["cluster_id"] == "c-1"
+        status, body = await request(
+            server.connection,
+            HttpRequestHead(
+                method="POST",
+                path="/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                user="kaas:dora",
+                groups=MEMBER_GROUPS,
+                headers=(("Content-Type", "application/json"),),
+                body=False,
+            ),
+        )
+        # No body was announced, so the apiserver sees an empty POST and says so; the identity still shows.
+        assert status in (201, 400), body
+        status, body = await request(
+            server.connection,
+            HttpRequestHead(method="GET", path="/api/v1/namespaces", user="kaas:dora", groups=MEMBER_GROUPS),
+        )
+        assert status == 200
+        assert json.loads(body)["kind"] == "NamespaceList"
+
+
+async def test_a_user_without_the_kaas_prefix_is_never_forwarded(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
+        await asyncio.wait_for(server.connected.wait(), 5)
+        assert server.connection is not None
+        status, body = await request(
+            server.connection,
+            HttpRequestHead(
+                method="GET", path="/api/v1/namespaces", user="system:admin", groups=MEMBER_GROUPS
+            ),
+        )
+        assert status == 403
+        assert "kaas:" in json.loads(body)["message"]
+
+
+async def test_a_stream_that_is_not_http_is_refused_with_a_message(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
+        await asyncio.wait_for(server.connected.wait(), 5)
+        assert server.connection is not None
+        with pytest.raises(StreamClosedError, match="invalid request"):
+            await server.connection.open_stream({"kind": "exec"}, timeout=5)
+
+
+async def test_a_reset_watch_releases_the_apiserver_watch(kube: KubeStandinHandle, tmp_path: Path) -> None:
+    store = kube.standin.store
+    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
+        await asyncio.wait_for(server.connected.wait(), 5)
+        assert server.connection is not None
+        head = HttpRequestHead(
+            method="GET",
+            path="/api/v1/namespaces/default/configmaps?watch=true",
+            user="kaas:e",
+            groups=MEMBER_GROUPS,
+        )
+        stream = await server.connection.open_stream(encode_request_metadata(head), timeout=5)
+        stream.close_write()
+        assert ResponseHeadDecoder().feed(await asyncio.wait_for(stream.read(), 5)) is not None
+        assert len(store._watchers) == 1
+        stream.reset("kubectl went away")
+        for _ in range(100):
+            if not store._watchers:
+                break
+            await asyncio.sleep(0.05)
+        assert not store._watchers
+
+
+async def test_the_agent_reports_status_periodically(kube: KubeStandinHandle, tmp_path: Path) -> None:
+    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
+        for _ in range(100):
+            if len(server.reports) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    assert len(server.reports) >= 2
+    assert server.reports[0]["kubernetes_version"] == "v1.30.2"
+    assert server.reports[0]["apiserver_reachable"] is True
+
+
+async def test_the_agent_retries_while_kaas_is_down_and_stops_promptly(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    config = config_for(f"ws://127.0.0.1:{free_port()}/v1/tunnel", kube, tmp_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(config, stop=stop))
+    await asyncio.sleep(0.5)
+    assert not task.done()  # still retrying, forever
+    stop.set()
+    await asyncio.wait_for(task, timeout=2)
+
+
+def test_backoff_has_full_jitter_and_a_bounded_maximum() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay(attempt, minimum=1.0, maximum=60.0, rng=rng) for attempt in range(200)]
+    assert all(0 <= delay <= 60.0 for delay in delays)
+    assert max(delays[:3]) <= 4.0  # early attempts stay short
+    assert max(delays[10:]) > 30.0  # later ones reach toward the cap, randomly
+    assert len(set(delays)) == len(delays)
