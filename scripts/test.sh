@@ -59,7 +59,7 @@ export PATH="$VENV/bin:$PATH"
 log "ruff"
 ruff check .
 log "mypy"
-mypy kaas_api provider simcloud kaas_cli agents
+mypy kaas_api provider simcloud kaas_cli agents nodesim
 log "import contracts"
 lint-imports
 

@@ -1,0 +1,125 @@
+"""Fixtures for the simulated nodes' tests: a real simcloud over HTTP, servers created with openstacksdk.
+
+Servers are created as the tenant (cloud ``sim``) with user-data rendered by kaas's own renderer
+(``provider.bootstrap.cloud_init``), tagged and labelled the way kaas's OpenStack driver does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openstack
+import pytest
+from openstack.config import loader
+
+from agents.config import AgentConfig
+from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
+from simcloud.testing import SimCloudHandle, run_simcloud
+
+ROOT = Path(__file__).resolve().parents[2]
+KAAS_RBAC_MANIFEST = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"
+
+
+def connect(clouds_yaml: Path, cloud: str) -> Any:
+    region = loader.OpenStackConfig(config_files=[str(clouds_yaml)]).get_one(cloud=cloud, api_timeout=30)
+    return openstack.connection.Connection(config=region)
+
+
+def kaas_user_data(
+    *,
+    cluster_id: str,
+    node_name: str,
+    role: str,
+    tunnel_url: str = "ws://127.0.0.1:9/v1/tunnel",
+    agent_token: str | None = AGENT_TOKEN,
+    kubernetes_version: str = "1.29.4",
+    labels: dict[str, str] | None = None,
+) -> str:
+    return render_user_data(
+        NodeBootstrap(
+            cluster_id=cluster_id,
+            node_name=node_name,
+            role=role,
+            kubernetes_version=kubernetes_version,
+            pod_cidr="10.244.0.0/16",
+            service_cidr="10.96.0.0/12",
+            api_endpoint=None,
+            tunnel_url=tunnel_url,
+            agent_token=agent_token,
+            node_pool=None if role == "control-plane" else "workers",
+            labels=labels or {},
+        )
+    )
+
+
+def create_kaas_server(
+    conn: Any,
+    *,
+    cluster_id: str,
+    name: str,
+    role: str,
+    user_data: str,
+    image: str = "fake-image",
+    flavor: str = "m1.tiny",
+) -> Any:
+    """Create a server the way kaas's OpenStack driver does: tag, metadata and base64 user-data."""
+    return conn.compute.create_server(
+        name=name,
+        flavor_id=conn.compute.find_flavor(flavor, ignore_missing=False).id,
+        image_id=conn.image.find_image(image, ignore_missing=False).id,
+        networks="none",
+        user_data=base64.b64encode(user_data.encode()).decode(),
+        metadata={"kaas-cluster": cluster_id, "kaas-role": role},
+        tags=[f"kaas-cluster={cluster_id}"],
+    )
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def new_cluster_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class RecordingRunner:
+    """An agent runner that records its configs and runs until told to stop (no tunnel needed)."""
+
+    started: list[AgentConfig] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+
+    async def __call__(self, config: AgentConfig, *, stop: asyncio.Event) -> None:
+        self.started.append(config)
+        try:
+            await stop.wait()
+        finally:
+            self.stopped.append(config.cluster_id)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimCloudHandle]:
+    with run_simcloud(state_dir=tmp_path / "sim", boot_delay=0.2) as handle:
+        yield handle
+
+
+@pytest.fixture
+def tenant(sim: SimCloudHandle) -> Iterator[Any]:
+    conn = connect(sim.clouds_yaml, sim.cloud_name)
+    yield conn
+    conn.close()
