@@ -67,6 +67,7 @@ def build_context(settings: ProviderSettings) -> ProviderContext:
         secret_box=SecretBox(settings.secret_key),
         tunnel_url=settings.tunnel_url,
         limits=ReconcileLimits.from_settings(settings),
+        require_agent=settings.require_agent,
     )
 
 

@@ -42,6 +42,11 @@ class ProviderSettings(BaseSettings):
         default="ws://127.0.0.1:8010/v1/tunnel", description="Where node agents connect; put into user-data."
     )
     sweep_interval_seconds: float = 30.0
+    require_agent: bool = Field(
+        default=True,
+        description="A cluster runs only once its agent is connected and reports every node Ready. Turn it off"
+        " only to measure the cloud side alone (the control-plane benchmark).",
+    )
     lease_seconds: float = 120.0
     # re-queue delay while the cloud is busy (servers building, load balancer pending)
     poll_interval_seconds: float = 2.0

@@ -49,6 +49,8 @@ class ProviderContext:
     secret_box: SecretBox
     tunnel_url: str
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)
+    # a cluster runs only once its agent is connected and reports every node Ready (see agent_gate)
+    require_agent: bool = True
     # called with the step's name after every finished step: an observation point for tests and metrics
     after_step: Callable[[str], None] | None = None
     _drivers: dict[str, CloudDriver] = field(default_factory=dict, init=False, repr=False)

@@ -31,6 +31,7 @@ from kaas_api.db.models import (
 )
 from provider.bootstrap.cloud_init import BootstrapError
 from provider.cloud.errors import CloudError, CloudPermanentError, CloudTemporaryError
+from provider.reconciler.agent_gate import check_agent
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.lease import acquire_lease, release_lease, release_lease_now
 from provider.reconciler.plan import (
@@ -232,6 +233,16 @@ def _reconcile_loaded(
             requeue_after=ctx.limits.poll_interval_seconds,
             message=f"waiting for {waiting_for}",
         )
+
+    if ctx.require_agent:
+        gate = check_agent(session, cluster, list(cluster.nodes), tunnel_url=ctx.tunnel_url)
+        set_conditions(cluster, gate.conditions, now=now)
+        if not gate.ready:
+            report_progress(operation, step="agent", progress=95, error=None)
+            _mark_not_converged(cluster)
+            return PassResult(
+                "progressing", requeue_after=ctx.limits.poll_interval_seconds, message=gate.message
+            )
 
     cluster.phase = ClusterPhase.RUNNING.value
     cluster.observed_generation = max(cluster.observed_generation, cluster.generation)

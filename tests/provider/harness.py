@@ -28,8 +28,14 @@ FAST_LIMITS = ReconcileLimits(
 
 
 def make_context(
-    session_factory: sessionmaker[Session], clouds_yaml: Path, *, limits: ReconcileLimits = FAST_LIMITS
+    session_factory: sessionmaker[Session],
+    clouds_yaml: Path,
+    *,
+    limits: ReconcileLimits = FAST_LIMITS,
+    require_agent: bool = False,
 ) -> ProviderContext:
+    """The cloud-side tests run without agents (``require_agent=False``); tests/provider/reconciler/
+    test_agent_gate.py runs with it."""
     registry = DriverRegistry(clouds_yaml)
     return ProviderContext(
         session_factory=session_factory,
@@ -37,6 +43,7 @@ def make_context(
         secret_box=SecretBox(TEST_SECRET_KEY),
         tunnel_url=TUNNEL_URL,
         limits=limits,
+        require_agent=require_agent,
     )
 
 
