@@ -146,7 +146,7 @@ class InMemoryTunnelRegistry:
         if entry is None:
             return None
         if entry[1] <= self._clock():
-            del self._entries[cluster_id]
+            self._entries.pop(cluster_id, None)  # another thread may have expired it first
             return None
         return entry[0]
 

@@ -6,7 +6,7 @@ import typer
 
 from kaas_cli.commands import admin, cluster, operation, project
 from kaas_cli.commands.login import login
-from kaas_cli.commands.serve import api, beat, db_app, worker
+from kaas_cli.commands.serve import api, beat, db_app, tunnel, worker
 from kaas_cli.commands.up import up
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app.command(help="Start everything on embedded defaults (SQLite, in-process work
 app.command(help="Run the API server.")(api)
 app.command(help="Run a provider worker.")(worker)
 app.command(help="Run the periodic sweep scheduler.")(beat)
+app.command(help="Run a tunnel server for cluster agents.")(tunnel)
 app.command(help="Save the API URL and token for the next commands.")(login)
 app.add_typer(db_app, name="db")
 app.add_typer(admin.app, name="admin")

@@ -66,3 +66,10 @@ def beat() -> None:
 
     app = make_celery(ProviderSettings())
     app.start(["beat", "--loglevel=INFO"])
+
+
+def tunnel() -> None:
+    """Run a tunnel server: agents connect here; the API's k8s proxy reaches them through it."""
+    from provider.tunnel.main import run_tunnel_server
+
+    run_tunnel_server()

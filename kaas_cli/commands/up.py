@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,10 @@ from kaas_cli.embedded import DEFAULT_REGION, load_or_create_secret_key, seed_em
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
 
+RBAC_MANIFEST = (
+    Path(__file__).resolve().parents[2] / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+)
+
 
 def up(
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
@@ -24,36 +29,49 @@ def up(
     boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
     sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 15.0,
 ) -> None:
-    """Run API, worker, sweep and a simulated OpenStack in this process (Ctrl-C stops all)."""
+    """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process."""
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
+    from kaas_api.tunnel_registry import InMemoryTunnelRegistry
+    from kaas_cli.tunnel_thread import BackgroundTunnelServer
+    from nodesim.booter import NodeBooter
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
+    from provider.tunnel.config import TunnelSettings
     from simcloud.testing import run_simcloud
 
     state_dir = state_dir.expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     secret_key = load_or_create_secret_key(state_dir)
+    internal_secret = secrets.token_urlsafe(32)  # API -> tunnel server, within this process's lifetime
+    database_url = f"sqlite:///{state_dir / 'kaas.db'}"
     public_url = f"http://127.0.0.1:{port}"
-    api_settings = ApiSettings(
-        database_url=f"sqlite:///{state_dir / 'kaas.db'}",
-        broker_url="memory://",
-        secret_key=secret_key,
-        public_url=public_url,
-        tunnel_url=f"ws://127.0.0.1:{port}/v1/tunnel",
-    )
     err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")
-    upgrade_database(api_settings.database_url)
-    engine = make_engine(api_settings.database_url)
+    upgrade_database(database_url)
+    engine = make_engine(database_url)
     factory = make_session_factory(engine)
+    registry = InMemoryTunnelRegistry()
+    tunnel_settings = TunnelSettings(
+        database_url=database_url, tunnel_port=0, internal_port=0, internal_secret=internal_secret
+    )
 
-    with run_simcloud(state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay) as cloud:
+    with (
+        run_simcloud(state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay) as cloud,
+        BackgroundTunnelServer(tunnel_settings, session_factory=factory, registry=registry) as tunnel,
+    ):
+        api_settings = ApiSettings(
+            database_url=database_url,
+            broker_url="memory://",
+            secret_key=secret_key,
+            public_url=public_url,
+            tunnel_url=tunnel.tunnel_url,
+        )
         provider_settings = ProviderSettings(
-            database_url=api_settings.database_url,
+            database_url=database_url,
             broker_url="memory://",
             secret_key=secret_key,
             clouds_yaml=cloud.clouds_yaml,
-            tunnel_url=api_settings.tunnel_url,
+            tunnel_url=tunnel.tunnel_url,
             sweep_interval_seconds=sweep_interval,
             regions=[DEFAULT_REGION],
         )
@@ -63,12 +81,21 @@ def up(
 
         app = create_app(api_settings, session_factory=factory, dispatcher=CeleryDispatcher(celery_app))
         worker = run_embedded_worker(celery_app, queues=worker_queues(provider_settings.regions), beat=True)
+        booter = NodeBooter(
+            clouds_yaml=cloud.clouds_yaml,
+            admin_cloud=cloud.admin_cloud_name,
+            rbac_manifest=RBAC_MANIFEST,
+            state_dir=state_dir / "nodes",
+            kubernetes_version_default="v1.31.4",
+        )
+        booter.start()
         try:
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
-            console.print(f"simulated OpenStack at {cloud.base_url}")
+            console.print(f"simulated OpenStack at {cloud.base_url}; agents connect to {tunnel.tunnel_url}")
             console.print(f"admin token (also saved for the CLI): {seed.admin_token}", soft_wrap=True)
             console.print("try: [bold]kaas cluster create demo --wait[/]")
             uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         finally:
+            booter.stop()
             worker.stop()
     engine.dispose()

@@ -64,7 +64,10 @@ def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
     log = (tmp_path / "kaas-up.log").open("w")
     process = subprocess.Popen(
         [*KAAS, "up", "--port", str(up.port), "--boot-delay", "0.5", "--sweep-interval", "5"],
-        env=up.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env=up.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -93,8 +96,15 @@ def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_
     cluster = json.loads(created.stdout)["cluster"]
     assert cluster["phase"] == "running"
     conditions = {c["type"]: c["status"] for c in cluster["conditions"]}
-    wanted = {"NetworkReady": "True", "ControlPlaneReady": "True", "NodesReady": "True"}
+    wanted = {
+        "NetworkReady": "True",
+        "ControlPlaneReady": "True",
+        "NodesReady": "True",
+        "AgentConnected": "True",
+    }
     assert wanted.items() <= conditions.items()
+    # running means the cluster's own agent connected through the tunnel and reported every node Ready
+    assert cluster["node_counts"] == {"desired": 3, "observed": 3, "ready": 3}
     resources = kaas_up.cloud_resources()
     assert len(resources["servers"]) == 3  # 1 control plane + 2 workers (the CLI's default pool)
     assert len(resources["networks"]) == 1
@@ -107,7 +117,11 @@ def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["operation"]["state"] == "succeeded"
     assert kaas_up.cloud_resources() == {
-        "servers": [], "networks": [], "routers": [], "security_groups": [], "server_groups": [],
+        "servers": [],
+        "networks": [],
+        "routers": [],
+        "security_groups": [],
+        "server_groups": [],
         "load_balancers": [],
     }
 
