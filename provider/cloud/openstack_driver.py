@@ -5,13 +5,23 @@ or ``simcloud`` alike. Every method is idempotent: it looks resources up by the 
 before creating, deletes ignore what is already gone, and nothing waits: methods report the state and the
 reconciler comes back. Every openstacksdk/keystoneauth error leaves this module as one of ours
 (``provider.cloud.errors``). User-data and tokens are never logged.
+
+Tags: Nova servers are created with ``tags`` (microversion 2.52 and later) and Octavia load balancers with
+``tags``, in the create request. Neutron resources get their ``kaas-cluster=<id>`` tag by ``set_tags`` right
+after the create (Neutron 29 answers 400 "Attribute 'tags' not allowed in POST" even with the
+``tag-creation`` extension listed); a resource that exists under our name without a kaas tag (a crash
+between create and ``set_tags``) is adopted and tagged instead of duplicated. Server groups have no tags
+and are found by name (``kaas-<id8>-cp``).
+
+User-data: the compute proxy (``conn.compute.create_server``) sends the body as given, and Nova wants base64,
+so this module encodes the cloud-config text (only the cloud layer ``conn.create_server`` encodes itself).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,9 +66,23 @@ def _is_quota_error(exc: os_exceptions.HttpException) -> bool:
     return "quota" in text or "overquota" in text
 
 
+def _http_detail(exc: os_exceptions.HttpException) -> str:
+    return str(exc.details or exc.message or exc)
+
+
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
-    """Re-raise every openstacksdk and keystoneauth error as our own, with what we were doing."""
+    """Re-raise every openstacksdk and keystoneauth error as our own, with what we were doing.
+
+    - quota (Nova 403 "Quota exceeded", Neutron 409 OverQuota, Octavia 403 "Quota has been met"):
+      ``CloudQuotaExceeded``;
+    - 409 otherwise (Octavia "is immutable" while PENDING_*, Neutron "in use"), 429, 5xx, no answer,
+      connection errors and timeouts: ``CloudTemporaryError`` (``CloudTimeout`` for timeouts);
+    - 404: ``CloudTemporaryError`` too. The driver looks user-named things (flavor, image, external
+      network) up with ``find_*`` and raises ``CloudNotFound`` itself, so a 404 on an id means the resource
+      went away between two calls; the next pass of the reconciler sees the new state;
+    - every other 4xx (400 bad request, 401/403 refused credentials or policy): ``CloudPermanentError``.
+    """
     try:
         yield
     except CloudError:
@@ -67,20 +91,29 @@ def translate_errors(action: str) -> Iterator[None]:
         raise CloudTimeout(f"{action}: timed out: {exc}") from exc
     except os_exceptions.HttpException as exc:
         status = exc.status_code or 0
-        detail = exc.details or exc.message or str(exc)
+        detail = _http_detail(exc)
         if status in (403, 409, 413) and _is_quota_error(exc):
             raise CloudQuotaExceeded(f"{action}: cloud quota exceeded: {detail}") from exc
-        if status == 409 or status == 429 or status >= 500 or status == 0:
-            raise CloudTemporaryError(f"{action}: cloud busy ({status}): {detail}") from exc
-        if status == 404:
-            raise CloudNotFound(f"{action}: not found: {detail}") from exc
+        if status in (0, 404, 409, 429) or status >= 500:
+            raise CloudTemporaryError(f"{action}: cloud busy or changing ({status}): {detail}") from exc
         raise CloudPermanentError(f"{action}: refused by the cloud ({status}): {detail}") from exc
+    except ks_exceptions.ConnectTimeout as exc:
+        raise CloudTimeout(f"{action}: the cloud did not answer in time: {exc}") from exc
     except (
         ks_exceptions.ConnectFailure,
-        ks_exceptions.ConnectTimeout,
         ks_exceptions.RetriableConnectionFailure,
+        ks_exceptions.ConnectionError,
     ) as exc:
         raise CloudTemporaryError(f"{action}: cannot reach the cloud: {exc}") from exc
+    except ks_exceptions.HttpError as exc:
+        status = exc.http_status or 0
+        if status >= 500 or status in (0, 429):
+            raise CloudTemporaryError(f"{action}: identity service busy ({status}): {exc}") from exc
+        raise CloudPermanentError(f"{action}: refused by the identity service ({status}): {exc}") from exc
+    except (ks_exceptions.EndpointNotFound, ks_exceptions.CatalogException) as exc:
+        raise CloudPermanentError(f"{action}: the cloud does not offer this service: {exc}") from exc
+    except (ks_exceptions.AuthorizationFailure, ks_exceptions.MissingAuthPlugin) as exc:
+        raise CloudPermanentError(f"{action}: cannot authenticate to the cloud: {exc}") from exc
     except ks_exceptions.ClientException as exc:
         raise CloudTemporaryError(f"{action}: cloud client error: {exc}") from exc
     except os_exceptions.SDKException as exc:
@@ -122,7 +155,8 @@ class OpenStackDriver:
             flavor = self._conn.compute.find_flavor(name, ignore_missing=True)
         if flavor is None:
             raise CloudNotFound(
-                f"flavor {name!r} does not exist in the cloud; ask an admin to fix the region"
+                f"flavor {name!r} does not exist in the cloud: choose one of the region's flavors,"
+                " or ask an admin to create it"
             )
         return str(flavor.id)
 
@@ -130,7 +164,10 @@ class OpenStackDriver:
         with translate_errors(f"look up image {name!r}"):
             image = self._conn.image.find_image(name, ignore_missing=True)
         if image is None:
-            raise CloudNotFound(f"image {name!r} does not exist in the cloud; ask an admin to fix the region")
+            raise CloudNotFound(
+                f"image {name!r} does not exist in the cloud (or is not visible to this project):"
+                " ask an admin to upload it or to fix the region's image"
+            )
         return str(image.id)
 
     def _external_network_id(self, name: str) -> str:
@@ -138,7 +175,10 @@ class OpenStackDriver:
             with translate_errors(f"look up external network {name!r}"):
                 network = self._conn.network.find_network(name, ignore_missing=True)
             if network is None:
-                raise CloudNotFound(f"external network {name!r} does not exist in the cloud")
+                raise CloudNotFound(
+                    f"external network {name!r} does not exist in the cloud (or is not visible to this"
+                    " project): ask an admin to fix the region's external network"
+                )
             self._external_networks[name] = str(network.id)
         return self._external_networks[name]
 
@@ -146,11 +186,40 @@ class OpenStackDriver:
     def _tagged(self, list_call: Callable[..., Any], cluster_id: str, **query: Any) -> list[Any]:
         return list(list_call(tags=cluster_tag(cluster_id), **query))
 
-    def _tag(self, resource: Any, cluster_id: str) -> None:
-        self._conn.network.set_tags(resource, [cluster_tag(cluster_id)])
-
     def _one(self, items: list[T]) -> T | None:
         return items[0] if items else None
+
+    def _ensure_neutron(
+        self,
+        kind: str,
+        list_call: Callable[..., Any],
+        create_call: Callable[..., Any],
+        cluster_id: str,
+        name: str,
+        *,
+        query: dict[str, Any] | None = None,
+        attrs: dict[str, Any] | None = None,
+        one_of_several: bool = False,
+    ) -> Any:
+        """The cluster's Neutron resource of this kind: found by tag, else adopted by name, else created
+        and then tagged (``set_tags``).
+
+        ``one_of_several``: the cluster has more than one of this kind (security groups), so the tagged
+        lookup also matches the name."""
+        query = query or {}
+        tag = cluster_tag(cluster_id)
+        by_tag = self._tagged(list_call, cluster_id, **query)
+        found = self._one([r for r in by_tag if r.name == name] if one_of_several else by_tag)
+        if found is not None:
+            return found
+        for item in list_call(name=name, **query):
+            if item.name == name and not any(t.startswith(CLUSTER_TAG_PREFIX) for t in item.tags or []):
+                self._conn.network.set_tags(item, [*(item.tags or []), tag])
+                log.warning("adopted an untagged %s", kind, extra={"name": name, "cluster": cluster_id})
+                return item
+        created = create_call(name=name, **query, **(attrs or {}))
+        self._conn.network.set_tags(created, [tag])
+        return created
 
     # --- network ----------------------------------------------------------------------------------
     def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
@@ -158,28 +227,29 @@ class OpenStackDriver:
         net_api = self._conn.network
         with translate_errors(f"ensure network of cluster {spec.cluster_id}"):
             external_id = self._external_network_id(spec.external_network)
-            network = self._one(self._tagged(net_api.networks, spec.cluster_id))
-            if network is None:
-                network = net_api.create_network(name=f"{prefix}-net")
-                self._tag(network, spec.cluster_id)
-            subnet = self._one(self._tagged(net_api.subnets, spec.cluster_id, network_id=network.id))
-            if subnet is None:
-                subnet = net_api.create_subnet(
-                    name=f"{prefix}-subnet",
-                    network_id=network.id,
-                    ip_version=4,
-                    cidr=spec.cidr,
-                    dns_nameservers=list(spec.dns_nameservers),
-                )
-                self._tag(subnet, spec.cluster_id)
-            router = self._one(self._tagged(net_api.routers, spec.cluster_id))
-            if router is None:
-                router = net_api.create_router(
-                    name=f"{prefix}-router", external_gateway_info={"network_id": external_id}
-                )
-                self._tag(router, spec.cluster_id)
-            interfaces = list(net_api.ports(device_id=router.id, network_id=network.id))
-            if not interfaces:
+            network = self._ensure_neutron(
+                "network", net_api.networks, net_api.create_network, spec.cluster_id, f"{prefix}-net"
+            )
+            subnet = self._ensure_neutron(
+                "subnet",
+                net_api.subnets,
+                net_api.create_subnet,
+                spec.cluster_id,
+                f"{prefix}-subnet",
+                query={"network_id": network.id},
+                attrs={"ip_version": 4, "cidr": spec.cidr, "dns_nameservers": list(spec.dns_nameservers)},
+            )
+            router = self._ensure_neutron(
+                "router",
+                net_api.routers,
+                net_api.create_router,
+                spec.cluster_id,
+                f"{prefix}-router",
+                attrs={"external_gateway_info": {"network_id": external_id}},
+            )
+            if not (router.external_gateway_info or {}).get("network_id"):
+                router = net_api.update_router(router, external_gateway_info={"network_id": external_id})
+            if not list(net_api.ports(device_id=router.id, network_id=network.id)):
                 net_api.add_interface_to_router(router, subnet=subnet.id)
         return NetworkInfo(
             network_id=str(network.id), subnet_id=str(subnet.id), router_id=str(router.id), ready=True
@@ -204,15 +274,26 @@ class OpenStackDriver:
         ids: dict[str, str] = {}
         net_api = self._conn.network
         with translate_errors(f"ensure security groups of cluster {cluster_id}"):
-            existing = {g.name: g for g in self._tagged(net_api.security_groups, cluster_id)}
             for name, rules in wanted.items():
-                group = existing.get(name)
-                if group is None:
-                    group = net_api.create_security_group(name=name, description=f"kaas cluster {cluster_id}")
-                    self._tag(group, cluster_id)
+                group = self._ensure_neutron(
+                    "security group",
+                    net_api.security_groups,
+                    net_api.create_security_group,
+                    cluster_id,
+                    name,
+                    attrs={"description": f"kaas cluster {cluster_id}"},
+                    one_of_several=True,
+                )
+                # Neutron embeds a group's rules in the group itself: no extra call per group
                 present = {
-                    (r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix)
-                    for r in net_api.security_group_rules(security_group_id=group.id, direction="ingress")
+                    (
+                        r.get("protocol"),
+                        r.get("port_range_min"),
+                        r.get("port_range_max"),
+                        r.get("remote_ip_prefix"),
+                    )
+                    for r in (group.security_group_rules or [])
+                    if r.get("direction") == "ingress"
                 }
                 for protocol, low, high, remote in rules:
                     if (protocol, low, high, remote) in present:
@@ -233,9 +314,8 @@ class OpenStackDriver:
     def ensure_server_group(self, cluster_id: str, *, policy: str) -> str:
         name = f"{resource_prefix(cluster_id)}-cp"
         with translate_errors(f"ensure server group of cluster {cluster_id}"):
-            for group in self._conn.compute.server_groups():
-                if group.name == name:
-                    return str(group.id)
+            for group in self._server_groups(cluster_id):
+                return str(group.id)
             group = self._conn.compute.create_server_group(name=name, policy=policy)
         return str(group.id)
 
@@ -373,12 +453,7 @@ class OpenStackDriver:
                 for lb in self._tagged(lb_api.load_balancers, cluster_id)
                 if lb.provisioning_status != "DELETED"
             ]
-            group_name = f"{resource_prefix(cluster_id)}-cp"
-            found += [
-                CloudResource("server_group", g.id, g.name)
-                for g in compute.server_groups()
-                if g.name == group_name
-            ]
+            found += [CloudResource("server_group", g.id, g.name) for g in self._server_groups(cluster_id)]
             found += [
                 CloudResource("router", r.id, r.name) for r in self._tagged(net_api.routers, cluster_id)
             ]
@@ -395,56 +470,89 @@ class OpenStackDriver:
         return found
 
     def delete_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
-        """One pass in dependency order; a step whose dependents still exist waits for the next pass."""
+        """One pass in dependency order: servers, load balancers (cascade), server groups, then, once no
+        server or LB is left, router interfaces and gateway, routers, leftover ports, subnets, networks and
+        security groups. A deletion the cloud refuses for now (409 in use, 404 gone meanwhile) waits for the
+        next pass; what is left is returned."""
         compute, net_api, lb_api = self._conn.compute, self._conn.network, self._conn.load_balancer
         with translate_errors(f"delete resources of cluster {cluster_id}"):
             servers = [s for s in self._tagged(compute.servers, cluster_id) if s.status != "DELETED"]
             for server in servers:
-                compute.delete_server(server, ignore_missing=True)
+                with _deferred(f"server {server.id}"):
+                    compute.delete_server(server, ignore_missing=True)
             lbs = [
                 lb
                 for lb in self._tagged(lb_api.load_balancers, cluster_id)
                 if lb.provisioning_status != "DELETED"
             ]
             for lb in lbs:
-                if not lb.provisioning_status.startswith("PENDING"):
-                    lb_api.delete_load_balancer(lb, ignore_missing=True, cascade=True)
-            group_name = f"{resource_prefix(cluster_id)}-cp"
-            for group in compute.server_groups():
-                if group.name == group_name:
+                if not str(lb.provisioning_status).startswith("PENDING"):
+                    with _deferred(f"load balancer {lb.id}"):
+                        lb_api.delete_load_balancer(lb, ignore_missing=True, cascade=True)
+            for group in self._server_groups(cluster_id):
+                with _deferred(f"server group {group.id}"):
                     compute.delete_server_group(group, ignore_missing=True)
             if servers or lbs:
-                return self.list_cluster_resources(cluster_id)  # ports still in use: the network waits
+                return self.list_cluster_resources(cluster_id)  # their ports still use the network
+            networks = self._tagged(net_api.networks, cluster_id)
             for router in self._tagged(net_api.routers, cluster_id):
-                for port in net_api.ports(device_id=router.id, device_owner="network:router_interface"):
-                    for fixed_ip in port.fixed_ips or []:
-                        net_api.remove_interface_from_router(router, subnet=fixed_ip["subnet_id"])
-                net_api.delete_router(router, ignore_missing=True)
-            for network in self._tagged(net_api.networks, cluster_id):
+                for port in net_api.ports(device_id=router.id):
+                    if str(port.device_owner).startswith("network:router_interface"):
+                        for fixed_ip in port.fixed_ips or []:
+                            with _deferred(f"interface of router {router.id}"):
+                                net_api.remove_interface_from_router(router, subnet=fixed_ip["subnet_id"])
+                if (router.external_gateway_info or {}).get("network_id"):
+                    with _deferred(f"gateway of router {router.id}"):
+                        net_api.update_router(router, external_gateway_info={})
+                with _deferred(f"router {router.id}"):
+                    net_api.delete_router(router, ignore_missing=True)
+            for network in networks:
                 for port in net_api.ports(network_id=network.id):
-                    if port.device_owner in ("", None) or str(port.device_owner).startswith("compute:"):
-                        net_api.delete_port(port, ignore_missing=True)
+                    # Nova's and Octavia's leftovers; Neutron removes its own (network:*) with the network
+                    if not str(port.device_owner or "").startswith("network:"):
+                        with _deferred(f"port {port.id}"):
+                            net_api.delete_port(port, ignore_missing=True)
             for subnet in self._tagged(net_api.subnets, cluster_id):
-                net_api.delete_subnet(subnet, ignore_missing=True)
-            for network in self._tagged(net_api.networks, cluster_id):
-                net_api.delete_network(network, ignore_missing=True)
+                with _deferred(f"subnet {subnet.id}"):
+                    net_api.delete_subnet(subnet, ignore_missing=True)
+            for network in networks:
+                with _deferred(f"network {network.id}"):
+                    net_api.delete_network(network, ignore_missing=True)
             for group in self._tagged(net_api.security_groups, cluster_id):
-                net_api.delete_security_group(group, ignore_missing=True)
+                with _deferred(f"security group {group.id}"):
+                    net_api.delete_security_group(group, ignore_missing=True)
         return self.list_cluster_resources(cluster_id)
+
+    def _server_groups(self, cluster_id: str) -> list[Any]:
+        """Server groups carry no tags: the cluster's is the one named ``kaas-<id8>-cp``."""
+        name = f"{resource_prefix(cluster_id)}-cp"
+        return [g for g in self._conn.compute.server_groups() if g.name == name]
 
     def list_tagged_cluster_ids(self) -> set[str]:
         ids: set[str] = set()
+        compute, net_api, lb_api = self._conn.compute, self._conn.network, self._conn.load_balancer
         with translate_errors("list kaas-tagged resources"):
-            for server in self._conn.compute.servers():
-                ids.update(
-                    t.removeprefix(CLUSTER_TAG_PREFIX)
-                    for t in (server.tags or [])
-                    if t.startswith(CLUSTER_TAG_PREFIX)
-                )
-            for network in self._conn.network.networks():
-                ids.update(
-                    t.removeprefix(CLUSTER_TAG_PREFIX)
-                    for t in (network.tags or [])
-                    if t.startswith(CLUSTER_TAG_PREFIX)
-                )
+            listings: list[Iterable[Any]] = [
+                compute.servers(),
+                net_api.networks(),
+                net_api.routers(),
+                net_api.security_groups(),
+                lb_api.load_balancers(),
+            ]
+            for listing in listings:
+                for resource in listing:
+                    ids.update(
+                        t.removeprefix(CLUSTER_TAG_PREFIX)
+                        for t in (resource.tags or [])
+                        if t.startswith(CLUSTER_TAG_PREFIX)
+                    )
         return ids
+
+
+@contextmanager
+def _deferred(what: str) -> Iterator[None]:
+    """A deletion the cloud refuses for now (in use, immutable, gone meanwhile): the next pass retries."""
+    try:
+        yield
+    except (os_exceptions.ConflictException, os_exceptions.NotFoundException) as exc:
+        log.info("deletion deferred", extra={"resource": what, "status": exc.status_code})

@@ -15,6 +15,13 @@ from provider.cloud.openstack_driver import OpenStackDriver
 
 
 class DriverRegistry:
+    """Builds one ``OpenStackDriver`` per cloud name of ``clouds_yaml`` on first ``get`` and caches it.
+
+    Thread-safe: concurrent first uses of a name build exactly one driver. A name that cannot be built
+    (unknown cloud, unreadable file) raises ``CloudPermanentError`` and is not cached. ``close`` closes and
+    forgets every driver; a later ``get`` builds a new one.
+    """
+
     def __init__(self, clouds_yaml: Path, *, timeout: float = 30.0) -> None:
         self._clouds_yaml = clouds_yaml
         self._timeout = timeout

@@ -1,14 +1,14 @@
 """The cloud driver contract: the same tests against the simulated cloud and the real OpenStack.
 
-If simcloud drifts from OpenStack, one half of a test here fails. Every test deletes what it created and
-proves that nothing tagged with its cluster is left.
+If simcloud drifts from OpenStack, one half of a test here fails. The driver acts as a tenant; every
+assertion about what exists goes through a separate admin connection. Every test uses its own cluster id,
+deletes what it created and proves that nothing tagged with that cluster is left.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+import base64
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,35 +22,28 @@ from provider.cloud.driver import (
     ServerSpec,
     cluster_tag,
 )
-from provider.cloud.errors import CloudNotFound, CloudQuotaExceeded
-from tests.provider.cloud.conftest import CloudUnderTest
+from provider.cloud.errors import CloudNotFound, CloudPermanentError, CloudQuotaExceeded
+from provider.cloud.openstack_driver import OpenStackDriver
+from tests.provider.cloud.conftest import CloudUnderTest, eventually
 
-T = TypeVar("T")
-USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/kaas/marker\n    content: contract\n"
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 90, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"condition not reached within {timeout}s")
+NODE_CIDR = "10.20.0.0/24"
+USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/kaas/marker\n    content: contract ✓\n"
 
 
 @pytest.fixture
 def cluster_id(cloud: CloudUnderTest) -> Iterator[str]:
     cid = cloud.new_cluster_id()
     yield cid
-    eventually(lambda: cloud.driver.delete_cluster_resources(cid) == [], timeout=120)
+    cloud.delete_and_check(cid)
 
 
-def base(cloud: CloudUnderTest, cluster_id: str) -> tuple[NetworkInfo, SecurityGroupsInfo]:
-    network = cloud.driver.ensure_network(
-        NetworkSpec(cluster_id=cluster_id, cidr="10.20.0.0/24", external_network=cloud.external_network)
+def base(
+    driver: OpenStackDriver, cloud: CloudUnderTest, cluster_id: str
+) -> tuple[NetworkInfo, SecurityGroupsInfo]:
+    network = driver.ensure_network(
+        NetworkSpec(cluster_id=cluster_id, cidr=NODE_CIDR, external_network=cloud.external_network)
     )
-    groups = cloud.driver.ensure_security_groups(cluster_id, node_cidr="10.20.0.0/24")
+    groups = driver.ensure_security_groups(cluster_id, node_cidr=NODE_CIDR)
     return network, groups
 
 
@@ -60,18 +53,22 @@ def server_spec(
     name: str,
     network: NetworkInfo,
     groups: SecurityGroupsInfo,
-    **extra: str,
+    *,
+    role: str = "worker",
+    flavor: str | None = None,
+    server_group_id: str | None = None,
 ) -> ServerSpec:
     return ServerSpec(
         cluster_id=cluster_id,
         name=name,
-        role=extra.get("role", "worker"),
-        flavor=extra.get("flavor", cloud.flavor),
+        role=role,
+        flavor=flavor or cloud.flavor,
         image=cloud.image,
         network_id=network.network_id,
-        security_group_ids=(groups.nodes_id,),
+        security_group_ids=(groups.control_plane_id if role == "control-plane" else groups.nodes_id,),
         user_data=USER_DATA,
-        server_group_id=extra.get("server_group_id"),
+        server_group_id=server_group_id,
+        node_pool=None if role == "control-plane" else "default",
     )
 
 
@@ -80,62 +77,96 @@ def all_active(cloud: CloudUnderTest, cluster_id: str, count: int) -> list[Serve
     return servers if len(servers) == count and all(s.status == "ACTIVE" for s in servers) else None
 
 
-def test_cluster_resources_are_created_tagged_and_visible_to_the_admin(
-    cloud: CloudUnderTest, cluster_id: str
-) -> None:
-    network, groups = base(cloud, cluster_id)
-    cloud.driver.create_server(
-        server_spec(cloud, cluster_id, "kaas-t-cp-0", network, groups, role="control-plane")
+def ingress_rules(cloud: CloudUnderTest, group_id: str) -> list[tuple[object, ...]]:
+    return sorted(
+        (
+            (r.protocol, r.port_range_min or 0, r.port_range_max or 0, r.remote_ip_prefix)
+            for r in cloud.admin.network.security_group_rules(security_group_id=group_id)
+            if r.direction == "ingress"
+        ),
+        key=repr,
     )
-    cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+
+
+def test_a_cluster_is_created_tagged_and_visible_to_the_admin(cloud: CloudUnderTest, cluster_id: str) -> None:
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    group_id = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
+    cp = cloud.driver.create_server(
+        server_spec(
+            cloud, cluster_id, "kaas-t-cp-0", network, groups, role="control-plane", server_group_id=group_id
+        )
+    )
+    worker = cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
     servers = eventually(lambda: all_active(cloud, cluster_id, 2))
+    assert {s.id for s in servers} == {cp.id, worker.id}
     assert all(s.address for s in servers)
+    assert {s.id: s.metadata["kaas-role"] for s in servers} == {cp.id: "control-plane", worker.id: "worker"}
 
     tag = cluster_tag(cluster_id)
-    admin_servers = list(cloud.admin.compute.servers(all_projects=True, tags=tag))
-    assert sorted(s.name for s in admin_servers) == ["kaas-t-cp-0", "kaas-t-w-0"]
-    assert [n.id for n in cloud.admin.network.networks(tags=tag)] == [network.network_id]
-    assert [s.id for s in cloud.admin.network.subnets(tags=tag)] == [network.subnet_id]
-    assert [r.id for r in cloud.admin.network.routers(tags=tag)] == [network.router_id]
-    assert sorted(g.id for g in cloud.admin.network.security_groups(tags=tag)) == sorted(
+    admin = cloud.admin
+    admin_servers = {s.name: s for s in admin.compute.servers(all_projects=True, tags=tag)}
+    assert sorted(admin_servers) == ["kaas-t-cp-0", "kaas-t-w-0"]
+    for server in admin_servers.values():
+        full = admin.compute.get_server(server.id)
+        assert tag in full.tags
+        assert base64.b64decode(full.user_data).decode() == USER_DATA
+    assert [n.id for n in admin.network.networks(tags=tag)] == [network.network_id]
+    assert [s.id for s in admin.network.subnets(tags=tag)] == [network.subnet_id]
+    assert admin.network.get_subnet(network.subnet_id).cidr == NODE_CIDR
+    router = admin.network.get_router(network.router_id)
+    assert tag in router.tags
+    assert router.external_gateway_info["network_id"] == admin.network.find_network("public").id
+    interfaces = list(admin.network.ports(device_id=router.id, network_id=network.network_id))
+    assert [ip["subnet_id"] for p in interfaces for ip in p.fixed_ips] == [network.subnet_id]
+    assert sorted(g.id for g in admin.network.security_groups(tags=tag)) == sorted(
         [groups.control_plane_id, groups.nodes_id]
     )
-    for server in admin_servers:
-        assert tag in cloud.admin.compute.get_server(server.id).tags
+    assert {
+        ("tcp", 6443, 6443, "0.0.0.0/0"),
+        ("tcp", 2379, 2380, NODE_CIDR),
+        ("tcp", 10250, 10250, NODE_CIDR),
+        ("icmp", 0, 0, NODE_CIDR),
+    } <= set(ingress_rules(cloud, groups.control_plane_id))
+    assert {("tcp", 10250, 10250, NODE_CIDR), ("tcp", 30000, 32767, NODE_CIDR)} <= set(
+        ingress_rules(cloud, groups.nodes_id)
+    )
+    server_group = admin.compute.get_server_group(group_id)
+    assert server_group.policy == "anti-affinity"
+    assert server_group.member_ids == [cp.id]
 
 
-def test_the_admin_reads_back_the_user_data_the_server_was_given(
+def test_every_ensure_twice_gives_the_same_ids_and_no_duplicates(
     cloud: CloudUnderTest, cluster_id: str
 ) -> None:
-    network, groups = base(cloud, cluster_id)
-    created = cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
-    import base64
-
-    server = cloud.admin.compute.get_server(created.id)
-    assert base64.b64decode(server.user_data).decode() == USER_DATA
-
-
-def test_every_ensure_is_idempotent(cloud: CloudUnderTest, cluster_id: str) -> None:
-    first_network, first_groups = base(cloud, cluster_id)
-    second_network, second_groups = base(cloud, cluster_id)
-    assert (first_network, first_groups) == (second_network, second_groups)
-    assert cloud.driver.ensure_server_group(
-        cluster_id, policy="anti-affinity"
-    ) == cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
-    spec = server_spec(cloud, cluster_id, "kaas-t-w-0", first_network, first_groups)
+    first = base(cloud.driver, cloud, cluster_id)
+    rules_before = [ingress_rules(cloud, g) for g in (first[1].control_plane_id, first[1].nodes_id)]
+    second = base(cloud.driver, cloud, cluster_id)
+    assert first == second
+    assert [ingress_rules(cloud, g) for g in (first[1].control_plane_id, first[1].nodes_id)] == rules_before
+    group_id = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
+    assert cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity") == group_id
+    spec = server_spec(cloud, cluster_id, "kaas-t-w-0", *first)
     assert cloud.driver.create_server(spec).id == cloud.driver.create_server(spec).id
     assert len(cloud.driver.list_servers(cluster_id)) == 1
-    kinds = [r.kind for r in cloud.driver.list_cluster_resources(cluster_id)]
-    assert sorted(kinds) == sorted(
+    kinds = sorted(r.kind for r in cloud.driver.list_cluster_resources(cluster_id))
+    assert kinds == sorted(
         ["network", "subnet", "router", "security_group", "security_group", "server_group", "server"]
     )
+    tag = cluster_tag(cluster_id)
+    assert (
+        len(list(cloud.admin.network.ports(device_id=first[0].router_id, network_id=first[0].network_id)))
+        == 1
+    )
+    assert len(list(cloud.admin.compute.servers(all_projects=True, tags=tag))) == 1
 
 
 def test_three_control_plane_servers_spread_over_three_hosts_behind_a_load_balancer(
     cloud: CloudUnderTest, cluster_id: str
 ) -> None:
-    network, groups = base(cloud, cluster_id)
+    network, groups = base(cloud.driver, cloud, cluster_id)
     group_id = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
+    spec = LoadBalancerSpec(cluster_id=cluster_id, subnet_id=network.subnet_id)
+    first = cloud.driver.ensure_load_balancer(spec)  # provisions while the servers boot
     for index in range(3):
         cloud.driver.create_server(
             server_spec(
@@ -150,53 +181,62 @@ def test_three_control_plane_servers_spread_over_three_hosts_behind_a_load_balan
         )
     servers = eventually(lambda: all_active(cloud, cluster_id, 3))
     hosts = {cloud.admin.compute.get_server(s.id).compute_host for s in servers}
-    assert len(hosts) == 3
-
-    spec = LoadBalancerSpec(cluster_id=cluster_id, subnet_id=network.subnet_id)
+    assert len(hosts) == 3, hosts
+    assert sorted(cloud.admin.compute.get_server_group(group_id).member_ids) == sorted(s.id for s in servers)
 
     def pool_ready() -> LoadBalancerInfo | None:
         lb = cloud.driver.ensure_load_balancer(spec)
         return lb if lb.pool_id and lb.provisioning_status == "ACTIVE" else None
 
     lb = eventually(pool_ready)
-    addresses = sorted(s.address for s in servers if s.address)
-    eventually(
-        lambda: cloud.driver.ensure_lb_members(
-            lb, subnet_id=network.subnet_id, addresses=addresses, port=6443
-        )
-    )
+    assert lb.id == first.id
     assert lb.pool_id is not None
-    members = sorted(m.address for m in cloud.admin.load_balancer.members(lb.pool_id))
-    assert members == addresses
-    listeners = list(cloud.admin.load_balancer.get_load_balancer(lb.id).listeners)
-    assert len(listeners) == 1
-    assert cluster_tag(cluster_id) in cloud.admin.load_balancer.get_load_balancer(lb.id).tags
+    addresses = sorted(s.address for s in servers if s.address)
+    assert len(addresses) == 3
+
+    def members_done() -> bool:
+        return cloud.driver.ensure_lb_members(lb, subnet_id=network.subnet_id, addresses=addresses, port=6443)
+
+    eventually(members_done)
+    assert members_done()  # a second call changes nothing and reports done
+
+    admin_lb = cloud.admin.load_balancer
+    tag = cluster_tag(cluster_id)
+    assert [x.id for x in admin_lb.load_balancers(tags=tag)] == [lb.id]
+    assert eventually(lambda: admin_lb.get_load_balancer(lb.id).provisioning_status == "ACTIVE")
+    members = list(admin_lb.members(lb.pool_id))
+    assert sorted(m.address for m in members) == addresses
+    assert {m.protocol_port for m in members} == {6443}
+    full = admin_lb.get_load_balancer(lb.id)
+    assert tag in full.tags
+    assert full.vip_subnet_id == network.subnet_id
+    [listener_ref] = full.listeners
+    listener = admin_lb.get_listener(listener_ref["id"])
+    assert (listener.protocol, listener.protocol_port) == ("TCP", 6443)
+    pool = admin_lb.get_pool(lb.pool_id)
+    assert (pool.protocol, pool.lb_algorithm) == ("TCP", "ROUND_ROBIN")
+    assert [item["id"] for item in pool.listeners] == [listener.id]
+    assert pool.health_monitor_id
+    assert admin_lb.get_health_monitor(pool.health_monitor_id).type == "TCP"
 
 
-def test_deleting_leaves_nothing_tagged_in_any_service(cloud: CloudUnderTest) -> None:
+def test_deletion_in_passes_leaves_nothing_tagged_in_any_service(cloud: CloudUnderTest) -> None:
     cluster_id = cloud.new_cluster_id()
-    network, groups = base(cloud, cluster_id)
-    cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
-    cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
-    eventually(
-        lambda: (
-            cloud.driver.ensure_load_balancer(
-                LoadBalancerSpec(cluster_id=cluster_id, subnet_id=network.subnet_id)
-            ).pool_id
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    group_id = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
+    cloud.driver.create_server(
+        server_spec(
+            cloud, cluster_id, "kaas-t-cp-0", network, groups, role="control-plane", server_group_id=group_id
         )
     )
+    cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+    # still PENDING_CREATE: the deletion has to wait for Octavia before it can cascade
+    cloud.driver.ensure_load_balancer(LoadBalancerSpec(cluster_id=cluster_id, subnet_id=network.subnet_id))
+    assert cluster_id in cloud.driver.list_tagged_cluster_ids()
 
-    eventually(lambda: cloud.driver.delete_cluster_resources(cluster_id) == [], timeout=120)
-
-    tag = cluster_tag(cluster_id)
-    assert cloud.driver.list_cluster_resources(cluster_id) == []
-    assert list(cloud.admin.compute.servers(all_projects=True, tags=tag)) == []
-    assert list(cloud.admin.network.networks(tags=tag)) == []
-    assert list(cloud.admin.network.routers(tags=tag)) == []
-    assert list(cloud.admin.network.security_groups(tags=tag)) == []
-    assert [
-        lb for lb in cloud.admin.load_balancer.load_balancers(tags=tag) if lb.provisioning_status != "DELETED"
-    ] == []
+    left = cloud.driver.delete_cluster_resources(cluster_id)
+    assert left, "one pass cannot delete a network whose servers and LB are still going"
+    cloud.delete_and_check(cluster_id)
     assert cluster_id not in cloud.driver.list_tagged_cluster_ids()
 
 
@@ -207,24 +247,50 @@ def test_deleting_twice_or_what_never_existed_is_not_an_error(cloud: CloudUnderT
     cloud.driver.delete_server("00000000-0000-0000-0000-000000000000")
 
 
-def test_an_unknown_flavor_is_a_clear_permanent_error(cloud: CloudUnderTest, cluster_id: str) -> None:
-    network, groups = base(cloud, cluster_id)
+def test_unknown_flavor_image_or_external_network_are_clear_permanent_errors(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    with pytest.raises(CloudNotFound, match="external network 'no-such-net' does not exist"):
+        cloud.driver.ensure_network(
+            NetworkSpec(cluster_id=cluster_id, cidr=NODE_CIDR, external_network="no-such-net")
+        )
+    assert cloud.driver.list_cluster_resources(cluster_id) == []  # it stopped before creating anything
+    network, groups = base(cloud.driver, cloud, cluster_id)
     with pytest.raises(CloudNotFound, match="flavor 'no-such-flavor' does not exist"):
         cloud.driver.create_server(
             server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups, flavor="no-such-flavor")
         )
-    with pytest.raises(CloudNotFound, match="image"):
+    with pytest.raises(CloudNotFound, match="image 'no-such-image' does not exist"):
         cloud.driver.check_image("no-such-image")
-
-
-def test_an_exhausted_quota_is_a_quota_error(cloud: CloudUnderTest, cluster_id: str) -> None:
-    network, groups = base(cloud, cluster_id)
-    with cloud.exhaust_instance_quota(), pytest.raises(CloudQuotaExceeded, match=r"(?i)quota"):
-        cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+    cloud.driver.check_image(cloud.image)
+    cloud.driver.check_flavor(cloud.flavor)
     assert cloud.driver.list_servers(cluster_id) == []
 
 
+def test_a_request_the_cloud_rejects_is_a_permanent_error(cloud: CloudUnderTest, cluster_id: str) -> None:
+    with pytest.raises(CloudPermanentError, match=r"refused by the cloud \(400\)") as caught:
+        cloud.driver.ensure_network(
+            NetworkSpec(cluster_id=cluster_id, cidr="10.20.0.0/99", external_network=cloud.external_network)
+        )
+    assert not isinstance(caught.value, CloudNotFound)
+    assert caught.value.__cause__ is not None  # raised ``from`` the openstacksdk error
+
+
+def test_an_exhausted_instance_quota_is_a_quota_error(cloud: CloudUnderTest) -> None:
+    cluster_id = cloud.new_cluster_id()
+    with cloud.without_instance_quota(cluster_id) as driver:
+        network, groups = base(driver, cloud, cluster_id)
+        with pytest.raises(CloudQuotaExceeded, match=r"(?i)quota exceeded"):
+            driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+        assert driver.list_servers(cluster_id) == []
+    assert cloud.tagged_leftovers(cluster_id) == {}
+
+
 def test_the_sweep_finds_clusters_by_their_tags(cloud: CloudUnderTest, cluster_id: str) -> None:
-    network, groups = base(cloud, cluster_id)
+    other = cloud.new_cluster_id()
+    assert cluster_id not in cloud.driver.list_tagged_cluster_ids()
+    network, groups = base(cloud.driver, cloud, cluster_id)
     cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
-    assert cluster_id in cloud.driver.list_tagged_cluster_ids()
+    found = cloud.driver.list_tagged_cluster_ids()
+    assert cluster_id in found
+    assert other not in found
