@@ -24,9 +24,13 @@ from kaas_api.config import ApiSettings
 from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
 from kaas_api.errors import KaasError
+from kaas_api.k8s import proxy as k8s_proxy
+from kaas_api.k8s.status import KubeStatusError, kube_status_handler
+from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
+from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 from kaas_api.users import endpoints as users
 
 log = logging.getLogger(__name__)
@@ -78,9 +82,18 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    settings: ApiSettings, *, session_factory: sessionmaker[Session], dispatcher: TaskDispatcher
+    settings: ApiSettings,
+    *,
+    session_factory: sessionmaker[Session],
+    dispatcher: TaskDispatcher,
+    tunnel_registry: TunnelRegistry | None = None,
 ) -> FastAPI:
-    """Build the API. ``session_factory`` gives one session per request; ``dispatcher`` sends reconciles."""
+    """Build the API. ``session_factory`` gives one session per request; ``dispatcher`` sends reconciles.
+
+    ``tunnel_registry`` tells the k8s proxy which tunnel server holds a cluster's agent (the Redis one in a
+    deployment, the tunnel server's own in-memory one in the embedded mode); without one, no cluster is
+    reachable through ``/k8s`` (503) until the composition root passes it.
+    """
     app = FastAPI(
         title="kaas",
         version="0.1.0",
@@ -88,7 +101,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
+    app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
+        registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),
+        internal_secret=settings.tunnel_internal_secret.get_secret_value(),
+        connect_timeout_seconds=settings.k8s_proxy_connect_timeout_seconds,
+        read_timeout_seconds=settings.k8s_proxy_read_timeout_seconds,
+    )
     app.add_exception_handler(KaasError, _kaas_error)
+    app.add_exception_handler(KubeStatusError, kube_status_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health.router)
@@ -98,4 +118,6 @@ def create_app(
     app.include_router(regions.router)
     app.include_router(clusters.router)
     app.include_router(operations.router)
+    app.include_router(kubeconfig.router)
+    app.include_router(k8s_proxy.router)
     return app

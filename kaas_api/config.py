@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# the same default as the tunnel server (provider.tunnel.config), so the embedded pieces match out of the box
+INSECURE_TUNNEL_INTERNAL_SECRET = "embedded-insecure-internal-secret-change-me"  # noqa: S105 (refused in prod)
 
 
 def default_state_dir() -> Path:
@@ -35,6 +38,20 @@ class ApiSettings(BaseSettings):
     tunnel_url: str = "ws://127.0.0.1:8010/v1/tunnel"
     token_default_ttl_days: int = 90
     kubeconfig_token_ttl_days: int = 30
+    kubeconfig_token_max_ttl_days: int = 365
+    tunnel_internal_secret: SecretStr = Field(
+        default=SecretStr(INSECURE_TUNNEL_INTERNAL_SECRET),
+        description="Shared with the tunnel servers: the k8s proxy bearer token on their internal endpoint.",
+    )
+    k8s_proxy_connect_timeout_seconds: float = 5.0
+    k8s_proxy_read_timeout_seconds: float = 120.0  # per read; watches and follows have none
+    tls_cert_file: Path | None = Field(
+        default=None, description="Serve the API over HTTPS with this certificate (kubectl needs HTTPS)."
+    )
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = Field(
+        default=None, description="The CA of tls_cert_file; embedded in downloaded kubeconfigs when set."
+    )
     log_json: bool = False
 
     def validate_for_production(self) -> None:
@@ -48,5 +65,10 @@ class ApiSettings(BaseSettings):
             problems.append("KAAS_BROKER_URL must point at Redis")
         if "insecure" in self.secret_key or len(self.secret_key) < 32:
             problems.append("KAAS_SECRET_KEY must be a random string of at least 32 characters")
+        internal_secret = self.tunnel_internal_secret.get_secret_value()
+        if internal_secret == INSECURE_TUNNEL_INTERNAL_SECRET or len(internal_secret) < 32:
+            problems.append("KAAS_TUNNEL_INTERNAL_SECRET must be a random string of at least 32 characters")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("KAAS_TLS_CERT_FILE and KAAS_TLS_KEY_FILE go together")
         if problems:
             raise ValueError("insecure production settings: " + "; ".join(problems))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from kaas_cli.commands import admin, cluster, operation, project
+from kaas_cli.commands.kubeconfig import kubeconfig
 from kaas_cli.commands.login import login
 from kaas_cli.commands.serve import api, beat, db_app, tunnel, worker
+from kaas_cli.commands.token import token
 from kaas_cli.commands.up import up
 
 app = typer.Typer(
@@ -18,9 +20,13 @@ app.command(help="Run a provider worker.")(worker)
 app.command(help="Run the periodic sweep scheduler.")(beat)
 app.command(help="Run a tunnel server for cluster agents.")(tunnel)
 app.command(help="Save the API URL and token for the next commands.")(login)
+app.command(help="Print an ExecCredential for kubectl (the exec plugin of `kubeconfig --exec`).")(token)
 app.add_typer(db_app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(project.app, name="project")
+cluster.app.command(name="kubeconfig", help="Download a kubeconfig that reaches the cluster through kaas.")(
+    kubeconfig
+)
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(operation.app, name="operation")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from kaas_api.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
@@ -31,8 +31,19 @@ class Principal:
         return self.user.is_admin
 
 
-def authenticate(session: Session, authorization: str | None, *, now: datetime | None = None) -> Principal:
-    """Resolve an ``Authorization: Bearer <token>`` header to its user, or raise ``Unauthenticated``."""
+def authenticate(
+    session: Session,
+    authorization: str | None,
+    *,
+    now: datetime | None = None,
+    kubeconfig_cluster_id: str | None = None,
+) -> Principal:
+    """Resolve an ``Authorization: Bearer <token>`` header to its user, or raise ``Unauthenticated``.
+
+    Only user API tokens, except on the k8s proxy, which passes ``kubeconfig_cluster_id``: then a kubeconfig
+    token of exactly that cluster is accepted too (anywhere else, and on another cluster, it is "invalid").
+    Agent tokens are not ``api_tokens`` rows at all, so they never authenticate here.
+    """
     if not authorization:
         raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
     scheme, _, token = authorization.partition(" ")
@@ -43,7 +54,7 @@ def authenticate(session: Session, authorization: str | None, *, now: datetime |
     row = session.execute(
         select(ApiToken, User)
         .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.kind == TokenKind.USER.value)
+        .where(ApiToken.token_hash == hash_token(token), _accepted_kinds(kubeconfig_cluster_id))
     ).one_or_none()
     if row is None:
         raise Unauthenticated("invalid token")
@@ -57,6 +68,16 @@ def authenticate(session: Session, authorization: str | None, *, now: datetime |
         raise Unauthenticated("user is disabled")
     api_token.last_used_at = now
     return Principal(user=user, token=api_token)
+
+
+def _accepted_kinds(kubeconfig_cluster_id: str | None) -> ColumnElement[bool]:
+    user_token = ApiToken.kind == TokenKind.USER.value
+    if kubeconfig_cluster_id is None:
+        return user_token
+    return or_(
+        user_token,
+        and_(ApiToken.kind == TokenKind.KUBECONFIG.value, ApiToken.cluster_id == kubeconfig_cluster_id),
+    )
 
 
 def issue_token(

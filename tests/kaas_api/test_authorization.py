@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from kaas_api.auth.service import Principal, issue_token, revoke_token
-from kaas_api.db.models import ApiToken, User
+from kaas_api.db.models import ApiToken, Cluster, User
+from kaas_api.kubeconfig.service import issue_kubeconfig_token
 from tests.kaas_api.conftest import PRINCIPALS, World, bearer, cluster_body
 
 
@@ -30,6 +31,7 @@ class Access:
 
 
 C = "/v1/projects/{project}/clusters/{cluster}"
+K8S = "/k8s/clusters/{cluster_id}/{path}"
 MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/healthz"): Access("public"),
     ("GET", "/readyz"): Access("public"),
@@ -72,16 +74,55 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", C + "/nodes"): Access("viewer"),
     ("GET", C + "/operations"): Access("viewer"),
     ("GET", "/v1/operations/{operation_id}"): Access("viewer"),
+    ("GET", C + "/kubeconfig"): Access("viewer"),
+    ("GET", "/v1/kubeconfig-tokens"): Access("user"),
+    ("DELETE", "/v1/kubeconfig-tokens/{kubeconfig_token_id}"): Access("user"),
+    **{
+        (method, K8S): Access("k8s")
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+    },
 }
 
-EXPECTED = {
+EXPECTED: dict[str, dict[str, int | None]] = {
     "user": dict.fromkeys(PRINCIPALS),
     "admin": {"admin": None, "owner": 403, "member": 403, "viewer": 403, "outsider": 403},
     "viewer": {"admin": None, "owner": None, "member": None, "viewer": None, "outsider": 404},
     "member": {"admin": None, "owner": None, "member": None, "viewer": 403, "outsider": 404},
     "owner": {"admin": None, "owner": None, "member": 403, "viewer": 403, "outsider": 404},
     "project_admin": {"admin": None, "owner": 403, "member": 403, "viewer": 403, "outsider": 404},
+    # the k8s proxy: every member passes kaas (no agent is connected in this app: 503), outsiders see nothing
+    "k8s": {"admin": 503, "owner": 503, "member": 503, "viewer": 503, "outsider": 404},
 }
+STATUS_REASONS = {
+    "Unauthorized": "unauthenticated",
+    "Forbidden": "forbidden",
+    "NotFound": "not_found",
+    "ServiceUnavailable": "service_unavailable",
+}
+
+
+def error_name(response: Any) -> str | None:
+    """The ``error`` of a kaas error body, or the same name for a Kubernetes ``Status`` (the k8s proxy);
+    None for a body-less answer (HEAD)."""
+    if not response.content:
+        return None
+    body = response.json()
+    if body.get("kind") == "Status":
+        return STATUS_REASONS[body["reason"]]
+    return str(body["error"])
+
+
+def kubeconfig_token_id(world: World, who: str) -> str:
+    """A fresh kubeconfig token of ``who`` on ``c1`` (for the revoke route)."""
+    session_factory: sessionmaker[Session] = world.client.app.state.kaas.session_factory  # type: ignore[attr-defined]
+    with session_factory() as session:
+        user = session.get(User, world.user_ids[who])
+        cluster = session.get(Cluster, world.cluster_id)
+        assert user is not None
+        assert cluster is not None
+        row, _token = issue_kubeconfig_token(session, user=user, cluster=cluster, ttl=timedelta(days=1))
+        session.commit()
+        return row.id
 
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -105,7 +146,11 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
 def concrete_path(world: World, template: str, who: str) -> str:
     project = "empty" if template == "/v1/projects/{project}" else "alpha"
     region = "spare" if template == "/v1/regions/{region}" else "r1"
+    if "{kubeconfig_token_id}" in template:
+        template = template.replace("{kubeconfig_token_id}", kubeconfig_token_id(world, who))
     return template.format(
+        cluster_id=world.cluster_id,
+        path="api/v1/namespaces",
         project=project,
         cluster="c1",
         pool="p1",
@@ -134,7 +179,7 @@ def test_public_route_needs_no_token(world: World, method: str, template: str) -
     assert response.status_code == 200, response.text
 
 
-def _bad_tokens(world: World, session_factory: sessionmaker[Session]) -> dict[str, str]:
+def _bad_tokens(world: World, session_factory: sessionmaker[Session], *, k8s: bool) -> dict[str, str]:
     with session_factory() as session:
         user = session.get(User, world.user_ids["admin"])
         assert user is not None
@@ -143,8 +188,18 @@ def _bad_tokens(world: World, session_factory: sessionmaker[Session]) -> dict[st
         token_row = session.get(ApiToken, revoked_row.id)
         assert token_row is not None
         revoke_token(session, Principal(user=user, token=token_row), revoked_row.id)
+        cluster = session.get(Cluster, world.cluster_id)
+        assert cluster is not None
+        _kc, kubeconfig = issue_kubeconfig_token(session, user=user, cluster=cluster, ttl=timedelta(days=1))
+        _kc_expired, kubeconfig_expired = issue_kubeconfig_token(
+            session, user=user, cluster=cluster, ttl=timedelta(seconds=-1)
+        )
         session.commit()
-    return {"unknown": "kaas_not-a-real-token", "expired": expired, "revoked": revoked}
+    tokens = {"unknown": "kaas_not-a-real-token", "expired": expired, "revoked": revoked}
+    tokens["kubeconfig-expired"] = kubeconfig_expired
+    if not k8s:
+        tokens["kubeconfig"] = kubeconfig  # valid on its cluster's k8s proxy only, never on /v1
+    return tokens
 
 
 @pytest.mark.parametrize(("method", "template"), PROTECTED)
@@ -155,10 +210,10 @@ def test_route_rejects_missing_bad_expired_and_revoked_tokens(
     path = concrete_path(world, template, "admin")
     response = world.client.request(method, path, json=access.body)
     assert response.status_code == 401, response.text
-    assert response.json()["error"] == "unauthenticated"
+    assert error_name(response) in ("unauthenticated", None)
     response = world.client.request(method, path, json=access.body, headers={"Authorization": "Basic abc"})
     assert response.status_code == 401
-    for kind, token in _bad_tokens(world, session_factory).items():
+    for kind, token in _bad_tokens(world, session_factory, k8s=access.level == "k8s").items():
         response = world.client.request(method, path, json=access.body, headers=bearer(token))
         assert response.status_code == 401, (kind, response.text)
 
@@ -175,4 +230,5 @@ def test_route_grants_or_denies_each_role_as_designed(
         assert 200 <= response.status_code < 300, f"{who} {method} {template}: {response.text}"
     else:
         assert response.status_code == expected, f"{who} {method} {template}: {response.text}"
-        assert response.json()["error"] == {403: "forbidden", 404: "not_found"}[expected]
+        names = {403: "forbidden", 404: "not_found", 503: "service_unavailable"}
+        assert error_name(response) in (names[expected], None)

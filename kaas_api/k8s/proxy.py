@@ -1,0 +1,299 @@
+"""The k8s proxy endpoint: ``/k8s/clusters/{cluster_id}/{path}``, every method, streamed both ways.
+
+Owned by ``kaas_api.k8s``; ``create_app`` includes ``router`` and stores a ``K8sProxyContext`` on
+``app.state.kaas_k8s``. A request is authenticated and authorized (``kaas_api.k8s.access``), its cluster's
+live agent session is looked up in the ``TunnelRegistry``, and the request goes to that tunnel server's
+internal endpoint (``provider.tunnel.proxy``'s contract)::
+
+    {METHOD} {address}/internal/v1/clusters/{cluster_id}/proxy/{k8s path}?{query}
+    Authorization: Bearer <internal secret>
+    X-Kaas-User: <kaas user name>     (the tunnel server sends it on as "kaas:<name>")
+    X-Kaas-Group: <group>             (one per group)
+
+Nothing is buffered whole: the request body is handed to httpx as the client's stream, the answer is relayed
+chunk by chunk (``aiter_raw``: gzip stays gzip), so watches and huge lists flow; a client that goes away
+closes the upstream at once, also while a watch is idle. The caller's ``Authorization``, ``Impersonate-*``
+and ``X-Kaas-*`` headers never go upstream. Every failure is a Kubernetes ``Status`` so kubectl prints it.
+Connection upgrades (exec, attach, port-forward) are not proxied yet: 501.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from kaas_api.deps import Uow
+from kaas_api.errors import KaasError
+from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
+from kaas_api.k8s.status import KubeStatusError
+from kaas_api.tunnel_registry import TunnelRegistry
+
+log = logging.getLogger(__name__)
+
+PROXY_PREFIX = "/k8s/clusters"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+        "cookie",
+    }
+)
+DROPPED_PREFIXES = ("impersonate-", "x-kaas-", "x-remote-", "proxy-")
+RESPONSE_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
+)
+
+
+@dataclass(frozen=True)
+class K8sProxyContext:
+    """What the proxy needs besides the database: where sessions live and how to talk to tunnel servers."""
+
+    registry: TunnelRegistry
+    internal_secret: str
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 120.0  # per read; watches and log follows have none
+
+
+def get_proxy_context(request: Request) -> K8sProxyContext:
+    context: K8sProxyContext = request.app.state.kaas_k8s
+    return context
+
+
+def get_identity(request: Request, cluster_id: str, uow: Uow) -> ProxyIdentity:
+    """Runs in a worker thread (sync session); domain errors become ``Status`` errors."""
+    try:
+        return authorize_cluster(uow.session, request.headers.get("authorization"), cluster_id)
+    except KaasError as exc:
+        log.info(
+            "k8s-proxy denied cluster=%s method=%s path=%s status=%d reason=%r",
+            cluster_id[:64],
+            request.method,
+            request.url.path[:256],
+            exc.status_code,
+            exc.message,
+        )
+        raise KubeStatusError.from_domain(exc) from exc
+
+
+Identity = Annotated[ProxyIdentity, Depends(get_identity)]
+ProxyContext = Annotated[K8sProxyContext, Depends(get_proxy_context)]
+
+router = APIRouter(tags=["k8s"])
+
+
+def _is_streaming(query: str, k8s_path: str) -> bool:
+    """Watches and log follows may stay silent for long: no read timeout for them."""
+    params = {part.partition("=")[0]: part.partition("=")[2] for part in query.split("&") if part}
+    if params.get("watch") in ("true", "1") or params.get("follow") in ("true", "1"):
+        return True
+    return "/watch/" in k8s_path
+
+
+def upstream_headers(request: Request, identity: ProxyIdentity, *, secret: str) -> list[tuple[str, str]]:
+    """The caller's headers minus credentials, impersonation and hop-by-hop ones, plus ours."""
+    kept: list[tuple[str, str]] = []
+    for name_bytes, value_bytes in request.scope["headers"]:
+        name = name_bytes.decode("latin-1")
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower.startswith(DROPPED_PREFIXES):
+            continue
+        kept.append((name, value_bytes.decode("latin-1")))
+    kept.append(("Authorization", f"Bearer {secret}"))
+    kept.append(("X-Kaas-User", identity.user))
+    kept.extend(("X-Kaas-Group", group) for group in identity.groups)
+    return kept
+
+
+def _has_body(request: Request) -> bool:
+    if "transfer-encoding" in request.headers:
+        return True
+    return request.headers.get("content-length", "0").strip() not in ("", "0")
+
+
+async def proxy(
+    cluster_id: str, path: str, request: Request, identity: Identity, context: ProxyContext
+) -> Response:
+    """Forward a Kubernetes API request to the cluster as the caller, impersonated with their role."""
+    if "upgrade" in request.headers:
+        raise KubeStatusError(
+            501,
+            "exec, attach and port-forward (connection upgrades) are not supported through kaas yet",
+        )
+    location = await context.registry.lookup(cluster_id)
+    if location is None:
+        raise KubeStatusError(
+            503,
+            f"the agent of cluster {identity.cluster_name} is not connected; "
+            "it reconnects by itself — try again shortly",
+        )
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    url = f"{location.address.rstrip('/')}/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
+    if query:
+        url += "?" + query
+    streaming = _is_streaming(query, k8s_path)
+    read_timeout = None if streaming else context.read_timeout_seconds
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=context.connect_timeout_seconds,
+            read=read_timeout,
+            write=context.read_timeout_seconds,
+            pool=context.connect_timeout_seconds,
+        ),
+        trust_env=False,
+    )
+    outgoing = client.build_request(
+        request.method,
+        url,
+        headers=upstream_headers(request, identity, secret=context.internal_secret),
+        content=request.stream() if _has_body(request) else None,
+    )
+    started = time.monotonic()
+    try:
+        upstream = await client.send(outgoing, stream=True)
+    except httpx.TimeoutException as exc:
+        await client.aclose()
+        _log(identity, request, k8s_path, status=504, sent=0, started=started, outcome="timeout")
+        raise KubeStatusError(504, f"the cluster {identity.cluster_name} did not answer in time") from exc
+    except httpx.TransportError as exc:
+        await client.aclose()
+        _log(identity, request, k8s_path, status=503, sent=0, started=started, outcome="unreachable")
+        raise KubeStatusError(
+            503,
+            f"the tunnel server of cluster {identity.cluster_name} cannot be reached; try again shortly",
+        ) from exc
+    return UpstreamResponse(
+        upstream,
+        client,
+        on_done=lambda sent, outcome: _log(
+            identity,
+            request,
+            k8s_path,
+            status=upstream.status_code,
+            sent=sent,
+            started=started,
+            outcome=outcome,
+        ),
+    )
+
+
+for _method in METHODS:  # one route per method: OpenAPI wants one operation id each
+    router.add_api_route(
+        PROXY_PREFIX + "/{cluster_id}/{path:path}",
+        proxy,
+        methods=[_method],
+        response_class=Response,
+        operation_id=f"k8s_proxy_{_method.lower()}",
+        summary="The Kubernetes API of a cluster (kubectl's server; use the downloaded kubeconfig)",
+    )
+
+
+def _log(
+    identity: ProxyIdentity,
+    request: Request,
+    k8s_path: str,
+    *,
+    status: int,
+    sent: int,
+    started: float,
+    outcome: str,
+) -> None:
+    """One audit line per request: who, which cluster, what, the answer. Never a token."""
+    log.info(
+        "k8s-proxy user=%s groups=%s token_id=%s token_kind=%s project=%s cluster=%s cluster_id=%s "
+        "method=%s path=%s status=%d bytes=%d duration_ms=%d outcome=%s",
+        identity.user,
+        ",".join(identity.groups),
+        identity.token_id,
+        identity.token_kind,
+        identity.project,
+        identity.cluster_name,
+        identity.cluster_id,
+        request.method,
+        k8s_path[:512],
+        status,
+        sent,
+        int((time.monotonic() - started) * 1000),
+        outcome,
+    )
+
+
+class UpstreamResponse(Response):
+    """Relays an httpx streamed response; watches the client's disconnect while the body flows.
+
+    A raw ASGI ``__call__`` rather than ``StreamingResponse``: on ASGI 2.4 servers Starlette only notices a
+    gone client when a write fails, which an idle watch never does.
+    """
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        client: httpx.AsyncClient,
+        *,
+        on_done: Any,
+    ) -> None:
+        super().__init__(status_code=upstream.status_code)
+        self._upstream = upstream
+        self._client = client
+        self._on_done = on_done
+        # raw bytes go through (aiter_raw), so a Content-Length still matches the body
+        self.raw_headers = [
+            (name.lower(), value)
+            for name, value in upstream.headers.raw
+            if name.lower().decode("latin-1") not in RESPONSE_HOP_BY_HOP
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+        outcome = "completed"
+
+        async def relay() -> None:
+            nonlocal sent
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for chunk in self._upstream.aiter_raw():
+                sent += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        relay_task = asyncio.create_task(relay())
+        gone_task = asyncio.create_task(client_gone())
+        try:
+            await asyncio.wait({relay_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+            if relay_task.done():
+                exc = relay_task.exception()
+                if exc is not None:
+                    outcome = "upstream-broke"
+                    # the head is out: aborting the connection is the only honest signal left
+                    raise exc
+            else:
+                outcome = "client-went-away"
+        finally:
+            for task in (relay_task, gone_task):
+                task.cancel()
+            await asyncio.gather(relay_task, gone_task, return_exceptions=True)
+            await self._upstream.aclose()
+            await self._client.aclose()
+            self._on_done(sent, outcome)

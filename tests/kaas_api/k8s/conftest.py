@@ -1,0 +1,180 @@
+"""Fixtures of the k8s proxy tests: the whole real chain on loopback.
+
+kubectl or httpx → the kaas API (served over HTTPS by uvicorn in the test's event loop, like ``kaas up`` must)
+→ the registry (in memory, shared with the tunnel server, as in the embedded mode) → the real tunnel server
+→ the real agent over a WebSocket → the Kubernetes stand-in with kaas's RBAC. The API's world (users of every
+role, cluster ``c1`` in project ``alpha``) comes from ``tests.kaas_api.conftest``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.app import create_app
+from kaas_api.config import ApiSettings
+from kaas_api.db.models import Cluster
+from kaas_api.security import SecretBox
+from kaas_api.tunnel_registry import InMemoryTunnelRegistry
+from provider.tunnel.server import TunnelServer
+from simcloud.kube.identity import Identity
+from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
+from simcloud.kube.tls import make_serving_certificate
+from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
+from tests.provider.factories import CreatedCluster
+from tests.provider.tunnel.conftest import (
+    ADMIN_TOKEN,
+    INTERNAL_SECRET,
+    KAAS_RBAC_MANIFEST,
+    SA_TOKEN,
+    agent_config,
+    running_agent,
+    tunnel_settings,
+    wait_until,
+)
+
+
+@pytest.fixture
+def api_socket() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    certificate = make_serving_certificate()
+    files = {"cert": tmp_path / "api.crt", "key": tmp_path / "api.key", "ca": tmp_path / "ca.crt"}
+    files["cert"].write_bytes(certificate.cert_pem)
+    files["key"].write_bytes(certificate.key_pem)
+    files["ca"].write_bytes(certificate.ca_pem)
+    return files
+
+
+@pytest.fixture
+def settings(api_socket: socket.socket, tls_files: dict[str, Path]) -> ApiSettings:
+    """The API as ``kaas up`` must run it for kubectl: HTTPS on loopback, its CA in the kubeconfigs."""
+    port = api_socket.getsockname()[1]
+    return ApiSettings(
+        secret_key=SECRET_KEY,
+        database_url="postgresql+psycopg://unused/unused",
+        public_url=f"https://127.0.0.1:{port}",
+        tunnel_internal_secret=SecretStr(INTERNAL_SECRET),
+        tls_cert_file=tls_files["cert"],
+        tls_key_file=tls_files["key"],
+        tls_ca_file=tls_files["ca"],
+    )
+
+
+@pytest.fixture
+def registry() -> InMemoryTunnelRegistry:
+    return InMemoryTunnelRegistry(ttl_seconds=3.0)
+
+
+@pytest.fixture
+def app(
+    settings: ApiSettings,
+    session_factory: sessionmaker[Session],
+    dispatcher: RecordingDispatcher,
+    registry: InMemoryTunnelRegistry,
+) -> FastAPI:
+    return create_app(
+        settings, session_factory=session_factory, dispatcher=dispatcher, tunnel_registry=registry
+    )
+
+
+@pytest.fixture
+async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket) -> AsyncIterator[str]:
+    """The API served over HTTPS in this event loop (startup/shutdown, never serve(): no signal handlers)."""
+    assert settings.tls_cert_file is not None
+    assert settings.tls_key_file is not None
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        ssl_certfile=str(settings.tls_cert_file),
+        ssl_keyfile=str(settings.tls_key_file),
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[api_socket])
+    yield settings.public_url
+    server.should_exit = True
+    await server.shutdown(sockets=[api_socket])
+
+
+def api_client(settings: ApiSettings, token: str, *, timeout: float = 30.0) -> httpx.AsyncClient:
+    assert settings.tls_ca_file is not None
+    return httpx.AsyncClient(
+        base_url=settings.public_url,
+        headers={"Authorization": f"Bearer {token}"},
+        verify=ssl.create_default_context(cafile=str(settings.tls_ca_file)),
+        timeout=timeout,
+        trust_env=False,
+    )
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeStandinHandle]:
+    with run_kube_standin(
+        tokens={
+            SA_TOKEN: Identity.service_account("kaas-system", "kaas-agent"),
+            ADMIN_TOKEN: Identity("kubernetes-admin", ("system:masters",)),
+        },
+        manifest_files=[KAAS_RBAC_MANIFEST],
+        tls=False,
+    ) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def tunnel_server(
+    session_factory: sessionmaker[Session], registry: InMemoryTunnelRegistry
+) -> AsyncIterator[TunnelServer]:
+    server = TunnelServer(tunnel_settings(), session_factory=session_factory, registry=registry)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def world_cluster(world: World, session_factory: sessionmaker[Session]) -> CreatedCluster:
+    """The world's cluster ``c1`` with its agent token (decrypted as a worker would for cloud-init)."""
+    with session_factory() as session:
+        row = session.get(Cluster, world.cluster_id)
+        assert row is not None
+        assert row.agent_token_encrypted is not None
+        token = SecretBox(SECRET_KEY).decrypt(row.agent_token_encrypted)
+    return CreatedCluster(id=world.cluster_id, operation_id=world.operation_id, agent_token=token)
+
+
+@asynccontextmanager
+async def connected(
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    cluster: CreatedCluster,
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> AsyncIterator[None]:
+    """The cluster's real agent, connected to the tunnel server and claimed in the registry."""
+    config = agent_config(tunnel_url=tunnel_server.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path)
+    async with running_agent(config):
+        await wait_until(
+            lambda: registry.lookup(cluster.id), what="the agent's session to be in the registry"
+        )
+        yield

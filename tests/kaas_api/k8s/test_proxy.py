@@ -1,0 +1,227 @@
+"""The k8s proxy through the real chain: kaas API → tunnel server → agent → Kubernetes stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import httpx
+import yaml
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.config import ApiSettings
+from kaas_api.tunnel_registry import InMemoryTunnelRegistry
+from provider.tunnel.server import TunnelServer
+from simcloud.kube.testing import KubeStandinHandle
+from tests.kaas_api.conftest import World
+from tests.kaas_api.k8s.conftest import api_client, connected, world_cluster
+from tests.provider.tunnel.conftest import ADMIN_TOKEN
+
+ROOT = Path(__file__).resolve().parents[3]
+KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+def k8s(world: World, path: str) -> str:
+    return f"/k8s/clusters/{world.cluster_id}{path}"
+
+
+def configmap(name: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}}
+
+
+async def whoami(client: httpx.AsyncClient, world: World, **headers: str) -> dict[str, object]:
+    review = await client.post(
+        k8s(world, REVIEW),
+        json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        headers=headers,
+    )
+    assert review.status_code == 201, review.text
+    user_info: dict[str, object] = review.json()["status"]["userInfo"]
+    return user_info
+
+
+async def test_a_member_creates_and_reads_objects_through_kaas(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with (
+        connected(tunnel_server, registry, cluster, kube, tmp_path),
+        api_client(settings, world.tokens["member"]) as client,
+    ):
+        created = await client.post(k8s(world, CONFIGMAPS), json=configmap("via-kaas"))
+        assert created.status_code == 201, created.text
+        listed = await client.get(k8s(world, CONFIGMAPS))
+        assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["via-kaas"]
+
+
+async def test_the_cluster_sees_the_kaas_user_with_the_groups_of_their_role(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with connected(tunnel_server, registry, cluster, kube, tmp_path):
+        for who, group in (("viewer", "kaas:viewer"), ("member", "kaas:member"), ("admin", "kaas:owner")):
+            async with api_client(settings, world.tokens[who]) as client:
+                user_info = await whoami(client, world)
+            assert user_info["username"] == f"kaas:{who}"
+            groups = set(user_info["groups"]) - {"system:authenticated"}  # type: ignore[call-overload]
+            assert groups == {"kaas:authenticated", group}
+
+
+async def test_client_impersonation_headers_never_reach_the_apiserver(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    sneaky = {
+        "Impersonate-User": "kubernetes-admin",
+        "Impersonate-Group": "system:masters",
+        "X-Kaas-User": "admin",
+        "X-Kaas-Group": "kaas:owner",
+    }
+    async with (
+        connected(tunnel_server, registry, cluster, kube, tmp_path),
+        api_client(settings, world.tokens["viewer"]) as client,
+    ):
+        user_info = await whoami(client, world, **sneaky)
+        assert user_info["username"] == "kaas:viewer"
+        assert "system:masters" not in user_info["groups"]  # type: ignore[operator]
+        assert "kaas:owner" not in user_info["groups"]  # type: ignore[operator]
+        refused = await client.post(k8s(world, CONFIGMAPS), json=configmap("nope"), headers=sneaky)
+    assert refused.status_code == 403
+
+
+async def test_a_viewers_write_is_refused_by_the_clusters_rbac(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with (
+        connected(tunnel_server, registry, cluster, kube, tmp_path),
+        api_client(settings, world.tokens["viewer"]) as client,
+    ):
+        assert (await client.get(k8s(world, CONFIGMAPS))).status_code == 200
+        refused = await client.post(k8s(world, CONFIGMAPS), json=configmap("nope"))
+    assert refused.status_code == 403
+    assert refused.json()["kind"] == "Status"
+    assert "kaas:viewer" in refused.json()["message"]
+
+
+async def test_a_watch_streams_events_before_it_ends(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with (
+        connected(tunnel_server, registry, cluster, kube, tmp_path),
+        api_client(settings, world.tokens["member"]) as client,
+        httpx.AsyncClient(base_url=kube.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin,
+    ):
+        async with client.stream("GET", k8s(world, CONFIGMAPS + "?watch=true")) as watch:
+            assert watch.status_code == 200
+            created = await admin.post(CONFIGMAPS, json=configmap("watched"))
+            assert created.status_code == 201, created.text
+            lines = watch.aiter_lines()
+            event = json.loads(await asyncio.wait_for(anext(lines), timeout=10))
+    assert event["type"] == "ADDED"
+    assert event["object"]["metadata"]["name"] == "watched"
+
+
+async def test_an_unconnected_agent_answers_503_with_a_message_kubectl_prints(
+    world: World, api_url: str, settings: ApiSettings
+) -> None:
+    async with api_client(settings, world.tokens["member"]) as client:
+        response = await client.get(k8s(world, "/api/v1/namespaces"))
+    assert response.status_code == 503
+    body = response.json()
+    assert body["kind"] == "Status"
+    assert body["message"] == (
+        "the agent of cluster c1 is not connected; it reconnects by itself — try again shortly"
+    )
+
+
+async def test_an_unreachable_tunnel_server_answers_503(
+    world: World, api_url: str, settings: ApiSettings, registry: InMemoryTunnelRegistry
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    await registry.claim(
+        cluster_id=world.cluster_id, session_id="s1", address=f"http://127.0.0.1:{closed_port}"
+    )
+    async with api_client(settings, world.tokens["member"]) as client:
+        response = await client.get(k8s(world, "/api/v1/namespaces"))
+    assert response.status_code == 503
+    assert "cannot be reached" in response.json()["message"]
+
+
+async def test_kubectl_gets_namespaces_with_the_downloaded_kubeconfig(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with api_client(settings, world.tokens["owner"]) as client:
+        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
+    assert download.status_code == 200, download.text
+    kubeconfig = tmp_path / "c1.kubeconfig"
+    kubeconfig.write_text(download.text)
+    assert (
+        yaml.safe_load(download.text)["clusters"][0]["cluster"]["server"]
+        == f"{api_url}/k8s/clusters/{cluster.id}"
+    )
+    async with connected(tunnel_server, registry, cluster, kube, tmp_path):
+        process = await asyncio.create_subprocess_exec(
+            str(KUBECTL),
+            "--kubeconfig",
+            str(kubeconfig),
+            "get",
+            "ns",
+            "-o",
+            "name",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    assert "namespace/default" in stdout.decode().split()
