@@ -21,8 +21,11 @@ def default_state_dir() -> Path:
     return Path.home() / ".kaas"
 
 
-class ApiSettings(BaseSettings):
-    """Everything the API process and the workers share about storage, queues and secrets."""
+class SharedSettings(BaseSettings):
+    """What the API and the provider workers must agree on: storage, queues, the secret key, the tunnel.
+
+    ``ApiSettings`` and ``provider.config.ProviderSettings`` both extend it, so their defaults cannot drift.
+    """
 
     model_config = SettingsConfigDict(env_prefix="KAAS_", extra="ignore")
 
@@ -32,10 +35,18 @@ class ApiSettings(BaseSettings):
     result_backend: str | None = None
     secret_key: str = Field(
         default="embedded-insecure-secret-key-change-me",
-        description="Derives the key that encrypts cluster agent tokens at rest.",
+        description="Derives the key that encrypts cluster agent tokens at rest (the API encrypts, workers"
+        " decrypt to render user-data).",
     )
+    tunnel_url: str = Field(
+        default="ws://127.0.0.1:8010/v1/tunnel", description="Where node agents connect; put into user-data."
+    )
+
+
+class ApiSettings(SharedSettings):
+    """The API process's settings."""
+
     public_url: str = "http://127.0.0.1:8000"
-    tunnel_url: str = "ws://127.0.0.1:8010/v1/tunnel"
     token_default_ttl_days: int = 90
     kubeconfig_token_ttl_days: int = 30
     kubeconfig_token_max_ttl_days: int = 365

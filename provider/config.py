@@ -11,24 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from kaas_api.config import default_state_dir
+from kaas_api.config import SharedSettings, default_state_dir
 
 
-class ProviderSettings(BaseSettings):
+class ProviderSettings(SharedSettings):
     """Everything a provider worker needs: where the rows are, where the work comes from, which clouds."""
 
-    model_config = SettingsConfigDict(env_prefix="KAAS_", extra="ignore")
-
-    environment: str = Field(default="embedded", description="embedded | production")
-    database_url: str = Field(default_factory=lambda: f"sqlite:///{default_state_dir() / 'kaas.db'}")
-    broker_url: str = "memory://"
-    result_backend: str | None = None
-    secret_key: str = Field(
-        default="embedded-insecure-secret-key-change-me",
-        description="Decrypts cluster agent tokens to render user-data; must equal the API's.",
-    )
     clouds_yaml: Path = Field(
         default_factory=lambda: default_state_dir() / "simcloud" / "clouds.yaml",
         description="The clouds.yaml whose entries regions.cloud names.",
@@ -38,14 +28,11 @@ class ProviderSettings(BaseSettings):
         description="Region names this worker serves (comma separated); each is queue region.<name>. "
         "Empty: the worker serves every region it is started for by the caller.",
     )
-    tunnel_url: str = Field(
-        default="ws://127.0.0.1:8010/v1/tunnel", description="Where node agents connect; put into user-data."
-    )
     sweep_interval_seconds: float = 30.0
     require_agent: bool = Field(
         default=True,
-        description="A cluster runs only once its agent is connected and reports every node Ready. Turn it off"
-        " only to measure the cloud side alone (the control-plane benchmark).",
+        description="A cluster runs only once its agent is connected and reports every node Ready."
+        " Turn it off only to measure the cloud side alone (the control-plane benchmark).",
     )
     lease_seconds: float = 120.0
     # re-queue delay while the cloud is busy (servers building, load balancer pending)
