@@ -284,7 +284,7 @@ class NodeBooter:
 
     def _connect(self) -> Any:
         _redact_keystoneauth_bodies()
-        config = loader.OpenStackConfig(config_files=[str(self._clouds_yaml)])
+        config = loader.OpenStackConfig(config_files=[str(self._clouds_yaml)], load_envvars=False)
         region = config.get_one(cloud=self._admin_cloud, api_timeout=self._api_timeout)
         return openstack.connection.Connection(config=region)
 

@@ -133,7 +133,13 @@ class OpenStackDriver:
     ) -> OpenStackDriver:
         """Connect to a clouds.yaml entry (``config_file`` or the usual search path)."""
         with translate_errors(f"connect to cloud {cloud_name!r}"):
-            config = loader.OpenStackConfig(config_files=[str(config_file)] if config_file else None)
+            # An explicit clouds.yaml must win: openstacksdk otherwise puts $OS_CLIENT_CONFIG_FILE first
+            # and loads only the first file it finds, so a stray environment variable would silently
+            # point kaas at another cloud ("Cloud X was not found").
+            if config_file is not None:
+                config = loader.OpenStackConfig(config_files=[str(config_file)], load_envvars=False)
+            else:
+                config = loader.OpenStackConfig()
             region = config.get_one(
                 cloud=cloud_name, api_timeout=timeout, compute_api_version=COMPUTE_MICROVERSION
             )

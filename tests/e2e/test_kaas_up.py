@@ -42,7 +42,9 @@ class KaasUp:
 
     def cloud_resources(self) -> dict[str, list[str]]:
         """Everything in the simulated cloud, seen through the Nova/Neutron/Octavia APIs as admin."""
-        config = loader.OpenStackConfig(config_files=[str(self.state_dir / "simcloud" / "clouds.yaml")])
+        config = loader.OpenStackConfig(
+            config_files=[str(self.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
+        )
         conn = openstack.connection.Connection(config=config.get_one(cloud="sim-admin"))
         try:
             tagged = {

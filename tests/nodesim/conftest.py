@@ -29,7 +29,9 @@ AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"
 
 
 def connect(clouds_yaml: Path, cloud: str) -> Any:
-    region = loader.OpenStackConfig(config_files=[str(clouds_yaml)]).get_one(cloud=cloud, api_timeout=30)
+    region = loader.OpenStackConfig(config_files=[str(clouds_yaml)], load_envvars=False).get_one(
+        cloud=cloud, api_timeout=30
+    )
     return openstack.connection.Connection(config=region)
 
 

@@ -14,7 +14,7 @@ from simcloud.testing import SimCloudHandle, run_simcloud
 
 
 def connect(handle: SimCloudHandle, cloud: str) -> Connection:
-    config = OpenStackConfig(config_files=[str(handle.clouds_yaml)]).get_one(cloud)
+    config = OpenStackConfig(config_files=[str(handle.clouds_yaml)], load_envvars=False).get_one(cloud)
     return openstack.connection.Connection(config=config)
 
 

@@ -58,7 +58,7 @@ def eventually(probe: Callable[[], T | None], *, timeout: float = 90, interval: 
 
 def connect(clouds_yaml: Path, cloud: str) -> Any:
     """A plain openstacksdk connection for assertions (never the driver's)."""
-    config = loader.OpenStackConfig(config_files=[str(clouds_yaml)])
+    config = loader.OpenStackConfig(config_files=[str(clouds_yaml)], load_envvars=False)
     return openstack.connection.Connection(config=config.get_one(cloud=cloud, compute_api_version="2.64"))
 
 

@@ -91,3 +91,21 @@ def test_refused_credentials_are_a_permanent_error(tmp_path: Path) -> None:
                 driver.check_flavor("m1.tiny")
         finally:
             driver.close()
+
+
+def test_an_explicit_clouds_yaml_wins_over_os_client_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """openstacksdk puts $OS_CLIENT_CONFIG_FILE first and reads only the first file it finds; the driver's
+    own clouds.yaml must still be the one used (CI exports the real OpenStack's file for its fixtures)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    decoy = clouds_yaml(other, "http://127.0.0.1:1/v3", password="secret")
+    decoy.write_text(decoy.read_text().replace("  c:", "  decoy:"))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(decoy))
+    with run_simcloud(state_dir=tmp_path / "sim") as sim:
+        driver = OpenStackDriver.from_cloud("sim", config_file=sim.clouds_yaml, timeout=10)
+        try:
+            driver.check_flavor("m1.small")
+        finally:
+            driver.close()
