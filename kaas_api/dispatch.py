@@ -1,7 +1,8 @@
 """Queuing reconcile work by task name, only after the request's transaction committed.
 
 ``TaskDispatcher`` is the interface the API depends on; ``CeleryDispatcher`` sends
-``provider.reconcile_cluster`` by name (the API never imports ``provider``). ``UnitOfWork`` is the
+``provider.reconcile_cluster`` by name (the API never imports ``provider``), with the current request id
+in the message header ``kaas_request_id`` so the worker's log lines carry it too. ``UnitOfWork`` is the
 per-request object: services ``flush()`` and ask for reconciles on it; ``kaas_api.deps`` commits it and
 only then sends what was asked for. A rollback drops the requests.
 """
@@ -14,7 +15,11 @@ from typing import Protocol
 import celery
 from sqlalchemy.orm import Session
 
+from kaas_api.observability.request_id import current_request_id
+
 RECONCILE_TASK = "provider.reconcile_cluster"
+# the Celery message header the worker reads the request id from (provider.tasks); keep the two in step
+REQUEST_ID_TASK_HEADER = "kaas_request_id"
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,9 @@ class CeleryDispatcher:
         self._celery = celery_app
 
     def send_reconcile(self, cluster_id: str, *, queue: str) -> None:
-        self._celery.send_task(RECONCILE_TASK, args=[cluster_id], queue=queue)
+        request_id = current_request_id()
+        headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id is not None else None
+        self._celery.send_task(RECONCILE_TASK, args=[cluster_id], queue=queue, headers=headers)
 
     def ping(self) -> bool:
         try:

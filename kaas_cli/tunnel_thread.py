@@ -14,14 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.tunnel_registry import TunnelRegistry
 from provider.tunnel.config import TunnelSettings
+from provider.tunnel.metrics import TunnelMetrics
 from provider.tunnel.server import TunnelServer
 
 
 class BackgroundTunnelServer:
     def __init__(
-        self, settings: TunnelSettings, *, session_factory: sessionmaker[Session], registry: TunnelRegistry
+        self,
+        settings: TunnelSettings,
+        *,
+        session_factory: sessionmaker[Session],
+        registry: TunnelRegistry,
+        metrics: TunnelMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._session_factory = session_factory
         self._registry = registry
         self._loop = asyncio.new_event_loop()
@@ -40,7 +47,12 @@ class BackgroundTunnelServer:
 
     def start(self, *, timeout: float = 30.0) -> None:
         self._thread.start()
-        server = TunnelServer(self._settings, session_factory=self._session_factory, registry=self._registry)
+        server = TunnelServer(
+            self._settings,
+            session_factory=self._session_factory,
+            registry=self._registry,
+            metrics=self._metrics,
+        )
         asyncio.run_coroutine_threadsafe(server.start(), self._loop).result(timeout)
         self._server = server
 

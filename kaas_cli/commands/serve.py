@@ -1,13 +1,18 @@
-"""``kaas api|worker|beat|db``: run the parts of kaas separately, as a real deployment does."""
+"""``kaas api|worker|beat|tunnel|db``: run the parts of kaas separately, as a real deployment does.
+
+Each command reads its deployable's settings, configures the process's logs from them (``KAAS_LOG_JSON``,
+``KAAS_LOG_LEVEL``; ``kaas_api.observability.logs``) and runs the part.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
 from kaas_api.config import ApiSettings
+from kaas_api.observability.logs import configure_logging
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import err_console
 
@@ -34,28 +39,71 @@ def api(
 
     settings = ApiSettings()
     settings.validate_for_production()
+    configure_logging(json=settings.log_json, level=settings.log_level)
     engine = make_engine(settings.database_url)
     celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
     app = create_app(
         settings, session_factory=make_session_factory(engine), dispatcher=CeleryDispatcher(celery_client)
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's loggers propagate to the handler configure_logging installed
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=settings.log_level.lower())
+
+
+def _keep_kaas_logging() -> None:
+    """Stop Celery from configuring logging itself: a receiver of ``setup_logging`` replaces its setup."""
+    from celery import signals
+
+    def keep(**_: Any) -> None:
+        return None
+
+    signals.setup_logging.connect(keep, weak=False, dispatch_uid="kaas-keep-logging")
 
 
 def worker(
     region: Annotated[list[str], typer.Option("--region", help="region whose queue to serve (repeatable)")],
     concurrency: Annotated[int, typer.Option(help="worker processes or threads")] = 2,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo")] = "prefork",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve reconcile metrics at http://<metrics-host>:<port>/metrics (default off)"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="address the metrics server binds; scrapes need KAAS_METRICS_TOKEN")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a provider worker for one or more regions (settings from KAAS_* environment variables)."""
     from provider.celery_app import make_celery, worker_queues
     from provider.config import ProviderSettings
+    from provider.metrics import start_metrics_server
 
+    if metrics_port is not None and pool == "prefork":
+        # prefork children would count in their own memory, out of reach of the server in the parent
+        raise typer.BadParameter("metrics need --pool threads or --pool solo", param_hint="--metrics-port")
     settings = ProviderSettings(regions=region)
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    _keep_kaas_logging()
     app = make_celery(settings)
+    if metrics_port is not None:
+        if settings.metrics_token is None:
+            raise typer.BadParameter(
+                "set KAAS_METRICS_TOKEN: Prometheus scrapes with it", param_hint="--metrics-port"
+            )
+        server = start_metrics_server(
+            app.provider_metrics.registry,
+            host=metrics_host,
+            port=metrics_port,
+            token=settings.metrics_token.get_secret_value(),
+        )
+        err_console.print(f"reconcile metrics at http://{metrics_host}:{server.port}/metrics")
     queues = ",".join(worker_queues(region))
     app.worker_main(
-        ["worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}"]
+        [
+            "worker",
+            f"--loglevel={settings.log_level.upper()}",
+            f"--queues={queues}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+        ]
     )
 
 
@@ -64,12 +112,18 @@ def beat() -> None:
     from provider.celery_app import make_celery
     from provider.config import ProviderSettings
 
-    app = make_celery(ProviderSettings())
-    app.start(["beat", "--loglevel=INFO"])
+    settings = ProviderSettings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    _keep_kaas_logging()
+    app = make_celery(settings)
+    app.start(["beat", f"--loglevel={settings.log_level.upper()}"])
 
 
 def tunnel() -> None:
     """Run a tunnel server: agents connect here; the API's k8s proxy reaches them through it."""
+    from provider.tunnel.config import TunnelSettings
     from provider.tunnel.main import run_tunnel_server
 
-    run_tunnel_server()
+    settings = TunnelSettings()
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    run_tunnel_server(settings)

@@ -40,6 +40,8 @@ class TunnelSettings(BaseSettings):
     response_head_timeout_seconds: float = Field(default=60.0, gt=0)
     max_streams_per_session: int = Field(default=1024, ge=1)
     stream_window_bytes: int = Field(default=256 * 1024, ge=1024)
+    log_json: bool = False  # one JSON object per log line (kaas_api.observability.logs)
+    log_level: str = "INFO"
 
     def validate_for_production(self) -> None:
         if self.environment != "production":

@@ -15,6 +15,9 @@ Kubernetes ``Status`` objects: 401 bad internal secret, 400 no user, 503 this pr
 the cluster ("the agent of cluster X is not connected"), 502 the agent refused the dial (its message),
 504 the dial or the response head timed out.
 
+``GET /metrics`` (same ``Authorization``) serves the server's Prometheus registry
+(``provider.tunnel.metrics``); every proxied request counts as one stream and its bytes up and down.
+
 Raw ASGI rather than a Starlette endpoint, because the response must watch the client's disconnect while
 the body streams: a client that goes away resets the stream at once, also while a watch is idle.
 """
@@ -27,6 +30,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Message, Receive, Scope, Send
 
 from agents.forward import kube_status
@@ -40,10 +44,12 @@ from agents.tunnel.http import (
 )
 
 if TYPE_CHECKING:
+    from provider.tunnel.metrics import TunnelMetrics
     from provider.tunnel.server import TunnelServer
 
 PROXY_PATH = re.compile(rb"^/internal/v1/clusters/(?P<cluster>[A-Za-z0-9._-]{1,64})/proxy(?P<path>/.*)?$")
 HEALTH_PATH = "/internal/v1/healthz"
+METRICS_PATH = "/metrics"
 KAAS_USER_PREFIX = "kaas:"
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HOP_BY_HOP = frozenset(
@@ -116,6 +122,21 @@ def internal_app(server: TunnelServer) -> Any:
         if not hmac.compare_digest(authorization, expected):
             await _status(send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
             return
+        if scope["path"] == METRICS_PATH and scope["method"] == "GET":
+            # off the event loop: in the embedded mode the registry also holds the API's database queries
+            body = await asyncio.to_thread(generate_latest, server.metrics.registry)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
         if match is None:
             await _status(send, 404, "NotFound", "no such internal endpoint")
@@ -167,20 +188,32 @@ def internal_app(server: TunnelServer) -> Any:
                 send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
             )
             return
-        await _exchange(
-            stream,
-            receive,
-            send,
-            has_body=has_body,
-            cluster_id=cluster_id,
-            head_timeout=settings.response_head_timeout_seconds,
-        )
+        metrics = server.metrics
+        metrics.streams_opened.inc()
+        metrics.streams_open.inc()
+        try:
+            await _exchange(
+                stream,
+                receive,
+                send,
+                has_body=has_body,
+                cluster_id=cluster_id,
+                head_timeout=settings.response_head_timeout_seconds,
+                metrics=metrics,
+            )
+        finally:
+            metrics.streams_open.dec()
 
     return app
 
 
 async def _pump_request(
-    stream: TunnelStream, receive: Receive, *, has_body: bool, disconnected: asyncio.Event
+    stream: TunnelStream,
+    receive: Receive,
+    *,
+    has_body: bool,
+    disconnected: asyncio.Event,
+    metrics: TunnelMetrics,
 ) -> None:
     """Send the request body up the stream, then wait for the client to go away."""
     more = has_body
@@ -195,6 +228,7 @@ async def _pump_request(
             body = message.get("body", b"")
             if body:
                 await stream.write(body)
+                metrics.bytes_up.inc(len(body))
             if not message.get("more_body", False):
                 more = False
                 stream.close_write()
@@ -208,11 +242,14 @@ async def _exchange(
     has_body: bool,
     cluster_id: str,
     head_timeout: float,
+    metrics: TunnelMetrics,
 ) -> None:
     disconnected = asyncio.Event()
-    pump = asyncio.create_task(_pump_request(stream, receive, has_body=has_body, disconnected=disconnected))
+    pump = asyncio.create_task(
+        _pump_request(stream, receive, has_body=has_body, disconnected=disconnected, metrics=metrics)
+    )
     relay = asyncio.create_task(
-        _relay_response(stream, send, cluster_id=cluster_id, head_timeout=head_timeout)
+        _relay_response(stream, send, cluster_id=cluster_id, head_timeout=head_timeout, metrics=metrics)
     )
     gone = asyncio.create_task(disconnected.wait())
     finished = False
@@ -229,13 +266,16 @@ async def _exchange(
             stream.reset("the kaas client went away")
 
 
-async def _relay_response(stream: TunnelStream, send: Send, *, cluster_id: str, head_timeout: float) -> None:
+async def _relay_response(
+    stream: TunnelStream, send: Send, *, cluster_id: str, head_timeout: float, metrics: TunnelMetrics
+) -> None:
     decoder = ResponseHeadDecoder()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + head_timeout
     try:
         while True:
             chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
+            metrics.bytes_down.inc(len(chunk))
             if not chunk:
                 decoder.end_of_stream()
             result = decoder.feed(chunk)
@@ -260,6 +300,7 @@ async def _relay_response(stream: TunnelStream, send: Send, *, cluster_id: str, 
         await send({"type": "http.response.body", "body": rest, "more_body": True})
     try:
         while chunk := await stream.read():
+            metrics.bytes_down.inc(len(chunk))
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except StreamClosedError:
         # The body broke off after the head went out: the only honest signal left is an aborted response

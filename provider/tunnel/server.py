@@ -8,7 +8,8 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   a live cluster's ``agent_token_hash`` (anything else, user API tokens included, is 401). One live session
   per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
   registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
-- the INTERNAL HTTP endpoint the API's k8s proxy calls (``provider.tunnel.proxy``).
+- the INTERNAL HTTP endpoint the API's k8s proxy calls (``provider.tunnel.proxy``), which also serves this
+  server's metrics (``provider.tunnel.metrics``) at ``/metrics``.
 
 Agents report their status on agent-opened streams (metadata ``{"kind": "status"}``, body the report's
 JSON); the server writes ``cluster_agents`` (``provider.tunnel.store``), the only writer of that table.
@@ -49,6 +50,7 @@ from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
 from kaas_api.tunnel_registry import TunnelRegistry
 from provider.tunnel import store
 from provider.tunnel.config import TunnelSettings
+from provider.tunnel.metrics import TunnelMetrics
 from provider.tunnel.proxy import internal_app
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ class TunnelServer:
     """The agents' WebSocket endpoint plus the internal proxy endpoint; ``start()`` then ``stop()``.
 
     ``session_factory`` reaches the API's database (tokens, ``cluster_agents``); ``registry`` is shared with
-    every other tunnel server and API process (Redis) or in-memory in the embedded mode.
+    every other tunnel server and API process (Redis) or in-memory in the embedded mode. ``metrics`` gets a
+    registry of its own unless given.
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class TunnelServer:
         *,
         session_factory: sessionmaker[Session],
         registry: TunnelRegistry,
+        metrics: TunnelMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else TunnelMetrics()
         self._factory = session_factory
         self.registry = registry
         self._sessions: dict[str, AgentSession] = {}
@@ -253,6 +258,7 @@ class TunnelServer:
             return
         older = self._sessions.get(cluster_id)
         self._sessions[cluster_id] = live
+        self.metrics.sessions.set(len(self._sessions))
         if older is not None:
             older.connection.close("replaced by a newer session of this cluster")
         refresher: asyncio.Task[None] | None = None
@@ -274,6 +280,7 @@ class TunnelServer:
             await asyncio.gather(runner, *([refresher] if refresher else []), return_exceptions=True)
             if self._sessions.get(cluster_id) is live:
                 del self._sessions[cluster_id]
+            self.metrics.sessions.set(len(self._sessions))
             with contextlib.suppress(Exception):
                 await self.registry.release(cluster_id=cluster_id, session_id=session_id)
             await self._db(store.record_disconnected, cluster_id=cluster_id, session_id=session_id)
@@ -348,9 +355,10 @@ async def serve_tunnel(
     session_factory: sessionmaker[Session],
     registry: TunnelRegistry,
     stop: asyncio.Event,
+    metrics: TunnelMetrics | None = None,
 ) -> None:
     """Run a ``TunnelServer`` until ``stop`` is set (for embedding into an existing event loop)."""
-    server = TunnelServer(settings, session_factory=session_factory, registry=registry)
+    server = TunnelServer(settings, session_factory=session_factory, registry=registry, metrics=metrics)
     await server.start()
     try:
         await stop.wait()
