@@ -37,7 +37,9 @@ from celery.worker import WorkController, state
 from kombu.entity import Queue
 
 from provider.config import ProviderSettings
-from provider.reconciler.context import ProviderContext, ReconcileLimits
+from provider.metrics import ReconcileMetrics
+from provider.reconciler.context import ProviderContext, ReconcileLimits, WebhookLimits
+from provider.request_context import connect_request_id_signals
 from provider.tasks import register_tasks
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,9 @@ def worker_queues(regions: Iterable[str]) -> list[str]:
     return [DEFAULT_QUEUE, *(region_queue(r) for r in regions)]
 
 
-def build_context(settings: ProviderSettings) -> ProviderContext:
-    """The production context: the database of the settings, drivers from the clouds.yaml."""
+def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | None = None) -> ProviderContext:
+    """The production context: the database of the settings, drivers from the clouds.yaml; passes and
+    steps recorded on ``metrics`` (a registry of its own unless given)."""
     from kaas_api.db.session import make_engine, make_session_factory
     from kaas_api.security import SecretBox
     from provider.cloud.registry import DriverRegistry
@@ -67,23 +70,36 @@ def build_context(settings: ProviderSettings) -> ProviderContext:
         secret_box=SecretBox(settings.secret_key),
         tunnel_url=settings.tunnel_url,
         limits=ReconcileLimits.from_settings(settings),
+        webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,
+        metrics=metrics if metrics is not None else ReconcileMetrics(),
     )
 
 
 class ProviderCelery(Celery):  # type: ignore[misc]
-    """A Celery app that carries the provider's settings and its (lazily built) context."""
+    """A Celery app that carries the provider's settings, its (lazily built) context and its metrics."""
 
-    def __init__(self, settings: ProviderSettings, context: ProviderContext | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        context: ProviderContext | None,
+        *,
+        metrics: ReconcileMetrics | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        if context is not None and metrics is not None and context.metrics is not metrics:
+            raise ValueError("pass the metrics in the context, or no context")
         self.provider_settings = settings
         self._provider_context = context
+        # what ``kaas worker --metrics-port`` serves: the context's, built or given
+        self.provider_metrics = context.metrics if context is not None else metrics or ReconcileMetrics()
         self._context_lock = threading.Lock()
 
     def provider_context(self) -> ProviderContext:
         with self._context_lock:
             if self._provider_context is None:
-                self._provider_context = build_context(self.provider_settings)
+                self._provider_context = build_context(self.provider_settings, metrics=self.provider_metrics)
             return self._provider_context
 
     def provider_regions(self) -> list[str]:
@@ -95,12 +111,16 @@ def make_celery(
     *,
     context: ProviderContext | None = None,
     regions: Iterable[str] | None = None,
+    metrics: ReconcileMetrics | None = None,
 ) -> ProviderCelery:
-    """The provider app. ``regions`` (default ``settings.regions``) declares the region queues."""
+    """The provider app. ``regions`` (default ``settings.regions``) declares the region queues;
+    ``metrics`` is where a context built from ``settings`` records (``kaas up`` shares the API's registry).
+    """
     region_names = list(settings.regions if regions is None else regions)
     app = ProviderCelery(
         settings,
         context,
+        metrics=metrics,
         main="kaas-provider",
         broker=settings.broker_url,
         backend=settings.result_backend,
@@ -129,6 +149,7 @@ def make_celery(
         timezone="UTC",
     )
     register_tasks(app)
+    connect_request_id_signals()
     return app
 
 

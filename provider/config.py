@@ -44,6 +44,13 @@ class ProviderSettings(SharedSettings):
     # the sweep re-queues a converging cluster untouched this long (its re-queue chain was lost)
     sweep_stale_after_seconds: float = 180.0
     worker_concurrency: int = 4
+    log_json: bool = False  # one JSON object per log line (kaas_api.observability.logs)
+    log_level: str = "INFO"
+    # webhook notifications (provider.webhooks): attempts per delivery, per-request timeout, retry backoff
+    webhook_max_attempts: int = Field(default=6, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("regions", mode="before")
     @classmethod

@@ -2,8 +2,11 @@
 
 - ``provider.reconcile_cluster(cluster_id)``: sent by the API after its commit (queue ``region.<name>``),
   by the sweep, and by itself with a countdown while the cluster is not converged. Never sleeps.
-- ``provider.sweep()``: from beat; queues reconciles and one ``provider.sweep_leaks`` per region.
+- ``provider.sweep()``: from beat; queues reconciles, one ``provider.sweep_leaks`` per region, and the
+  webhook deliveries that are due (their message was lost).
 - ``provider.sweep_leaks(region_name)``: on the region's queue; deletes resources of clusters not in the DB.
+- ``provider.deliver_webhook(delivery_id)``: on the ``provider`` queue; sent by the reconcile task after the
+  commit that finished an operation, by itself with a countdown to retry, and by the sweep for due ones.
 
 The process-wide ``ProviderContext`` comes from the app (``provider.celery_app.ProviderCelery``), which
 ``register_tasks`` binds the tasks to.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -24,12 +28,16 @@ from provider.cloud.errors import CloudError
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
 from provider.reconciler.sweep import clean_leaked_resources, sweep_clusters
+from provider.webhooks.delivery import deliver_once
+from provider.webhooks.outbox import due_deliveries
 
 logger = logging.getLogger(__name__)
 
 RECONCILE_TASK = "provider.reconcile_cluster"
 SWEEP_TASK = "provider.sweep"
 SWEEP_LEAKS_TASK = "provider.sweep_leaks"
+DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"
+WEBHOOK_QUEUE = "provider"  # not regional: every worker consumes it
 
 
 def _context(task: Any) -> ProviderContext:
@@ -66,8 +74,29 @@ def reconcile_cluster(self: Any, cluster_id: str) -> dict[str, Any]:
             queue=result.queue or _queue_of(self),
             countdown=result.requeue_after,
         )
+    _send_deliveries(self.app, result.deliveries)
     logger.info("reconcile %s: %s %s", cluster_id, result.outcome, result.message)
     return {"outcome": result.outcome, "requeue_after": result.requeue_after, "message": result.message}
+
+
+def _send_deliveries(app: Any, delivery_ids: Iterable[str]) -> None:
+    """Queue webhook deliveries whose rows are committed; a lost message is re-sent by the sweep."""
+    for delivery_id in delivery_ids:
+        try:
+            app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
+        except Exception:
+            logger.warning("could not queue webhook delivery %s; the sweep will", delivery_id, exc_info=True)
+
+
+def deliver_webhook(self: Any, delivery_id: str) -> dict[str, Any]:
+    ctx = _context(self)
+    result = deliver_once(ctx.session_factory, delivery_id, secret_box=ctx.secret_box, limits=ctx.webhooks)
+    if result.retry_after is not None:
+        self.app.send_task(
+            DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE, countdown=result.retry_after
+        )
+    logger.info("webhook delivery %s: %s", delivery_id, result.outcome)
+    return {"outcome": result.outcome, "retry_after": result.retry_after, "status_code": result.status_code}
 
 
 def sweep(self: Any) -> dict[str, Any]:
@@ -85,7 +114,9 @@ def sweep(self: Any) -> dict[str, Any]:
     )
     for region_name in report.regions:
         self.app.send_task(SWEEP_LEAKS_TASK, args=[region_name], queue=f"region.{region_name}")
-    return {"queued": len(report.queued), "regions": report.regions}
+    deliveries = due_deliveries(ctx.session_factory)
+    _send_deliveries(self.app, deliveries)
+    return {"queued": len(report.queued), "regions": report.regions, "webhook_deliveries": len(deliveries)}
 
 
 def sweep_leaks(self: Any, region_name: str) -> list[str]:
@@ -111,3 +142,6 @@ def register_tasks(app: Celery) -> None:
     )
     app.task(name=SWEEP_TASK, bind=True, ignore_result=True, shared=False)(sweep)
     app.task(name=SWEEP_LEAKS_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(sweep_leaks)
+    app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(
+        deliver_webhook
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_api.security import SecretBox
 from provider.cloud.driver import CloudDriver
 from provider.config import ProviderSettings
+from provider.metrics import ReconcileMetrics
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,30 @@ class ReconcileLimits:
         )
 
 
+@dataclass(frozen=True)
+class WebhookLimits:
+    """Bounds of webhook deliveries (``provider.webhooks.delivery``), from ``ProviderSettings``."""
+
+    max_attempts: int = 6
+    timeout_seconds: float = 5.0
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 600.0
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long an attempt in flight keeps others (and the sweep) away: longer than any request."""
+        return 6 * self.timeout_seconds + 30.0
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings) -> WebhookLimits:
+        return cls(
+            max_attempts=settings.webhook_max_attempts,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            backoff_base_seconds=settings.webhook_backoff_base_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds,
+        )
+
+
 @dataclass
 class ProviderContext:
     """Process-wide dependencies of the reconciler. ``driver_factory(cloud_name)`` is cached per cloud."""
@@ -49,10 +74,13 @@ class ProviderContext:
     secret_box: SecretBox
     tunnel_url: str
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)
+    webhooks: WebhookLimits = field(default_factory=WebhookLimits)
     # a cluster runs only once its agent is connected and reports every node Ready (see agent_gate)
     require_agent: bool = True
     # called with the step's name after every finished step: an observation point for tests and metrics
     after_step: Callable[[str], None] | None = None
+    # passes and steps are counted and timed here (own registry unless the composition root shares one)
+    metrics: ReconcileMetrics = field(default_factory=ReconcileMetrics)
     _drivers: dict[str, CloudDriver] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

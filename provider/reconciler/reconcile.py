@@ -3,16 +3,21 @@
 Called by the Celery task ``provider.reconcile_cluster`` (``provider.tasks``) and by tests. A pass never
 sleeps: it returns ``PassResult.requeue_after`` and the task re-queues itself with that countdown. The lease
 is taken in its own short transaction; everything else the pass writes (conditions, phase, nodes, operation
-progress, the lease release) goes out in one commit at the end. If the process dies mid-pass nothing is
-written, the lease expires, and the next pass finds the cloud resources by tag: steps are idempotent.
+progress, webhook outbox rows, the lease release) goes out in one commit at the end. If the process dies
+mid-pass nothing is written, the lease expires, and the next pass finds the cloud resources by tag: steps
+are idempotent.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -51,6 +56,7 @@ from provider.reconciler.status import (
     sync_nodes,
 )
 from provider.reconciler.steps import STEP_FUNCTIONS, PassState
+from provider.webhooks.outbox import record_operation_finished
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +69,12 @@ class PassResult:
     requeue_after: float | None = None
     message: str = ""
     queue: str | None = None  # the cluster's region queue, where a re-queue goes
+    # webhook deliveries this pass added to its transaction; the task sends them after the commit
+    deliveries: tuple[str, ...] = ()
 
+
+DELETE_STEP = "delete_resources"  # the one step of a deletion pass, as metrics name it
+_T = TypeVar("_T")
 
 _JITTER = random.Random()  # noqa: S311 (jitter spreads retries; nothing secret)
 
@@ -100,11 +111,28 @@ def reconcile_cluster_once(
     *,
     worker_id: str,
 ) -> PassResult:
-    """One pass; returns what it did and when to come back."""
+    """One pass; returns what it did and when to come back. Counted and timed on ``ctx.metrics``."""
+    started = time.perf_counter()
+    outcome = "crashed"
+    try:
+        result = _lease_and_run(ctx, cluster_id, worker_id=worker_id)
+        outcome = result.outcome
+        return result
+    finally:
+        ctx.metrics.observe_pass(outcome=outcome, seconds=time.perf_counter() - started)
+
+
+def _lease_and_run(ctx: ProviderContext, cluster_id: str, *, worker_id: str) -> PassResult:
     limits = ctx.limits
     if not acquire_lease(
         ctx.session_factory, cluster_id, owner=worker_id, lease_seconds=limits.lease_seconds
     ):
+        # the conditional UPDATE also matches nothing when there is no such row: that is no lock to wait
+        # for, and re-queuing would go on forever
+        with ctx.session_factory() as session:
+            exists = session.scalar(select(Cluster.id).where(Cluster.id == cluster_id)) is not None
+        if not exists:
+            return PassResult("skipped", message="no such cluster")
         return PassResult(
             "locked", requeue_after=limits.poll_interval_seconds, message="another worker holds it"
         )
@@ -179,7 +207,7 @@ def _reconcile_loaded(
         state.refresh_servers()
         for step in steps:
             reached = step
-            outcome = STEP_FUNCTIONS[step](state)
+            outcome = _run_step(ctx, step, partial(STEP_FUNCTIONS[step], state), done=lambda o: o.done)
             if not outcome.done:
                 waiting_for = outcome.waiting_for
                 break
@@ -211,7 +239,8 @@ def _reconcile_loaded(
         if operation is not None:
             operation.step = reached
         logger.warning("cluster %s failed permanently: %s", cluster.id, message)
-        return PassResult("failed", message=message)
+        deliveries = record_operation_finished(session, operation, cluster, now=now)
+        return PassResult("failed", message=message, deliveries=deliveries)
 
     if error is not None:
         cluster.reconcile_failures += 1
@@ -248,7 +277,25 @@ def _reconcile_loaded(
     cluster.observed_generation = max(cluster.observed_generation, cluster.generation)
     if operation is not None and operation.target_generation <= cluster.generation:
         finish_operation(operation, succeeded=True, error=None, now=now)
-    return PassResult("converged")
+    return PassResult("converged", deliveries=record_operation_finished(session, operation, cluster, now=now))
+
+
+def _run_step(ctx: ProviderContext, step: str, run: Callable[[], _T], *, done: Callable[[_T], bool]) -> _T:
+    """Run one step, counting and timing it on ``ctx.metrics`` by how it ended."""
+    started = time.perf_counter()
+    outcome = "crashed"
+    try:
+        result = run()
+        outcome = "converged" if done(result) else "progressing"
+        return result
+    except CloudTemporaryError:
+        outcome = "temporary_error"
+        raise
+    except (CloudError, BootstrapError):
+        outcome = "permanent_error"
+        raise
+    finally:
+        ctx.metrics.observe_step(step=step, outcome=outcome, seconds=time.perf_counter() - started)
 
 
 def _agent_token(ctx: ProviderContext, cluster: Cluster) -> str | None:
@@ -310,7 +357,9 @@ def _delete_pass(
     cluster.phase = ClusterPhase.DELETING.value
     driver = ctx.driver(cluster.region.cloud)
     try:
-        left = driver.delete_cluster_resources(cluster.id)
+        left = _run_step(
+            ctx, DELETE_STEP, partial(driver.delete_cluster_resources, cluster.id), done=lambda left: not left
+        )
     except CloudTemporaryError as exc:
         cluster.reconcile_failures += 1
         report_progress(operation, step="delete_resources", progress=10, error=str(exc))
@@ -324,7 +373,8 @@ def _delete_pass(
     except CloudPermanentError as exc:
         cluster.phase = ClusterPhase.ERROR.value
         finish_operation(operation, succeeded=False, error=f"delete: {exc}", now=now)
-        return PassResult("failed", message=str(exc))
+        deliveries = record_operation_finished(session, operation, cluster, now=now)
+        return PassResult("failed", message=str(exc), deliveries=deliveries)
     cluster.reconcile_failures = 0
     if left:
         kinds = sorted({r.kind for r in left})
@@ -350,7 +400,7 @@ def _delete_pass(
         now=now,
     )
     finish_operation(operation, succeeded=True, error=None, now=now)
-    return PassResult("deleted")
+    return PassResult("deleted", deliveries=record_operation_finished(session, operation, cluster, now=now))
 
 
 __all__ = ["NodePool", "PassResult", "Region", "backoff_seconds", "reconcile_cluster_once"]

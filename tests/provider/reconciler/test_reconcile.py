@@ -364,3 +364,11 @@ def test_a_paused_cluster_is_left_alone(ctx: ProviderContext, simcloud: SimCloud
     queued: list[tuple[str, str]] = []
     sweep_clusters(ctx.session_factory, enqueue=lambda c, q: queued.append((c, q)), stale_after_seconds=0)
     assert queued == []
+
+
+def test_a_reconcile_of_a_cluster_that_does_not_exist_stops_instead_of_waiting_for_a_lock(
+    ctx: ProviderContext,
+) -> None:
+    result = reconcile_cluster_once(ctx, "00000000-0000-0000-0000-000000000000", worker_id="w1")
+    assert result.outcome == "skipped"
+    assert result.requeue_after is None

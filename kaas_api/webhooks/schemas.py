@@ -1,0 +1,175 @@
+"""Request and response bodies of ``/v1/projects/{project}/webhooks``, and the webhook URL check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from kaas_api.db.models import DeliveryState, WebhookEvent
+from kaas_api.validation import check_printable
+
+WEBHOOK_URL_MAX = 2048
+SECRET_MIN = 16
+SECRET_MAX = 128
+_URL_EXAMPLE = "https://hooks.example.com/kaas"
+
+
+def check_webhook_url(value: str) -> str:
+    """An absolute http(s) URL with a host and no credentials in it, e.g. 'https://hooks.example.com/kaas'."""
+    if not value:
+        raise ValueError(f"must not be empty: give the receiver's address, e.g. {_URL_EXAMPLE!r}")
+    if len(value) > WEBHOOK_URL_MAX:
+        raise ValueError(f"must be at most {WEBHOOK_URL_MAX} characters (got {len(value)})")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain spaces or control characters: percent-encode them (%20)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{value[:80]!r} is not a valid URL ({exc}); e.g. {_URL_EXAMPLE!r}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{value[:80]!r} must start with https:// or http://, e.g. {_URL_EXAMPLE!r}")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain a user name or password (user:password@host): every request is signed"
+            " with the webhook secret (X-Kaas-Signature), verify that instead"
+        )
+    if not parts.hostname:
+        raise ValueError(f"{value[:80]!r} has no host name, e.g. {_URL_EXAMPLE!r}")
+    if port == 0:
+        raise ValueError(f"{value[:80]!r}: port 0 is not a port a receiver can listen on")
+    if parts.fragment:
+        raise ValueError(f"{value[:80]!r} has a #fragment, which is never sent: remove it")
+    return value
+
+
+WebhookUrl = Annotated[
+    str, StringConstraints(max_length=WEBHOOK_URL_MAX * 2), AfterValidator(check_webhook_url)
+]
+WebhookSecret = Annotated[
+    str, StringConstraints(min_length=SECRET_MIN, max_length=SECRET_MAX), AfterValidator(check_printable)
+]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": _URL_EXAMPLE, "events": ["operation.succeeded", "operation.failed"]},
+                {
+                    "url": _URL_EXAMPLE,
+                    "events": ["operation.failed"],
+                    "secret": "my-own-secret-of-16-chars-or-more",
+                },
+            ]
+        },
+    )
+
+    url: WebhookUrl = Field(description="Where kaas POSTs the notifications (http or https).")
+    events: list[WebhookEvent] = Field(
+        min_length=1, max_length=len(WebhookEvent), description="The events to be notified of."
+    )
+    secret: WebhookSecret | None = Field(
+        default=None,
+        description=f"The HMAC key that signs every request ({SECRET_MIN}-{SECRET_MAX} characters); "
+        "generated when left out. Shown only in this response.",
+    )
+
+
+class WebhookOut(BaseModel):
+    """A webhook; its secret is never shown again after creation."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5b1c7d2e-2f7a-4a4b-9c1e-1a2b3c4d5e6f",
+                    "url": _URL_EXAMPLE,
+                    "events": ["operation.succeeded", "operation.failed"],
+                    "enabled": True,
+                    "created_by": "alice",
+                    "created_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    url: str
+    events: list[WebhookEvent]
+    enabled: bool
+    created_by: str | None = Field(description="The user who created it (null once that user is gone).")
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="Verify X-Kaas-Signature with it. Shown once: store it now; it cannot be read back."
+    )
+
+
+class AttemptOut(BaseModel):
+    number: int
+    at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null when none came.")
+    error: str | None = Field(description="Why the attempt did not succeed; null when it did.")
+    duration_ms: int
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0f8e2c4a-9b7d-4e1f-8a6c-5d4b3a291807",
+                    "webhook_id": "5b1c7d2e-2f7a-4a4b-9c1e-1a2b3c4d5e6f",
+                    "event": "operation.succeeded",
+                    "operation_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+                    "cluster_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+                    "state": "succeeded",
+                    "attempt_count": 2,
+                    "next_attempt_at": None,
+                    "last_status_code": 200,
+                    "last_error": None,
+                    "created_at": "2026-01-01T12:00:00Z",
+                    "delivered_at": "2026-01-01T12:00:11Z",
+                    "payload": {"event": "operation.succeeded"},
+                    "attempts": [
+                        {
+                            "number": 1,
+                            "at": "2026-01-01T12:00:00Z",
+                            "status_code": 500,
+                            "error": "the receiver answered HTTP 500",
+                            "duration_ms": 12,
+                        },
+                        {
+                            "number": 2,
+                            "at": "2026-01-01T12:00:11Z",
+                            "status_code": 200,
+                            "error": None,
+                            "duration_ms": 9,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    id: str
+    webhook_id: str
+    event: WebhookEvent
+    operation_id: str
+    cluster_id: str
+    state: DeliveryState
+    attempt_count: int
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due (pending only).")
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any] = Field(description="The JSON body sent (the same on every attempt).")
+    attempts: list[AttemptOut] = Field(description="Every attempt so far, oldest first.")
