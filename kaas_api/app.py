@@ -13,25 +13,33 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kaas_api import health
+from kaas_api.admin import endpoints as admin
+from kaas_api.audit.middleware import AuditMiddleware
 from kaas_api.auth import endpoints as auth
 from kaas_api.clusters import endpoints as clusters
 from kaas_api.config import ApiSettings
+from kaas_api.dashboard import routes as dashboard
 from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
-from kaas_api.errors import KaasError
+from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
 from kaas_api.k8s.status import KubeStatusError, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
+from kaas_api.observability import endpoints as observability
+from kaas_api.observability.metrics import ApiMetrics, HttpMetricsMiddleware, KaasStateCollector
+from kaas_api.observability.request_id import RequestIdMiddleware
 from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 from kaas_api.users import endpoints as users
+from kaas_api.webhooks import endpoints as webhooks
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,15 @@ def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": error, "message": message, "detail": detail}
 
 
-async def _kaas_error(_request: Request, exc: Exception) -> JSONResponse:
+def _is_dashboard(request: Request) -> bool:
+    path = request.url.path
+    return path == "/admin" or path.startswith("/admin/")
+
+
+async def _kaas_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KaasError)
+    if _is_dashboard(request):
+        return dashboard.render_error(request, exc)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(
         status_code=exc.status_code, content=error_body(exc.error, exc.message, exc.detail), headers=headers
@@ -57,7 +72,7 @@ def _location(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(parts)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = []
     for error in exc.errors():
@@ -68,6 +83,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     summary = "; ".join(
         f"{p['field']}: {p['message']}" if p["field"] else str(p["message"]) for p in problems
     )
+    if _is_dashboard(request):
+        return dashboard.render_error(request, InvalidInput(summary or "invalid input"))
     return JSONResponse(
         status_code=422, content=error_body("invalid_input", summary or "invalid input", problems)
     )
@@ -87,12 +104,16 @@ def create_app(
     session_factory: sessionmaker[Session],
     dispatcher: TaskDispatcher,
     tunnel_registry: TunnelRegistry | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """Build the API. ``session_factory`` gives one session per request; ``dispatcher`` sends reconciles.
 
     ``tunnel_registry`` tells the k8s proxy which tunnel server holds a cluster's agent (the Redis one in a
     deployment, the tunnel server's own in-memory one in the embedded mode); without one, no cluster is
     reachable through ``/k8s`` (503) until the composition root passes it.
+
+    ``metrics_registry`` is where ``/metrics`` registers and reads from: a fresh one per app unless given
+    (``kaas up`` passes the one the provider and the tunnel server of the same process register on).
     """
     app = FastAPI(
         title="kaas",
@@ -107,6 +128,9 @@ def create_app(
         connect_timeout_seconds=settings.k8s_proxy_connect_timeout_seconds,
         read_timeout_seconds=settings.k8s_proxy_read_timeout_seconds,
     )
+    api_metrics = ApiMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
+    api_metrics.registry.register(KaasStateCollector(session_factory, broker_url=settings.broker_url))
+    app.state.kaas_metrics = api_metrics
     app.add_exception_handler(KaasError, _kaas_error)
     app.add_exception_handler(KubeStatusError, kube_status_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -120,4 +144,12 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(kubeconfig.router)
     app.include_router(k8s_proxy.router)
+    app.include_router(observability.router)
+    app.include_router(webhooks.router)
+    app.include_router(admin.router)
+    app.include_router(dashboard.router)
+    # the last one added runs first: the request id exists before the audit event that records it
+    app.add_middleware(HttpMetricsMiddleware, metrics=api_metrics)
+    app.add_middleware(AuditMiddleware, session_factory=session_factory)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -41,6 +41,11 @@ class SharedSettings(BaseSettings):
     tunnel_url: str = Field(
         default="ws://127.0.0.1:8010/v1/tunnel", description="Where node agents connect; put into user-data."
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token Prometheus scrapes /metrics with: the API's (where admins' API tokens"
+        " work too) and the workers' metrics servers, which need it.",
+    )
 
 
 class ApiSettings(SharedSettings):
@@ -64,6 +69,10 @@ class ApiSettings(SharedSettings):
         default=None, description="The CA of tls_cert_file; embedded in downloaded kubeconfigs when set."
     )
     log_json: bool = False
+    dashboard_session_hours: int = Field(
+        default=12, ge=1, le=24 * 30, description="How long an admin dashboard login lasts."
+    )
+    log_level: str = "INFO"
 
     def validate_for_production(self) -> None:
         """Refuse to run a production deployment on the embedded defaults."""
@@ -79,6 +88,8 @@ class ApiSettings(SharedSettings):
         internal_secret = self.tunnel_internal_secret.get_secret_value()
         if internal_secret == INSECURE_TUNNEL_INTERNAL_SECRET or len(internal_secret) < 32:
             problems.append("KAAS_TUNNEL_INTERNAL_SECRET must be a random string of at least 32 characters")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 32:
+            problems.append("KAAS_METRICS_TOKEN must be a random string of at least 32 characters")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("KAAS_TLS_CERT_FILE and KAAS_TLS_KEY_FILE go together")
         if problems:

@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kaas_api.audit.middleware import set_actor
 from kaas_api.auth.service import Principal, authenticate
 from kaas_api.config import ApiSettings
 from kaas_api.dispatch import TaskDispatcher, UnitOfWork
@@ -66,7 +67,9 @@ Uow = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
 def get_principal(request: Request, uow: Uow) -> Principal:
-    return authenticate(uow.session, request.headers.get("authorization"))
+    principal = authenticate(uow.session, request.headers.get("authorization"))
+    set_actor(request, user_id=principal.user.id, user_name=principal.user.name)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]

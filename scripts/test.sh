@@ -11,12 +11,15 @@ log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# --- system packages: cloud-init validates the user-data we render --------------------------------
-if ! command -v cloud-init >/dev/null 2>&1; then
-  log "installing Debian packages (cloud-init)"
+# --- system packages: cloud-init validates the user-data we render; Chromium runs the dashboard tests
+missing_packages=()
+command -v cloud-init >/dev/null 2>&1 || missing_packages+=(cloud-init)
+command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium fonts-dejavu-core)
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  log "installing Debian packages (${missing_packages[*]})"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cloud-init >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing_packages[@]}" >/dev/null
 fi
 
 # --- PostgreSQL and Redis -------------------------------------------------------------------------

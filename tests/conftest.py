@@ -82,8 +82,8 @@ def migrated_database_url() -> Iterator[str]:
 
 
 TABLES_IN_DELETE_ORDER = (
-    "api_tokens", "nodes", "operations", "node_pools", "clusters", "quotas", "project_members",
-    "projects", "regions", "users",
+    "audit_events", "admin_sessions", "api_tokens", "nodes", "operations", "node_pools", "clusters",
+    "quotas", "project_members", "projects", "regions", "users",
 )
 
 

@@ -5,9 +5,10 @@ Reads need the viewer role, changes the member role. Changes answer 202 with the
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
+from kaas_api.audit.middleware import add_audit_detail
 from kaas_api.auth.service import authorize_project
 from kaas_api.clusters import service
 from kaas_api.clusters.schemas import (
@@ -60,6 +61,7 @@ def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
         pod_cidr=cluster.pod_cidr,
         service_cidr=cluster.service_cidr,
         phase=cluster.phase,
+        paused=bool(cluster.paused),
         conditions=[ConditionOut.model_validate(c) for c in cluster.conditions or []],
         node_counts=NodeCounts(desired=desired, observed=observed, ready=ready),
         api_endpoint=cluster.api_endpoint,
@@ -73,7 +75,7 @@ def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)
 def create_cluster(
-    project: str, body: ClusterCreate, principal: CurrentUser, uow: Uow, settings: Settings
+    request: Request, project: str, body: ClusterCreate, principal: CurrentUser, uow: Uow, settings: Settings
 ) -> ClusterAccepted:
     """Create a cluster. Provisioning runs in the background; poll the returned operation."""
     access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
@@ -84,6 +86,7 @@ def create_cluster(
         requested_by=principal.user.id,
         secret_box=SecretBox(settings.secret_key),
     )
+    add_audit_detail(request, cluster=cluster.id, operation=operation.id)
     return ClusterAccepted(cluster=cluster_out(uow.session, cluster), operation=OperationOut.of(operation))
 
 

@@ -161,6 +161,7 @@ class ClusterOut(BaseModel):
     pod_cidr: str
     service_cidr: str
     phase: str
+    paused: bool = Field(default=False, description="an admin paused its reconciliation")
     conditions: list[ConditionOut]
     node_counts: NodeCounts
     api_endpoint: str | None

@@ -318,3 +318,82 @@ def list_nodes(session: Session, cluster: Cluster) -> list[tuple[Node, str | Non
     pools = {pool.id: pool.name for pool in cluster.node_pools}
     nodes = session.scalars(select(Node).where(Node.cluster_id == cluster.id).order_by(Node.name))
     return [(node, pools.get(node.node_pool_id) if node.node_pool_id else None) for node in nodes]
+
+
+# --- operators' actions (the admin API and the dashboard call these same functions) -------------------
+
+
+def get_any_cluster(session: Session, cluster_id: str) -> Cluster:
+    """Any project's cluster by id (admins only: the caller has checked)."""
+    cluster = (
+        session.scalar(select(Cluster).where(Cluster.id == cluster_id).options(*_loaded()))
+        if is_uuid(cluster_id)
+        else None
+    )
+    if cluster is None:
+        raise NotFound(f"cluster {cluster_id[:80]!r} not found")
+    return cluster
+
+
+def pause_cluster(cluster: Cluster) -> Cluster:
+    """Stop reconciling the cluster: workers skip it and the sweep leaves it alone until it is resumed."""
+    if cluster.phase == ClusterPhase.DELETED.value:
+        raise Conflict(f"cluster {cluster.name!r} is deleted; there is nothing to pause")
+    cluster.paused = True
+    cluster.updated_at = utcnow()
+    return cluster
+
+
+def resume_cluster(uow: UnitOfWork, cluster: Cluster) -> Cluster:
+    """Reconcile the cluster again, starting with a pass right after the commit."""
+    if cluster.phase == ClusterPhase.DELETED.value:
+        raise Conflict(f"cluster {cluster.name!r} is deleted; there is nothing to resume")
+    cluster.paused = False
+    cluster.updated_at = utcnow()
+    uow.session.flush()
+    _request_reconcile(uow, cluster)
+    return cluster
+
+
+def _latest_operation(session: Session, cluster: Cluster) -> Operation | None:
+    return session.scalar(
+        select(Operation)
+        .where(Operation.cluster_id == cluster.id)
+        .order_by(Operation.created_at.desc(), Operation.id)
+        .limit(1)
+    )
+
+
+def retry_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
+    """Run the cluster's failed operation again as a new operation of the same kind."""
+    latest = _latest_operation(uow.session, cluster)
+    if latest is None or latest.state != "failed":
+        state = "no operation" if latest is None else f"its latest operation is {latest.state}"
+        raise Conflict(f"cluster {cluster.name!r} has no failed operation to retry ({state})")
+    if cluster.phase == ClusterPhase.DELETED.value:
+        raise Conflict(f"cluster {cluster.name!r} is deleted")
+    kind = OperationKind(latest.kind)
+    cluster.phase = {
+        OperationKind.CREATE: ClusterPhase.PROVISIONING,
+        OperationKind.DELETE: ClusterPhase.DELETING,
+    }.get(kind, ClusterPhase.UPDATING).value
+    cluster.reconcile_failures = 0
+    cluster.updated_at = utcnow()
+    uow.session.flush()
+    operation = record_operation(uow.session, cluster, kind=kind, requested_by=requested_by)
+    _request_reconcile(uow, cluster)
+    return operation
+
+
+def force_delete_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
+    """Delete the cluster's cloud resources whatever state it is in: paused, failed, or with its agent gone.
+
+    Deletion never needs the agent; what a plain delete may wait behind is a pause or the backoff of a
+    failing cluster. A force-delete clears both and starts the teardown. (It never breaks a worker's lease:
+    two workers on one cluster would be worse; a crashed worker's lease expires by itself.)
+    """
+    if cluster.phase == ClusterPhase.DELETED.value or cluster.deleted_at is not None:
+        raise Conflict(f"cluster {cluster.name!r} is already deleted")
+    cluster.paused = False
+    cluster.reconcile_failures = 0
+    return delete_cluster(uow, cluster, requested_by=requested_by)

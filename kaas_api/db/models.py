@@ -344,3 +344,133 @@ class ClusterAgent(Base):
     nodes_total: Mapped[int | None] = mapped_column(Integer, default=None)
     nodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class AuditEvent(Base):
+    """One mutating call: who did what to which resource, when, from where, and how it ended.
+
+    Written by ``kaas_api.audit`` for every mutating API request and every dashboard action, in its own
+    transaction after the response status is known (so refused and failed attempts are recorded too).
+    Never holds a request body, a token or any other secret: only the route, its path parameters and the
+    outcome. Project and cluster ids are plain strings, not foreign keys, so the trail outlives them.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at_id", "at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    actor_name: Mapped[str | None] = mapped_column(String(63), default=None)
+    via: Mapped[str] = mapped_column(String(16), default="api")  # api | dashboard
+    action: Mapped[str] = mapped_column(String(128), index=True)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(255))
+    resource_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    resource_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    project_id: Mapped[str | None] = mapped_column(String(63), default=None, index=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(63), default=None, index=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | refused | failed
+    status_code: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    source_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AdminSession(Base):
+    """A dashboard login: the cookie holds a random session id, only its SHA-256 is stored here.
+
+    ``csrf_token`` is the per-session secret every dashboard form must echo back.
+    """
+
+    __tablename__ = "admin_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # the API token the admin logged in with: revoking it (or its expiry) ends the session too
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class WebhookEvent(enum.StrEnum):
+    """What a project's webhooks can subscribe to: an operation reaching a final state."""
+
+    OPERATION_SUCCEEDED = "operation.succeeded"
+    OPERATION_FAILED = "operation.failed"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # due at next_attempt_at (or in flight until then)
+    SUCCEEDED = "succeeded"  # a 2xx answer; never sent again
+    FAILED = "failed"  # out of attempts (or the webhook was disabled); never sent again
+
+
+class Webhook(Base):
+    """A project's notification endpoint. The signing secret is stored only encrypted (``SecretBox``).
+
+    Written by ``kaas_api.webhooks``; read by the provider, which queues deliveries to it when an operation
+    of the project finishes (``provider.webhooks``).
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # WebhookEvent values
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to send to one webhook (an outbox row), written in the transaction that finished the
+    operation; the delivery task sends it and records every attempt. Operation, cluster and project ids are
+    plain strings: the record outlives the cluster's rows (it goes with its webhook)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # one notification per webhook per operation outcome, however often a pass is retried
+        UniqueConstraint("webhook_id", "operation_id", "event", name="uq_webhook_deliveries_webhook_id"),
+        # the sweep's query: pending deliveries that are due
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    operation_id: Mapped[str] = mapped_column(String(36), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        lazy="raise", order_by="WebhookAttempt.number", passive_deletes=True
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: when, how it ended (status code or error), how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from kaas_api.audit.middleware import set_actor
 from kaas_api.deps import Uow
 from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
@@ -78,7 +79,7 @@ def get_proxy_context(request: Request) -> K8sProxyContext:
 def get_identity(request: Request, cluster_id: str, uow: Uow) -> ProxyIdentity:
     """Runs in a worker thread (sync session); domain errors become ``Status`` errors."""
     try:
-        return authorize_cluster(uow.session, request.headers.get("authorization"), cluster_id)
+        identity = authorize_cluster(uow.session, request.headers.get("authorization"), cluster_id)
     except KaasError as exc:
         log.info(
             "k8s-proxy denied cluster=%s method=%s path=%s status=%d reason=%r",
@@ -89,6 +90,8 @@ def get_identity(request: Request, cluster_id: str, uow: Uow) -> ProxyIdentity:
             exc.message,
         )
         raise KubeStatusError.from_domain(exc) from exc
+    set_actor(request, user_id=None, user_name=identity.user)
+    return identity
 
 
 Identity = Annotated[ProxyIdentity, Depends(get_identity)]

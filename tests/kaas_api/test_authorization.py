@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from kaas_api.auth.service import Principal, issue_token, revoke_token
-from kaas_api.db.models import ApiToken, Cluster, User
+from kaas_api.db.models import ApiToken, Cluster, Project, User, WebhookEvent
 from kaas_api.kubeconfig.service import issue_kubeconfig_token
-from tests.kaas_api.conftest import PRINCIPALS, World, bearer, cluster_body
+from kaas_api.security import SecretBox
+from kaas_api.webhooks.service import create_webhook
+from tests.kaas_api.conftest import PRINCIPALS, SECRET_KEY, World, bearer, cluster_body
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/openapi.json"): Access("public"),
     ("GET", "/docs"): Access("public"),
     ("GET", "/docs/oauth2-redirect"): Access("public"),
+    ("GET", "/metrics"): Access("admin"),  # or the scrape token: tests/kaas_api/test_metrics.py
     ("POST", "/v1/users"): Access("admin", {"name": "newcomer"}),
     ("GET", "/v1/users"): Access("admin"),
     ("GET", "/v1/me"): Access("user"),
@@ -77,6 +81,20 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", C + "/kubeconfig"): Access("viewer"),
     ("GET", "/v1/kubeconfig-tokens"): Access("user"),
     ("DELETE", "/v1/kubeconfig-tokens/{kubeconfig_token_id}"): Access("user"),
+    ("POST", "/v1/projects/{project}/webhooks"): Access(
+        "owner", {"url": "https://hooks.example.com/kaas", "events": ["operation.failed"]}
+    ),
+    ("GET", "/v1/projects/{project}/webhooks"): Access("viewer"),
+    ("GET", "/v1/projects/{project}/webhooks/{webhook_id}"): Access("viewer"),
+    ("DELETE", "/v1/projects/{project}/webhooks/{webhook_id}"): Access("owner"),
+    ("GET", "/v1/projects/{project}/webhooks/{webhook_id}/deliveries"): Access("viewer"),
+    ("GET", "/v1/admin/audit"): Access("admin"),
+    ("GET", "/v1/admin/clusters"): Access("admin"),
+    ("POST", "/v1/admin/clusters/{cluster_id}/pause"): Access("admin"),
+    ("POST", "/v1/admin/clusters/{cluster_id}/resume"): Access("admin"),
+    # c1's create operation has not failed: an admin passes authorization and meets the 409
+    ("POST", "/v1/admin/clusters/{cluster_id}/retry"): Access("admin_conflict"),
+    ("DELETE", "/v1/admin/clusters/{cluster_id}"): Access("admin"),
     **{
         (method, K8S): Access("k8s")
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -86,6 +104,7 @@ MATRIX: dict[tuple[str, str], Access] = {
 EXPECTED: dict[str, dict[str, int | None]] = {
     "user": dict.fromkeys(PRINCIPALS),
     "admin": {"admin": None, "owner": 403, "member": 403, "viewer": 403, "outsider": 403},
+    "admin_conflict": {"admin": 409, "owner": 403, "member": 403, "viewer": 403, "outsider": 403},
     "viewer": {"admin": None, "owner": None, "member": None, "viewer": None, "outsider": 404},
     "member": {"admin": None, "owner": None, "member": None, "viewer": 403, "outsider": 404},
     "owner": {"admin": None, "owner": None, "member": 403, "viewer": 403, "outsider": 404},
@@ -125,6 +144,25 @@ def kubeconfig_token_id(world: World, who: str) -> str:
         return row.id
 
 
+def webhook_id(world: World) -> str:
+    """A fresh webhook of project ``alpha`` (for the routes that name one)."""
+    session_factory: sessionmaker[Session] = world.client.app.state.kaas.session_factory  # type: ignore[attr-defined]
+    with session_factory() as session:
+        project = session.scalars(select(Project).where(Project.name == "alpha")).one()
+        owner = session.get_one(User, world.user_ids["owner"])
+        webhook, _secret = create_webhook(
+            session,
+            project=project,
+            url="https://hooks.example.com/kaas",
+            events=[WebhookEvent.OPERATION_FAILED],
+            secret=None,
+            created_by=owner,
+            secret_box=SecretBox(SECRET_KEY),
+        )
+        session.commit()
+        return webhook.id
+
+
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     """Every (method, path) the app serves: the OpenAPI operations (every API route, however routers are
     included) plus the plain Starlette routes (docs, schema). A route hidden from the schema is refused."""
@@ -148,6 +186,8 @@ def concrete_path(world: World, template: str, who: str) -> str:
     region = "spare" if template == "/v1/regions/{region}" else "r1"
     if "{kubeconfig_token_id}" in template:
         template = template.replace("{kubeconfig_token_id}", kubeconfig_token_id(world, who))
+    if "{webhook_id}" in template:
+        template = template.replace("{webhook_id}", webhook_id(world))
     return template.format(
         cluster_id=world.cluster_id,
         path="api/v1/namespaces",
@@ -230,5 +270,5 @@ def test_route_grants_or_denies_each_role_as_designed(
         assert 200 <= response.status_code < 300, f"{who} {method} {template}: {response.text}"
     else:
         assert response.status_code == expected, f"{who} {method} {template}: {response.text}"
-        names = {403: "forbidden", 404: "not_found", 503: "service_unavailable"}
+        names = {403: "forbidden", 404: "not_found", 409: "conflict", 503: "service_unavailable"}
         assert error_name(response) in (names[expected], None)

@@ -1,0 +1,1 @@
+"""The operators' API (``/v1/admin``) and the fleet-wide queries the dashboard shares with it."""

@@ -1,0 +1,120 @@
+"""Records an audit event for every mutating request, before its response leaves.
+
+A pure ASGI middleware (the k8s proxy streams, so no response is buffered): for POST, PUT, PATCH and DELETE
+it waits for the response head, writes the event in its own transaction (so refused and failed attempts
+are recorded, and a rolled-back request still leaves its trace), then lets the head go. The event is
+visible to the caller as soon as it has its response. Who the caller was is what the authentication
+dependencies put on the request state (``set_actor``); the route template and the endpoint's name come
+from FastAPI's routing. Request bodies, headers and tokens are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kaas_api.audit.service import AuditRecord, record
+from kaas_api.observability.request_id import current_request_id
+
+log = logging.getLogger(__name__)
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ACTOR_KEY = "kaas_audit_actor"
+_EXTRA_KEY = "kaas_audit_extra"
+
+
+def set_actor(request: Request, *, user_id: str | None, user_name: str, via: str = "api") -> None:
+    """Called by the authentication dependencies once they know the caller."""
+    request.state.kaas_audit_actor = (user_id, user_name, via)
+
+
+def add_audit_detail(request: Request, **detail: str) -> None:
+    """Non-secret facts a handler wants on its audit event (e.g. the id of what it created)."""
+    extra = getattr(request.state, _EXTRA_KEY, None)
+    if extra is None:
+        extra = {}
+        request.state.kaas_audit_extra = extra
+    extra.update({key: str(value)[:255] for key, value in detail.items()})
+
+
+def _action(scope: Scope) -> tuple[str, str]:
+    route = scope.get("route")
+    # path_format is the template without converters, as the OpenAPI schema spells it
+    template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+    name = getattr(route, "name", None) or "unmatched"
+    return template, name
+
+
+def _source_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0])[:64] if client else None
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp, *, session_factory: Callable[[], Session]) -> None:
+        self.app = app
+        self._session_factory = session_factory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method", "GET") not in MUTATING_METHODS:
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})  # the request's state: where the auth dependencies leave the actor
+        recorded = False
+
+        async def send_after_audit(message: Message) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                await self._record(scope, int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_audit)
+        except Exception:
+            if not recorded:
+                recorded = True
+                await self._record(scope, 500)
+            raise
+
+    async def _record(self, scope: Scope, status_code: int) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        actor = state.get(_ACTOR_KEY)
+        template, name = _action(scope)
+        path_params = {str(k): str(v) for k, v in (scope.get("path_params") or {}).items()}
+        if template.startswith("/k8s/"):
+            # the Kubernetes path says which object was changed; it never carries a secret
+            path_params["path"] = path_params.get("path", "")[:255]
+        entry = AuditRecord(
+            method=str(scope.get("method", "")),
+            route=template,
+            action=name,
+            path_params=path_params,
+            status_code=status_code,
+            via=actor[2] if actor else ("dashboard" if template.startswith("/admin") else "api"),
+            actor_id=actor[0] if actor else None,
+            actor_name=actor[1] if actor else None,
+            request_id=current_request_id() or state.get("request_id"),
+            source_ip=_source_ip(scope),
+            extra=dict(state.get(_EXTRA_KEY) or {}),
+        )
+        try:
+            await run_in_threadpool(self._write, entry)
+        except Exception:
+            # the change itself already happened (or was refused): losing its trace must not turn the
+            # answer into an error, but it must be loud
+            log.exception("audit: could not record %s %s (status %d)", entry.method, template, status_code)
+
+    def _write(self, entry: AuditRecord) -> None:
+        session = self._session_factory()
+        try:
+            record(session, entry)
+            session.commit()
+        finally:
+            session.close()

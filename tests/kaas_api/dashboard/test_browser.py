@@ -1,0 +1,194 @@
+"""The admin dashboard in a real headless Chromium (Debian's, driven by Playwright) against the real API
+served by uvicorn on 127.0.0.1 and PostgreSQL: log in, see the overview, find a cluster by name, open it,
+pause and resume it (confirming the dialogs), read its operation timeline, revoke a token; a non-admin is
+refused. Each page's screenshot is kept in docs/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.db.models import ApiToken, Cluster, Operation
+from kaas_api.security import hash_token
+from tests.conftest import IN_CI, ROOT
+from tests.kaas_api.conftest import World, cluster_body
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("KAAS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def base_url(app: FastAPI, world: World) -> Iterator[str]:
+    """The same app the ``world`` was built on, served over real HTTP in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", ws="none", log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium not found at {CHROMIUM}; scripts/test.sh installs Debian's chromium"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield launched
+        launched.close()
+
+
+def more_clusters(world: World, session_factory: sessionmaker[Session]) -> None:
+    """A small fleet: a second running-looking cluster and one whose create failed."""
+    for name in ("web-frontend", "batch-jobs"):
+        response = world.call("owner", "POST", "/v1/projects/alpha/clusters", cluster_body(name))
+        assert response.status_code == 202, response.text
+    with session_factory() as session:
+        failed = session.scalar(select(Cluster).where(Cluster.name == "batch-jobs"))
+        assert failed is not None
+        failed.phase = "error"
+        operation = session.scalar(select(Operation).where(Operation.cluster_id == failed.id))
+        assert operation is not None
+        operation.state, operation.step, operation.progress = "failed", "control_plane", 40
+        operation.error = "control_plane: flavor 'small' does not exist in the cloud"
+        session.commit()
+
+
+def shoot(page: object, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_an_admin_steers_the_fleet_in_a_real_browser(
+    browser: object, base_url: str, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    more_clusters(world, session_factory)
+    context = browser.new_context(viewport={"width": 1360, "height": 900})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    # log in
+    page.goto(base_url + "/admin")
+    assert page.url.startswith(base_url + "/admin/login")
+    shoot(page, "01-login")
+    page.fill("#token", world.tokens["admin"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Fleet overview")
+    assert page.inner_text("#clusters-live") == "3"
+    assert "error" in page.inner_text("#by-phase")
+    shoot(page, "02-overview")
+
+    # find a cluster by name and open it
+    page.click("nav >> text=Clusters")
+    page.fill("#search", "web")
+    page.click("form[role=search] button")
+    rows = page.locator("#clusters tr")
+    assert rows.count() == 2  # the header and web-frontend
+    assert "web-frontend" in page.inner_text("#clusters")
+    shoot(page, "03-clusters")
+    page.click("#clusters >> text=web-frontend")
+    page.wait_for_selector("h1 >> text=web-frontend")
+
+    # pause and resume it, confirming each dialog
+    page.click("#pause")
+    page.wait_for_selector("#paused")
+    assert "paused" in page.inner_text("#flash")
+    shoot(page, "04-cluster-paused")
+    with session_factory() as session:
+        paused = session.scalar(select(Cluster).where(Cluster.name == "web-frontend"))
+        assert paused is not None
+        assert paused.paused
+    page.click("#resume")
+    page.wait_for_selector("#pause")
+    assert page.locator("#paused").count() == 0
+
+    # the operation timeline, and its audit entries
+    assert "create" in page.inner_text("#operations")
+    audit = page.inner_text("#audit")
+    assert "dashboard_pause_cluster" in audit
+    assert "dashboard_resume_cluster" in audit
+    shoot(page, "05-cluster")
+
+    # a failed cluster shows its error on the timeline
+    page.goto(base_url + "/admin/clusters?phase=error")
+    page.click("#clusters >> text=batch-jobs")
+    timeline = page.inner_text("#operations")
+    assert "failed" in timeline
+    assert "does not exist in the cloud" in timeline
+    assert page.locator("#retry").count() == 1
+    shoot(page, "06-cluster-failed")
+
+    # revoke a token
+    assert world.call("member", "GET", "/v1/me").status_code == 200
+    with session_factory() as session:
+        token = session.scalar(
+            select(ApiToken).where(ApiToken.token_hash == hash_token(world.tokens["member"]))
+        )
+        assert token is not None
+        token_id = token.id
+    page.goto(base_url + "/admin/users?user=member")
+    page.click(f"#token-{token_id} button")
+    page.wait_for_selector("#flash")
+    assert "revoked" in page.inner_text(f"#token-{token_id}")
+    assert world.call("member", "GET", "/v1/me").status_code == 401
+    shoot(page, "07-users-and-tokens")
+
+    for path, name in (("/admin/regions", "08-regions"), ("/admin/projects", "09-projects")):
+        page.goto(base_url + path)
+        shoot(page, name)
+    page.goto(base_url + "/admin/audit?user=admin")
+    assert "dashboard_revoke_token" in page.inner_text("#audit-log")
+    shoot(page, "10-audit-log")
+
+    page.click("text=Log out")
+    page.wait_for_selector("#token")
+    page.goto(base_url + "/admin")
+    assert page.url.startswith(base_url + "/admin/login")
+    context.close()
+
+
+def test_a_non_admin_is_refused_in_a_real_browser(browser: object, base_url: str, world: World) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 600})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(base_url + "/admin/login")
+    page.fill("#token", world.tokens["owner"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("[role=alert]")
+    assert "global admins only" in page.inner_text("[role=alert]")
+    shoot(page, "11-non-admin-refused")
+    page.goto(base_url + "/admin/clusters")
+    assert page.url.startswith(base_url + "/admin/login")
+    context.close()
