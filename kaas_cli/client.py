@@ -26,6 +26,7 @@ class KaasClient:
             base_url=config.url.rstrip("/"),
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=timeout,
+            verify=config.verify(),
         )
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ written with mode 0600. ``KAAS_CLI_CONFIG`` points elsewhere (tests use that).
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,13 @@ class CliConfig:
     token: str | None = None
     project: str | None = None
     region: str | None = None
+    ca_file: str | None = None  # the CA that signed the API's certificate, when it is not a public one
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx should verify the API's certificate with."""
+        if self.ca_file:
+            return ssl.create_default_context(cafile=self.ca_file)
+        return True
 
     @classmethod
     def load(cls, path: Path | None = None) -> CliConfig:

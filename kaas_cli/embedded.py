@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -83,3 +84,36 @@ def seed_embedded(factory: sessionmaker[Session], *, cloud_name: str) -> SeedRes
             session.add(ProjectMember(project_id=project.id, user_id=admin.id, role=Role.OWNER.value))
             session.add(Quota(project_id=project.id))
     return SeedResult(admin_token=token, project=DEFAULT_PROJECT, region=DEFAULT_REGION)
+
+
+@dataclass(frozen=True)
+class EmbeddedTls:
+    """The embedded API's serving certificate: kubectl sends bearer tokens only over HTTPS."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+def ensure_embedded_tls(state_dir: Path, *, valid_days: int = 365) -> EmbeddedTls:
+    """A private CA and a certificate for 127.0.0.1 and localhost in ``state_dir/tls``, made on first use
+    and again when the certificate is missing or expires within a day. The key is readable by its owner
+    only; the CA goes into the CLI config and into every downloaded kubeconfig."""
+    from cryptography import x509
+
+    from simcloud.kube.tls import make_serving_certificate
+
+    tls_dir = state_dir / "tls"
+    tls = EmbeddedTls(cert_file=tls_dir / "api.crt", key_file=tls_dir / "api.key", ca_file=tls_dir / "ca.crt")
+    if all(path.exists() for path in (tls.cert_file, tls.key_file, tls.ca_file)):
+        certificate = x509.load_pem_x509_certificate(tls.cert_file.read_bytes())
+        if certificate.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1):
+            return tls
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    made = make_serving_certificate(valid_days=valid_days)
+    fd = os.open(tls.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(made.key_pem)
+    tls.cert_file.write_bytes(made.cert_pem)
+    tls.ca_file.write_bytes(made.ca_pem)
+    return tls

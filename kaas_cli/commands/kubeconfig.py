@@ -31,7 +31,11 @@ def fetch_kubeconfig(
     url = f"{config.url.rstrip('/')}/v1/projects/{project}/clusters/{cluster}/kubeconfig"
     try:
         response = httpx.get(
-            url, params=params, headers={"Authorization": f"Bearer {config.token}"}, timeout=30.0
+            url,
+            params=params,
+            headers={"Authorization": f"Bearer {config.token}"},
+            timeout=30.0,
+            verify=config.verify(),
         )
     except httpx.HTTPError as exc:
         err_console.print(f"[red]error:[/] cannot reach the kaas API at {config.url}: {exc}")

