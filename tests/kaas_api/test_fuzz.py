@@ -60,6 +60,8 @@ def path_for(template: str, world: World, value: str | None = None) -> str:
         "token_id": world.spare_token_ids["admin"],
         "kubeconfig_token_id": world.spare_token_ids["admin"],
         "operation_id": world.operation_id,
+        "cluster_id": world.cluster_id,
+        "webhook_id": "00000000-0000-0000-0000-000000000000",
     }
     if value is not None:
         defaults = {key: quote(value, safe="") or "x" for key in defaults}
