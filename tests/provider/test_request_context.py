@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +27,8 @@ from kaas_api.dispatch import CeleryDispatcher
 from kaas_api.observability.logs import configure_logging, unconfigure_logging
 from kaas_api.projects.service import create_project
 from kaas_api.users.service import create_user
-from provider.celery_app import EmbeddedWorker, make_celery, run_embedded_worker, worker_queues
-from provider.config import ProviderSettings
-from simcloud.testing import SimCloudHandle, run_simcloud
+from provider.celery_app import EmbeddedWorker
 from tests.provider.factories import TEST_SECRET_KEY, create_cluster, ensure_region
-from tests.provider.harness import make_context
 
 pytestmark = pytest.mark.redis
 
@@ -56,29 +52,6 @@ def json_logs() -> Iterator[LogBuffer]:
     yield buffer
     unconfigure_logging()
     root.setLevel(level)
-
-
-@pytest.fixture
-def simcloud(tmp_path: Path) -> Iterator[SimCloudHandle]:
-    with run_simcloud(state_dir=tmp_path / "simcloud", boot_delay=0.0) as handle:
-        yield handle
-
-
-@pytest.fixture
-def region() -> str:
-    return f"rid-{uuid.uuid4().hex[:8]}"  # its own queue: other test runs share the Redis database
-
-
-@pytest.fixture
-def worker(
-    session_factory: sessionmaker[Session], simcloud: SimCloudHandle, redis_url: str, region: str
-) -> Iterator[EmbeddedWorker]:
-    settings = ProviderSettings(broker_url=redis_url, regions=[region], sweep_interval_seconds=3600)
-    app = make_celery(settings, context=make_context(session_factory, simcloud.clouds_yaml))
-    handle = run_embedded_worker(app, queues=worker_queues([region]), concurrency=2)
-    yield handle
-    handle.stop()
-    app.close()
 
 
 @pytest.fixture
