@@ -136,6 +136,9 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
                     "0",
                     "--lb-delay",
                     "0",
+                    # one router gateway address per cluster: the default /24 holds about 240
+                    "--external-cidr",
+                    "172.24.0.0/16",
                 ],
                 env,
                 workdir / f"simcloud-{n}.log",

@@ -6,6 +6,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from simcloud.state import DEFAULT_EXTERNAL_CIDR
 from simcloud.testing import run_simcloud
 
 
@@ -17,9 +18,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, required=True, help="where clouds.yaml is written")
     parser.add_argument("--boot-delay", type=float, default=2.0, help="seconds a server stays in BUILD")
     parser.add_argument("--lb-delay", type=float, default=2.0, help="seconds a load balancer stays PENDING_*")
+    parser.add_argument(
+        "--external-cidr",
+        default=DEFAULT_EXTERNAL_CIDR,
+        help="subnet of the external network; each cluster's router takes one address of it",
+    )
     args = parser.parse_args(argv)
     with run_simcloud(
-        state_dir=args.state_dir, boot_delay=args.boot_delay, lb_delay=args.lb_delay, port=args.port
+        state_dir=args.state_dir,
+        boot_delay=args.boot_delay,
+        lb_delay=args.lb_delay,
+        port=args.port,
+        external_cidr=args.external_cidr,
     ) as handle:
         print(f"simcloud on {handle.base_url}; clouds.yaml: {handle.clouds_yaml}", flush=True)
         try:

@@ -124,6 +124,19 @@ class _Event:
     target: str = field(compare=False)
 
 
+# as in the real OpenStack of ../shared/openstack: one router gateway address each, so about 240 clusters;
+# scale benchmarks pass a larger one
+DEFAULT_EXTERNAL_CIDR = "172.24.4.0/24"
+
+
+def external_pool(cidr: str) -> tuple[str, str]:
+    """The floating range of the external subnet: from .10 to five before the broadcast address."""
+    network = ipaddress.ip_network(cidr)
+    if network.num_addresses < 32:
+        raise ValueError(f"external network {cidr} is too small: give a /27 or larger")
+    return str(network.network_address + 10), str(network.broadcast_address - 5)
+
+
 class SimCloud:
     """The whole simulated cloud. Thread-safe: every access to ``tables`` holds ``lock``."""
 
@@ -134,8 +147,10 @@ class SimCloud:
         lb_delay: float = 0.0,
         hosts: Iterable[str] = DEFAULT_HOSTS,
         tick_interval: float = 0.05,
+        external_cidr: str = DEFAULT_EXTERNAL_CIDR,
     ) -> None:
         self.lock = threading.RLock()
+        self.external_cidr = str(ipaddress.ip_network(external_cidr))
         self.boot_delay = boot_delay
         self.lb_delay = lb_delay
         self.hosts = tuple(hosts)
@@ -191,8 +206,8 @@ class SimCloud:
             project_id=admin_project,
             network_id=public["id"],
             name="public-subnet",
-            cidr="172.24.4.0/24",
-            pool=("172.24.4.10", "172.24.4.250"),
+            cidr=self.external_cidr,
+            pool=external_pool(self.external_cidr),
             enable_dhcp=False,
         )
         for project_id in self.projects.values():

@@ -20,7 +20,7 @@ import uvicorn
 import yaml
 
 from simcloud.app import create_app
-from simcloud.state import SimCloud
+from simcloud.state import DEFAULT_EXTERNAL_CIDR, SimCloud
 
 STARTUP_TIMEOUT = 15.0
 
@@ -87,10 +87,15 @@ def _wait_until_up(port: int, thread: threading.Thread, timeout: float) -> None:
 
 @contextmanager
 def run_simcloud(
-    *, state_dir: Path, boot_delay: float = 0.0, lb_delay: float = 0.0, port: int = 0
+    *,
+    state_dir: Path,
+    boot_delay: float = 0.0,
+    lb_delay: float = 0.0,
+    port: int = 0,
+    external_cidr: str = DEFAULT_EXTERNAL_CIDR,
 ) -> Iterator[SimCloudHandle]:
     """Serve a fresh simulated cloud on 127.0.0.1 (``port`` 0: a free one) until the block exits."""
-    sim = SimCloud(boot_delay=boot_delay, lb_delay=lb_delay)
+    sim = SimCloud(boot_delay=boot_delay, lb_delay=lb_delay, external_cidr=external_cidr)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))

@@ -107,3 +107,17 @@ def test_overlapping_subnet_is_refused(conn: Connection) -> None:
     conn.network.create_subnet(network_id=net.id, cidr="10.0.0.0/24", ip_version=4)
     with pytest.raises(exceptions.BadRequestException, match="overlaps"):
         conn.network.create_subnet(network_id=net.id, cidr="10.0.0.0/16", ip_version=4)
+
+
+def test_the_external_network_runs_out_of_addresses_like_the_real_one_unless_made_larger() -> None:
+    from simcloud.state import SimCloud, external_pool
+
+    assert external_pool("172.24.4.0/24") == ("172.24.4.10", "172.24.4.250")  # as ../shared/openstack
+    assert external_pool("172.24.0.0/16") == ("172.24.0.10", "172.24.255.250")
+    sim = SimCloud(external_cidr="10.200.0.0/16")
+    public = [n for n in sim.tables["networks"].values() if n["router:external"]]
+    assert len(public) == 1
+    subnets = [s for s in sim.tables["subnets"].values() if s["network_id"] == public[0]["id"]]
+    assert [s["cidr"] for s in subnets] == ["10.200.0.0/16"]
+    with pytest.raises(ValueError, match="too small"):
+        SimCloud(external_cidr="10.0.0.0/29")
