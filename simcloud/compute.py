@@ -648,6 +648,10 @@ def list_server_groups(ctx: Ctx) -> Response:
         for g in ctx.sim.tables["server_groups"].values()
         if everything or g["project_id"] == ctx.who.project_id
     ]
+    # Nova pages server groups by offset and limit (no marker); openstacksdk's own paging sends markers
+    offset = ctx.arg("offset")
+    if offset and offset.isdigit():
+        groups = groups[int(offset) :]
     return json_response({"server_groups": [_group_view(ctx, g) for g in _paginate(ctx, groups)]})
 
 

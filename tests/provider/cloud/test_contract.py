@@ -294,3 +294,22 @@ def test_the_sweep_finds_clusters_by_their_tags(cloud: CloudUnderTest, cluster_i
     found = cloud.driver.list_tagged_cluster_ids()
     assert cluster_id in found
     assert other not in found
+
+
+def test_a_clusters_server_group_is_found_on_any_page_of_the_listing(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    """Nova lists server groups in pages (limit/offset) and cannot filter them by name: with one group a
+    page, each cluster's group is still found, once, and ensuring it again creates no second one."""
+    paged = OpenStackDriver(cloud.driver._conn, server_group_page=1)
+    others = [cloud.new_cluster_id(), cloud.new_cluster_id()]
+    try:
+        ids = {c: paged.ensure_server_group(c, policy="soft-anti-affinity") for c in (cluster_id, *others)}
+        assert len(set(ids.values())) == 3
+        for cluster, group_id in ids.items():
+            assert paged.ensure_server_group(cluster, policy="soft-anti-affinity") == group_id
+            groups = [r for r in paged.list_cluster_resources(cluster) if r.kind == "server_group"]
+            assert [g.id for g in groups] == [group_id]
+    finally:
+        for other in others:
+            cloud.delete_and_check(other)
