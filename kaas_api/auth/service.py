@@ -18,6 +18,7 @@ from kaas_api.security import USER_TOKEN_PREFIX, generate_token, hash_token
 from kaas_api.validation import is_dns_label, is_uuid
 
 TOKEN_DISPLAY_PREFIX_LENGTH = 12
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # how exactly api_tokens.last_used_at follows use
 _MAX_AUTHORIZATION_LENGTH = 512
 
 
@@ -66,7 +67,10 @@ def authenticate(
         raise Unauthenticated("token expired: create a new one")
     if user.disabled_at is not None:
         raise Unauthenticated("user is disabled")
-    api_token.last_used_at = now
+    last_used = as_utc(api_token.last_used_at)
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        # at most one write a minute per token: kubectl's every request would otherwise be a commit
+        api_token.last_used_at = now
     return Principal(user=user, token=api_token)
 
 

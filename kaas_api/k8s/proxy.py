@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
@@ -69,6 +69,25 @@ class K8sProxyContext:
     internal_secret: str
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 120.0  # per read; watches and log follows have none
+    _clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client to the tunnel servers, one per event loop, kept for the process's lifetime.
+
+        Shared rather than made per request: building an ``httpx.AsyncClient`` loads the CA bundle (tens of
+        milliseconds of CPU), and a shared pool keeps connections to the tunnel servers alive.
+        """
+        loop = asyncio.get_running_loop()
+        held = self._clients.get(id(loop))
+        if held is not None and held[0] is loop:
+            return held[1]
+        client = httpx.AsyncClient(
+            trust_env=False, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        )
+        self._clients[id(loop)] = (loop, client)
+        return client
 
 
 def get_proxy_context(request: Request) -> K8sProxyContext:
@@ -153,30 +172,26 @@ async def proxy(
         url += "?" + query
     streaming = _is_streaming(query, k8s_path)
     read_timeout = None if streaming else context.read_timeout_seconds
-    client = httpx.AsyncClient(
+    client = context.client()
+    outgoing = client.build_request(
+        request.method,
+        url,
+        headers=upstream_headers(request, identity, secret=context.internal_secret),
+        content=request.stream() if _has_body(request) else None,
         timeout=httpx.Timeout(
             connect=context.connect_timeout_seconds,
             read=read_timeout,
             write=context.read_timeout_seconds,
             pool=context.connect_timeout_seconds,
         ),
-        trust_env=False,
-    )
-    outgoing = client.build_request(
-        request.method,
-        url,
-        headers=upstream_headers(request, identity, secret=context.internal_secret),
-        content=request.stream() if _has_body(request) else None,
     )
     started = time.monotonic()
     try:
         upstream = await client.send(outgoing, stream=True)
     except httpx.TimeoutException as exc:
-        await client.aclose()
         _log(identity, request, k8s_path, status=504, sent=0, started=started, outcome="timeout")
         raise KubeStatusError(504, f"the cluster {identity.cluster_name} did not answer in time") from exc
     except httpx.TransportError as exc:
-        await client.aclose()
         _log(identity, request, k8s_path, status=503, sent=0, started=started, outcome="unreachable")
         raise KubeStatusError(
             503,
@@ -184,7 +199,6 @@ async def proxy(
         ) from exc
     return UpstreamResponse(
         upstream,
-        client,
         on_done=lambda sent, outcome: _log(
             identity,
             request,
@@ -248,13 +262,11 @@ class UpstreamResponse(Response):
     def __init__(
         self,
         upstream: httpx.Response,
-        client: httpx.AsyncClient,
         *,
         on_done: Any,
     ) -> None:
         super().__init__(status_code=upstream.status_code)
         self._upstream = upstream
-        self._client = client
         self._on_done = on_done
         # raw bytes go through (aiter_raw), so a Content-Length still matches the body
         self.raw_headers = [
@@ -297,6 +309,5 @@ class UpstreamResponse(Response):
             for task in (relay_task, gone_task):
                 task.cancel()
             await asyncio.gather(relay_task, gone_task, return_exceptions=True)
-            await self._upstream.aclose()
-            await self._client.aclose()
+            await self._upstream.aclose()  # an unfinished body closes its connection instead of pooling it
             self._on_done(sent, outcome)
