@@ -37,29 +37,43 @@ def authenticate(
     authorization: str | None,
     *,
     now: datetime | None = None,
-    kubeconfig_cluster_id: str | None = None,
 ) -> Principal:
     """Resolve an ``Authorization: Bearer <token>`` header to its user, or raise ``Unauthenticated``.
 
-    Only user API tokens, except on the k8s proxy, which passes ``kubeconfig_cluster_id``: then a kubeconfig
-    token of exactly that cluster is accepted too (anywhere else, and on another cluster, it is "invalid").
-    Agent tokens are not ``api_tokens`` rows at all, so they never authenticate here.
+    Only user API tokens: a kubeconfig token is "invalid" here; it authenticates only on the k8s proxy of its
+    own cluster (``kaas_api.k8s.access``, with ``accepted_token_kinds(cluster_id)``). Agent tokens are not
+    ``api_tokens`` rows at all, so they never authenticate here.
     """
+    token_hash = bearer_token_hash(authorization)
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == token_hash, accepted_token_kinds(None))
+    ).one_or_none()
+    if row is None:
+        raise Unauthenticated("invalid token")
+    api_token, user = row
+    return check_token(api_token, user, now=now or utcnow())
+
+
+def bearer_token_hash(authorization: str | None) -> str:
+    """The stored hash of the token in an ``Authorization: Bearer <token>`` header; ``Unauthenticated``
+    when there is none or the header is malformed."""
     if not authorization:
         raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(authorization) > _MAX_AUTHORIZATION_LENGTH:
         raise Unauthenticated("malformed Authorization header: send 'Authorization: Bearer <token>'")
-    now = now or utcnow()
-    row = session.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(token), _accepted_kinds(kubeconfig_cluster_id))
-    ).one_or_none()
-    if row is None:
-        raise Unauthenticated("invalid token")
-    api_token, user = row
+    return hash_token(token)
+
+
+def check_token(api_token: ApiToken, user: User, *, now: datetime) -> Principal:
+    """The principal of a token row found by its hash, unless it is revoked, expired or its user disabled.
+
+    Separate from the look-up so that a caller may fetch the token in a larger query of its own (the k8s
+    proxy fetches token, cluster and membership in one round trip).
+    """
     if api_token.revoked_at is not None:
         raise Unauthenticated("token was revoked")
     expires_at = as_utc(api_token.expires_at)
@@ -74,7 +88,8 @@ def authenticate(
     return Principal(user=user, token=api_token)
 
 
-def _accepted_kinds(kubeconfig_cluster_id: str | None) -> ColumnElement[bool]:
+def accepted_token_kinds(kubeconfig_cluster_id: str | None) -> ColumnElement[bool]:
+    """User API tokens; with a cluster id, also the kubeconfig tokens of exactly that cluster."""
     user_token = ApiToken.kind == TokenKind.USER.value
     if kubeconfig_cluster_id is None:
         return user_token

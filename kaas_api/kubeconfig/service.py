@@ -2,7 +2,7 @@
 
 Owned by ``kaas_api.kubeconfig``; called by its endpoints (and by tests). A kubeconfig token is an
 ``api_tokens`` row of kind ``kubeconfig`` bound to one user and one cluster: it authenticates only on that
-cluster's k8s proxy (``kaas_api.auth.service.authenticate`` with ``kubeconfig_cluster_id``), never on
+cluster's k8s proxy (``kaas_api.k8s.access.authorize_cluster``), never on
 ``/v1``. Only its digest is stored. Raises domain errors only.
 
 kubectl sends a kubeconfig's credentials (token or exec plugin alike) only to an ``https://`` server

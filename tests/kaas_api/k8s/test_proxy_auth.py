@@ -107,6 +107,22 @@ def test_another_projects_user_and_unknown_clusters_answer_404(world: World) -> 
     assert_status(world.client.get(k8s("not-a-uuid"), headers=world.auth("admin")), 404)
 
 
+def test_a_bad_token_is_401_before_anything_is_said_about_the_cluster(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    for cluster_id in (world.cluster_id, "00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        for headers in ({}, bearer("kaas_u_not-a-real-token"), {"Authorization": "Basic eDp5"}):
+            assert_status(world.client.get(k8s(cluster_id), headers=headers), 401)
+    with session_factory() as session:
+        user = session.get(User, world.user_ids["owner"])
+        assert user is not None
+        user.disabled_at = utcnow()
+        session.commit()
+    response = world.client.get(k8s(world.cluster_id), headers=world.auth("owner"))
+    assert_status(response, 401)
+    assert "disabled" in response.json()["message"]
+
+
 def test_a_deleted_cluster_answers_404(world: World, session_factory: sessionmaker[Session]) -> None:
     with session_factory() as session:
         cluster = session.get(Cluster, world.cluster_id)
