@@ -31,7 +31,9 @@ class AppContext:
     dispatcher: TaskDispatcher
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    """``async`` although it awaits nothing: FastAPI runs every plain ``def`` dependency in a worker thread,
+    and a thread hop costs more than this whole function."""
     context: AppContext = request.app.state.kaas
     return context
 
@@ -39,7 +41,7 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings(context: Context) -> ApiSettings:
+async def get_settings(context: Context) -> ApiSettings:
     return context.settings
 
 

@@ -67,6 +67,19 @@ def test_revoked_and_expired_kubeconfig_tokens_answer_401_status(
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_the_proxy_records_when_a_kubeconfig_token_was_last_used(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    token_id, token = kubeconfig_token(
+        session_factory, world, "viewer", world.cluster_id, ttl=timedelta(days=1)
+    )
+    world.client.get(k8s(world.cluster_id), headers=bearer(token))
+    with session_factory() as session:
+        row = session.get(ApiToken, token_id)
+        assert row is not None
+        assert row.last_used_at is not None
+
+
 def test_a_kubeconfig_token_of_another_cluster_is_refused(
     world: World, session_factory: sessionmaker[Session]
 ) -> None:
