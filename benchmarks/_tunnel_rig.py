@@ -10,9 +10,9 @@ serves, writes a small JSON "ready" file (its URL) that the driver polls, so por
 Listening sockets are made with ``proto=IPPROTO_TCP`` (``tcp_listener``): asyncio only sets TCP_NODELAY on
 accepted sockets whose protocol is IPPROTO_TCP, and a ``socket.socket(AF_INET, SOCK_STREAM)`` listener has
 protocol 0, so a response written in two pieces waits for the client's delayed ACK (~40 ms per request on
-Linux). A real apiserver (Go) disables Nagle; so do these. ``run_kube_standin`` and the tunnel server's
-internal endpoint use protocol-0 listeners today (see the benchmark's report).
-- ``tunnel [--nodelay]``: the tunnel server exactly as ``kaas tunnel`` runs it (``run_tunnel_server()``,
+Linux). A real apiserver (Go) disables Nagle; so do these, and so do the tunnel server's listeners,
+``run_kube_standin`` and the simulated cloud.
+- ``tunnel``: the tunnel server exactly as ``kaas tunnel`` runs it (``run_tunnel_server()``,
   settings from ``KAAS_*``, ports 0), after raising this process's file-descriptor limit to its hard limit;
   the driver reads the bound ports from its INFO startup line.
 - ``api URL_FILE``: the API (``create_app``) with the Redis tunnel registry, since ``kaas api`` does not
@@ -99,27 +99,13 @@ def run_standin(url_file: str) -> None:
         standin.close()
 
 
-def run_tunnel(*options: str) -> None:
-    """``kaas tunnel``. ``--nodelay`` is a what-if, not kaas as shipped: the internal endpoint's listener is
-    made with IPPROTO_TCP, so accepted connections get TCP_NODELAY."""
+def run_tunnel() -> None:
+    """``kaas tunnel``, as shipped."""
     raise_fd_limit()
     from provider.tunnel.main import run_tunnel_server
 
     # the driver reads the bound ports from the startup line ("agents at ..., internal endpoint at ...")
     logging.getLogger("provider.tunnel.server").setLevel(logging.INFO)
-
-    if "--nodelay" in options:
-        from provider.tunnel import server as tunnel_server_module
-
-        def nodelay_listener(host: str, port: int) -> socket.socket:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-            return sock
-
-        tunnel_server_module._bound_socket = nodelay_listener  # what-if only
     run_tunnel_server()
 
 
@@ -200,7 +186,7 @@ def main(argv: list[str]) -> None:
     if role == "standin":
         run_standin(*args)
     elif role == "tunnel":
-        run_tunnel(*args)
+        run_tunnel()
     elif role == "api":
         run_api(*args)
     elif role == "agents":

@@ -23,10 +23,8 @@ What is measured:
    both ``cluster_agents.connected`` and the Redis registry say so. Reports KiB per session overall
    ((all - idle) / n) and marginal ((all - tenth) / (n - tenth), without one-time costs). Target ≤ 100 KiB.
 
-The stand-in and the API are served with TCP_NODELAY (as a real apiserver is; see ``_tunnel_rig``): with
-``run_kube_standin``'s protocol-0 listener every stand-in answer waits ~40 ms for a delayed ACK, which would
-swamp the comparison. The tunnel server runs as shipped; ``--what-if-nodelay`` gives its internal endpoint
-TCP_NODELAY too (a what-if, labelled so in the output).
+Every listener has TCP_NODELAY (as a real apiserver's has; see ``_tunnel_rig``): without it a response
+written in two pieces waits ~40 ms for the client's delayed ACK, which would swamp the comparison.
 
 Everything started here is stopped, and the database dropped and Redis db 13 flushed, also on Ctrl-C/SIGTERM.
 """
@@ -151,7 +149,7 @@ class TunnelProcess:
 
 
 @contextmanager
-def tunnel_server(env: dict[str, str], log: Path, *, nodelay: bool = False) -> Iterator[TunnelProcess]:
+def tunnel_server(env: dict[str, str], log: Path) -> Iterator[TunnelProcess]:
     """``kaas tunnel`` in its own process on OS-picked ports, read back from its startup log line."""
     child_env = {
         **env,
@@ -162,7 +160,7 @@ def tunnel_server(env: dict[str, str], log: Path, *, nodelay: bool = False) -> I
         "KAAS_INTERNAL_SECRET": INTERNAL_SECRET,
     }
     log.unlink(missing_ok=True)
-    with child([*RIG, "tunnel", *(["--nodelay"] if nodelay else [])], env=child_env, log=log) as proc:
+    with child([*RIG, "tunnel"], env=child_env, log=log) as proc:
 
         def started() -> re.Match[str] | None:
             return TUNNEL_STARTED.search(log.read_text(errors="replace")) if log.exists() else None
@@ -374,7 +372,7 @@ def ratio_line(label: str, direct: float, other: float, *, target: str, ok: bool
     return f"  {label:<34} {other / direct:6.2f}x   target {target:<10} {'OK' if ok else 'MISSED'}"
 
 
-def run(sizes: Sizes, workdir: Path, *, nodelay_what_if: bool) -> None:
+def run(sizes: Sizes, workdir: Path) -> None:
     def say(text: str) -> None:
         print(text, flush=True)
 
@@ -402,7 +400,7 @@ def run(sizes: Sizes, workdir: Path, *, nodelay_what_if: bool) -> None:
         )
         standin_url = ready_file(workdir / "standin.json", standin, "the stand-in")["url"]
         kubeconfig = write_kubeconfig(workdir / "agent.kubeconfig", server=standin_url, token=SA_TOKEN)
-        tunnel = stack.enter_context(tunnel_server(env, workdir / "tunnel-main.log", nodelay=nodelay_what_if))
+        tunnel = stack.enter_context(tunnel_server(env, workdir / "tunnel-main.log"))
         api = stack.enter_context(
             child([*RIG, "api", str(workdir / "api.json")], env=env, log=workdir / "api.log")
         )
@@ -459,9 +457,7 @@ def run(sizes: Sizes, workdir: Path, *, nodelay_what_if: bool) -> None:
             f"kaas tunnel benchmark ({'quick' if sizes is QUICK else 'full'}) — 2 CPU cores shared with "
             "other work; every process on 127.0.0.1"
         )
-        if nodelay_what_if:
-            say("WHAT-IF run: the tunnel server's internal endpoint has TCP_NODELAY (NOT kaas as shipped)")
-        say("the stand-in and the API listen with TCP_NODELAY, as a real apiserver does")
+        say("every listener has TCP_NODELAY, as a real apiserver's has")
         say("")
         report_latency(routes, sizes, say)
         report_throughput(routes, sizes, data_bytes, say)
@@ -586,17 +582,12 @@ def report_memory(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="200 GETs, 16 MiB, 100 sessions")
-    parser.add_argument(
-        "--what-if-nodelay",
-        action="store_true",
-        help="NOT kaas as shipped: give the tunnel server's internal endpoint TCP_NODELAY (parts 1 and 2)",
-    )
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so every process and the database are cleaned up
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = Path(tempfile.mkdtemp(prefix="kaas-bench-tunnel-"))
     try:
-        run(QUICK if args.quick else FULL, workdir, nodelay_what_if=args.what_if_nodelay)
+        run(QUICK if args.quick else FULL, workdir)
     except KeyboardInterrupt:
         print(f"interrupted; everything stopped and cleaned up (logs: {workdir})", file=sys.stderr)
         sys.exit(130)

@@ -96,7 +96,8 @@ def run_simcloud(
 ) -> Iterator[SimCloudHandle]:
     """Serve a fresh simulated cloud on 127.0.0.1 (``port`` 0: a free one) until the block exits."""
     sim = SimCloud(boot_delay=boot_delay, lb_delay=lb_delay, external_cidr=external_cidr)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     actual_port = sock.getsockname()[1]

@@ -90,7 +90,8 @@ def run_kube_standin(
             (Path(workdir) / "tls.crt").write_bytes(certificate.cert_pem)
             (Path(workdir) / "tls.key").write_bytes(certificate.key_pem)
             ssl_options = {"ssl_certfile": f"{workdir}/tls.crt", "ssl_keyfile": f"{workdir}/tls.key"}
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
