@@ -8,9 +8,12 @@ Inner code never reads the environment. Defaults serve the embedded mode (SQLite
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kaas_api.webhooks.egress import parse_networks
 
 # the same default as the tunnel server (provider.tunnel.config), so the embedded pieces match out of the box
 INSECURE_TUNNEL_INTERNAL_SECRET = "embedded-insecure-internal-secret-change-me"  # noqa: S105 (refused in prod)
@@ -46,6 +49,20 @@ class SharedSettings(BaseSettings):
         description="The bearer token Prometheus scrapes /metrics with: the API's (where admins' API tokens"
         " work too) and the workers' metrics servers, which need it.",
     )
+    webhook_allowed_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated CIDRs (e.g. '10.20.0.0/16,fd00:1::/64') where webhook receivers may be"
+        " besides public addresses: loopback, link-local (cloud metadata) and private addresses are refused"
+        " unless listed here (kaas_api.webhooks.egress).",
+    )
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        parse_networks(value)  # a bad CIDR fails at start-up, naming it
+        return value
 
 
 class ApiSettings(SharedSettings):

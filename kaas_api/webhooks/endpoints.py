@@ -12,6 +12,7 @@ from kaas_api.db.models import DeliveryState, Role, Webhook, WebhookDelivery, We
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.security import SecretBox
 from kaas_api.webhooks import service
+from kaas_api.webhooks.egress import EgressPolicy
 from kaas_api.webhooks.schemas import AttemptOut, DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"])
@@ -70,6 +71,7 @@ def create_webhook(
         secret=body.secret,
         created_by=principal.user,
         secret_box=SecretBox(settings.secret_key),
+        egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
     )
     shown = webhook_out(webhook, principal.user.name)
     return WebhookCreated(**shown.model_dump(), secret=secret)

@@ -9,14 +9,16 @@ module only reads them. Raises domain errors only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from kaas_api.db.models import Project, User, Webhook, WebhookDelivery, WebhookEvent, utcnow
-from kaas_api.errors import Conflict, NotFound
+from kaas_api.errors import Conflict, InvalidInput, NotFound
 from kaas_api.security import SecretBox, generate_token
 from kaas_api.validation import is_uuid
+from kaas_api.webhooks.egress import EgressPolicy, EgressRefused, literal_address
 
 WEBHOOK_SECRET_PREFIX = "kaaswh_"  # noqa: S105 (a prefix, not a secret)
 MAX_WEBHOOKS_PER_PROJECT = 20
@@ -32,8 +34,21 @@ def create_webhook(
     secret: str | None,
     created_by: User,
     secret_box: SecretBox,
+    egress: EgressPolicy,
 ) -> tuple[Webhook, str]:
-    """A new enabled webhook; returns it and its secret (generated when ``secret`` is None), never stored."""
+    """A new enabled webhook; returns it and its secret (generated when ``secret`` is None), never stored.
+
+    A receiver given as an IP address the egress policy refuses is a 422 now; a host name is checked by the
+    provider at each delivery, against what it resolves to then.
+    """
+    host = urlsplit(url).hostname or ""
+    address = literal_address(host)
+    if address is not None:
+        try:
+            egress.check(address, host=host)
+        except EgressRefused as exc:
+            problem = {"field": "url", "message": str(exc), "type": "egress_refused"}
+            raise InvalidInput(f"url: {exc}", detail=[problem]) from exc
     count = session.scalar(select(func.count()).select_from(Webhook).where(Webhook.project_id == project.id))
     if (count or 0) >= MAX_WEBHOOKS_PER_PROJECT:
         raise Conflict(

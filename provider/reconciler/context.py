@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.security import SecretBox
+from kaas_api.webhooks.egress import EgressPolicy
 from provider.cloud.driver import CloudDriver
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
@@ -49,6 +50,9 @@ class WebhookLimits:
     timeout_seconds: float = 5.0
     backoff_base_seconds: float = 10.0
     backoff_max_seconds: float = 600.0
+    egress: EgressPolicy = field(
+        default_factory=EgressPolicy
+    )  # where receivers may be (kaas_api.webhooks.egress)
 
     @property
     def claim_seconds(self) -> float:
@@ -62,6 +66,7 @@ class WebhookLimits:
             timeout_seconds=settings.webhook_timeout_seconds,
             backoff_base_seconds=settings.webhook_backoff_base_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
+            egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
         )
 
 

@@ -11,8 +11,10 @@ someone else's server takes its time to answer.
    ``next_attempt_at`` past any request's duration (``claim_seconds``). Exactly one caller wins, so a
    message sent twice (by the sweep and by a countdown) sends once; a delivery that succeeded or failed
    is never sent again. A worker that dies mid-request leaves the claim to expire and the sweep re-queues.
-2. POST (outside any transaction), headers and signature from ``provider.webhooks.signing``. Redirects are
-   not followed and the response body is not read.
+2. POST (outside any transaction), headers and signature from ``provider.webhooks.signing``, to the address
+   ``provider.webhooks.target`` resolved and checked against the egress policy (no loopback, link-local
+   or private receivers unless the operator allows their network). Redirects are not followed (a redirect
+   could point anywhere) and the response body is not read.
 3. Record: one ``webhook_attempts`` row; 2xx succeeds the delivery; anything else (another status, a
    timeout, a refused connection) retries after exponential backoff with jitter
    (``provider.reconciler.reconcile.backoff_seconds``) until ``max_attempts``, then fails it.
@@ -38,6 +40,7 @@ from kaas_api.security import SecretBox
 from provider.reconciler.context import WebhookLimits
 from provider.reconciler.reconcile import backoff_seconds
 from provider.webhooks.signing import encode_body, request_headers
+from provider.webhooks.target import EgressRefused, ReceiverUnreachable, pin_receiver
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +156,21 @@ def _post(
     status_code: int | None = None
     error: str | None = None
     try:
+        target = pin_receiver(claimed.url, limits.egress)
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
         with (
             httpx.Client(timeout=httpx.Timeout(limits.timeout_seconds), follow_redirects=False) as client,
-            client.stream("POST", claimed.url, content=body, headers=headers) as response,
+            client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, "Host": target.host_header},
+                extensions=extensions,
+            ) as response,
         ):
             status_code = response.status_code
+    except (EgressRefused, ReceiverUnreachable) as exc:
+        error = f"not sent: {exc}"
     except httpx.TimeoutException as exc:
         error = f"no answer within {limits.timeout_seconds:g}s ({type(exc).__name__})"
     except (httpx.HTTPError, httpx.InvalidURL) as exc:

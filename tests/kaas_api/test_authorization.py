@@ -23,6 +23,7 @@ from kaas_api.auth.service import Principal, issue_token, revoke_token
 from kaas_api.db.models import ApiToken, Cluster, Project, User, WebhookEvent
 from kaas_api.kubeconfig.service import issue_kubeconfig_token
 from kaas_api.security import SecretBox
+from kaas_api.webhooks.egress import EgressPolicy
 from kaas_api.webhooks.service import create_webhook
 from tests.kaas_api.conftest import PRINCIPALS, SECRET_KEY, World, bearer, cluster_body
 
@@ -158,6 +159,7 @@ def webhook_id(world: World) -> str:
             secret=None,
             created_by=owner,
             secret_box=SecretBox(SECRET_KEY),
+            egress=EgressPolicy(),
         )
         session.commit()
         return webhook.id

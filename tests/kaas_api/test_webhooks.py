@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from kaas_api.config import ApiSettings
 from kaas_api.db.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
 from kaas_api.security import SecretBox
 from tests.kaas_api.conftest import SECRET_KEY, World
@@ -211,3 +213,37 @@ def test_deleting_a_webhook_deletes_its_deliveries(
     world.call("owner", "DELETE", f"{HOOKS}/{created['id']}")
     with session_factory() as session:
         assert session.scalars(select(WebhookDelivery)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local (cloud metadata)"),
+        ("http://127.0.0.1:6379/", "loopback"),
+        ("https://10.1.2.3/hook", "private"),
+        ("https://[::1]:8443/hook", "loopback"),
+    ],
+)
+def test_a_receiver_at_a_non_public_address_is_refused_at_once(world: World, url: str, kind: str) -> None:
+    response = world.call("owner", "POST", HOOKS, {"url": url, "events": BOTH})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["detail"][0]["field"] == "url"
+    assert f"is a {kind} address" in body["message"]
+    assert "KAAS_WEBHOOK_ALLOWED_NETWORKS" in body["message"]
+    assert world.call("owner", "GET", HOOKS).json() == []
+
+
+def test_a_receiver_at_a_public_address_is_accepted(world: World) -> None:
+    created = create(world, url="https://93.184.216.34/kaas")
+    assert created["url"] == "https://93.184.216.34/kaas"
+
+
+def test_the_allowed_networks_setting_takes_a_comma_separated_list_and_names_a_bad_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAAS_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, fd00:1::/64")
+    assert ApiSettings().webhook_allowed_networks == ("10.20.0.0/16", "fd00:1::/64")
+    monkeypatch.setenv("KAAS_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16,intranet")
+    with pytest.raises(ValidationError, match="'intranet' is not a network in CIDR form"):
+        ApiSettings()

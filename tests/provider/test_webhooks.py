@@ -32,6 +32,7 @@ from kaas_api.db.models import Project, Role, Webhook, WebhookDelivery, utcnow
 from kaas_api.db.session import session_scope
 from kaas_api.projects.service import set_member
 from kaas_api.users.service import create_user
+from kaas_api.webhooks.egress import EgressPolicy
 from provider.celery_app import make_celery, run_embedded_worker, worker_queues
 from provider.config import ProviderSettings
 from provider.reconciler.context import ProviderContext, WebhookLimits
@@ -43,8 +44,9 @@ from tests.provider.factories import TEST_SECRET_KEY, PoolSpec, create_cluster, 
 from tests.provider.harness import make_context, run_until_settled
 from tests.provider.webhook_receiver import Receiver, run_receiver
 
+LOOPBACK = EgressPolicy.from_strings(["127.0.0.0/8"])  # the test receivers listen on 127.0.0.1
 FAST_WEBHOOKS = WebhookLimits(
-    max_attempts=3, timeout_seconds=2.0, backoff_base_seconds=0.05, backoff_max_seconds=0.2
+    max_attempts=3, timeout_seconds=2.0, backoff_base_seconds=0.05, backoff_max_seconds=0.2, egress=LOOPBACK
 )
 BOTH = ["operation.succeeded", "operation.failed"]
 
@@ -86,7 +88,11 @@ class Api:
 @pytest.fixture
 def api(session_factory: sessionmaker[Session]) -> Iterator[Api]:
     """The real API app on the same database, with an owner of the factories' project ``team``."""
-    settings = ApiSettings(secret_key=TEST_SECRET_KEY, database_url="postgresql+psycopg://unused/unused")
+    settings = ApiSettings(
+        secret_key=TEST_SECRET_KEY,
+        database_url="postgresql+psycopg://unused/unused",
+        webhook_allowed_networks=("127.0.0.0/8",),  # the operator allows the test receivers' network
+    )
     app = create_app(settings, session_factory=session_factory, dispatcher=RecordingDispatcher())
     with session_scope(session_factory) as session:
         _user, token = create_user(session, name="hooker")
@@ -389,3 +395,42 @@ def test_the_sweep_sends_a_delivery_whose_message_was_lost(
     assert receiver.requests[0].headers["x-kaas-delivery"] == delivery_id
     with ctx.session_factory() as session:
         assert session.scalars(select(WebhookDelivery.state)).all() == ["succeeded"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "2130706433"])  # the last: 127.0.0.1 in disguise
+def test_a_receiver_outside_the_allowed_networks_gets_nothing_and_the_attempt_says_why(
+    ctx: ProviderContext, api: Api, host: str
+) -> None:
+    """The operator no longer allows loopback: by address, or by any name that resolves there, nothing is
+    sent (a disguised address is a name to the API, so only the check at delivery can catch it)."""
+    ctx.webhooks = replace(FAST_WEBHOOKS, egress=EgressPolicy())
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    with run_receiver([200]) as receiver:
+        webhook_id, _ = api.add_webhook(receiver.url.replace("127.0.0.1", host))
+        [delivery_id] = finish(ctx, created.id)
+        results = deliver_until_settled(ctx, delivery_id)
+    assert receiver.requests == []
+    assert results[-1].outcome == "failed"
+    [shown] = api.deliveries(webhook_id)
+    errors = {attempt["error"] for attempt in shown["attempts"]}
+    [error] = errors
+    assert error.startswith(f"not sent: webhook receiver {host}")
+    assert "loopback" in error
+    assert "KAAS_WEBHOOK_ALLOWED_NETWORKS" in error
+
+
+def test_a_receiver_reached_by_name_sees_its_own_name_as_host(ctx: ProviderContext, api: Api) -> None:
+    """The POST goes to the checked address, but the receiver still sees the name it was configured with.
+
+    "127.1" is a host name to kaas (not an IP literal) that the system resolver maps to 127.0.0.1 only,
+    unlike "localhost", which may resolve to ::1 first.
+    """
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    with run_receiver([200]) as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        api.add_webhook(f"http://127.1:{port}/hooks/kaas")
+        [delivery_id] = finish(ctx, created.id)
+        results = deliver_until_settled(ctx, delivery_id)
+    assert [r.outcome for r in results] == ["succeeded"]
+    [request] = receiver.requests
+    assert request.headers["host"] == f"127.1:{port}"
