@@ -27,7 +27,7 @@ from kaas_api.db.models import Region
 from provider.cloud.errors import CloudError
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
-from provider.reconciler.sweep import clean_leaked_resources, sweep_clusters
+from provider.reconciler.sweep import clean_leaked_resources, observe_capacity, sweep_clusters
 from provider.webhooks.delivery import deliver_once
 from provider.webhooks.outbox import due_deliveries
 
@@ -125,6 +125,14 @@ def sweep_leaks(self: Any, region_name: str) -> list[str]:
         cloud = session.scalars(select(Region.cloud).where(Region.name == region_name)).one_or_none()
     if cloud is None:
         return []
+    try:
+        observe_capacity(ctx.session_factory, region_name, ctx.driver(cloud))
+    except CloudError:
+        logger.warning(
+            "reading the capacity of region %s failed; the next sweep retries",
+            region_name,
+            exc_info=True,
+        )
     try:
         leaked = clean_leaked_resources(ctx.session_factory, ctx.driver(cloud))
     except CloudError:

@@ -191,6 +191,10 @@ class Region(Base):
     default_service_cidr: Mapped[str] = mapped_column(String(43), default="10.96.0.0/12")
     dns_nameservers: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # what the region's cloud said its compute limits and use were (provider.reconciler.capacity), written
+    # by the region's leak sweep; None until first observed. Keys: see ``provider.cloud.driver.CloudCapacity``
+    cloud_capacity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    cloud_capacity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
     @property
     def queue(self) -> str:

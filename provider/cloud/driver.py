@@ -102,6 +102,32 @@ class CloudResource:
     name: str
 
 
+@dataclass(frozen=True)
+class CloudCapacity:
+    """The project's compute limits and what is in use, as the cloud counts them (Nova's ``/limits``).
+
+    A limit of None is unlimited. This is the cloud's word, including servers kaas did not create; kaas's
+    own quotas are counted from the clusters' specs (``kaas_api.clusters.quota``).
+    """
+
+    cores_limit: int | None
+    cores_used: int
+    ram_mb_limit: int | None
+    ram_mb_used: int
+    instances_limit: int | None
+    instances_used: int
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {
+            "cores_limit": self.cores_limit,
+            "cores_used": self.cores_used,
+            "ram_mb_limit": self.ram_mb_limit,
+            "ram_mb_used": self.ram_mb_used,
+            "instances_limit": self.instances_limit,
+            "instances_used": self.instances_used,
+        }
+
+
 class CloudDriver(Protocol):
     """What the reconciler needs from a cloud. See the module docstring for the contract."""
 
@@ -152,3 +178,6 @@ class CloudDriver(Protocol):
 
     def list_tagged_cluster_ids(self) -> set[str]:
         """Cluster ids of every kaas-tagged server and network: lets the sweep find leaked clusters."""
+
+    def capacity(self) -> CloudCapacity:
+        """The project's compute limits and use: what operators see as a region's capacity."""

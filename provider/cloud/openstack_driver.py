@@ -34,6 +34,7 @@ from openstack.config import loader
 
 from provider.cloud.driver import (
     CLUSTER_TAG_PREFIX,
+    CloudCapacity,
     CloudResource,
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -588,6 +589,25 @@ class OpenStackDriver:
                         if t.startswith(CLUSTER_TAG_PREFIX)
                     )
         return ids
+
+    def capacity(self) -> CloudCapacity:
+        with translate_errors("read the compute limits"):
+            absolute = self._conn.compute.get_limits().absolute
+        return CloudCapacity(
+            cores_limit=_limit(absolute.total_cores),
+            cores_used=int(absolute.total_cores_used or 0),
+            ram_mb_limit=_limit(absolute.total_ram),
+            ram_mb_used=int(absolute.total_ram_used or 0),
+            instances_limit=_limit(absolute.instances),
+            instances_used=int(absolute.instances_used or 0),
+        )
+
+
+def _limit(value: Any) -> int | None:
+    """Nova says -1 (or nothing) for unlimited."""
+    if value is None or int(value) < 0:
+        return None
+    return int(value)
 
 
 @contextmanager

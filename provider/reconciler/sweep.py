@@ -2,7 +2,9 @@
 
 Called by the Celery tasks ``provider.sweep`` (every ``sweep_interval_seconds``, from beat) and
 ``provider.sweep_leaks`` (one per region, on that region's queue, so each region's workers only talk to
-their own cloud). Lost messages, crashed workers and servers deleted behind kaas's back are repaired here.
+their own cloud; it also records the cloud's compute limits and use on the region, ``observe_capacity``,
+which the operators' dashboard shows: the API itself never talks to a cloud). Lost messages, crashed
+workers and servers deleted behind kaas's back are repaired here.
 
 Which clusters are queued: every cluster not ``deleted`` and not paused that has no live reconcile chain.
 A cluster that is converged (``running``) has none, so it is always queued (the pass is the check); a
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.db.models import Cluster, ClusterPhase, Region, as_utc, utcnow
-from provider.cloud.driver import CloudDriver
+from provider.cloud.driver import CloudCapacity, CloudDriver
 
 Enqueue = Callable[[str, str], None]  # (cluster id, queue name)
 
@@ -85,3 +87,17 @@ def clean_leaked_resources(
     for cluster_id in leaked:
         driver.delete_cluster_resources(cluster_id)
     return leaked
+
+
+def observe_capacity(
+    session_factory: sessionmaker[Session], region_name: str, driver: CloudDriver
+) -> CloudCapacity:
+    """Read the cloud's compute limits and use and store them on the region (with when)."""
+    capacity = driver.capacity()
+    with session_factory() as session:
+        region = session.scalars(select(Region).where(Region.name == region_name)).one_or_none()
+        if region is not None:
+            region.cloud_capacity = capacity.as_dict()
+            region.cloud_capacity_at = utcnow()
+            session.commit()
+    return capacity

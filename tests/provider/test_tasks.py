@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, ClusterPhase
+from kaas_api.db.models import Cluster, ClusterPhase, Region
 from provider.celery_app import EmbeddedWorker, make_celery
 from provider.config import ProviderSettings
 from tests.provider.factories import PoolSpec, create_cluster
@@ -62,6 +63,29 @@ def test_the_sweep_task_queues_clusters_whose_message_was_lost(
         session.get_one(Cluster, created.id).updated_at = datetime(2020, 1, 1, tzinfo=UTC)
     api_sender.send_task("provider.sweep", queue="provider")
     wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+
+
+def test_the_sweep_records_each_regions_cloud_capacity(
+    session_factory: sessionmaker[Session], worker: EmbeddedWorker, api_sender: Celery, region: str
+) -> None:
+    """provider.sweep → provider.sweep_leaks on the region's queue → the cloud's limits on the region row."""
+    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
+    api_sender.send_task("provider.reconcile_cluster", args=[created.id], queue=f"region.{region}")
+    wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+    api_sender.send_task("provider.sweep", queue="provider")
+    deadline = time.monotonic() + 30
+    capacity = None
+    while capacity is None and time.monotonic() < deadline:
+        with session_factory() as session:
+            row = session.scalars(select(Region).where(Region.name == region)).one()
+            capacity, observed_at = row.cloud_capacity, row.cloud_capacity_at
+        time.sleep(0.1)
+    assert capacity is not None, "the sweep did not record the region's capacity"
+    assert observed_at is not None
+    # the running cluster's two servers (control plane and one node) are in the cloud's count
+    assert capacity["instances_used"] == 2
+    assert capacity["cores_used"] > 0
+    assert capacity["instances_limit"] is None or capacity["instances_limit"] >= 2
 
 
 def test_the_app_is_configured_for_at_least_once_delivery(redis_url: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.auth.service import issue_token
-from kaas_api.db.models import AdminSession, ApiToken, AuditEvent, Cluster, Operation, User
+from kaas_api.db.models import AdminSession, ApiToken, AuditEvent, Cluster, Operation, Region, User, utcnow
 from tests.kaas_api.conftest import World
 
 PAGES = ("/admin", "/admin/clusters", "/admin/regions", "/admin/projects", "/admin/users", "/admin/audit")
@@ -274,6 +274,30 @@ def test_editing_a_regions_versions_and_flavors(admin_client: TestClient, world:
     )
     assert bad.status_code == 422
     assert "name vcpus ram_mb" in bad.text
+
+
+def test_the_regions_page_shows_the_clouds_limits_and_use_once_observed(
+    admin_client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    page = admin_client.get("/admin/regions")
+    assert "limits and use are not observed yet" in page.text
+    with session_factory() as session:
+        region = session.scalars(select(Region).where(Region.name == "r1")).one()
+        region.cloud_capacity = {
+            "cores_limit": 200,
+            "cores_used": 50,
+            "ram_mb_limit": None,
+            "ram_mb_used": 8192,
+            "instances_limit": 40,
+            "instances_used": 10,
+        }
+        region.cloud_capacity_at = utcnow() - timedelta(minutes=3)
+        session.commit()
+    text = re.sub(r"\s+", " ", admin_client.get("/admin/regions").text)
+    assert "<strong>50</strong> / 200 vCPUs (25%)" in text
+    assert "<strong>8192</strong> / unlimited MiB RAM" in text
+    assert "<strong>10</strong> / 40 servers (25%)" in text
+    assert "observed 3m ago" in text
 
 
 def test_revoking_a_token_from_the_dashboard(

@@ -313,3 +313,31 @@ def test_a_clusters_server_group_is_found_on_any_page_of_the_listing(
     finally:
         for other in others:
             cloud.delete_and_check(other)
+
+
+def test_the_capacity_is_the_projects_limits_and_counts_a_new_server(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    """Nova's /limits as the tenant sees them: the server just created is in the use counts."""
+    flavor = cloud.admin.compute.find_flavor(cloud.flavor, ignore_missing=False)
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+    eventually(lambda: all_active(cloud, cluster_id, 1))  # Nova counts a server once it left the scheduler
+    capacity = cloud.driver.capacity()
+    # other tests' servers of this tenant may still be going away, so at least ours
+    assert capacity.instances_used >= 1
+    assert capacity.cores_used >= flavor.vcpus
+    assert capacity.ram_mb_used >= flavor.ram
+    for used, limit in (
+        (capacity.instances_used, capacity.instances_limit),
+        (capacity.cores_used, capacity.cores_limit),
+        (capacity.ram_mb_used, capacity.ram_mb_limit),
+    ):
+        assert limit is None or limit >= used
+
+
+def test_a_project_without_instance_quota_has_a_capacity_of_zero_servers(cloud: CloudUnderTest) -> None:
+    with cloud.without_instance_quota(cloud.new_cluster_id()) as driver:
+        capacity = driver.capacity()
+    assert (capacity.instances_limit, capacity.instances_used) == (0, 0)
+    assert capacity.cores_used == 0
