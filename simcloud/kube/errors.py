@@ -153,3 +153,7 @@ def internal_error(message: str) -> KubeStatusError:
 
 def gone(message: str) -> KubeStatusError:
     return KubeStatusError(code=410, reason="Expired", message=message)
+
+
+def timeout(message: str) -> KubeStatusError:
+    return KubeStatusError(code=504, reason="Timeout", message=message)

@@ -8,7 +8,8 @@ selectors), watch (``?watch=true``, chunked newline-delimited JSON events from a
 ``timeoutSeconds``), get, create, update (PUT), patch (JSON merge patch; strategic merge patch is treated
 as a merge patch, so lists are replaced), delete and deletecollection. Table output is not rendered: a plain
 list answers ``as=Table`` and kubectl prints it client-side. There is no OpenAPI document (``/openapi/*``
-answers 404): use ``kubectl apply --validate=false``.
+answers 404): use ``kubectl apply --validate=false``. ``kubectl exec`` works over WebSocket
+(``simcloud.kube.exec``, with a few emulated commands); other subresources are not served.
 
 Every request except health and ``/version`` is authenticated by a static bearer token, may impersonate
 (``simcloud.kube.auth``) and is authorized by RBAC (``simcloud.kube.rbac``) over the stored roles.
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from simcloud.kube import errors, manifests, protobuf, rbac, resources, selectors
 from simcloud.kube.auth import HeaderView, authenticate, impersonate
+from simcloud.kube.exec import DEFAULT_STDIN_TIMEOUT_SECONDS, EXEC_NOT_OVER_SPDY, EXEC_PATH, PodExec
 from simcloud.kube.identity import Identity
 from simcloud.kube.rbac import Attributes, RbacAuthorizer, forbidden_reason
 from simcloud.kube.resources import ResourceType
@@ -110,6 +113,7 @@ class KubeStandin:
         tokens: Mapping[str, Identity],
         manifest_files: Iterable[Path] = (),
         watch_timeout_seconds: float = DEFAULT_WATCH_TIMEOUT_SECONDS,
+        exec_stdin_timeout_seconds: float = DEFAULT_STDIN_TIMEOUT_SECONDS,
     ) -> None:
         self.version = version
         self.tokens: dict[str, Identity] = dict(tokens)
@@ -126,7 +130,10 @@ class KubeStandin:
         )
         for path in manifest_files:
             manifests.apply_file(self.store, path)
+        self.pod_exec = PodExec(identify=self.identify, authorize=self._authorize, store=self.store,
+                                stdin_timeout_seconds=exec_stdin_timeout_seconds)
         self.app = Starlette(routes=[
+            WebSocketRoute(EXEC_PATH, self.pod_exec.serve),
             Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ])
 
@@ -141,7 +148,12 @@ class KubeStandin:
         """End open watch streams (within ``WATCH_POLL_SECONDS``) so the server can stop."""
         self._closing.set()
 
-    # --- HTTP ---
+    # --- HTTP and WebSocket ---
+
+    def identify(self, headers: Headers) -> Identity:
+        """Who a request or a WebSocket handshake runs as: its token's identity, impersonation applied."""
+        requester = authenticate(headers.get("authorization"), self.tokens)
+        return impersonate(requester, HeaderView(headers.items()), self.authorizer)
 
     async def _handle(self, request: Request) -> Response:
         try:
@@ -159,8 +171,7 @@ class KubeStandin:
             return Response("ok", media_type="text/plain")
         if path == "/version":
             return _json(self._version_document())
-        requester = authenticate(request.headers.get("authorization"), self.tokens)
-        identity = impersonate(requester, HeaderView(request.headers.items()), self.authorizer)
+        identity = self.identify(request.headers)
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"] and len(parts) > 2:
             return await self._resource(request, identity, "", "v1", parts[2:])
@@ -242,13 +253,18 @@ class KubeStandin:
         else:
             verb = "delete" if parsed.name else "deletecollection"
         rtype = parsed.rtype
-        # kube-apiserver authorizes create without a name (the name is in the body).
+        # kube-apiserver authorizes a create without a name (it is in the body), unless on a subresource.
+        collection_create = verb == "create" and not parsed.subresource
         self._authorize(Attributes(
             identity=identity, verb=verb, api_group=group, resource=rtype.plural,
-            subresource=parsed.subresource, name="" if verb == "create" else parsed.name,
+            subresource=parsed.subresource, name="" if collection_create else parsed.name,
             namespace=parsed.namespace,
         ))
-        if parsed.subresource:  # no subresources (status, log, ...) are served
+        if rtype.plural == "pods" and parsed.subresource == "exec" and parsed.name:
+            # kubectl's SPDY fallback after a refused WebSocket: the same refusals, else no SPDY here
+            self.pod_exec.validate(parsed.namespace, parsed.name, query)
+            raise errors.bad_request(EXEC_NOT_OVER_SPDY)
+        if parsed.subresource:  # no other subresources (status, log, ...) are served
             raise errors.path_not_found()
         if verb not in rtype.verbs or (verb == "create" and parsed.name):
             raise errors.method_not_allowed(verb, rtype.plural)

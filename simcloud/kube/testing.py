@@ -25,6 +25,7 @@ from pathlib import Path
 import uvicorn
 import yaml
 
+from simcloud.kube.exec import MAX_MESSAGE_BYTES
 from simcloud.kube.identity import Identity
 from simcloud.kube.server import KubeStandin
 from simcloud.kube.tls import make_serving_certificate
@@ -96,7 +97,10 @@ def run_kube_standin(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            standin.app, lifespan="off", ws="none", log_level="warning", access_log=False,
+            # websockets-sansio sends a refused handshake's Status body (the ASGI denial-response extension);
+            # uvicorn 0.54 then logs a spurious "returned without completing handshake" (Kludex/uvicorn#3138)
+            standin.app, lifespan="off", ws="websockets-sansio", ws_max_size=MAX_MESSAGE_BYTES,
+            log_level="warning", access_log=False,
             timeout_graceful_shutdown=2, **ssl_options,  # type: ignore[arg-type]
         )
         server = uvicorn.Server(config)
