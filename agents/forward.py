@@ -362,6 +362,19 @@ class ApiserverForwarder:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    @property
+    def connection(self) -> ApiserverConnection:
+        return self._connection
+
+    def identity_headers(self, user: str, groups: Sequence[str]) -> list[tuple[str, str]]:
+        """The agent's credentials plus the impersonation of ``user`` and ``groups`` (validated as for
+        ``forward``; ``InvalidForwardRequest`` when they are not kaas's). For requests the agent makes
+        without ``forward``, such as WebSocket upgrades (``agents.websocket``)."""
+        valid_user, valid_groups = _validate_identity(user, groups, user_prefix=self._user_prefix)
+        impersonation = [("Impersonate-User", valid_user)]
+        impersonation.extend(("Impersonate-Group", group) for group in valid_groups)
+        return self._own_headers(impersonation)
+
     def _own_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         authorization = self._connection.authorization()
         if authorization is not None:

@@ -437,6 +437,11 @@ async def _serve_http(
         connection.reject(stream, f"invalid request: {exc}")
         return
     connection.accept(stream)
+    if head.websocket:
+        from agents.websocket import serve_websocket  # imported here: agents.websocket imports this module
+
+        await serve_websocket(forwarder, stream, head)
+        return
 
     async def request_body() -> Any:
         while chunk := await stream.read():

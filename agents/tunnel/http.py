@@ -4,7 +4,8 @@ Owned by ``agents.tunnel``. Used by kaas's tunnel server (``provider.tunnel``), 
 proxied kubectl request, and by the agent runtime (``agents.runtime``), which answers it.
 
 - The DIAL metadata is the request head: ``{"kind": "http", "method", "path" (with the query), "headers"
-  (a list of [name, value] pairs), "user", "groups", "body" (whether a request body follows)}``.
+  (a list of [name, value] pairs), "user", "groups", "body" (whether a request body follows), and for a
+  WebSocket upgrade "websocket": true (then ``agents.tunnel.websocket`` says what follows)}``.
 - The request body is the stream's DATA from kaas until kaas half-closes the stream.
 - The agent's first bytes back are the response head: a 4-byte big-endian length and that many bytes of
   JSON ``{"status": int, "headers": [[name, value], ...]}``; the response body follows until the agent
@@ -42,6 +43,7 @@ class HttpRequestHead:
     groups: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     body: bool = False
+    websocket: bool = False  # a WebSocket upgrade: messages follow a 101 (agents.tunnel.websocket)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +78,8 @@ def encode_request_metadata(head: HttpRequestHead) -> dict[str, Any]:
         "groups": list(head.groups),
         "body": head.body,
     }
+    if head.websocket:
+        metadata["websocket"] = True
     if len(json.dumps(metadata).encode()) > MAX_HEAD_BYTES:
         raise HttpHeadError(f"the request head is larger than {MAX_HEAD_BYTES} bytes")
     if len(head.headers) > MAX_HEADERS or len(head.groups) > MAX_GROUPS:
@@ -104,6 +108,9 @@ def decode_request_metadata(metadata: dict[str, Any]) -> HttpRequestHead:
     body = metadata.get("body", False)
     if not isinstance(body, bool):
         raise HttpHeadError("the request body flag must be a boolean")
+    websocket = metadata.get("websocket", False)
+    if not isinstance(websocket, bool):
+        raise HttpHeadError("the request websocket flag must be a boolean")
     return HttpRequestHead(
         method=method,
         path=path,
@@ -111,6 +118,7 @@ def decode_request_metadata(metadata: dict[str, Any]) -> HttpRequestHead:
         groups=tuple(groups),
         headers=_header_pairs(metadata.get("headers", []), "request"),
         body=body,
+        websocket=websocket,
     )
 
 

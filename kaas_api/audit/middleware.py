@@ -1,8 +1,10 @@
 """Records an audit event for every mutating request, before its response leaves.
 
-A pure ASGI middleware (the k8s proxy streams, so no response is buffered): for POST, PUT, PATCH and DELETE
-it waits for the response head, writes the event in its own transaction (so refused and failed attempts
-are recorded, and a rolled-back request still leaves its trace), then lets the head go. The event is
+A pure ASGI middleware (the k8s proxy streams, so no response is buffered): for POST, PUT, PATCH and DELETE,
+and for every WebSocket (the k8s proxy's exec, attach and port-forward: "create" verbs to Kubernetes,
+recorded as GET with status 101 when accepted, else the refusal's status), it waits for the response
+head, writes the event in its own transaction (so refused and failed attempts are recorded, and a
+rolled-back request still leaves its trace), then lets the head go. The event is
 visible to the caller as soon as it has its response. Who the caller was is what the authentication
 dependencies put on the request state (``set_actor``); the route template and the endpoint's name come
 from FastAPI's routing. Request bodies, headers and tokens are never read.
@@ -16,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaas_api.audit.service import AuditRecord, record
@@ -29,12 +31,12 @@ _ACTOR_KEY = "kaas_audit_actor"
 _EXTRA_KEY = "kaas_audit_extra"
 
 
-def set_actor(request: Request, *, user_id: str | None, user_name: str, via: str = "api") -> None:
+def set_actor(request: HTTPConnection, *, user_id: str | None, user_name: str, via: str = "api") -> None:
     """Called by the authentication dependencies once they know the caller."""
     request.state.kaas_audit_actor = (user_id, user_name, via)
 
 
-def add_audit_detail(request: Request, **detail: str) -> None:
+def add_audit_detail(request: HTTPConnection, **detail: str) -> None:
     """Non-secret facts a handler wants on its audit event (e.g. the id of what it created)."""
     extra = getattr(request.state, _EXTRA_KEY, None)
     if extra is None:
@@ -51,6 +53,18 @@ def _action(scope: Scope) -> tuple[str, str]:
     return template, name
 
 
+def _response_status(message: Message) -> int | None:
+    """The status a message gives the request, if it is the first word of the answer."""
+    kind = message["type"]
+    if kind in ("http.response.start", "websocket.http.response.start"):
+        return int(message["status"])
+    if kind == "websocket.accept":
+        return 101
+    if kind == "websocket.close":  # closed before it was accepted: the server refuses the handshake
+        return 403
+    return None
+
+
 def _source_ip(scope: Scope) -> str | None:
     client = scope.get("client")
     return str(client[0])[:64] if client else None
@@ -62,7 +76,8 @@ class AuditMiddleware:
         self._session_factory = session_factory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method", "GET") not in MUTATING_METHODS:
+        websocket = scope["type"] == "websocket"
+        if not websocket and (scope["type"] != "http" or scope.get("method", "GET") not in MUTATING_METHODS):
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})  # the request's state: where the auth dependencies leave the actor
@@ -70,9 +85,10 @@ class AuditMiddleware:
 
         async def send_after_audit(message: Message) -> None:
             nonlocal recorded
-            if message["type"] == "http.response.start" and not recorded:
+            status = _response_status(message)
+            if status is not None and not recorded:
                 recorded = True
-                await self._record(scope, int(message["status"]))
+                await self._record(scope, status)
             await send(message)
 
         try:
@@ -92,7 +108,7 @@ class AuditMiddleware:
             # the Kubernetes path says which object was changed; it never carries a secret
             path_params["path"] = path_params.get("path", "")[:255]
         entry = AuditRecord(
-            method=str(scope.get("method", "")),
+            method=str(scope.get("method", "GET")),
             route=template,
             action=name,
             path_params=path_params,

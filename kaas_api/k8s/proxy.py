@@ -14,29 +14,37 @@ Nothing is buffered whole: the request body is handed to httpx as the client's s
 chunk by chunk (``aiter_raw``: gzip stays gzip), so watches and huge lists flow; a client that goes away
 closes the upstream at once, also while a watch is idle. The caller's ``Authorization``, ``Impersonate-*``
 and ``X-Kaas-*`` headers never go upstream. Every failure is a Kubernetes ``Status`` so kubectl prints it.
-Connection upgrades (exec, attach, port-forward) are not proxied yet: 501.
+WebSocket upgrades (kubectl exec, attach, port-forward: ``v5.channel.k8s.io`` and friends) are proxied by
+``proxy_websocket``: the same authentication and authorization, then a WebSocket to the tunnel server, whose
+agent dials the apiserver's; messages are relayed, and the apiserver's refusal (RBAC) is the handshake's
+answer. SPDY upgrades (kubectl before 1.30, or its retry after a refused WebSocket) go to the cluster as a
+plain request: its refusal (401, 403, 404) is relayed, anything else answers 501.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from kaas_api.audit.middleware import set_actor
 from kaas_api.deps import AppContext
 from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
-from kaas_api.k8s.status import KubeStatusError
+from kaas_api.k8s.status import KubeStatusError, kube_status
 from kaas_api.tunnel_registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 DROPPED_PREFIXES = ("impersonate-", "x-kaas-", "x-remote-", "proxy-")
+SPDY_UNSUPPORTED = (
+    "SPDY connection upgrades are not supported through kaas: exec, attach and port-forward work over"
+    " WebSockets (kubectl 1.30 and newer use them by default)"
+)
 RESPONSE_HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
 )
@@ -176,11 +188,10 @@ async def proxy(
     cluster_id: str, path: str, request: Request, identity: Identity, context: ProxyContext
 ) -> Response:
     """Forward a Kubernetes API request to the cluster as the caller, impersonated with their role."""
-    if "upgrade" in request.headers:
-        raise KubeStatusError(
-            501,
-            "exec, attach and port-forward (connection upgrades) are not supported through kaas yet",
-        )
+    # A WebSocket upgrade is routed to ``proxy_websocket``; an upgrade arriving here is SPDY (old kubectl,
+    # or its retry after a refused WebSocket). It goes to the cluster as a plain request (hop-by-hop headers
+    # never go upstream), so that the cluster's refusal, when it refuses (RBAC), is what kubectl prints.
+    spdy_upgrade = "upgrade" in request.headers
     location = await context.registry.lookup(cluster_id)
     if location is None:
         raise KubeStatusError(
@@ -221,6 +232,10 @@ async def proxy(
             503,
             f"the tunnel server of cluster {identity.cluster_name} cannot be reached; try again shortly",
         ) from exc
+    if spdy_upgrade and upstream.status_code not in (401, 403, 404):
+        await upstream.aclose()
+        _log(identity, request, k8s_path, status=501, sent=0, started=started, outcome="spdy-refused")
+        raise KubeStatusError(501, SPDY_UNSUPPORTED)
     return UpstreamResponse(
         upstream,
         on_done=lambda sent, outcome: _log(
@@ -335,3 +350,160 @@ class UpstreamResponse(Response):
             await asyncio.gather(relay_task, gone_task, return_exceptions=True)
             await self._upstream.aclose()  # an unfinished body closes its connection instead of pooling it
             self._on_done(sent, outcome)
+
+
+# --- WebSocket upgrades: kubectl exec, attach, port-forward -------------------------------------------------
+
+WEBSOCKET_OPEN_TIMEOUT_SECONDS = 15.0
+WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_RESERVED_CLOSE_CODES = frozenset({1005, 1006, 1015})
+
+
+def _close_code(code: int | None) -> int:
+    if code is None or code < 1000 or code in _RESERVED_CLOSE_CODES or code >= 5000:
+        return 1000
+    return code
+
+
+async def _deny(websocket: WebSocket, status: int, message: str) -> None:
+    """The handshake's answer is a plain HTTP ``Status``, as for any other proxy error."""
+    body = json.dumps(kube_status(status, message)).encode()
+    await websocket.send_denial_response(
+        Response(content=body, status_code=status, media_type="application/json")
+    )
+
+
+async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> None:
+    """Carry a kubectl WebSocket (exec, attach, port-forward) to the cluster as the caller."""
+    app_context: AppContext = websocket.app.state.kaas
+    context: K8sProxyContext = websocket.app.state.kaas_k8s
+    try:
+        identity = await run_in_threadpool(
+            _authorize, app_context.session_factory, websocket.headers.get("authorization"), cluster_id
+        )
+    except KaasError as exc:
+        log.info(
+            "k8s-proxy websocket denied cluster=%s status=%d reason=%r",
+            cluster_id[:64],
+            exc.status_code,
+            exc.message,
+        )
+        await _deny(websocket, exc.status_code, exc.message)
+        return
+    set_actor(websocket, user_id=None, user_name=identity.user)
+    location = await context.registry.lookup(cluster_id)
+    if location is None:
+        await _deny(
+            websocket,
+            503,
+            f"the agent of cluster {identity.cluster_name} is not connected; it reconnects by itself"
+            " — try again shortly",
+        )
+        return
+    raw_path = websocket.scope.get("raw_path") or websocket.url.path.encode()
+    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
+    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    address = location.address.rstrip("/")
+    url = "ws" + address.removeprefix("http") + f"/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
+    if query:
+        url += "?" + query
+    headers = [
+        ("Authorization", f"Bearer {context.internal_secret}"),
+        ("X-Kaas-User", identity.user),
+        *(("X-Kaas-Group", group) for group in identity.groups),
+    ]
+    started = time.monotonic()
+    subprotocols = list(websocket.scope.get("subprotocols") or [])
+    try:
+        upstream = await ws_connect(
+            url,
+            additional_headers=headers,
+            subprotocols=subprotocols or None,
+            compression=None,
+            proxy=None,
+            open_timeout=WEBSOCKET_OPEN_TIMEOUT_SECONDS,
+            max_size=WEBSOCKET_MAX_MESSAGE_BYTES,
+            user_agent_header="kaas-k8s-proxy",
+        )
+    except InvalidStatus as exc:  # the tunnel server's or the apiserver's refusal: pass it on as it was
+        refusal = exc.response
+        media_type = refusal.headers.get("content-type", "application/json")
+        await websocket.send_denial_response(
+            Response(
+                content=bytes(refusal.body or b""), status_code=refusal.status_code, media_type=media_type
+            )
+        )
+        _log_ws(identity, k8s_path, status=refusal.status_code, started=started, outcome="refused")
+        return
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        await _deny(
+            websocket, 503, f"the tunnel server of cluster {identity.cluster_name} cannot be reached: {exc}"
+        )
+        _log_ws(identity, k8s_path, status=503, started=started, outcome="unreachable")
+        return
+    outcome = "completed"
+    try:
+        await websocket.accept(subprotocol=upstream.subprotocol)
+        outcome = await _relay_websocket(websocket, upstream)
+    finally:
+        await upstream.close()
+        _log_ws(identity, k8s_path, status=101, started=started, outcome=outcome)
+
+
+async def _relay_websocket(websocket: WebSocket, upstream: ClientConnection) -> str:
+    """Messages both ways until one side closes; the other is closed with the same code."""
+
+    async def down() -> None:  # cluster → client
+        try:
+            async for message in upstream:
+                if isinstance(message, str):
+                    await websocket.send_text(message)
+                else:
+                    await websocket.send_bytes(message)
+        except ConnectionClosed:
+            pass
+        await websocket.close(code=_close_code(upstream.close_code), reason=upstream.close_reason or "")
+
+    async def up() -> None:  # client → cluster
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream.close(_close_code(message.get("code")), message.get("reason") or "")
+                return
+            if message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+            elif message.get("text") is not None:
+                await upstream.send(message["text"])
+
+    downward = asyncio.create_task(down())
+    upward = asyncio.create_task(up())
+    try:
+        done, _ = await asyncio.wait({downward, upward}, return_when=asyncio.FIRST_COMPLETED)
+        if upward in done and not downward.done():
+            await asyncio.wait({downward}, timeout=5.0)  # the cluster's close comes back
+            return "client-closed"
+        return "completed"
+    finally:
+        for task in (downward, upward):
+            task.cancel()
+        await asyncio.gather(downward, upward, return_exceptions=True)
+
+
+def _log_ws(identity: ProxyIdentity, k8s_path: str, *, status: int, started: float, outcome: str) -> None:
+    log.info(
+        "k8s-proxy websocket user=%s groups=%s token_id=%s project=%s cluster=%s cluster_id=%s path=%s "
+        "status=%d duration_ms=%d outcome=%s",
+        identity.user,
+        ",".join(identity.groups),
+        identity.token_id,
+        identity.project,
+        identity.cluster_name,
+        identity.cluster_id,
+        k8s_path[:512],
+        status,
+        int((time.monotonic() - started) * 1000),
+        outcome,
+    )
+
+
+router.add_api_websocket_route(PROXY_PREFIX + "/{cluster_id}/{path:path}", proxy_websocket)

@@ -15,6 +15,11 @@ Kubernetes ``Status`` objects: 401 bad internal secret, 400 no user, 503 this pr
 the cluster ("the agent of cluster X is not connected"), 502 the agent refused the dial (its message),
 504 the dial or the response head timed out.
 
+A WebSocket handshake on the same path (kubectl exec, attach, port-forward, from the API's k8s proxy) opens
+a stream whose request head says ``websocket``; the agent dials the apiserver's WebSocket and the messages
+are relayed (``agents.tunnel.websocket``). The apiserver's refusal of the upgrade comes back as the HTTP
+answer to the handshake (the ASGI denial-response extension), with its status and Status body.
+
 ``GET /metrics`` (same ``Authorization``) serves the server's Prometheus registry
 (``provider.tunnel.metrics``); every proxied request counts as one stream and its bytes up and down.
 
@@ -25,6 +30,7 @@ the body streams: a client that goes away resets the stream at once, also while 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import re
@@ -39,8 +45,16 @@ from agents.tunnel import TunnelError
 from agents.tunnel.http import (
     HttpHeadError,
     HttpRequestHead,
+    HttpResponseHead,
     ResponseHeadDecoder,
     encode_request_metadata,
+)
+from agents.tunnel.websocket import (
+    SUBPROTOCOL_HEADER,
+    MessageDecoder,
+    MessageKind,
+    encode_close,
+    encode_message,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +81,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 DROPPED_PREFIXES = ("impersonate-", "x-kaas-", "x-remote-", "proxy-")
+MAX_REFUSAL_BODY = 64 * 1024  # of an apiserver's refusal of a WebSocket upgrade (a Status object)
+WEBSOCKET_CLOSE_SECONDS = 5.0  # how long a closing client waits for the other end's close
 RESPONSE_HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
 )
@@ -111,6 +127,9 @@ def internal_app(server: TunnelServer) -> Any:
     expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await websocket_exchange(server, scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["path"] == HEALTH_PATH:
@@ -307,3 +326,202 @@ async def _relay_response(
         # (raising makes the server drop the connection instead of ending the body cleanly).
         raise
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# --- WebSocket upgrades -----------------------------------------------------------------------------------
+
+
+async def _deny(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Answer a WebSocket handshake with a plain HTTP response (the ASGI denial-response extension)."""
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def _deny_status(send: Send, code: int, reason: str, message: str) -> None:
+    body = json.dumps(kube_status(code, reason, message)).encode()
+    await _deny(send, code, [(b"content-type", b"application/json")], body)
+
+
+async def websocket_exchange(server: TunnelServer, scope: Scope, receive: Receive, send: Send) -> None:
+    """One WebSocket from the API's k8s proxy, carried to the cluster's apiserver by its agent."""
+    settings = server.settings
+    expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
+    if (await receive())["type"] != "websocket.connect":
+        return
+    raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+    authorization = next((v for k, v in raw_headers if k.lower() == b"authorization"), b"")
+    if not hmac.compare_digest(authorization, expected):
+        await _deny_status(
+            send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret"
+        )
+        return
+    match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
+    if match is None:
+        await _deny_status(send, 404, "NotFound", "no such internal endpoint")
+        return
+    cluster_id = match.group("cluster").decode()
+    user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
+    groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
+    if not user:
+        await _deny_status(send, 400, "BadRequest", "X-Kaas-User is required")
+        return
+    path = (match.group("path") or b"/").decode("latin-1")
+    if scope.get("query_string"):
+        path += "?" + scope["query_string"].decode("latin-1")
+    live = server.session_for(cluster_id)
+    if live is None:
+        await _deny_status(
+            send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected"
+        )
+        return
+    subprotocols: list[str] = list(scope.get("subprotocols") or [])
+    headers = [(SUBPROTOCOL_HEADER, ", ".join(subprotocols))] if subprotocols else []
+    try:
+        metadata = encode_request_metadata(
+            HttpRequestHead(
+                method="GET",
+                path=path,
+                user=KAAS_USER_PREFIX + user,
+                groups=groups,
+                headers=tuple(headers),
+                websocket=True,
+            )
+        )
+        stream = await live.connection.open_stream(metadata, timeout=settings.dial_timeout_seconds)
+    except HttpHeadError as exc:
+        await _deny_status(send, 431, "RequestHeaderFieldsTooLarge", str(exc))
+        return
+    except TimeoutError:
+        await _deny_status(send, 504, "Timeout", f"the agent of cluster {cluster_id} did not answer in time")
+        return
+    except StreamClosedError as exc:
+        await _deny_status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} refused: {exc}")
+        return
+    except TunnelError as exc:
+        await _deny_status(
+            send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
+        )
+        return
+    metrics = server.metrics
+    metrics.streams_opened.inc()
+    metrics.streams_open.inc()
+    try:
+        await _websocket_relay(
+            stream,
+            receive,
+            send,
+            cluster_id=cluster_id,
+            settings_timeout=settings.response_head_timeout_seconds,
+            metrics=metrics,
+        )
+    finally:
+        metrics.streams_open.dec()
+
+
+async def _read_head(stream: TunnelStream, *, timeout: float) -> tuple[HttpResponseHead, bytes]:
+    decoder = ResponseHeadDecoder()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
+        if not chunk:
+            decoder.end_of_stream()
+        result = decoder.feed(chunk)
+        if result is not None:
+            return result
+
+
+async def _websocket_relay(
+    stream: TunnelStream,
+    receive: Receive,
+    send: Send,
+    *,
+    cluster_id: str,
+    settings_timeout: float,
+    metrics: TunnelMetrics,
+) -> None:
+    try:
+        head, rest = await _read_head(stream, timeout=settings_timeout)
+    except TimeoutError:
+        stream.reset("no response head in time")
+        await _deny_status(send, 504, "Timeout", f"the cluster {cluster_id} did not answer in time")
+        return
+    except (StreamClosedError, HttpHeadError) as exc:
+        stream.reset(f"bad response: {exc}")
+        await _deny_status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} failed: {exc}")
+        return
+    if head.status != 101:  # the apiserver refused the upgrade: its answer, as it was
+        body = bytearray(rest)
+        with contextlib.suppress(StreamClosedError):
+            while len(body) < MAX_REFUSAL_BODY and (chunk := await stream.read()):
+                body += chunk
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in head.headers
+            if name.lower() in ("content-type", "www-authenticate")
+        ]
+        await _deny(send, head.status, headers, bytes(body[:MAX_REFUSAL_BODY]))
+        stream.close_write()
+        return
+    chosen = next((v for n, v in head.headers if n.lower() == SUBPROTOCOL_HEADER.lower()), None)
+    await send({"type": "websocket.accept", "subprotocol": chosen})
+    decoder = MessageDecoder()
+
+    async def down() -> None:  # agent → API
+        pending = rest
+        while True:
+            for message in decoder.feed(pending):
+                metrics.bytes_down.inc(len(message.payload))
+                if message.kind is MessageKind.CLOSE:
+                    await send(
+                        {
+                            "type": "websocket.close",
+                            "code": message.close_code,
+                            "reason": message.close_reason,
+                        }
+                    )
+                    return
+                if message.kind is MessageKind.TEXT:
+                    await send(
+                        {"type": "websocket.send", "text": message.payload.decode("utf-8", errors="replace")}
+                    )
+                else:
+                    await send({"type": "websocket.send", "bytes": message.payload})
+            pending = await stream.read()
+            if not pending:
+                await send({"type": "websocket.close", "code": 1011, "reason": "the agent ended the stream"})
+                return
+
+    async def up() -> None:  # API → agent
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                await stream.write(
+                    encode_close(message.get("code", 1000) or 1000, message.get("reason") or "")
+                )
+                stream.close_write()
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            if message.get("bytes") is not None:
+                payload = message["bytes"]
+                await stream.write(encode_message(MessageKind.BINARY, payload))
+            else:
+                payload = (message.get("text") or "").encode()
+                await stream.write(encode_message(MessageKind.TEXT, payload))
+            metrics.bytes_up.inc(len(payload))
+
+    downward = asyncio.create_task(down())
+    upward = asyncio.create_task(up())
+    try:
+        done, _ = await asyncio.wait({downward, upward}, return_when=asyncio.FIRST_COMPLETED)
+        if upward in done and upward.exception() is None:
+            await asyncio.wait({downward}, timeout=WEBSOCKET_CLOSE_SECONDS)  # the close comes back
+        for task in done:
+            error = task.exception()
+            if error is not None and not isinstance(error, StreamClosedError):
+                stream.reset(f"the WebSocket relay failed: {error}")
+    finally:
+        for task in (downward, upward):
+            task.cancel()
+        await asyncio.gather(downward, upward, return_exceptions=True)

