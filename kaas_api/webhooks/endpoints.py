@@ -1,4 +1,5 @@
-"""HTTP endpoints of ``/v1/projects/{project}/webhooks``: owners create and delete, viewers read.
+"""HTTP endpoints of ``/v1/projects/{project}/webhooks``: owners create, change, delete and redeliver,
+viewers read.
 
 The secret appears only in the creation response. Deliveries (with every attempt) are readable by viewers.
 """
@@ -13,7 +14,14 @@ from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.security import SecretBox
 from kaas_api.webhooks import service
 from kaas_api.webhooks.egress import EgressPolicy
-from kaas_api.webhooks.schemas import AttemptOut, DeliveryOut, WebhookCreate, WebhookCreated, WebhookOut
+from kaas_api.webhooks.schemas import (
+    AttemptOut,
+    DeliveryOut,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookOut,
+    WebhookPatch,
+)
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"])
 
@@ -87,6 +95,40 @@ def list_webhooks(project: str, principal: CurrentUser, uow: Uow) -> list[Webhoo
 def get_webhook(project: str, webhook_id: str, principal: CurrentUser, uow: Uow) -> WebhookOut:
     access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
     return webhook_out(*service.get_webhook(uow.session, access.project, webhook_id))
+
+
+@router.patch("/{webhook_id}", response_model=WebhookOut)
+def update_webhook(
+    project: str, webhook_id: str, body: WebhookPatch, principal: CurrentUser, uow: Uow, settings: Settings
+) -> WebhookOut:
+    """Change the receiver, the events, or turn the webhook off and on (owners). The secret stays."""
+    access = authorize_project(uow.session, principal, project, need=Role.OWNER)
+    webhook, creator = service.update_webhook(
+        uow.session,
+        access.project,
+        webhook_id,
+        url=body.url,
+        events=body.events,
+        enabled=body.enabled,
+        egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
+    )
+    return webhook_out(webhook, creator)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryOut,
+)
+def redeliver(
+    project: str, webhook_id: str, delivery_id: str, principal: CurrentUser, uow: Uow
+) -> DeliveryOut:
+    """Send a succeeded or failed delivery again with a fresh budget of attempts (owners): it is pending
+    now and the provider's periodic sweep sends it. 409 while it is still pending or the webhook is off."""
+    access = authorize_project(uow.session, principal, project, need=Role.OWNER)
+    delivery = service.redeliver(uow.session, access.project, webhook_id, delivery_id)
+    uow.session.refresh(delivery, attribute_names=["attempt_log"])
+    return delivery_out(delivery)
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -80,6 +80,25 @@ class WebhookCreate(BaseModel):
     )
 
 
+class WebhookPatch(BaseModel):
+    """What may change on a webhook; what is left out stays. The secret cannot change: make a new webhook."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"enabled": False}, {"url": _URL_EXAMPLE, "events": ["operation.failed"]}]
+        },
+    )
+
+    url: WebhookUrl | None = Field(default=None, description="The new receiver address.")
+    events: list[WebhookEvent] | None = Field(
+        default=None, min_length=1, max_length=len(WebhookEvent), description="The new set of events."
+    )
+    enabled: bool | None = Field(
+        default=None, description="false: nothing is sent (new deliveries are not made, pending ones fail)."
+    )
+
+
 class WebhookOut(BaseModel):
     """A webhook; its secret is never shown again after creation."""
 

@@ -1,4 +1,5 @@
-"""Webhooks of a project: create (with a secret shown once), list, read, delete, and their deliveries.
+"""Webhooks of a project: create (with a secret shown once), list, read, change, delete, and their
+deliveries, which may be sent again (``redeliver``).
 
 Called by ``kaas_api.webhooks.endpoints``. Flushes only; the request's unit of work commits. The secret is
 stored only encrypted with ``SecretBox`` (the provider decrypts it to sign; it is never returned after
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from kaas_api.db.models import Project, User, Webhook, WebhookDelivery, WebhookEvent, utcnow
+from kaas_api.db.models import DeliveryState, Project, User, Webhook, WebhookDelivery, WebhookEvent, utcnow
 from kaas_api.errors import Conflict, InvalidInput, NotFound
 from kaas_api.security import SecretBox, generate_token
 from kaas_api.validation import is_uuid
@@ -36,19 +37,8 @@ def create_webhook(
     secret_box: SecretBox,
     egress: EgressPolicy,
 ) -> tuple[Webhook, str]:
-    """A new enabled webhook; returns it and its secret (generated when ``secret`` is None), never stored.
-
-    A receiver given as an IP address the egress policy refuses is a 422 now; a host name is checked by the
-    provider at each delivery, against what it resolves to then.
-    """
-    host = urlsplit(url).hostname or ""
-    address = literal_address(host)
-    if address is not None:
-        try:
-            egress.check(address, host=host)
-        except EgressRefused as exc:
-            problem = {"field": "url", "message": str(exc), "type": "egress_refused"}
-            raise InvalidInput(f"url: {exc}", detail=[problem]) from exc
+    """A new enabled webhook; returns it and its secret (generated when ``secret`` is None), never stored."""
+    _check_receiver(url, egress)
     count = session.scalar(select(func.count()).select_from(Webhook).where(Webhook.project_id == project.id))
     if (count or 0) >= MAX_WEBHOOKS_PER_PROJECT:
         raise Conflict(
@@ -95,6 +85,65 @@ def get_webhook(session: Session, project: Project, webhook_id: str) -> tuple[We
     if webhook is None or webhook.project_id != project.id:
         raise NotFound(f"webhook {webhook_id[:80]!r} not found in project {project.name!r}")
     return webhook, _creator_names(session, [webhook]).get(webhook.created_by or "")
+
+
+def _check_receiver(url: str, egress: EgressPolicy) -> None:
+    """A receiver given as an IP address the egress policy refuses is a 422 now; a host name is checked by
+    the provider at each delivery, against what it resolves to then."""
+    host = urlsplit(url).hostname or ""
+    address = literal_address(host)
+    if address is None:
+        return
+    try:
+        egress.check(address, host=host)
+    except EgressRefused as exc:
+        problem = {"field": "url", "message": str(exc), "type": "egress_refused"}
+        raise InvalidInput(f"url: {exc}", detail=[problem]) from exc
+
+
+def update_webhook(
+    session: Session,
+    project: Project,
+    webhook_id: str,
+    *,
+    url: str | None,
+    events: Sequence[WebhookEvent] | None,
+    enabled: bool | None,
+    egress: EgressPolicy,
+) -> tuple[Webhook, str | None]:
+    """Change a webhook's receiver, events or whether it is enabled; deliveries already made keep theirs."""
+    webhook, creator = get_webhook(session, project, webhook_id)
+    if url is not None:
+        _check_receiver(url, egress)
+        webhook.url = url
+    if events is not None:
+        webhook.events = [event.value for event in WebhookEvent if event in set(events)]
+    if enabled is not None:
+        webhook.enabled = enabled
+    session.flush()
+    return webhook, creator
+
+
+def redeliver(session: Session, project: Project, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+    """Send a finished (succeeded or failed) delivery again, with a fresh budget of attempts.
+
+    It becomes pending and due now; the provider's periodic sweep sends it (within one sweep interval)."""
+    webhook, _ = get_webhook(session, project, webhook_id)
+    delivery = session.get(WebhookDelivery, delivery_id) if is_uuid(delivery_id) else None
+    if delivery is None or delivery.webhook_id != webhook.id:
+        raise NotFound(f"delivery {delivery_id[:80]!r} not found for webhook {webhook.id}")
+    if not webhook.enabled:
+        raise Conflict("the webhook is disabled: enable it first (PATCH with enabled true)")
+    if delivery.state == DeliveryState.PENDING.value:
+        raise Conflict(
+            f"delivery {delivery.id} is still pending ({delivery.attempts} attempts so far): it is being sent"
+        )
+    delivery.state = DeliveryState.PENDING.value
+    delivery.attempts_at_redelivery = delivery.attempts
+    delivery.next_attempt_at = utcnow()
+    delivery.delivered_at = None
+    session.flush()
+    return delivery
 
 
 def delete_webhook(session: Session, project: Project, webhook_id: str) -> None:

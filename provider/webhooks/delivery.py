@@ -17,7 +17,8 @@ someone else's server takes its time to answer.
    could point anywhere) and the response body is not read.
 3. Record: one ``webhook_attempts`` row; 2xx succeeds the delivery; anything else (another status, a
    timeout, a refused connection) retries after exponential backoff with jitter
-   (``provider.reconciler.reconcile.backoff_seconds``) until ``max_attempts``, then fails it.
+   (``provider.reconciler.reconcile.backoff_seconds``) until ``max_attempts``, then fails it. A
+   redelivery (``kaas_api.webhooks.service.redeliver``) makes it pending again with a fresh budget.
 
 The secret is decrypted only for signing; it is never logged, stored in clear, or sent.
 """
@@ -218,7 +219,7 @@ def _record(
             delivery.delivered_at = now
             delivery.next_attempt_at = None
             return DeliveryResult("succeeded", status_code=status_code)
-        if number >= limits.max_attempts:
+        if number - delivery.attempts_at_redelivery >= limits.max_attempts:
             delivery.state = DeliveryState.FAILED.value
             delivery.next_attempt_at = None
             logger.warning("webhook delivery %s failed after %d attempts: %s", delivery_id, number, error)

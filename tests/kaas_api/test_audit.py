@@ -39,6 +39,7 @@ def fill(template: str, world: World) -> str:
         kubeconfig_token_id=str(uuid.uuid4()),
         operation_id=world.operation_id,
         webhook_id=str(uuid.uuid4()),
+        delivery_id=str(uuid.uuid4()),
         path="api/v1/namespaces",
     )
 

@@ -20,7 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from kaas_api.auth.service import Principal, issue_token, revoke_token
-from kaas_api.db.models import ApiToken, Cluster, Project, User, WebhookEvent
+from kaas_api.db.models import (
+    ApiToken,
+    Cluster,
+    DeliveryState,
+    Project,
+    User,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
 from kaas_api.kubeconfig.service import issue_kubeconfig_token
 from kaas_api.security import SecretBox
 from kaas_api.webhooks.egress import EgressPolicy
@@ -88,6 +97,10 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/v1/projects/{project}/webhooks"): Access("viewer"),
     ("GET", "/v1/projects/{project}/webhooks/{webhook_id}"): Access("viewer"),
     ("DELETE", "/v1/projects/{project}/webhooks/{webhook_id}"): Access("owner"),
+    ("PATCH", "/v1/projects/{project}/webhooks/{webhook_id}"): Access("owner", {"enabled": False}),
+    ("POST", "/v1/projects/{project}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): Access(
+        "owner"
+    ),
     ("GET", "/v1/projects/{project}/webhooks/{webhook_id}/deliveries"): Access("viewer"),
     ("GET", "/v1/admin/audit"): Access("admin"),
     ("GET", "/v1/admin/clusters"): Access("admin"),
@@ -165,6 +178,26 @@ def webhook_id(world: World) -> str:
         return webhook.id
 
 
+def failed_delivery_id(world: World, hook: str) -> str:
+    """A failed delivery of webhook ``hook`` (for the redeliver route)."""
+    session_factory: sessionmaker[Session] = world.client.app.state.kaas.session_factory  # type: ignore[attr-defined]
+    with session_factory() as session:
+        webhook = session.get_one(Webhook, hook)
+        delivery = WebhookDelivery(
+            webhook_id=hook,
+            project_id=webhook.project_id,
+            operation_id=world.operation_id,
+            cluster_id=world.cluster_id,
+            event=WebhookEvent.OPERATION_FAILED.value,
+            payload={},
+            state=DeliveryState.FAILED.value,
+            attempts=6,
+        )
+        session.add(delivery)
+        session.commit()
+        return delivery.id
+
+
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     """Every (method, path) the app serves: the OpenAPI operations (every API route, however routers are
     included) plus the plain Starlette routes (docs, schema). A route hidden from the schema is refused."""
@@ -189,7 +222,10 @@ def concrete_path(world: World, template: str, who: str) -> str:
     if "{kubeconfig_token_id}" in template:
         template = template.replace("{kubeconfig_token_id}", kubeconfig_token_id(world, who))
     if "{webhook_id}" in template:
-        template = template.replace("{webhook_id}", webhook_id(world))
+        hook = webhook_id(world)
+        template = template.replace("{webhook_id}", hook)
+        if "{delivery_id}" in template:
+            template = template.replace("{delivery_id}", failed_delivery_id(world, hook))
     return template.format(
         cluster_id=world.cluster_id,
         path="api/v1/namespaces",

@@ -62,6 +62,7 @@ def path_for(template: str, world: World, value: str | None = None) -> str:
         "operation_id": world.operation_id,
         "cluster_id": world.cluster_id,
         "webhook_id": "00000000-0000-0000-0000-000000000000",
+        "delivery_id": "00000000-0000-0000-0000-000000000000",
     }
     if value is not None:
         defaults = {key: quote(value, safe="") or "x" for key in defaults}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -247,3 +248,96 @@ def test_the_allowed_networks_setting_takes_a_comma_separated_list_and_names_a_b
     monkeypatch.setenv("KAAS_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16,intranet")
     with pytest.raises(ValidationError, match="'intranet' is not a network in CIDR form"):
         ApiSettings()
+
+
+def test_an_owner_changes_the_receiver_and_events_and_turns_a_webhook_off(world: World) -> None:
+    created = create(world)
+    hook = f"{HOOKS}/{created['id']}"
+    changed = world.call(
+        "owner", "PATCH", hook, {"url": "https://other.example.com/k", "events": ["operation.failed"]}
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["url"], changed.json()["events"], changed.json()["enabled"]) == (
+        "https://other.example.com/k",
+        ["operation.failed"],
+        True,
+    )
+    off = world.call("owner", "PATCH", hook, {"enabled": False}).json()
+    assert (off["url"], off["events"], off["enabled"]) == (
+        "https://other.example.com/k",
+        ["operation.failed"],
+        False,
+    )
+    assert world.call("viewer", "GET", hook).json()["enabled"] is False
+    assert world.call("member", "PATCH", hook, {"enabled": True}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"events": []},
+        {"url": "ftp://x.example.com/"},
+        {"url": "http://169.254.169.254/"},
+        {"secret": "a-new-secret-of-enough-length"},
+        {"enabled": "maybe"},
+    ],
+)
+def test_a_bad_change_is_refused_and_changes_nothing(world: World, body: dict[str, object]) -> None:
+    created = create(world)
+    response = world.call("owner", "PATCH", f"{HOOKS}/{created['id']}", body)
+    assert response.status_code == 422, response.text
+    assert world.call("owner", "GET", f"{HOOKS}/{created['id']}").json() == {
+        key: created[key] for key in ("id", "url", "events", "enabled", "created_by", "created_at")
+    }
+
+
+def add_delivery(session_factory: sessionmaker[Session], world: World, webhook_id: str, *, state: str) -> str:
+    with session_factory() as session, session.begin():
+        delivery = WebhookDelivery(
+            webhook_id=webhook_id,
+            project_id="p",
+            operation_id=f"op-{state}",
+            cluster_id=world.cluster_id,
+            event="operation.failed",
+            payload={"event": "operation.failed"},
+            state=state,
+            attempts=6 if state == "failed" else 1,
+            last_error="the receiver answered HTTP 503" if state == "failed" else None,
+        )
+        session.add(delivery)
+        session.flush()
+        return delivery.id
+
+
+def test_a_failed_delivery_is_redelivered_with_a_fresh_budget(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    created = create(world)
+    hook = f"{HOOKS}/{created['id']}"
+    failed = add_delivery(session_factory, world, str(created["id"]), state="failed")
+    response = world.call("owner", "POST", f"{hook}/deliveries/{failed}/redeliver")
+    assert response.status_code == 202, response.text
+    shown = response.json()
+    assert shown["state"] == "pending"
+    assert shown["next_attempt_at"] is not None
+    with session_factory() as session:
+        row = session.get_one(WebhookDelivery, failed)
+        assert (row.attempts, row.attempts_at_redelivery) == (6, 6)  # the history stays, the budget restarts
+    again = world.call("owner", "POST", f"{hook}/deliveries/{failed}/redeliver")
+    assert again.status_code == 409
+    assert "still pending" in again.json()["message"]
+
+
+def test_redelivery_needs_an_enabled_webhook_and_its_own_delivery(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    first, second = create(world), create(world)
+    failed = add_delivery(session_factory, world, str(first["id"]), state="failed")
+    other = world.call("owner", "POST", f"{HOOKS}/{second['id']}/deliveries/{failed}/redeliver")
+    assert other.status_code == 404
+    unknown = world.call("owner", "POST", f"{HOOKS}/{first['id']}/deliveries/{uuid.uuid4()}/redeliver")
+    assert unknown.status_code == 404
+    world.call("owner", "PATCH", f"{HOOKS}/{first['id']}", {"enabled": False})
+    off = world.call("owner", "POST", f"{HOOKS}/{first['id']}/deliveries/{failed}/redeliver")
+    assert off.status_code == 409
+    assert "disabled" in off.json()["message"]

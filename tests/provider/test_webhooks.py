@@ -223,6 +223,30 @@ def test_a_receiver_that_always_fails_ends_failed_after_the_last_attempt(
     assert delivery_id not in due_deliveries(ctx.session_factory)
 
 
+def test_a_failed_delivery_sent_again_after_the_receiver_is_fixed_succeeds_with_a_fresh_budget(
+    ctx: ProviderContext, api: Api
+) -> None:
+    """Fail every attempt, point the webhook at a working receiver, redeliver: the sweep sends it."""
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    with run_receiver([503]) as broken:
+        webhook_id, _ = api.add_webhook(broken.url)
+        [delivery_id] = finish(ctx, created.id)
+        assert deliver_until_settled(ctx, delivery_id)[-1].outcome == "failed"
+    base = f"/v1/projects/team/webhooks/{webhook_id}"
+    with run_receiver([500, 200]) as fixed:
+        api.call("PATCH", base, {"url": fixed.url})
+        shown = api.call("POST", f"{base}/deliveries/{delivery_id}/redeliver")
+        assert shown["state"] == "pending"
+        assert delivery_id in due_deliveries(ctx.session_factory)  # what the periodic sweep sends
+        results = deliver_until_settled(ctx, delivery_id)
+    assert [r.outcome for r in results] == ["retrying", "succeeded"]  # a whole new budget, not one try
+    assert len(fixed.requests) == 2
+    assert fixed.requests[-1].headers["x-kaas-delivery"] == delivery_id  # the receiver can deduplicate
+    [listed] = api.deliveries(webhook_id)
+    assert listed["state"] == "succeeded"
+    assert [a["number"] for a in listed["attempts"]] == [1, 2, 3, 4, 5]  # the history of both rounds
+
+
 def test_an_unreachable_receiver_is_retried_and_each_connection_error_recorded(
     ctx: ProviderContext, api: Api
 ) -> None:
