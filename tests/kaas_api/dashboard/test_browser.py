@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import ApiToken, Cluster, Operation
+from kaas_api.db.models import ApiToken, Cluster, Operation, Region, utcnow
 from kaas_api.security import hash_token
 from tests.conftest import IN_CI, ROOT
 from tests.kaas_api.conftest import World, cluster_body
@@ -84,6 +84,17 @@ def more_clusters(world: World, session_factory: sessionmaker[Session]) -> None:
         assert operation is not None
         operation.state, operation.step, operation.progress = "failed", "control_plane", 40
         operation.error = "control_plane: flavor 'small' does not exist in the cloud"
+        region = session.scalar(select(Region).where(Region.name == "r1"))
+        assert region is not None
+        region.cloud_capacity = {  # as the region's periodic sweep records what the cloud says
+            "cores_limit": 200,
+            "cores_used": 12,
+            "ram_mb_limit": 409600,
+            "ram_mb_used": 24576,
+            "instances_limit": 50,
+            "instances_used": 6,
+        }
+        region.cloud_capacity_at = utcnow()
         session.commit()
 
 
@@ -166,9 +177,11 @@ def test_an_admin_steers_the_fleet_in_a_real_browser(
     assert world.call("member", "GET", "/v1/me").status_code == 401
     shoot(page, "07-users-and-tokens")
 
-    for path, name in (("/admin/regions", "08-regions"), ("/admin/projects", "09-projects")):
-        page.goto(base_url + path)
-        shoot(page, name)
+    page.goto(base_url + "/admin/regions")
+    assert "6 / 50 servers (12%)" in " ".join(page.inner_text("#region-r1").split())
+    shoot(page, "08-regions")
+    page.goto(base_url + "/admin/projects")
+    shoot(page, "09-projects")
     page.goto(base_url + "/admin/audit?user=admin")
     assert "dashboard_revoke_token" in page.inner_text("#audit-log")
     shoot(page, "10-audit-log")
