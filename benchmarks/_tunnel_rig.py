@@ -115,6 +115,9 @@ class NoDispatcher:
     def send_reconcile(self, cluster_id: str, *, queue: str) -> None:
         return None
 
+    def send_webhook_delivery(self, delivery_id: str) -> None:
+        return None
+
     def ping(self) -> bool:
         return True
 

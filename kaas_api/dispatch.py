@@ -1,10 +1,11 @@
-"""Queuing reconcile work by task name, only after the request's transaction committed.
+"""Queuing provider work by task name, only after the request's transaction committed.
 
 ``TaskDispatcher`` is the interface the API depends on; ``CeleryDispatcher`` sends
-``provider.reconcile_cluster`` by name (the API never imports ``provider``), with the current request id
-in the message header ``kaas_request_id`` so the worker's log lines carry it too. ``UnitOfWork`` is the
-per-request object: services ``flush()`` and ask for reconciles on it; ``kaas_api.deps`` commits it and
-only then sends what was asked for. A rollback drops the requests.
+``provider.reconcile_cluster`` and ``provider.deliver_webhook`` by name (the API never imports
+``provider``), with the current request id in the message header ``kaas_request_id`` so the worker's log
+lines carry it too. ``UnitOfWork`` is the per-request object: services ``flush()`` and ask for reconciles
+(and endpoints for webhook deliveries) on it; ``kaas_api.deps`` commits it and only then sends what was
+asked for. A rollback drops the requests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session
 from kaas_api.observability.request_id import current_request_id
 
 RECONCILE_TASK = "provider.reconcile_cluster"
+DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"  # the names and queue of provider.tasks; keep in step
+WEBHOOK_QUEUE = "provider"
 # the Celery message header the worker reads the request id from (provider.tasks); keep the two in step
 REQUEST_ID_TASK_HEADER = "kaas_request_id"
 
@@ -27,7 +30,14 @@ log = logging.getLogger(__name__)
 class TaskDispatcher(Protocol):
     def send_reconcile(self, cluster_id: str, *, queue: str) -> None: ...
 
+    def send_webhook_delivery(self, delivery_id: str) -> None: ...
+
     def ping(self) -> bool: ...
+
+
+def _headers() -> dict[str, str] | None:
+    request_id = current_request_id()
+    return {REQUEST_ID_TASK_HEADER: request_id} if request_id is not None else None
 
 
 class CeleryDispatcher:
@@ -37,9 +47,12 @@ class CeleryDispatcher:
         self._celery = celery_app
 
     def send_reconcile(self, cluster_id: str, *, queue: str) -> None:
-        request_id = current_request_id()
-        headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id is not None else None
-        self._celery.send_task(RECONCILE_TASK, args=[cluster_id], queue=queue, headers=headers)
+        self._celery.send_task(RECONCILE_TASK, args=[cluster_id], queue=queue, headers=_headers())
+
+    def send_webhook_delivery(self, delivery_id: str) -> None:
+        self._celery.send_task(
+            DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE, headers=_headers()
+        )
 
     def ping(self) -> bool:
         try:
@@ -57,9 +70,13 @@ class UnitOfWork:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._reconciles: dict[str, str] = {}  # cluster id -> queue; one message per cluster is enough
+        self._deliveries: dict[str, None] = {}  # webhook delivery ids, in order, once each
 
     def reconcile_after_commit(self, cluster_id: str, *, queue: str) -> None:
         self._reconciles[cluster_id] = queue
+
+    def deliver_after_commit(self, delivery_id: str) -> None:
+        self._deliveries[delivery_id] = None
 
     @property
     def pending_reconciles(self) -> list[tuple[str, str]]:
@@ -76,7 +93,14 @@ class UnitOfWork:
                 dispatcher.send_reconcile(cluster_id, queue=queue)
             except Exception:
                 log.warning("could not queue reconcile of cluster %s on %s", cluster_id, queue, exc_info=True)
+        deliveries, self._deliveries = self._deliveries, {}
+        for delivery_id in deliveries:
+            try:
+                dispatcher.send_webhook_delivery(delivery_id)
+            except Exception:
+                log.warning("could not queue webhook delivery %s; the sweep will", delivery_id, exc_info=True)
 
     def rollback(self) -> None:
         self._reconciles = {}
+        self._deliveries = {}
         self.session.rollback()

@@ -123,10 +123,12 @@ def update_webhook(
 def redeliver(
     project: str, webhook_id: str, delivery_id: str, principal: CurrentUser, uow: Uow
 ) -> DeliveryOut:
-    """Send a succeeded or failed delivery again with a fresh budget of attempts (owners): it is pending
-    now and the provider's periodic sweep sends it. 409 while it is still pending or the webhook is off."""
+    """Send a succeeded or failed delivery again with a fresh budget of attempts (owners): it is queued as
+    soon as the change is stored (and the periodic sweep sends it should that message be lost). 409 while
+    it is still pending or the webhook is off."""
     access = authorize_project(uow.session, principal, project, need=Role.OWNER)
     delivery = service.redeliver(uow.session, access.project, webhook_id, delivery_id)
+    uow.deliver_after_commit(delivery.id)  # a lost message: the periodic sweep sends it anyway
     uow.session.refresh(delivery, attribute_names=["attempt_log"])
     return delivery_out(delivery)
 

@@ -127,7 +127,8 @@ def update_webhook(
 def redeliver(session: Session, project: Project, webhook_id: str, delivery_id: str) -> WebhookDelivery:
     """Send a finished (succeeded or failed) delivery again, with a fresh budget of attempts.
 
-    It becomes pending and due now; the provider's periodic sweep sends it (within one sweep interval)."""
+    It becomes pending and due now; the endpoint queues it after the commit, and the provider's periodic
+    sweep sends any pending delivery that is due, so a lost message only delays it."""
     webhook, _ = get_webhook(session, project, webhook_id)
     delivery = session.get(WebhookDelivery, delivery_id) if is_uuid(delivery_id) else None
     if delivery is None or delivery.webhook_id != webhook.id:

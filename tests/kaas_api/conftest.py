@@ -40,14 +40,18 @@ REGION = {
 
 
 class RecordingDispatcher:
-    """Records reconciles instead of sending them; ``healthy`` drives ``ping``."""
+    """Records reconciles and webhook deliveries instead of sending them; ``healthy`` drives ``ping``."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.deliveries: list[str] = []
         self.healthy = True
 
     def send_reconcile(self, cluster_id: str, *, queue: str) -> None:
         self.sent.append((cluster_id, queue))
+
+    def send_webhook_delivery(self, delivery_id: str) -> None:
+        self.deliveries.append(delivery_id)
 
     def ping(self) -> bool:
         return self.healthy

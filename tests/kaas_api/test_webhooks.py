@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_api.config import ApiSettings
 from kaas_api.db.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
 from kaas_api.security import SecretBox
-from tests.kaas_api.conftest import SECRET_KEY, World
+from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
 
 HOOKS = "/v1/projects/alpha/webhooks"
 URL = "https://hooks.example.com/kaas"
@@ -310,7 +310,7 @@ def add_delivery(session_factory: sessionmaker[Session], world: World, webhook_i
 
 
 def test_a_failed_delivery_is_redelivered_with_a_fresh_budget(
-    world: World, session_factory: sessionmaker[Session]
+    world: World, session_factory: sessionmaker[Session], dispatcher: RecordingDispatcher
 ) -> None:
     created = create(world)
     hook = f"{HOOKS}/{created['id']}"
@@ -323,8 +323,10 @@ def test_a_failed_delivery_is_redelivered_with_a_fresh_budget(
     with session_factory() as session:
         row = session.get_one(WebhookDelivery, failed)
         assert (row.attempts, row.attempts_at_redelivery) == (6, 6)  # the history stays, the budget restarts
+    assert dispatcher.deliveries == [failed]  # queued once the change was committed
     again = world.call("owner", "POST", f"{hook}/deliveries/{failed}/redeliver")
     assert again.status_code == 409
+    assert dispatcher.deliveries == [failed]  # a refused redelivery queues nothing
     assert "still pending" in again.json()["message"]
 
 

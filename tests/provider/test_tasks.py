@@ -11,7 +11,9 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from kaas_api import dispatch as api_dispatch
 from kaas_api.db.models import Cluster, ClusterPhase, Region
+from provider import tasks as provider_tasks
 from provider.celery_app import EmbeddedWorker, make_celery
 from provider.config import ProviderSettings
 from tests.provider.factories import PoolSpec, create_cluster
@@ -106,3 +108,10 @@ def test_the_app_is_configured_for_at_least_once_delivery(redis_url: str) -> Non
 def test_regions_can_be_given_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAAS_REGIONS", "east, west")
     assert ProviderSettings().regions == ["east", "west"]
+
+
+def test_the_api_sends_webhook_deliveries_by_the_names_the_provider_registers() -> None:
+    """The API never imports provider; its copy of the task name and queue must stay in step."""
+    assert api_dispatch.DELIVER_WEBHOOK_TASK == provider_tasks.DELIVER_WEBHOOK_TASK
+    assert api_dispatch.WEBHOOK_QUEUE == provider_tasks.WEBHOOK_QUEUE
+    assert api_dispatch.RECONCILE_TASK == provider_tasks.RECONCILE_TASK
