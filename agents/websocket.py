@@ -28,6 +28,7 @@ from agents.runtime import StreamClosedError, TunnelStream
 from agents.tunnel.http import HttpRequestHead, encode_response_head
 from agents.tunnel.websocket import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    RELAYED_REFUSAL_HEADERS,
     SUBPROTOCOL_HEADER,
     MessageDecoder,
     MessageKind,
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 OPEN_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 _RESERVED_CLOSE_CODES = frozenset({1005, 1006, 1015})  # may be reported, never sent
-_RELAYED_RESPONSE_HEADERS = frozenset({"content-type", "www-authenticate"})
 
 
 def _sendable_close_code(code: int | None) -> int:
@@ -96,7 +96,7 @@ async def serve_websocket(forwarder: ApiserverForwarder, stream: TunnelStream, h
         )
     except InvalidStatus as exc:
         refusal = exc.response
-        kept = [(n, v) for n, v in refusal.headers.raw_items() if n.lower() in _RELAYED_RESPONSE_HEADERS]
+        kept = [(n, v) for n, v in refusal.headers.raw_items() if n.lower() in RELAYED_REFUSAL_HEADERS]
         await _answer(stream, refusal.status_code, kept, bytes(refusal.body or b""))
         return
     except (OSError, TimeoutError, InvalidHandshake) as exc:

@@ -28,6 +28,8 @@ SUBPROTOCOL_HEADER = "Sec-WebSocket-Protocol"
 _HEADER = struct.Struct("!BI")
 _CLOSE_CODE = struct.Struct("!H")
 MAX_CLOSE_REASON_BYTES = 123  # a WebSocket close frame's payload is at most 125 bytes
+# of an apiserver's refusal of the upgrade, the headers that go back with its status and body
+RELAYED_REFUSAL_HEADERS = frozenset({"content-type", "www-authenticate"})
 
 
 class MessageKind(IntEnum):

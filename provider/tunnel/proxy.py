@@ -34,6 +34,8 @@ import contextlib
 import hmac
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -50,6 +52,7 @@ from agents.tunnel.http import (
     encode_request_metadata,
 )
 from agents.tunnel.websocket import (
+    RELAYED_REFUSAL_HEADERS,
     SUBPROTOCOL_HEADER,
     MessageDecoder,
     MessageKind,
@@ -59,7 +62,7 @@ from agents.tunnel.websocket import (
 
 if TYPE_CHECKING:
     from provider.tunnel.metrics import TunnelMetrics
-    from provider.tunnel.server import TunnelServer
+    from provider.tunnel.server import AgentSession, TunnelServer
 
 PROXY_PATH = re.compile(rb"^/internal/v1/clusters/(?P<cluster>[A-Za-z0-9._-]{1,64})/proxy(?P<path>/.*)?$")
 HEALTH_PATH = "/internal/v1/healthz"
@@ -121,6 +124,127 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+class Refused(Exception):
+    """A request the internal endpoint answers itself, with a Kubernetes ``Status``."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Whom a proxied request is for and as whom, from its path and the API's headers."""
+
+    cluster_id: str
+    path: str  # the Kubernetes path with the query
+    user: str
+    groups: tuple[str, ...]
+    live: AgentSession
+
+
+def _authorized(scope: Scope, expected: bytes) -> bool:
+    authorization = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), b"")
+    return hmac.compare_digest(authorization, expected)
+
+
+def _target(server: TunnelServer, scope: Scope, *, methods: frozenset[str] | None = None) -> _Target:
+    """The cluster, path and identity of a proxied request and its live session; ``Refused`` otherwise."""
+    match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
+    if match is None:
+        raise Refused(404, "NotFound", "no such internal endpoint")
+    method = scope.get("method", "GET").upper()
+    if methods is not None and method not in methods:
+        raise Refused(405, "MethodNotAllowed", f"method {method} is not proxied")
+    cluster_id = match.group("cluster").decode()
+    raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+    user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
+    groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
+    if not user:
+        raise Refused(400, "BadRequest", "X-Kaas-User is required")
+    path = (match.group("path") or b"/").decode("latin-1")
+    if scope.get("query_string"):
+        path += "?" + scope["query_string"].decode("latin-1")
+    live = server.session_for(cluster_id)
+    if live is None:
+        raise Refused(503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected")
+    return _Target(cluster_id=cluster_id, path=path, user=user, groups=groups, live=live)
+
+
+async def _open_stream(
+    server: TunnelServer,
+    target: _Target,
+    *,
+    method: str,
+    headers: tuple[tuple[str, str], ...],
+    body: bool = False,
+    websocket: bool = False,
+) -> TunnelStream:
+    """DIAL the cluster's agent with the request head; its failures become ``Refused``."""
+    cluster_id = target.cluster_id
+    try:
+        metadata = encode_request_metadata(
+            HttpRequestHead(
+                method=method,
+                path=target.path,
+                user=KAAS_USER_PREFIX + target.user,
+                groups=target.groups,
+                headers=headers,
+                body=body,
+                websocket=websocket,
+            )
+        )
+        return await target.live.connection.open_stream(
+            metadata, timeout=server.settings.dial_timeout_seconds
+        )
+    except HttpHeadError as exc:
+        raise Refused(431, "RequestHeaderFieldsTooLarge", str(exc)) from exc
+    except TimeoutError as exc:
+        raise Refused(504, "Timeout", f"the agent of cluster {cluster_id} did not answer in time") from exc
+    except StreamClosedError as exc:
+        raise Refused(502, "BadGateway", f"the agent of cluster {cluster_id} refused: {exc}") from exc
+    except TunnelError as exc:
+        raise Refused(
+            503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _counted(metrics: TunnelMetrics) -> Iterator[None]:
+    """One proxied stream in the metrics, open while the block runs."""
+    metrics.streams_opened.inc()
+    metrics.streams_open.inc()
+    try:
+        yield
+    finally:
+        metrics.streams_open.dec()
+
+
+async def _read_head(
+    stream: TunnelStream, *, cluster_id: str, timeout: float, metrics: TunnelMetrics
+) -> tuple[HttpResponseHead, bytes]:
+    """The agent's response head and the body bytes that came with it; a failure resets the stream and
+    becomes ``Refused`` (504 no head in time, 502 a broken one)."""
+    decoder = ResponseHeadDecoder()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
+            metrics.bytes_down.inc(len(chunk))
+            if not chunk:
+                decoder.end_of_stream()
+            result = decoder.feed(chunk)
+            if result is not None:
+                return result
+    except TimeoutError as exc:
+        stream.reset("no response head in time")
+        raise Refused(504, "Timeout", f"the cluster {cluster_id} did not answer in time") from exc
+    except (StreamClosedError, HttpHeadError) as exc:
+        stream.reset(f"bad response: {exc}")
+        raise Refused(502, "BadGateway", f"the agent of cluster {cluster_id} failed: {exc}") from exc
+
+
 def internal_app(server: TunnelServer) -> Any:
     """The ASGI app of the internal endpoint, bound to one ``TunnelServer``."""
     settings = server.settings
@@ -136,9 +260,7 @@ def internal_app(server: TunnelServer) -> Any:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
             return
-        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        authorization = next((v for k, v in raw_headers if k.lower() == b"authorization"), b"")
-        if not hmac.compare_digest(authorization, expected):
+        if not _authorized(scope, expected):
             await _status(send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
             return
         if scope["path"] == METRICS_PATH and scope["method"] == "GET":
@@ -156,72 +278,30 @@ def internal_app(server: TunnelServer) -> Any:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
-        if match is None:
-            await _status(send, 404, "NotFound", "no such internal endpoint")
-            return
-        method = scope["method"].upper()
-        if method not in ALLOWED_METHODS:
-            await _status(send, 405, "MethodNotAllowed", f"method {method} is not proxied")
-            return
-        cluster_id = match.group("cluster").decode()
-        user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
-        groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
-        if not user:
-            await _status(send, 400, "BadRequest", "X-Kaas-User is required")
-            return
-        path = (match.group("path") or b"/").decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        live = server.session_for(cluster_id)
-        if live is None:
-            await _status(
-                send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected"
-            )
-            return
+        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         has_body = _has_body(raw_headers)
         try:
-            metadata = encode_request_metadata(
-                HttpRequestHead(
-                    method=method,
-                    path=path,
-                    user=KAAS_USER_PREFIX + user,
-                    groups=groups,
-                    headers=tuple(_request_headers(raw_headers)),
-                    body=has_body,
-                )
+            target = _target(server, scope, methods=ALLOWED_METHODS)
+            stream = await _open_stream(
+                server,
+                target,
+                method=scope["method"].upper(),
+                headers=tuple(_request_headers(raw_headers)),
+                body=has_body,
             )
-        except HttpHeadError as exc:
-            await _status(send, 431, "RequestHeaderFieldsTooLarge", str(exc))
+        except Refused as refused:
+            await _status(send, refused.code, refused.reason, refused.message)
             return
-        try:
-            stream = await live.connection.open_stream(metadata, timeout=settings.dial_timeout_seconds)
-        except TimeoutError:
-            await _status(send, 504, "Timeout", f"the agent of cluster {cluster_id} did not answer in time")
-            return
-        except StreamClosedError as exc:
-            await _status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} refused: {exc}")
-            return
-        except TunnelError as exc:
-            await _status(
-                send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
-            )
-            return
-        metrics = server.metrics
-        metrics.streams_opened.inc()
-        metrics.streams_open.inc()
-        try:
+        with _counted(server.metrics):
             await _exchange(
                 stream,
                 receive,
                 send,
                 has_body=has_body,
-                cluster_id=cluster_id,
+                cluster_id=target.cluster_id,
                 head_timeout=settings.response_head_timeout_seconds,
-                metrics=metrics,
+                metrics=server.metrics,
             )
-        finally:
-            metrics.streams_open.dec()
 
     return app
 
@@ -288,26 +368,10 @@ async def _exchange(
 async def _relay_response(
     stream: TunnelStream, send: Send, *, cluster_id: str, head_timeout: float, metrics: TunnelMetrics
 ) -> None:
-    decoder = ResponseHeadDecoder()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + head_timeout
     try:
-        while True:
-            chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
-            metrics.bytes_down.inc(len(chunk))
-            if not chunk:
-                decoder.end_of_stream()
-            result = decoder.feed(chunk)
-            if result is not None:
-                head, rest = result
-                break
-    except TimeoutError:
-        stream.reset("no response head in time")
-        await _status(send, 504, "Timeout", f"the cluster {cluster_id} did not answer in time")
-        return
-    except (StreamClosedError, HttpHeadError) as exc:
-        stream.reset(f"bad response: {exc}")
-        await _status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} failed: {exc}")
+        head, rest = await _read_head(stream, cluster_id=cluster_id, timeout=head_timeout, metrics=metrics)
+    except Refused as refused:
+        await _status(send, refused.code, refused.reason, refused.message)
         return
     headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -348,87 +412,30 @@ async def websocket_exchange(server: TunnelServer, scope: Scope, receive: Receiv
     expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
     if (await receive())["type"] != "websocket.connect":
         return
-    raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-    authorization = next((v for k, v in raw_headers if k.lower() == b"authorization"), b"")
-    if not hmac.compare_digest(authorization, expected):
-        await _deny_status(
-            send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret"
-        )
-        return
-    match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
-    if match is None:
-        await _deny_status(send, 404, "NotFound", "no such internal endpoint")
-        return
-    cluster_id = match.group("cluster").decode()
-    user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
-    groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
-    if not user:
-        await _deny_status(send, 400, "BadRequest", "X-Kaas-User is required")
-        return
-    path = (match.group("path") or b"/").decode("latin-1")
-    if scope.get("query_string"):
-        path += "?" + scope["query_string"].decode("latin-1")
-    live = server.session_for(cluster_id)
-    if live is None:
-        await _deny_status(
-            send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected"
-        )
-        return
     subprotocols: list[str] = list(scope.get("subprotocols") or [])
-    headers = [(SUBPROTOCOL_HEADER, ", ".join(subprotocols))] if subprotocols else []
     try:
-        metadata = encode_request_metadata(
-            HttpRequestHead(
-                method="GET",
-                path=path,
-                user=KAAS_USER_PREFIX + user,
-                groups=groups,
-                headers=tuple(headers),
-                websocket=True,
-            )
+        if not _authorized(scope, expected):
+            raise Refused(401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
+        target = _target(server, scope)
+        stream = await _open_stream(
+            server,
+            target,
+            method="GET",
+            headers=((SUBPROTOCOL_HEADER, ", ".join(subprotocols)),) if subprotocols else (),
+            websocket=True,
         )
-        stream = await live.connection.open_stream(metadata, timeout=settings.dial_timeout_seconds)
-    except HttpHeadError as exc:
-        await _deny_status(send, 431, "RequestHeaderFieldsTooLarge", str(exc))
+    except Refused as refused:
+        await _deny_status(send, refused.code, refused.reason, refused.message)
         return
-    except TimeoutError:
-        await _deny_status(send, 504, "Timeout", f"the agent of cluster {cluster_id} did not answer in time")
-        return
-    except StreamClosedError as exc:
-        await _deny_status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} refused: {exc}")
-        return
-    except TunnelError as exc:
-        await _deny_status(
-            send, 503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected ({exc})"
-        )
-        return
-    metrics = server.metrics
-    metrics.streams_opened.inc()
-    metrics.streams_open.inc()
-    try:
+    with _counted(server.metrics):
         await _websocket_relay(
             stream,
             receive,
             send,
-            cluster_id=cluster_id,
-            settings_timeout=settings.response_head_timeout_seconds,
-            metrics=metrics,
+            cluster_id=target.cluster_id,
+            head_timeout=settings.response_head_timeout_seconds,
+            metrics=server.metrics,
         )
-    finally:
-        metrics.streams_open.dec()
-
-
-async def _read_head(stream: TunnelStream, *, timeout: float) -> tuple[HttpResponseHead, bytes]:
-    decoder = ResponseHeadDecoder()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        chunk = await asyncio.wait_for(stream.read(), max(deadline - loop.time(), 0.001))
-        if not chunk:
-            decoder.end_of_stream()
-        result = decoder.feed(chunk)
-        if result is not None:
-            return result
 
 
 async def _websocket_relay(
@@ -437,18 +444,13 @@ async def _websocket_relay(
     send: Send,
     *,
     cluster_id: str,
-    settings_timeout: float,
+    head_timeout: float,
     metrics: TunnelMetrics,
 ) -> None:
     try:
-        head, rest = await _read_head(stream, timeout=settings_timeout)
-    except TimeoutError:
-        stream.reset("no response head in time")
-        await _deny_status(send, 504, "Timeout", f"the cluster {cluster_id} did not answer in time")
-        return
-    except (StreamClosedError, HttpHeadError) as exc:
-        stream.reset(f"bad response: {exc}")
-        await _deny_status(send, 502, "BadGateway", f"the agent of cluster {cluster_id} failed: {exc}")
+        head, rest = await _read_head(stream, cluster_id=cluster_id, timeout=head_timeout, metrics=metrics)
+    except Refused as refused:
+        await _deny_status(send, refused.code, refused.reason, refused.message)
         return
     if head.status != 101:  # the apiserver refused the upgrade: its answer, as it was
         body = bytearray(rest)
@@ -458,7 +460,7 @@ async def _websocket_relay(
         headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in head.headers
-            if name.lower() in ("content-type", "www-authenticate")
+            if name.lower() in RELAYED_REFUSAL_HEADERS
         ]
         await _deny(send, head.status, headers, bytes(body[:MAX_REFUSAL_BODY]))
         stream.close_write()
@@ -467,11 +469,10 @@ async def _websocket_relay(
     await send({"type": "websocket.accept", "subprotocol": chosen})
     decoder = MessageDecoder()
 
-    async def down() -> None:  # agent → API
-        pending = rest
+    async def down() -> None:  # agent → API; bytes counted as read off the stream, as for HTTP
+        pending = rest  # counted with the head
         while True:
             for message in decoder.feed(pending):
-                metrics.bytes_down.inc(len(message.payload))
                 if message.kind is MessageKind.CLOSE:
                     await send(
                         {
@@ -488,6 +489,7 @@ async def _websocket_relay(
                 else:
                     await send({"type": "websocket.send", "bytes": message.payload})
             pending = await stream.read()
+            metrics.bytes_down.inc(len(pending))
             if not pending:
                 await send({"type": "websocket.close", "code": 1011, "reason": "the agent ended the stream"})
                 return
