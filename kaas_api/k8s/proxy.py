@@ -35,6 +35,7 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -124,29 +125,67 @@ def _authorize(
         return identity
 
 
-async def get_identity(request: Request, cluster_id: str) -> ProxyIdentity:
-    """Who is calling, with their role's groups; domain errors become ``Status`` errors.
+async def identify(connection: HTTPConnection, cluster_id: str) -> ProxyIdentity:
+    """Who is calling (a request or a WebSocket handshake), with their role's groups, recorded as the
+    audit actor; a refusal is logged and raised as the ``KaasError`` it is.
 
     Not the ``Uow`` dependency of ``/v1``: that costs a worker-thread hop to open the session, one to run
     the check and one to commit. kubectl sends many small requests, so here it is one hop.
     """
-    app_context: AppContext = request.app.state.kaas
+    app_context: AppContext = connection.app.state.kaas
     try:
         identity = await run_in_threadpool(
-            _authorize, app_context.session_factory, request.headers.get("authorization"), cluster_id
+            _authorize, app_context.session_factory, connection.headers.get("authorization"), cluster_id
         )
     except KaasError as exc:
         log.info(
             "k8s-proxy denied cluster=%s method=%s path=%s status=%d reason=%r",
             cluster_id[:64],
-            request.method,
-            request.url.path[:256],
+            connection.scope.get("method", "WEBSOCKET"),
+            connection.url.path[:256],
             exc.status_code,
             exc.message,
         )
-        raise KubeStatusError.from_domain(exc) from exc
-    set_actor(request, user_id=None, user_name=identity.user)
+        raise
+    set_actor(connection, user_id=None, user_name=identity.user)
     return identity
+
+
+async def get_identity(request: Request, cluster_id: str) -> ProxyIdentity:
+    """``identify`` as a dependency of the HTTP routes: refusals become ``Status`` errors."""
+    try:
+        return await identify(request, cluster_id)
+    except KaasError as exc:
+        raise KubeStatusError.from_domain(exc) from exc
+
+
+def not_connected(identity: ProxyIdentity) -> str:
+    return (
+        f"the agent of cluster {identity.cluster_name} is not connected; "
+        "it reconnects by itself — try again shortly"
+    )
+
+
+def internal_url(scope: Scope, cluster_id: str, address: str, *, websocket: bool = False) -> tuple[str, str]:
+    """The Kubernetes path of a proxied request (raw, as the client sent it) and the tunnel server's
+    internal URL for it, query included."""
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
+    base = address.rstrip("/")
+    if websocket:
+        base = "ws" + base.removeprefix("http")
+    url = f"{base}/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
+    query = scope.get("query_string", b"").decode("latin-1")
+    return k8s_path, url + ("?" + query if query else "")
+
+
+def kaas_identity_headers(identity: ProxyIdentity, *, secret: str) -> list[tuple[str, str]]:
+    """What the tunnel server needs besides the request: the internal secret and the caller."""
+    return [
+        ("Authorization", f"Bearer {secret}"),
+        ("X-Kaas-User", identity.user),
+        *(("X-Kaas-Group", group) for group in identity.groups),
+    ]
 
 
 Identity = Annotated[ProxyIdentity, Depends(get_identity)]
@@ -172,10 +211,7 @@ def upstream_headers(request: Request, identity: ProxyIdentity, *, secret: str) 
         if lower in HOP_BY_HOP or lower.startswith(DROPPED_PREFIXES):
             continue
         kept.append((name, value_bytes.decode("latin-1")))
-    kept.append(("Authorization", f"Bearer {secret}"))
-    kept.append(("X-Kaas-User", identity.user))
-    kept.extend(("X-Kaas-Group", group) for group in identity.groups)
-    return kept
+    return kept + kaas_identity_headers(identity, secret=secret)
 
 
 def _has_body(request: Request) -> bool:
@@ -194,18 +230,9 @@ async def proxy(
     spdy_upgrade = "upgrade" in request.headers
     location = await context.registry.lookup(cluster_id)
     if location is None:
-        raise KubeStatusError(
-            503,
-            f"the agent of cluster {identity.cluster_name} is not connected; "
-            "it reconnects by itself — try again shortly",
-        )
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    url = f"{location.address.rstrip('/')}/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
-    if query:
-        url += "?" + query
-    streaming = _is_streaming(query, k8s_path)
+        raise KubeStatusError(503, not_connected(identity))
+    k8s_path, url = internal_url(request.scope, cluster_id, location.address)
+    streaming = _is_streaming(request.scope.get("query_string", b"").decode("latin-1"), k8s_path)
     read_timeout = None if streaming else context.read_timeout_seconds
     client = context.client()
     outgoing = client.build_request(
@@ -263,7 +290,7 @@ for _method in METHODS:  # one route per method: OpenAPI wants one operation id 
 
 def _log(
     identity: ProxyIdentity,
-    request: Request,
+    connection: HTTPConnection,
     k8s_path: str,
     *,
     status: int,
@@ -271,7 +298,8 @@ def _log(
     started: float,
     outcome: str,
 ) -> None:
-    """One audit line per request: who, which cluster, what, the answer. Never a token."""
+    """One audit line per request or WebSocket (method WEBSOCKET): who, which cluster, what, the answer.
+    Never a token. ``bytes`` is the HTTP body relayed; a WebSocket's messages are not counted here."""
     log.info(
         "k8s-proxy user=%s groups=%s token_id=%s token_kind=%s project=%s cluster=%s cluster_id=%s "
         "method=%s path=%s status=%d bytes=%d duration_ms=%d outcome=%s",
@@ -282,7 +310,7 @@ def _log(
         identity.project,
         identity.cluster_name,
         identity.cluster_id,
-        request.method,
+        connection.scope.get("method", "WEBSOCKET"),
         k8s_path[:512],
         status,
         sent,
@@ -375,43 +403,18 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
 
 async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> None:
     """Carry a kubectl WebSocket (exec, attach, port-forward) to the cluster as the caller."""
-    app_context: AppContext = websocket.app.state.kaas
     context: K8sProxyContext = websocket.app.state.kaas_k8s
     try:
-        identity = await run_in_threadpool(
-            _authorize, app_context.session_factory, websocket.headers.get("authorization"), cluster_id
-        )
+        identity = await identify(websocket, cluster_id)
     except KaasError as exc:
-        log.info(
-            "k8s-proxy websocket denied cluster=%s status=%d reason=%r",
-            cluster_id[:64],
-            exc.status_code,
-            exc.message,
-        )
         await _deny(websocket, exc.status_code, exc.message)
         return
-    set_actor(websocket, user_id=None, user_name=identity.user)
     location = await context.registry.lookup(cluster_id)
     if location is None:
-        await _deny(
-            websocket,
-            503,
-            f"the agent of cluster {identity.cluster_name} is not connected; it reconnects by itself"
-            " — try again shortly",
-        )
+        await _deny(websocket, 503, not_connected(identity))
         return
-    raw_path = websocket.scope.get("raw_path") or websocket.url.path.encode()
-    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
-    query = websocket.scope.get("query_string", b"").decode("latin-1")
-    address = location.address.rstrip("/")
-    url = "ws" + address.removeprefix("http") + f"/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
-    if query:
-        url += "?" + query
-    headers = [
-        ("Authorization", f"Bearer {context.internal_secret}"),
-        ("X-Kaas-User", identity.user),
-        *(("X-Kaas-Group", group) for group in identity.groups),
-    ]
+    k8s_path, url = internal_url(websocket.scope, cluster_id, location.address, websocket=True)
+    headers = kaas_identity_headers(identity, secret=context.internal_secret)
     started = time.monotonic()
     subprotocols = list(websocket.scope.get("subprotocols") or [])
     try:
@@ -433,13 +436,21 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
                 content=bytes(refusal.body or b""), status_code=refusal.status_code, media_type=media_type
             )
         )
-        _log_ws(identity, k8s_path, status=refusal.status_code, started=started, outcome="refused")
+        _log(
+            identity,
+            websocket,
+            k8s_path,
+            status=refusal.status_code,
+            sent=0,
+            started=started,
+            outcome="refused",
+        )
         return
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         await _deny(
             websocket, 503, f"the tunnel server of cluster {identity.cluster_name} cannot be reached: {exc}"
         )
-        _log_ws(identity, k8s_path, status=503, started=started, outcome="unreachable")
+        _log(identity, websocket, k8s_path, status=503, sent=0, started=started, outcome="unreachable")
         return
     outcome = "completed"
     try:
@@ -447,7 +458,7 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
         outcome = await _relay_websocket(websocket, upstream)
     finally:
         await upstream.close()
-        _log_ws(identity, k8s_path, status=101, started=started, outcome=outcome)
+        _log(identity, websocket, k8s_path, status=101, sent=0, started=started, outcome=outcome)
 
 
 async def _relay_websocket(websocket: WebSocket, upstream: ClientConnection) -> str:
@@ -487,23 +498,6 @@ async def _relay_websocket(websocket: WebSocket, upstream: ClientConnection) -> 
         for task in (downward, upward):
             task.cancel()
         await asyncio.gather(downward, upward, return_exceptions=True)
-
-
-def _log_ws(identity: ProxyIdentity, k8s_path: str, *, status: int, started: float, outcome: str) -> None:
-    log.info(
-        "k8s-proxy websocket user=%s groups=%s token_id=%s project=%s cluster=%s cluster_id=%s path=%s "
-        "status=%d duration_ms=%d outcome=%s",
-        identity.user,
-        ",".join(identity.groups),
-        identity.token_id,
-        identity.project,
-        identity.cluster_name,
-        identity.cluster_id,
-        k8s_path[:512],
-        status,
-        int((time.monotonic() - started) * 1000),
-        outcome,
-    )
 
 
 router.add_api_websocket_route(PROXY_PREFIX + "/{cluster_id}/{path:path}", proxy_websocket)
