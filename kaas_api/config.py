@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kaas_api.webhooks.egress import parse_networks
+from kaas_api.webhooks.egress import EgressPolicy, parse_networks
 
 # the same default as the tunnel server (provider.tunnel.config), so the embedded pieces match out of the box
 INSECURE_TUNNEL_INTERNAL_SECRET = "embedded-insecure-internal-secret-change-me"  # noqa: S105 (refused in prod)
@@ -63,6 +63,11 @@ class SharedSettings(BaseSettings):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         parse_networks(value)  # a bad CIDR fails at start-up, naming it
         return value
+
+    @property
+    def webhook_egress(self) -> EgressPolicy:
+        """Where webhook receivers may be: public addresses plus ``webhook_allowed_networks``."""
+        return EgressPolicy.from_strings(self.webhook_allowed_networks)
 
 
 class ApiSettings(SharedSettings):

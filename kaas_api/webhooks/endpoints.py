@@ -13,7 +13,6 @@ from kaas_api.db.models import DeliveryState, Role, Webhook, WebhookDelivery, We
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.security import SecretBox
 from kaas_api.webhooks import service
-from kaas_api.webhooks.egress import EgressPolicy
 from kaas_api.webhooks.schemas import (
     AttemptOut,
     DeliveryOut,
@@ -79,7 +78,7 @@ def create_webhook(
         secret=body.secret,
         created_by=principal.user,
         secret_box=SecretBox(settings.secret_key),
-        egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
+        egress=settings.webhook_egress,
     )
     shown = webhook_out(webhook, principal.user.name)
     return WebhookCreated(**shown.model_dump(), secret=secret)
@@ -110,7 +109,7 @@ def update_webhook(
         url=body.url,
         events=body.events,
         enabled=body.enabled,
-        egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
+        egress=settings.webhook_egress,
     )
     return webhook_out(webhook, creator)
 

@@ -66,7 +66,7 @@ class WebhookLimits:
             timeout_seconds=settings.webhook_timeout_seconds,
             backoff_base_seconds=settings.webhook_backoff_base_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
-            egress=EgressPolicy.from_strings(settings.webhook_allowed_networks),
+            egress=settings.webhook_egress,
         )
 
 
