@@ -8,6 +8,7 @@ role, cluster ``c1`` in project ``alpha``) comes from ``tests.kaas_api.conftest`
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -178,3 +179,31 @@ async def connected(
             lambda: registry.lookup(cluster.id), what="the agent's session to be in the registry"
         )
         yield
+
+
+KUBECTL = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "kubectl"
+
+
+async def download_kubeconfig(settings: ApiSettings, world: World, who: str, path: Path) -> str:
+    """``who``'s kubeconfig of ``c1``, written to ``path``; returns its text."""
+    async with api_client(settings, world.tokens[who]) as client:
+        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
+    assert download.status_code == 200, download.text
+    path.write_text(download.text)
+    return download.text
+
+
+async def run_kubectl(kubeconfig: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """The real kubectl with ``kubeconfig``: (exit code, stdout, stderr), bounded at 60 s."""
+    process = await asyncio.create_subprocess_exec(
+        str(KUBECTL),
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

@@ -23,11 +23,15 @@ from kaas_api.tunnel_registry import InMemoryTunnelRegistry
 from provider.tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
-from tests.kaas_api.k8s.conftest import api_client, connected, world_cluster
+from tests.kaas_api.k8s.conftest import (
+    api_client,
+    connected,
+    download_kubeconfig,
+    run_kubectl,
+    world_cluster,
+)
 from tests.provider.tunnel.conftest import ADMIN_TOKEN
 
-ROOT = Path(__file__).resolve().parents[3]
-KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 POD = "web"
 V5 = "v5.channel.k8s.io"
 STDOUT, STDERR, STATUS = 1, 2, 3
@@ -168,21 +172,6 @@ async def test_no_token_another_project_and_no_agent_are_refused_before_the_clus
     assert "not connected" in body["message"]
 
 
-async def run_kubectl(kubeconfig: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(KUBECTL),
-        "--kubeconfig",
-        str(kubeconfig),
-        *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 async def test_kubectl_exec_through_kaas(
     world: World,
     api_url: str,
@@ -194,11 +183,8 @@ async def test_kubectl_exec_through_kaas(
     tmp_path: Path,
 ) -> None:
     create_pod(kube)
-    async with api_client(settings, world.tokens["member"]) as client:
-        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
-    assert download.status_code == 200, download.text
     kubeconfig = tmp_path / "c1.kubeconfig"
-    kubeconfig.write_text(download.text)
+    await download_kubeconfig(settings, world, "member", kubeconfig)
     async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):
         echoed = await run_kubectl(kubeconfig, "exec", POD, "--", "echo", "hello", "world")
         failed = await run_kubectl(kubeconfig, "exec", POD, "--", "false")
@@ -220,11 +206,8 @@ async def test_kubectl_shows_a_viewer_the_clusters_refusal_and_spdy_is_refused_w
 ) -> None:
     """kubectl retries a refused WebSocket over SPDY and prints that answer: it must be the cluster's."""
     create_pod(kube)
-    async with api_client(settings, world.tokens["viewer"]) as client:
-        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
-    assert download.status_code == 200, download.text
     kubeconfig = tmp_path / "viewer.kubeconfig"
-    kubeconfig.write_text(download.text)
+    await download_kubeconfig(settings, world, "viewer", kubeconfig)
     spdy = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
     path = f"/k8s/clusters/{world.cluster_id}/api/v1/namespaces/default/pods/{POD}/exec?command=ls&stdout=1"
     async with connected(tunnel_server, registry, world_cluster(world, session_factory), kube, tmp_path):

@@ -16,11 +16,15 @@ from kaas_api.tunnel_registry import InMemoryTunnelRegistry
 from provider.tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
-from tests.kaas_api.k8s.conftest import api_client, connected, world_cluster
+from tests.kaas_api.k8s.conftest import (
+    api_client,
+    connected,
+    download_kubeconfig,
+    run_kubectl,
+    world_cluster,
+)
 from tests.provider.tunnel.conftest import ADMIN_TOKEN
 
-ROOT = Path(__file__).resolve().parents[3]
-KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
@@ -201,27 +205,10 @@ async def test_kubectl_gets_namespaces_with_the_downloaded_kubeconfig(
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
-    async with api_client(settings, world.tokens["owner"]) as client:
-        download = await client.get("/v1/projects/alpha/clusters/c1/kubeconfig")
-    assert download.status_code == 200, download.text
     kubeconfig = tmp_path / "c1.kubeconfig"
-    kubeconfig.write_text(download.text)
-    assert (
-        yaml.safe_load(download.text)["clusters"][0]["cluster"]["server"]
-        == f"{api_url}/k8s/clusters/{cluster.id}"
-    )
+    text = await download_kubeconfig(settings, world, "owner", kubeconfig)
+    assert yaml.safe_load(text)["clusters"][0]["cluster"]["server"] == f"{api_url}/k8s/clusters/{cluster.id}"
     async with connected(tunnel_server, registry, cluster, kube, tmp_path):
-        process = await asyncio.create_subprocess_exec(
-            str(KUBECTL),
-            "--kubeconfig",
-            str(kubeconfig),
-            "get",
-            "ns",
-            "-o",
-            "name",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, stderr.decode()
-    assert "namespace/default" in stdout.decode().split()
+        code, stdout, stderr = await run_kubectl(kubeconfig, "get", "ns", "-o", "name")
+    assert code == 0, stderr
+    assert "namespace/default" in stdout.split()
