@@ -46,7 +46,7 @@ def create_webhook(
             detail={"limit": MAX_WEBHOOKS_PER_PROJECT},
         )
     plain = secret if secret is not None else generate_token(WEBHOOK_SECRET_PREFIX)
-    ordered = [event.value for event in WebhookEvent if event in set(events)]  # unique, in a stable order
+    ordered = _event_values(events)
     webhook = Webhook(
         project_id=project.id,
         url=url,
@@ -87,6 +87,12 @@ def get_webhook(session: Session, project: Project, webhook_id: str) -> tuple[We
     return webhook, _creator_names(session, [webhook]).get(webhook.created_by or "")
 
 
+def _event_values(events: Sequence[WebhookEvent]) -> list[str]:
+    """The events as stored: each once, in the enum's order."""
+    wanted = set(events)
+    return [event.value for event in WebhookEvent if event in wanted]
+
+
 def _check_receiver(url: str, egress: EgressPolicy) -> None:
     """A receiver given as an IP address the egress policy refuses is a 422 now; a host name is checked by
     the provider at each delivery, against what it resolves to then."""
@@ -117,7 +123,7 @@ def update_webhook(
         _check_receiver(url, egress)
         webhook.url = url
     if events is not None:
-        webhook.events = [event.value for event in WebhookEvent if event in set(events)]
+        webhook.events = _event_values(events)
     if enabled is not None:
         webhook.enabled = enabled
     session.flush()
