@@ -9,7 +9,6 @@ VENV=${KAAS_VENV:-$ROOT/.venv}
 HARNESS=${KAAS_OPENSTACK_HARNESS:-$ROOT/../shared/openstack}
 log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- system packages: cloud-init validates the user-data we render; Chromium runs the dashboard tests
 missing_packages=()
@@ -22,18 +21,10 @@ if [ "${#missing_packages[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing_packages[@]}" >/dev/null
 fi
 
-# --- PostgreSQL and Redis -------------------------------------------------------------------------
-if ! port_open 5432; then
-  log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
-fi
-if ! port_open 6379; then
-  log "starting Redis"
-  mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/ci.log
-fi
-for _ in $(seq 1 30); do port_open 5432 && port_open 6379 && break; sleep 1; done
+# --- PostgreSQL and Redis: installed from Debian when missing, configured and started ------------
+# shellcheck source=scripts/services.sh
+source "$ROOT/scripts/services.sh"
+start_services
 
 # --- the real OpenStack (started in the background while we install Python packages) -----------
 started_openstack=0
