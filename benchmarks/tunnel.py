@@ -12,8 +12,8 @@ keep-alive ``httpx.Client``; the child roles live in ``benchmarks/_tunnel_rig.py
 
 What is measured:
 1. Latency of ``GET /api/v1/namespaces/default``, sequential, after a warm-up: p50/p99 DIRECT to the
-   stand-in (cluster-admin token), via the tunnel server's INTERNAL endpoint (what the API calls: internal
-   secret + X-Kaas-User/Group), and THROUGH KAAS (``/k8s/clusters/{id}/...`` with a user API token of a
+   stand-in (cluster-admin token), via the tunnel server's INTERNAL endpoint (what the API calls: a signed
+   assertion of cluster and caller per request), and THROUGH KAAS (``/k8s/clusters/{id}/...`` with a user API token of a
    project owner). Target: through kaas p50 ≤ 1.3x direct p50.
 2. Throughput of one large response: LIST of configmaps holding N x 1 MiB (created beforehand), the body read
    raw (``Accept-Encoding: identity``), best of 3, the same three ways. Target: through kaas ≥ 50% of direct.
@@ -66,6 +66,12 @@ from kaas_api.db.models import (  # noqa: E402
     Role,
 )
 from kaas_api.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
+from kaas_api.k8s.internal_hop import (  # noqa: E402
+    ASSERTION_HEADER,
+    INTERNAL_PROXY_PREFIX,
+    ProxyAssertion,
+    assertion_key,
+)
 from kaas_api.security import AGENT_TOKEN_PREFIX, generate_token, hash_token  # noqa: E402
 from kaas_api.tunnel_registry import KEY_PREFIX  # noqa: E402
 from kaas_api.users.service import create_user  # noqa: E402
@@ -282,6 +288,8 @@ class Route:
     base_url: str
     prefix: str  # prepended to the Kubernetes path
     headers: list[tuple[str, str]]
+    # what each request needs besides the headers (the internal endpoint's per-request signed assertion)
+    on_request: tuple[Callable[[httpx.Request], None], ...] = ()
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -292,7 +300,13 @@ def percentile(samples: list[float], fraction: float) -> float:
 def measure_latency(route: Route, *, count: int, warmup: int) -> tuple[float, float]:
     """p50 and p99 in milliseconds of ``count`` sequential small GETs on one keep-alive connection."""
     samples: list[float] = []
-    with httpx.Client(base_url=route.base_url, headers=route.headers, timeout=30, trust_env=False) as client:
+    with httpx.Client(
+        base_url=route.base_url,
+        headers=route.headers,
+        timeout=30,
+        trust_env=False,
+        event_hooks={"request": list(route.on_request)},
+    ) as client:
         for index in range(warmup + count):
             started = time.perf_counter()
             response = client.get(route.prefix + SMALL_GET)
@@ -310,7 +324,13 @@ def measure_throughput(route: Route, *, expected_bytes: int, rounds: int = 3) ->
     """Best of ``rounds`` MB/s (10^6 bytes) of the big LIST, read raw, start of request to last byte."""
     best = 0.0
     headers = [*route.headers, ("Accept-Encoding", "identity")]
-    with httpx.Client(base_url=route.base_url, headers=headers, timeout=300, trust_env=False) as client:
+    with httpx.Client(
+        base_url=route.base_url,
+        headers=headers,
+        timeout=300,
+        trust_env=False,
+        event_hooks={"request": list(route.on_request)},
+    ) as client:
         for _ in range(rounds):
             received = 0
             started = time.perf_counter()
@@ -432,18 +452,26 @@ def run(sizes: Sizes, workdir: Path) -> None:
         say(f"creating {sizes.body_mib} ConfigMaps of ~1 MiB on the stand-in ...")
         data_bytes = create_configmaps(standin_url, sizes.body_mib)
 
-        kaas_headers = [
-            ("X-Kaas-User", BENCH_USER),
-            ("X-Kaas-Group", "kaas:authenticated"),
-            ("X-Kaas-Group", "kaas:owner"),
-        ]
+        def sign(request: httpx.Request) -> None:
+            """What the API's k8s proxy adds: an assertion of the cluster and caller, for this request."""
+            target = request.url.raw_path.decode("latin-1").removeprefix(INTERNAL_PROXY_PREFIX)
+            request.headers[ASSERTION_HEADER] = ProxyAssertion.issue(
+                cluster_id=bench_cluster,
+                user=BENCH_USER,
+                groups=("kaas:authenticated", "kaas:owner"),
+                method=request.method,
+                target=target,
+                now=time.time(),
+            ).sign(assertion_key(INTERNAL_SECRET))
+
         routes = [
             Route("direct", standin_url, "", [("Authorization", f"Bearer {ADMIN_TOKEN}")]),
             Route(
                 "tunnel internal endpoint",
                 tunnel.internal_url,
-                f"/internal/v1/clusters/{bench_cluster}/proxy",
-                [("Authorization", f"Bearer {INTERNAL_SECRET}"), *kaas_headers],
+                INTERNAL_PROXY_PREFIX,
+                [],
+                on_request=(sign,),
             ),
             Route(
                 "through kaas (API /k8s proxy)",

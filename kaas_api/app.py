@@ -29,6 +29,7 @@ from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
+from kaas_api.k8s.internal_hop import assertion_key
 from kaas_api.k8s.status import KubeStatusError, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
@@ -124,7 +125,7 @@ def create_app(
     app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),
-        internal_secret=settings.tunnel_internal_secret.get_secret_value(),
+        assertion_key=assertion_key(settings.tunnel_internal_secret.get_secret_value()),
         connect_timeout_seconds=settings.k8s_proxy_connect_timeout_seconds,
         read_timeout_seconds=settings.k8s_proxy_read_timeout_seconds,
     )

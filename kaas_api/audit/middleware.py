@@ -5,7 +5,9 @@ and for every WebSocket (the k8s proxy's exec, attach and port-forward: "create"
 recorded as GET with status 101 when accepted, else the refusal's status), it waits for the response
 head, writes the event in its own transaction (so refused and failed attempts are recorded, and a
 rolled-back request still leaves its trace), then lets the head go. The event is
-visible to the caller as soon as it has its response. Who the caller was is what the authentication
+visible to the caller as soon as it has its response. A k8s proxy request of any method is recorded too when
+the proxy marks it (``audit_this_request``): a refused traversal attempt is worth a trace even as a GET.
+Who the caller was is what the authentication
 dependencies put on the request state (``set_actor``); the route template and the endpoint's name come
 from FastAPI's routing. Request bodies, headers and tokens are never read.
 """
@@ -29,11 +31,20 @@ log = logging.getLogger(__name__)
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ACTOR_KEY = "kaas_audit_actor"
 _EXTRA_KEY = "kaas_audit_extra"
+_ALWAYS_KEY = "kaas_audit_always"
+# the only non-mutating requests that may ask to be recorded: the k8s proxy's (kubectl's reads are many, so
+# the others pay nothing for this)
+_MARKABLE_PREFIX = "/k8s/"
 
 
 def set_actor(request: HTTPConnection, *, user_id: str | None, user_name: str, via: str = "api") -> None:
     """Called by the authentication dependencies once they know the caller."""
     request.state.kaas_audit_actor = (user_id, user_name, via)
+
+
+def audit_this_request(request: HTTPConnection) -> None:
+    """Record this request even if its method does not mutate (only under ``/k8s/``)."""
+    request.state.kaas_audit_always = True
 
 
 def add_audit_detail(request: HTTPConnection, **detail: str) -> None:
@@ -77,10 +88,12 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = scope["type"] == "websocket"
-        if not websocket and (scope["type"] != "http" or scope.get("method", "GET") not in MUTATING_METHODS):
+        mutating = scope["type"] == "http" and scope.get("method", "GET") in MUTATING_METHODS
+        markable = scope["type"] == "http" and scope.get("path", "").startswith(_MARKABLE_PREFIX)
+        if not (websocket or mutating or markable):
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})  # the request's state: where the auth dependencies leave the actor
+        state = scope.setdefault("state", {})  # where the auth dependencies leave the actor
         recorded = False
 
         async def send_after_audit(message: Message) -> None:
@@ -88,13 +101,14 @@ class AuditMiddleware:
             status = _response_status(message)
             if status is not None and not recorded:
                 recorded = True
-                await self._record(scope, status)
+                if websocket or mutating or state.get(_ALWAYS_KEY):
+                    await self._record(scope, status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_after_audit)
         except Exception:
-            if not recorded:
+            if not recorded and (websocket or mutating or state.get(_ALWAYS_KEY)):
                 recorded = True
                 await self._record(scope, 500)
             raise

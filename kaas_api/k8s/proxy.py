@@ -3,12 +3,11 @@
 Owned by ``kaas_api.k8s``; ``create_app`` includes ``router`` and stores a ``K8sProxyContext`` on
 ``app.state.kaas_k8s``. A request is authenticated and authorized (``kaas_api.k8s.access``), its cluster's
 live agent session is looked up in the ``TunnelRegistry``, and the request goes to that tunnel server's
-internal endpoint (``provider.tunnel.proxy``'s contract)::
+internal endpoint with a signed assertion of the authorized cluster and caller
+(``kaas_api.k8s.internal_hop`` holds that contract and why it is signed).
 
-    {METHOD} {address}/internal/v1/clusters/{cluster_id}/proxy/{k8s path}?{query}
-    Authorization: Bearer <internal secret>
-    X-Kaas-User: <kaas user name>     (the tunnel server sends it on as "kaas:<name>")
-    X-Kaas-Group: <group>             (one per group)
+A path that is not canonical (``agents.tunnel.paths``: dot segments, escaped separators, ``;``...) is refused
+with 400 before anything else, and audited whatever its method: it is how a traversal would be tried.
 
 Nothing is buffered whole: the request body is handed to httpx as the client's stream, the answer is relayed
 chunk by chunk (``aiter_raw``: gzip stays gzip), so watches and huge lists flow; a client that goes away
@@ -41,10 +40,16 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from kaas_api.audit.middleware import set_actor
+from agents.tunnel.paths import NonCanonicalPath, check_canonical_path, check_canonical_target
+from kaas_api.audit.middleware import add_audit_detail, audit_this_request, set_actor
 from kaas_api.deps import AppContext
 from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
+from kaas_api.k8s.internal_hop import (
+    ASSERTION_HEADER,
+    ProxyAssertion,
+    internal_target_url,
+)
 from kaas_api.k8s.status import KubeStatusError, kube_status
 from kaas_api.tunnel_registry import TunnelRegistry
 
@@ -71,8 +76,11 @@ SPDY_UNSUPPORTED = (
     "SPDY connection upgrades are not supported through kaas: exec, attach and port-forward work over"
     " WebSockets (kubectl 1.30 and newer use them by default)"
 )
+# Date and Server are this server's own (uvicorn writes them): relaying the cluster's too would send each
+# twice, which some clients reject
 RESPONSE_HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
+    | {"date", "server"}
 )
 
 
@@ -81,7 +89,7 @@ class K8sProxyContext:
     """What the proxy needs besides the database: where sessions live and how to talk to tunnel servers."""
 
     registry: TunnelRegistry
-    internal_secret: str
+    assertion_key: bytes = field(repr=False)  # signs the internal hop (kaas_api.k8s.internal_hop)
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 120.0  # per read; watches and log follows have none
     _clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = field(
@@ -125,19 +133,55 @@ def _authorize(
         return identity
 
 
-async def identify(connection: HTTPConnection, cluster_id: str) -> ProxyIdentity:
-    """Who is calling (a request or a WebSocket handshake), with their role's groups, recorded as the
-    audit actor; a refusal is logged and raised as the ``KaasError`` it is.
+class NonCanonicalRequest(KaasError):
+    """A proxied path some parser could read differently: refused before authentication or routing."""
 
-    Not the ``Uow`` dependency of ``/v1``: that costs a worker-thread hop to open the session, one to run
-    the check and one to commit. kubectl sends many small requests, so here it is one hop.
+    status_code = 400
+    error = "bad_request"
+
+
+def canonical_target(connection: HTTPConnection) -> str:
+    """The Kubernetes target (path after the cluster id, plus the query) of a request, as it was sent.
+
+    The whole raw path is checked, the ``/k8s/clusters/{id}`` prefix included: the router has already
+    split it once, and a dot segment or escaped separator anywhere means another parser may split it
+    differently. ``NonCanonicalRequest`` names the rule broken.
+    """
+    scope = connection.scope
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    try:
+        check_canonical_path(raw_path)
+        cluster_id = scope.get("path_params", {}).get("cluster_id", "")
+        prefix = f"{PROXY_PREFIX}/{cluster_id}"
+        if not raw_path.startswith(prefix + "/"):
+            # the id was written escaped (the router decoded it): not the form kaas hands out
+            raise NonCanonicalPath("the cluster id must be written as kaas gives it")
+        target = raw_path[len(prefix) :] + ("?" + query if query else "")
+        return check_canonical_target(target)
+    except NonCanonicalPath as exc:
+        raise NonCanonicalRequest(f"refused a non-canonical request path: {exc}") from exc
+
+
+async def identify(connection: HTTPConnection, cluster_id: str) -> tuple[ProxyIdentity, str]:
+    """Who is calling (a request or a WebSocket handshake) and the target they ask for; the caller is
+    recorded as the audit actor. A refusal is logged, audited (a non-canonical path whatever the method)
+    and raised as the ``KaasError`` it is.
+
+    The path is checked first, before the token or the database: a traversal attempt is refused the same
+    way whoever sends it. Not the ``Uow`` dependency of ``/v1``: that costs a worker-thread hop to open the
+    session, one to run the check and one to commit. kubectl sends many small requests, so here it is one.
     """
     app_context: AppContext = connection.app.state.kaas
     try:
+        target = canonical_target(connection)
         identity = await run_in_threadpool(
             _authorize, app_context.session_factory, connection.headers.get("authorization"), cluster_id
         )
     except KaasError as exc:
+        if isinstance(exc, NonCanonicalRequest):
+            audit_this_request(connection)
+        add_audit_detail(connection, reason=exc.message)
         log.info(
             "k8s-proxy denied cluster=%s method=%s path=%s status=%d reason=%r",
             cluster_id[:64],
@@ -148,10 +192,10 @@ async def identify(connection: HTTPConnection, cluster_id: str) -> ProxyIdentity
         )
         raise
     set_actor(connection, user_id=None, user_name=identity.user)
-    return identity
+    return identity, target
 
 
-async def get_identity(request: Request, cluster_id: str) -> ProxyIdentity:
+async def get_identity(request: Request, cluster_id: str) -> tuple[ProxyIdentity, str]:
     """``identify`` as a dependency of the HTTP routes: refusals become ``Status`` errors."""
     try:
         return await identify(request, cluster_id)
@@ -166,29 +210,20 @@ def not_connected(identity: ProxyIdentity) -> str:
     )
 
 
-def internal_url(scope: Scope, cluster_id: str, address: str, *, websocket: bool = False) -> tuple[str, str]:
-    """The Kubernetes path of a proxied request (raw, as the client sent it) and the tunnel server's
-    internal URL for it, query included."""
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    k8s_path = raw_path.decode("latin-1").split("?", 1)[0][len(PROXY_PREFIX) + 1 + len(cluster_id) :] or "/"
-    base = address.rstrip("/")
-    if websocket:
-        base = "ws" + base.removeprefix("http")
-    url = f"{base}/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
-    query = scope.get("query_string", b"").decode("latin-1")
-    return k8s_path, url + ("?" + query if query else "")
+def hop_headers(identity: ProxyIdentity, target: str, *, method: str, key: bytes) -> list[tuple[str, str]]:
+    """What the tunnel server needs besides the request: the signed assertion of whom it is for."""
+    assertion = ProxyAssertion.issue(
+        cluster_id=identity.cluster_id,
+        user=identity.user,
+        groups=identity.groups,
+        method=method,
+        target=target,
+        now=time.time(),
+    )
+    return [(ASSERTION_HEADER, assertion.sign(key))]
 
 
-def kaas_identity_headers(identity: ProxyIdentity, *, secret: str) -> list[tuple[str, str]]:
-    """What the tunnel server needs besides the request: the internal secret and the caller."""
-    return [
-        ("Authorization", f"Bearer {secret}"),
-        ("X-Kaas-User", identity.user),
-        *(("X-Kaas-Group", group) for group in identity.groups),
-    ]
-
-
-Identity = Annotated[ProxyIdentity, Depends(get_identity)]
+Identity = Annotated[tuple[ProxyIdentity, str], Depends(get_identity)]
 ProxyContext = Annotated[K8sProxyContext, Depends(get_proxy_context)]
 
 router = APIRouter(tags=["k8s"])
@@ -202,8 +237,10 @@ def _is_streaming(query: str, k8s_path: str) -> bool:
     return "/watch/" in k8s_path
 
 
-def upstream_headers(request: Request, identity: ProxyIdentity, *, secret: str) -> list[tuple[str, str]]:
-    """The caller's headers minus credentials, impersonation and hop-by-hop ones, plus ours."""
+def upstream_headers(
+    request: Request, identity: ProxyIdentity, target: str, *, key: bytes
+) -> list[tuple[str, str]]:
+    """The caller's headers minus credentials, impersonation and hop-by-hop ones, plus the assertion."""
     kept: list[tuple[str, str]] = []
     for name_bytes, value_bytes in request.scope["headers"]:
         name = name_bytes.decode("latin-1")
@@ -211,7 +248,7 @@ def upstream_headers(request: Request, identity: ProxyIdentity, *, secret: str) 
         if lower in HOP_BY_HOP or lower.startswith(DROPPED_PREFIXES):
             continue
         kept.append((name, value_bytes.decode("latin-1")))
-    return kept + kaas_identity_headers(identity, secret=secret)
+    return kept + hop_headers(identity, target, method=request.method, key=key)
 
 
 def _has_body(request: Request) -> bool:
@@ -221,9 +258,10 @@ def _has_body(request: Request) -> bool:
 
 
 async def proxy(
-    cluster_id: str, path: str, request: Request, identity: Identity, context: ProxyContext
+    cluster_id: str, path: str, request: Request, identified: Identity, context: ProxyContext
 ) -> Response:
     """Forward a Kubernetes API request to the cluster as the caller, impersonated with their role."""
+    identity, target = identified
     # A WebSocket upgrade is routed to ``proxy_websocket``; an upgrade arriving here is SPDY (old kubectl,
     # or its retry after a refused WebSocket). It goes to the cluster as a plain request (hop-by-hop headers
     # never go upstream), so that the cluster's refusal, when it refuses (RBAC), is what kubectl prints.
@@ -231,14 +269,15 @@ async def proxy(
     location = await context.registry.lookup(cluster_id)
     if location is None:
         raise KubeStatusError(503, not_connected(identity))
-    k8s_path, url = internal_url(request.scope, cluster_id, location.address)
+    k8s_path = target.partition("?")[0]
+    url = internal_target_url(location.address, target)
     streaming = _is_streaming(request.scope.get("query_string", b"").decode("latin-1"), k8s_path)
     read_timeout = None if streaming else context.read_timeout_seconds
     client = context.client()
     outgoing = client.build_request(
         request.method,
         url,
-        headers=upstream_headers(request, identity, secret=context.internal_secret),
+        headers=upstream_headers(request, identity, target, key=context.assertion_key),
         content=request.stream() if _has_body(request) else None,
         timeout=httpx.Timeout(
             connect=context.connect_timeout_seconds,
@@ -405,7 +444,7 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     """Carry a kubectl WebSocket (exec, attach, port-forward) to the cluster as the caller."""
     context: K8sProxyContext = websocket.app.state.kaas_k8s
     try:
-        identity = await identify(websocket, cluster_id)
+        identity, target = await identify(websocket, cluster_id)
     except KaasError as exc:
         await _deny(websocket, exc.status_code, exc.message)
         return
@@ -413,8 +452,9 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     if location is None:
         await _deny(websocket, 503, not_connected(identity))
         return
-    k8s_path, url = internal_url(websocket.scope, cluster_id, location.address, websocket=True)
-    headers = kaas_identity_headers(identity, secret=context.internal_secret)
+    k8s_path = target.partition("?")[0]
+    url = internal_target_url(location.address, target, websocket=True)
+    headers = hop_headers(identity, target, method="GET", key=context.assertion_key)
     started = time.monotonic()
     subprotocols = list(websocket.scope.get("subprotocols") or [])
     try:

@@ -32,7 +32,14 @@ class TunnelSettings(BaseSettings):
     internal_advertise_url: str | None = Field(
         default=None, description="how other processes reach the internal endpoint; http://host:port if unset"
     )
-    internal_secret: SecretStr = SecretStr("embedded-insecure-internal-secret-change-me")
+    internal_secret: SecretStr = Field(
+        default=SecretStr("embedded-insecure-internal-secret-change-me"),
+        description="Shared with the API: the key of the k8s proxy's signed assertions derives from it.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token of GET /metrics on the internal endpoint; unset: no metrics served.",
+    )
 
     registry_ttl_seconds: float = Field(default=30.0, gt=0)
     handshake_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -50,6 +57,8 @@ class TunnelSettings(BaseSettings):
         problems = []
         if "insecure" in secret or len(secret) < 32:
             problems.append("KAAS_INTERNAL_SECRET must be a random string of at least 32 characters")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 32:
+            problems.append("KAAS_METRICS_TOKEN must be a random string of at least 32 characters")
         if self.redis_url is None:
             problems.append("KAAS_REDIS_URL must be set so API processes can find agent sessions")
         if problems:

@@ -1,27 +1,32 @@
 """The tunnel server's INTERNAL HTTP endpoint: the API's k8s proxy sends kubectl requests through it.
 
 Owned by ``provider.tunnel``; mounted by ``provider.tunnel.server.TunnelServer`` on its own port (uvicorn in
-the same event loop). Contract::
+the same event loop). It serves the proxy and nothing else: the contract, and why the caller's identity and
+cluster come as one signed assertion instead of path segments and headers, is in
+``kaas_api.k8s.internal_hop``::
 
-    {METHOD} /internal/v1/clusters/{cluster_id}/proxy/{k8s path}?{query}
-    Authorization: Bearer <TunnelSettings.internal_secret>
-    X-Kaas-User: <kaas user name>          (sent to the cluster as "kaas:<name>")
-    X-Kaas-Group: <group>                  (one header per group, e.g. kaas:authenticated, kaas:member)
+    {METHOD} /internal/v1/proxy/{k8s path}?{query}
+    X-Kaas-Proxy-Assertion: v1.<payload>.<signature>     (cluster, user, groups, method, target, expiry)
+
+The path must be canonical (``agents.tunnel.paths``, 400 otherwise), the assertion must verify for exactly
+this method and target (401 otherwise), and the request goes to the session of the cluster the assertion
+names, never to one read from the path. The caller's user is sent to the cluster as ``kaas:<name>``.
 
 The request body streams up the tunnel and the cluster's answer (status, headers, body) streams back,
 never buffered whole (watches, huge lists). Client-supplied ``Authorization``, ``Impersonate-*``,
 ``X-Kaas-*``, ``X-Remote-*`` and hop-by-hop headers are dropped here (and again by the agent). Errors are
-Kubernetes ``Status`` objects: 401 bad internal secret, 400 no user, 503 this process holds no session of
-the cluster ("the agent of cluster X is not connected"), 502 the agent refused the dial (its message),
-504 the dial or the response head timed out.
+Kubernetes ``Status`` objects: 400 a non-canonical path, 401 a missing or bad assertion, 503 this process
+holds no session of the cluster ("the agent of cluster X is not connected"), 502 the agent refused the dial
+(its message), 504 the dial or the response head timed out.
 
 A WebSocket handshake on the same path (kubectl exec, attach, port-forward, from the API's k8s proxy) opens
 a stream whose request head says ``websocket``; the agent dials the apiserver's WebSocket and the messages
 are relayed (``agents.tunnel.websocket``). The apiserver's refusal of the upgrade comes back as the HTTP
 answer to the handshake (the ASGI denial-response extension), with its status and Status body.
 
-``GET /metrics`` (same ``Authorization``) serves the server's Prometheus registry
-(``provider.tunnel.metrics``); every proxied request counts as one stream and its bytes up and down.
+``GET /metrics`` serves the server's Prometheus registry (``provider.tunnel.metrics``) to
+``Authorization: Bearer <KAAS_METRICS_TOKEN>`` only, and not at all when no metrics token is set; every
+proxied request counts as one stream and its bytes up and down.
 
 Raw ASGI rather than a Starlette endpoint, because the response must watch the client's disconnect while
 the body streams: a client that goes away resets the stream at once, also while a watch is idle.
@@ -33,7 +38,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +55,7 @@ from agents.tunnel.http import (
     ResponseHeadDecoder,
     encode_request_metadata,
 )
+from agents.tunnel.paths import NonCanonicalPath, check_canonical_path, check_canonical_target
 from agents.tunnel.websocket import (
     RELAYED_REFUSAL_HEADERS,
     SUBPROTOCOL_HEADER,
@@ -59,12 +64,18 @@ from agents.tunnel.websocket import (
     encode_close,
     encode_message,
 )
+from kaas_api.k8s.internal_hop import (
+    ASSERTION_HEADER,
+    INTERNAL_PROXY_PREFIX,
+    InvalidAssertion,
+    verify_assertion,
+)
 
 if TYPE_CHECKING:
     from provider.tunnel.metrics import TunnelMetrics
     from provider.tunnel.server import AgentSession, TunnelServer
 
-PROXY_PATH = re.compile(rb"^/internal/v1/clusters/(?P<cluster>[A-Za-z0-9._-]{1,64})/proxy(?P<path>/.*)?$")
+_ASSERTION_HEADER = ASSERTION_HEADER.lower().encode("latin-1")
 HEALTH_PATH = "/internal/v1/healthz"
 METRICS_PATH = "/metrics"
 KAAS_USER_PREFIX = "kaas:"
@@ -134,7 +145,7 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class _Target:
-    """Whom a proxied request is for and as whom, from its path and the API's headers."""
+    """Whom a proxied request is for and as whom: what the API's signed assertion says."""
 
     cluster_id: str
     path: str  # the Kubernetes path with the query
@@ -143,32 +154,49 @@ class _Target:
     live: AgentSession
 
 
-def _authorized(scope: Scope, expected: bytes) -> bool:
+def _bearer_matches(scope: Scope, expected: bytes) -> bool:
     authorization = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), b"")
     return hmac.compare_digest(authorization, expected)
 
 
 def _target(server: TunnelServer, scope: Scope, *, methods: frozenset[str] | None = None) -> _Target:
-    """The cluster, path and identity of a proxied request and its live session; ``Refused`` otherwise."""
-    match = PROXY_PATH.match(scope.get("raw_path") or scope["path"].encode())
-    if match is None:
+    """The cluster, path and identity of a proxied request and its live session; ``Refused`` otherwise.
+
+    The cluster is the one the API signed for, never one read from the path: the path only says what to
+    ask the cluster's apiserver, and must be canonical and exactly the target that was signed.
+    """
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    if not raw_path.startswith(INTERNAL_PROXY_PREFIX + "/"):
         raise Refused(404, "NotFound", "no such internal endpoint")
     method = scope.get("method", "GET").upper()
     if methods is not None and method not in methods:
         raise Refused(405, "MethodNotAllowed", f"method {method} is not proxied")
-    cluster_id = match.group("cluster").decode()
-    raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-    user = next((v.decode("latin-1") for k, v in raw_headers if k.lower() == b"x-kaas-user"), "").strip()
-    groups = tuple(v.decode("latin-1").strip() for k, v in raw_headers if k.lower() == b"x-kaas-group")
-    if not user:
-        raise Refused(400, "BadRequest", "X-Kaas-User is required")
-    path = (match.group("path") or b"/").decode("latin-1")
-    if scope.get("query_string"):
-        path += "?" + scope["query_string"].decode("latin-1")
-    live = server.session_for(cluster_id)
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = raw_path[len(INTERNAL_PROXY_PREFIX) :] + ("?" + query if query else "")
+    try:
+        check_canonical_path(raw_path)
+        check_canonical_target(target)
+    except NonCanonicalPath as exc:
+        raise Refused(400, "BadRequest", f"refused a non-canonical request path: {exc}") from exc
+    value = next((v for k, v in scope["headers"] if k.lower() == _ASSERTION_HEADER), b"")
+    try:
+        assertion = verify_assertion(
+            value.decode("latin-1"), server.assertion_key, method=method, target=target
+        )
+    except InvalidAssertion as exc:
+        raise Refused(401, "Unauthorized", f"the internal endpoint refused the request: {exc}") from exc
+    live = server.session_for(assertion.cluster_id)
     if live is None:
-        raise Refused(503, "ServiceUnavailable", f"the agent of cluster {cluster_id} is not connected")
-    return _Target(cluster_id=cluster_id, path=path, user=user, groups=groups, live=live)
+        raise Refused(
+            503, "ServiceUnavailable", f"the agent of cluster {assertion.cluster_id} is not connected"
+        )
+    return _Target(
+        cluster_id=assertion.cluster_id,
+        path=target,
+        user=assertion.user,
+        groups=assertion.groups,
+        live=live,
+    )
 
 
 async def _open_stream(
@@ -248,7 +276,7 @@ async def _read_head(
 def internal_app(server: TunnelServer) -> Any:
     """The ASGI app of the internal endpoint, bound to one ``TunnelServer``."""
     settings = server.settings
-    expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -260,10 +288,13 @@ def internal_app(server: TunnelServer) -> Any:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
             return
-        if not _authorized(scope, expected):
-            await _status(send, 401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
-            return
         if scope["path"] == METRICS_PATH and scope["method"] == "GET":
+            if metrics_token is None:
+                await _status(send, 404, "NotFound", "metrics are served only with KAAS_METRICS_TOKEN set")
+                return
+            if not _bearer_matches(scope, ("Bearer " + metrics_token).encode()):
+                await _status(send, 401, "Unauthorized", "the metrics endpoint needs the metrics token")
+                return
             # off the event loop: in the embedded mode the registry also holds the API's database queries
             body = await asyncio.to_thread(generate_latest, server.metrics.registry)
             await send(
@@ -409,13 +440,10 @@ async def _deny_status(send: Send, code: int, reason: str, message: str) -> None
 async def websocket_exchange(server: TunnelServer, scope: Scope, receive: Receive, send: Send) -> None:
     """One WebSocket from the API's k8s proxy, carried to the cluster's apiserver by its agent."""
     settings = server.settings
-    expected = ("Bearer " + settings.internal_secret.get_secret_value()).encode()
     if (await receive())["type"] != "websocket.connect":
         return
     subprotocols: list[str] = list(scope.get("subprotocols") or [])
     try:
-        if not _authorized(scope, expected):
-            raise Refused(401, "Unauthorized", "the internal tunnel endpoint needs the internal secret")
         target = _target(server, scope)
         stream = await _open_stream(
             server,

@@ -9,7 +9,7 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
   registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
 - the INTERNAL HTTP endpoint the API's k8s proxy calls (``provider.tunnel.proxy``), which also serves this
-  server's metrics (``provider.tunnel.metrics``) at ``/metrics``.
+  server's metrics (``provider.tunnel.metrics``) at ``/metrics`` to the metrics token alone.
 
 Agents report their status on agent-opened streams (metadata ``{"kind": "status"}``, body the report's
 JSON); the server writes ``cluster_agents`` (``provider.tunnel.store``), the only writer of that table.
@@ -47,6 +47,7 @@ from agents.status import ClusterStatusReport
 from agents.tunnel import TunnelSession
 from agents.tunnel.http import STATUS_KIND
 from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
+from kaas_api.k8s.internal_hop import assertion_key
 from kaas_api.tunnel_registry import TunnelRegistry
 from provider.tunnel import store
 from provider.tunnel.config import TunnelSettings
@@ -109,6 +110,8 @@ class TunnelServer:
         self.metrics = metrics if metrics is not None else TunnelMetrics()
         self._factory = session_factory
         self.registry = registry
+        # verifies the API's signed assertions on the internal endpoint (kaas_api.k8s.internal_hop)
+        self.assertion_key = assertion_key(settings.internal_secret.get_secret_value())
         self._sessions: dict[str, AgentSession] = {}
         # Handshakes that passed process_request; weak, so a handshake that fails later leaks nothing.
         self._authenticated: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()

@@ -100,9 +100,9 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
                     }
                 ]
             )
-            async with proxy_client(tunnel_server, groups=MEMBER_GROUPS) as client:
+            async with proxy_client(tunnel_server, cluster.id, groups=MEMBER_GROUPS) as client:
                 got = await client.get(
-                    proxy_path(cluster.id, "/api/v1/namespaces/default/configmaps/from-the-node")
+                    proxy_path("/api/v1/namespaces/default/configmaps/from-the-node")
                 )
             assert got.status_code == 200, got.text
             assert got.json()["data"] == {"hello": "tunnel"}
@@ -117,8 +117,8 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
             assert row is not None
             assert row.nodes_total == 2
             assert row.kubernetes_version == "v1.29.4"
-            async with proxy_client(tunnel_server, groups=OWNER_GROUPS) as client:
-                nodes = (await client.get(proxy_path(cluster.id, "/api/v1/nodes"))).json()["items"]
+            async with proxy_client(tunnel_server, cluster.id, groups=OWNER_GROUPS) as client:
+                nodes = (await client.get(proxy_path("/api/v1/nodes"))).json()["items"]
             assert sorted(n["metadata"]["name"] for n in nodes) == ["kaas-t-cp-0", "kaas-t-w-a"]
 
             # every server gone: the agent stops, so the tunnel server loses the session

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.config import AgentConfig, KubeconfigApiserver
 from agents.runtime import run_agent
+from kaas_api.k8s.internal_hop import ASSERTION_HEADER, INTERNAL_PROXY_PREFIX, ProxyAssertion, assertion_key
 from kaas_api.tunnel_registry import RedisTunnelRegistry
 from provider.tunnel.config import TunnelSettings
 from provider.tunnel.server import TunnelServer
@@ -33,6 +35,7 @@ KAAS_RBAC_MANIFEST = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.
 SA_TOKEN = "agent-service-account-token"
 ADMIN_TOKEN = "cluster-admin-token"
 INTERNAL_SECRET = "internal-secret-for-the-tunnel-tests-0123456789"
+METRICS_TOKEN = "metrics-token-for-the-tunnel-tests-0123456789"
 VIEWER_GROUPS = ("kaas:authenticated", "kaas:viewer")
 MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")
 STREAM_WINDOW = 64 * 1024
@@ -79,6 +82,7 @@ def tunnel_settings(**overrides: Any) -> TunnelSettings:
         "internal_host": "127.0.0.1",
         "internal_port": 0,
         "internal_secret": SecretStr(INTERNAL_SECRET),
+        "metrics_token": SecretStr(METRICS_TOKEN),
         "dial_timeout_seconds": 5.0,
         "response_head_timeout_seconds": 10.0,
         "stream_window_bytes": STREAM_WINDOW,
@@ -192,17 +196,36 @@ async def connected_agent(
         yield task
 
 
+def signed_assertion(cluster_id: str, method: str, target: str, *, user: str, groups: tuple[str, ...]) -> str:
+    """The ``X-Kaas-Proxy-Assertion`` the API's k8s proxy would send for this request."""
+    assertion = ProxyAssertion.issue(
+        cluster_id=cluster_id, user=user, groups=groups, method=method, target=target, now=time.time()
+    )
+    return assertion.sign(assertion_key(INTERNAL_SECRET))
+
+
 def proxy_client(
     server: TunnelServer,
+    cluster_id: str,
     *,
     user: str = "alice",
     groups: tuple[str, ...] = MEMBER_GROUPS,
     timeout: float = 30.0,
 ) -> httpx.AsyncClient:
-    headers = [("Authorization", f"Bearer {INTERNAL_SECRET}"), ("X-Kaas-User", user)]
-    headers += [("X-Kaas-Group", group) for group in groups]
-    return httpx.AsyncClient(base_url=server.internal_url, headers=headers, timeout=timeout, trust_env=False)
+    """A client of the tunnel server's internal endpoint that signs each request as the API would, for
+    ``cluster_id`` and the given caller (a request that already carries an assertion keeps its own)."""
+
+    async def sign(request: httpx.Request) -> None:
+        if ASSERTION_HEADER not in request.headers:
+            target = request.url.raw_path.decode("latin-1").removeprefix(INTERNAL_PROXY_PREFIX)
+            request.headers[ASSERTION_HEADER] = signed_assertion(
+                cluster_id, request.method, target, user=user, groups=groups
+            )
+
+    return httpx.AsyncClient(
+        base_url=server.internal_url, event_hooks={"request": [sign]}, timeout=timeout, trust_env=False
+    )
 
 
-def proxy_path(cluster_id: str, k8s_path: str) -> str:
-    return f"/internal/v1/clusters/{cluster_id}/proxy{k8s_path}"
+def proxy_path(k8s_path: str) -> str:
+    return f"{INTERNAL_PROXY_PREFIX}{k8s_path}"

@@ -48,8 +48,8 @@ async def test_a_refused_dial_answers_502_with_the_agents_message(
     async def refuse(connection: TunnelConnection, stream: TunnelStream, metadata: dict[str, Any]) -> None:
         connection.reject(stream, "the apiserver is on fire")
 
-    async with fake_agent(server, cluster, refuse), proxy_client(server) as client:
-        response = await client.get(proxy_path(cluster.id, "/api/v1/namespaces"))
+    async with fake_agent(server, cluster, refuse), proxy_client(server, cluster.id) as client:
+        response = await client.get(proxy_path("/api/v1/namespaces"))
     assert response.status_code == 502
     assert "the apiserver is on fire" in response.json()["message"]
 
@@ -60,8 +60,8 @@ async def test_an_unanswered_dial_answers_504(make_server: ServerFactory, cluste
     async def ignore(connection: TunnelConnection, stream: TunnelStream, metadata: dict[str, Any]) -> None:
         await asyncio.Event().wait()
 
-    async with fake_agent(server, cluster, ignore), proxy_client(server) as client:
-        response = await client.get(proxy_path(cluster.id, "/api/v1/namespaces"))
+    async with fake_agent(server, cluster, ignore), proxy_client(server, cluster.id) as client:
+        response = await client.get(proxy_path("/api/v1/namespaces"))
         assert response.status_code == 504
         live = server.session_for(cluster.id)
         assert live is not None
@@ -79,8 +79,8 @@ async def test_an_answer_without_a_head_in_time_answers_504(
         connection.accept(stream)
         await asyncio.Event().wait()
 
-    async with fake_agent(server, cluster, accept_and_stall), proxy_client(server) as client:
-        response = await client.get(proxy_path(cluster.id, "/api/v1/namespaces"))
+    async with fake_agent(server, cluster, accept_and_stall), proxy_client(server, cluster.id) as client:
+        response = await client.get(proxy_path("/api/v1/namespaces"))
     assert response.status_code == 504
 
 
@@ -90,6 +90,6 @@ async def test_a_garbled_response_head_answers_502(server: TunnelServer, cluster
         await stream.write(b"\x00\x00\x00\x05hello")
         stream.close_write()
 
-    async with fake_agent(server, cluster, garble), proxy_client(server) as client:
-        response = await client.get(proxy_path(cluster.id, "/api/v1/namespaces"))
+    async with fake_agent(server, cluster, garble), proxy_client(server, cluster.id) as client:
+        response = await client.get(proxy_path("/api/v1/namespaces"))
     assert response.status_code == 502

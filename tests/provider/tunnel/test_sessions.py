@@ -95,15 +95,15 @@ async def test_the_agent_token_is_never_logged(
 async def test_a_killed_agent_answers_503_and_a_returning_agent_works_again(
     server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
 ) -> None:
-    async with proxy_client(server) as client:
+    async with proxy_client(server, cluster.id) as client:
         async with connected_agent(server, cluster, kube, tmp_path):
-            assert (await client.get(proxy_path(cluster.id, NAMESPACES))).status_code == 200
+            assert (await client.get(proxy_path(NAMESPACES))).status_code == 200
         await wait_until(lambda: server.session_for(cluster.id) is None, what="the session to end")
-        gone = await client.get(proxy_path(cluster.id, NAMESPACES))
+        gone = await client.get(proxy_path(NAMESPACES))
         assert gone.status_code == 503
         assert gone.json()["message"] == f"the agent of cluster {cluster.id} is not connected"
         async with connected_agent(server, cluster, kube, tmp_path):
-            assert (await client.get(proxy_path(cluster.id, NAMESPACES))).status_code == 200
+            assert (await client.get(proxy_path(NAMESPACES))).status_code == 200
 
 
 async def test_the_agent_reconnects_by_itself_after_the_tunnel_server_restarts(
@@ -119,8 +119,8 @@ async def test_the_agent_reconnects_by_itself_after_the_tunnel_server_restarts(
         assert not agent.done()
         second = await make_server(tunnel_port=port)
         await wait_until(lambda: second.session_for(cluster.id) is not None, what="the agent to come back")
-        async with proxy_client(second) as client:
-            assert (await client.get(proxy_path(cluster.id, NAMESPACES))).status_code == 200
+        async with proxy_client(second, cluster.id) as client:
+            assert (await client.get(proxy_path(NAMESPACES))).status_code == 200
 
 
 async def test_a_newer_agent_session_replaces_the_older_one(
@@ -148,8 +148,8 @@ async def test_a_newer_agent_session_replaces_the_older_one(
             location = await registry.lookup(cluster.id)
             assert location is not None
             assert location.session_id == newest.session_id
-            async with proxy_client(server) as client:
-                assert (await client.get(proxy_path(cluster.id, NAMESPACES))).status_code == 200
+            async with proxy_client(server, cluster.id) as client:
+                assert (await client.get(proxy_path(NAMESPACES))).status_code == 200
 
 
 async def test_with_two_tunnel_servers_the_registry_points_at_the_one_holding_the_session(
@@ -164,9 +164,9 @@ async def test_with_two_tunnel_servers_the_registry_points_at_the_one_holding_th
         location = await registry.lookup(cluster.id)
         assert location is not None
         assert location.address == two.internal_url != one.internal_url
-        async with proxy_client(one) as at_one, proxy_client(two) as at_two:
-            assert (await at_one.get(proxy_path(cluster.id, NAMESPACES))).status_code == 503
-            assert (await at_two.get(proxy_path(cluster.id, NAMESPACES))).status_code == 200
+        async with proxy_client(one, cluster.id) as at_one, proxy_client(two, cluster.id) as at_two:
+            assert (await at_one.get(proxy_path(NAMESPACES))).status_code == 503
+            assert (await at_two.get(proxy_path(NAMESPACES))).status_code == 200
 
         # The agent moves to the other server: the older process notices through its failed refresh.
         moved = agent_config(tunnel_url=one.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path)

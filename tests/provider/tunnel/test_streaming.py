@@ -11,15 +11,17 @@ from pathlib import Path
 
 import httpx
 
+from kaas_api.k8s.internal_hop import ASSERTION_HEADER
 from provider.tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.provider.factories import CreatedCluster
 from tests.provider.tunnel.conftest import (
-    INTERNAL_SECRET,
     STREAM_WINDOW,
+    VIEWER_GROUPS,
     connected_agent,
     proxy_client,
     proxy_path,
+    signed_assertion,
     wait_until,
 )
 
@@ -37,8 +39,8 @@ async def test_a_watch_streams_each_event_as_it_happens(
     tmp_path: Path,
     admin: httpx.AsyncClient,
 ) -> None:
-    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server) as client:
-        watch = proxy_path(cluster.id, CONFIGMAPS + "?watch=true&timeoutSeconds=30")
+    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, cluster.id) as client:
+        watch = proxy_path(CONFIGMAPS + "?watch=true&timeoutSeconds=30")
         async with client.stream("GET", watch) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()
@@ -54,10 +56,10 @@ async def open_stalled_watch(server: TunnelServer, cluster_id: str) -> socket.so
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     host, port = server.internal_url.removeprefix("http://").split(":")
     sock.connect((host, int(port)))
-    path = proxy_path(cluster_id, CONFIGMAPS + "?watch=true&timeoutSeconds=60")
+    target = CONFIGMAPS + "?watch=true&timeoutSeconds=60"
+    assertion = signed_assertion(cluster_id, "GET", target, user="slowpoke", groups=VIEWER_GROUPS)
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {INTERNAL_SECRET}\r\n"
-        "X-Kaas-User: slowpoke\r\nX-Kaas-Group: kaas:authenticated\r\nX-Kaas-Group: kaas:viewer\r\n\r\n"
+        f"GET {proxy_path(target)} HTTP/1.1\r\nHost: {host}\r\n{ASSERTION_HEADER}: {assertion}\r\n\r\n"
     )
     sock.sendall(request.encode())
     return sock
@@ -70,7 +72,7 @@ async def test_a_stalled_watch_does_not_delay_other_requests_on_the_same_tunnel(
     tmp_path: Path,
     admin: httpx.AsyncClient,
 ) -> None:
-    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server) as client:
+    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, cluster.id) as client:
         stalled = await open_stalled_watch(server, cluster.id)
         try:
             live = server.session_for(cluster.id)
@@ -87,7 +89,7 @@ async def test_a_stalled_watch_does_not_delay_other_requests_on_the_same_tunnel(
             durations = []
             for _ in range(10):
                 started = time.monotonic()
-                got = await client.get(proxy_path(cluster.id, "/api/v1/namespaces/default/configmaps/big-0"))
+                got = await client.get(proxy_path("/api/v1/namespaces/default/configmaps/big-0"))
                 durations.append(time.monotonic() - started)
                 assert got.status_code == 200
             assert max(durations) < 2.0, durations
@@ -106,12 +108,15 @@ async def test_a_64_mb_response_streams_through_with_bounded_buffers(
     chunk = "z" * (1024 * 1024)
     for i in range(64):
         assert (await admin.post(CONFIGMAPS, json=configmap(f"huge-{i:02}", chunk))).status_code == 201
-    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, timeout=120) as client:
+    async with (
+        connected_agent(server, cluster, kube, tmp_path),
+        proxy_client(server, cluster.id, timeout=120) as client,
+    ):
         live = server.session_for(cluster.id)
         assert live is not None
         total = 0
         largest_piece = 0
-        async with client.stream("GET", proxy_path(cluster.id, CONFIGMAPS)) as response:
+        async with client.stream("GET", proxy_path(CONFIGMAPS)) as response:
             assert response.status_code == 200
             async for piece in response.aiter_raw():
                 total += len(piece)
@@ -125,10 +130,10 @@ async def test_a_client_leaving_a_watch_releases_it_all_the_way_to_the_apiserver
     server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
 ) -> None:
     store = kube.standin.store
-    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server) as client:
+    async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, cluster.id) as client:
         live = server.session_for(cluster.id)
         assert live is not None
-        async with client.stream("GET", proxy_path(cluster.id, CONFIGMAPS + "?watch=true")) as response:
+        async with client.stream("GET", proxy_path(CONFIGMAPS + "?watch=true")) as response:
             assert response.status_code == 200
             await wait_until(lambda: len(store._watchers) == 1, what="the apiserver watch")
         await wait_until(lambda: not store._watchers, what="the apiserver watch to be released")

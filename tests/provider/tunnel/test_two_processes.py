@@ -23,13 +23,21 @@ from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
 from kaas_api.db.models import Role
 from kaas_api.db.session import session_scope
+from kaas_api.k8s.internal_hop import ASSERTION_HEADER
 from kaas_api.projects.service import set_member
 from kaas_api.tunnel_registry import RedisTunnelRegistry
 from kaas_api.users.service import create_user
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import RecordingDispatcher
 from tests.provider.factories import TEST_SECRET_KEY, CreatedCluster, ensure_project
-from tests.provider.tunnel.conftest import INTERNAL_SECRET, agent_config, running_agent, wait_until
+from tests.provider.tunnel.conftest import (
+    INTERNAL_SECRET,
+    agent_config,
+    proxy_path,
+    running_agent,
+    signed_assertion,
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -117,13 +125,7 @@ async def test_the_k8s_proxy_reaches_the_process_holding_the_agent_in_one_hop(
     tmp_path: Path,
 ) -> None:
     client, registry = api
-    secret = [
-        ("Authorization", f"Bearer {INTERNAL_SECRET}"),
-        ("X-Kaas-User", "routed"),
-        ("X-Kaas-Group", "kaas:authenticated"),
-        ("X-Kaas-Group", "kaas:owner"),
-    ]
-    internal_path = f"/internal/v1/clusters/{cluster.id}/proxy{NAMESPACES}"
+    internal_path = proxy_path(NAMESPACES)
     with (
         kaas_tunnel(migrated_database_url, redis_url, tmp_path / "one.log") as one,
         kaas_tunnel(migrated_database_url, redis_url, tmp_path / "two.log") as two,
@@ -141,9 +143,18 @@ async def test_the_k8s_proxy_reaches_the_process_holding_the_agent_in_one_hop(
                     f"/k8s/clusters/{cluster.id}{NAMESPACES}",
                     headers={"Authorization": f"Bearer {owner_token}"},
                 )
+                signed = {
+                    ASSERTION_HEADER: signed_assertion(
+                        cluster.id,
+                        "GET",
+                        NAMESPACES,
+                        user="routed",
+                        groups=("kaas:authenticated", "kaas:owner"),
+                    )
+                }
                 async with httpx.AsyncClient(trust_env=False) as direct:
-                    at_other = await direct.get(other.internal_url + internal_path, headers=secret)
-                    at_holder = await direct.get(holder.internal_url + internal_path, headers=secret)
+                    at_other = await direct.get(other.internal_url + internal_path, headers=signed)
+                    at_holder = await direct.get(holder.internal_url + internal_path, headers=signed)
             assert proxied.status_code == 200, proxied.text
             assert "default" in [ns["metadata"]["name"] for ns in proxied.json()["items"]]
             assert at_holder.status_code == 200
