@@ -115,6 +115,7 @@ async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
     await server.startup(sockets=[api_socket])
+    await server.on_tick(0)  # the Date and Server headers every response gets, as serve()'s loop sets them
     yield settings.public_url
     server.should_exit = True
     await server.shutdown(sockets=[api_socket])

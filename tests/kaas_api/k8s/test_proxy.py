@@ -69,6 +69,27 @@ async def test_a_member_creates_and_reads_objects_through_kaas(
         assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["via-kaas"]
 
 
+async def test_a_proxied_answer_carries_one_date_and_one_server_header(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    tunnel_server: TunnelServer,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+) -> None:
+    cluster = world_cluster(world, session_factory)
+    async with (
+        connected(tunnel_server, registry, cluster, kube, tmp_path),
+        api_client(settings, world.tokens["member"]) as client,
+    ):
+        response = await client.get(k8s(world, CONFIGMAPS))
+    assert response.status_code == 200
+    assert len(response.headers.get_list("date")) == 1
+    assert len(response.headers.get_list("server")) <= 1
+
+
 async def test_the_cluster_sees_the_kaas_user_with_the_groups_of_their_role(
     world: World,
     api_url: str,
