@@ -172,6 +172,8 @@ def make_dispatcher(sim: SimCloud, router: Router) -> Callable[[Request], Any]:
                 response = route.handler(ctx, **params)
             except ApiError as exc:
                 response = json_response(exc.body, exc.status)
+            if request.method != "GET":
+                sim.mark_changed()  # tokens issued, resources made or changed: the next snapshot keeps them
         response.headers.update(ctx.response_headers)
         response.headers.setdefault("x-openstack-request-id", "req-" + _request_id())
         sim.wake()

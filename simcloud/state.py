@@ -9,6 +9,10 @@ Transitions (server BUILD → ACTIVE/ERROR, load balancer PENDING_* → ACTIVE o
 due time: every request first pops what is due (lazy, O(log n) per transition), and a small daemon ticker
 does the same so listeners fire even when nobody polls. Listeners are called from the ticker thread,
 outside the lock, in the order the transitions happened.
+
+With a ``state_file``, the cloud outlives its process: the ticker writes a snapshot (``simcloud.persistence``)
+at most once a second after something changed (``mark_changed``: every mutating request, every transition,
+every injected change), ``stop()`` writes a last one, and a new ``SimCloud`` on the same file starts from it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from simcloud.persistence import load_snapshot, save_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +155,8 @@ class SimCloud:
         hosts: Iterable[str] = DEFAULT_HOSTS,
         tick_interval: float = 0.05,
         external_cidr: str = DEFAULT_EXTERNAL_CIDR,
+        state_file: Path | None = None,
+        save_interval: float = 1.0,
     ) -> None:
         self.lock = threading.RLock()
         self.external_cidr = str(ipaddress.ip_network(external_cidr))
@@ -176,7 +185,96 @@ class SimCloud:
         self._stop = threading.Event()
         self._tick_interval = tick_interval
         self._ticker: threading.Thread | None = None
-        self._seed()
+        self._state_file = state_file
+        self._save_interval = save_interval
+        self._revision = 0
+        self._saved_revision = 0
+        self._saved_at = 0.0
+        if state_file is not None and state_file.exists():
+            self.restore_locked(load_snapshot(state_file))
+        else:
+            self._seed()
+            self._revision = 1  # a new cloud is saved at the first chance
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def mark_changed(self) -> None:
+        """Something a snapshot holds changed: the ticker saves it (a no-op without a ``state_file``)."""
+        self._revision += 1
+
+    def snapshot_locked(self) -> dict[str, Any]:
+        """Everything a restart must keep, as JSON-able data (sets stay sets: the codec stores them)."""
+        now = time.monotonic()
+        tables = {kind: list(table.values()) for kind, table in self.tables.items()}
+        ready_in = {lb["id"]: max(lb["_ready_at"] - now, 0.0) for lb in tables["loadbalancers"]}
+        return {
+            "external_cidr": self.external_cidr,
+            "hosts": list(self.hosts),
+            "tables": {
+                kind: [
+                    {**record, "_ready_at": ready_in[record["id"]]} if kind == "loadbalancers" else record
+                    for record in records
+                ]
+                for kind, records in tables.items()
+            },
+            "projects": self.projects,
+            "quotas": {project: asdict(quota) for project, quota in self.quotas.items()},
+            "users": [asdict(user) for user in self._users.values()],
+            "tokens": [asdict(identity) for identity in self._tokens.values()],
+            "usage": dict(self.usage),
+            "events": [
+                {"in": max(event.due - now, 0.0), "kind": event.kind, "target": event.target}
+                for event in sorted(self._events)
+            ],
+            "counters": {
+                "mac": _peek(self, "_mac_counter"),
+                "placement": _peek(self, "placement_counter"),
+            },
+        }
+
+    def restore_locked(self, state: dict[str, Any]) -> None:
+        """Become the cloud ``state`` (from ``snapshot_locked``) describes; transitions resume their wait."""
+        now = time.monotonic()
+        self.external_cidr = state["external_cidr"]
+        self.hosts = tuple(state["hosts"])
+        for kind, records in state["tables"].items():
+            for record in records:
+                if kind == "loadbalancers":
+                    record["_ready_at"] = now + record["_ready_at"]
+                self.insert(kind, record)
+        self.projects = dict(state["projects"])
+        self.quotas = {project: Quota(**values) for project, values in state["quotas"].items()}
+        self._users = {
+            user["name"]: _User(**{**user, "roles": tuple(user["roles"])}) for user in state["users"]
+        }
+        self._tokens = {
+            token["token"]: Identity(**{**token, "roles": tuple(token["roles"])}) for token in state["tokens"]
+        }
+        for project, values in state["usage"].items():
+            self.usage[project] = dict(values)
+        for event in state["events"]:
+            heapq.heappush(
+                self._events, _Event(now + event["in"], next(self._seq), event["kind"], event["target"])
+            )
+        self._mac_counter = itertools.count(state["counters"]["mac"])
+        self.placement_counter = itertools.count(state["counters"]["placement"])
+
+    def save(self) -> None:
+        """Write the snapshot now if there is a ``state_file`` and something changed since the last one."""
+        if self._state_file is None:
+            return
+        with self.lock:
+            revision = self._revision
+            if revision == self._saved_revision:
+                return
+            state = self.snapshot_locked()
+            save_snapshot(self._state_file, state)
+        self._saved_revision = revision
+        self._saved_at = time.monotonic()
+
+    def _save_if_due(self) -> None:
+        changed = self._revision != self._saved_revision
+        if changed and time.monotonic() - self._saved_at >= self._save_interval:
+            self.save()
 
     # ------------------------------------------------------------------------------------------ seeding
     def _seed(self) -> None:
@@ -704,6 +802,7 @@ class SimCloud:
         now = time.monotonic()
         while self._events and self._events[0].due <= now:
             event = heapq.heappop(self._events)
+            self._revision += 1
             if event.kind == "server":
                 self._finish_boot(event.target)
             elif event.kind == "lb":
@@ -801,11 +900,13 @@ class SimCloud:
         self._ticker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the ticker and write the last snapshot (with a ``state_file``)."""
         self._stop.set()
         self._wake.set()
         if self._ticker is not None:
             self._ticker.join(timeout=timeout)
             self._ticker = None
+        self.save()
 
     def _tick_loop(self) -> None:
         while not self._stop.is_set():
@@ -817,6 +918,7 @@ class SimCloud:
             self._wake.clear()
             try:
                 self.advance()
+                self._save_if_due()
             except Exception:
                 log.exception("simcloud ticker failed")
 
@@ -883,12 +985,14 @@ class SimCloud:
             ):
                 if value is not None:
                     setattr(quota, name, value)
+            self.mark_changed()
             return Quota(**vars(quota))
 
     def delete_server(self, server_id: str) -> bool:
         """Delete a server behind kaas's back (as an operator or a failing hypervisor would)."""
         with self.lock:
             found = self.delete_server_locked(server_id)
+            self.mark_changed()
         self._deliver_if_idle()
         return found
 
@@ -942,3 +1046,10 @@ class SimCloud:
             for table in self.tables.values():
                 for record in table.values():
                     record["_seeded"] = True
+
+
+def _peek(sim: SimCloud, attribute: str) -> int:
+    """The next value of an ``itertools.count`` attribute, leaving it to hand out that value next."""
+    value: int = next(getattr(sim, attribute))
+    setattr(sim, attribute, itertools.count(value))
+    return value

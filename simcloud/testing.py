@@ -2,7 +2,9 @@
 
 ``run_simcloud`` starts uvicorn in a daemon thread on 127.0.0.1, waits until it answers, writes a
 ``clouds.yaml`` with the clouds ``sim`` (user demo, project demo) and ``sim-admin`` (admin) into the state
-directory, and stops the server and the ticker on exit.
+directory, and stops the server and the ticker on exit. With ``persist=True`` (``kaas up``) the cloud's
+state lives in ``state_dir/cloud.json`` and its port in ``state_dir/port``: started again on the same
+directory, it is the same cloud at the same address (another port only if that one is taken).
 """
 
 from __future__ import annotations
@@ -67,6 +69,21 @@ def write_clouds_yaml(state_dir: Path, base_url: str) -> Path:
     return path
 
 
+def _listen(port: int) -> socket.socket:
+    """A loopback listener on ``port``, or on a free one if ``port`` is taken."""
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        if port == 0:
+            sock.close()
+            raise
+        sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def _wait_until_up(port: int, thread: threading.Thread, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -93,14 +110,24 @@ def run_simcloud(
     lb_delay: float = 0.0,
     port: int = 0,
     external_cidr: str = DEFAULT_EXTERNAL_CIDR,
+    persist: bool = False,
 ) -> Iterator[SimCloudHandle]:
-    """Serve a fresh simulated cloud on 127.0.0.1 (``port`` 0: a free one) until the block exits."""
-    sim = SimCloud(boot_delay=boot_delay, lb_delay=lb_delay, external_cidr=external_cidr)
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    """Serve a simulated cloud on 127.0.0.1 (``port`` 0: a free one) until the block exits: a fresh one, or
+    with ``persist`` the one ``state_dir`` holds."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sim = SimCloud(
+        boot_delay=boot_delay,
+        lb_delay=lb_delay,
+        external_cidr=external_cidr,
+        state_file=state_dir / "cloud.json" if persist else None,
+    )
+    port_file = state_dir / "port"
+    if persist and port == 0 and port_file.exists():
+        port = int(port_file.read_text())
+    sock = _listen(port)
     actual_port = sock.getsockname()[1]
+    if persist:
+        port_file.write_text(str(actual_port))
     config = uvicorn.Config(
         create_app(sim),
         log_level="warning",
