@@ -18,7 +18,10 @@ Per cluster, once one control-plane server is ACTIVE and its user-data carries a
   it) built from the user-data's ``/etc/kaas/agent.yaml`` with ``apiserver`` = that kubeconfig;
 - the stand-in's Node objects follow the cluster's servers: ACTIVE is Ready, ERROR/SHUTOFF/... is not
   Ready, a server still in BUILD has no Node yet, a vanished server's Node is deleted.
-When every server of a cluster is gone, its agent and stand-in stop. A crashed agent is restarted on the
+When every server of a cluster is gone, its agent and stand-in stop and its directory is removed. With
+``persist`` (``kaas up``), each stand-in keeps its objects in ``state_dir/clusters/<id>/objects.json``, and
+stopping the booter keeps them: a booter started again on the same directory boots each cluster that still
+has servers with the objects it had, as a real control plane's etcd would. A crashed agent is restarted on the
 next poll (a Deployment would restart its pod). Bad user-data is logged once per server and skipped; cloud
 errors are logged and retried on the next poll. The agent token and the user-data are never logged.
 """
@@ -172,6 +175,7 @@ class NodeBooter:
         cluster_filter: Callable[[str], bool] | None = None,
         tls: bool = True,
         api_timeout: float = 30.0,
+        persist: bool = False,
     ) -> None:
         """``agent_overrides`` are merged into every agent config (e.g. ``report_interval_seconds``);
         ``cluster_filter`` limits the booter to some clusters (tests on a shared cloud); ``tls`` serves the
@@ -187,6 +191,7 @@ class NodeBooter:
         self._cluster_filter = cluster_filter
         self._tls = tls
         self._api_timeout = api_timeout
+        self._persist = persist
         self._node_type = _node_type()
         # Loop-thread state.
         self._conn: Any = None
@@ -272,7 +277,7 @@ class NodeBooter:
         finally:
             for running in list(self._running.values()):
                 try:
-                    await self._stop_cluster(running)
+                    await self._stop_cluster(running, forget=not self._persist)
                 except Exception:
                     logger.exception("node booter: stopping cluster %s failed", running.cluster_id)
             if self._conn is not None:
@@ -452,6 +457,7 @@ class NodeBooter:
             tokens={token: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)},
             manifest_files=[self._rbac_manifest],
             tls=self._tls,
+            state_file=workdir / "objects.json" if self._persist else None,
         )
         handle = await asyncio.to_thread(stack.enter_context, standin)
         try:
@@ -497,8 +503,11 @@ class NodeBooter:
         else:
             logger.warning("node booter: the agent of cluster %s exited; restarting it", running.cluster_id)
 
-    async def _stop_cluster(self, running: _RunningCluster) -> None:
-        """Stop the agent, then the stand-in; the cluster leaves ``clusters()`` once both are down."""
+    async def _stop_cluster(self, running: _RunningCluster, *, forget: bool = True) -> None:
+        """Stop the agent, then the stand-in; the cluster leaves ``clusters()`` once both are down.
+
+        ``forget``: the cluster is gone, so its directory (kubeconfig, saved objects) goes too; a booter that
+        merely stops keeps it when it persists."""
         self._running.pop(running.cluster_id, None)
         running.agent_stop.set()
         task = running.agent_task
@@ -513,7 +522,8 @@ class NodeBooter:
             with contextlib.suppress(BaseException):
                 await task
         await asyncio.to_thread(running.stack.close)
-        shutil.rmtree(running.workdir, ignore_errors=True)
+        if forget:
+            shutil.rmtree(running.workdir, ignore_errors=True)
         with self._lock:
             self._handles.pop(running.cluster_id, None)
             self._snapshot.pop(running.cluster_id, None)

@@ -114,20 +114,23 @@ class KubeStandin:
         manifest_files: Iterable[Path] = (),
         watch_timeout_seconds: float = DEFAULT_WATCH_TIMEOUT_SECONDS,
         exec_stdin_timeout_seconds: float = DEFAULT_STDIN_TIMEOUT_SECONDS,
+        state_file: Path | None = None,
     ) -> None:
+        """``state_file``: keep the objects there across restarts (see ``ObjectStore``)."""
         self.version = version
         self.tokens: dict[str, Identity] = dict(tokens)
-        self.store = ObjectStore()
+        self.store = ObjectStore(state_file=state_file)
         self.authorizer = RbacAuthorizer(self.store)
         self._watch_timeout_seconds = watch_timeout_seconds
         self._closing = threading.Event()
-        namespace_type = resources.find("", "v1", "namespaces")
-        assert namespace_type is not None
-        for namespace in DEFAULT_NAMESPACES:
-            self.store.create(namespace_type, "", {"metadata": {"name": namespace}})
-        manifests.apply_objects(
-            self.store, [*rbac.default_cluster_roles(), *rbac.default_cluster_role_bindings()]
-        )
+        if not self.store.restored:
+            namespace_type = resources.find("", "v1", "namespaces")
+            assert namespace_type is not None
+            for namespace in DEFAULT_NAMESPACES:
+                self.store.create(namespace_type, "", {"metadata": {"name": namespace}})
+            manifests.apply_objects(
+                self.store, [*rbac.default_cluster_roles(), *rbac.default_cluster_role_bindings()]
+            )
         for path in manifest_files:
             manifests.apply_file(self.store, path)
         self.pod_exec = PodExec(identify=self.identify, authorize=self._authorize, store=self.store,
@@ -145,8 +148,9 @@ class KubeStandin:
         return manifests.apply_objects(self.store, objects)
 
     def close(self) -> None:
-        """End open watch streams (within ``WATCH_POLL_SECONDS``) so the server can stop."""
+        """End open watch streams (within ``WATCH_POLL_SECONDS``) so the server can stop; save the objects."""
         self._closing.set()
+        self.store.close()
 
     # --- HTTP and WebSocket ---
 

@@ -6,6 +6,11 @@ and watchers are woken with ``call_soon_threadsafe`` on their own loop, so both 
 
 Like etcd, the resourceVersion counter is global: every write of any kind takes the next number, and a watch
 from version N replays the events of its kind after N from a bounded history (older: 410 Expired).
+
+With a ``state_file`` the objects outlive the process, as etcd's would: a write schedules a snapshot (at most
+one per ``save_delay``, on a timer thread), ``close()`` writes the last one, and a new store on the same file
+starts with the same objects and resourceVersion. The event history is not kept: a watch from a version
+before the restart gets 410 and relists, as after an etcd compaction.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import json
 import secrets
 import string
 import threading
@@ -20,10 +26,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from simcloud.kube import resources
 from simcloud.kube.errors import already_exists, conflict, gone, invalid, not_found
 from simcloud.kube.resources import ResourceType
+from simcloud.persistence import write_atomically
 
 Obj = dict[str, Any]
 _Key = tuple[ResourceType, str, str]  # (type, namespace or "", name)
@@ -76,12 +85,64 @@ def _normalize(rtype: ResourceType, obj: Obj) -> None:
 
 
 class ObjectStore:
-    def __init__(self, *, history_size: int = 10_000) -> None:
+    def __init__(
+        self, *, history_size: int = 10_000, state_file: Path | None = None, save_delay: float = 0.5
+    ) -> None:
         self._lock = threading.Lock()
         self._objects: dict[_Key, Obj] = {}
         self._resource_version = 1
         self._history: deque[WatchEvent] = deque(maxlen=history_size)
         self._watchers: set[Watcher] = set()
+        self._state_file = state_file
+        self._save_delay = save_delay
+        self._save_timer: threading.Timer | None = None
+        self.restored = state_file is not None and state_file.exists()
+        if self.restored:
+            assert state_file is not None
+            self._restore(json.loads(state_file.read_bytes()))
+
+    # --- persistence ---
+
+    def _restore(self, document: dict[str, Any]) -> None:
+        self._resource_version = int(document["resource_version"])
+        for entry in document["objects"]:
+            group, _, version = entry["group_version"].rpartition("/")
+            rtype = resources.find(group, version, entry["plural"])
+            if rtype is None:
+                continue  # a kind this stand-in no longer serves
+            obj = entry["object"]
+            self._objects[(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
+
+    def save(self) -> None:
+        """Write the objects to the ``state_file`` now (0600, atomically); a no-op without one."""
+        if self._state_file is None:
+            return
+        with self._lock:
+            self._save_timer = None
+            document = {
+                "resource_version": self._resource_version,
+                "objects": [
+                    {"group_version": rtype.group_version, "plural": rtype.plural, "object": obj}
+                    for (rtype, _, _), obj in self._objects.items()
+                ],
+            }
+            payload = json.dumps(document, separators=(",", ":")).encode()
+        write_atomically(self._state_file, payload)
+
+    def close(self) -> None:
+        """Write the last snapshot and stop the pending timer."""
+        with self._lock:
+            timer, self._save_timer = self._save_timer, None
+        if timer is not None:
+            timer.cancel()
+        self.save()
+
+    def _changed(self) -> None:
+        """(lock held) Schedule a snapshot unless one is pending."""
+        if self._state_file is not None and self._save_timer is None:
+            self._save_timer = threading.Timer(self._save_delay, self.save)
+            self._save_timer.daemon = True
+            self._save_timer.start()
 
     @property
     def resource_version(self) -> int:
@@ -235,10 +296,12 @@ class ObjectStore:
         self._resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self._resource_version)
         self._objects[key] = obj
+        self._changed()
         self._publish(WatchEvent(self._resource_version, rtype, event_type, copy.deepcopy(obj)))
 
     def _remove(self, key: _Key) -> Obj:
         obj = self._objects.pop(key)
+        self._changed()
         self._resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self._resource_version)
         self._publish(WatchEvent(self._resource_version, key[0], "DELETED", copy.deepcopy(obj)))

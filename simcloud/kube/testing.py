@@ -79,9 +79,13 @@ def run_kube_standin(
     tokens: Mapping[str, Identity],
     manifest_files: Iterable[Path] = (),
     tls: bool = True,
+    state_file: Path | None = None,
 ) -> Iterator[KubeStandinHandle]:
-    """Serve a fresh ``KubeStandin`` on 127.0.0.1:<free port> for the duration of the block."""
-    standin = KubeStandin(version=version, tokens=tokens, manifest_files=manifest_files)
+    """Serve a ``KubeStandin`` on 127.0.0.1:<free port> for the duration of the block: a fresh one, or
+    with ``state_file`` the objects saved there (kept there again when the block exits)."""
+    standin = KubeStandin(
+        version=version, tokens=tokens, manifest_files=manifest_files, state_file=state_file
+    )
     with tempfile.TemporaryDirectory(prefix="kube-standin-") as workdir:
         ca: bytes | None = None
         ssl_options: dict[str, str] = {}

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from nodesim.booter import NodeBooter
+from simcloud.kube.resources import find
 from simcloud.testing import SimCloudHandle, run_simcloud, write_clouds_yaml
 from tests.nodesim.conftest import (
     KAAS_RBAC_MANIFEST,
@@ -30,7 +31,9 @@ from tests.nodesim.conftest import (
 TOKEN = "kaas-agent-token-do-not-log-0123456789"
 
 
-def make_booter(clouds_yaml: Path, admin_cloud: str, tmp_path: Path, runner: RecordingRunner) -> NodeBooter:
+def make_booter(
+    clouds_yaml: Path, admin_cloud: str, tmp_path: Path, runner: RecordingRunner, *, persist: bool = False
+) -> NodeBooter:
     return NodeBooter(
         clouds_yaml=clouds_yaml,
         admin_cloud=admin_cloud,
@@ -39,6 +42,7 @@ def make_booter(clouds_yaml: Path, admin_cloud: str, tmp_path: Path, runner: Rec
         poll_interval=0.1,
         kubernetes_version_default="v1.30.2",
         agent_runner=runner,
+        persist=persist,
     )
 
 
@@ -302,3 +306,57 @@ def test_cloud_errors_are_retried_on_the_next_poll(tmp_path: Path, runner: Recor
             conn.close()
             booter.stop()
         assert runner.stopped == [cluster_id]
+
+
+def test_a_persisting_booter_restarted_boots_each_cluster_with_the_objects_it_had(
+    sim: SimCloudHandle, tenant: Any, tmp_path: Path, runner: RecordingRunner
+) -> None:
+    cluster_id = new_cluster_id()
+    create_kaas_server(
+        tenant,
+        cluster_id=cluster_id,
+        name="kaas-p-cp-0",
+        role="control-plane",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane"),
+    )
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "1"}}
+
+    def persisting() -> NodeBooter:
+        return make_booter(sim.clouds_yaml, sim.admin_cloud_name, tmp_path, runner, persist=True)
+
+    with persisting() as first:
+        info = wait_until(lambda: first.clusters().get(cluster_id), what="the cluster to boot")
+        handle = first.standin_for(cluster_id)
+        assert handle is not None
+        handle.standin.apply([configmap])
+        uid = handle.standin.store.get(*_configmap_key())["metadata"]["uid"]
+    assert (tmp_path / "nodesim" / "clusters" / cluster_id / "objects.json").exists()
+    with persisting() as second:
+        wait_until(lambda: second.standin_for(cluster_id), what="the cluster to boot again")
+        handle = second.standin_for(cluster_id)
+        assert handle is not None
+        kept = handle.standin.store.get(*_configmap_key())
+        assert (kept["metadata"]["uid"], kept["data"]) == (uid, {"a": "1"})
+    assert info.standin_url
+
+
+def test_a_booter_that_does_not_persist_forgets_its_clusters_when_stopped(
+    sim: SimCloudHandle, tenant: Any, tmp_path: Path, runner: RecordingRunner
+) -> None:
+    cluster_id = new_cluster_id()
+    create_kaas_server(
+        tenant,
+        cluster_id=cluster_id,
+        name="kaas-q-cp-0",
+        role="control-plane",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-q-cp-0", role="control-plane"),
+    )
+    with make_booter(sim.clouds_yaml, sim.admin_cloud_name, tmp_path, runner) as booter:
+        wait_until(lambda: booter.clusters().get(cluster_id), what="the cluster to boot")
+    assert not (tmp_path / "nodesim" / "clusters" / cluster_id).exists()
+
+
+def _configmap_key() -> tuple[Any, str, str]:
+    rtype = find("", "v1", "configmaps")
+    assert rtype is not None
+    return rtype, "default", "kept"
