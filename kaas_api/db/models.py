@@ -134,6 +134,10 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # who created it, whatever roles change later: the per-user creation limit counts these
+    created_by: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None, index=True
+    )
 
     members: Mapped[list[ProjectMember]] = relationship(
         back_populates="project", lazy="raise", cascade="all, delete-orphan"
