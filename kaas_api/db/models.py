@@ -352,6 +352,14 @@ class ClusterAgent(Base):
     nodes_total: Mapped[int | None] = mapped_column(Integer, default=None)
     nodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Newer sessions that took over from a live one (provider.tunnel.store.admit_session): in total, when
+    # last, and the fixed window the per-cluster rate limit counts in.
+    replacements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    replacement_window_started_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
+    replacements_in_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEvent(Base):
