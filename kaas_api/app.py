@@ -38,6 +38,7 @@ from kaas_api.observability.request_id import RequestIdMiddleware
 from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
+from kaas_api.security_headers import SecurityHeadersMiddleware, is_dashboard_path
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 from kaas_api.users import endpoints as users
 from kaas_api.webhooks import endpoints as webhooks
@@ -52,8 +53,7 @@ def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
 
 
 def _is_dashboard(request: Request) -> bool:
-    path = request.url.path
-    return path == "/admin" or path.startswith("/admin/")
+    return is_dashboard_path(request.url.path)
 
 
 async def _kaas_error(request: Request, exc: Exception) -> Response:
@@ -153,4 +153,5 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=api_metrics)
     app.add_middleware(AuditMiddleware, session_factory=session_factory)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every response, errors included
     return app

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.webhooks.egress import EgressPolicy, parse_networks
 
 # the same default as the tunnel server (provider.tunnel.config), so the embedded pieces match out of the box
@@ -95,6 +96,22 @@ class ApiSettings(SharedSettings):
         default=12, ge=1, le=24 * 30, description="How long an admin dashboard login lasts."
     )
     log_level: str = "INFO"
+    project_creation: ProjectCreation = Field(
+        default=ProjectCreation.LIMITED,
+        description="Who may create projects: anyone | admins | limited (each user up to"
+        " max_projects_per_user live projects they created). Global admins always may.",
+    )
+    max_projects_per_user: int = Field(
+        default=3,
+        ge=0,
+        le=10_000,
+        description="With project_creation=limited: how many of the projects a non-admin created may"
+        " exist at once (deleting one frees its place).",
+    )
+
+    @property
+    def project_creation_policy(self) -> CreationPolicy:
+        return CreationPolicy(who=self.project_creation, max_per_user=self.max_projects_per_user)
 
     def validate_for_production(self) -> None:
         """Refuse to run a production deployment on the embedded defaults."""

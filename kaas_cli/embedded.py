@@ -78,7 +78,7 @@ def seed_embedded(factory: sessionmaker[Session], *, cloud_name: str) -> SeedRes
             token = issue_token(session, user=admin, description="kaas up")
         project = session.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
         if project is None:
-            project = Project(name=DEFAULT_PROJECT, description="created by kaas up")
+            project = Project(name=DEFAULT_PROJECT, description="created by kaas up", created_by=admin.id)
             session.add(project)
             session.flush()
             session.add(ProjectMember(project_id=project.id, user_id=admin.id, role=Role.OWNER.value))

@@ -2,7 +2,7 @@
 
 ``run_simcloud`` starts uvicorn in a daemon thread on 127.0.0.1, waits until it answers, writes a
 ``clouds.yaml`` with the clouds ``sim`` (user demo, project demo) and ``sim-admin`` (admin) into the state
-directory, and stops the server and the ticker on exit. With ``persist=True`` (``kaas up``) the cloud's
+directory (0600: it holds passwords), and stops the server and the ticker on exit. With ``persist=True`` (``kaas up``) the cloud's
 state lives in ``state_dir/cloud.json`` and its port in ``state_dir/port``: started again on the same
 directory, it is the same cloud at the same address (another port only if that one is taken).
 """
@@ -10,6 +10,7 @@ directory, it is the same cloud at the same address (another port only if that o
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import threading
 import time
@@ -60,12 +61,17 @@ def clouds_config(
 
 
 def write_clouds_yaml(state_dir: Path, base_url: str) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``clouds.yaml`` readable by its owner only (it holds the clouds' passwords), in a directory
+    created 0700; an existing file keeps no wider mode than 0600."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / "clouds.yaml"
-    path.write_text(
-        "# written by simcloud: a simulated OpenStack (password: secret)\n"
-        + yaml.safe_dump(clouds_config(base_url), sort_keys=False)
-    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            "# written by simcloud: a simulated OpenStack (password: secret)\n"
+            + yaml.safe_dump(clouds_config(base_url), sort_keys=False)
+        )
     return path
 
 

@@ -5,7 +5,9 @@ Server-rendered with Jinja2 (autoescaped); no front-end build. Every page needs 
 that carries the session's CSRF token, and every action calls the same service functions as the API
 (``kaas_api.clusters.service``, ``kaas_api.regions.service``, ``kaas_api.auth.service``), inside the same
 unit of work, and is audited by the audit middleware like an API call (``via="dashboard"``). The session
-cookie is HttpOnly, SameSite=Strict and scoped to ``/admin``; pages forbid framing and foreign scripts.
+cookie is HttpOnly, SameSite=Strict and scoped to ``/admin``. Every POST must also come from kaas's own
+origin (``check_origin``). Every response under ``/admin`` carries the headers of
+``kaas_api.security_headers`` (CSP, no framing, no caching), redirects and error pages included.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -53,6 +55,7 @@ from kaas_api.operations.service import list_cluster_operations
 from kaas_api.regions import service as regions
 from kaas_api.regions.endpoints import _fields as region_fields
 from kaas_api.regions.schemas import RegionPatch
+from kaas_api.security_headers import DASHBOARD_PREFIX
 
 HERE = Path(__file__).resolve().parent
 _templates = Environment(
@@ -61,14 +64,6 @@ _templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self';"
-    " img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 PHASES = ("provisioning", "running", "updating", "deleting", "deleted", "error")
 
 
@@ -82,6 +77,11 @@ class LoginRequired(KaasError):
 class CsrfRejected(KaasError):
     status_code = 403
     error = "csrf_rejected"
+
+
+class OriginRejected(KaasError):
+    status_code = 403
+    error = "origin_rejected"
 
 
 def _age(value: datetime | None, now: datetime) -> str:
@@ -125,7 +125,7 @@ def render(
         age=lambda value: _age(value, now),
         **context,
     )
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code)  # headers: kaas_api.security_headers
 
 
 def render_error(request: Request, exc: KaasError) -> Response:
@@ -158,8 +158,45 @@ def get_dashboard_session(request: Request, uow: Uow) -> DashboardSession:
 Dashboard = Annotated[DashboardSession, Depends(get_dashboard_session)]
 
 
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, the port only when not the default; None otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default_port else "")
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    """Refuse a form POST that a page of another origin made the browser send (403).
+
+    Besides the session's CSRF token: the browser's ``Origin`` (or, when it sent none, its ``Referer``)
+    must be kaas's own, either ``KAAS_PUBLIC_URL``'s origin or the origin the request was addressed to
+    (scheme and ``Host``, so ``https://localhost:8000`` works as well as ``https://127.0.0.1:8000``; a
+    forging page cannot choose the Host its victim's browser sends with kaas's cookie). A POST with
+    neither header, or ``Origin: null`` (a sandboxed or privacy-stripped context), is refused too: every
+    browser the dashboard supports sends ``Origin`` on a form POST.
+    """
+    origin = request.headers.get("origin")
+    source = origin if origin is not None else request.headers.get("referer")
+    own = {_origin(settings.public_url), _origin(str(request.base_url))} - {None}
+    if source is None or _origin(source) not in own:
+        raise OriginRejected(
+            "this form was not sent from a page of this dashboard (its Origin or Referer is another"
+            " site's, or missing): reload the dashboard and retry"
+        )
+
+
+SameOrigin = Annotated[None, Depends(check_origin)]
+
+
 def check_csrf(
-    dashboard: Dashboard, csrf_token: Annotated[str, Form(max_length=128)] = ""
+    _same_origin: SameOrigin, dashboard: Dashboard, csrf_token: Annotated[str, Form(max_length=128)] = ""
 ) -> DashboardSession:
     if not csrf_matches(dashboard.csrf_token, csrf_token):
         raise CsrfRejected("the form is stale or was not sent by this dashboard: reload the page and retry")
@@ -168,7 +205,7 @@ def check_csrf(
 
 Action = Annotated[DashboardSession, Depends(check_csrf)]
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = APIRouter(prefix=DASHBOARD_PREFIX, include_in_schema=False)
 
 
 def _safe_next(value: str | None) -> str:
@@ -216,6 +253,7 @@ def login(
     csrf_token: Annotated[str, Form(max_length=128)] = "",
     next: Annotated[str, Form(max_length=512)] = "/admin",
 ) -> Response:
+    check_origin(request, settings)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not csrf_matches(expected, csrf_token):
         raise CsrfRejected("the login form is stale: reload the page and retry")

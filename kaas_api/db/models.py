@@ -134,6 +134,10 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # who created it, whatever roles change later: the per-user creation limit counts these
+    created_by: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None, index=True
+    )
 
     members: Mapped[list[ProjectMember]] = relationship(
         back_populates="project", lazy="raise", cascade="all, delete-orphan"
@@ -348,6 +352,14 @@ class ClusterAgent(Base):
     nodes_total: Mapped[int | None] = mapped_column(Integer, default=None)
     nodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Newer sessions that took over from a live one (provider.tunnel.store.admit_session): in total, when
+    # last, and the fixed window the per-cluster rate limit counts in.
+    replacements: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    replacement_window_started_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None
+    )
+    replacements_in_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEvent(Base):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from kaas_api.auth.service import authorize_project
 from kaas_api.clusters.quota import project_usage
 from kaas_api.db.models import Project, ProjectMember, Quota, Role
-from kaas_api.deps import CurrentUser, Uow
+from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.projects import service
 from kaas_api.projects.schemas import MemberOut, MemberPut, ProjectCreate, ProjectOut, QuotaOut, QuotaUsage
 from kaas_api.projects.schemas import Quota as QuotaBody
@@ -30,10 +30,19 @@ def member_out(member: ProjectMember, user_name: str) -> MemberOut:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
-def create_project(body: ProjectCreate, principal: CurrentUser, uow: Uow) -> ProjectOut:
-    """Create a project; you become its owner."""
+def create_project(body: ProjectCreate, principal: CurrentUser, uow: Uow, settings: Settings) -> ProjectOut:
+    """Create a project; you become its owner.
+
+    Who may is the operator's choice (``KAAS_PROJECT_CREATION``: anyone, admins only, or up to
+    ``KAAS_MAX_PROJECTS_PER_USER`` per user; admins always may): 403 or 409 ``quota_exceeded`` otherwise.
+    A taken name answers 409: ``conflict`` to its members and admins, ``name_unavailable`` to others.
+    """
     project = service.create_project(
-        uow.session, name=body.name, description=body.description, owner=principal.user
+        uow.session,
+        name=body.name,
+        description=body.description,
+        owner=principal.user,
+        policy=settings.project_creation_policy,
     )
     return project_out(project, Role.OWNER)
 

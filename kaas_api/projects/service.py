@@ -12,28 +12,82 @@ from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import Principal
 from kaas_api.db.models import Cluster, Project, ProjectMember, Quota, Role, User
-from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound
+from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
+from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.validation import check_dns_label, is_dns_label
 
 
-def create_project(session: Session, *, name: str, description: str = "", owner: User) -> Project:
-    """Create a project with the default quota; ``owner`` becomes its owner."""
+class NameUnavailable(Conflict):
+    """A project name that cannot be had; says no more than that (see ``create_project``)."""
+
+    error = "name_unavailable"
+
+
+def create_project(
+    session: Session, *, name: str, description: str = "", owner: User, policy: CreationPolicy
+) -> Project:
+    """Create a project with the default quota; ``owner`` (the caller) becomes its owner.
+
+    ``policy`` says who may create projects (``KAAS_PROJECT_CREATION``); it is applied before the name is
+    looked at, so a caller who may not create projects learns nothing about which names exist.
+
+    What a taken name tells a caller: names are globally unique, because they are the projects' address
+    (``/v1/projects/{name}``), so creating a taken name must fail, and that failure alone tells the caller
+    the name is in use. That one bit cannot be hidden without per-owner namespaces. Everything beyond it
+    is: an admin or a member of the existing project is told it exists (they can see it anyway); anyone
+    else gets ``name_unavailable``, "not available: choose another", and nothing about the project (not
+    that it is a project they cannot see, its id, owners or clusters), the same answer whichever way the
+    name was taken, even by a concurrent create. Probing names this way is visible in the audit log
+    (refused ``create_project`` events), and reading any project's routes still answers 404 to outsiders.
+    """
     try:
         check_dns_label(name)
     except ValueError as exc:
         raise InvalidInput(f"project name: {exc}", detail={"field": "name"}) from None
-    if session.scalar(select(Project.id).where(Project.name == name)) is not None:
-        raise Conflict(f"project {name!r} already exists")
-    project = Project(name=name, description=description)
+    _check_may_create(session, owner, policy)
+    existing = session.scalar(select(Project).where(Project.name == name))
+    if existing is not None:
+        raise _name_taken(session, name, owner, existing)
+    project = Project(name=name, description=description, created_by=owner.id)
     session.add(project)
     try:
         session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"project {name!r} already exists") from exc
+    except IntegrityError:
+        # a concurrent create took the name between our look-up and our insert
+        raise _name_taken(session, name, owner, None) from None
     session.add(ProjectMember(project_id=project.id, user_id=owner.id, role=Role.OWNER.value))
     session.add(Quota(project_id=project.id))
     session.flush()
     return project
+
+
+def _check_may_create(session: Session, user: User, policy: CreationPolicy) -> None:
+    """Apply ``policy`` to ``user`` (global admins always may)."""
+    if user.is_admin or policy.who == ProjectCreation.ANYONE:
+        return
+    if policy.who == ProjectCreation.ADMINS:
+        raise Forbidden("only global admins may create projects here: ask one to create it and add you")
+    # The user's row lock serialises two concurrent creates of the same user, which would otherwise both
+    # count one place left (PostgreSQL; SQLite serialises writers by itself).
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    created = (
+        session.scalar(select(func.count()).select_from(Project).where(Project.created_by == user.id)) or 0
+    )
+    if created >= policy.max_per_user:
+        raise QuotaExceeded(
+            f"you have created {created} project(s), the most allowed per user here "
+            f"({policy.max_per_user}): delete one, or ask an admin",
+            detail={"projects_created": created, "max_projects_per_user": policy.max_per_user},
+        )
+
+
+def _name_taken(session: Session, name: str, caller: User, existing: Project | None) -> Conflict:
+    """The refusal of a taken name: plain to those who may see the project, minimal to everyone else."""
+    if existing is not None and (
+        caller.is_admin or session.get(ProjectMember, (existing.id, caller.id)) is not None
+    ):
+        return Conflict(f"project {name!r} already exists")
+    return NameUnavailable(f"the project name {name!r} is not available: choose another")
 
 
 def visible_projects(session: Session, principal: Principal) -> list[tuple[Project, Role | None]]:

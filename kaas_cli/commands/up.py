@@ -1,4 +1,8 @@
-"""``kaas up``: start everything on embedded defaults and leave the CLI ready to use."""
+"""``kaas up``: start everything on embedded defaults and leave the CLI ready to use.
+
+The state directory is private to its owner (``kaas_cli.state_dir``): 0700, the secrets and the database
+0600, and the process umask 0077 so nothing created later is readable by others either.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from kaas_cli.config import CliConfig
 from kaas_cli.embedded import DEFAULT_REGION, ensure_embedded_tls, load_or_create_secret_key, seed_embedded
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
+from kaas_cli.state_dir import DATABASE_FILE, make_private
 
 RBAC_MANIFEST = (
     Path(__file__).resolve().parents[2] / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
@@ -47,10 +52,13 @@ def up(
     from simcloud.testing import run_simcloud
 
     state_dir = state_dir.expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # first of all: the umask and the modes, before the database or any secret is opened or written
+    tightened = make_private(state_dir)
+    if tightened:
+        err_console.print(f"[dim]made {len(tightened)} existing file(s) in {state_dir} owner-only[/]")
     secret_key = load_or_create_secret_key(state_dir)
     internal_secret = secrets.token_urlsafe(32)  # API -> tunnel server, within this process's lifetime
-    database_url = f"sqlite:///{state_dir / 'kaas.db'}"
+    database_url = f"sqlite:///{state_dir / DATABASE_FILE}"
     tls = ensure_embedded_tls(state_dir)
     public_url = f"https://127.0.0.1:{port}"
     err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")

@@ -7,7 +7,11 @@ YAML. Labels and taints are validated with Kubernetes' rules before anything is 
 
 Files written on the node:
 - ``/etc/kaas/node.yaml`` (0644): role, cluster id, Kubernetes version, CIDRs, API endpoint, labels, taints.
-- ``/etc/kaas/agent.yaml`` (0600): the agent's tunnel URL and the cluster's agent token.
+- ``/etc/kaas/agent.yaml`` (0600, root:root), on control-plane nodes only: the agent's tunnel URL and the
+  cluster's agent token, which is all the agent's Deployment needs. The agent runs on the control plane,
+  so a worker's user-data carries no agent token at all: a workload on a worker that reads the metadata
+  service (where user-data is served to anything on the VM) or the node's disk finds nothing to
+  impersonate the cluster's agent with. On the control plane the file is readable by root only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import yaml
 NODE_CONFIG_PATH = "/etc/kaas/node.yaml"
 AGENT_CONFIG_PATH = "/etc/kaas/agent.yaml"
 CLOUD_CONFIG_HEADER = "#cloud-config\n"
+CONTROL_PLANE = "control-plane"
+WORKER = "worker"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -82,13 +88,13 @@ class NodeBootstrap:
 
     cluster_id: str
     node_name: str
-    role: str  # "control-plane" | "worker"
+    role: str  # CONTROL_PLANE | WORKER
     kubernetes_version: str
     pod_cidr: str
     service_cidr: str
     api_endpoint: str | None  # None for the first control-plane node of a cluster without load balancer
     tunnel_url: str
-    agent_token: str | None
+    agent_token: str | None  # control-plane nodes only; a worker's must be None
     node_pool: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[dict[str, str]] = field(default_factory=list)
@@ -96,8 +102,10 @@ class NodeBootstrap:
 
 def render_user_data(node: NodeBootstrap) -> str:
     """The ``#cloud-config`` document for ``node``."""
-    if node.role not in ("control-plane", "worker"):
+    if node.role not in (CONTROL_PLANE, WORKER):
         raise BootstrapError(f"unknown node role {node.role!r}")
+    if node.role != CONTROL_PLANE and node.agent_token is not None:
+        raise BootstrapError("only control-plane nodes carry the agent token, never a worker's user-data")
     node_config: dict[str, Any] = {
         "cluster_id": node.cluster_id,
         "node_name": node.node_name,

@@ -3,6 +3,8 @@
 The cloud steps make servers; only the agent inside the cluster can say Kubernetes works. The tunnel
 server writes what the agent reports into ``cluster_agents``; a pass reads that row here (no cloud calls)
 and turns it into the AgentConnected and NodesReady conditions and the nodes' ``ready`` flags.
+AgentConnected's message also says how often a newer agent session replaced a live one, and when last (the
+tunnel server counts them in ``cluster_agents``; see ``provider.tunnel.store.admit_session``).
 Called by ``provider.reconciler.reconcile`` on every pass of a live cluster, when the context requires
 agents (every deployment does; the cloud-side reconciler tests run without it).
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from kaas_api.db.models import Cluster, ClusterAgent, Node
+from kaas_api.db.models import Cluster, ClusterAgent, Node, as_utc
 from provider.reconciler.status import Condition
 
 AGENT_CONNECTED = "AgentConnected"
@@ -29,6 +31,18 @@ class AgentGate:
 
 def expected_node_count(cluster: Cluster) -> int:
     return cluster.control_plane_count + sum(pool.count for pool in cluster.node_pools)
+
+
+def replacements_note(agent: ClusterAgent) -> str:
+    """What AgentConnected's message says of replaced sessions; empty when none ever was."""
+    if not agent.replacements:
+        return ""
+    last = as_utc(agent.last_replaced_at)
+    when = last.isoformat() if last else "an unknown time"
+    return (
+        f"; a newer agent session replaced a live one {agent.replacements} time(s), last at {when}"
+        " (an agent restart, or a second agent using this cluster's token)"
+    )
 
 
 def check_agent(session: Session, cluster: Cluster, nodes: list[Node], *, tunnel_url: str) -> AgentGate:
@@ -48,6 +62,7 @@ def check_agent(session: Session, cluster: Cluster, nodes: list[Node], *, tunnel
         else:
             since = agent.disconnected_at.isoformat() if agent.disconnected_at else "an unknown time"
             message = f"the cluster's agent is disconnected since {since}; it reconnects by itself"
+            message += replacements_note(agent)
             reason = "AgentDisconnected"
         return AgentGate(
             [
@@ -58,7 +73,12 @@ def check_agent(session: Session, cluster: Cluster, nodes: list[Node], *, tunnel
             message=message,
         )
 
-    connected = Condition(AGENT_CONNECTED, True, "Connected", f"Kubernetes {agent.kubernetes_version or '?'}")
+    connected = Condition(
+        AGENT_CONNECTED,
+        True,
+        "Connected",
+        f"Kubernetes {agent.kubernetes_version or '?'}" + replacements_note(agent),
+    )
     expected = expected_node_count(cluster)
     ready_count = sum(1 for node in nodes if node.ready)
     if agent.nodes_total is None:

@@ -173,7 +173,7 @@ def _create(
             service_cidr=cluster.service_cidr,
             api_endpoint=state.api_endpoint,
             tunnel_url=state.tunnel_url,
-            agent_token=state.agent_token,
+            agent_token=state.agent_token if is_cp else None,  # the agent runs on the control plane only
             node_pool=pool.name if pool else None,
             labels=dict(pool.labels or {}) if pool else {},
             taints=list(pool.taints or []) if pool else [],

@@ -47,6 +47,13 @@ class TunnelSettings(BaseSettings):
     response_head_timeout_seconds: float = Field(default=60.0, gt=0)
     max_streams_per_session: int = Field(default=1024, ge=1)
     stream_window_bytes: int = Field(default=256 * 1024, ge=1024)
+    agent_replacements_per_window: int = Field(
+        default=5,
+        ge=1,
+        description="How many newer agent sessions may replace a live one, per cluster and window; a dial"
+        " beyond that answers 429 and the live session stays (provider.tunnel.store.admit_session).",
+    )
+    agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
     log_json: bool = False  # one JSON object per log line (kaas_api.observability.logs)
     log_level: str = "INFO"
 

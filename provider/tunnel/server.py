@@ -8,6 +8,10 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   a live cluster's ``agent_token_hash`` (anything else, user API tokens included, is 401). One live session
   per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
   registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
+  A replacement is also admitted, counted and logged before the upgrade (``store.admit_session``: cluster
+  id, old and new session ids, the remote address, never the token); beyond
+  ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
+  The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
 - the INTERNAL HTTP endpoint the API's k8s proxy calls (``provider.tunnel.proxy``), which also serves this
   server's metrics (``provider.tunnel.metrics``) at ``/metrics`` to the metrics token alone.
 
@@ -26,6 +30,7 @@ import socket
 import uuid
 import weakref
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,6 +86,27 @@ def _unauthorized(message: str) -> Response:
     return Response(http.HTTPStatus.UNAUTHORIZED.value, "Unauthorized", headers, body)
 
 
+def _too_many_replacements(message: str, *, retry_after_seconds: int) -> Response:
+    body = (message + "\n").encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Retry-After", str(retry_after_seconds)),
+        ]
+    )
+    return Response(http.HTTPStatus.TOO_MANY_REQUESTS.value, "Too Many Requests", headers, body)
+
+
+def _address(remote: Any) -> str:
+    """``host:port`` of a peer address tuple (IPv4 or IPv6), for log lines."""
+    if isinstance(remote, tuple) and len(remote) >= 2:
+        host = str(remote[0])
+        return f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
+    return str(remote)
+
+
 def _bound_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,8 +139,11 @@ class TunnelServer:
         # verifies the API's signed assertions on the internal endpoint (kaas_api.k8s.internal_hop)
         self.assertion_key = assertion_key(settings.internal_secret.get_secret_value())
         self._sessions: dict[str, AgentSession] = {}
-        # Handshakes that passed process_request; weak, so a handshake that fails later leaks nothing.
-        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        # Handshakes that passed process_request (cluster id, session id); weak, so a handshake that fails
+        # later leaks nothing.
+        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._ws_server: Server | None = None
         self._http_server: uvicorn.Server | None = None
         self._http_socket: socket.socket | None = None
@@ -221,16 +250,57 @@ class TunnelServer:
                 "tunnel server: refused an agent from %s: invalid agent token", connection.remote_address
             )
             return _unauthorized("invalid agent token")
-        self._authenticated[connection] = cluster_id
+        session_id = uuid.uuid4().hex
+        remote = _address(connection.remote_address)
+        settings = self.settings
+        try:
+            admission = await asyncio.to_thread(
+                store.admit_session,
+                self._factory,
+                cluster_id=cluster_id,
+                limit=settings.agent_replacements_per_window,
+                window=timedelta(seconds=settings.agent_replacement_window_seconds),
+            )
+        except Exception:
+            logger.exception("tunnel server: admitting an agent session failed on the database")
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
+        if admission.refused:
+            logger.warning(
+                "tunnel server: refused a newer agent session of cluster %s from %s: %d replacements"
+                " within %g s already; live session %s stays (retry after %d s)",
+                cluster_id,
+                remote,
+                settings.agent_replacements_per_window,
+                settings.agent_replacement_window_seconds,
+                admission.replaces,
+                admission.retry_after_seconds,
+            )
+            return _too_many_replacements(
+                "too many agent sessions of this cluster replaced within "
+                f"{settings.agent_replacement_window_seconds:g} s: is a second agent running with this"
+                f" cluster's token? Retry after {admission.retry_after_seconds} s",
+                retry_after_seconds=admission.retry_after_seconds,
+            )
+        if admission.replaces is not None:
+            logger.warning(
+                "tunnel server: cluster %s: agent session %s from %s replaces live session %s"
+                " (replacement %d of this cluster)",
+                cluster_id,
+                session_id,
+                remote,
+                admission.replaces,
+                admission.replacements,
+            )
+        self._authenticated[connection] = (cluster_id, session_id)
         return None
 
     async def _handle_agent(self, websocket: ServerConnection) -> None:
-        cluster_id = self._authenticated.pop(websocket, None)
-        if cluster_id is None:  # cannot happen: process_request refused it
+        authenticated = self._authenticated.pop(websocket, None)
+        if authenticated is None:  # cannot happen: process_request refused it
             await websocket.close(1008, "not authenticated")
             return
+        cluster_id, session_id = authenticated
         loop = asyncio.get_running_loop()
-        session_id = uuid.uuid4().hex
         settings = self.settings
         session = TunnelSession(
             role="server",

@@ -1,4 +1,5 @@
-"""The tunnel server's database work: authenticating agent tokens and writing ``cluster_agents``.
+"""The tunnel server's database work: authenticating agent tokens, admitting sessions (the per-cluster
+limit on replacements) and writing ``cluster_agents``.
 
 Owned by ``provider.tunnel``; called by ``provider.tunnel.server`` (in a worker thread: the database layer
 is synchronous). The tunnel server is the only writer of ``cluster_agents``. Each function opens one
@@ -7,7 +8,9 @@ session and commits once.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.status import ClusterStatusReport
-from kaas_api.db.models import Cluster, ClusterAgent, ClusterPhase, utcnow
+from kaas_api.db.models import Cluster, ClusterAgent, ClusterPhase, as_utc, utcnow
 from kaas_api.security import hash_token
 
 
@@ -33,6 +36,59 @@ def authenticate_agent(factory: sessionmaker[Session], token: str) -> str | None
             )
         ).first()
     return None if row is None else str(row[0])
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a new agent session of a cluster may start, and which live session it would replace."""
+
+    replaces: str | None  # the live session's id; None when no session of the cluster is live
+    refused: bool = False  # too many replacements in the window: the dial gets 429
+    replacements: int = 0  # in total, this one included when admitted
+    retry_after_seconds: int = 0  # when refused: until the window ends
+
+
+def admit_session(
+    factory: sessionmaker[Session],
+    *,
+    cluster_id: str,
+    limit: int,
+    window: timedelta,
+    now: datetime | None = None,
+) -> Admission:
+    """Admit a new agent session of ``cluster_id``, counting it when it replaces a live one.
+
+    A replacement is a session dialling while ``cluster_agents`` says another session of the cluster is
+    connected: the agent restarted before the old connection was noticed dead, or a second holder of the
+    agent token is dialling. At most ``limit`` replacements are admitted per fixed ``window``; beyond that
+    the newer dial is refused and the live session keeps the cluster. The count lives in the database,
+    so it holds across every tunnel server process; the row lock makes concurrent dials count one by one.
+    A first connection, or one after the old session was recorded as gone, is never limited.
+    """
+    now = now or utcnow()
+    with factory() as session:
+        row = session.get(ClusterAgent, cluster_id, with_for_update=True)
+        if row is None or not row.connected or row.session_id is None:
+            return Admission(replaces=None)
+        started = as_utc(row.replacement_window_started_at)
+        if started is None or now - started >= window or started > now:
+            started = now
+            row.replacement_window_started_at = now
+            row.replacements_in_window = 0
+        if row.replacements_in_window >= limit:
+            remaining = (started + window - now).total_seconds()
+            return Admission(
+                replaces=row.session_id,
+                refused=True,
+                replacements=row.replacements,
+                retry_after_seconds=max(1, math.ceil(remaining)),
+            )
+        row.replacements_in_window += 1
+        row.replacements += 1
+        row.last_replaced_at = now
+        admission = Admission(replaces=row.session_id, replacements=row.replacements)
+        session.commit()
+        return admission
 
 
 def _upsert(

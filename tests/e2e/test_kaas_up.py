@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import openstack
@@ -60,8 +62,8 @@ class KaasUp:
         return tagged
 
 
-@pytest.fixture
-def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
+@contextmanager
+def running_kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
     up = KaasUp(tmp_path, free_port())
     log = (tmp_path / "kaas-up.log").open("w")
     process = subprocess.Popen(
@@ -90,6 +92,12 @@ def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture
+def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
+    with running_kaas_up(tmp_path) as up:
+        yield up
 
 
 def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_up: KaasUp) -> None:
@@ -126,6 +134,34 @@ def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_
         "server_groups": [],
         "load_balancers": [],
     }
+
+
+def test_the_state_dir_is_private_even_where_an_older_kaas_left_it_readable(tmp_path: Path) -> None:
+    """An older kaas made ``~/.kaas`` 0755 and its database and secret key 0644: ``kaas up`` takes group
+    and other access away on start, and everything it writes later (SQLite's -wal and -shm files, the
+    simulated cloud's passwords, the nodes' kubeconfigs) is owner-only too."""
+    state_dir = tmp_path / ".kaas"
+    state_dir.mkdir(mode=0o755)
+    state_dir.chmod(0o755)
+    (state_dir / "kaas.db").write_bytes(b"")  # an empty file is an empty SQLite database
+    (state_dir / "secret_key").write_text("an-older-kaas-secret-key-" + "x" * 32)
+    for name in ("kaas.db", "secret_key"):
+        (state_dir / name).chmod(0o644)
+    with running_kaas_up(tmp_path) as up:
+        created = up.cli("cluster", "create", "private", "--wait", timeout=180)
+        assert created.returncode == 0, created.stderr
+        assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+        readable = []
+        for root, dirs, files in os.walk(state_dir):
+            for name in [*dirs, *files]:
+                path = Path(root) / name
+                mode = stat.S_IMODE(path.lstat().st_mode)
+                if mode & 0o077:
+                    readable.append(f"{path.relative_to(state_dir)} {oct(mode)}")
+        assert readable == []
+        for name in ("kaas.db", "kaas.db-wal", "kaas.db-shm", "secret_key", "simcloud/clouds.yaml"):
+            assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600, name
+        assert any((state_dir / "nodes").rglob("*.kubeconfig"))
 
 
 def test_wait_shows_progress_of_the_operation(kaas_up: KaasUp) -> None:

@@ -21,12 +21,14 @@ from kaas_api.app import create_app
 from kaas_api.auth.service import issue_token
 from kaas_api.config import ApiSettings
 from kaas_api.db.models import Role, User
+from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.regions.service import create_region
 from kaas_api.users.service import create_user
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 PRINCIPALS = ("admin", "owner", "member", "viewer", "outsider")
+UNLIMITED = CreationPolicy(who=ProjectCreation.ANYONE)  # fixtures set up the world, whatever the policy
 
 REGION = {
     "cloud": "os-real-demo",
@@ -127,7 +129,7 @@ def build_world(client: TestClient, session_factory: sessionmaker[Session]) -> W
             spare, _ = issue_token(session, user, description="spare", ttl=timedelta(days=1))
             world.spare_token_ids[who] = spare.id
         for project_name in ("alpha", "empty"):
-            project = create_project(session, name=project_name, owner=users["owner"])
+            project = create_project(session, name=project_name, owner=users["owner"], policy=UNLIMITED)
             set_member(session, project, "member", Role.MEMBER)
             set_member(session, project, "viewer", Role.VIEWER)
             set_member(session, project, "extra", Role.VIEWER)

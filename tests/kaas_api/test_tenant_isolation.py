@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.db.models import Role
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.users.service import create_user
-from tests.kaas_api.conftest import World, bearer, cluster_body
+from tests.kaas_api.conftest import UNLIMITED, World, bearer, cluster_body
+from tests.kaas_api.test_authorization import MATRIX, app_routes, concrete_path
 
 
 @pytest.fixture
@@ -16,7 +20,7 @@ def rival(world: World, session_factory: sessionmaker[Session]) -> dict[str, str
     """User ``rival`` owns project ``bravo`` with cluster ``secret``; ``outsider`` is a viewer there."""
     with session_factory() as session:
         user, token = create_user(session, name="rival")
-        project = create_project(session, name="bravo", owner=user)
+        project = create_project(session, name="bravo", owner=user, policy=UNLIMITED)
         set_member(session, project, "outsider", Role.VIEWER)
         session.commit()
     created = world.client.post(
@@ -78,3 +82,29 @@ def test_same_cluster_name_in_different_projects_is_fine(world: World, rival: di
     assert (
         world.call("owner", "POST", "/v1/projects/alpha/clusters", cluster_body("secret")).status_code == 202
     )
+
+
+PROJECT_ROUTES = sorted(key for key in MATRIX if "{project}" in key[1])
+
+
+def test_the_project_scoped_routes_are_the_ones_of_the_authorization_matrix(app: FastAPI) -> None:
+    scoped = {key for key in app_routes(app) if "{project}" in key[1]}
+    assert scoped == set(PROJECT_ROUTES)
+    assert len(scoped) > 20
+
+
+@pytest.mark.parametrize(("method", "template"), PROJECT_ROUTES)
+def test_every_project_scoped_route_answers_an_outsider_exactly_as_for_a_missing_project(
+    world: World, method: str, template: str
+) -> None:
+    """Status and body are the same for ``alpha`` (exists, outsider is no member) and a name that does not
+    exist, once the name itself is taken out of the message: nothing tells the two apart."""
+    body = MATRIX[(method, template)].body
+    path = concrete_path(world, template, "outsider")
+    project = path.split("/")[3]
+    missing_path = path.replace(f"/v1/projects/{project}", "/v1/projects/zulu", 1)
+    assert missing_path != path
+    existing = world.call("outsider", method, path, body)
+    missing = world.call("outsider", method, missing_path, body)
+    assert existing.status_code == missing.status_code == 404, (existing.text, missing.text)
+    assert existing.json() == json.loads(missing.text.replace("zulu", project))

@@ -55,7 +55,7 @@ def kaas_user_data(
             service_cidr="10.96.0.0/12",
             api_endpoint=None,
             tunnel_url=tunnel_url,
-            agent_token=agent_token,
+            agent_token=agent_token if role == "control-plane" else None,  # as kaas renders them
             node_pool=None if role == "control-plane" else "workers",
             labels=labels or {},
         )

@@ -13,20 +13,21 @@ TOKEN = "kaas-agent-token-do-not-log-0123456789"
 
 
 def test_kaas_user_data_round_trips_through_base64() -> None:
-    text = kaas_user_data(cluster_id="c1", node_name="n1", role="worker", labels={"tier": "web"})
+    text = kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane", labels={"tier": "web"})
     parsed = parse_user_data(decode_user_data(base64.b64encode(text.encode()).decode()))
     assert parsed.agent is not None
     assert parsed.agent["token"] == TOKEN
     assert parsed.agent["cluster_id"] == "c1"
     assert parsed.node_name == "n1"
-    assert parsed.role == "worker"
+    assert parsed.role == "control-plane"
     assert parsed.kubernetes_version == "v1.29.4"
     assert parsed.labels == {"tier": "web"}
 
 
-def test_a_node_without_agent_token_has_no_agent_config() -> None:
-    parsed = parse_user_data(kaas_user_data(cluster_id="c1", node_name="n1", role="worker", agent_token=None))
+def test_a_worker_has_no_agent_config() -> None:
+    parsed = parse_user_data(kaas_user_data(cluster_id="c1", node_name="n1", role="worker"))
     assert parsed.agent is None
+    assert parsed.role == "worker"
     assert parsed.node["cluster_id"] == "c1"
 
 

@@ -25,6 +25,7 @@ from kaas_api.config import ApiSettings
 from kaas_api.db.models import Cluster, ClusterPhase
 from kaas_api.dispatch import CeleryDispatcher
 from kaas_api.observability.logs import configure_logging, unconfigure_logging
+from kaas_api.projects.policy import CreationPolicy
 from kaas_api.projects.service import create_project
 from kaas_api.users.service import create_user
 from provider.celery_app import EmbeddedWorker
@@ -61,7 +62,7 @@ def api(
     """The API sending through Celery on Redis, and an admin token; project ``team`` on ``region``."""
     with session_factory() as session:
         admin, token = create_user(session, name="admin", is_admin=True)
-        create_project(session, name="team", owner=admin)
+        create_project(session, name="team", owner=admin, policy=CreationPolicy())
         ensure_region(session, name=region, cloud="sim")
         session.commit()
     sender = Celery("kaas-api-test", broker=redis_url, set_as_current=False)

@@ -17,6 +17,13 @@ from kaas_api.db.models import AdminSession, ApiToken, AuditEvent, Cluster, Oper
 from tests.kaas_api.conftest import World
 
 PAGES = ("/admin", "/admin/clusters", "/admin/regions", "/admin/projects", "/admin/users", "/admin/audit")
+OWN_ORIGIN = "http://testserver"  # the test client's base URL: where its "browser" loaded the pages
+
+
+@pytest.fixture(autouse=True)
+def _forms_come_from_the_dashboard(world: World) -> None:
+    """A browser sends the page's Origin with every form POST; the tests' client does the same."""
+    world.client.headers["Origin"] = OWN_ORIGIN
 
 
 def csrf_of(html: str) -> str:
@@ -160,6 +167,73 @@ def test_a_form_without_the_sessions_csrf_token_changes_nothing(
         cluster = session.get(Cluster, world.cluster_id)
         assert cluster is not None
         assert cluster.paused is False
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://testserver.evil.example"},
+        {"Origin": "https://testserver"},  # another scheme is another origin
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/admin/clusters"},
+        {},
+    ],
+    ids=["foreign", "lookalike", "other-scheme", "null", "foreign-referer", "neither"],
+)
+def test_a_form_from_another_origin_is_refused_even_with_the_csrf_token(
+    admin_client: TestClient, world: World, session_factory: sessionmaker[Session], headers: dict[str, str]
+) -> None:
+    page = admin_client.get(f"/admin/clusters/{world.cluster_id}")
+    del admin_client.headers["Origin"]
+    response = admin_client.post(
+        f"/admin/clusters/{world.cluster_id}/pause", data={"csrf_token": csrf_of(page.text)}, headers=headers
+    )
+    assert response.status_code == 403
+    assert "not sent from a page of this dashboard" in response.text
+    with session_factory() as session:
+        assert session.get_one(Cluster, world.cluster_id).paused is False
+        refused = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "dashboard_pause_cluster")
+        ).one()
+    assert (refused.outcome, refused.status_code) == ("refused", 403)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": OWN_ORIGIN},
+        {"Referer": f"{OWN_ORIGIN}/admin/clusters?q=c1"},
+        {"Origin": "http://127.0.0.1:8000"},  # KAAS_PUBLIC_URL's origin (the default)
+    ],
+    ids=["origin", "referer-without-origin", "public-url"],
+)
+def test_a_form_from_the_dashboards_own_origin_is_accepted(
+    admin_client: TestClient, world: World, session_factory: sessionmaker[Session], headers: dict[str, str]
+) -> None:
+    page = admin_client.get(f"/admin/clusters/{world.cluster_id}")
+    del admin_client.headers["Origin"]
+    response = admin_client.post(
+        f"/admin/clusters/{world.cluster_id}/pause",
+        data={"csrf_token": csrf_of(page.text)},
+        headers=headers,
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    with session_factory() as session:
+        assert session.get_one(Cluster, world.cluster_id).paused is True
+
+
+def test_the_login_form_from_another_origin_is_refused(world: World) -> None:
+    form = world.client.get("/admin/login")
+    response = world.client.post(
+        "/admin/login",
+        data={"token": world.tokens["admin"], "csrf_token": csrf_of(form.text)},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+    assert "kaas_admin_session" not in world.client.cookies
 
 
 def test_pause_and_resume_go_through_the_service_and_are_audited_as_dashboard_actions(

@@ -24,6 +24,10 @@ from provider.bootstrap.cloud_init import (
 IN_CI = os.environ.get("CI") == "true" or os.environ.get("KAAS_REQUIRE_SERVICES") == "1"
 
 
+AGENT_TOKEN = "kaasagent_secret-token"
+ROLES = ("control-plane", "worker")
+
+
 def worker_node(**overrides: object) -> NodeBootstrap:
     values: dict[str, object] = {
         "cluster_id": "4f1c2d3e-0000-4000-8000-000000000001",
@@ -34,7 +38,7 @@ def worker_node(**overrides: object) -> NodeBootstrap:
         "service_cidr": "10.96.0.0/12",
         "api_endpoint": "https://10.0.0.10:6443",
         "tunnel_url": "wss://kaas.example.com/v1/tunnel",
-        "agent_token": "kaasagent_secret-token",
+        "agent_token": None,
         "node_pool": "workers",
         "labels": {"tier": "web", "example.com/team": "blue"},
         "taints": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
@@ -43,14 +47,32 @@ def worker_node(**overrides: object) -> NodeBootstrap:
     return NodeBootstrap(**values)  # type: ignore[arg-type]
 
 
-def test_user_data_is_a_cloud_config_that_cloud_init_accepts(tmp_path: Path) -> None:
+def control_plane_node(**overrides: object) -> NodeBootstrap:
+    values: dict[str, object] = {
+        "node_name": "kaas-4f1c2d3e-cp-1",
+        "role": "control-plane",
+        "agent_token": AGENT_TOKEN,
+        "node_pool": None,
+        "labels": {},
+        "taints": [],
+    }
+    values.update(overrides)
+    return worker_node(**values)
+
+
+def node_of(role: str) -> NodeBootstrap:
+    return control_plane_node() if role == "control-plane" else worker_node()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_user_data_is_a_cloud_config_that_cloud_init_accepts(tmp_path: Path, role: str) -> None:
     binary = shutil.which("cloud-init")
     if binary is None:
         if IN_CI:
             pytest.fail("cloud-init is not installed; .ci/run installs it (apt-get install -y cloud-init)")
         pytest.skip("cloud-init is not installed (apt-get install -y cloud-init)")
     path = tmp_path / "user-data"
-    path.write_text(render_user_data(worker_node()))
+    path.write_text(render_user_data(node_of(role)))
     result = subprocess.run(
         [binary, "schema", "--config-file", str(path)], capture_output=True, text=True, check=False
     )
@@ -58,19 +80,39 @@ def test_user_data_is_a_cloud_config_that_cloud_init_accepts(tmp_path: Path) -> 
     assert "Valid" in result.stdout
 
 
-def test_agent_config_is_written_owner_only_and_parses_back() -> None:
-    user_data = render_user_data(worker_node())
+def test_the_control_plane_gets_the_agent_config_readable_by_root_only() -> None:
+    user_data = render_user_data(control_plane_node())
     assert user_data.startswith("#cloud-config\n")
     files = {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
+    assert files[AGENT_CONFIG_PATH]["owner"] == "root:root"
     assert files[AGENT_CONFIG_PATH]["permissions"] == "0600"
     assert int(files[AGENT_CONFIG_PATH]["permissions"], 8) & (stat.S_IRWXG | stat.S_IRWXO) == 0
     assert parse_agent_config(user_data) == {
         "tunnel_url": "wss://kaas.example.com/v1/tunnel",
-        "token": "kaasagent_secret-token",
+        "token": AGENT_TOKEN,
         "cluster_id": "4f1c2d3e-0000-4000-8000-000000000001",
-        "node_name": "kaas-4f1c2d3e-workers-ab12c",
-        "role": "worker",
+        "node_name": "kaas-4f1c2d3e-cp-1",
+        "role": "control-plane",
     }
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_agent_token_is_in_the_user_data_of_the_control_plane_only(role: str) -> None:
+    user_data = render_user_data(node_of(role))
+    files = {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
+    if role == "control-plane":
+        assert AGENT_TOKEN in files[AGENT_CONFIG_PATH]["content"]
+        others = "".join(yaml.safe_dump(f) for path, f in files.items() if path != AGENT_CONFIG_PATH)
+        assert AGENT_TOKEN not in others
+    else:
+        assert AGENT_CONFIG_PATH not in files
+        assert "token" not in user_data
+        assert "kaasagent" not in user_data
+
+
+def test_a_worker_is_never_rendered_with_the_agent_token() -> None:
+    with pytest.raises(BootstrapError, match="only control-plane nodes carry the agent token"):
+        render_user_data(worker_node(agent_token=AGENT_TOKEN))
 
 
 def test_node_config_carries_the_cluster_spec() -> None:
@@ -110,7 +152,7 @@ def test_invalid_labels_and_taints_are_refused(labels: dict[str, str], taints: l
 
 
 def test_a_node_without_an_agent_token_gets_no_agent_config() -> None:
-    user_data = render_user_data(worker_node(agent_token=None))
+    user_data = render_user_data(control_plane_node(agent_token=None))
     with pytest.raises(BootstrapError, match="does not write"):
         parse_agent_config(user_data)
 

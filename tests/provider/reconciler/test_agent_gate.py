@@ -8,6 +8,7 @@ flags.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -122,3 +123,28 @@ def test_an_agent_that_goes_away_shows_on_the_cluster(
     assert (agent_condition["status"], agent_condition["reason"]) == ("False", "AgentDisconnected")
     assert cluster.phase == ClusterPhase.UPDATING.value
     assert not any(node.ready for node in nodes)
+
+
+def test_replaced_agent_sessions_show_on_agent_connected(
+    gated: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(gated.session_factory, pools=(PoolSpec(count=1),))
+    converge_cloud_side(gated, created.id)
+    _cluster, _operation, nodes = load(gated.session_factory, created.id)
+    report(gated.session_factory, created.id, connected=True, ready={n.name: True for n in nodes})
+    reconcile_cluster_once(gated, created.id, worker_id="w")
+    cluster, _operation, _nodes = load(gated.session_factory, created.id)
+    before = next(c for c in cluster.conditions if c["type"] == "AgentConnected")
+    assert "replaced" not in before["message"]
+
+    last = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with gated.session_factory.begin() as session:
+        agent = session.get_one(ClusterAgent, created.id)
+        agent.replacements = 3
+        agent.last_replaced_at = last
+    reconcile_cluster_once(gated, created.id, worker_id="w")
+    cluster, _operation, _nodes = load(gated.session_factory, created.id)
+    after = next(c for c in cluster.conditions if c["type"] == "AgentConnected")
+    assert after["status"] == "True"
+    assert "replaced a live one 3 time(s), last at 2030-01-02T03:04:05+00:00" in after["message"]
+    assert after["last_transition_time"] == before["last_transition_time"]

@@ -23,7 +23,7 @@ from kaas_api.db.models import (
     OperationState,
     utcnow,
 )
-from provider.bootstrap.cloud_init import parse_agent_config, parse_node_config
+from provider.bootstrap.cloud_init import BootstrapError, parse_agent_config, parse_node_config
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.plan import plan_steps
 from provider.reconciler.reconcile import reconcile_cluster_once
@@ -79,23 +79,32 @@ def test_create_converges_to_running_with_every_condition_true(
     assert "loadbalancers" not in inventory
 
 
-def test_servers_boot_with_the_agent_config_and_their_pool_labels(
+def test_servers_boot_with_their_node_config_and_only_the_control_plane_with_the_agent_config(
     ctx: ProviderContext, simcloud: SimCloudHandle
 ) -> None:
-    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1, labels={"tier": "web"}),))
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2, labels={"tier": "web"}),))
     run_until_settled(ctx, created.id)
     _, _, nodes = load(ctx.session_factory, created.id)
-    worker = next(n for n in nodes if n.role == "worker")
-    assert worker.server_id is not None
-    user_data = simcloud.sim.get_user_data(worker.server_id)
-    assert user_data is not None
-    agent = parse_agent_config(user_data)
-    assert agent["token"] == created.agent_token
-    assert agent["tunnel_url"] == TUNNEL_URL
-    assert agent["cluster_id"] == created.id
-    node = parse_node_config(user_data)
-    assert node["labels"] == {"tier": "web"}
-    assert node["api_endpoint"] is not None
+    user_data = {}
+    for node in nodes:
+        assert node.server_id is not None
+        found = simcloud.sim.get_user_data(node.server_id)
+        assert found is not None
+        user_data[node.name] = (node.role, found)
+    assert sorted(role for role, _ in user_data.values()) == ["control-plane", "worker", "worker"]
+    for role, text in user_data.values():
+        if role == "control-plane":
+            agent = parse_agent_config(text)
+            assert agent["token"] == created.agent_token
+            assert agent["tunnel_url"] == TUNNEL_URL
+            assert agent["cluster_id"] == created.id
+        else:
+            assert created.agent_token not in text
+            with pytest.raises(BootstrapError, match="does not write"):
+                parse_agent_config(text)
+            node_config = parse_node_config(text)
+            assert node_config["labels"] == {"tier": "web"}
+            assert node_config["api_endpoint"] is not None
 
 
 def test_highly_available_control_plane_sits_behind_a_load_balancer(

@@ -228,3 +228,65 @@ async def test_cluster_agents_shows_the_status_report_and_the_disconnect(
     row = agent_row(session_factory, cluster.id)
     assert row is not None
     assert row.disconnected_at is not None
+
+
+async def test_a_replacement_is_logged_and_counted_and_beyond_the_limit_the_newer_dial_gets_429(
+    make_server: ServerFactory,
+    cluster: CreatedCluster,
+    kube: KubeStandinHandle,
+    tmp_path: Path,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="provider.tunnel.server")
+    server = await make_server(agent_replacements_per_window=1)
+
+    def recorded(session_id: str) -> bool:
+        row = agent_row(session_factory, cluster.id)
+        return row is not None and row.connected and row.session_id == session_id
+
+    async with connected_agent(server, cluster, kube, tmp_path, stays_away=True):
+        older = server.session_for(cluster.id)
+        assert older is not None
+        await wait_until(lambda: recorded(older.session_id), what="the older session in cluster_agents")
+        newer_config = agent_config(
+            tunnel_url=server.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path
+        )
+        async with running_agent(newer_config):
+            await wait_until(
+                lambda: (s := server.session_for(cluster.id)) is not None and s is not older,
+                what="the newer session",
+            )
+            newer = server.session_for(cluster.id)
+            assert newer is not None
+            await wait_until(lambda: recorded(newer.session_id), what="the newer session in cluster_agents")
+
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    server.tunnel_url,
+                    additional_headers={"Authorization": f"Bearer {cluster.agent_token}"},
+                    proxy=None,
+                    open_timeout=5,
+                    logger=websockets_logger("tests.tunnel.client"),
+                ):
+                    pass
+            assert refused.value.response.status_code == 429
+            assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+            assert b"too many agent sessions" in refused.value.response.body
+            assert server.session_for(cluster.id) is newer  # the live session stays
+
+    row = agent_row(session_factory, cluster.id)
+    assert row is not None
+    assert row.replacements == 1
+    assert row.last_replaced_at is not None
+    replaced = [r.getMessage() for r in caplog.records if "replaces live session" in r.getMessage()]
+    assert len(replaced) == 1
+    assert cluster.id in replaced[0]
+    assert f"session {newer.session_id} from 127.0.0.1:" in replaced[0]
+    assert replaced[0].endswith(f"replaces live session {older.session_id} (replacement 1 of this cluster)")
+    refusals = [r.getMessage() for r in caplog.records if "refused a newer agent session" in r.getMessage()]
+    assert len(refusals) == 1
+    assert cluster.id in refusals[0]
+    assert "from 127.0.0.1:" in refusals[0]
+    assert f"live session {newer.session_id} stays" in refusals[0]
+    assert cluster.agent_token not in caplog.text
