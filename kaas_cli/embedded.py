@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,25 @@ def load_or_create_secret_key(state_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(key)
     return key
+
+
+def remembered_port(path: Path) -> int:
+    """The port saved in ``path`` if it is free now, else 0 (the caller binds a free one and saves it).
+
+    The tunnel port must outlive a restart: every node's user-data names it, so the agents of the clusters
+    that exist keep dialling it; a new port would leave them unreachable.
+    """
+    try:
+        port = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 @dataclass(frozen=True)

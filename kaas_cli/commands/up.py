@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 import uvicorn
@@ -17,7 +18,13 @@ from pydantic import SecretStr
 from kaas_api.config import ApiSettings, default_state_dir
 from kaas_api.db.session import make_engine, make_session_factory
 from kaas_cli.config import CliConfig
-from kaas_cli.embedded import DEFAULT_REGION, ensure_embedded_tls, load_or_create_secret_key, seed_embedded
+from kaas_cli.embedded import (
+    DEFAULT_REGION,
+    ensure_embedded_tls,
+    load_or_create_secret_key,
+    remembered_port,
+    seed_embedded,
+)
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
 from kaas_cli.state_dir import DATABASE_FILE, make_private
@@ -35,7 +42,13 @@ def up(
     boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
     sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 15.0,
 ) -> None:
-    """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process."""
+    """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process.
+
+    Everything lives in the state dir and survives a restart: the database, the simulated cloud (its
+    servers, networks and load balancers, same ids and names) and each cluster's objects. The in-memory
+    broker does not, so every cluster is reconciled at once on start: an operation a shutdown interrupted
+    goes on within seconds instead of waiting for the sweep's stale rule.
+    """
     from prometheus_client import CollectorRegistry
 
     from kaas_api.app import create_app
@@ -47,6 +60,7 @@ def up(
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
     from provider.metrics import ReconcileMetrics
+    from provider.reconciler.sweep import sweep_clusters
     from provider.tunnel.config import TunnelSettings
     from provider.tunnel.metrics import TunnelMetrics
     from simcloud.testing import run_simcloud
@@ -68,12 +82,18 @@ def up(
     registry = InMemoryTunnelRegistry()
     # one process, one /metrics: the API's registry also holds the provider's and the tunnel server's metrics
     metrics_registry = CollectorRegistry()
+    tunnel_port_file = state_dir / "tunnel.port"
     tunnel_settings = TunnelSettings(
-        database_url=database_url, tunnel_port=0, internal_port=0, internal_secret=internal_secret
+        database_url=database_url,
+        tunnel_port=remembered_port(tunnel_port_file),
+        internal_port=0,
+        internal_secret=internal_secret,
     )
 
     with (
-        run_simcloud(state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay) as cloud,
+        run_simcloud(
+            state_dir=state_dir / "simcloud", boot_delay=boot_delay, lb_delay=boot_delay, persist=True
+        ) as cloud,
         BackgroundTunnelServer(
             tunnel_settings,
             session_factory=factory,
@@ -112,10 +132,12 @@ def up(
             ca_file=str(tls.ca_file),
         ).save()
 
+        tunnel_port_file.write_text(str(urlsplit(tunnel.tunnel_url).port))
+        dispatcher = CeleryDispatcher(celery_app)
         app = create_app(
             api_settings,
             session_factory=factory,
-            dispatcher=CeleryDispatcher(celery_app),
+            dispatcher=dispatcher,
             tunnel_registry=registry,
             metrics_registry=metrics_registry,
         )
@@ -126,8 +148,15 @@ def up(
             rbac_manifest=RBAC_MANIFEST,
             state_dir=state_dir / "nodes",
             kubernetes_version_default="v1.31.4",
+            persist=True,
         )
         booter.start()
+        # the memory broker started empty: whatever was in flight when kaas last stopped goes on now
+        sweep_clusters(
+            factory,
+            enqueue=lambda cluster_id, queue: dispatcher.send_reconcile(cluster_id, queue=queue),
+            stale_after_seconds=0,
+        )
         try:
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")
             console.print(f"simulated OpenStack at {cloud.base_url}; agents connect to {tunnel.tunnel_url}")

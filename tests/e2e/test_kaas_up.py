@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import openstack
 import pytest
+import sqlalchemy as sa
 from openstack.config import loader
 
 pytestmark = pytest.mark.e2e
@@ -62,36 +64,46 @@ class KaasUp:
         return tagged
 
 
-@contextmanager
-def running_kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
-    up = KaasUp(tmp_path, free_port())
-    log = (tmp_path / "kaas-up.log").open("w")
-    process = subprocess.Popen(
-        [*KAAS, "up", "--port", str(up.port), "--boot-delay", "0.5", "--sweep-interval", "5"],
-        env=up.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    def start(self) -> subprocess.Popen[str]:
+        """``kaas up`` in its own process; returns once it says it is up."""
+        log_path = self.home / "kaas-up.log"
+        with log_path.open("a") as log:
+            process = subprocess.Popen(
+                [*KAAS, "up", "--port", str(self.port), "--boot-delay", "0.5", "--sweep-interval", "5"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        starts = log_path.read_text().count("kaas is up")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"kaas up exited: {(tmp_path / 'kaas-up.log').read_text()}")
-            if "kaas is up" in (tmp_path / "kaas-up.log").read_text():
-                break
+                pytest.fail(f"kaas up exited: {log_path.read_text()}")
+            if log_path.read_text().count("kaas is up") > starts:
+                return process
             time.sleep(0.2)
-        else:
-            pytest.fail(f"kaas up did not start: {(tmp_path / 'kaas-up.log').read_text()}")
+        process.kill()
+        pytest.fail(f"kaas up did not start: {log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running_kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
+    up = KaasUp(tmp_path, free_port())
+    process = up.start()
+    try:
         yield up
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop(process)
 
 
 @pytest.fixture
@@ -244,3 +256,72 @@ def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp
     assert ran.returncode == 0, ran.stderr
     executed = kubectl("exec", "shell", "--", "echo", "hello", "from", "kaas")
     assert (executed.returncode, executed.stdout) == (0, "hello from kaas\n"), executed.stderr
+
+
+def last_reconciled(state_dir: Path) -> dict[str, str | None]:
+    """Each cluster's ``last_reconciled_at``, read from the embedded database."""
+    engine = sa.create_engine(f"sqlite:///{state_dir / 'kaas.db'}")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT name, last_reconciled_at FROM clusters")).all()
+    finally:
+        engine.dispose()
+    return {name: str(at) if at is not None else None for name, at in rows}
+
+
+def servers_by_id(up: KaasUp) -> dict[str, str]:
+    config = loader.OpenStackConfig(
+        config_files=[str(up.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
+    )
+    conn = openstack.connection.Connection(config=config.get_one(cloud="sim-admin"))
+    try:
+        return {s.id: s.name for s in conn.compute.servers(all_projects=True)}
+    finally:
+        conn.close()
+
+
+def test_a_restart_keeps_the_servers_and_the_objects_and_replaces_nothing(tmp_path: Path) -> None:
+    up = KaasUp(tmp_path, free_port())
+    process = up.start()
+    try:
+        for name in ("keep-a", "keep-b"):
+            created = up.cli("cluster", "create", name, "--wait", timeout=180)
+            assert created.returncode == 0, created.stderr
+        kubeconfig = tmp_path / "kc"
+        assert up.cli("cluster", "kubeconfig", "keep-a", "--output", str(kubeconfig)).returncode == 0
+
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(KUBECTL), "--kubeconfig", str(kubeconfig), "--request-timeout", "10s", *args],
+                capture_output=True, text=True, timeout=60, check=False, env=up.env,
+            )
+
+        assert kubectl("create", "namespace", "team-r").returncode == 0
+        made = kubectl("create", "configmap", "kept", "-n", "team-r", "--from-literal=answer=42")
+        assert made.returncode == 0, made.stderr
+        servers = servers_by_id(up)
+        assert len(servers) == 6
+        before = last_reconciled(up.state_dir)
+    finally:
+        stop(process, signal.SIGINT)
+
+    process = up.start()
+    try:
+        # the restart reconciles every cluster at once (no sweep interval, no stale rule to wait for)
+        deadline = time.monotonic() + 60
+        while last_reconciled(up.state_dir) == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = last_reconciled(up.state_dir)
+        assert all(after[name] != before[name] for name in before), (before, after)
+        assert servers_by_id(up) == servers  # same ids, same names: nothing was replaced
+        deadline = time.monotonic() + 60
+        while True:  # until the cluster's agent is back on the new tunnel server
+            got = kubectl("get", "configmap", "kept", "-n", "team-r", "-o", "jsonpath={.data.answer}")
+            if got.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (got.returncode, got.stdout) == (0, "42"), got.stderr
+        listed = json.loads(up.cli("cluster", "list", "--output", "json").stdout)
+        assert {c["name"]: c["phase"] for c in listed} == {"keep-a": "running", "keep-b": "running"}
+    finally:
+        stop(process)
