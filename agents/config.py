@@ -46,6 +46,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "AGENT_TOKEN": "agent_token",
     "NODE_NAME": "node_name",
     "REPORT_INTERVAL_SECONDS": "report_interval_seconds",
+    "REPORT_HEARTBEAT_SECONDS": "report_heartbeat_seconds",
     "RECONNECT_BACKOFF_MIN_SECONDS": "reconnect_backoff_min_seconds",
     "RECONNECT_BACKOFF_MAX_SECONDS": "reconnect_backoff_max_seconds",
     "KUBECONFIG": "apiserver.kubeconfig",
@@ -98,7 +99,15 @@ class AgentConfig(BaseModel):
     node_name: str | None = None
     role: str | None = None
     apiserver: ApiserverSettings
-    report_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    report_interval_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="how often the agent observes its cluster's nodes"
+    )
+    report_heartbeat_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="an unchanged observation is sent at most this often (a change is sent at once)",
+    )
     reconnect_backoff_min_seconds: float = Field(default=1.0, gt=0)
     reconnect_backoff_max_seconds: float = Field(default=60.0, gt=0)
 

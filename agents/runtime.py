@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -495,21 +496,35 @@ def _dial_handler_for(forwarder: ApiserverForwarder) -> DialHandler:
 
 
 async def _report_status(
-    connection: TunnelConnection, forwarder: ApiserverForwarder, *, interval: float
+    connection: TunnelConnection, forwarder: ApiserverForwarder, *, interval: float, heartbeat: float
 ) -> None:
-    """Every ``interval`` seconds: observe the cluster, send the report on a fresh stream."""
+    """Every ``interval`` seconds: observe the cluster; send the report on a fresh stream when it changed,
+    or when ``heartbeat`` seconds passed since the last one sent.
+
+    Unchanged reports are not sent every time: at rest they were most of the tunnel's traffic and a
+    database write each on kaas's side, for nothing. The first report of a session is always sent.
+    """
+    loop = asyncio.get_running_loop()
+    last_sent: str | None = None  # what the last report sent said, its time of collection left out
+    sent_at = 0.0
     while not connection.closed.is_set():
         report = await collect_status(forwarder)
+        payload = report.to_json()
+        observed = dataclasses.replace(report, collected_at="").to_json()
+        if observed == last_sent and loop.time() - sent_at < heartbeat:
+            await asyncio.sleep(interval)
+            continue
         try:
             stream = await connection.open_stream({"kind": STATUS_KIND}, timeout=max(interval, 10.0))
             try:
-                await stream.write(report.to_json().encode())
+                await stream.write(payload.encode())
                 stream.close_write()
                 while await asyncio.wait_for(stream.read(), timeout=max(interval, 10.0)):
                     pass
             finally:
                 if not stream.is_reset:
                     stream.reset("status report done")
+            last_sent, sent_at = observed, loop.time()
         except (TimeoutError, StreamClosedError, TunnelError) as exc:
             logger.warning("agent: a status report was not delivered: %s", exc)
         await asyncio.sleep(interval)
@@ -559,7 +574,12 @@ async def _session_once(config: AgentConfig, forwarder: ApiserverForwarder, *, s
             if greeted and not stop.is_set():
                 logger.info("agent: connected to %s as cluster %s", config.tunnel_url, config.cluster_id)
                 reporter = asyncio.create_task(
-                    _report_status(connection, forwarder, interval=config.report_interval_seconds)
+                    _report_status(
+                        connection,
+                        forwarder,
+                        interval=config.report_interval_seconds,
+                        heartbeat=config.report_heartbeat_seconds,
+                    )
                 )
                 await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():

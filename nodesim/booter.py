@@ -8,6 +8,10 @@ for that boot.
 It runs in its own thread with its own asyncio loop (``start()`` / ``stop()``, or ``with NodeBooter(...)``)
 and every ``poll_interval`` seconds lists ``conn.compute.servers(all_projects=True, details=True)`` with ONE
 admin openstacksdk connection (blocking calls, so they run on a one-thread executor, never on the loop).
+While nothing changes (the same servers in the same states, every agent running), the interval doubles
+after each quiet poll up to ``idle_poll_interval``; any change brings it back to ``poll_interval``. A fleet
+at rest then costs a list every few seconds instead of every second, and a new server is still seen within
+``idle_poll_interval``.
 Servers of kaas carry the tag ``kaas-cluster=<id>`` (or the metadata key ``kaas-cluster``); their user-data
 comes from ``OS-EXT-SRV-ATTR:user_data`` (admin, microversion 2.3+; openstacksdk negotiates it).
 
@@ -54,6 +58,8 @@ from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 
 logger = logging.getLogger(__name__)
 
+SERVER_PAGE = 500
+NOVA_LIST_MICROVERSION = "2.26"  # server tags in listings (2.26) and OS-EXT-SRV-ATTR:user_data (2.3)
 CLUSTER_TAG_PREFIX = "kaas-cluster="
 CLUSTER_METADATA_KEY = "kaas-cluster"
 ROLE_METADATA_KEY = "kaas-role"
@@ -170,6 +176,7 @@ class NodeBooter:
         state_dir: Path,
         kubernetes_version_default: str,
         poll_interval: float = 1.0,
+        idle_poll_interval: float = 5.0,
         agent_runner: AgentRunner = run_agent,
         agent_overrides: Mapping[str, Any] | None = None,
         cluster_filter: Callable[[str], bool] | None = None,
@@ -186,6 +193,9 @@ class NodeBooter:
         self._state_dir = state_dir
         self._version_default = kubernetes_version_default
         self._poll_interval = poll_interval
+        self._idle_poll_interval = max(idle_poll_interval, poll_interval)
+        self._interval = poll_interval
+        self._fingerprint: frozenset[tuple[str, str]] | None = None
         self._agent_runner = agent_runner
         self._agent_overrides = dict(agent_overrides or {})
         self._cluster_filter = cluster_filter
@@ -273,7 +283,7 @@ class NodeBooter:
             while not self._stopping.is_set():
                 await self._poll_once(executor)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self._poll_interval)
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
         finally:
             for running in list(self._running.values()):
                 try:
@@ -294,27 +304,42 @@ class NodeBooter:
         return openstack.connection.Connection(config=region)
 
     def _list_servers(self) -> list[_Server]:
+        """Every kaas server of every project, read as raw JSON pages of ``/servers/detail``.
+
+        Raw rather than openstacksdk's ``servers()``: building a ``Resource`` per server cost the booter
+        most of its CPU at rest (it lists every few seconds). Microversion 2.26 gives tags (2.26) and the
+        user-data (2.3) in one listing; pages follow Nova's ``servers_links`` (marker paging).
+        """
         if self._conn is None:
             self._conn = self._connect()
         servers: list[_Server] = []
-        for server in self._conn.compute.servers(details=True, all_projects=True):
-            metadata = {str(k): str(v) for k, v in (server.metadata or {}).items()}
-            cluster_id = cluster_id_of(server.tags, metadata)
-            if cluster_id is None:
-                continue
-            if self._cluster_filter is not None and not self._cluster_filter(cluster_id):
-                continue
-            servers.append(
-                _Server(
-                    id=str(server.id),
-                    name=str(server.name),
-                    status=str(server.status or "BUILD").upper(),
-                    cluster_id=cluster_id,
-                    metadata=metadata,
-                    raw_user_data=server.user_data,
-                )
+        params: dict[str, str] = {"all_tenants": "True", "limit": str(SERVER_PAGE)}
+        while True:
+            response = self._conn.compute.get(
+                "/servers/detail", params=params, microversion=NOVA_LIST_MICROVERSION
             )
-        return servers
+            response.raise_for_status()
+            page: list[dict[str, Any]] = response.json().get("servers") or []
+            for server in page:
+                metadata = {str(k): str(v) for k, v in (server.get("metadata") or {}).items()}
+                cluster_id = cluster_id_of(server.get("tags"), metadata)
+                if cluster_id is None:
+                    continue
+                if self._cluster_filter is not None and not self._cluster_filter(cluster_id):
+                    continue
+                servers.append(
+                    _Server(
+                        id=str(server["id"]),
+                        name=str(server.get("name", "")),
+                        status=str(server.get("status") or "BUILD").upper(),
+                        cluster_id=cluster_id,
+                        metadata=metadata,
+                        raw_user_data=server.get("OS-EXT-SRV-ATTR:user_data"),
+                    )
+                )
+            if len(page) < SERVER_PAGE:
+                return servers
+            params = {**params, "marker": str(page[-1]["id"])}
 
     # --- one poll ---
 
@@ -335,6 +360,7 @@ class NodeBooter:
         if self._cloud_failing:
             logger.info("node booter: cloud %r answers again", self._admin_cloud)
         self._cloud_failing = False
+        self._pace(servers)
         by_cluster: dict[str, list[_Server]] = {}
         for server in servers:
             if server.status != "DELETED":
@@ -353,6 +379,19 @@ class NodeBooter:
                     "node booter: syncing cluster %s failed; retrying on the next poll", cluster_id
                 )
         self._publish()
+
+    def _pace(self, servers: list[_Server]) -> None:
+        """The next poll's interval: back to ``poll_interval`` on any change, doubled after a quiet poll."""
+        fingerprint = frozenset((server.id, server.status) for server in servers)
+        settled = all(
+            running.agent_task is not None and not running.agent_task.done()
+            for running in self._running.values()
+        )
+        if fingerprint == self._fingerprint and settled and all(s.status == "ACTIVE" for s in servers):
+            self._interval = min(self._interval * 2, self._idle_poll_interval)
+        else:
+            self._interval = self._poll_interval
+        self._fingerprint = fingerprint
 
     def _user_data(self, server: _Server) -> NodeUserData | None:
         if server.id in self._parsed:

@@ -44,6 +44,7 @@ OCTAVIA_KINDS = ("loadbalancers", "listeners", "pools", "members", "healthmonito
 KINDS = (*NEUTRON_KINDS, "servers", "server_groups", "images", "flavors", *OCTAVIA_KINDS)
 
 DEFAULT_HOSTS = ("sim-compute1", "sim-compute2", "sim-compute3")
+IDLE_TICK_SECONDS = 1.0
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 
 
@@ -909,9 +910,14 @@ class SimCloud:
         self.save()
 
     def _tick_loop(self) -> None:
+        """Apply transitions as they fall due, deliver to listeners, save snapshots.
+
+        Sleeps until the next transition is due, a request wakes it (``wake``) or, with nothing scheduled, an
+        idle second passes (for a pending snapshot): a cloud at rest does not spin.
+        """
         while not self._stop.is_set():
             with self.lock:
-                wait = self._tick_interval
+                wait = self._tick_interval if self._notifications else IDLE_TICK_SECONDS
                 if self._events:
                     wait = min(wait, max(self._events[0].due - time.monotonic(), 0.0))
             self._wake.wait(timeout=wait)

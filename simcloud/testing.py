@@ -2,9 +2,10 @@
 
 ``run_simcloud`` starts uvicorn in a daemon thread on 127.0.0.1, waits until it answers, writes a
 ``clouds.yaml`` with the clouds ``sim`` (user demo, project demo) and ``sim-admin`` (admin) into the state
-directory (0600: it holds passwords), and stops the server and the ticker on exit. With ``persist=True`` (``kaas up``) the cloud's
-state lives in ``state_dir/cloud.json`` and its port in ``state_dir/port``: started again on the same
-directory, it is the same cloud at the same address (another port only if that one is taken).
+directory (0600: it holds passwords), and stops the server and the ticker on exit. With ``persist=True``
+(``kaas up``) the cloud's state lives in ``state_dir/cloud.json`` and its port in ``state_dir/port``:
+started again on the same directory, it is the same cloud at the same address (another port only if that
+one is taken).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import uvicorn
 import yaml
 
 from simcloud.app import create_app
+from simcloud.serving import QuietServer
 from simcloud.state import DEFAULT_EXTERNAL_CIDR, SimCloud
 
 STARTUP_TIMEOUT = 15.0
@@ -142,7 +144,7 @@ def run_simcloud(
         ws="none",
         timeout_keep_alive=30,
     )
-    server = uvicorn.Server(config)
+    server = QuietServer(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="simcloud-http", daemon=True
     )

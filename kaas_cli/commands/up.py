@@ -40,7 +40,7 @@ def up(
         Path, typer.Option(help="where the database and secrets live")
     ] = default_state_dir(),
     boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
-    sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 15.0,
+    sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 30.0,
 ) -> None:
     """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process.
 

@@ -29,6 +29,7 @@ from simcloud.kube.exec import MAX_MESSAGE_BYTES
 from simcloud.kube.identity import Identity
 from simcloud.kube.server import KubeStandin
 from simcloud.kube.tls import make_serving_certificate
+from simcloud.serving import QuietServer
 
 STARTUP_TIMEOUT_SECONDS = 10.0
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
@@ -107,7 +108,7 @@ def run_kube_standin(
             log_level="warning", access_log=False,
             timeout_graceful_shutdown=2, **ssl_options,  # type: ignore[arg-type]
         )
-        server = uvicorn.Server(config)
+        server = QuietServer(config)
         failures: list[BaseException] = []
 
         def serve() -> None:

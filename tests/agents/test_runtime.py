@@ -78,13 +78,14 @@ async def bare_server() -> AsyncIterator[BareServer]:
         yield state
 
 
-def config_for(url: str, kube: KubeStandinHandle, tmp_path: Path) -> AgentConfig:
+def config_for(url: str, kube: KubeStandinHandle, tmp_path: Path, **overrides: float) -> AgentConfig:
     return AgentConfig(
         tunnel_url=url,
         cluster_id="c-1",
         agent_token=SecretStr(CLUSTER_TOKEN),
         apiserver=KubeconfigApiserver(kubeconfig=kube.write_kubeconfig(tmp_path / "kc", token=AGENT_TOKEN)),
-        report_interval_seconds=0.2,
+        report_interval_seconds=overrides.get("report_interval_seconds", 0.2),
+        report_heartbeat_seconds=overrides.get("report_heartbeat_seconds", 60.0),
         reconnect_backoff_min_seconds=0.05,
         reconnect_backoff_max_seconds=0.2,
     )
@@ -195,15 +196,42 @@ async def test_a_reset_watch_releases_the_apiserver_watch(kube: KubeStandinHandl
         assert not store._watchers
 
 
-async def test_the_agent_reports_status_periodically(kube: KubeStandinHandle, tmp_path: Path) -> None:
-    async with bare_server() as server, agent_running(config_for(server.url, kube, tmp_path)):
-        for _ in range(100):
-            if len(server.reports) >= 2:
-                break
-            await asyncio.sleep(0.05)
-    assert len(server.reports) >= 2
-    assert server.reports[0]["kubernetes_version"] == "v1.30.2"
-    assert server.reports[0]["apiserver_reachable"] is True
+async def reports_reach(server: BareServer, count: int, *, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(server.reports) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(server.reports)} reports, not {count}"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_agent_reports_a_change_at_once_and_nothing_while_nothing_changes(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    async with bare_server() as server:
+        config = config_for(server.url, kube, tmp_path, report_interval_seconds=0.05)
+        async with agent_running(config):
+            await reports_reach(server, 1)
+            first = server.reports[0]
+            assert (first["kubernetes_version"], first["apiserver_reachable"]) == ("v1.30.2", True)
+            assert first["nodes_total"] == 0
+            node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "status": {}}
+            kube.standin.apply([node])
+            await reports_reach(server, 2)
+            assert server.reports[1]["nodes_total"] == 1
+            # twenty observations later, the unchanged cluster has not been reported again
+            await asyncio.sleep(20 * config.report_interval_seconds)
+            assert len(server.reports) == 2
+
+
+async def test_an_unchanged_cluster_is_reported_again_at_each_heartbeat(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    async with bare_server() as server:
+        config = config_for(
+            server.url, kube, tmp_path, report_interval_seconds=0.05, report_heartbeat_seconds=0.2
+        )
+        async with agent_running(config):
+            await reports_reach(server, 3)
+    assert all(report["nodes_total"] == server.reports[0]["nodes_total"] for report in server.reports)
 
 
 async def test_the_agent_retries_while_kaas_is_down_and_stops_promptly(

@@ -32,7 +32,7 @@ from kaas_api.tunnel_registry import InMemoryTunnelRegistry
 from provider.tunnel.server import TunnelServer
 from simcloud.kube.identity import Identity
 from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
-from tests.kaas_api.conftest import SECRET_KEY, World, cluster_body
+from tests.kaas_api.conftest import SECRET_KEY, UNLIMITED, World, cluster_body
 from tests.kaas_api.k8s.conftest import api_client, connected, run_kubectl, world_cluster
 from tests.kaas_api.k8s.raw_http import RawResponse, raw_request
 from tests.provider.factories import CreatedCluster
@@ -124,7 +124,7 @@ async def two(
 ) -> AsyncIterator[TwoClusters]:
     with session_factory() as session:
         outsider = session.scalars(select(User).where(User.name == "outsider")).one()
-        create_project(session, name="bravo", owner=outsider)
+        create_project(session, name="bravo", owner=outsider, policy=UNLIMITED)
         session.commit()
     async with api_client(settings, world.tokens["outsider"]) as client:
         created = await client.post("/v1/projects/bravo/clusters", json=cluster_body("b1"))
