@@ -13,8 +13,8 @@ keep-alive ``httpx.Client``; the child roles live in ``benchmarks/_tunnel_rig.py
 What is measured:
 1. Latency of ``GET /api/v1/namespaces/default``, sequential, after a warm-up: p50/p99 DIRECT to the
    stand-in (cluster-admin token), via the tunnel server's INTERNAL endpoint (what the API calls: a signed
-   assertion of cluster and caller per request), and THROUGH KAAS (``/k8s/clusters/{id}/...`` with a user API token of a
-   project owner). Target: through kaas p50 ≤ 1.3x direct p50.
+   assertion of cluster and caller per request), and THROUGH KAAS (``/k8s/clusters/{id}/...`` with a user
+   API token of a project owner). Target: through kaas p50 ≤ 1.3x direct p50.
 2. Throughput of one large response: LIST of configmaps holding N x 1 MiB (created beforehand), the body read
    raw (``Accept-Encoding: identity``), best of 3, the same three ways. Target: through kaas ≥ 50% of direct.
 3. Memory of a FRESH tunnel-server process holding idle agent sessions: VmRSS (``/proc/PID/status``) idle,
