@@ -15,8 +15,9 @@ separate cap for the k8s proxy) and by ``provider.tunnel.server`` (its internal 
   every unknown key, so an 11 MB body of a million keys took 20 s and 1.5 GB to refuse, and parsing it
   once more here costs a tenth of a second per MiB.
 
-413s carry ``Connection: close``, so the server does not read the rest of a body it refused. What the
-refusal looks like is the rule's ``render``: the API's error shape, or a Kubernetes ``Status`` for kubectl.
+What the refusal looks like is the rule's ``render``: the API's error shape, or a Kubernetes ``Status`` for
+kubectl. The rest of a refused body is the protocol's to drop (``kaas_api.serving.limits``: it reads it for
+a bounded time, then closes), so that a client still sending reads the 413 rather than a reset.
 """
 
 from __future__ import annotations
@@ -116,11 +117,9 @@ def json_values_exceed(body: bytes, limit: int) -> bool:
     return False
 
 
-async def _answer(send: Send, rule: BodyRule, refusal: Refusal, *, close: bool) -> None:
+async def _answer(send: Send, rule: BodyRule, refusal: Refusal) -> None:
     body = json.dumps(rule.render(refusal)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -153,7 +152,7 @@ class BodyLimitMiddleware:
         rule = self.rule_for(scope["path"])
         length = _content_length(scope)
         if length is not None and length > rule.max_bytes:
-            await _answer(send, rule, _too_large(rule.max_bytes), close=True)
+            await _answer(send, rule, _too_large(rule.max_bytes))
             return
         if rule.max_json_values is not None and _is_json(scope) and _has_body(scope):
             await self._checked_json(rule, rule.max_json_values, scope, receive, send)
@@ -183,7 +182,7 @@ class BodyLimitMiddleware:
                     raise RequestBodyTooLarge(rule.max_bytes)
                 if not answered:  # the application answering its failed read: ours replaces it
                     answered = True
-                    await _answer(send, rule, _too_large(rule.max_bytes), close=True)
+                    await _answer(send, rule, _too_large(rule.max_bytes))
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -195,7 +194,7 @@ class BodyLimitMiddleware:
             if not exceeded or started:
                 raise
             if not answered:
-                await _answer(send, rule, _too_large(rule.max_bytes), close=True)
+                await _answer(send, rule, _too_large(rule.max_bytes))
 
     async def _checked_json(
         self, rule: BodyRule, max_values: int, scope: Scope, receive: Receive, send: Send
@@ -209,7 +208,7 @@ class BodyLimitMiddleware:
             piece = message.get("body", b"")
             size += len(piece)
             if size > rule.max_bytes:
-                await _answer(send, rule, _too_large(rule.max_bytes), close=True)
+                await _answer(send, rule, _too_large(rule.max_bytes))
                 return
             pieces.append(piece)
             if not message.get("more_body", False):
@@ -220,7 +219,7 @@ class BodyLimitMiddleware:
             text = f"the JSON body holds more than {max_values} values (object members and array items)"
             problem = {"field": "", "message": text, "type": "too_many_values"}
             refusal = Refusal(422, "invalid_input", text, [problem])
-            await _answer(send, rule, refusal, close=False)
+            await _answer(send, rule, refusal)
             return
         replayed = False
 

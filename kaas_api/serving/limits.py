@@ -20,7 +20,11 @@ The limits (``HttpLimits``, from the ``KAAS_HTTP_*`` settings of ``kaas_api.serv
   average (Apache's mod_reqtimeout rule: the deadline moves on with every byte). Time in which the server did
   not read (flow control: the application has not taken the last piece; ``Expect: 100-continue`` before the
   application asked for the body) starts a fresh window, since the client was waiting for us. Else 408 and
-  close, or only close when the response has already started.
+  close, or only close when the response has already started;
+- an answer given before its request body has arrived (a 413 of ``body_limit``, a 401) leaves the rest of
+  the body to be read and dropped for at most ``linger_seconds``; the connection closes when the body is
+  in or the time is up (nginx's lingering close). Closing at once, with the client still sending, makes
+  the kernel reset the connection, and a client still writing (kubectl) reports the reset, not the answer.
 
 Refusals are JSON in the API's error shape, ``{"error", "message", "detail"}`` (``kaas_api.app``).
 """
@@ -50,6 +54,7 @@ class HttpLimits:
     head_timeout_seconds: float = 10.0
     body_grace_seconds: float = 10.0
     body_min_bytes_per_second: float = 1024.0
+    linger_seconds: float = 2.0
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -72,6 +77,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
+        self._linger_timer: TimerHandle | None = None
         self._finished = False  # refused, or handed over to the WebSocket protocol
 
     # --- the connection ---
@@ -131,8 +137,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._finished:
             return
-        self._awaiting_head = False
-        self._cancel_head_timer()
         if self._header_count > self.limits.max_headers:
             self._refuse(
                 431,
@@ -141,6 +145,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 {"max_headers": self.limits.max_headers},
             )
             return
+        self._awaiting_head = False
+        self._cancel_head_timer()
         super().on_headers_complete()
         # a WebSocket upgrade cancels this in handle_websocket_upgrade, right after
         self._body_window_start = self.loop.time()
@@ -156,6 +162,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         super().on_message_complete()
         self._cancel_body_timer()
+        if self._linger_timer is not None:  # the rest of an answered request's body is in: done with it
+            self._finished = True
+            self._cancel_timers()
+            self.transport.close()
+            return
         self._awaiting_head = True
         self._head_begun = False
         self._head_bytes = 0
@@ -163,6 +174,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if not (self._finished or self._awaiting_head or self.transport.is_closing()):
+            # answered before the body arrived: uvicorn reads and drops the rest, for a while
+            self._linger_timer = self.loop.call_later(self.limits.linger_seconds, self._stop_lingering)
         self._arm_head_timer()
 
     # --- the deadlines ---
@@ -223,6 +237,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._arm_body_timer()
 
+    def _stop_lingering(self) -> None:
+        self._linger_timer = None
+        if self._finished or self._awaiting_head:
+            return
+        self._finished = True
+        self._cancel_timers()
+        self.transport.close()
+
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -233,22 +255,32 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def _cancel_linger_timer(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+
     def _cancel_timers(self) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        self._cancel_linger_timer()
 
     # --- refusing ---
 
     def _refuse(self, status: int, error: str, message: str, detail: dict[str, Any]) -> None:
-        """Answer ``status`` when no response has started on this connection, then close it."""
+        """Answer ``status`` unless this request (or, while a head arrives, the one before) already has an
+        answer going out, then close the connection."""
         if self._finished:
             return
         self._finished = True
         self._cancel_timers()
         client = ":".join(str(part) for part in self.client) if self.client else "?"
         log.info("refused a request from %s with %d: %s", client, status, message)
-        cycle = self.cycle
-        answerable = cycle is None or cycle.response_complete or not cycle.response_started
+        cycle = self.cycle  # while a head arrives, the previous request's
+        if self._awaiting_head:
+            answerable = cycle is None or cycle.response_complete
+        else:
+            answerable = cycle is not None and not cycle.response_started
         if cycle is not None and not cycle.response_complete:
             # The application sees a disconnect, and whatever it still sends is dropped: ours is the answer.
             cycle.disconnected = True

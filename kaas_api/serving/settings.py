@@ -44,6 +44,13 @@ class HttpInputSettings(BaseSettings):
         description="After the grace period a body must have arrived at this average rate (time the server"
         " spent not reading does not count); a slower one is cut off with 408.",
     )
+    http_linger_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="After an answer given before its request body arrived (413), how long the rest of the"
+        " body is read and dropped before the connection closes, so that the client reads the answer"
+        " rather than a connection reset.",
+    )
     k8s_proxy_max_body_bytes: int = Field(
         default=32 * MIB,
         ge=0,
@@ -60,4 +67,5 @@ class HttpInputSettings(BaseSettings):
             head_timeout_seconds=self.http_head_timeout_seconds,
             body_grace_seconds=self.http_body_grace_seconds,
             body_min_bytes_per_second=self.http_body_min_bytes_per_second,
+            linger_seconds=self.http_linger_seconds,
         )

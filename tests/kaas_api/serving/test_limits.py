@@ -170,3 +170,51 @@ async def test_requests_on_one_keep_alive_connection_each_get_their_own_head_dea
         answer = await exchange(port, [GET, GET, last], pause=0.4)
     assert answer.raw.count(b"HTTP/1.1 200 ") == 3
     assert len(app.bodies) == 3
+
+
+async def test_an_answer_before_the_body_leaves_the_rest_read_for_a_while_then_closes() -> None:
+    async def answers_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    limits = HttpLimits(linger_seconds=0.5)
+    started = time.monotonic()
+    async with serving(answers_at_once, limits=limits) as port:
+        # 100 MB announced, 64 KiB every 50 ms: fast enough for the body pace, far too long to wait for
+        answer = await exchange(port, [post_head(100_000_000)] + [b"x" * 65536] * 200, pause=0.05)
+    assert answer.status == 413
+    assert answer.sent > 65536  # the rest was read while the client could read the answer...
+    assert time.monotonic() - started < 3.0  # ...for a while: the whole body would have taken 10 s
+
+
+async def test_a_body_that_completes_after_an_early_answer_ends_the_connection_at_once() -> None:
+    async def answers_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    started = time.monotonic()
+    async with serving(answers_at_once, limits=HttpLimits(linger_seconds=5)) as port:
+        answer = await exchange(port, [post_head(3000), b"x" * 1000, b"x" * 2000], pause=0.1)
+    assert answer.status == 413
+    assert answer.sent == len(post_head(3000)) + 3000  # all of it was taken...
+    assert not answer.reset  # ...so the close is a clean one
+    assert time.monotonic() - started < 2.0  # not the linger time
+
+
+async def test_a_client_writing_its_whole_body_before_reading_gets_the_early_answer_not_a_reset() -> None:
+    # as kubectl does: a reset while it still writes is the error it reports, whatever the server answered
+    async def answers_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    body = b"x" * (32 * 1024 * 1024)  # more than the kernel buffers between the two ends take
+    async with serving(answers_at_once, limits=HttpLimits(linger_seconds=5)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with asyncio.timeout(BOUND_SECONDS):
+                writer.write(post_head(len(body)) + body)
+                await writer.drain()
+                answer = await reader.read()
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 ")
