@@ -26,7 +26,8 @@ The limits (``HttpLimits``, from the ``KAAS_HTTP_*`` settings of ``kaas_api.serv
   in or the time is up (nginx's lingering close). Closing at once, with the client still sending, makes
   the kernel reset the connection, and a client still writing (kubectl) reports the reset, not the answer.
 
-Refusals are JSON in the API's error shape, ``{"error", "message", "detail"}`` (``kaas_api.app``).
+Refusals are JSON in the API's error shape, ``{"error", "message", "detail"}`` (``kaas_api.app``), and
+linger the same way (for the whole ``linger_seconds``: what still comes is never parsed).
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, error: str, message: str, detail: dict[str, Any]) -> None:
         """Answer ``status`` unless this request (or, while a head arrives, the one before) already has an
-        answer going out, then close the connection."""
+        answer going out; then drop whatever still comes for ``linger_seconds`` and close, as after any
+        answer given before the request was all in."""
         if self._finished:
             return
         self._finished = True
@@ -285,9 +287,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # The application sees a disconnect, and whatever it still sends is dropped: ours is the answer.
             cycle.disconnected = True
             cycle.message_event.set()
-        if answerable:
-            self.transport.write(self._refusal_bytes(status, error, message, detail))
-        self.transport.close()
+        if not answerable:
+            self.transport.close()
+            return
+        self.transport.write(self._refusal_bytes(status, error, message, detail))
+        self.flow.resume_reading()  # data_received drops it all from now on
+        self._linger_timer = self.loop.call_later(self.limits.linger_seconds, self.transport.close)
 
     def _refusal_bytes(self, status: int, error: str, message: str, detail: dict[str, Any]) -> bytes:
         body = json.dumps({"error": error, "message": message, "detail": detail}).encode()

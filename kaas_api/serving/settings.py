@@ -14,6 +14,7 @@ from kaas_api.serving.limits import HttpLimits
 
 KIB = 1024
 MIB = 1024 * KIB
+_DEFAULT = HttpLimits()  # the protocol's defaults are the settings' defaults
 
 
 class HttpInputSettings(BaseSettings):
@@ -22,30 +23,32 @@ class HttpInputSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAAS_", extra="ignore")
 
     http_max_head_bytes: int = Field(
-        default=64 * KIB,
+        default=_DEFAULT.max_head_bytes,
         ge=1 * KIB,
         description="Request line plus headers, in bytes; more is refused with 431.",
     )
     http_max_headers: int = Field(
-        default=100, ge=1, description="Header fields per request; more is refused with 431."
+        default=_DEFAULT.max_headers, ge=1, description="Header fields per request; more is refused with 431."
     )
     http_head_timeout_seconds: float = Field(
-        default=10.0,
+        default=_DEFAULT.head_timeout_seconds,
         gt=0,
         description="The whole request head must arrive within this from the connection's start or the"
         " previous response's end; else 408 and the connection closes.",
     )
     http_body_grace_seconds: float = Field(
-        default=10.0, gt=0, description="How long a request body may take before its rate is checked."
+        default=_DEFAULT.body_grace_seconds,
+        gt=0,
+        description="How long a request body may take before its rate is checked.",
     )
     http_body_min_bytes_per_second: float = Field(
-        default=1024.0,
+        default=_DEFAULT.body_min_bytes_per_second,
         gt=0,
         description="After the grace period a body must have arrived at this average rate (time the server"
         " spent not reading does not count); a slower one is cut off with 408.",
     )
     http_linger_seconds: float = Field(
-        default=2.0,
+        default=_DEFAULT.linger_seconds,
         gt=0,
         description="After an answer given before its request body arrived (413), how long the rest of the"
         " body is read and dropped before the connection closes, so that the client reads the answer"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Answer:
 
     raw: bytes
     sent: int  # bytes of the request the server took before it closed
+    sent_before_answer: int  # ... before the first byte of the answer came
+    answered_after: float  # seconds from connecting to the first byte of the answer (or to the close)
     reset: bool  # the connection ended with a reset rather than a clean close
 
     @property
@@ -70,20 +73,28 @@ async def exchange(
     port: int, pieces: Sequence[bytes], *, pause: float = 0.0, bound: float = BOUND_SECONDS
 ) -> Answer:
     """Send ``pieces`` (``pause`` seconds apart) while reading, until the server closes; bounded."""
+    started = time.monotonic()
+    answered_after = -1.0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     received = bytearray()
     reset = False
+    sent = 0
+    sent_before_answer = -1
 
     async def read() -> None:
-        nonlocal reset
+        nonlocal reset, sent_before_answer, answered_after
         try:
             while chunk := await reader.read(65536):
+                if not received:
+                    sent_before_answer = sent
+                    answered_after = time.monotonic() - started
                 received.extend(chunk)
         except ConnectionError:
             reset = True
+        if answered_after < 0:
+            answered_after = time.monotonic() - started
 
     reading = asyncio.create_task(read())
-    sent = 0
     try:
         async with asyncio.timeout(bound):
             for index, piece in enumerate(pieces):
@@ -105,7 +116,13 @@ async def exchange(
         writer.close()
         with suppress(ConnectionError):
             await writer.wait_closed()
-    return Answer(raw=bytes(received), sent=sent, reset=reset)
+    return Answer(
+        raw=bytes(received),
+        sent=sent,
+        sent_before_answer=sent_before_answer,
+        answered_after=answered_after,
+        reset=reset,
+    )
 
 
 @dataclass

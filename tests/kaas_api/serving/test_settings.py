@@ -16,6 +16,7 @@ LIMIT_VARIABLES = (
     "KAAS_HTTP_HEAD_TIMEOUT_SECONDS",
     "KAAS_HTTP_BODY_GRACE_SECONDS",
     "KAAS_HTTP_BODY_MIN_BYTES_PER_SECOND",
+    "KAAS_HTTP_LINGER_SECONDS",
     "KAAS_HTTP_MAX_BODY_BYTES",
     "KAAS_HTTP_MAX_JSON_VALUES",
     "KAAS_K8S_PROXY_MAX_BODY_BYTES",
@@ -37,6 +38,7 @@ def test_the_default_limits_refuse_the_attacks_and_pass_what_kubernetes_accepts(
     assert limits.head_timeout_seconds <= 30
     assert limits.body_grace_seconds <= 30
     assert limits.body_min_bytes_per_second > 0.5  # a byte every 2 s is cut off
+    assert limits.linger_seconds <= 10
     assert api.k8s_proxy_max_body_bytes >= 3 * MIB  # kube-apiserver's own request limit passes
     assert api.k8s_proxy_max_body_bytes < 100 * MIB
     assert api.http_max_body_bytes <= api.k8s_proxy_max_body_bytes
@@ -56,6 +58,7 @@ def test_the_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("KAAS_HTTP_HEAD_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("KAAS_HTTP_BODY_GRACE_SECONDS", "3")
     monkeypatch.setenv("KAAS_HTTP_BODY_MIN_BYTES_PER_SECOND", "4096")
+    monkeypatch.setenv("KAAS_HTTP_LINGER_SECONDS", "0.5")
     monkeypatch.setenv("KAAS_K8S_PROXY_MAX_BODY_BYTES", "5000000")
     monkeypatch.setenv("KAAS_HTTP_MAX_BODY_BYTES", "100000")
     monkeypatch.setenv("KAAS_HTTP_MAX_JSON_VALUES", "500")
@@ -66,6 +69,7 @@ def test_the_limits_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
         head_timeout_seconds=2.5,
         body_grace_seconds=3.0,
         body_min_bytes_per_second=4096.0,
+        linger_seconds=0.5,
     )
     api, tunnel = ApiSettings(), TunnelSettings()
     assert api.http_limits == expected
