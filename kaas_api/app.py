@@ -30,7 +30,7 @@ from kaas_api.dispatch import TaskDispatcher
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
 from kaas_api.k8s.internal_hop import assertion_key
-from kaas_api.k8s.status import KubeStatusError, kube_status_handler
+from kaas_api.k8s.status import KubeStatusError, kube_status, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
 from kaas_api.observability.metrics import ApiMetrics, HttpMetricsMiddleware, KaasStateCollector
@@ -39,6 +39,7 @@ from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
 from kaas_api.security_headers import SecurityHeadersMiddleware, is_dashboard_path
+from kaas_api.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 from kaas_api.users import endpoints as users
 from kaas_api.webhooks import endpoints as webhooks
@@ -75,8 +76,10 @@ def _location(loc: tuple[int | str, ...] | list[int | str]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    listed = errors[: request.app.state.kaas.settings.max_validation_errors]  # the answer stays small
     problems = []
-    for error in exc.errors():
+    for error in listed:
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         problems.append(
             {"field": _location(error.get("loc", ())), "message": message, "type": error.get("type")}
@@ -84,6 +87,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     summary = "; ".join(
         f"{p['field']}: {p['message']}" if p["field"] else str(p["message"]) for p in problems
     )
+    if len(errors) > len(listed):
+        summary += f"; and {len(errors) - len(listed)} more problems"
     if _is_dashboard(request):
         return dashboard.render_error(request, InvalidInput(summary or "invalid input"))
     return JSONResponse(
@@ -97,6 +102,29 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=exc.status_code, content=error_body(error, str(exc.detail)), headers=exc.headers
     )
+
+
+def _body_rules(settings: ApiSettings) -> list[BodyRule]:
+    """The k8s proxy streams bodies up to its own cap and answers in ``Status`` objects; the rest is JSON and
+    forms (``kaas_api.serving.body_limit``)."""
+
+    def as_status(refusal: Refusal) -> dict[str, Any]:
+        return kube_status(refusal.status, refusal.message)
+
+    def as_error(refusal: Refusal) -> dict[str, Any]:
+        return error_body(refusal.error, refusal.message, refusal.detail)
+
+    return [
+        BodyRule(
+            prefix=k8s_proxy.PROXY_PREFIX + "/", max_bytes=settings.k8s_proxy_max_body_bytes, render=as_status
+        ),
+        BodyRule(
+            prefix="",
+            max_bytes=settings.http_max_body_bytes,
+            max_json_values=settings.http_max_json_values,
+            render=as_error,
+        ),
+    ]
 
 
 def create_app(
@@ -149,7 +177,9 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(dashboard.router)
-    # the last one added runs first: the request id exists before the audit event that records it
+    # the last one added runs first: the request id exists before the audit event that records it, and
+    # bodies refused for their size are counted and audited too
+    app.add_middleware(BodyLimitMiddleware, rules=_body_rules(settings))
     app.add_middleware(HttpMetricsMiddleware, metrics=api_metrics)
     app.add_middleware(AuditMiddleware, session_factory=session_factory)
     app.add_middleware(RequestIdMiddleware)

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kaas_api.projects.policy import CreationPolicy, ProjectCreation
+from kaas_api.serving.settings import MIB, HttpInputSettings
 from kaas_api.webhooks.egress import EgressPolicy, parse_networks
 
 # the same default as the tunnel server (provider.tunnel.config), so the embedded pieces match out of the box
@@ -71,8 +72,9 @@ class SharedSettings(BaseSettings):
         return EgressPolicy.from_strings(self.webhook_allowed_networks)
 
 
-class ApiSettings(SharedSettings):
-    """The API process's settings."""
+class ApiSettings(SharedSettings, HttpInputSettings):
+    """The API process's settings (the ``KAAS_HTTP_*`` input limits it shares with the tunnel server come
+    from ``HttpInputSettings``)."""
 
     public_url: str = "http://127.0.0.1:8000"
     token_default_ttl_days: int = 90
@@ -112,6 +114,20 @@ class ApiSettings(SharedSettings):
     @property
     def project_creation_policy(self) -> CreationPolicy:
         return CreationPolicy(who=self.project_creation, max_per_user=self.max_projects_per_user)
+    http_max_body_bytes: int = Field(
+        default=1 * MIB,
+        ge=0,
+        description="Request bodies of every route but the k8s proxy (JSON, forms); larger ones get 413.",
+    )
+    http_max_json_values: int = Field(
+        default=10_000,
+        ge=1,
+        description="Values (object members plus array items) a JSON body may hold; more is refused with 422"
+        " before validation, which would report each unknown key.",
+    )
+    max_validation_errors: int = Field(
+        default=20, ge=1, description="How many problems a 422 lists; the message says how many more."
+    )
 
     def validate_for_production(self) -> None:
         """Refuse to run a production deployment on the embedded defaults."""

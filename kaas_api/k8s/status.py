@@ -20,6 +20,7 @@ _REASONS = {
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",
+    413: "RequestEntityTooLarge",
     422: "Invalid",
     501: "NotImplemented",
     502: "BadGateway",

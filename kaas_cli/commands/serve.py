@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from kaas_api.config import ApiSettings
 from kaas_api.observability.logs import configure_logging
+from kaas_api.serving.limits import run_server, server_config
 from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import err_console
 
@@ -45,8 +45,10 @@ def api(
     app = create_app(
         settings, session_factory=make_session_factory(engine), dispatcher=CeleryDispatcher(celery_client)
     )
-    # log_config=None: uvicorn's loggers propagate to the handler configure_logging installed
-    uvicorn.run(app, host=host, port=port, log_config=None, log_level=settings.log_level.lower())
+    config = server_config(
+        app, limits=settings.http_limits, host=host, port=port, log_level=settings.log_level.lower()
+    )
+    run_server(config)
 
 
 def _keep_kaas_logging() -> None:

@@ -12,11 +12,11 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-import uvicorn
 from pydantic import SecretStr
 
 from kaas_api.config import ApiSettings, default_state_dir
 from kaas_api.db.session import make_engine, make_session_factory
+from kaas_api.serving.limits import run_server, server_config
 from kaas_cli.config import CliConfig
 from kaas_cli.embedded import (
     DEFAULT_REGION,
@@ -163,15 +163,16 @@ def up(
             console.print(f"admin token (also saved for the CLI): {seed.admin_token}", soft_wrap=True)
             console.print(f"admin dashboard: {public_url}/admin (log in with the admin token)")
             console.print("try: [bold]kaas cluster create demo --wait[/]")
-            uvicorn.run(
+            config = server_config(
                 app,
+                limits=api_settings.http_limits,
                 host="127.0.0.1",
                 port=port,
-                log_config=None,
                 log_level="warning",
                 ssl_certfile=str(tls.cert_file),
                 ssl_keyfile=str(tls.key_file),
             )
+            run_server(config)
         finally:
             booter.stop()
             worker.stop()

@@ -7,13 +7,15 @@ the embedded mode, tests) and passed to ``TunnelServer``. Inner code never reads
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from kaas_api.config import default_state_dir
+from kaas_api.serving.settings import HttpInputSettings
 
 
-class TunnelSettings(BaseSettings):
-    """Where the tunnel server listens, how it finds its peers, and its limits and timeouts."""
+class TunnelSettings(HttpInputSettings):
+    """Where the tunnel server listens, how it finds its peers, and its limits and timeouts (its internal
+    endpoint's ``KAAS_HTTP_*`` input limits and body cap are the API's, from ``HttpInputSettings``)."""
 
     model_config = SettingsConfigDict(env_prefix="KAAS_", extra="ignore")
 

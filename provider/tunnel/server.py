@@ -13,7 +13,9 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
   The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
 - the INTERNAL HTTP endpoint the API's k8s proxy calls (``provider.tunnel.proxy``), which also serves this
-  server's metrics (``provider.tunnel.metrics``) at ``/metrics`` to the metrics token alone.
+  server's metrics (``provider.tunnel.metrics``) at ``/metrics`` to the metrics token alone; its input is
+  bounded like the API's
+  (``kaas_api.serving``: request-head limits, slow clients cut off, bodies up to the k8s proxy's cap).
 
 Agents report their status on agent-opened streams (metadata ``{"kind": "status"}``, body the report's
 JSON); the server writes ``cluster_agents`` (``provider.tunnel.store``), the only writer of that table.
@@ -40,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from agents.forward import kube_status
 from agents.runtime import (
     WEBSOCKET_MAX_MESSAGE,
     DialHandler,
@@ -53,6 +56,8 @@ from agents.tunnel import TunnelSession
 from agents.tunnel.http import STATUS_KIND
 from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
 from kaas_api.k8s.internal_hop import assertion_key
+from kaas_api.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
+from kaas_api.serving.limits import server_config
 from kaas_api.tunnel_registry import TunnelRegistry
 from provider.tunnel import store
 from provider.tunnel.config import TunnelSettings
@@ -105,6 +110,13 @@ def _address(remote: Any) -> str:
         host = str(remote[0])
         return f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
     return str(remote)
+def _body_limited(app: Any, *, max_bytes: int) -> BodyLimitMiddleware:
+    """The internal endpoint takes bodies up to the k8s proxy's cap, refused as a Kubernetes ``Status``."""
+
+    def as_status(refusal: Refusal) -> dict[str, Any]:
+        return kube_status(refusal.status, "RequestEntityTooLarge", refusal.message)
+
+    return BodyLimitMiddleware(app, rules=[BodyRule(prefix="", max_bytes=max_bytes, render=as_status)])
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
@@ -171,8 +183,9 @@ class TunnelServer:
         self._tunnel_port = self._ws_server.sockets[0].getsockname()[1]
         self._http_socket = _bound_socket(settings.internal_host, settings.internal_port)
         self._internal_port = self._http_socket.getsockname()[1]
-        config = uvicorn.Config(
-            internal_app(self),
+        config = server_config(
+            _body_limited(internal_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
+            limits=settings.http_limits,
             lifespan="off",
             ws="websockets-sansio",  # WebSocket upgrades (kubectl exec) from the k8s proxy
             log_level="warning",

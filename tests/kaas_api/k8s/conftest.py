@@ -26,6 +26,7 @@ from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
 from kaas_api.db.models import Cluster
 from kaas_api.security import SecretBox
+from kaas_api.serving.limits import server_config
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry
 from provider.tunnel.server import TunnelServer
 from simcloud.kube.identity import Identity
@@ -98,11 +99,13 @@ def app(
 
 @pytest.fixture
 async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket) -> AsyncIterator[str]:
-    """The API served over HTTPS in this event loop (startup/shutdown, never serve(): no signal handlers)."""
+    """The API served over HTTPS in this event loop as ``kaas up`` serves it (``server_config``: the input
+    limits of ``kaas_api.serving``); startup/shutdown, never serve(): no signal handlers."""
     assert settings.tls_cert_file is not None
     assert settings.tls_key_file is not None
-    config = uvicorn.Config(
+    config = server_config(
         app,
+        limits=settings.http_limits,
         lifespan="off",
         ws="websockets-sansio",  # kubectl exec: as uvicorn's "auto" picks with websockets installed
         log_level="warning",
