@@ -18,12 +18,26 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Project, ProjectMember, Quota, Region, Role, User
+from kaas_api.db.models import (
+    ApiToken,
+    Project,
+    ProjectMember,
+    Quota,
+    Region,
+    Role,
+    TokenKind,
+    User,
+    as_utc,
+    utcnow,
+)
+from kaas_api.security import hash_token
 from kaas_api.users.service import create_user, issue_token
 
 DEFAULT_REGION = "local"
 DEFAULT_PROJECT = "default"
 ADMIN_USER = "admin"
+# the description of the admin tokens kaas up issues and saves for the CLI
+KAAS_UP_TOKEN_DESCRIPTION = "kaas up"  # noqa: S105 (a description, not a secret)
 SIM_FLAVORS = [
     {"name": "m1.tiny", "vcpus": 1, "ram_mb": 512},
     {"name": "m1.small", "vcpus": 1, "ram_mb": 2048},
@@ -72,9 +86,40 @@ class SeedResult:
     region: str
 
 
-def seed_embedded(factory: sessionmaker[Session], *, cloud_name: str) -> SeedResult:
-    """Make sure the embedded defaults exist (a region on the simulated cloud, an admin, a project),
-    and issue a fresh admin token for this run. Idempotent: a second ``kaas up`` reuses what exists."""
+def admin_token_for_this_run(session: Session, admin: User, *, saved_token: str | None) -> str:
+    """The admin token the CLI config saved, if it is still a live token of the admin; else a new one, and
+    the earlier ``kaas up`` tokens are revoked: the config that held them is overwritten with the new one,
+    so nothing uses them any more, and a token nobody holds should not stay valid for ever."""
+    now = utcnow()
+    if saved_token:
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(saved_token)))
+        expires_at = as_utc(row.expires_at) if row is not None else None
+        if (
+            row is not None
+            and row.user_id == admin.id
+            and row.kind == TokenKind.USER.value
+            and row.revoked_at is None
+            and (expires_at is None or expires_at > now)
+        ):
+            return saved_token
+    replaced = session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == admin.id,
+            ApiToken.description == KAAS_UP_TOKEN_DESCRIPTION,
+            ApiToken.revoked_at.is_(None),
+        )
+    )
+    for row in replaced:
+        row.revoked_at = now
+    return issue_token(session, user=admin, description=KAAS_UP_TOKEN_DESCRIPTION)
+
+
+def seed_embedded(
+    factory: sessionmaker[Session], *, cloud_name: str, saved_token: str | None = None
+) -> SeedResult:
+    """Make sure the embedded defaults exist (a region on the simulated cloud, an admin, a project) and
+    pick the admin token of this run (``admin_token_for_this_run``: the saved one while it is valid).
+    Idempotent: a second ``kaas up`` reuses what exists."""
     with factory() as session, session.begin():
         region = session.scalar(select(Region).where(Region.name == DEFAULT_REGION))
         if region is None:
@@ -94,8 +139,11 @@ def seed_embedded(factory: sessionmaker[Session], *, cloud_name: str) -> SeedRes
         admin = session.scalar(select(User).where(User.name == ADMIN_USER))
         if admin is None:
             admin, token = create_user(session, name=ADMIN_USER, is_admin=True)
+            first = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+            assert first is not None  # just made by create_user
+            first.description = KAAS_UP_TOKEN_DESCRIPTION  # so that a later run that replaces it revokes it
         else:
-            token = issue_token(session, user=admin, description="kaas up")
+            token = admin_token_for_this_run(session, admin, saved_token=saved_token)
         project = session.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
         if project is None:
             project = Project(name=DEFAULT_PROJECT, description="created by kaas up", created_by=admin.id)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from kaas_cli.commands import admin, cluster, operation, project
-from kaas_cli.commands.kubeconfig import kubeconfig
+from kaas_cli.commands import admin, api_token, cluster, node_pool, operation, project, region, webhook
+from kaas_cli.commands.common import Wiring, use_wiring
+from kaas_cli.commands.kubeconfig import kubeconfig, token_app
 from kaas_cli.commands.login import login
 from kaas_cli.commands.serve import api, beat, db_app, tunnel, worker
 from kaas_cli.commands.token import token
@@ -14,6 +15,14 @@ from kaas_cli.commands.up import up
 app = typer.Typer(
     help="kaas: self-service Kubernetes clusters on OpenStack.", no_args_is_help=True, add_completion=False
 )
+
+
+@app.callback()
+def _wire(context: typer.Context) -> None:
+    # the caller's wiring (an in-process transport) for the command about to run; a shell passes none
+    use_wiring(context.obj if isinstance(context.obj, Wiring) else Wiring())
+
+
 app.command(help="Start everything on embedded defaults (SQLite, in-process worker, simulated cloud).")(up)
 app.command(help="Run the API server.")(api)
 app.command(help="Run a provider worker.")(worker)
@@ -27,8 +36,13 @@ app.add_typer(project.app, name="project")
 cluster.app.command(name="kubeconfig", help="Download a kubeconfig that reaches the cluster through kaas.")(
     kubeconfig
 )
+cluster.app.add_typer(node_pool.app, name="node-pool")
+cluster.app.add_typer(token_app, name="kubeconfig-token")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(operation.app, name="operation")
+app.add_typer(region.app, name="region")
+app.add_typer(api_token.app, name="api-token")
+app.add_typer(webhook.app, name="webhook")
 
 if __name__ == "__main__":
     app()

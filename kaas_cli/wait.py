@@ -50,6 +50,6 @@ def wait_for_operation(
                 raise OperationTimeout(
                     f"operation {operation_id} still {operation.get('state')} at step {step!r}"
                     f" after {timeout:.0f}s;"
-                    " it goes on in the background: follow it with `kaas operation get`"
+                    " it goes on in the background: follow it with `kaas operation watch`"
                 )
             time.sleep(poll_interval)

@@ -28,6 +28,7 @@ from kaas_api.db.models import (
 )
 from kaas_api.dispatch import UnitOfWork
 from kaas_api.errors import Conflict, InvalidInput, NotFound
+from kaas_api.kubeconfig.service import revoke_cluster_kubeconfig_tokens
 from kaas_api.operations.service import record_operation
 from kaas_api.regions.service import flavor_sizes, get_region
 from kaas_api.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
@@ -302,13 +303,15 @@ def delete_node_pool(uow: UnitOfWork, cluster: Cluster, name: str, *, requested_
 
 def delete_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
     """Ask for the cluster's deletion. The provider tears it down and then sets phase ``deleted`` and
-    ``deleted_at``. Asking again while deleting records a new operation that supersedes the first."""
+    ``deleted_at``. Asking again while deleting records a new operation that supersedes the first. The
+    cluster's kubeconfig tokens are revoked here, with the acceptance (``kaas_api.kubeconfig.service``)."""
     if cluster.phase == ClusterPhase.DELETED.value or cluster.deleted_at is not None:
         raise Conflict(f"cluster {cluster.name!r} is already deleted")
     cluster.phase = ClusterPhase.DELETING.value
     cluster.generation += 1
     cluster.updated_at = utcnow()
-    uow.session.flush()
+    uow.session.flush()  # the UPDATE locks the row: a kubeconfig download now waits, then sees "deleting"
+    revoke_cluster_kubeconfig_tokens(uow.session, cluster)
     operation = record_operation(uow.session, cluster, kind=OperationKind.DELETE, requested_by=requested_by)
     _request_reconcile(uow, cluster)
     return operation

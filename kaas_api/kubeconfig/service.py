@@ -5,6 +5,11 @@ Owned by ``kaas_api.kubeconfig``; called by its endpoints (and by tests). A kube
 cluster's k8s proxy (``kaas_api.k8s.access.authorize_cluster``), never on
 ``/v1``. Only its digest is stored. Raises domain errors only.
 
+A cluster's kubeconfig tokens die with it: ``kaas_api.clusters.service.delete_cluster`` revokes them in the
+transaction that accepts the deletion, and no new one is issued once that is accepted. Not when the
+teardown finishes: a deletion cannot be undone, a teardown the cloud stalls may take days, and the owner
+can still reach the cluster meanwhile with their own API token (``--exec`` kubeconfigs).
+
 kubectl sends a kubeconfig's credentials (token or exec plugin alike) only to an ``https://`` server
 (kubernetes/kubectl#744), so a kubeconfig for a plain ``http://`` public URL says so in a comment: serve the
 API over TLS (``KAAS_TLS_CERT_FILE`` / ``KAAS_TLS_KEY_FILE``, and ``KAAS_TLS_CA_FILE`` for a private CA).
@@ -18,12 +23,12 @@ from datetime import timedelta
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import TOKEN_DISPLAY_PREFIX_LENGTH, Principal
-from kaas_api.db.models import ApiToken, Cluster, Project, TokenKind, User, utcnow
-from kaas_api.errors import Forbidden, InvalidInput, NotFound
+from kaas_api.db.models import ApiToken, Cluster, ClusterPhase, Project, TokenKind, User, utcnow
+from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kaas_api.security import generate_token, hash_token
 from kaas_api.validation import is_dns_label, is_uuid
 
@@ -34,7 +39,14 @@ EXEC_API_VERSION = "client.authentication.k8s.io/v1"
 def issue_kubeconfig_token(
     session: Session, *, user: User, cluster: Cluster, ttl: timedelta, description: str = ""
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user`` on ``cluster`` only; returns the row and the token (never stored)."""
+    """A new token for ``user`` on ``cluster`` only; returns the row and the token (never stored).
+
+    ``Conflict`` once the cluster's deletion is accepted. The cluster row is share-locked for the check, so
+    a deletion accepted concurrently either waits for this token (and revokes it) or is seen here.
+    """
+    phase = session.scalar(select(Cluster.phase).where(Cluster.id == cluster.id).with_for_update(read=True))
+    if phase in (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value):
+        raise Conflict(f"cluster {cluster.name!r} is being deleted: it gets no new kubeconfig tokens")
     token = generate_token(KUBECONFIG_TOKEN_PREFIX)
     row = ApiToken(
         user_id=user.id,
@@ -48,6 +60,19 @@ def issue_kubeconfig_token(
     session.add(row)
     session.flush()
     return row, token
+
+
+def revoke_cluster_kubeconfig_tokens(session: Session, cluster: Cluster) -> None:
+    """Revoke every kubeconfig token of ``cluster`` that is not revoked yet (its deletion was accepted)."""
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.kind == TokenKind.KUBECONFIG.value,
+            ApiToken.cluster_id == cluster.id,
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
 
 
 def check_ttl_days(ttl_days: int, *, max_days: int) -> timedelta:

@@ -8,7 +8,7 @@ from kaas_api.db.models import Region
 from kaas_api.deps import CurrentUser, Uow
 from kaas_api.errors import Forbidden
 from kaas_api.regions import service
-from kaas_api.regions.schemas import Flavor, RegionCreate, RegionOut, RegionPatch
+from kaas_api.regions.schemas import Flavor, RegionCapacity, RegionCreate, RegionOut, RegionPatch
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 
@@ -22,6 +22,8 @@ def region_out(region: Region) -> RegionOut:
         kubernetes_versions=list(region.kubernetes_versions or []),
         default_kubernetes_version=region.default_kubernetes_version,
         flavors=[Flavor.model_validate(f) for f in region.flavors or []],
+        capacity=RegionCapacity.model_validate(region.cloud_capacity) if region.cloud_capacity else None,
+        capacity_observed_at=region.cloud_capacity_at,
         image=region.image,
         external_network=region.external_network,
         default_node_cidr=region.default_node_cidr,

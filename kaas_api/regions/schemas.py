@@ -74,6 +74,18 @@ class RegionPatch(RegionFields):
     )
 
 
+class RegionCapacity(BaseModel):
+    """What the region's cloud last said of its compute limits and use (``provider.cloud.driver.
+    CloudCapacity``, observed by the region's sweep); a null limit is unlimited."""
+
+    cores_limit: int | None
+    cores_used: int
+    ram_mb_limit: int | None
+    ram_mb_used: int
+    instances_limit: int | None
+    instances_used: int
+
+
 class RegionOut(BaseModel):
     id: str
     name: str
@@ -82,6 +94,8 @@ class RegionOut(BaseModel):
     kubernetes_versions: list[str]
     default_kubernetes_version: str | None
     flavors: list[Flavor]
+    capacity: RegionCapacity | None = Field(description="The cloud's word; null until first observed.")
+    capacity_observed_at: datetime | None
     image: str
     external_network: str
     default_node_cidr: str

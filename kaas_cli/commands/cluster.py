@@ -1,4 +1,6 @@
-"""``kaas cluster ...``: create, list, get, scale and delete clusters, optionally following the operation."""
+"""``kaas cluster ...``: create, list, get, scale and delete clusters (optionally following the operation),
+and list a cluster's nodes. Its node pools (``node-pool``), kubeconfig and kubeconfig tokens are commands of
+their own modules, attached here by ``kaas_cli.main``."""
 
 from __future__ import annotations
 
@@ -6,9 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from kaas_cli.commands.common import OutputOption, ProjectOption, api_client, resolve_project
-from kaas_cli.output import OutputFormat, console, err_console, print_json, print_object, print_rows
-from kaas_cli.wait import OperationTimeout, wait_for_operation
+from kaas_cli.commands.common import (
+    OutputOption,
+    ProjectOption,
+    TimeoutOption,
+    WaitOption,
+    api_client,
+    follow_operation,
+    items,
+    resolve_project,
+)
+from kaas_cli.commands.operation import OPERATION_COLUMNS
+from kaas_cli.output import OutputFormat, console, err_console, print_data, print_object, print_rows, show
 
 app = typer.Typer(help="Kubernetes clusters.", no_args_is_help=True)
 
@@ -21,6 +32,15 @@ CLUSTER_COLUMNS = [
     ("node_counts.observed", "NODES"),
     ("node_counts.desired", "DESIRED"),
     ("created_at", "CREATED"),
+]
+
+
+NODE_POOL_COLUMNS = [
+    ("name", "POOL"),
+    ("flavor", "FLAVOR"),
+    ("count", "COUNT"),
+    ("labels", "LABELS"),
+    ("taints", "TAINTS"),
 ]
 
 
@@ -48,14 +68,14 @@ def print_cluster(cluster: dict[str, Any]) -> None:
             **(cluster.get("control_plane") or {"count": "?", "flavor": "?"})
         ),
         "api endpoint": cluster.get("api_endpoint"),
-        "created": cluster.get("created_at"),
+        "created": show(cluster.get("created_at"), key="created_at"),
     }
     print_object(summary, OutputFormat.TABLE)
     pools = cluster.get("node_pools") or []
     if pools:
         print_rows(
             pools,
-            [("name", "POOL"), ("flavor", "FLAVOR"), ("count", "COUNT"), ("labels", "LABELS")],
+            NODE_POOL_COLUMNS,
             OutputFormat.TABLE,
         )
     conditions = cluster.get("conditions") or []
@@ -65,18 +85,6 @@ def print_cluster(cluster: dict[str, Any]) -> None:
             [("type", "CONDITION"), ("status", "STATUS"), ("reason", "REASON"), ("message", "MESSAGE")],
             OutputFormat.TABLE,
         )
-
-
-def _follow(client: Any, operation: dict[str, Any], *, timeout: float, fmt: OutputFormat) -> dict[str, Any]:
-    try:
-        final = wait_for_operation(client, operation["id"], timeout=timeout, quiet=fmt is OutputFormat.JSON)
-    except OperationTimeout as exc:
-        err_console.print(f"[yellow]timeout:[/] {exc}")
-        raise typer.Exit(3) from exc
-    if final["state"] == "failed":
-        err_console.print(f"[red]operation failed:[/] {final.get('error') or 'no message'}")
-        raise typer.Exit(1)
-    return final
 
 
 @app.command()
@@ -120,9 +128,12 @@ def create(
         if output is OutputFormat.TABLE:
             err_console.print(f"cluster [bold]{name}[/] accepted, operation {created['operation']['id']}")
         if wait:
-            _follow(client, created["operation"], timeout=timeout, fmt=output)
+            follow_operation(client, created["operation"], timeout=timeout, fmt=output)
             created["cluster"] = client.get(f"/v1/projects/{project_name}/clusters/{name}")
-        print_cluster(created["cluster"]) if output is OutputFormat.TABLE else print_json(created)
+        if output is OutputFormat.TABLE:
+            print_cluster(created["cluster"])
+        else:
+            print_data(created, output)
 
 
 @app.command("list")
@@ -130,8 +141,7 @@ def list_clusters(project: ProjectOption = None, output: OutputOption = OutputFo
     """List the project's clusters."""
     with api_client() as (client, config):
         clusters = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters")
-        rows = clusters.get("items", clusters) if isinstance(clusters, dict) else clusters
-        print_rows(rows, CLUSTER_COLUMNS, output)
+        print_rows(items(clusters), CLUSTER_COLUMNS, output)
 
 
 @app.command()
@@ -139,7 +149,10 @@ def get(name: str, project: ProjectOption = None, output: OutputOption = OutputF
     """Show one cluster with its conditions."""
     with api_client() as (client, config):
         cluster = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}")
-        print_cluster(cluster) if output is OutputFormat.TABLE else print_json(cluster)
+        if output is OutputFormat.TABLE:
+            print_cluster(cluster)
+        else:
+            print_data(cluster, output)
 
 
 @app.command()
@@ -148,8 +161,8 @@ def scale(
     pool_name: Annotated[str, typer.Argument(help="node pool")],
     count: Annotated[int, typer.Argument(help="new node count")],
     project: ProjectOption = None,
-    wait: Annotated[bool, typer.Option("--wait")] = False,
-    timeout: Annotated[float, typer.Option()] = 1800,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 1800,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Change a node pool's size."""
@@ -160,10 +173,11 @@ def scale(
         )
         operation = result.get("operation") if isinstance(result, dict) else None
         if wait and operation:
-            _follow(client, operation, timeout=timeout, fmt=output)
-        print_json(result) if output is OutputFormat.JSON else console.print(
-            f"node pool {pool_name} → {count}"
-        )
+            follow_operation(client, operation, timeout=timeout, fmt=output)
+        if output is OutputFormat.TABLE:
+            console.print(f"node pool {pool_name} → {count}")
+        else:
+            print_data(result, output)
 
 
 @app.command()
@@ -173,7 +187,7 @@ def delete(
     wait: Annotated[
         bool, typer.Option("--wait", help="follow the deletion until every resource is gone")
     ] = False,
-    timeout: Annotated[float, typer.Option()] = 1800,
+    timeout: TimeoutOption = 1800,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete a cluster and every cloud resource it has."""
@@ -182,29 +196,36 @@ def delete(
         if output is OutputFormat.TABLE:
             err_console.print(f"deletion of [bold]{name}[/] accepted, operation {result['operation']['id']}")
         if wait:
-            result["operation"] = _follow(client, result["operation"], timeout=timeout, fmt=output)
-        if output is OutputFormat.JSON:
-            print_json(result)
+            result["operation"] = follow_operation(client, result["operation"], timeout=timeout, fmt=output)
+        if output is not OutputFormat.TABLE:
+            print_data(result, output)
         elif wait:
             console.print(f"cluster {name} deleted")
 
 
+NODE_COLUMNS = [
+    ("name", "NAME"),
+    ("role", "ROLE"),
+    ("node_pool", "POOL"),
+    ("flavor", "FLAVOR"),
+    ("status", "STATUS"),
+    ("ready", "READY"),
+    ("address", "ADDRESS"),
+    ("created_at", "CREATED"),
+]
+
+
 @app.command()
+def nodes(name: str, project: ProjectOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
+    """The cluster's nodes (servers): role, pool, flavor, status, readiness and address."""
+    with api_client() as (client, config):
+        found = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}/nodes")
+        print_rows(items(found), NODE_COLUMNS, output)
+
+
+@app.command(hidden=True)
 def operations(name: str, project: ProjectOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
-    """The cluster's operations, newest first."""
+    """The cluster's operations, newest first (the same as `kaas operation list NAME`)."""
     with api_client() as (client, config):
         ops = client.get(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}/operations")
-        rows = ops.get("items", ops) if isinstance(ops, dict) else ops
-        print_rows(
-            rows,
-            [
-                ("id", "ID"),
-                ("kind", "KIND"),
-                ("state", "STATE"),
-                ("step", "STEP"),
-                ("progress", "%"),
-                ("error", "ERROR"),
-                ("created_at", "CREATED"),
-            ],
-            output,
-        )
+        print_rows(items(ops), OPERATION_COLUMNS, output)

@@ -1,19 +1,48 @@
-"""What every API-calling command shares: loading the config, opening the client, reporting errors."""
+"""What every API-calling command shares: loading the config, opening the client, reporting errors, the
+``-o/--output`` and ``--project`` options, following an operation."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+import httpx
 import typer
+from rich.markup import escape
 
 from kaas_cli.client import ApiError, KaasClient
 from kaas_cli.config import CliConfig
 from kaas_cli.output import OutputFormat, err_console
+from kaas_cli.wait import OperationTimeout, wait_for_operation
 
-OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 ProjectOption = Annotated[str | None, typer.Option("--project", "-p", help="project (default: from config)")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="follow the operation until it ends")]
+TimeoutOption = Annotated[float, typer.Option(help="seconds to wait with --wait")]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the caller of the ``kaas`` app may hand every command as the context object
+    (``app(obj=Wiring(...))``; ``kaas_cli.main`` passes it on to ``use_wiring``): an HTTP transport to the
+    API instead of the network, for a program that runs the API in its own process. A shell's ``kaas``
+    passes nothing."""
+
+    transport: httpx.BaseTransport | None = None
+
+
+_wiring: ContextVar[Wiring] = ContextVar("kaas_cli_wiring", default=Wiring())  # noqa: B039 (frozen)
+
+
+def use_wiring(wiring: Wiring) -> None:
+    _wiring.set(wiring)
+
+
+def open_client(config: CliConfig) -> KaasClient:
+    return KaasClient(config, transport=_wiring.get().transport)
 
 
 @contextmanager
@@ -21,10 +50,10 @@ def api_client() -> Iterator[tuple[KaasClient, CliConfig]]:
     """Open a client from the CLI config; turn API errors into a one-line message and exit code 1."""
     config = CliConfig.load()
     try:
-        with KaasClient(config) as client:
+        with open_client(config) as client:
             yield client, config
     except ApiError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}")
+        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
         raise typer.Exit(1) from exc
 
 
@@ -36,3 +65,28 @@ def resolve_project(config: CliConfig, project: str | None) -> str:
         )
         raise typer.Exit(2)
     return chosen
+
+
+def items(answer: Any) -> list[dict[str, Any]]:
+    """The list in an API answer (a bare list, or a page's ``items``)."""
+    if isinstance(answer, dict):
+        return list(answer.get("items", []))
+    return list(answer or [])
+
+
+def follow_operation(
+    client: KaasClient, operation: dict[str, Any], *, timeout: float, fmt: OutputFormat
+) -> dict[str, Any]:
+    """Follow ``operation`` to its end (live progress on stderr for tables); exit 1 if it failed, 3 if it
+    is still going after ``timeout`` seconds."""
+    try:
+        final = wait_for_operation(
+            client, operation["id"], timeout=timeout, quiet=fmt is not OutputFormat.TABLE
+        )
+    except OperationTimeout as exc:
+        err_console.print(f"[yellow]timeout:[/] {exc}")
+        raise typer.Exit(3) from exc
+    if final["state"] == "failed":
+        err_console.print(f"[red]operation failed:[/] {final.get('error') or 'no message'}")
+        raise typer.Exit(1)
+    return final

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from kaas_cli.client import ApiError, KaasClient
+from kaas_cli.client import ApiError
+from kaas_cli.commands.common import open_client
 from kaas_cli.config import CliConfig
 from kaas_cli.output import console, err_console
 
@@ -30,7 +31,7 @@ def login(
         ca_file=str(ca_file.expanduser().resolve()) if ca_file else None,
     )
     try:
-        with KaasClient(config) as client:
+        with open_client(config) as client:
             me = client.get("/v1/me")
     except ApiError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")

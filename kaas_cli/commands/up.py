@@ -123,7 +123,7 @@ def up(
         )
         configure_logging(json=api_settings.log_json, level="WARNING")
         celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))
-        seed = seed_embedded(factory, cloud_name=cloud.cloud_name)
+        seed = seed_embedded(factory, cloud_name=cloud.cloud_name, saved_token=CliConfig.load().token)
         CliConfig(
             url=public_url,
             token=seed.admin_token,

@@ -18,6 +18,7 @@ from pathlib import Path
 import openstack
 import pytest
 import sqlalchemy as sa
+import yaml
 from openstack.config import loader
 
 pytestmark = pytest.mark.e2e
@@ -184,6 +185,38 @@ def test_wait_shows_progress_of_the_operation(kaas_up: KaasUp) -> None:
     assert "100%" in created.stderr
 
 
+def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Path) -> None:
+    """Each ``kaas up`` used to mint another admin token that never expired and left the older ones live."""
+    up = KaasUp(tmp_path, free_port())
+    config = up.state_dir / "cli.yaml"
+    process = up.start()
+    try:
+        first = yaml.safe_load(config.read_text())["token"]
+    finally:
+        stop(process)
+    process = up.start()
+    try:
+        assert yaml.safe_load(config.read_text())["token"] == first
+        listed = up.cli("api-token", "list", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        live = [t for t in json.loads(listed.stdout) if t["revoked_at"] is None]
+        assert [t["prefix"] for t in live] == [first[:12]]
+    finally:
+        stop(process)
+    config.write_text(config.read_text().replace(first, "kaas_lost"))  # the config lost it
+    process = up.start()
+    try:
+        second = yaml.safe_load(config.read_text())["token"]
+        assert second != first
+        tokens = json.loads(up.cli("api-token", "list", "-o", "json").stdout)
+        assert {t["prefix"]: t["revoked_at"] is None for t in tokens} == {
+            first[:12]: False,
+            second[:12]: True,
+        }
+    finally:
+        stop(process)
+
+
 def test_cli_reports_api_errors_in_one_line(kaas_up: KaasUp) -> None:
     bad = kaas_up.cli("cluster", "create", "Not_A_DNS_Name")
     assert bad.returncode == 1
@@ -202,7 +235,7 @@ def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp
     created = kaas_up.cli("cluster", "create", "demo", "--wait", "--output", "json", timeout=180)
     assert created.returncode == 0, created.stderr
     kubeconfig = kaas_up.home / "kc"
-    written = kaas_up.cli("cluster", "kubeconfig", "demo", "--output", str(kubeconfig))
+    written = kaas_up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig))
     assert written.returncode == 0, written.stderr
     assert "plain HTTP" not in written.stderr  # kaas up serves HTTPS, so kubectl sends the token
 
@@ -219,6 +252,21 @@ def test_kubectl_reaches_the_cluster_through_kaas_and_its_tunnel(kaas_up: KaasUp
     listed = kubectl("get", "ns", "-o", "name")
     assert listed.returncode == 0, listed.stderr
     assert "namespace/default" in listed.stdout.split()
+
+    # the exec form: kubectl runs `kaas token` by the absolute path the download wrote, no venv on PATH
+    exec_kubeconfig = kaas_up.home / "kc-exec"
+    downloaded = kaas_up.cli("cluster", "kubeconfig", "demo", "--exec", "--output-file", str(exec_kubeconfig))
+    assert downloaded.returncode == 0, downloaded.stderr
+    bare = subprocess.run(
+        [str(KUBECTL), "--kubeconfig", str(exec_kubeconfig), "get", "ns", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**kaas_up.env, "PATH": "/usr/bin:/bin"},
+    )
+    assert bare.returncode == 0, bare.stderr
+    assert "namespace/default" in bare.stdout.split()
 
     watch = subprocess.Popen(
         [str(KUBECTL), "--kubeconfig", str(kubeconfig), "get", "ns", "-w", "-o", "name"],
@@ -288,7 +336,7 @@ def test_a_restart_keeps_the_servers_and_the_objects_and_replaces_nothing(tmp_pa
             created = up.cli("cluster", "create", name, "--wait", timeout=180)
             assert created.returncode == 0, created.stderr
         kubeconfig = tmp_path / "kc"
-        assert up.cli("cluster", "kubeconfig", "keep-a", "--output", str(kubeconfig)).returncode == 0
+        assert up.cli("cluster", "kubeconfig", "keep-a", "--output-file", str(kubeconfig)).returncode == 0
 
         def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

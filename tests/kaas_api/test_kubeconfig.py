@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import pytest
 import yaml
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import utcnow
-from kaas_api.kubeconfig.service import render_kubeconfig
-from tests.kaas_api.conftest import World, bearer
+from kaas_api.clusters.service import delete_cluster, get_any_cluster
+from kaas_api.db.models import User, utcnow
+from kaas_api.dispatch import UnitOfWork
+from kaas_api.errors import Conflict
+from kaas_api.kubeconfig.service import issue_kubeconfig_token, render_kubeconfig
+from tests.kaas_api.conftest import World, bearer, cluster_body
 
 KUBECONFIG = "/v1/projects/alpha/clusters/c1/kubeconfig"
 
@@ -127,3 +136,109 @@ def test_a_user_token_is_not_a_kubeconfig_token(world: World) -> None:
     spare = world.spare_token_ids["member"]
     response = world.client.delete(f"/v1/kubeconfig-tokens/{spare}", headers=world.auth("member"))
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("deleted_by", ["owner", "admin"])
+def test_deleting_a_cluster_revokes_its_kubeconfig_tokens_with_the_acceptance(
+    world: World, deleted_by: str
+) -> None:
+    """Revoked in the transaction that accepts the deletion, not when the teardown ends: the deletion
+    cannot be undone, and a teardown the cloud stalls must not leave the tokens alive meanwhile."""
+    owner_token = user_token(download(world, "owner"))
+    viewer_token = user_token(download(world, "viewer"))
+    created = world.call("owner", "POST", "/v1/projects/alpha/clusters", cluster_body("c2"))
+    assert created.status_code == 202, created.text
+    other = world.client.get("/v1/projects/alpha/clusters/c2/kubeconfig", headers=world.auth("viewer"))
+    other_token = user_token(yaml.safe_load(other.text))
+    proxy = f"/k8s/clusters/{world.cluster_id}/api"
+    assert world.client.get(proxy, headers=bearer(owner_token)).status_code == 503  # accepted (no agent here)
+
+    if deleted_by == "admin":
+        deleted = world.call("admin", "DELETE", f"/v1/admin/clusters/{world.cluster_id}")
+    else:
+        deleted = world.call("owner", "DELETE", "/v1/projects/alpha/clusters/c1")
+    assert deleted.status_code == 202, deleted.text
+
+    for token in (owner_token, viewer_token):
+        assert world.client.get(proxy, headers=bearer(token)).status_code == 401
+    listed = world.client.get("/v1/kubeconfig-tokens", headers=world.auth("viewer")).json()
+    assert {t["cluster"]: t["revoked_at"] is not None for t in listed} == {"c1": True, "c2": False}
+    c2 = f"/k8s/clusters/{created.json()['cluster']['id']}/api"
+    assert world.client.get(c2, headers=bearer(other_token)).status_code == 503  # another cluster's: alive
+
+
+def test_a_cluster_being_deleted_gets_no_new_kubeconfig_token(world: World) -> None:
+    assert world.call("owner", "DELETE", "/v1/projects/alpha/clusters/c1").status_code == 202
+    refused = world.client.get(KUBECONFIG, headers=world.auth("owner"))
+    assert refused.status_code == 409
+    assert "being deleted" in refused.json()["message"]
+    assert world.client.get("/v1/kubeconfig-tokens", headers=world.auth("owner")).json() == []
+    exec_form = world.client.get(KUBECONFIG, params={"format": "exec"}, headers=world.auth("owner"))
+    assert exec_form.status_code == 200  # carries no token: the owner's own API token reaches the cluster
+
+
+def _waiting_on_a_lock(session_factory: sessionmaker[Session]) -> bool:
+    with session_factory() as session:
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+        )
+
+
+def _until(condition: Callable[[], bool], *, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the other transaction never waited for the lock"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("first", ["deletion", "download"])
+def test_a_download_racing_the_deletion_leaves_no_live_token(
+    world: World, session_factory: sessionmaker[Session], first: str
+) -> None:
+    """Whichever transaction takes the cluster row first, the other waits for it: a download after an
+    accepted deletion is refused, a token issued before it is revoked by it."""
+
+    def delete(session: Session) -> None:
+        cluster = get_any_cluster(session, world.cluster_id)
+        owner = session.scalars(select(User).where(User.name == "owner")).one()
+        delete_cluster(UnitOfWork(session), cluster, requested_by=owner.id)
+
+    def download(session: Session) -> None:
+        cluster = get_any_cluster(session, world.cluster_id)
+        viewer = session.scalars(select(User).where(User.name == "viewer")).one()
+        issue_kubeconfig_token(session, user=viewer, cluster=cluster, ttl=timedelta(days=1))
+
+    steps = {"deletion": delete, "download": download}
+    second = "download" if first == "deletion" else "deletion"
+    outcome: dict[str, BaseException | None] = {}
+
+    def run_second() -> None:
+        with session_factory() as session:
+            try:
+                steps[second](session)
+                session.commit()
+                outcome[second] = None
+            except Exception as exc:  # the test asserts on it below
+                outcome[second] = exc
+
+    with session_factory() as session:
+        steps[first](session)  # holds the cluster row until it commits
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        _until(lambda: _waiting_on_a_lock(session_factory))
+        session.commit()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+    listed = world.client.get("/v1/kubeconfig-tokens", headers=world.auth("viewer")).json()
+    if first == "deletion":
+        assert isinstance(outcome["download"], Conflict)
+        assert listed == []
+    else:
+        assert outcome["deletion"] is None
+        assert [t["revoked_at"] is not None for t in listed] == [True]

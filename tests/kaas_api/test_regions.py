@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, utcnow
+from kaas_api.db.models import Cluster, Region, utcnow
 from tests.kaas_api.conftest import World
 
 
@@ -47,3 +47,23 @@ def test_region_whose_clusters_are_all_deleted_can_be_deleted(
 
 def test_duplicate_region_is_409(world: World) -> None:
     assert world.call("admin", "POST", "/v1/regions", {"name": "r1", "cloud": "x"}).status_code == 409
+
+
+def test_every_user_reads_the_capacity_the_region_sweep_observed(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    assert world.call("viewer", "GET", "/v1/regions/r1").json()["capacity"] is None  # not observed yet
+    observed = {
+        "cores_limit": 40,
+        "cores_used": 12,
+        "ram_mb_limit": None,
+        "ram_mb_used": 2048,
+        "instances_limit": 10,
+        "instances_used": 3,
+    }
+    with session_factory() as session, session.begin():  # what provider.reconciler.sweep writes
+        region = session.scalars(select(Region).where(Region.name == "r1")).one()
+        region.cloud_capacity, region.cloud_capacity_at = observed, utcnow()
+    shown = world.call("outsider", "GET", "/v1/regions/r1").json()
+    assert shown["capacity"] == observed
+    assert shown["capacity_observed_at"] is not None

@@ -1,0 +1,66 @@
+"""``kaas up``'s seeding: the admin token it saved is reused while it is valid; one that replaces it revokes
+the tokens earlier runs saved, and leaves the admin's other tokens alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_api.auth.service import issue_token
+from kaas_api.db.models import ApiToken, User, utcnow
+from kaas_api.security import hash_token
+from kaas_api.users.service import create_user
+from kaas_cli.embedded import ADMIN_USER, seed_embedded
+
+
+def live_tokens(session_factory: sessionmaker[Session]) -> dict[str, str]:
+    """The admin's tokens that are not revoked, hash → description."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(ApiToken)
+            .join(User, User.id == ApiToken.user_id)
+            .where(User.name == ADMIN_USER, ApiToken.revoked_at.is_(None))
+        )
+        return {row.token_hash: row.description for row in rows}
+
+
+def test_a_second_run_reuses_the_saved_token(session_factory: sessionmaker[Session]) -> None:
+    first = seed_embedded(session_factory, cloud_name="sim")
+    again = seed_embedded(session_factory, cloud_name="sim", saved_token=first.admin_token)
+    assert again.admin_token == first.admin_token
+    assert live_tokens(session_factory) == {hash_token(first.admin_token): "kaas up"}
+
+
+def test_a_run_without_the_saved_token_revokes_what_earlier_runs_saved(
+    session_factory: sessionmaker[Session],
+) -> None:
+    first = seed_embedded(session_factory, cloud_name="sim")
+    with session_factory() as session, session.begin():  # a token the admin made for a script
+        admin = session.scalars(select(User).where(User.name == ADMIN_USER)).one()
+        _row, scripted = issue_token(session, admin, description="ci")
+    second = seed_embedded(session_factory, cloud_name="sim", saved_token=None)
+    third = seed_embedded(session_factory, cloud_name="sim", saved_token="kaas_from-another-kaas")
+    assert len({first.admin_token, second.admin_token, third.admin_token}) == 3
+    assert live_tokens(session_factory) == {
+        hash_token(third.admin_token): "kaas up",
+        hash_token(scripted): "ci",
+    }
+
+
+def test_a_saved_token_that_is_expired_revoked_or_not_the_admin_is_replaced(
+    session_factory: sessionmaker[Session],
+) -> None:
+    first = seed_embedded(session_factory, cloud_name="sim")
+    with session_factory() as session, session.begin():
+        _alice, alice_token = create_user(session, name="alice")
+        row = session.scalars(
+            select(ApiToken).where(ApiToken.token_hash == hash_token(first.admin_token))
+        ).one()
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    replaced = seed_embedded(session_factory, cloud_name="sim", saved_token=first.admin_token)
+    assert replaced.admin_token != first.admin_token
+    not_admin = seed_embedded(session_factory, cloud_name="sim", saved_token=alice_token)
+    assert not_admin.admin_token not in (alice_token, replaced.admin_token)
+    assert live_tokens(session_factory) == {hash_token(not_admin.admin_token): "kaas up"}
