@@ -85,7 +85,9 @@ def _check_flavor(region: Region, flavor: str, *, field: str) -> None:
         raise InvalidInput(
             f"{field}: flavor {flavor[:80]!r} is not offered in region {region.name!r}; "
             f"allowed: {', '.join(allowed) or '(none configured)'}",
-            detail={"field": field, "allowed": allowed},
+            field=field,
+            rule="not_offered",
+            allowed=allowed,
         )
 
 
@@ -95,7 +97,9 @@ def _check_pool_names(pools: list[NodePoolCreate]) -> None:
     if duplicates:
         raise InvalidInput(
             f"node pool names must be unique within a cluster; repeated: {', '.join(duplicates)}",
-            detail={"field": "node_pools", "duplicates": duplicates},
+            field="node_pools",
+            rule="duplicate",
+            duplicates=duplicates,
         )
 
 
@@ -106,7 +110,9 @@ def _region_for_create(session: Session, name: str) -> Region:
         available = list(session.scalars(select(Region.name).order_by(Region.name)))
         raise InvalidInput(
             f"region {name!r} does not exist; available: {', '.join(available) or '(none)'}",
-            detail={"field": "region", "allowed": available},
+            field="region",
+            rule="unknown_region",
+            allowed=available,
         ) from None
 
 
@@ -130,7 +136,9 @@ def create_cluster(
         )
         raise InvalidInput(
             f"{what}; allowed: {', '.join(allowed_versions) or '(none configured)'}",
-            detail={"field": "kubernetes_version", "allowed": allowed_versions},
+            field="kubernetes_version",
+            rule="not_offered",
+            allowed=allowed_versions,
         )
     _check_flavor(region, spec.control_plane.flavor, field="control_plane.flavor")
     _check_pool_names(spec.node_pools)
@@ -145,7 +153,8 @@ def create_cluster(
     if overlaps:
         raise InvalidInput(
             "node, pod and service CIDRs must not overlap: " + "; ".join(overlaps),
-            detail={"overlaps": overlaps},
+            rule="cidr_overlap",
+            overlaps=overlaps,
         )
     if _live_name_taken(session, project, spec.name):
         raise Conflict(f"a cluster named {spec.name!r} already exists in project {project.name!r}")

@@ -52,7 +52,9 @@ def issue_kubeconfig_token(
 
 def check_ttl_days(ttl_days: int, *, max_days: int) -> timedelta:
     if not 1 <= ttl_days <= max_days:
-        raise InvalidInput(f"ttl_days must be between 1 and {max_days}")
+        raise InvalidInput(
+            f"ttl_days must be between 1 and {max_days}", field="ttl_days", rule="out_of_range"
+        )
     return timedelta(days=ttl_days)
 
 

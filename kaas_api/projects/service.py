@@ -21,7 +21,7 @@ def create_project(session: Session, *, name: str, description: str = "", owner:
     try:
         check_dns_label(name)
     except ValueError as exc:
-        raise InvalidInput(f"project name: {exc}", detail={"field": "name"}) from None
+        raise InvalidInput(f"project name: {exc}", field="name") from None
     if session.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise Conflict(f"project {name!r} already exists")
     project = Project(name=name, description=description)
