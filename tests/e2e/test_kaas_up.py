@@ -4,92 +4,23 @@ waits for it to run, and deleting it leaves zero resources in the simulated clou
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import openstack
 import pytest
-from openstack.config import loader
+
+from tests.e2e.conftest import KaasUp, running_kaas_up
 
 pytestmark = pytest.mark.e2e
-
-KAAS = [sys.executable, "-m", "kaas_cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class KaasUp:
-    def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        self.state_dir = home / ".kaas"
-        self.env = {**os.environ, "HOME": str(home), "KAAS_CLI_CONFIG": str(self.state_dir / "cli.yaml")}
-        self.env.pop("KAAS_DATABASE_URL", None)
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KAAS, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def cloud_resources(self) -> dict[str, list[str]]:
-        """Everything in the simulated cloud, seen through the Nova/Neutron/Octavia APIs as admin."""
-        config = loader.OpenStackConfig(
-            config_files=[str(self.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
-        )
-        conn = openstack.connection.Connection(config=config.get_one(cloud="sim-admin"))
-        try:
-            tagged = {
-                "servers": [s.name for s in conn.compute.servers(all_projects=True)],
-                "networks": [n.name for n in conn.network.networks() if not n.is_router_external],
-                "routers": [r.name for r in conn.network.routers()],
-                "security_groups": [g.name for g in conn.network.security_groups() if g.name != "default"],
-                "server_groups": [g.name for g in conn.compute.server_groups(all_projects=True)],
-                "load_balancers": [lb.name for lb in conn.load_balancer.load_balancers()],
-            }
-        finally:
-            conn.close()
-        return tagged
 
 
 @pytest.fixture
 def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
-    up = KaasUp(tmp_path, free_port())
-    log = (tmp_path / "kaas-up.log").open("w")
-    process = subprocess.Popen(
-        [*KAAS, "up", "--port", str(up.port), "--boot-delay", "0.5", "--sweep-interval", "5"],
-        env=up.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"kaas up exited: {(tmp_path / 'kaas-up.log').read_text()}")
-            if "kaas is up" in (tmp_path / "kaas-up.log").read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"kaas up did not start: {(tmp_path / 'kaas-up.log').read_text()}")
+    with running_kaas_up(tmp_path, "--boot-delay", "0.5", "--sweep-interval", "5") as up:
         yield up
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def test_create_waits_until_running_and_delete_leaves_nothing_in_the_cloud(kaas_up: KaasUp) -> None:
