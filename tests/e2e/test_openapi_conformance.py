@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,9 +41,14 @@ def kaas_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KaasUp]:
         yield up
 
 
+def trusting(up: KaasUp) -> ssl.SSLContext:
+    """TLS that trusts the CA ``kaas up`` made in its state directory."""
+    return ssl.create_default_context(cafile=str(up.ca_file))
+
+
 def api(up: KaasUp, token: str) -> httpx.Client:
     return httpx.Client(
-        base_url=up.url, verify=str(up.ca_file), headers={"Authorization": f"Bearer {token}"}, timeout=30
+        base_url=up.url, verify=trusting(up), headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
 
 
@@ -119,7 +125,7 @@ def cases_passed(output: str) -> int:
 
 
 def operation_count(up: KaasUp) -> int:
-    with httpx.Client(verify=str(up.ca_file)) as client:
+    with httpx.Client(verify=trusting(up)) as client:
         paths = client.get(f"{up.url}/openapi.json").json()["paths"]
     return sum(len(operations) for operations in paths.values())
 
@@ -153,7 +159,7 @@ def test_every_answer_is_what_the_openapi_document_says(
 def generated_client(up: KaasUp, directory: Path) -> Any:
     """The package openapi-python-client generates from ``/openapi.json``, imported."""
     spec = directory / "openapi.json"
-    with httpx.Client(verify=str(up.ca_file)) as client:
+    with httpx.Client(verify=trusting(up)) as client:
         spec.write_bytes(client.get(f"{up.url}/openapi.json").content)
     package = directory / "generated"
     command = [str(CLIENT_GENERATOR), "generate", "--path", str(spec), "--meta", "none"]
@@ -185,7 +191,7 @@ def test_a_client_generated_from_the_document_works(
         client = kaas.AuthenticatedClient(
             base_url=kaas_up.url,
             token=owner_token,
-            verify_ssl=str(kaas_up.ca_file),
+            verify_ssl=trusting(kaas_up),
             raise_on_unexpected_status=True,
         )
         me = me_api.sync(client=client)
