@@ -26,6 +26,7 @@ RULES_BEYOND_SCHEMA = frozenset(
         "not_in_list",
         "not_offered",
         "out_of_range",
+        "unknown_node_pool",
         "unknown_region",
     }
 )

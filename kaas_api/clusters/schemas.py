@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 from kaas_api.operations.schemas import OperationOut
 from kaas_api.schemas import Timestamp
@@ -139,6 +140,17 @@ class ClusterPatch(BaseModel):
     )
 
     node_pools: list[PoolCount] = Field(min_length=1, max_length=MAX_POOLS)
+
+    @field_validator("node_pools")
+    @classmethod
+    def _each_pool_once(cls, value: list[PoolCount]) -> list[PoolCount]:
+        names = [item.name for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "duplicate", "name each node pool once; repeated: {names}", {"names": ", ".join(repeated)}
+            )
+        return value
 
 
 class NodePoolOut(BaseModel):

@@ -258,10 +258,19 @@ def _nodes_with(
 def scale_cluster(
     uow: UnitOfWork, cluster: Cluster, counts: dict[str, int], *, requested_by: str
 ) -> Operation:
-    """Set node pool counts (name -> count); every named pool must exist."""
+    """Set node pool counts (name -> count, in the order of the request's ``node_pools``); every named pool
+    must exist. A name the cluster has no pool of is the request's fault (422), not a missing cluster."""
     _require_changeable(cluster)
-    for name in counts:
-        get_node_pool(cluster, name)
+    existing = sorted(pool.name for pool in cluster.node_pools)
+    for index, name in enumerate(counts):
+        if name not in existing:
+            raise InvalidInput(
+                f"node_pools[{index}].name: cluster {cluster.name!r} has no node pool {name[:80]!r}; "
+                f"it has: {', '.join(existing) or '(none)'}",
+                field=f"node_pools[{index}].name",
+                rule="unknown_node_pool",
+                allowed=existing,
+            )
     _check_growth(uow.session, cluster, _nodes_with(cluster, counts))
     for pool in cluster.node_pools:
         if pool.name in counts:
