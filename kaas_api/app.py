@@ -1,14 +1,19 @@
 """The FastAPI application factory: routers, error rendering, the per-app context.
 
 Called by the composition root (``kaas_cli``: ``kaas api`` and ``kaas up``) and by the tests, which pass
-their own session factory and dispatcher. Every error leaves as ``{"error", "message", "detail"}``:
-domain errors (``kaas_api.errors``) with their status, request validation as 422 ``invalid_input``,
-unknown routes and methods as ``not_found`` / ``method_not_allowed``.
+their own session factory and dispatcher. Every error leaves as ``kaas_api.schemas.ErrorBody``
+(``{"error", "message", "detail"}``, documented as such by ``kaas_api.openapi``): domain errors
+(``kaas_api.errors``) with their status, request validation as 422 ``invalid_input`` whose ``detail`` lists
+``{"field", "message", "type"}`` (field paths like ``node_pools[0].count``), unknown routes and methods as
+``not_found`` / ``method_not_allowed`` (a 405's ``Allow`` names every method of the path).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,9 +40,11 @@ from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
 from kaas_api.observability.metrics import ApiMetrics, HttpMetricsMiddleware, KaasStateCollector
 from kaas_api.observability.request_id import RequestIdMiddleware
+from kaas_api.openapi import KaasApi, api_routes
 from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
+from kaas_api.schemas import ErrorBody
 from kaas_api.security_headers import SecurityHeadersMiddleware, is_dashboard_path
 from kaas_api.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
@@ -46,11 +53,20 @@ from kaas_api.webhooks import endpoints as webhooks
 
 log = logging.getLogger(__name__)
 
-_HTTP_ERRORS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERRORS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def error_body(error: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"error": error, "message": message, "detail": detail}
+    """The body of every error: ``ErrorBody``, so what is sent is what the spec documents."""
+    return ErrorBody(error=error, message=message, detail=detail).model_dump(mode="json")
 
 
 def _is_dashboard(request: Request) -> bool:
@@ -67,23 +83,41 @@ async def _kaas_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def _location(loc: tuple[int | str, ...] | list[int | str]) -> str:
-    parts = [str(part) for part in loc]
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic location as kaas writes field paths: ``node_pools[0].labels["a b"]``, a query or path
+    parameter by its bare name, ``""`` for the body as a whole."""
+    parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:] or parts
-    return ".".join(parts)
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue  # the message says it is the key that is wrong
+        elif _IDENTIFIER.fullmatch(part):
+            path += f".{part}" if path else part
+        else:
+            path += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return path
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset where a field name goes; it belongs in the message
+        reason = (error.get("ctx") or {}).get("error", "malformed")
+        position = error.get("loc", ("body", "?"))[-1]
+        message = f"the request body is not valid JSON: {reason} at character {position}"
+        return {"field": "", "message": message, "type": "json_invalid"}
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return {"field": field_path(error.get("loc", ())), "message": message, "type": error.get("type")}
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     listed = errors[: request.app.state.kaas.settings.max_validation_errors]  # the answer stays small
-    problems = []
-    for error in listed:
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        problems.append(
-            {"field": _location(error.get("loc", ())), "message": message, "type": error.get("type")}
-        )
+    problems = [_problem(error) for error in listed]
     summary = "; ".join(
         f"{p['field']}: {p['message']}" if p["field"] else str(p["message"]) for p in problems
     )
@@ -96,12 +130,30 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(request: Request) -> str:
+    """Every method some route of this path answers: Starlette's 405 names only those of the first route
+    that matched the path, and FastAPI makes one route per method."""
+    methods: set[str] = set()
+    for route in api_routes(request.app.routes):
+        if route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and request.url.path.startswith(k8s_proxy.PROXY_PREFIX + "/"):
+        # a proxy path no route matches (a raw newline in it): still a Status, as the proxy documents
+        return JSONResponse(status_code=404, content=kube_status(404, "no such Kubernetes API path"))
     error = _HTTP_ERRORS.get(exc.status_code, "http_error")
-    return JSONResponse(
-        status_code=exc.status_code, content=error_body(error, str(exc.detail)), headers=exc.headers
-    )
+    message = str(exc.detail)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's answer to a body json.loads could not even decode (not UTF-8, nested too deeply)
+        message = f"the request body could not be read as JSON text ({type(exc.__cause__).__name__})"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    return JSONResponse(status_code=exc.status_code, content=error_body(error, message), headers=headers)
 
 
 def _body_rules(settings: ApiSettings) -> list[BodyRule]:
@@ -144,7 +196,7 @@ def create_app(
     ``metrics_registry`` is where ``/metrics`` registers and reads from: a fresh one per app unless given
     (``kaas up`` passes the one the provider and the tunnel server of the same process register on).
     """
-    app = FastAPI(
+    app = KaasApi(
         title="kaas",
         version="0.1.0",
         description="Kubernetes clusters on OpenStack. Authenticate with `Authorization: Bearer <token>`.",

@@ -1,8 +1,11 @@
 """FastAPI dependencies as ``Annotated`` aliases: the app context, the unit of work, the current user.
 
 ``create_app`` stores an ``AppContext`` on ``app.state``; endpoints declare ``Uow``, ``CurrentUser``,
-``Settings``. ``get_uow`` is the one commit point of a request: it commits when the endpoint returned,
-rolls back when it raised, and sends the reconciles only after a successful commit. It runs with
+``Admin``, ``Settings``. Each dependency that can refuse a request is marked with the statuses it answers
+(``kaas_api.errors.answers``), which every route using it documents (``kaas_api.openapi``).
+
+``get_uow`` is the one commit point of a request: it commits when the endpoint returned, rolls back
+when it raised, and sends the reconciles only after a successful commit. It runs with
 ``scope="function"`` so the commit happens before the response is sent (a failed commit is an error
 response, never a 2xx for a change that was not stored).
 """
@@ -21,7 +24,7 @@ from kaas_api.audit.middleware import set_actor
 from kaas_api.auth.service import Principal, authenticate
 from kaas_api.config import ApiSettings
 from kaas_api.dispatch import TaskDispatcher, UnitOfWork
-from kaas_api.errors import Conflict
+from kaas_api.errors import Conflict, Forbidden, answers
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ async def get_settings(context: Context) -> ApiSettings:
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 
 
+@answers(409, writes_only=True)
 def get_uow(context: Context) -> Iterator[UnitOfWork]:
     uow = UnitOfWork(context.session_factory())
     try:
@@ -68,6 +72,7 @@ def get_uow(context: Context) -> Iterator[UnitOfWork]:
 Uow = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
+@answers(401)
 def get_principal(request: Request, uow: Uow) -> Principal:
     principal = authenticate(uow.session, request.headers.get("authorization"))
     set_actor(request, user_id=principal.user.id, user_name=principal.user.name)
@@ -75,3 +80,13 @@ def get_principal(request: Request, uow: Uow) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+@answers(403)
+async def require_admin(principal: CurrentUser) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("only global admins may do this")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(require_admin)]

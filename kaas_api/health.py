@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from kaas_api.deps import Context
+from kaas_api.openapi import errors
+from kaas_api.schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 def readyz(context: Context) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -41,6 +43,10 @@ def readyz(context: Context) -> JSONResponse:
     if failed:
         return JSONResponse(
             status_code=503,
-            content={"error": "service_unavailable", "detail": {"checks": checks, "failed": failed}},
+            content=ErrorBody(
+                error="service_unavailable",
+                message="not ready: " + ", ".join(failed) + " failed",
+                detail={"checks": checks, "failed": failed},
+            ).model_dump(mode="json"),
         )
     return JSONResponse({"status": "ok", "checks": checks})

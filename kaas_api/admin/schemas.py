@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from kaas_api.db.models import AuditEvent
+from kaas_api.schemas import Timestamp
 
 
 class AuditEventOut(BaseModel):
@@ -38,7 +38,7 @@ class AuditEventOut(BaseModel):
     )
 
     id: str
-    at: datetime
+    at: Timestamp
     actor_id: str | None
     actor_name: str | None
     via: str
@@ -89,8 +89,8 @@ class FleetClusterOut(BaseModel):
     nodes_ready: int
     nodes_total: int
     agent_connected: bool
-    agent_last_seen_at: datetime | None
-    created_at: datetime
+    agent_last_seen_at: Timestamp | None
+    created_at: Timestamp
 
 
 class FleetClusterPage(BaseModel):

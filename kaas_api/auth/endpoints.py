@@ -11,6 +11,7 @@ from kaas_api.auth import service
 from kaas_api.auth.schemas import MembershipOut, MeOut, TokenCreate, TokenCreated, TokenOut
 from kaas_api.db.models import ApiToken, Project, ProjectMember
 from kaas_api.deps import CurrentUser, Settings, Uow
+from kaas_api.openapi import errors
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
@@ -57,7 +58,7 @@ def create_token(body: TokenCreate, principal: CurrentUser, uow: Uow, settings: 
     return TokenCreated(token=token, info=token_out(row))
 
 
-@router.get("/tokens", response_model=list[TokenOut])
+@router.get("/tokens", response_model=list[TokenOut], responses=errors(403, 404))
 def list_tokens(
     principal: CurrentUser,
     uow: Uow,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kaas_api.validation import ShortText
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import JSON_INTEGER, ShortText
 
 
 class TokenCreate(BaseModel):
@@ -15,8 +16,8 @@ class TokenCreate(BaseModel):
     )
 
     description: ShortText = ""
-    ttl_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Days until the token expires; default from the server."
+    ttl_days: Annotated[int, Field(ge=1, le=3650), JSON_INTEGER] | None = Field(
+        default=None, description="Days until the token expires; default from the server."
     )
 
 
@@ -25,10 +26,10 @@ class TokenOut(BaseModel):
     prefix: str
     kind: str
     description: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None
 
 
 class TokenCreated(BaseModel):
@@ -45,5 +46,5 @@ class MeOut(BaseModel):
     id: str
     name: str
     is_admin: bool
-    created_at: datetime
+    created_at: Timestamp
     projects: list[MembershipOut]

@@ -154,7 +154,8 @@ class ProjectAccess:
 def authorize_project(
     session: Session, principal: Principal, project_name: str, *, need: Role
 ) -> ProjectAccess:
-    """Find a project the caller may see and check their role.
+    """Find a project the caller may see (by name, or by id as the API's answers give it) and check their
+    role.
 
     A project the caller is not a member of answers 404, exactly like one that does not exist; a member
     whose role is too weak gets 403. Admins may do everything.
@@ -162,7 +163,9 @@ def authorize_project(
     not_found = NotFound(f"project {project_name[:80]!r} not found")
     if not is_dns_label(project_name):
         raise not_found
-    project = session.scalar(select(Project).where(Project.name == project_name))
+    project = session.get(Project, project_name) if is_uuid(project_name) else None
+    if project is None:
+        project = session.scalar(select(Project).where(Project.name == project_name))
     if project is None:
         raise not_found
     member = session.get(ProjectMember, (project.id, principal.user.id))

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 from kaas_api.operations.schemas import OperationOut
-from kaas_api.validation import Cidr, DnsLabel, LabelKey, LabelValue
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import (
+    JSON_INTEGER,
+    LABEL_KEY_SCHEMA,
+    LABEL_VALUE_SCHEMA,
+    Cidr,
+    DnsLabel,
+    FlavorName,
+    LabelKey,
+    LabelValue,
+    Version,
+)
 
 MAX_POOL_COUNT = 100
 MAX_POOLS = 20
-FlavorName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-VersionName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+PoolSize = Annotated[int, Field(ge=0, le=MAX_POOL_COUNT), JSON_INTEGER]
 
 
 class TaintEffect(StrEnum):
@@ -31,7 +41,19 @@ class Taint(BaseModel):
     effect: TaintEffect
 
 
-Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=50)]
+MAX_LABELS = 50
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(max_length=MAX_LABELS),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_LABELS,
+            "propertyNames": LABEL_KEY_SCHEMA,
+            "additionalProperties": LABEL_VALUE_SCHEMA,
+        }
+    ),
+]
 Taints = Annotated[list[Taint], Field(max_length=50)]
 
 
@@ -53,7 +75,7 @@ class NodePoolCreate(BaseModel):
 
     name: DnsLabel
     flavor: FlavorName
-    count: int = Field(ge=0, le=MAX_POOL_COUNT)
+    count: PoolSize
     labels: Labels = Field(default_factory=dict)
     taints: Taints = Field(default_factory=list)
 
@@ -61,7 +83,7 @@ class NodePoolCreate(BaseModel):
 class NodePoolPatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"count": 5}]})
 
-    count: int | None = Field(default=None, ge=0, le=MAX_POOL_COUNT)
+    count: PoolSize | None = None
     labels: Labels | None = None
     taints: Taints | None = None
 
@@ -97,7 +119,7 @@ class ClusterCreate(BaseModel):
 
     name: DnsLabel
     region: DnsLabel
-    kubernetes_version: VersionName | None = Field(default=None, description="Default: the region's default.")
+    kubernetes_version: Version | None = Field(default=None, description="Default: the region's default.")
     control_plane: ControlPlane
     node_pools: list[NodePoolCreate] = Field(default_factory=list, max_length=MAX_POOLS)
     node_cidr: Cidr | None = None
@@ -109,7 +131,7 @@ class PoolCount(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: DnsLabel
-    count: int = Field(ge=0, le=MAX_POOL_COUNT)
+    count: PoolSize
 
 
 class ClusterPatch(BaseModel):
@@ -119,6 +141,17 @@ class ClusterPatch(BaseModel):
 
     node_pools: list[PoolCount] = Field(min_length=1, max_length=MAX_POOLS)
 
+    @field_validator("node_pools")
+    @classmethod
+    def _each_pool_once(cls, value: list[PoolCount]) -> list[PoolCount]:
+        names = [item.name for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "duplicate", "name each node pool once; repeated: {names}", {"names": ", ".join(repeated)}
+            )
+        return value
+
 
 class NodePoolOut(BaseModel):
     id: str
@@ -127,7 +160,7 @@ class NodePoolOut(BaseModel):
     count: int
     labels: dict[str, str]
     taints: list[dict[str, str]]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ConditionOut(BaseModel):
@@ -135,7 +168,7 @@ class ConditionOut(BaseModel):
     status: str
     reason: str = ""
     message: str = ""
-    last_transition_time: str | None = None
+    last_transition_time: Timestamp | None = None
 
 
 class NodeCounts(BaseModel):
@@ -167,9 +200,9 @@ class ClusterOut(BaseModel):
     api_endpoint: str | None
     generation: int
     observed_generation: int
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    deleted_at: Timestamp | None
 
 
 class ClusterAccepted(BaseModel):
@@ -191,5 +224,5 @@ class NodeOut(BaseModel):
     status: str
     address: str | None
     ready: bool
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp

@@ -86,7 +86,9 @@ def _check_flavor(region: Region, flavor: str, *, field: str) -> None:
         raise InvalidInput(
             f"{field}: flavor {flavor[:80]!r} is not offered in region {region.name!r}; "
             f"allowed: {', '.join(allowed) or '(none configured)'}",
-            detail={"field": field, "allowed": allowed},
+            field=field,
+            rule="not_offered",
+            allowed=allowed,
         )
 
 
@@ -96,7 +98,9 @@ def _check_pool_names(pools: list[NodePoolCreate]) -> None:
     if duplicates:
         raise InvalidInput(
             f"node pool names must be unique within a cluster; repeated: {', '.join(duplicates)}",
-            detail={"field": "node_pools", "duplicates": duplicates},
+            field="node_pools",
+            rule="duplicate",
+            duplicates=duplicates,
         )
 
 
@@ -107,7 +111,9 @@ def _region_for_create(session: Session, name: str) -> Region:
         available = list(session.scalars(select(Region.name).order_by(Region.name)))
         raise InvalidInput(
             f"region {name!r} does not exist; available: {', '.join(available) or '(none)'}",
-            detail={"field": "region", "allowed": available},
+            field="region",
+            rule="unknown_region",
+            allowed=available,
         ) from None
 
 
@@ -131,7 +137,9 @@ def create_cluster(
         )
         raise InvalidInput(
             f"{what}; allowed: {', '.join(allowed_versions) or '(none configured)'}",
-            detail={"field": "kubernetes_version", "allowed": allowed_versions},
+            field="kubernetes_version",
+            rule="not_offered",
+            allowed=allowed_versions,
         )
     _check_flavor(region, spec.control_plane.flavor, field="control_plane.flavor")
     _check_pool_names(spec.node_pools)
@@ -146,7 +154,8 @@ def create_cluster(
     if overlaps:
         raise InvalidInput(
             "node, pod and service CIDRs must not overlap: " + "; ".join(overlaps),
-            detail={"overlaps": overlaps},
+            rule="cidr_overlap",
+            overlaps=overlaps,
         )
     if _live_name_taken(session, project, spec.name):
         raise Conflict(f"a cluster named {spec.name!r} already exists in project {project.name!r}")
@@ -250,10 +259,19 @@ def _nodes_with(
 def scale_cluster(
     uow: UnitOfWork, cluster: Cluster, counts: dict[str, int], *, requested_by: str
 ) -> Operation:
-    """Set node pool counts (name -> count); every named pool must exist."""
+    """Set node pool counts (name -> count, in the order of the request's ``node_pools``); every named pool
+    must exist. A name the cluster has no pool of is the request's fault (422), not a missing cluster."""
     _require_changeable(cluster)
-    for name in counts:
-        get_node_pool(cluster, name)
+    existing = sorted(pool.name for pool in cluster.node_pools)
+    for index, name in enumerate(counts):
+        if name not in existing:
+            raise InvalidInput(
+                f"node_pools[{index}].name: cluster {cluster.name!r} has no node pool {name[:80]!r}; "
+                f"it has: {', '.join(existing) or '(none)'}",
+                field=f"node_pools[{index}].name",
+                rule="unknown_node_pool",
+                allowed=existing,
+            )
     _check_growth(uow.session, cluster, _nodes_with(cluster, counts))
     for pool in cluster.node_pools:
         if pool.name in counts:

@@ -44,6 +44,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def rfc3339(value: datetime) -> str:
+    """A stored (UTC) time as kaas writes times in JSON: RFC 3339, UTC, ``Z``, e.g. 2026-12-01T09:30:00Z."""
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.isoformat().replace("+00:00", "Z")
+
+
 class Role(enum.StrEnum):
     """Project roles, strongest first. Owners manage members; members change clusters; viewers read."""
 

@@ -51,6 +51,7 @@ from kaas_api.k8s.internal_hop import (
     internal_target_url,
 )
 from kaas_api.k8s.status import KubeStatusError, kube_status
+from kaas_api.schemas import KubeStatus
 from kaas_api.tunnel_registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,20 @@ async def proxy(
     )
 
 
+# What kaas itself answers, as a Status; anything else is the cluster's own answer, relayed as it came.
+PROXY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"description": "The cluster's apiserver's answer, relayed as it is (an object or a Status)."},
+    401: {"model": KubeStatus, "description": "No token, or an unknown, expired or revoked one."},
+    404: {"model": KubeStatus, "description": "No such cluster, or one the caller is not a member of."},
+    501: {"model": KubeStatus, "description": "A SPDY upgrade: exec, attach, port-forward use WebSockets."},
+    503: {
+        "model": KubeStatus,
+        "description": "The cluster's agent is not connected (yet: a new cluster's connects once its "
+        "nodes boot), or its tunnel server cannot be reached; retry shortly.",
+    },
+    504: {"model": KubeStatus, "description": "The cluster did not answer in time."},
+}
+
 for _method in METHODS:  # one route per method: OpenAPI wants one operation id each
     router.add_api_route(
         PROXY_PREFIX + "/{cluster_id}/{path:path}",
@@ -324,6 +339,7 @@ for _method in METHODS:  # one route per method: OpenAPI wants one operation id 
         response_class=Response,
         operation_id=f"k8s_proxy_{_method.lower()}",
         summary="The Kubernetes API of a cluster (kubectl's server; use the downloaded kubeconfig)",
+        responses=PROXY_RESPONSES,
     )
 
 

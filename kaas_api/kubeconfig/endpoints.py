@@ -13,6 +13,7 @@ from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.errors import NotFound
 from kaas_api.kubeconfig import service
 from kaas_api.kubeconfig.schemas import KubeconfigTokenOut
+from kaas_api.openapi import errors
 
 router = APIRouter(prefix="/v1", tags=["kubeconfig"])
 
@@ -85,7 +86,9 @@ def token_out(view: service.KubeconfigTokenView) -> KubeconfigTokenOut:
     )
 
 
-@router.get("/kubeconfig-tokens", response_model=list[KubeconfigTokenOut])
+@router.get(
+    "/kubeconfig-tokens", response_model=list[KubeconfigTokenOut], responses=errors(403, 404)
+)
 def list_kubeconfig_tokens(
     principal: CurrentUser,
     uow: Uow,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel
+
+from kaas_api.schemas import Timestamp
 
 
 class KubeconfigTokenOut(BaseModel):
@@ -15,7 +15,7 @@ class KubeconfigTokenOut(BaseModel):
     cluster: str
     cluster_id: str
     description: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None

@@ -77,7 +77,9 @@ def revoke_cluster_kubeconfig_tokens(session: Session, cluster: Cluster) -> None
 
 def check_ttl_days(ttl_days: int, *, max_days: int) -> timedelta:
     if not 1 <= ttl_days <= max_days:
-        raise InvalidInput(f"ttl_days must be between 1 and {max_days}")
+        raise InvalidInput(
+            f"ttl_days must be between 1 and {max_days}", field="ttl_days", rule="out_of_range"
+        )
     return timedelta(days=ttl_days)
 
 

@@ -18,6 +18,7 @@ from kaas_api.auth.service import authenticate
 from kaas_api.deps import Settings, Uow
 from kaas_api.errors import Forbidden
 from kaas_api.observability.metrics import ApiMetrics
+from kaas_api.openapi import errors
 
 router = APIRouter(tags=["observability"])
 
@@ -35,7 +36,10 @@ def _is_scrape_token(authorization: str | None, expected: str | None) -> bool:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "the text exposition format"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "the text exposition format"},
+        **errors(401, 403),
+    },
 )
 def metrics(request: Request, uow: Uow, settings: Settings) -> Response:
     """Scrape with `Authorization: Bearer <KAAS_METRICS_TOKEN>` or an admin's API token."""

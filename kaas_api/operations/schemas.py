@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel
 
 from kaas_api.db.models import Operation
+from kaas_api.schemas import Timestamp
 
 
 class OperationOut(BaseModel):
@@ -18,9 +17,9 @@ class OperationOut(BaseModel):
     progress: int
     error: str | None
     target_generation: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
 
     @classmethod
     def of(cls, operation: Operation) -> OperationOut:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kaas_api.db.models import Role
-from kaas_api.validation import DnsLabel, ShortText
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import JSON_INTEGER, DnsLabel, ShortText
 
 QUOTA_MAX = 1_000_000_000
+Limit = Annotated[int, Field(ge=0, le=QUOTA_MAX), JSON_INTEGER]
 
 
 class ProjectCreate(BaseModel):
@@ -25,7 +27,7 @@ class ProjectOut(BaseModel):
     id: str
     name: str
     description: str
-    created_at: datetime
+    created_at: Timestamp
     role: Role | None = Field(description="Your role in the project (null for an admin who is not a member).")
 
 
@@ -38,7 +40,7 @@ class MemberPut(BaseModel):
 class MemberOut(BaseModel):
     user: str
     role: Role
-    created_at: datetime
+    created_at: Timestamp
 
 
 class Quota(BaseModel):
@@ -51,10 +53,10 @@ class Quota(BaseModel):
         },
     )
 
-    max_clusters: int | None = Field(ge=0, le=QUOTA_MAX)
-    max_nodes: int | None = Field(ge=0, le=QUOTA_MAX)
-    max_vcpus: int | None = Field(ge=0, le=QUOTA_MAX)
-    max_ram_mb: int | None = Field(ge=0, le=QUOTA_MAX)
+    max_clusters: Limit | None
+    max_nodes: Limit | None
+    max_vcpus: Limit | None
+    max_ram_mb: Limit | None
 
 
 class QuotaUsage(BaseModel):

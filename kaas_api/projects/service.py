@@ -43,7 +43,7 @@ def create_project(
     try:
         check_dns_label(name)
     except ValueError as exc:
-        raise InvalidInput(f"project name: {exc}", detail={"field": "name"}) from None
+        raise InvalidInput(f"project name: {exc}", field="name") from None
     _check_may_create(session, owner, policy)
     existing = session.scalar(select(Project).where(Project.name == name))
     if existing is not None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from kaas_api.db.models import Region
-from kaas_api.deps import CurrentUser, Uow
-from kaas_api.errors import Forbidden
+from kaas_api.deps import Admin, CurrentUser, Uow
 from kaas_api.regions import service
 from kaas_api.regions.schemas import Flavor, RegionCapacity, RegionCreate, RegionOut, RegionPatch
 
@@ -42,9 +41,7 @@ def _fields(body: RegionCreate | RegionPatch) -> dict[str, object]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RegionOut)
-def create_region(body: RegionCreate, principal: CurrentUser, uow: Uow) -> RegionOut:
-    if not principal.is_admin:
-        raise Forbidden("only admins may manage regions")
+def create_region(body: RegionCreate, admin: Admin, uow: Uow) -> RegionOut:
     return region_out(service.create_region(uow.session, name=body.name, **_fields(body)))
 
 
@@ -59,15 +56,11 @@ def get_region(region: str, principal: CurrentUser, uow: Uow) -> RegionOut:
 
 
 @router.patch("/{region}", response_model=RegionOut)
-def update_region(region: str, body: RegionPatch, principal: CurrentUser, uow: Uow) -> RegionOut:
-    if not principal.is_admin:
-        raise Forbidden("only admins may manage regions")
+def update_region(region: str, body: RegionPatch, admin: Admin, uow: Uow) -> RegionOut:
     row = service.get_region(uow.session, region)
     return region_out(service.update_region(uow.session, row, **_fields(body)))
 
 
 @router.delete("/{region}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_region(region: str, principal: CurrentUser, uow: Uow) -> None:
-    if not principal.is_admin:
-        raise Forbidden("only admins may manage regions")
+def delete_region(region: str, admin: Admin, uow: Uow) -> None:
     service.delete_region(uow.session, service.get_region(uow.session, region))

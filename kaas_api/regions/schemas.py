@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from kaas_api.validation import Cidr, DnsLabel, IpAddress, ShortText
-
-Version = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^v?[0-9A-Za-z.+-]+$")]
-FlavorName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import JSON_INTEGER, Cidr, DnsLabel, FlavorName, IpAddress, NonEmptyText, Version
 
 
 class Flavor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: FlavorName
-    vcpus: int = Field(ge=1, le=4096)
-    ram_mb: int = Field(ge=1, le=100_000_000)
+    vcpus: Annotated[int, Field(ge=1, le=4096), JSON_INTEGER]
+    ram_mb: Annotated[int, Field(ge=1, le=100_000_000), JSON_INTEGER]
 
 
 _EXAMPLE: dict[str, Any] = {
@@ -44,12 +41,12 @@ class RegionFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cloud: ShortText | None = Field(default=None, min_length=1, description="The clouds.yaml entry.")
+    cloud: NonEmptyText | None = Field(default=None, description="The clouds.yaml entry.")
     kubernetes_versions: list[Version] | None = Field(default=None, max_length=50)
     default_kubernetes_version: Version | None = None
     flavors: list[Flavor] | None = Field(default=None, max_length=200)
-    image: ShortText | None = Field(default=None, min_length=1)
-    external_network: ShortText | None = Field(default=None, min_length=1)
+    image: NonEmptyText | None = None
+    external_network: NonEmptyText | None = None
     default_node_cidr: Cidr | None = None
     default_pod_cidr: Cidr | None = None
     default_service_cidr: Cidr | None = None
@@ -60,7 +57,7 @@ class RegionCreate(RegionFields):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
     name: DnsLabel
-    cloud: ShortText = Field(min_length=1, description="The clouds.yaml entry.")
+    cloud: NonEmptyText = Field(description="The clouds.yaml entry.")
 
 
 class RegionPatch(RegionFields):
@@ -95,11 +92,11 @@ class RegionOut(BaseModel):
     default_kubernetes_version: str | None
     flavors: list[Flavor]
     capacity: RegionCapacity | None = Field(description="The cloud's word; null until first observed.")
-    capacity_observed_at: datetime | None
+    capacity_observed_at: Timestamp | None
     image: str
     external_network: str
     default_node_cidr: str
     default_pod_cidr: str
     default_service_cidr: str
     dns_nameservers: list[str]
-    created_at: datetime
+    created_at: Timestamp

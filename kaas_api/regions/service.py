@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from kaas_api.db.models import Cluster, Region
 from kaas_api.errors import Conflict, InvalidInput, NotFound
-from kaas_api.validation import check_dns_label, is_dns_label, overlapping_cidrs
+from kaas_api.validation import check_dns_label, is_dns_label, is_uuid, overlapping_cidrs
 
 _FIELDS = (
     "cloud",
@@ -31,7 +31,10 @@ _FIELDS = (
 
 
 def get_region(session: Session, name: str) -> Region:
-    region = session.scalar(select(Region).where(Region.name == name)) if is_dns_label(name) else None
+    """A region by name, or by id as the API's answers give it."""
+    region = session.get(Region, name) if is_uuid(name) else None
+    if region is None and is_dns_label(name):
+        region = session.scalar(select(Region).where(Region.name == name))
     if region is None:
         raise NotFound(f"region {name[:80]!r} not found")
     return region
@@ -45,17 +48,18 @@ def _check_consistent(region: Region) -> None:
     versions = list(region.kubernetes_versions or [])
     if len(set(versions)) != len(versions):
         raise InvalidInput(
-            "kubernetes_versions: list each version once", detail={"field": "kubernetes_versions"}
+            "kubernetes_versions: list each version once", field="kubernetes_versions", rule="duplicate"
         )
     default = region.default_kubernetes_version
     if default is not None and default not in versions:
         raise InvalidInput(
             f"default_kubernetes_version {default!r} is not in kubernetes_versions {versions}",
-            detail={"field": "default_kubernetes_version"},
+            field="default_kubernetes_version",
+            rule="not_in_list",
         )
     names = [f["name"] for f in region.flavors or []]
     if len(set(names)) != len(names):
-        raise InvalidInput("flavors: list each flavor name once", detail={"field": "flavors"})
+        raise InvalidInput("flavors: list each flavor name once", field="flavors", rule="duplicate")
     overlaps = overlapping_cidrs(
         {
             "default_node_cidr": region.default_node_cidr,
@@ -65,7 +69,7 @@ def _check_consistent(region: Region) -> None:
     )
     if overlaps:
         raise InvalidInput(
-            "default CIDRs must not overlap: " + "; ".join(overlaps), detail={"overlaps": overlaps}
+            "default CIDRs must not overlap: " + "; ".join(overlaps), rule="cidr_overlap", overlaps=overlaps
         )
 
 
@@ -74,7 +78,7 @@ def create_region(session: Session, *, name: str, **fields: Any) -> Region:
     try:
         check_dns_label(name)
     except ValueError as exc:
-        raise InvalidInput(f"region name: {exc}", detail={"field": "name"}) from None
+        raise InvalidInput(f"region name: {exc}", field="name") from None
     if session.scalar(select(Region.id).where(Region.name == name)) is not None:
         raise Conflict(f"region {name!r} already exists")
     region = Region(name=name, **{k: v for k, v in fields.items() if k in _FIELDS and v is not None})

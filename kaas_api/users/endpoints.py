@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from kaas_api.auth.service import Principal
 from kaas_api.db.models import User
-from kaas_api.deps import CurrentUser, Uow
-from kaas_api.errors import Forbidden
+from kaas_api.deps import Admin, Uow
 from kaas_api.users import service
 from kaas_api.users.schemas import UserCreate, UserCreated, UserOut
 
@@ -18,20 +16,13 @@ def user_out(user: User) -> UserOut:
     return UserOut(id=user.id, name=user.name, is_admin=user.is_admin, created_at=user.created_at)
 
 
-def _require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden("only admins may manage users")
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserCreated)
-def create_user(body: UserCreate, principal: CurrentUser, uow: Uow) -> UserCreated:
+def create_user(body: UserCreate, admin: Admin, uow: Uow) -> UserCreated:
     """Create a user (admins only). The response carries the user's first token, shown once."""
-    _require_admin(principal)
     user, token = service.create_user(uow.session, name=body.name, is_admin=body.is_admin)
     return UserCreated(user=user_out(user), token=token)
 
 
 @router.get("", response_model=list[UserOut])
-def list_users(principal: CurrentUser, uow: Uow) -> list[UserOut]:
-    _require_admin(principal)
+def list_users(admin: Admin, uow: Uow) -> list[UserOut]:
     return [user_out(user) for user in service.list_users(uow.session)]

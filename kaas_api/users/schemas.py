@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from kaas_api.validation import DnsLabel
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import DnsLabel, JsonBool
 
 
 class UserCreate(BaseModel):
@@ -15,14 +14,14 @@ class UserCreate(BaseModel):
     )
 
     name: DnsLabel
-    is_admin: bool = False
+    is_admin: JsonBool = False
 
 
 class UserOut(BaseModel):
     id: str
     name: str
     is_admin: bool
-    created_at: datetime
+    created_at: Timestamp
 
 
 class UserCreated(BaseModel):

@@ -28,7 +28,7 @@ def create_user(
     try:
         check_dns_label(name)
     except ValueError as exc:
-        raise InvalidInput(f"user name: {exc}", detail={"field": "name"}) from None
+        raise InvalidInput(f"user name: {exc}", field="name") from None
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise Conflict(f"user {name!r} already exists")
     user = User(name=name, is_admin=is_admin)

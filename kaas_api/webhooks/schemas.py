@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from kaas_api.db.models import DeliveryState, WebhookEvent
-from kaas_api.validation import check_printable
+from kaas_api.schemas import Timestamp
+from kaas_api.validation import PRINTABLE_PATTERN, JsonBool, anchored, check_printable, string_schema
 
 WEBHOOK_URL_MAX = 2048
 SECRET_MIN = 16
 SECRET_MAX = 128
 _URL_EXAMPLE = "https://hooks.example.com/kaas"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    [
+        f"({_H16}:){{7}}{_H16}",
+        f"({_H16}:){{1,7}}:",
+        f"({_H16}:){{1,6}}:{_H16}",
+        f"({_H16}:){{1,5}}(:{_H16}){{1,2}}",
+        f"({_H16}:){{1,4}}(:{_H16}){{1,3}}",
+        f"({_H16}:){{1,3}}(:{_H16}){{1,4}}",
+        f"({_H16}:){{1,2}}(:{_H16}){{1,5}}",
+        f"{_H16}:(:{_H16}){{1,6}}",
+        f":((:{_H16}){{1,7}}|:)",
+    ]
+)
+_HOST_LABEL = "[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# What check_webhook_url accepts, as the spec documents it: http(s), a host name or an IP address (IPv6 in
+# brackets), an optional port, then a path or query of printable ASCII without '#' or '"' (percent-encode
+# the rest). Its friendlier messages come first; this is the last word.
+WEBHOOK_URL_PATTERN = (
+    rf"[Hh][Tt][Tt][Pp][Ss]?://({_HOST_LABEL}(\.{_HOST_LABEL})*|\[({_IPV6})\])(:{_PORT})?([/?][!$-~]*)?"
+)
+_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
 
 
 def check_webhook_url(value: str) -> str:
@@ -43,14 +67,32 @@ def check_webhook_url(value: str) -> str:
         raise ValueError(f"{value[:80]!r}: port 0 is not a port a receiver can listen on")
     if parts.fragment:
         raise ValueError(f"{value[:80]!r} has a #fragment, which is never sent: remove it")
+    if not _WEBHOOK_URL.fullmatch(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a URL kaas can call: write https://host[:port]/path with ASCII letters"
+            " only (percent-encode the rest, e.g. %C3%A9)"
+        )
     return value
 
 
 WebhookUrl = Annotated[
-    str, StringConstraints(max_length=WEBHOOK_URL_MAX * 2), AfterValidator(check_webhook_url)
+    str,
+    StringConstraints(max_length=WEBHOOK_URL_MAX * 2),
+    AfterValidator(check_webhook_url),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": WEBHOOK_URL_MAX,
+            "pattern": anchored(WEBHOOK_URL_PATTERN),
+        }
+    ),
 ]
 WebhookSecret = Annotated[
-    str, StringConstraints(min_length=SECRET_MIN, max_length=SECRET_MAX), AfterValidator(check_printable)
+    str,
+    StringConstraints(min_length=SECRET_MIN, max_length=SECRET_MAX),
+    AfterValidator(check_printable),
+    WithJsonSchema(string_schema(pattern=PRINTABLE_PATTERN, min_length=SECRET_MIN, max_length=SECRET_MAX)),
 ]
 
 
@@ -94,7 +136,7 @@ class WebhookPatch(BaseModel):
     events: list[WebhookEvent] | None = Field(
         default=None, min_length=1, max_length=len(WebhookEvent), description="The new set of events."
     )
-    enabled: bool | None = Field(
+    enabled: JsonBool | None = Field(
         default=None, description="false: nothing is sent (new deliveries are not made, pending ones fail)."
     )
 
@@ -122,7 +164,7 @@ class WebhookOut(BaseModel):
     events: list[WebhookEvent]
     enabled: bool
     created_by: str | None = Field(description="The user who created it (null once that user is gone).")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class WebhookCreated(WebhookOut):
@@ -133,7 +175,7 @@ class WebhookCreated(WebhookOut):
 
 class AttemptOut(BaseModel):
     number: int
-    at: datetime
+    at: Timestamp
     status_code: int | None = Field(description="The receiver's HTTP status; null when none came.")
     error: str | None = Field(description="Why the attempt did not succeed; null when it did.")
     duration_ms: int
@@ -185,10 +227,10 @@ class DeliveryOut(BaseModel):
     cluster_id: str
     state: DeliveryState
     attempt_count: int
-    next_attempt_at: datetime | None = Field(description="When the next attempt is due (pending only).")
+    next_attempt_at: Timestamp | None = Field(description="When the next attempt is due (pending only).")
     last_status_code: int | None
     last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: Timestamp
+    delivered_at: Timestamp | None
     payload: dict[str, Any] = Field(description="The JSON body sent (the same on every attempt).")
     attempts: list[AttemptOut] = Field(description="Every attempt so far, oldest first.")

@@ -28,6 +28,7 @@ from kaas_api.db.models import (
     WebhookDelivery,
     WebhookEvent,
     new_id,
+    rfc3339,
     utcnow,
 )
 
@@ -51,7 +52,7 @@ def build_payload(
     return {
         "event": event.value,
         "delivery_id": delivery_id,
-        "timestamp": finished_at.isoformat(),
+        "timestamp": rfc3339(finished_at),
         "project": {"id": operation.project_id, "name": project_name},
         "cluster": {"id": cluster.id, "name": cluster.name},
         "operation": {
@@ -59,8 +60,8 @@ def build_payload(
             "kind": operation.kind,
             "state": operation.state,
             "error": operation.error,
-            "started_at": operation.started_at.isoformat() if operation.started_at else None,
-            "finished_at": finished_at.isoformat(),
+            "started_at": rfc3339(operation.started_at) if operation.started_at else None,
+            "finished_at": rfc3339(finished_at),
         },
     }
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import openstack
@@ -21,95 +19,17 @@ import sqlalchemy as sa
 import yaml
 from openstack.config import loader
 
+from tests.e2e.conftest import KaasUp, free_port, running_kaas_up, stop
+
 pytestmark = pytest.mark.e2e
 
-KAAS = [sys.executable, "-m", "kaas_cli.main"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class KaasUp:
-    def __init__(self, home: Path, port: int) -> None:
-        self.home = home
-        self.port = port
-        self.state_dir = home / ".kaas"
-        self.env = {**os.environ, "HOME": str(home), "KAAS_CLI_CONFIG": str(self.state_dir / "cli.yaml")}
-        self.env.pop("KAAS_DATABASE_URL", None)
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*KAAS, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def cloud_resources(self) -> dict[str, list[str]]:
-        """Everything in the simulated cloud, seen through the Nova/Neutron/Octavia APIs as admin."""
-        config = loader.OpenStackConfig(
-            config_files=[str(self.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
-        )
-        conn = openstack.connection.Connection(config=config.get_one(cloud="sim-admin"))
-        try:
-            tagged = {
-                "servers": [s.name for s in conn.compute.servers(all_projects=True)],
-                "networks": [n.name for n in conn.network.networks() if not n.is_router_external],
-                "routers": [r.name for r in conn.network.routers()],
-                "security_groups": [g.name for g in conn.network.security_groups() if g.name != "default"],
-                "server_groups": [g.name for g in conn.compute.server_groups(all_projects=True)],
-                "load_balancers": [lb.name for lb in conn.load_balancer.load_balancers()],
-            }
-        finally:
-            conn.close()
-        return tagged
-
-
-    def start(self) -> subprocess.Popen[str]:
-        """``kaas up`` in its own process; returns once it says it is up."""
-        log_path = self.home / "kaas-up.log"
-        with log_path.open("a") as log:
-            process = subprocess.Popen(
-                [*KAAS, "up", "--port", str(self.port), "--boot-delay", "0.5", "--sweep-interval", "5"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        starts = log_path.read_text().count("kaas is up")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"kaas up exited: {log_path.read_text()}")
-            if log_path.read_text().count("kaas is up") > starts:
-                return process
-            time.sleep(0.2)
-        process.kill()
-        pytest.fail(f"kaas up did not start: {log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextmanager
-def running_kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
-    up = KaasUp(tmp_path, free_port())
-    process = up.start()
-    try:
-        yield up
-    finally:
-        stop(process)
+UP_OPTIONS = ("--boot-delay", "0.5", "--sweep-interval", "5")
 
 
 @pytest.fixture
 def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
-    with running_kaas_up(tmp_path) as up:
+    with running_kaas_up(tmp_path, *UP_OPTIONS) as up:
         yield up
 
 
@@ -160,7 +80,7 @@ def test_the_state_dir_is_private_even_where_an_older_kaas_left_it_readable(tmp_
     (state_dir / "secret_key").write_text("an-older-kaas-secret-key-" + "x" * 32)
     for name in ("kaas.db", "secret_key"):
         (state_dir / name).chmod(0o644)
-    with running_kaas_up(tmp_path) as up:
+    with running_kaas_up(tmp_path, *UP_OPTIONS) as up:
         created = up.cli("cluster", "create", "private", "--wait", timeout=180)
         assert created.returncode == 0, created.stderr
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
@@ -189,12 +109,12 @@ def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Pa
     """Each ``kaas up`` used to mint another admin token that never expired and left the older ones live."""
     up = KaasUp(tmp_path, free_port())
     config = up.state_dir / "cli.yaml"
-    process = up.start()
+    process = up.start(*UP_OPTIONS)
     try:
         first = yaml.safe_load(config.read_text())["token"]
     finally:
         stop(process)
-    process = up.start()
+    process = up.start(*UP_OPTIONS)
     try:
         assert yaml.safe_load(config.read_text())["token"] == first
         listed = up.cli("api-token", "list", "-o", "json")
@@ -204,7 +124,7 @@ def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Pa
     finally:
         stop(process)
     config.write_text(config.read_text().replace(first, "kaas_lost"))  # the config lost it
-    process = up.start()
+    process = up.start(*UP_OPTIONS)
     try:
         second = yaml.safe_load(config.read_text())["token"]
         assert second != first
@@ -330,7 +250,7 @@ def servers_by_id(up: KaasUp) -> dict[str, str]:
 
 def test_a_restart_keeps_the_servers_and_the_objects_and_replaces_nothing(tmp_path: Path) -> None:
     up = KaasUp(tmp_path, free_port())
-    process = up.start()
+    process = up.start(*UP_OPTIONS)
     try:
         for name in ("keep-a", "keep-b"):
             created = up.cli("cluster", "create", name, "--wait", timeout=180)
@@ -353,7 +273,7 @@ def test_a_restart_keeps_the_servers_and_the_objects_and_replaces_nothing(tmp_pa
     finally:
         stop(process, signal.SIGINT)
 
-    process = up.start()
+    process = up.start(*UP_OPTIONS)
     try:
         # the restart reconciles every cluster at once (no sweep interval, no stale rule to wait for)
         deadline = time.monotonic() + 60

@@ -77,12 +77,25 @@ def test_finished_operations_are_not_superseded(world: World, session_factory: s
     assert world.call("viewer", "GET", f"/v1/operations/{world.operation_id}").json()["state"] == "succeeded"
 
 
-def test_scaling_an_unknown_pool_is_404(world: World) -> None:
-    response = world.call(
-        "member", "PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "zz", "count": 1}]}
-    )
-    assert response.status_code == 404
+def test_scaling_an_unknown_pool_is_422_naming_the_item_not_a_404_of_the_cluster(world: World) -> None:
+    # the cluster at the URL exists: a 404 would say it does not
+    body = {"node_pools": [{"name": "p1", "count": 2}, {"name": "zz", "count": 1}]}
+    response = world.call("member", "PATCH", "/v1/projects/alpha/clusters/c1", body)
+    assert response.status_code == 422
     assert "zz" in response.json()["message"]
+    [problem] = response.json()["detail"]
+    assert (problem["field"], problem["type"], problem["allowed"]) == (
+        "node_pools[1].name",
+        "unknown_node_pool",
+        ["p1"],
+    )
+
+
+def test_scaling_names_each_pool_once(world: World) -> None:
+    body = {"node_pools": [{"name": "p1", "count": 2}, {"name": "p1", "count": 3}]}
+    response = world.call("member", "PATCH", "/v1/projects/alpha/clusters/c1", body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "duplicate"
 
 
 def test_node_pool_crud(world: World) -> None:

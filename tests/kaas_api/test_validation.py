@@ -32,10 +32,10 @@ CLUSTERS = "/v1/projects/alpha/clusters"
         ),
         (
             {"node_pools": [{"name": "p", "flavor": "small", "count": 101}]},
-            "node_pools.0.count: Input should be less than or equal to 100",
+            "node_pools[0].count: Input should be less than or equal to 100",
         ),
         ({"node_pools": [{"name": "p", "flavor": "small", "count": -1}]}, "greater than or equal to 0"),
-        ({"node_pools": [{"name": "Bad Pool", "flavor": "small", "count": 1}]}, "node_pools.0.name"),
+        ({"node_pools": [{"name": "Bad Pool", "flavor": "small", "count": 1}]}, "node_pools[0].name"),
         (
             {
                 "node_pools": [

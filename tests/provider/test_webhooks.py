@@ -156,6 +156,7 @@ def test_a_succeeded_operation_is_delivered_signed_with_the_webhook_secret(
     assert payload["operation"]["state"] == "succeeded"
     assert payload["operation"]["error"] is None
     assert payload["timestamp"] == payload["operation"]["finished_at"]
+    assert payload["timestamp"].endswith("Z")  # RFC 3339 UTC, as every time kaas writes in JSON
     [shown] = api.deliveries(webhook_id)
     assert shown["state"] == "succeeded"
     assert shown["delivered_at"] is not None

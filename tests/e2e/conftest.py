@@ -1,0 +1,113 @@
+"""``kaas up`` in its own process, for the end-to-end tests: ``running_kaas_up`` starts it in a temporary
+home on a free port and stops it; ``KaasUp`` runs the CLI against it and reads its simulated cloud."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import openstack
+import pytest
+from openstack.config import loader
+
+KAAS = [sys.executable, "-m", "kaas_cli.main"]
+START_TIMEOUT_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class KaasUp:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.state_dir = home / ".kaas"
+        self.env = {**os.environ, "HOME": str(home), "KAAS_CLI_CONFIG": str(self.state_dir / "cli.yaml")}
+        self.env.pop("KAAS_DATABASE_URL", None)
+        self.url = f"https://127.0.0.1:{port}"
+        self.ca_file = self.state_dir / "tls" / "ca.crt"
+        self.admin_token = ""
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*KAAS, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def cloud_resources(self) -> dict[str, list[str]]:
+        """Everything in the simulated cloud, seen through the Nova/Neutron/Octavia APIs as admin."""
+        config = loader.OpenStackConfig(
+            config_files=[str(self.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
+        )
+        conn = openstack.connection.Connection(config=config.get_one(cloud="sim-admin"))
+        try:
+            tagged = {
+                "servers": [s.name for s in conn.compute.servers(all_projects=True)],
+                "networks": [n.name for n in conn.network.networks() if not n.is_router_external],
+                "routers": [r.name for r in conn.network.routers()],
+                "security_groups": [g.name for g in conn.network.security_groups() if g.name != "default"],
+                "server_groups": [g.name for g in conn.compute.server_groups(all_projects=True)],
+                "load_balancers": [lb.name for lb in conn.load_balancer.load_balancers()],
+            }
+        finally:
+            conn.close()
+        return tagged
+
+
+    def start(self, *options: str) -> subprocess.Popen[str]:
+        """``kaas up --port <port> <options>`` in its own process (its log appended to ``kaas-up.log``);
+        returns once it says it is up, with its printed admin token in ``admin_token``."""
+        log_path = self.home / "kaas-up.log"
+        log_path.touch()
+        starts = log_path.read_text().count("kaas is up")
+        with log_path.open("a") as log:
+            process = subprocess.Popen(
+                [*KAAS, "up", "--port", str(self.port), *options],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"kaas up exited: {log_path.read_text()}")
+            printed = log_path.read_text()
+            tokens = re.findall(r"admin token \(also saved for the CLI\): (\S+)", printed)
+            if printed.count("kaas is up") > starts and len(tokens) > starts:
+                self.admin_token = tokens[-1]
+                return process
+            time.sleep(0.2)
+        process.kill()
+        pytest.fail(f"kaas up did not start: {log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    """Stop a ``kaas up`` with ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), killing it after 30 s."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def running_kaas_up(home: Path, *options: str) -> Iterator[KaasUp]:
+    """``kaas up --port <free> <options>`` until the block ends (its printed admin token: ``admin_token``)."""
+    up = KaasUp(home, free_port())
+    process = up.start(*options)
+    try:
+        yield up
+    finally:
+        stop(process)
