@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -259,7 +260,7 @@ def _has_body(request: Request) -> bool:
 
 
 async def proxy(
-    cluster_id: str, path: str, request: Request, identified: Identity, context: ProxyContext
+    cluster_id: str, path: ProxiedPath, request: Request, identified: Identity, context: ProxyContext
 ) -> Response:
     """Forward a Kubernetes API request to the cluster as the caller, impersonated with their role."""
     identity, target = identified
@@ -317,9 +318,35 @@ async def proxy(
     )
 
 
+# What a segment may hold, as the OpenAPI document states it: no control character, '\\', ';', '%', '?' or
+# '#', and not "." or ".." (a client that escapes those sends %2E, which is refused). Schema generators send
+# the parameter as one escaped segment; the description says how real paths (several segments) are read.
+_PATH_CHAR = r"[^\x00-\x1f\x7f\\;%?#]"
+_PATH_START = r"[^./\x00-\x1f\x7f\\;%?#]"
+PROXIED_PATH_PATTERN = (
+    rf"^(?:{_PATH_START}|\.{_PATH_START}|\.\.[^/\x00-\x1f\x7f\\;%?#]){_PATH_CHAR}*$"
+)
+ProxiedPath = Annotated[
+    str,
+    PathParam(
+        description="The Kubernetes API path after the cluster id, e.g. `api/v1/namespaces`, sent as it is:"
+        " segments separated by `/`, none empty, `.` or `..`; no `;`, `\\`, control characters, and no"
+        " escape of `/`, `\\`, `.`, `;`, `%` or a control character (`agents.tunnel.paths`). Anything"
+        " else is refused with 400 before the token is read.",
+        json_schema_extra={"pattern": PROXIED_PATH_PATTERN},
+    ),
+]
+
+
 # What kaas itself answers, as a Status; anything else is the cluster's own answer, relayed as it came.
 PROXY_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"description": "The cluster's apiserver's answer, relayed as it is (an object or a Status)."},
+    400: {
+        "model": KubeStatus,
+        "description": "A request path that is not canonical (see the `path` parameter): refused before the"
+        " token is read, whatever the method.",
+    },
+    413: {"model": KubeStatus, "description": "A request body over the proxy's cap."},
     401: {"model": KubeStatus, "description": "No token, or an unknown, expired or revoked one."},
     404: {"model": KubeStatus, "description": "No such cluster, or one the caller is not a member of."},
     501: {"model": KubeStatus, "description": "A SPDY upgrade: exec, attach, port-forward use WebSockets."},

@@ -21,7 +21,11 @@ router = APIRouter(prefix="/v1", tags=["kubeconfig"])
 @router.get(
     "/projects/{project}/clusters/{cluster}/kubeconfig",
     response_class=Response,
-    responses={200: {"content": {"application/yaml": {}}, "description": "The kubeconfig (YAML)."}},
+    responses={
+        200: {"content": {"application/yaml": {}}, "description": "The kubeconfig (YAML)."},
+        # a token is issued with each download, and none for a cluster whose deletion was accepted
+        **errors(409),
+    },
 )
 def get_kubeconfig(
     project: str,
