@@ -33,20 +33,14 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from agents.kube import ApiserverConnection
+from agents.tunnel.headers import HOP_BY_HOP, RESTREAMED, dropped_from_request
+from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_target
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_TARGET_LENGTH = 8192
 KAAS_USER_PREFIX = "kaas:"
 
-# Hop-by-hop headers (RFC 9110 7.6.1) plus Host, which httpx sets for the apiserver.
-HOP_BY_HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host"}
-)
-# Identity headers a client must never choose: the agent sets its own.
-STRIPPED_HEADER_PREFIXES = ("impersonate-", "proxy-", "x-remote-")
-# Authorization is the agent's own; Content-Length is dropped because the body is re-streamed (chunked).
-STRIPPED_HEADERS = frozenset({"authorization", "content-length"})
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
@@ -188,22 +182,9 @@ class ForwardResponse:
         await self.aclose()
 
 
-def kube_status(code: int, reason: str, message: str) -> dict[str, Any]:
-    """A Kubernetes ``Status`` failure object, as kubectl prints it."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
 def status_response(code: int, reason: str, message: str) -> ForwardResponse:
     """A ``ForwardResponse`` the forwarder answers itself, with a ``Status`` JSON body."""
-    content = json.dumps(kube_status(code, reason, message)).encode()
+    content = json.dumps(kube_status(code, message, reason=reason)).encode()
     return ForwardResponse(
         status=code,
         headers=[("content-type", "application/json"), ("content-length", str(len(content)))],
@@ -272,9 +253,7 @@ def _end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [
         (name, value)
         for name, value in headers
-        if name.lower() not in HOP_BY_HOP_HEADERS
-        and name.lower() not in named
-        and not name.lower().startswith("proxy-")
+        if name.lower() not in HOP_BY_HOP and name.lower() not in named
     ]
 
 
@@ -285,7 +264,8 @@ def upstream_headers(
     kept: list[tuple[str, str]] = []
     for name, value in _end_to_end(_header_pairs(headers)):
         lower = name.lower()
-        if lower in STRIPPED_HEADERS or lower.startswith(STRIPPED_HEADER_PREFIXES):
+        # the body is re-streamed (chunked), so the client's Content-Length goes too
+        if dropped_from_request(lower) or lower in RESTREAMED:
             continue
         if not _HEADER_NAME.match(name) or _BAD_VALUE_CHARS.search(value):
             raise InvalidForwardRequest(f"invalid request header {name!r}")

@@ -1,10 +1,10 @@
-"""The cluster status report the agent sends to kaas every ``report_interval_seconds``.
+"""Observing the cluster for the status report (``agents.tunnel.status_report``) the agent sends to kaas.
 
-Owned by the agent. The agent runtime calls ``collect_status`` on a timer and sends
-``ClusterStatusReport.to_json()`` up the tunnel; kaas turns it into the cluster's observed status.
-Everything is read with the agent's OWN identity (``ApiserverForwarder.get_json``, never impersonated):
-``/version`` for the Kubernetes version and the node list (paged) for total and Ready nodes. The agent's
-service account therefore needs ``get``/``list`` on ``nodes``.
+Owned by the agent. The agent runtime calls ``collect_status`` every ``report_interval_seconds`` and sends
+``ClusterStatusReport.to_json()`` up the tunnel when it changed; kaas turns it into the cluster's observed
+status. Everything is read with the agent's OWN identity (``ApiserverForwarder.get_json``, never
+impersonated): ``/version`` for the Kubernetes version and the node list (paged) for total and Ready nodes.
+The agent's service account therefore needs ``get``/``list`` on ``nodes``.
 
 ``collect_status`` never raises for apiserver trouble: an unreachable or refusing apiserver is itself the
 news kaas needs, so it is reported (``apiserver_reachable`` false, ``error`` set).
@@ -12,15 +12,13 @@ news kaas needs, so it is reported (``apiserver_reachable`` false, ``error`` set
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from agents.forward import ApiserverRequestError, UpstreamError
+from agents.tunnel.status_report import ClusterStatusReport, NodeStatus
 
-REPORT_SCHEMA_VERSION = 1
 NODE_PAGE_SIZE = 500
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 
@@ -29,42 +27,6 @@ class OwnIdentityClient(Protocol):
     """What ``collect_status`` needs: JSON reads as the agent itself (``ApiserverForwarder`` is one)."""
 
     async def get_json(self, path: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    """One node as the report carries it."""
-
-    name: str
-    ready: bool
-    roles: list[str] = field(default_factory=list)
-    kubelet_version: str | None = None
-
-
-@dataclass(frozen=True)
-class ClusterStatusReport:
-    """What the agent observed about its cluster at ``collected_at`` (ISO 8601, UTC)."""
-
-    collected_at: str
-    apiserver_reachable: bool
-    kubernetes_version: str | None = None
-    nodes_total: int | None = None  # None when the node list could not be read
-    nodes_ready: int | None = None
-    nodes: list[NodeStatus] = field(default_factory=list)
-    error: str | None = None
-    schema_version: int = REPORT_SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClusterStatusReport:
-        """The inverse of ``to_dict`` (kaas's side of the tunnel reads reports with it)."""
-        nodes = [NodeStatus(**node) for node in data.get("nodes") or []]
-        return cls(**{**data, "nodes": nodes})
 
 
 def node_status(node: dict[str, Any]) -> NodeStatus:

@@ -21,11 +21,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from agents.forward import (
     ApiserverForwarder,
     InvalidForwardRequest,
-    kube_status,
     validate_target,
 )
-from agents.runtime import StreamClosedError, TunnelStream
+from agents.tunnel.connection import StreamClosedError, TunnelStream
 from agents.tunnel.http import HttpRequestHead, encode_response_head
+from agents.tunnel.kube_status import kube_status
 from agents.tunnel.websocket import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RELAYED_REFUSAL_HEADERS,
@@ -59,7 +59,7 @@ async def _answer(stream: TunnelStream, status: int, headers: list[tuple[str, st
 
 
 async def _refuse(stream: TunnelStream, status: int, reason: str, message: str) -> None:
-    body = json.dumps(kube_status(status, reason, message)).encode()
+    body = json.dumps(kube_status(status, message, reason=reason)).encode()
     await _answer(stream, status, [("content-type", "application/json")], body)
 
 

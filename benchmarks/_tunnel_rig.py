@@ -35,12 +35,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from provider.bootstrap import rbac_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SA_TOKEN = "bench-agent-service-account-token"  # noqa: S105 (a throwaway token of the stand-in)
 ADMIN_TOKEN = "bench-cluster-admin-token"  # noqa: S105
-KAAS_RBAC_MANIFEST = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+KAAS_RBAC_MANIFEST = rbac_manifest()
 
 
 def raise_fd_limit() -> int:
@@ -102,10 +104,10 @@ def run_standin(url_file: str) -> None:
 def run_tunnel() -> None:
     """``kaas tunnel``, as shipped."""
     raise_fd_limit()
-    from provider.tunnel.main import run_tunnel_server
+    from kaas_tunnel.main import run_tunnel_server
 
     # the driver reads the bound ports from the startup line ("agents at ..., internal endpoint at ...")
-    logging.getLogger("provider.tunnel.server").setLevel(logging.INFO)
+    logging.getLogger("kaas_tunnel.server").setLevel(logging.INFO)
     run_tunnel_server()
 
 
@@ -127,8 +129,8 @@ def run_api(url_file: str) -> None:
 
     from kaas_api.app import create_app
     from kaas_api.config import ApiSettings
-    from kaas_api.db.session import make_engine, make_session_factory
-    from kaas_api.tunnel_registry import RedisTunnelRegistry
+    from kaas_core.db.session import make_engine, make_session_factory
+    from kaas_core.tunnel_registry import RedisTunnelRegistry
 
     settings = ApiSettings()
     redis_url = os.environ["KAAS_REDIS_URL"]

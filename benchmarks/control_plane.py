@@ -36,9 +36,9 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kaas_api.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from kaas_api.users.service import create_user  # noqa: E402
-from kaas_cli.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/14"

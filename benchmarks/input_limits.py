@@ -7,7 +7,7 @@ a 422 of a body of unknown keys costs it.
                                                                  # `git archive <commit> | tar -x -C DIR`
 
 The API runs as ``kaas api`` (``python -m kaas_cli.main api``, with ``--source`` on that code) in its own
-process on 127.0.0.1 with the production defaults of its limits (``KAAS_HTTP_*``, ``kaas_api.serving``), on
+process on 127.0.0.1 with the production defaults of its limits (``KAAS_HTTP_*``, ``kaas_core.serving``), on
 SQLite in a temporary directory and the in-memory broker: nothing the attack reaches needs more. This
 process seeds the database (one admin and their token) and drives every client from one event loop.
 
@@ -54,9 +54,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kaas_api.db.session import make_engine, make_session_factory  # noqa: E402
 from kaas_api.users.service import create_user  # noqa: E402
-from kaas_cli.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.session import make_engine, make_session_factory  # noqa: E402
 
 MIB = 1024 * 1024
 PIECE = 64 * 1024

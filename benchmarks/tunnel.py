@@ -56,7 +56,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._tunnel_rig import ADMIN_TOKEN, SA_TOKEN  # noqa: E402
-from kaas_api.db.models import (  # noqa: E402
+from kaas_api.users.service import create_user  # noqa: E402
+from kaas_core.db.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.models import (  # noqa: E402
     Cluster,
     ClusterAgent,
     ClusterPhase,
@@ -65,17 +67,15 @@ from kaas_api.db.models import (  # noqa: E402
     Region,
     Role,
 )
-from kaas_api.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
-from kaas_api.k8s.internal_hop import (  # noqa: E402
+from kaas_core.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
+from kaas_core.internal_hop import (  # noqa: E402
     ASSERTION_HEADER,
     INTERNAL_PROXY_PREFIX,
     ProxyAssertion,
     assertion_key,
 )
-from kaas_api.security import AGENT_TOKEN_PREFIX, generate_token, hash_token  # noqa: E402
-from kaas_api.tunnel_registry import KEY_PREFIX  # noqa: E402
-from kaas_api.users.service import create_user  # noqa: E402
-from kaas_cli.migrate import upgrade_database  # noqa: E402
+from kaas_core.security import AGENT_TOKEN_PREFIX, generate_token, hash_token  # noqa: E402
+from kaas_core.tunnel_registry import KEY_PREFIX  # noqa: E402
 from simcloud.kube.testing import write_kubeconfig  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -163,7 +163,7 @@ def tunnel_server(env: dict[str, str], log: Path) -> Iterator[TunnelProcess]:
         "KAAS_TUNNEL_PORT": "0",
         "KAAS_INTERNAL_HOST": "127.0.0.1",
         "KAAS_INTERNAL_PORT": "0",
-        "KAAS_INTERNAL_SECRET": INTERNAL_SECRET,
+        "KAAS_TUNNEL_INTERNAL_SECRET": INTERNAL_SECRET,
     }
     log.unlink(missing_ok=True)
     with child([*RIG, "tunnel"], env=child_env, log=log) as proc:

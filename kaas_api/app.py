@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agents.tunnel.kube_status import kube_status
 from kaas_api import health
 from kaas_api.admin import endpoints as admin
 from kaas_api.audit.middleware import AuditMiddleware
@@ -34,8 +35,7 @@ from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
-from kaas_api.k8s.internal_hop import assertion_key
-from kaas_api.k8s.status import KubeStatusError, kube_status, kube_status_handler
+from kaas_api.k8s.status import KubeStatusError, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
 from kaas_api.observability.metrics import ApiMetrics, HttpMetricsMiddleware, KaasStateCollector
@@ -46,10 +46,11 @@ from kaas_api.projects import endpoints as projects
 from kaas_api.regions import endpoints as regions
 from kaas_api.schemas import ErrorBody
 from kaas_api.security_headers import SecurityHeadersMiddleware, is_dashboard_path
-from kaas_api.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 from kaas_api.users import endpoints as users
 from kaas_api.webhooks import endpoints as webhooks
+from kaas_core.internal_hop import assertion_key
+from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _body_rules(settings: ApiSettings) -> list[BodyRule]:
     """The k8s proxy streams bodies up to its own cap and answers in ``Status`` objects; the rest is JSON and
-    forms (``kaas_api.serving.body_limit``)."""
+    forms (``kaas_core.serving.body_limit``)."""
 
     def as_status(refusal: Refusal) -> dict[str, Any]:
         return kube_status(refusal.status, refusal.message)

@@ -16,13 +16,8 @@ from typing import Protocol
 import celery
 from sqlalchemy.orm import Session
 
-from kaas_api.observability.request_id import current_request_id
-
-RECONCILE_TASK = "provider.reconcile_cluster"
-DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"  # the names and queue of provider.tasks; keep in step
-WEBHOOK_QUEUE = "provider"
-# the Celery message header the worker reads the request id from (provider.tasks); keep the two in step
-REQUEST_ID_TASK_HEADER = "kaas_request_id"
+from kaas_core.request_context import current_request_id
+from kaas_core.tasks import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, REQUEST_ID_TASK_HEADER, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
 

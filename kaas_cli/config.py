@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from kaas_api.config import default_state_dir
+from kaas_core.settings import default_state_dir
 
 
 def config_path() -> Path:

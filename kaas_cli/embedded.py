@@ -18,7 +18,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import (
+from kaas_api.users.service import create_user, issue_token
+from kaas_core.db.models import (
     ApiToken,
     Project,
     ProjectMember,
@@ -30,8 +31,7 @@ from kaas_api.db.models import (
     as_utc,
     utcnow,
 )
-from kaas_api.security import hash_token
-from kaas_api.users.service import create_user, issue_token
+from kaas_core.security import hash_token
 
 DEFAULT_REGION = "local"
 DEFAULT_PROJECT = "default"

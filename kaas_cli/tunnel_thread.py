@@ -12,10 +12,10 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.tunnel_registry import TunnelRegistry
-from provider.tunnel.config import TunnelSettings
-from provider.tunnel.metrics import TunnelMetrics
-from provider.tunnel.server import TunnelServer
+from kaas_core.tunnel_registry import TunnelRegistry
+from kaas_tunnel.config import TunnelSettings
+from kaas_tunnel.metrics import TunnelMetrics
+from kaas_tunnel.server import TunnelServer
 
 
 class BackgroundTunnelServer:

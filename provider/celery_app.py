@@ -36,6 +36,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController, state
 from kombu.entity import Queue
 
+from kaas_core.tasks import SHARED_QUEUE, SWEEP_TASK, region_queue
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
 from provider.reconciler.context import ProviderContext, ReconcileLimits, WebhookLimits
@@ -44,11 +45,7 @@ from provider.tasks import register_tasks
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUEUE = "provider"
-
-
-def region_queue(region_name: str) -> str:
-    return f"region.{region_name}"
+DEFAULT_QUEUE = SHARED_QUEUE
 
 
 def worker_queues(regions: Iterable[str]) -> list[str]:
@@ -59,8 +56,8 @@ def worker_queues(regions: Iterable[str]) -> list[str]:
 def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | None = None) -> ProviderContext:
     """The production context: the database of the settings, drivers from the clouds.yaml; passes and
     steps recorded on ``metrics`` (a registry of its own unless given)."""
-    from kaas_api.db.session import make_engine, make_session_factory
-    from kaas_api.security import SecretBox
+    from kaas_core.db.session import make_engine, make_session_factory
+    from kaas_core.security import SecretBox
     from provider.cloud.registry import DriverRegistry
 
     registry = DriverRegistry(settings.clouds_yaml)
@@ -136,7 +133,7 @@ def make_celery(
         task_ignore_result=settings.result_backend is None,
         task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(q) for q in worker_queues(region_names)],  # type: ignore[no-untyped-call]
-        task_routes={"provider.sweep": {"queue": DEFAULT_QUEUE}},
+        task_routes={SWEEP_TASK: {"queue": DEFAULT_QUEUE}},
         task_create_missing_queues=True,
         beat_schedule={
             "provider-sweep": {"task": "provider.sweep", "schedule": settings.sweep_interval_seconds},

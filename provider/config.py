@@ -2,7 +2,8 @@
 
 One typed object, read once from the environment (``KAAS_`` prefix) by the composition root (``kaas_cli``)
 and passed down; inner code never reads the environment. Storage, broker and secret defaults are the same
-as ``kaas_api.config.ApiSettings`` so the embedded mode (``kaas up``) works with no configuration.
+as the API's (``kaas_core.settings.SharedSettings``), so the embedded mode (``kaas up``) works with no
+configuration.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from kaas_api.config import SharedSettings, default_state_dir
+from kaas_core.settings import SharedSettings, default_state_dir
 
 
 class ProviderSettings(SharedSettings):
@@ -44,8 +45,6 @@ class ProviderSettings(SharedSettings):
     # the sweep re-queues a converging cluster untouched this long (its re-queue chain was lost)
     sweep_stale_after_seconds: float = 180.0
     worker_concurrency: int = 4
-    log_json: bool = False  # one JSON object per log line (kaas_api.observability.logs)
-    log_level: str = "INFO"
     # webhook notifications (provider.webhooks): attempts per delivery, per-request timeout, retry backoff
     webhook_max_attempts: int = Field(default=6, ge=1, le=50)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
@@ -58,17 +57,3 @@ class ProviderSettings(SharedSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
-
-    def validate_for_production(self) -> None:
-        """Refuse to run a production deployment on the embedded defaults."""
-        if self.environment != "production":
-            return
-        problems = []
-        if self.database_url.startswith("sqlite"):
-            problems.append("KAAS_DATABASE_URL must point at PostgreSQL")
-        if self.broker_url.startswith("memory"):
-            problems.append("KAAS_BROKER_URL must point at Redis")
-        if "insecure" in self.secret_key or len(self.secret_key) < 32:
-            problems.append("KAAS_SECRET_KEY must be a random string of at least 32 characters")
-        if problems:
-            raise ValueError("insecure production settings: " + "; ".join(problems))

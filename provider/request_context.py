@@ -4,7 +4,7 @@ Owned by ``provider``; ``provider.celery_app.make_celery`` calls ``connect_reque
 sends a reconcile with the Celery message header ``kaas_request_id`` (``kaas_api.dispatch``). Before a
 task runs (``task_prerun``), its request id (or a fresh one, for work beat started) is bound into
 structlog's context variables and ``kaas_api.observability.request_id.request_id_var``, so every log line
-of the task carries ``request_id`` (``kaas_api.observability.logs``); after it (``task_postrun``) both are
+of the task carries ``request_id`` (``kaas_core.logs``); after it (``task_postrun``) both are
 cleared. Every task published meanwhile (``before_task_publish``: the re-queued continuation of a
 reconcile chain, the reconciles a sweep queues, webhook deliveries) gets the same header, so a whole
 chain shows one request id.
@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 from celery import signals
 
-from kaas_api.dispatch import REQUEST_ID_TASK_HEADER
-from kaas_api.observability.request_id import accept_request_id, current_request_id, request_id_var
+from kaas_core.request_context import accept_request_id, current_request_id, request_id_var
+from kaas_core.tasks import REQUEST_ID_TASK_HEADER
 
 
 def task_request_id(task: Any) -> str | None:

@@ -23,7 +23,15 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select
 
-from kaas_api.db.models import Region
+from kaas_core.db.models import Region
+from kaas_core.tasks import (
+    DELIVER_WEBHOOK_TASK,
+    RECONCILE_TASK,
+    SWEEP_LEAKS_TASK,
+    SWEEP_TASK,
+    WEBHOOK_QUEUE,
+    region_queue,
+)
 from provider.cloud.errors import CloudError
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
@@ -33,11 +41,6 @@ from provider.webhooks.outbox import due_deliveries
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_TASK = "provider.reconcile_cluster"
-SWEEP_TASK = "provider.sweep"
-SWEEP_LEAKS_TASK = "provider.sweep_leaks"
-DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"
-WEBHOOK_QUEUE = "provider"  # not regional: every worker consumes it
 
 
 def _context(task: Any) -> ProviderContext:
@@ -113,7 +116,7 @@ def sweep(self: Any) -> dict[str, Any]:
         regions=set(served) if served else None,
     )
     for region_name in report.regions:
-        self.app.send_task(SWEEP_LEAKS_TASK, args=[region_name], queue=f"region.{region_name}")
+        self.app.send_task(SWEEP_LEAKS_TASK, args=[region_name], queue=region_queue(region_name))
     deliveries = due_deliveries(ctx.session_factory)
     _send_deliveries(self.app, deliveries)
     return {"queued": len(report.queued), "regions": report.regions, "webhook_deliveries": len(deliveries)}

@@ -60,13 +60,13 @@ KAAS_VENV=$VENV setsid -w bash "$ROOT/scripts/kube-bin.sh" > "$kube_bin_out" 2> 
 kube_bin_pid=$!
 
 log "installing kaas with its dev dependencies"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]" -e ./embedded 2>&1 | grep -v "^WARNING: Location" || true
 export PATH="$VENV/bin:$PATH"
 
 log "ruff"
 ruff check .
 log "mypy"
-mypy kaas_api provider simcloud kaas_cli agents nodesim
+mypy kaas_core kaas_api provider kaas_tunnel kaas_cli agents embedded/simcloud embedded/nodesim
 log "import contracts"
 lint-imports
 

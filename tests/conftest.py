@@ -21,7 +21,8 @@ from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.session import make_engine, make_session_factory
+from kaas_core.db import migrate
+from kaas_core.db.session import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("KAAS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -47,10 +48,8 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", database_url)
-    return cfg
+    """The migrations as kaas runs them (``kaas_core.db.migrate``): from the package, not a path."""
+    return migrate.alembic_config(database_url)
 
 
 def create_pg_database() -> str:

@@ -1,6 +1,6 @@
 """How one HTTP exchange rides on one tunnel stream. Pure: standard library only, no I/O.
 
-Owned by ``agents.tunnel``. Used by kaas's tunnel server (``provider.tunnel``), which opens a stream per
+Owned by ``agents.tunnel``. Used by kaas's tunnel server (``kaas_tunnel``), which opens a stream per
 proxied kubectl request, and by the agent runtime (``agents.runtime``), which answers it.
 
 - The DIAL metadata is the request head: ``{"kind": "http", "method", "path" (with the query), "headers"

@@ -2,7 +2,7 @@
 
 Owned by the tunnel protocol package, so that every hop applies the same rule: the API's k8s proxy before it
 authorizes anything (``kaas_api.k8s.proxy``), the tunnel server's internal endpoint before it routes
-(``provider.tunnel.proxy``), and the agent before it dials its apiserver (``agents.forward``). Pure: no I/O.
+(``kaas_tunnel.proxy``), and the agent before it dials its apiserver (``agents.forward``). Pure: no I/O.
 
 Why so strict. A path is authorized by one component and interpreted by another; any form that two parsers
 may read differently lets a request be authorized for one thing and reach another. The traversal that

@@ -1,6 +1,6 @@
 """How one WebSocket connection (kubectl exec, attach, port-forward) rides on one tunnel stream. Pure.
 
-Owned by ``agents.tunnel``; used by the tunnel server (``provider.tunnel.proxy``) and the agent
+Owned by ``agents.tunnel``; used by the tunnel server (``kaas_tunnel.proxy``) and the agent
 (``agents.websocket``). The stream starts like an HTTP one (``agents.tunnel.http``): the DIAL metadata is a
 request head with ``"websocket": true`` and the requested subprotocols in ``Sec-WebSocket-Protocol``; the
 agent answers with a response head: 101 and the chosen ``Sec-WebSocket-Protocol`` when the apiserver took

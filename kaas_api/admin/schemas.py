@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from kaas_api.db.models import AuditEvent
 from kaas_api.schemas import Timestamp
+from kaas_core.db.models import AuditEvent
 
 
 class AuditEventOut(BaseModel):

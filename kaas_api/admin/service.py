@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from kaas_api.clusters.quota import Usage, cluster_footprint, project_usage
-from kaas_api.db.models import (
+from kaas_core.db.models import (
     Cluster,
     ClusterAgent,
     ClusterPhase,

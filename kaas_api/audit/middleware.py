@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaas_api.audit.service import AuditRecord, record
-from kaas_api.observability.request_id import current_request_id
+from kaas_core.request_context import current_request_id
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
-from kaas_api.db.models import AuditEvent, utcnow
+from kaas_core.db.models import AuditEvent, utcnow
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from kaas_api.auth import service
 from kaas_api.auth.schemas import MembershipOut, MeOut, TokenCreate, TokenCreated, TokenOut
-from kaas_api.db.models import ApiToken, Project, ProjectMember
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.openapi import errors
+from kaas_core.db.models import ApiToken, Project, ProjectMember
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 

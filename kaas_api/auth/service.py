@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
-from kaas_api.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
 from kaas_api.errors import Forbidden, NotFound, Unauthenticated
-from kaas_api.security import USER_TOKEN_PREFIX, generate_token, hash_token
 from kaas_api.validation import is_dns_label, is_uuid
+from kaas_core.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
+from kaas_core.security import USER_TOKEN_PREFIX, generate_token, hash_token
 
 TOKEN_DISPLAY_PREFIX_LENGTH = 12
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # how exactly api_tokens.last_used_at follows use

@@ -25,11 +25,11 @@ from kaas_api.clusters.schemas import (
     NodePoolOut,
     NodePoolPatch,
 )
-from kaas_api.db.models import Cluster, NodePool, Role
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.operations.schemas import OperationOut
 from kaas_api.operations.service import list_cluster_operations
-from kaas_api.security import SecretBox
+from kaas_core.db.models import Cluster, NodePool, Role
+from kaas_core.security import SecretBox
 
 router = APIRouter(prefix="/v1/projects/{project}/clusters", tags=["clusters"])
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from kaas_api.db.models import Cluster, ClusterPhase, Project, Quota
 from kaas_api.errors import QuotaExceeded
 from kaas_api.regions.service import flavor_sizes
+from kaas_core.db.models import Cluster, ClusterPhase, Project, Quota
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from kaas_api.clusters.quota import check_quota, cluster_footprint, footprint
 from kaas_api.clusters.schemas import ClusterCreate, NodePoolCreate, NodePoolPatch
-from kaas_api.db.models import (
+from kaas_api.dispatch import UnitOfWork
+from kaas_api.errors import Conflict, InvalidInput, NotFound
+from kaas_api.kubeconfig.service import revoke_cluster_kubeconfig_tokens
+from kaas_api.operations.service import record_operation
+from kaas_api.regions.service import flavor_sizes, get_region
+from kaas_api.validation import is_dns_label, is_uuid, overlapping_cidrs
+from kaas_core.db.models import (
     Cluster,
     ClusterPhase,
     Node,
@@ -26,13 +32,7 @@ from kaas_api.db.models import (
     Region,
     utcnow,
 )
-from kaas_api.dispatch import UnitOfWork
-from kaas_api.errors import Conflict, InvalidInput, NotFound
-from kaas_api.kubeconfig.service import revoke_cluster_kubeconfig_tokens
-from kaas_api.operations.service import record_operation
-from kaas_api.regions.service import flavor_sizes, get_region
-from kaas_api.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
-from kaas_api.validation import is_dns_label, is_uuid, overlapping_cidrs
+from kaas_core.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
 
 _FINAL_PHASES = (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value)
 

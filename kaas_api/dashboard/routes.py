@@ -40,7 +40,14 @@ from kaas_api.dashboard.sessions import (
     open_session,
     resolve_session,
 )
-from kaas_api.db.models import (
+from kaas_api.deps import Settings, Uow
+from kaas_api.errors import Forbidden, InvalidInput, KaasError, Unauthenticated
+from kaas_api.operations.service import list_cluster_operations
+from kaas_api.regions import service as regions
+from kaas_api.regions.endpoints import _fields as region_fields
+from kaas_api.regions.schemas import RegionPatch
+from kaas_api.security_headers import DASHBOARD_PREFIX
+from kaas_core.db.models import (
     ApiToken,
     AuditEvent,
     ClusterAgent,
@@ -49,13 +56,6 @@ from kaas_api.db.models import (
     TokenKind,
     User,
 )
-from kaas_api.deps import Settings, Uow
-from kaas_api.errors import Forbidden, InvalidInput, KaasError, Unauthenticated
-from kaas_api.operations.service import list_cluster_operations
-from kaas_api.regions import service as regions
-from kaas_api.regions.endpoints import _fields as region_fields
-from kaas_api.regions.schemas import RegionPatch
-from kaas_api.security_headers import DASHBOARD_PREFIX
 
 HERE = Path(__file__).resolve().parent
 _templates = Environment(

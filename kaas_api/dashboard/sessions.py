@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import Principal, authenticate
-from kaas_api.db.models import AdminSession, ApiToken, User, as_utc, utcnow
 from kaas_api.errors import Forbidden
-from kaas_api.security import hash_token
+from kaas_core.db.models import AdminSession, ApiToken, User, as_utc, utcnow
+from kaas_core.security import hash_token
 
 SESSION_COOKIE = "kaas_admin_session"
 LOGIN_CSRF_COOKIE = "kaas_login_csrf"

@@ -15,9 +15,9 @@ from sqlalchemy import and_, false, select
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import accepted_token_kinds, bearer_token_hash, check_token
-from kaas_api.db.models import ApiToken, Cluster, Project, ProjectMember, Role, User, utcnow
 from kaas_api.errors import NotFound, Unauthenticated
 from kaas_api.validation import is_uuid
+from kaas_core.db.models import ApiToken, Cluster, Project, ProjectMember, Role, User, utcnow
 
 AUTHENTICATED_GROUP = "kaas:authenticated"
 GROUP_PREFIX = "kaas:"

@@ -4,7 +4,7 @@ Owned by ``kaas_api.k8s``; ``create_app`` includes ``router`` and stores a ``K8s
 ``app.state.kaas_k8s``. A request is authenticated and authorized (``kaas_api.k8s.access``), its cluster's
 live agent session is looked up in the ``TunnelRegistry``, and the request goes to that tunnel server's
 internal endpoint with a signed assertion of the authorized cluster and caller
-(``kaas_api.k8s.internal_hop`` holds that contract and why it is signed).
+(``kaas_core.internal_hop`` holds that contract and why it is signed).
 
 A path that is not canonical (``agents.tunnel.paths``: dot segments, escaped separators, ``;``...) is refused
 with 400 before anything else, and audited whatever its method: it is how a traversal would be tried.
@@ -41,49 +41,33 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from agents.tunnel.headers import RESPONSE_HOP_BY_HOP, dropped_from_request
+from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_path, check_canonical_target
 from kaas_api.audit.middleware import add_audit_detail, audit_this_request, set_actor
 from kaas_api.deps import AppContext
 from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
-from kaas_api.k8s.internal_hop import (
+from kaas_api.k8s.status import KubeStatusError
+from kaas_api.schemas import KubeStatus
+from kaas_core.internal_hop import (
     ASSERTION_HEADER,
     ProxyAssertion,
     internal_target_url,
 )
-from kaas_api.k8s.status import KubeStatusError, kube_status
-from kaas_api.schemas import KubeStatus
-from kaas_api.tunnel_registry import TunnelRegistry
+from kaas_core.tunnel_registry import TunnelRegistry
 
 log = logging.getLogger(__name__)
 
 PROXY_PREFIX = "/k8s/clusters"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "authorization",
-        "cookie",
-    }
-)
-DROPPED_PREFIXES = ("impersonate-", "x-kaas-", "x-remote-", "proxy-")
 SPDY_UNSUPPORTED = (
     "SPDY connection upgrades are not supported through kaas: exec, attach and port-forward work over"
     " WebSockets (kubectl 1.30 and newer use them by default)"
 )
 # Date and Server are this server's own (uvicorn writes them): relaying the cluster's too would send each
 # twice, which some clients reject
-RESPONSE_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
-    | {"date", "server"}
-)
+RESPONSE_DROPPED = RESPONSE_HOP_BY_HOP | {"date", "server"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +75,7 @@ class K8sProxyContext:
     """What the proxy needs besides the database: where sessions live and how to talk to tunnel servers."""
 
     registry: TunnelRegistry
-    assertion_key: bytes = field(repr=False)  # signs the internal hop (kaas_api.k8s.internal_hop)
+    assertion_key: bytes = field(repr=False)  # signs the internal hop (kaas_core.internal_hop)
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 120.0  # per read; watches and log follows have none
     _clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = field(
@@ -247,7 +231,7 @@ def upstream_headers(
     for name_bytes, value_bytes in request.scope["headers"]:
         name = name_bytes.decode("latin-1")
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower.startswith(DROPPED_PREFIXES):
+        if dropped_from_request(lower):
             continue
         kept.append((name, value_bytes.decode("latin-1")))
     return kept + hop_headers(identity, target, method=request.method, key=key)
@@ -421,7 +405,7 @@ class UpstreamResponse(Response):
         self.raw_headers = [
             (name.lower(), value)
             for name, value in upstream.headers.raw
-            if name.lower().decode("latin-1") not in RESPONSE_HOP_BY_HOP
+            if name.lower().decode("latin-1") not in RESPONSE_DROPPED
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

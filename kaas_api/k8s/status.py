@@ -6,40 +6,11 @@ handler ``create_app`` installs for ``KubeStatusError``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from agents.tunnel.kube_status import kube_status
 from kaas_api.errors import KaasError
-
-_REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    413: "RequestEntityTooLarge",
-    422: "Invalid",
-    501: "NotImplemented",
-    502: "BadGateway",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-}
-
-
-def kube_status(code: int, message: str, *, reason: str | None = None) -> dict[str, Any]:
-    """A ``meta/v1`` ``Status`` failure object."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason or _REASONS.get(code, "InternalError"),
-        "code": code,
-    }
 
 
 class KubeStatusError(Exception):

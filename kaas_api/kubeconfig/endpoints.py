@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Response, status
 
 from kaas_api.auth.service import authorize_project
 from kaas_api.clusters.service import get_cluster
-from kaas_api.db.models import Role
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.errors import NotFound
 from kaas_api.kubeconfig import service
 from kaas_api.kubeconfig.schemas import KubeconfigTokenOut
 from kaas_api.openapi import errors
+from kaas_core.db.models import Role
 
 router = APIRouter(prefix="/v1", tags=["kubeconfig"])
 

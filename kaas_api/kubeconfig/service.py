@@ -27,10 +27,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import TOKEN_DISPLAY_PREFIX_LENGTH, Principal
-from kaas_api.db.models import ApiToken, Cluster, ClusterPhase, Project, TokenKind, User, utcnow
 from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound
-from kaas_api.security import generate_token, hash_token
 from kaas_api.validation import is_dns_label, is_uuid
+from kaas_core.db.models import ApiToken, Cluster, ClusterPhase, Project, TokenKind, User, utcnow
+from kaas_core.security import generate_token, hash_token
 
 KUBECONFIG_TOKEN_PREFIX = "kaaskc_"  # noqa: S105 (a prefix, not a secret)
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"

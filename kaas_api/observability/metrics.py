@@ -30,7 +30,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaas_api.db.models import Cluster, ClusterAgent, ClusterPhase, Region
+from kaas_core.db.models import Cluster, ClusterAgent, ClusterPhase, Region
+from kaas_core.tasks import region_queue
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class KaasStateCollector:
                 ):
                     agents.add_metric([region, "connected" if connected else "disconnected"], float(count))
                 queues = [
-                    f"region.{name}" for name in session.scalars(select(Region.name).order_by(Region.name))
+                    region_queue(name) for name in session.scalars(select(Region.name).order_by(Region.name))
                 ]
             up.add_metric(["database"], 1.0)
         except Exception:  # a scrape reports the outage, it never fails because of it

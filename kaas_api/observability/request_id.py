@@ -3,37 +3,14 @@
 ``RequestIdMiddleware`` (a pure ASGI middleware, so streaming responses of the k8s proxy stay streamed)
 takes a well-formed ``X-Request-ID`` from the caller or makes a new one, stores it in ``request_id_var``
 for the duration of the request and returns it in the response's ``X-Request-ID`` header. The audit log,
-the JSON logs and the task dispatcher read it from ``current_request_id()``.
+the JSON logs and the task dispatcher read it from ``kaas_core.request_context.current_request_id()``.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
-from contextvars import ContextVar
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "x-request-id"
-# a caller's id is kept only when it is short and harmless, so it can go into logs and headers unescaped
-_ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-
-request_id_var: ContextVar[str | None] = ContextVar("kaas_request_id", default=None)
-
-
-def current_request_id() -> str | None:
-    return request_id_var.get()
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def accept_request_id(value: str | None) -> str:
-    """The caller's id when it is acceptable, else a fresh one."""
-    if value and _ACCEPTABLE.match(value):
-        return value
-    return new_request_id()
+from kaas_core.request_context import accept_request_id, request_id_var
 
 
 class RequestIdMiddleware:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from kaas_api.db.models import Operation
 from kaas_api.schemas import Timestamp
+from kaas_core.db.models import Operation
 
 
 class OperationOut(BaseModel):

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import Principal, project_role
-from kaas_api.db.models import Cluster, Operation, OperationKind, OperationState, utcnow
 from kaas_api.errors import NotFound
 from kaas_api.validation import is_uuid
+from kaas_core.db.models import Cluster, Operation, OperationKind, OperationState, utcnow
 
 _UNFINISHED = (OperationState.PENDING.value, OperationState.RUNNING.value)
 

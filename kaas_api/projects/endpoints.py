@@ -6,11 +6,11 @@ from fastapi import APIRouter, status
 
 from kaas_api.auth.service import authorize_project
 from kaas_api.clusters.quota import project_usage
-from kaas_api.db.models import Project, ProjectMember, Quota, Role
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.projects import service
 from kaas_api.projects.schemas import MemberOut, MemberPut, ProjectCreate, ProjectOut, QuotaOut, QuotaUsage
 from kaas_api.projects.schemas import Quota as QuotaBody
+from kaas_core.db.models import Project, ProjectMember, Quota, Role
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kaas_api.db.models import Role
 from kaas_api.schemas import Timestamp
 from kaas_api.validation import JSON_INTEGER, DnsLabel, ShortText
+from kaas_core.db.models import Role
 
 QUOTA_MAX = 1_000_000_000
 Limit = Annotated[int, Field(ge=0, le=QUOTA_MAX), JSON_INTEGER]

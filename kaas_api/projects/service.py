@@ -11,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kaas_api.auth.service import Principal
-from kaas_api.db.models import Cluster, Project, ProjectMember, Quota, Role, User
 from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.validation import check_dns_label, is_dns_label
+from kaas_core.db.models import Cluster, Project, ProjectMember, Quota, Role, User
 
 
 class NameUnavailable(Conflict):

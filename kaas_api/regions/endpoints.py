@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from kaas_api.db.models import Region
 from kaas_api.deps import Admin, CurrentUser, Uow
 from kaas_api.regions import service
 from kaas_api.regions.schemas import Flavor, RegionCapacity, RegionCreate, RegionOut, RegionPatch
+from kaas_core.db.models import Region
 
 router = APIRouter(prefix="/v1/regions", tags=["regions"])
 

@@ -12,9 +12,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kaas_api.db.models import Cluster, Region
 from kaas_api.errors import Conflict, InvalidInput, NotFound
 from kaas_api.validation import check_dns_label, is_dns_label, is_uuid, overlapping_cidrs
+from kaas_core.db.models import Cluster, Region
 
 _FIELDS = (
     "cloud",

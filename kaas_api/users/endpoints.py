@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from kaas_api.db.models import User
 from kaas_api.deps import Admin, Uow
 from kaas_api.users import service
 from kaas_api.users.schemas import UserCreate, UserCreated, UserOut
+from kaas_core.db.models import User
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 

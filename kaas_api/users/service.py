@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kaas_api.auth import service as auth_service
-from kaas_api.db.models import User
 from kaas_api.errors import Conflict, InvalidInput
 from kaas_api.validation import check_dns_label
+from kaas_core.db.models import User
 
 
 def create_user(

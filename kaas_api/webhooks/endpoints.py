@@ -9,9 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from kaas_api.auth.service import authorize_project
-from kaas_api.db.models import DeliveryState, Role, Webhook, WebhookDelivery, WebhookEvent
 from kaas_api.deps import CurrentUser, Settings, Uow
-from kaas_api.security import SecretBox
 from kaas_api.webhooks import service
 from kaas_api.webhooks.schemas import (
     AttemptOut,
@@ -21,6 +19,8 @@ from kaas_api.webhooks.schemas import (
     WebhookOut,
     WebhookPatch,
 )
+from kaas_core.db.models import DeliveryState, Role, Webhook, WebhookDelivery, WebhookEvent
+from kaas_core.security import SecretBox
 
 router = APIRouter(prefix="/v1/projects/{project}/webhooks", tags=["webhooks"])
 

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-from kaas_api.db.models import DeliveryState, WebhookEvent
 from kaas_api.schemas import Timestamp
 from kaas_api.validation import PRINTABLE_PATTERN, JsonBool, anchored, check_printable, string_schema
+from kaas_core.db.models import DeliveryState, WebhookEvent
 
 WEBHOOK_URL_MAX = 2048
 SECRET_MIN = 16

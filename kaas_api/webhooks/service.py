@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from kaas_api.db.models import DeliveryState, Project, User, Webhook, WebhookDelivery, WebhookEvent, utcnow
 from kaas_api.errors import Conflict, InvalidInput, NotFound
-from kaas_api.security import SecretBox, generate_token
 from kaas_api.validation import is_uuid
-from kaas_api.webhooks.egress import EgressPolicy, EgressRefused, literal_address
+from kaas_core.db.models import DeliveryState, Project, User, Webhook, WebhookDelivery, WebhookEvent, utcnow
+from kaas_core.egress import EgressPolicy, EgressRefused, literal_address
+from kaas_core.security import SecretBox, generate_token
 
 WEBHOOK_SECRET_PREFIX = "kaaswh_"  # noqa: S105 (a prefix, not a secret)
 MAX_WEBHOOKS_PER_PROJECT = 20

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.session import make_engine, make_session_factory, session_scope
 from kaas_api.users.service import create_user
 from kaas_cli.output import console, err_console
+from kaas_core.db.session import make_engine, make_session_factory, session_scope
 
 app = typer.Typer(help="Bootstrap administration (direct database access).", no_args_is_help=True)
 

@@ -1,7 +1,7 @@
 """``kaas api|worker|beat|tunnel|db``: run the parts of kaas separately, as a real deployment does.
 
 Each command reads its deployable's settings, configures the process's logs from them (``KAAS_LOG_JSON``,
-``KAAS_LOG_LEVEL``; ``kaas_api.observability.logs``) and runs the part.
+``KAAS_LOG_LEVEL``; ``kaas_core.logs``) and runs the part.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from kaas_api.config import ApiSettings
-from kaas_api.observability.logs import configure_logging
-from kaas_api.serving.limits import run_server, server_config
-from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import err_console
+from kaas_core.db.migrate import upgrade_database
+from kaas_core.logs import configure_logging
+from kaas_core.serving.limits import run_server, server_config
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -34,8 +34,8 @@ def api(
     from celery import Celery
 
     from kaas_api.app import create_app
-    from kaas_api.db.session import make_engine, make_session_factory
     from kaas_api.dispatch import CeleryDispatcher
+    from kaas_core.db.session import make_engine, make_session_factory
 
     settings = ApiSettings()
     settings.validate_for_production()
@@ -123,8 +123,8 @@ def beat() -> None:
 
 def tunnel() -> None:
     """Run a tunnel server: agents connect here; the API's k8s proxy reaches them through it."""
-    from provider.tunnel.config import TunnelSettings
-    from provider.tunnel.main import run_tunnel_server
+    from kaas_tunnel.config import TunnelSettings
+    from kaas_tunnel.main import run_tunnel_server
 
     settings = TunnelSettings()
     configure_logging(json=settings.log_json, level=settings.log_level)

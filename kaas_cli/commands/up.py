@@ -14,9 +14,7 @@ from urllib.parse import urlsplit
 import typer
 from pydantic import SecretStr
 
-from kaas_api.config import ApiSettings, default_state_dir
-from kaas_api.db.session import make_engine, make_session_factory
-from kaas_api.serving.limits import run_server, server_config
+from kaas_api.config import ApiSettings
 from kaas_cli.config import CliConfig
 from kaas_cli.embedded import (
     DEFAULT_REGION,
@@ -25,13 +23,12 @@ from kaas_cli.embedded import (
     remembered_port,
     seed_embedded,
 )
-from kaas_cli.migrate import upgrade_database
 from kaas_cli.output import console, err_console
 from kaas_cli.state_dir import DATABASE_FILE, make_private
-
-RBAC_MANIFEST = (
-    Path(__file__).resolve().parents[2] / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
-)
+from kaas_core.db.migrate import upgrade_database
+from kaas_core.db.session import make_engine, make_session_factory
+from kaas_core.serving.limits import run_server, server_config
+from kaas_core.settings import default_state_dir
 
 
 def up(
@@ -53,17 +50,27 @@ def up(
 
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
-    from kaas_api.observability.logs import configure_logging
-    from kaas_api.tunnel_registry import InMemoryTunnelRegistry
     from kaas_cli.tunnel_thread import BackgroundTunnelServer
-    from nodesim.booter import NodeBooter
+    from kaas_core.logs import configure_logging
+    from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+    from kaas_tunnel.config import TunnelSettings
+    from kaas_tunnel.metrics import TunnelMetrics
+    from provider.bootstrap import rbac_manifest
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
     from provider.metrics import ReconcileMetrics
     from provider.reconciler.sweep import sweep_clusters
-    from provider.tunnel.config import TunnelSettings
-    from provider.tunnel.metrics import TunnelMetrics
-    from simcloud.testing import run_simcloud
+
+    try:  # the simulators are their own distribution: production installs do not carry them
+        from nodesim.booter import NodeBooter
+        from simcloud.testing import run_simcloud
+    except ImportError as exc:
+        err_console.print(
+            f"[red]error:[/] kaas up runs on the simulators of kaas-embedded, which is not installed ({exc})."
+            " Install it beside kaas: `pip install ./embedded` in a checkout, `pip install kaas-embedded`"
+            " from a package index."
+        )
+        raise typer.Exit(1) from exc
 
     state_dir = state_dir.expanduser().resolve()
     # first of all: the umask and the modes, before the database or any secret is opened or written
@@ -87,7 +94,7 @@ def up(
         database_url=database_url,
         tunnel_port=remembered_port(tunnel_port_file),
         internal_port=0,
-        internal_secret=internal_secret,
+        tunnel_internal_secret=SecretStr(internal_secret),
     )
 
     with (
@@ -145,7 +152,7 @@ def up(
         booter = NodeBooter(
             clouds_yaml=cloud.clouds_yaml,
             admin_cloud=cloud.admin_cloud_name,
-            rbac_manifest=RBAC_MANIFEST,
+            rbac_manifest=rbac_manifest(),
             state_dir=state_dir / "nodes",
             kubernetes_version_default="v1.31.4",
             persist=True,

@@ -4,7 +4,7 @@ The cloud steps make servers; only the agent inside the cluster can say Kubernet
 server writes what the agent reports into ``cluster_agents``; a pass reads that row here (no cloud calls)
 and turns it into the AgentConnected and NodesReady conditions and the nodes' ``ready`` flags.
 AgentConnected's message also says how often a newer agent session replaced a live one, and when last (the
-tunnel server counts them in ``cluster_agents``; see ``provider.tunnel.store.admit_session``).
+tunnel server counts them in ``cluster_agents``; see ``kaas_tunnel.store.admit_session``).
 Called by ``provider.reconciler.reconcile`` on every pass of a live cluster, when the context requires
 agents (every deployment does; the cloud-side reconciler tests run without it).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from kaas_api.db.models import Cluster, ClusterAgent, Node, as_utc
+from kaas_core.db.models import Cluster, ClusterAgent, Node, as_utc
 from provider.reconciler.status import Condition
 
 AGENT_CONNECTED = "AgentConnected"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.security import SecretBox
-from kaas_api.webhooks.egress import EgressPolicy
+from kaas_core.egress import EgressPolicy
+from kaas_core.security import SecretBox
 from provider.cloud.driver import CloudDriver
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
@@ -52,7 +52,7 @@ class WebhookLimits:
     backoff_max_seconds: float = 600.0
     egress: EgressPolicy = field(
         default_factory=EgressPolicy
-    )  # where receivers may be (kaas_api.webhooks.egress)
+    )  # where receivers may be (kaas_core.egress)
 
     @property
     def claim_seconds(self) -> float:

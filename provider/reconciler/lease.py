@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import CursorResult, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, utcnow
-from kaas_api.db.session import session_scope
+from kaas_core.db.models import Cluster, utcnow
+from kaas_core.db.session import session_scope
 
 
 def acquire_lease(

@@ -13,7 +13,7 @@ import string
 import time
 from dataclasses import dataclass
 
-from kaas_api.db.models import NodeRole
+from kaas_core.db.models import NodeRole
 from provider.cloud.driver import ServerInfo, resource_prefix
 
 _RANDOM_ALPHABET = string.ascii_lowercase + string.digits

@@ -6,7 +6,7 @@ first step that is not done yet; the step's position gives the operation's progr
 
 from __future__ import annotations
 
-from kaas_api.db.models import Cluster
+from kaas_core.db.models import Cluster
 
 NETWORK_READY = "NetworkReady"
 CONTROL_PLANE_READY = "ControlPlaneReady"

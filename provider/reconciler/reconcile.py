@@ -22,7 +22,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from kaas_api.db.models import (
+from kaas_core.db.models import (
     Cluster,
     ClusterPhase,
     Node,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kaas_api.db.models import Cluster, Node, NodePool, NodeRole, Operation, OperationState, utcnow
+from kaas_core.db.models import Cluster, Node, NodePool, NodeRole, Operation, OperationState, utcnow
 from provider.cloud.driver import ServerInfo
 
 CONDITION_TYPES = ("NetworkReady", "ControlPlaneReady", "NodesReady")

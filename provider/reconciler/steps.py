@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kaas_api.db.models import Cluster, NodePool, NodeRole, Region
+from kaas_core.db.models import Cluster, NodePool, NodeRole, Region
 from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
 from provider.cloud.driver import (
     CloudDriver,

@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, ClusterPhase, Region, as_utc, utcnow
+from kaas_core.db.models import Cluster, ClusterPhase, Region, as_utc, utcnow
 from provider.cloud.driver import CloudCapacity, CloudDriver
 
 Enqueue = Callable[[str, str], None]  # (cluster id, queue name)

@@ -35,9 +35,9 @@ import httpx
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, utcnow
-from kaas_api.db.session import session_scope
-from kaas_api.security import SecretBox
+from kaas_core.db.models import DeliveryState, Webhook, WebhookAttempt, WebhookDelivery, utcnow
+from kaas_core.db.session import session_scope
+from kaas_core.security import SecretBox
 from provider.reconciler.context import WebhookLimits
 from provider.reconciler.reconcile import backoff_seconds
 from provider.webhooks.signing import encode_body, request_headers

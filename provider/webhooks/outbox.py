@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import (
+from kaas_core.db.models import (
     Cluster,
     DeliveryState,
     Operation,

@@ -4,7 +4,7 @@ Owned by ``provider.webhooks``; called by ``provider.webhooks.delivery`` right b
 connects to the address that was checked (the URL's host replaced by it), while the ``Host`` header and,
 for https, the TLS server name (SNI, and so the certificate check) stay the receiver's name. A name that
 resolves to several addresses is refused if any of them is refused: otherwise which one the connection
-used would decide. Policy: ``kaas_api.webhooks.egress``.
+used would decide. Policy: ``kaas_core.egress``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from kaas_api.webhooks.egress import EgressPolicy, EgressRefused, IPAddress, literal_address
+from kaas_core.egress import EgressPolicy, EgressRefused, IPAddress, literal_address
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
 

@@ -16,11 +16,11 @@ import pytest
 
 from agents.forward import ApiserverForwarder
 from agents.kube import ApiserverConnection, kubeconfig_connection
+from provider.bootstrap import rbac_manifest
 from simcloud.kube.identity import Identity
 from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 
-ROOT = Path(__file__).resolve().parents[2]
-KAAS_RBAC_MANIFEST = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+KAAS_RBAC_MANIFEST = rbac_manifest()
 
 AGENT_TOKEN = "agent-service-account-token"
 ADMIN_TOKEN = "cluster-admin-token"

@@ -15,14 +15,9 @@ from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
 
 from agents.config import AgentConfig, KubeconfigApiserver
-from agents.runtime import (
-    StreamClosedError,
-    TunnelConnection,
-    TunnelStream,
-    backoff_delay,
-    run_agent,
-)
+from agents.runtime import backoff_delay, run_agent
 from agents.tunnel import TunnelSession
+from agents.tunnel.connection import StreamClosedError, TunnelConnection, TunnelStream
 from agents.tunnel.http import (
     HttpRequestHead,
     ResponseHeadDecoder,

@@ -10,7 +10,8 @@ import httpx
 
 from agents.forward import ApiserverForwarder
 from agents.kube import ApiserverConnection, StaticToken
-from agents.status import ClusterStatusReport, collect_status
+from agents.status import collect_status
+from agents.tunnel.status_report import ClusterStatusReport
 from simcloud.kube.testing import KubeStandinHandle
 from tests.agents.conftest import ADMIN_TOKEN, KUBERNETES_VERSION, free_port
 

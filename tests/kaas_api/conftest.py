@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_api.app import create_app
 from kaas_api.auth.service import issue_token
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Role, User
 from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.regions.service import create_region
 from kaas_api.users.service import create_user
+from kaas_core.db.models import Role, User
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 PRINCIPALS = ("admin", "owner", "member", "viewer", "outsider")

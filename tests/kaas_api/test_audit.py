@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import AuditEvent
+from kaas_core.db.models import AuditEvent
 from tests.kaas_api.conftest import World, cluster_body
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from kaas_api.auth.service import Principal, issue_token, revoke_token
-from kaas_api.db.models import (
+from kaas_api.kubeconfig.service import issue_kubeconfig_token
+from kaas_api.webhooks.service import create_webhook
+from kaas_core.db.models import (
     ApiToken,
     Cluster,
     DeliveryState,
@@ -30,10 +32,8 @@ from kaas_api.db.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from kaas_api.kubeconfig.service import issue_kubeconfig_token
-from kaas_api.security import SecretBox
-from kaas_api.webhooks.egress import EgressPolicy
-from kaas_api.webhooks.service import create_webhook
+from kaas_core.egress import EgressPolicy
+from kaas_core.security import SecretBox
 from tests.kaas_api.conftest import PRINCIPALS, SECRET_KEY, World, bearer, cluster_body
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, Node, NodeRole, Operation
-from kaas_api.security import SecretBox, hash_token
+from kaas_core.db.models import Cluster, Node, NodeRole, Operation
+from kaas_core.security import SecretBox, hash_token
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World, cluster_body
 
 
@@ -178,7 +178,7 @@ def test_last_owner_cannot_leave(world: World) -> None:
 
 
 def test_deleted_cluster_name_can_be_reused(world: World, session_factory: sessionmaker[Session]) -> None:
-    from kaas_api.db.models import utcnow
+    from kaas_core.db.models import utcnow
 
     with session_factory() as session:
         cluster = session.get(Cluster, world.cluster_id)

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Cluster, Project
 from kaas_api.deps import Uow
 from kaas_api.dispatch import CeleryDispatcher
 from kaas_api.errors import Conflict
+from kaas_core.db.models import Cluster, Project
 from tests.kaas_api.conftest import RecordingDispatcher, World, build_world, cluster_body
 
 

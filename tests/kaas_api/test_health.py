@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.session import make_engine, make_session_factory
+from kaas_core.db.session import make_engine, make_session_factory
 from tests.kaas_api.conftest import RecordingDispatcher
 
 

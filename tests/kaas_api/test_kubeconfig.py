@@ -14,10 +14,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.clusters.service import delete_cluster, get_any_cluster
-from kaas_api.db.models import User, utcnow
 from kaas_api.dispatch import UnitOfWork
 from kaas_api.errors import Conflict
 from kaas_api.kubeconfig.service import issue_kubeconfig_token, render_kubeconfig
+from kaas_core.db.models import User, utcnow
 from tests.kaas_api.conftest import World, bearer, cluster_body
 
 KUBECONFIG = "/v1/projects/alpha/clusters/c1/kubeconfig"

@@ -17,7 +17,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from kaas_api.observability.logs import REDACTED, configure_logging, unconfigure_logging
+from kaas_core.logs import REDACTED, configure_logging, unconfigure_logging
 
 log = logging.getLogger("tests.kaas_api.test_logs")
 

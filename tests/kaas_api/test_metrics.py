@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import ClusterAgent
 from kaas_api.regions.service import create_region
+from kaas_core.db.models import ClusterAgent
 from tests.kaas_api.conftest import REGION, SECRET_KEY, RecordingDispatcher, World, bearer, cluster_body
 
 SCRAPE_TOKEN = "scrape-token-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -12,10 +12,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Project, User
 from kaas_api.errors import QuotaExceeded
 from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.projects.service import create_project
+from kaas_core.db.models import Project, User
 from tests.kaas_api.conftest import SECRET_KEY, World
 
 

@@ -107,7 +107,7 @@ def test_scaling_down_is_allowed_even_over_quota(world: World) -> None:
 
 
 def test_deleted_clusters_do_not_count(world: World, session_factory: Any) -> None:
-    from kaas_api.db.models import Cluster, utcnow
+    from kaas_core.db.models import Cluster, utcnow
 
     with session_factory() as session:
         cluster = session.get(Cluster, world.cluster_id)

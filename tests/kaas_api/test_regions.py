@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, Region, utcnow
+from kaas_core.db.models import Cluster, Region, utcnow
 from tests.kaas_api.conftest import World
 
 

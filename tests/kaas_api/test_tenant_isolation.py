@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Role
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.users.service import create_user
+from kaas_core.db.models import Role
 from tests.kaas_api.conftest import UNLIMITED, World, bearer, cluster_body
 from tests.kaas_api.test_authorization import MATRIX, app_routes, concrete_path
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
 
 
 @pytest.fixture(params=["redis", "memory"])

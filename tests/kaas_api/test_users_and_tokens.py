@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import ApiToken, User
-from kaas_api.security import hash_token
 from kaas_api.users.service import create_user
+from kaas_core.db.models import ApiToken, User
+from kaas_core.security import hash_token
 from tests.kaas_api.conftest import World, bearer
 
 

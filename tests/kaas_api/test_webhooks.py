@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
-from kaas_api.security import SecretBox
+from kaas_core.db.models import Webhook, WebhookAttempt, WebhookDelivery, utcnow
+from kaas_core.security import SecretBox
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
 
 HOOKS = "/v1/projects/alpha/webhooks"

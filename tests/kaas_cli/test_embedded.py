@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.auth.service import issue_token
-from kaas_api.db.models import ApiToken, User, utcnow
-from kaas_api.security import hash_token
 from kaas_api.users.service import create_user
 from kaas_cli.embedded import ADMIN_USER, seed_embedded
+from kaas_core.db.models import ApiToken, User, utcnow
+from kaas_core.security import hash_token
 
 
 def live_tokens(session_factory: sessionmaker[Session]) -> dict[str, str]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from kaas_api.db.session import make_engine
 from kaas_cli.embedded import load_or_create_secret_key
 from kaas_cli.state_dir import make_private
+from kaas_core.db.session import make_engine
 from simcloud.testing import write_clouds_yaml
 
 OLD_SECRETS = (

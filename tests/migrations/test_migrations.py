@@ -11,8 +11,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from kaas_api.db import models  # noqa: F401  (registers the tables)
-from kaas_api.db.base import Base
+from kaas_core.db import models  # noqa: F401  (registers the tables)
+from kaas_core.db.base import Base
 from tests.conftest import alembic_config, create_pg_database, drop_pg_database
 
 

@@ -20,11 +20,11 @@ import pytest
 from openstack.config import loader
 
 from agents.config import AgentConfig
+from provider.bootstrap import rbac_manifest
 from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
 from simcloud.testing import SimCloudHandle, run_simcloud
 
-ROOT = Path(__file__).resolve().parents[2]
-KAAS_RBAC_MANIFEST = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+KAAS_RBAC_MANIFEST = rbac_manifest()
 AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"
 
 

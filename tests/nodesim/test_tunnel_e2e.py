@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import ClusterAgent
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
+from kaas_core.db.models import ClusterAgent
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from nodesim.booter import NodeBooter
-from provider.tunnel.server import TunnelServer
 from simcloud.testing import run_simcloud
+from tests.kaas_tunnel.conftest import proxy_client, proxy_path, tunnel_settings, wait_until
 from tests.nodesim.conftest import KAAS_RBAC_MANIFEST, connect, create_kaas_server, kaas_user_data
 from tests.provider.factories import create_cluster
-from tests.provider.tunnel.conftest import proxy_client, proxy_path, tunnel_settings, wait_until
 
 OWNER_GROUPS = ("kaas:authenticated", "kaas:owner")
 MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")

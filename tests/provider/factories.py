@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import (
+from kaas_core.db.models import (
     Cluster,
     ClusterPhase,
     NodePool,
@@ -20,8 +20,8 @@ from kaas_api.db.models import (
     Project,
     Region,
 )
-from kaas_api.db.session import session_scope
-from kaas_api.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
+from kaas_core.db.session import session_scope
+from kaas_core.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
 
 TEST_SECRET_KEY = "test-secret-key-for-the-provider-tests-0123456789"
 

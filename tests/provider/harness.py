@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.security import SecretBox
+from kaas_core.security import SecretBox
 from provider.cloud.registry import DriverRegistry
 from provider.reconciler.context import ProviderContext, ReconcileLimits
 from provider.reconciler.reconcile import PassResult, reconcile_cluster_once

@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import ClusterPhase, OperationKind
 from kaas_api.users.service import create_user
+from kaas_core.db.models import ClusterPhase, OperationKind
+from kaas_tunnel.metrics import TunnelMetrics
 from provider.celery_app import make_celery
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics, start_metrics_server
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
-from provider.tunnel.metrics import TunnelMetrics
 from simcloud.testing import SimCloudHandle, run_simcloud
 from tests.kaas_api.conftest import RecordingDispatcher
 from tests.provider.factories import PoolSpec, create_cluster, request_operation

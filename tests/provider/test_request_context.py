@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Cluster, ClusterPhase
 from kaas_api.dispatch import CeleryDispatcher
-from kaas_api.observability.logs import configure_logging, unconfigure_logging
 from kaas_api.projects.policy import CreationPolicy
 from kaas_api.projects.service import create_project
 from kaas_api.users.service import create_user
+from kaas_core.db.models import Cluster, ClusterPhase
+from kaas_core.logs import configure_logging, unconfigure_logging
 from provider.celery_app import EmbeddedWorker
 from tests.provider.factories import TEST_SECRET_KEY, create_cluster, ensure_region
 

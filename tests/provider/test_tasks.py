@@ -11,9 +11,9 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api import dispatch as api_dispatch
-from kaas_api.db.models import Cluster, ClusterPhase, Region
-from provider import tasks as provider_tasks
+from kaas_core import tasks as task_names
+from kaas_core.db.models import Cluster, ClusterPhase, Region
+from kaas_core.tasks import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, SWEEP_LEAKS_TASK, SWEEP_TASK
 from provider.celery_app import EmbeddedWorker, make_celery
 from provider.config import ProviderSettings
 from tests.provider.factories import PoolSpec, create_cluster
@@ -110,8 +110,12 @@ def test_regions_can_be_given_comma_separated(monkeypatch: pytest.MonkeyPatch) -
     assert ProviderSettings().regions == ["east", "west"]
 
 
-def test_the_api_sends_webhook_deliveries_by_the_names_the_provider_registers() -> None:
-    """The API never imports provider; its copy of the task name and queue must stay in step."""
-    assert api_dispatch.DELIVER_WEBHOOK_TASK == provider_tasks.DELIVER_WEBHOOK_TASK
-    assert api_dispatch.WEBHOOK_QUEUE == provider_tasks.WEBHOOK_QUEUE
-    assert api_dispatch.RECONCILE_TASK == provider_tasks.RECONCILE_TASK
+def test_the_worker_registers_every_task_the_name_table_holds(redis_url: str) -> None:
+    """The API sends by the names of ``kaas_core.tasks``; a worker must have a function under each."""
+    app = make_celery(ProviderSettings(broker_url=redis_url, regions=["a"]))
+    try:
+        names = {value for key, value in vars(task_names).items() if key.endswith("_TASK")}
+        assert names == {RECONCILE_TASK, SWEEP_TASK, SWEEP_LEAKS_TASK, DELIVER_WEBHOOK_TASK}
+        assert names <= set(app.tasks)
+    finally:
+        app.close()

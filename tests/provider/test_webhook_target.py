@@ -1,4 +1,4 @@
-"""Where a webhook POST may go (``provider.webhooks.target`` with ``kaas_api.webhooks.egress``).
+"""Where a webhook POST may go (``provider.webhooks.target`` with ``kaas_core.egress``).
 
 The resolver is the only stand-in: these cases need DNS answers this machine's resolver cannot be made to
 give (a public name, a name with one public and one private answer). The end-to-end cases with real
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kaas_api.webhooks.egress import EgressPolicy, EgressRefused
+from kaas_core.egress import EgressPolicy, EgressRefused
 from provider.webhooks.target import ReceiverUnreachable, pin_receiver
 
 DEFAULT = EgressPolicy()

@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Project, Role, Webhook, WebhookDelivery, utcnow
-from kaas_api.db.session import session_scope
 from kaas_api.projects.service import set_member
 from kaas_api.users.service import create_user
-from kaas_api.webhooks.egress import EgressPolicy
+from kaas_core.db.models import Project, Role, Webhook, WebhookDelivery, utcnow
+from kaas_core.db.session import session_scope
+from kaas_core.egress import EgressPolicy
 from provider.celery_app import make_celery, run_embedded_worker, worker_queues
 from provider.config import ProviderSettings
 from provider.reconciler.context import ProviderContext, WebhookLimits

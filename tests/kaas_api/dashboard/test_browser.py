@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import ApiToken, Cluster, Operation, Region, utcnow
-from kaas_api.security import hash_token
+from kaas_core.db.models import ApiToken, Cluster, Operation, Region, utcnow
+from kaas_core.security import hash_token
 from tests.conftest import IN_CI, ROOT
 from tests.kaas_api.conftest import World, cluster_body
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.auth.service import issue_token
-from kaas_api.db.models import AdminSession, ApiToken, AuditEvent, Cluster, Operation, Region, User, utcnow
+from kaas_core.db.models import AdminSession, ApiToken, AuditEvent, Cluster, Operation, Region, User, utcnow
 from tests.kaas_api.conftest import World
 
 PAGES = ("/admin", "/admin/clusters", "/admin/regions", "/admin/projects", "/admin/users", "/admin/audit")

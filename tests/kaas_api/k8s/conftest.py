@@ -24,17 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import Cluster
-from kaas_api.security import SecretBox
-from kaas_api.serving.limits import server_config
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
-from provider.tunnel.server import TunnelServer
+from kaas_core.db.models import Cluster
+from kaas_core.security import SecretBox
+from kaas_core.serving.limits import server_config
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from simcloud.kube.identity import Identity
 from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 from simcloud.kube.tls import make_serving_certificate
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
-from tests.provider.factories import CreatedCluster
-from tests.provider.tunnel.conftest import (
+from tests.kaas_tunnel.conftest import (
     ADMIN_TOKEN,
     INTERNAL_SECRET,
     KAAS_RBAC_MANIFEST,
@@ -44,6 +43,7 @@ from tests.provider.tunnel.conftest import (
     tunnel_settings,
     wait_until,
 )
+from tests.provider.factories import CreatedCluster
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def app(
 @pytest.fixture
 async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket) -> AsyncIterator[str]:
     """The API served over HTTPS in this event loop as ``kaas up`` serves it (``server_config``: the input
-    limits of ``kaas_api.serving``); startup/shutdown, never serve(): no signal handlers."""
+    limits of ``kaas_core.serving``); startup/shutdown, never serve(): no signal handlers."""
     assert settings.tls_cert_file is not None
     assert settings.tls_key_file is not None
     config = server_config(

@@ -18,9 +18,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import AuditEvent
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
-from provider.tunnel.server import TunnelServer
+from kaas_core.db.models import AuditEvent
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
 from tests.kaas_api.k8s.conftest import (
@@ -30,7 +30,7 @@ from tests.kaas_api.k8s.conftest import (
     run_kubectl,
     world_cluster,
 )
-from tests.provider.tunnel.conftest import ADMIN_TOKEN
+from tests.kaas_tunnel.conftest import ADMIN_TOKEN
 
 POD = "web"
 V5 = "v5.channel.k8s.io"

@@ -25,18 +25,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
-from kaas_api.db.models import AuditEvent, Cluster, User
 from kaas_api.projects.service import create_project
-from kaas_api.security import SecretBox
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
-from provider.tunnel.server import TunnelServer
+from kaas_core.db.models import AuditEvent, Cluster, User
+from kaas_core.security import SecretBox
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from simcloud.kube.identity import Identity
 from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 from tests.kaas_api.conftest import SECRET_KEY, UNLIMITED, World, cluster_body
 from tests.kaas_api.k8s.conftest import api_client, connected, run_kubectl, world_cluster
 from tests.kaas_api.k8s.raw_http import RawResponse, raw_request
+from tests.kaas_tunnel.conftest import ADMIN_TOKEN, KAAS_RBAC_MANIFEST, SA_TOKEN
 from tests.provider.factories import CreatedCluster
-from tests.provider.tunnel.conftest import ADMIN_TOKEN, KAAS_RBAC_MANIFEST, SA_TOKEN
 
 SECRET_PATH = "/api/v1/namespaces/default/secrets/b-secret"
 WHOAMI_PATH = "/api/v1/namespaces/default/configmaps/whoami"

@@ -12,8 +12,8 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
-from provider.tunnel.server import TunnelServer
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
 from tests.kaas_api.k8s.conftest import (
@@ -23,7 +23,7 @@ from tests.kaas_api.k8s.conftest import (
     run_kubectl,
     world_cluster,
 )
-from tests.provider.tunnel.conftest import ADMIN_TOKEN
+from tests.kaas_tunnel.conftest import ADMIN_TOKEN
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"

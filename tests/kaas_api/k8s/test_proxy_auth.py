@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.auth.service import Principal
-from kaas_api.db.models import ApiToken, Cluster, User, utcnow
 from kaas_api.kubeconfig.service import issue_kubeconfig_token, revoke_kubeconfig_token
-from kaas_api.security import SecretBox
+from kaas_core.db.models import ApiToken, Cluster, User, utcnow
+from kaas_core.security import SecretBox
 from tests.kaas_api.conftest import SECRET_KEY, World, bearer, cluster_body
 
 

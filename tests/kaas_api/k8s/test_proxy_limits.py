@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
-from kaas_api.tunnel_registry import InMemoryTunnelRegistry
-from provider.tunnel.server import TunnelServer
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry
+from kaas_tunnel.server import TunnelServer
 from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
 from tests.kaas_api.k8s.conftest import api_client, connected, download_kubeconfig, run_kubectl, world_cluster

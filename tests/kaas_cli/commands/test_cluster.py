@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Node, NodePool, utcnow
+from kaas_core.db.models import Node, NodePool, utcnow
 from tests.kaas_cli.commands.conftest import FORMATS, RFC3339, RFC3339_SECONDS, Cli, column, fields, rows
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Operation, utcnow
+from kaas_core.db.models import Operation, utcnow
 from tests.kaas_cli.commands.conftest import FORMATS, RFC3339, Cli, column, fields, rows
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Region
+from kaas_core.db.models import Region
 from tests.kaas_api.conftest import World
 from tests.kaas_cli.commands.conftest import Cli, fields, rows
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import WebhookAttempt, WebhookDelivery
+from kaas_core.db.models import WebhookAttempt, WebhookDelivery
 from tests.kaas_cli.commands.conftest import FORMATS, RFC3339, Cli, column, fields, rows
 
 URL = "https://hooks.example.com/kaas"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import ClusterAgent, ClusterPhase, OperationState, utcnow
+from kaas_core.db.models import ClusterAgent, ClusterPhase, OperationState, utcnow
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
 from simcloud.testing import SimCloudHandle

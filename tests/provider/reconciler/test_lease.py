@@ -11,8 +11,8 @@ import pytest
 from alembic import command
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.db.models import Cluster, utcnow
-from kaas_api.db.session import make_engine, make_session_factory, session_scope
+from kaas_core.db.models import Cluster, utcnow
+from kaas_core.db.session import make_engine, make_session_factory, session_scope
 from provider.reconciler.lease import acquire_lease, release_lease
 from tests.conftest import alembic_config
 from tests.provider.factories import create_cluster

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from kaas_api.db.models import (
+from kaas_core.db.models import (
     Cluster,
     ClusterPhase,
     Node,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from kaas_api.db.models import Cluster
+from kaas_core.db.models import Cluster
 from provider.reconciler.plan import plan_steps, progress_of
 from provider.reconciler.reconcile import backoff_seconds
 from provider.reconciler.status import Condition, set_conditions

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from provider.bootstrap import rbac_manifest
 from simcloud.kube import Identity
 from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 
-ROOT = Path(__file__).resolve().parents[3]
-KAAS_RBAC = ROOT / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
+KAAS_RBAC = rbac_manifest()
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 ADMIN_TOKEN = "admin-token"

@@ -1,0 +1,408 @@
+"""One real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (fake nodes whose pods become Running), as separate processes.
+
+Owned by ``nodesim``, which will start one per simulated cluster in place of the Python stand-in; today
+``tests/nodesim/test_kube_real.py`` and ``benchmarks/real_control_plane.py`` use it. The programs come from a
+folder laid out by ``scripts/kube-bin.sh`` (``kube-apiserver``, ``kube-controller-manager``,
+``kube-scheduler``, ``etcd``, ``kwok`` and ``kwok-stages.yaml`` side by side); this module never builds or
+looks them up.
+
+- ``write_cluster_pki(pki_dir)`` writes a cluster's own secrets, named as kubeadm names them in
+  /etc/kubernetes/pki: ``ca.crt``/``ca.key`` (the cluster CA) and ``sa.key``/``sa.pub`` (the service-account
+  signing key), for a caller that has none of its own.
+- ``start_control_plane(bin_dir=..., pki_dir=..., work_dir=...)`` issues from that CA, into
+  ``work_dir/pki``, what each component needs: the apiserver's serving certificate for 127.0.0.1 and the
+  in-cluster names, and client certificates for the admin (``system:masters``), the controller manager,
+  the scheduler and kwok; writes their kubeconfigs (0600); starts the five processes on free loopback
+  ports, etcd's data in ``work_dir/etcd``, each process's output in ``work_dir/logs/<name>.log``; and
+  returns once the apiserver answers /readyz and the controller manager and the scheduler hold their
+  leader leases (kwok has no readiness signal: a fake node turning Ready is its proof).
+- ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
+
+Authorization is ``Node,RBAC`` with the NodeRestriction admission plugin, as kubeadm configures it. etcd
+runs over plain HTTP on loopback without fsync: it is reachable only from this machine and its data is
+thrown away. A process that exits while the control plane starts fails the start with ``ControlPlaneError``
+and the tail of its log; the other processes are stopped first.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
+# the first address of the service range: in-cluster clients reach the apiserver as this Service
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_ANNOTATION_VALUE = "fake"
+# kwok renews each fake node's Lease; without it the node lifecycle controller marks the node NotReady
+# after its 40 s grace period and, five minutes later, evicts its pods
+KWOK_NODE_LEASE_SECONDS = 40
+LEASE_HOLDERS = ("kube-controller-manager", "kube-scheduler")
+CERT_VALIDITY = datetime.timedelta(days=30)
+LOG_TAIL_BYTES = 4000
+STOP_GRACE_SECONDS = 10.0
+
+
+class ControlPlaneError(Exception):
+    """The control plane could not be started: a program is missing, a process exited, or a wait ran out."""
+
+
+@dataclass(frozen=True)
+class _Issued:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None:
+    """The cluster CA (``ca.crt``, ``ca.key``) and service-account key pair (``sa.key``, ``sa.pub``).
+
+    ECDSA P-256 throughout (kubeadm's ``encryptionAlgorithm: ECDSA-P256``): every component accepts it and a
+    key costs microseconds, where RSA 2048 costs tens of milliseconds per key."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+            key_encipherment=True, data_encipherment=False, key_agreement=False, encipher_only=False,
+            decipher_only=False,
+        ), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (pki_dir / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(pki_dir / "ca.key", _key_pem(ca_key))
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    _write_secret(pki_dir / "sa.key", _key_pem(sa_key))
+    (pki_dir / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _issue(*, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str,
+           organizations: tuple[str, ...] = (), server_names: tuple[str, ...] = ()) -> _Issued:
+    """A leaf certificate: a server certificate when ``server_names`` is given, else a client certificate
+    whose CN is the Kubernetes user and whose O fields are its groups."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_encipherment=True, key_cert_sign=False, crl_sign=False,
+            content_commitment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+            decipher_only=False,
+        ), critical=True)
+    )
+    if server_names:
+        alt_names: list[x509.GeneralName] = []
+        for host in server_names:
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                alt_names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH
+    else:
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return _Issued(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _write_kubeconfig(path: Path, *, url: str, ca_pem: bytes, user: str, issued: _Issued) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kubernetes", "cluster": {
+            "server": url, "certificate-authority-data": _b64(ca_pem),
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": _b64(issued.cert_pem),
+            "client-key-data": _b64(issued.key_pem),
+        }}],
+        "contexts": [{"name": user, "context": {"cluster": "kubernetes", "user": user}}],
+        "current-context": user,
+    }
+    _write_secret(path, yaml.safe_dump(config).encode())
+
+
+def _free_port() -> int:
+    # The port is free when asked; a process that loses it to another before binding fails its start,
+    # which the caller sees as ControlPlaneError with the process's log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fake_node(name: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A Node that this control plane's kwok makes Ready and whose pods it makes Running."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                       **(labels or {})},
+        },
+        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                   "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+    }
+
+
+@dataclass
+class RealControlPlane:
+    """A running control plane. ``stop()`` (or leaving a ``with`` block) ends its processes."""
+
+    url: str
+    admin_kubeconfig: Path
+    ca_pem: bytes
+    work_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """SIGTERM to each process in turn, newest first, waiting for each (SIGKILL after
+        ``STOP_GRACE_SECONDS``): the apiserver's clients go before it, and it goes before etcd, so none of
+        them spends its shutdown retrying a peer that is already gone. Safe to call twice."""
+        for process in reversed(self.processes.values()):
+            if process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory of each running process, from /proc (Linux)."""
+        sizes: dict[str, int] = {}
+        for name, process in self.processes.items():
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[name] = int(line.split()[1]) * 1024
+        return sizes
+
+    def __enter__(self) -> RealControlPlane:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class _Starter:
+    """The state of one start: the processes so far, and waits that fail fast when one of them exits."""
+
+    def __init__(self, *, work_dir: Path, deadline: float) -> None:
+        self.work_dir = work_dir
+        self.deadline = deadline
+        self.log_dir = work_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, args: list[str]) -> None:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(  # noqa: S603 - fixed programs, arguments built here
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,
+            )
+
+    def log_tail(self, name: str) -> str:
+        data = (self.log_dir / f"{name}.log").read_bytes()
+        return data[-LOG_TAIL_BYTES:].decode(errors="replace")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                raise ControlPlaneError(f"{name} exited with {code} while starting; its log ends:\n"
+                                        f"{self.log_tail(name)}")
+
+    def wait_until(self, what: str, ready: Callable[[], bool]) -> None:
+        while True:
+            self.check_alive()
+            try:
+                if ready():
+                    return
+            except (httpx.HTTPError, OSError, ValueError):
+                pass  # not listening yet, or not answering in full yet
+            if time.monotonic() > self.deadline:
+                logs = "\n".join(f"--- {name}:\n{self.log_tail(name)}" for name in self.processes)
+                raise ControlPlaneError(f"timed out waiting for {what}; logs:\n{logs}")
+            time.sleep(0.2)
+
+
+def _program(bin_dir: Path, name: str) -> str:
+    path = bin_dir / name
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ControlPlaneError(f"{path} is missing or not executable (bash scripts/kube-bin.sh builds it)")
+    return str(path)
+
+
+def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
+                        timeout: float = 180.0) -> RealControlPlane:
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc)."""
+    programs = {name: _program(bin_dir, name) for name in
+                ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
+    kwok_stages = bin_dir / "kwok-stages.yaml"
+    if not kwok_stages.is_file():
+        raise ControlPlaneError(f"{kwok_stages} is missing (scripts/kube-bin.sh installs it beside kwok)")
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ControlPlaneError(f"{pki_dir / 'ca.key'} is not an ECDSA key (write_cluster_pki writes one)")
+    ca_pem = (pki_dir / "ca.crt").read_bytes()
+
+    issued_dir = work_dir / "pki"
+    issued_dir.mkdir(parents=True, exist_ok=True)
+    etcd_port, etcd_peer_port, apiserver_port = _free_port(), _free_port(), _free_port()
+    url = f"https://127.0.0.1:{apiserver_port}"
+    serving = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver", server_names=(
+        "127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
+        "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
+    (issued_dir / "apiserver.crt").write_bytes(serving.cert_pem)
+    _write_secret(issued_dir / "apiserver.key", serving.key_pem)
+    clients = {
+        # file name: (user, groups)
+        "admin": ("kubernetes-admin", ("system:masters",)),
+        "controller-manager": ("system:kube-controller-manager", ()),
+        "scheduler": ("system:kube-scheduler", ()),
+        # kwok writes the status of every fake node and pod, and their leases: kwokctl gives it admin too
+        "kwok": ("kwok-controller", ("system:masters",)),
+    }
+    kubeconfigs: dict[str, Path] = {}
+    for file_name, (user, groups) in clients.items():
+        issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name=user, organizations=groups)
+        kubeconfigs[file_name] = work_dir / f"{file_name}.conf"
+        _write_kubeconfig(kubeconfigs[file_name], url=url, ca_pem=ca_pem, user=user, issued=issued)
+        if file_name == "admin":  # also as files: this module's own readiness checks use them
+            (issued_dir / "admin.crt").write_bytes(issued.cert_pem)
+            _write_secret(issued_dir / "admin.key", issued.key_pem)
+
+    starter = _Starter(work_dir=work_dir, deadline=time.monotonic() + timeout)
+    try:
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        peer_url = f"http://127.0.0.1:{etcd_peer_port}"
+        starter.spawn("etcd", [
+            programs["etcd"], "--name=kaas", f"--data-dir={work_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=kaas={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
+        ])
+        with httpx.Client(timeout=2.0) as plain:
+            starter.wait_until("etcd /health",
+                               lambda: plain.get(f"{etcd_url}/health").json().get("health") == "true")
+
+        starter.spawn("kube-apiserver", [
+            programs["kube-apiserver"], "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={apiserver_port}", f"--etcd-servers={etcd_url}",
+            f"--tls-cert-file={issued_dir / 'apiserver.crt'}",
+            f"--tls-private-key-file={issued_dir / 'apiserver.key'}",
+            f"--client-ca-file={pki_dir / 'ca.crt'}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki_dir / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--allow-privileged=true",
+            # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
+            "--endpoint-reconciler-type=none", "--profiling=false",
+        ])
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        context.load_cert_chain(issued_dir / "admin.crt", issued_dir / "admin.key")
+        with httpx.Client(base_url=url, verify=context, timeout=5.0) as api:
+            starter.wait_until("kube-apiserver /readyz", lambda: api.get("/readyz").status_code == 200)
+            common = [f"--kubeconfig={kubeconfigs['controller-manager']}", "--bind-address=127.0.0.1",
+                      "--secure-port=0"]
+            starter.spawn("kube-controller-manager", [
+                programs["kube-controller-manager"], *common,
+                f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+                f"--root-ca-file={pki_dir / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--profiling=false",
+            ])
+            starter.spawn("kube-scheduler", [
+                programs["kube-scheduler"], f"--kubeconfig={kubeconfigs['scheduler']}",
+                "--bind-address=127.0.0.1", "--secure-port=0", "--profiling=false",
+            ])
+            starter.spawn("kwok", [
+                programs["kwok"], f"--kubeconfig={kubeconfigs['kwok']}", f"--config={kwok_stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
+                "--node-ip=127.0.0.1", f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
+            ])
+            for holder in LEASE_HOLDERS:
+                starter.wait_until(f"the {holder} leader lease", _lease_held(api, holder))
+    except BaseException:
+        RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
+                         processes=starter.processes).stop()
+        raise
+    return RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
+                            processes=starter.processes)
+
+
+def _lease_held(api: httpx.Client, name: str) -> Callable[[], bool]:
+    """Whether the leader-election Lease kube-system/<name> has a holder: the component is running its
+    controllers (with leader election, nothing runs before it holds the lease)."""
+    def held() -> bool:
+        response = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}")
+        return response.status_code == 200 and bool(response.json().get("spec", {}).get("holderIdentity"))
+    return held

@@ -1,0 +1,123 @@
+"""Reading a kaas node's ``#cloud-config`` user-data back: the agent config and the node config.
+
+Owned by ``nodesim``; called by ``nodesim.booter`` for every kaas server it sees. The format is the one
+``provider.bootstrap.cloud_init`` renders (``write_files`` entries ``/etc/kaas/agent.yaml`` and
+``/etc/kaas/node.yaml``, each a YAML mapping). nodesim may not import ``provider``, so the document is
+parsed here with ``yaml.safe_load``. The user-data carries the cluster's agent token: no error message
+raised here ever quotes the document (YAML errors are reported without their snippet).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+AGENT_CONFIG_PATH = "/etc/kaas/agent.yaml"
+NODE_CONFIG_PATH = "/etc/kaas/node.yaml"
+CLOUD_CONFIG_HEADER = "#cloud-config"
+MAX_USER_DATA_BYTES = 64 * 1024  # Nova's own limit
+
+
+class UserDataError(ValueError):
+    """The user-data is not a kaas node's cloud-config; the message never quotes the document."""
+
+
+@dataclass(frozen=True)
+class NodeUserData:
+    """What a kaas node's user-data says: its agent config (None if it has none) and its node config."""
+
+    agent: dict[str, Any] | None
+    node: dict[str, Any]
+
+    @property
+    def node_name(self) -> str | None:
+        name = self.node.get("node_name") or (self.agent or {}).get("node_name")
+        return str(name) if name else None
+
+    @property
+    def role(self) -> str | None:
+        role = self.node.get("role") or (self.agent or {}).get("role")
+        return str(role) if role else None
+
+    @property
+    def kubernetes_version(self) -> str | None:
+        version = self.node.get("kubernetes_version")
+        if not version:
+            return None
+        text = str(version)
+        return text if text.startswith("v") else f"v{text}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        labels = self.node.get("labels")
+        if not isinstance(labels, dict):
+            return {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    @property
+    def taints(self) -> list[dict[str, str]]:
+        taints = self.node.get("taints")
+        if not isinstance(taints, list):
+            return []
+        return [
+            {str(k): str(v) for k, v in taint.items() if k in ("key", "value", "effect")}
+            for taint in taints
+            if isinstance(taint, dict)
+        ]
+
+
+def decode_user_data(raw: str | bytes | None) -> str:
+    """Nova returns user-data base64-encoded (``OS-EXT-SRV-ATTR:user_data``); plain text is accepted too."""
+    if raw is None or raw == "":
+        raise UserDataError("the server has no user-data (or it is not visible: admin and microversion 2.3+)")
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_USER_DATA_BYTES * 2:
+        raise UserDataError("the user-data is too large")
+    if data.lstrip().startswith(CLOUD_CONFIG_HEADER.encode()):
+        decoded = data
+    else:
+        try:
+            decoded = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise UserDataError("the user-data is neither base64 nor a #cloud-config document") from None
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserDataError("the user-data is not UTF-8 text (gzip/multipart is not supported)") from None
+
+
+def _load_yaml_mapping(text: str, what: str) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        # The error's snippet would quote the document, which may hold the agent token.
+        raise UserDataError(f"{what} is not valid YAML") from None
+    if not isinstance(document, dict):
+        raise UserDataError(f"{what} is not a YAML mapping")
+    return document
+
+
+def parse_user_data(text: str) -> NodeUserData:
+    """Parse a kaas node's cloud-config; ``UserDataError`` if it is not one (no node config)."""
+    if not text.lstrip().startswith(CLOUD_CONFIG_HEADER):
+        raise UserDataError("the user-data is not a #cloud-config document")
+    document = _load_yaml_mapping(text, "the user-data")
+    files: dict[str, dict[str, Any]] = {}
+    for entry in document.get("write_files") or []:
+        if not isinstance(entry, dict) or entry.get("path") not in (AGENT_CONFIG_PATH, NODE_CONFIG_PATH):
+            continue
+        if entry.get("encoding"):
+            raise UserDataError(f"{entry['path']} in the user-data is encoded, which is not supported")
+        content = entry.get("content")
+        if not isinstance(content, str):
+            raise UserDataError(f"{entry['path']} in the user-data has no text content")
+        files[str(entry["path"])] = _load_yaml_mapping(content, str(entry["path"]))
+    agent = files.get(AGENT_CONFIG_PATH)
+    node = files.get(NODE_CONFIG_PATH)
+    if agent is None and node is None:
+        raise UserDataError(f"the user-data writes neither {AGENT_CONFIG_PATH} nor {NODE_CONFIG_PATH}")
+    return NodeUserData(agent=agent, node=node or {})

@@ -1,0 +1,48 @@
+"""Settings of the tunnel server deployable (``KAAS_`` prefix), read once by its composition root.
+
+Owned by ``kaas_tunnel``; ``TunnelSettings()`` is built by whoever starts the server (``kaas tunnel``,
+the embedded mode, tests) and passed to ``TunnelServer``. Inner code never reads the environment.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kaas_core.serving.settings import HttpInputSettings
+from kaas_core.settings import TunnelSecretSettings
+
+
+class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
+    """Where the tunnel server listens, how it finds its peers, and its limits and timeouts (its internal
+    endpoint's ``KAAS_HTTP_*`` input limits and body cap are the API's, from ``HttpInputSettings``)."""
+
+    redis_url: str | None = Field(default=None, description="the shared registry; None = in-memory")
+
+    tunnel_host: str = "127.0.0.1"
+    tunnel_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free port")
+    tunnel_path: str = "/v1/tunnel"
+    internal_host: str = "127.0.0.1"
+    internal_port: int = Field(default=8011, ge=0, le=65535, description="0 picks a free port")
+    internal_advertise_url: str | None = Field(
+        default=None, description="how other processes reach the internal endpoint; http://host:port if unset"
+    )
+
+    registry_ttl_seconds: float = Field(default=30.0, gt=0)
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+    dial_timeout_seconds: float = Field(default=10.0, gt=0)
+    response_head_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_streams_per_session: int = Field(default=1024, ge=1)
+    stream_window_bytes: int = Field(default=256 * 1024, ge=1024)
+    agent_replacements_per_window: int = Field(
+        default=5,
+        ge=1,
+        description="How many newer agent sessions may replace a live one, per cluster and window; a dial"
+        " beyond that answers 429 and the live session stays (kaas_tunnel.store.admit_session).",
+    )
+    agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.redis_url is None:
+            problems.append("KAAS_REDIS_URL must be set so API processes can find agent sessions")
+        return problems

@@ -1,0 +1,55 @@
+"""Running the tunnel server as its own process: ``run_tunnel_server`` (what ``kaas tunnel`` calls).
+
+Owned by ``kaas_tunnel``. The composition root: reads ``TunnelSettings`` from the environment unless
+given, builds the database session factory and the registry (Redis when ``KAAS_REDIS_URL`` is set,
+in-memory otherwise), runs ``TunnelServer`` until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from redis.asyncio import Redis
+
+from kaas_core.db.session import make_engine, make_session_factory
+from kaas_core.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
+from kaas_tunnel.config import TunnelSettings
+from kaas_tunnel.server import serve_tunnel
+
+
+async def run_tunnel_server_async(settings: TunnelSettings, *, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, with the deployment's database and registry."""
+    settings.validate_for_production()
+    engine = make_engine(settings.database_url)
+    redis: Redis | None = None
+    registry: TunnelRegistry
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+        registry = RedisTunnelRegistry(redis, ttl_seconds=settings.registry_ttl_seconds)
+    else:
+        registry = InMemoryTunnelRegistry(ttl_seconds=settings.registry_ttl_seconds)
+    try:
+        await serve_tunnel(
+            settings, session_factory=make_session_factory(engine), registry=registry, stop=stop
+        )
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        engine.dispose()
+
+
+def run_tunnel_server(settings: TunnelSettings | None = None) -> None:
+    """Blocking: run the tunnel server in this process until SIGINT or SIGTERM."""
+    resolved = settings or TunnelSettings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        await run_tunnel_server_async(resolved, stop=stop)
+
+    asyncio.run(main())

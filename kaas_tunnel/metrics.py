@@ -1,0 +1,38 @@
+"""The tunnel server's Prometheus metrics: agent sessions, proxied streams, bytes through the tunnel.
+
+Owned by ``kaas_tunnel``. Each ``TunnelServer`` records into one ``TunnelMetrics`` (a registry of its
+own unless the composition root passes one: ``kaas up`` shares the API's); ``kaas_tunnel.proxy``
+serves its registry at ``/metrics`` on the internal endpoint, behind the internal secret.
+
+- ``kaas_tunnel_sessions``: agent sessions this process holds now.
+- ``kaas_tunnel_streams_open`` and ``kaas_tunnel_streams_opened_total``: proxied requests (streams the
+  internal endpoint opened on an agent's session) open now, and ever opened.
+- ``kaas_tunnel_proxied_bytes_total{direction}``: body bytes through those streams, ``up`` (request bodies
+  to the cluster) and ``down`` (the cluster's responses, head included).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class TunnelMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.sessions = Gauge(
+            "kaas_tunnel_sessions", "Agent sessions this tunnel server holds.", registry=self.registry
+        )
+        self.streams_open = Gauge(
+            "kaas_tunnel_streams_open", "Proxied streams open on agent sessions now.", registry=self.registry
+        )
+        self.streams_opened = Counter(
+            "kaas_tunnel_streams_opened", "Proxied streams opened on agent sessions.", registry=self.registry
+        )
+        self.proxied_bytes = Counter(
+            "kaas_tunnel_proxied_bytes",
+            "Bytes proxied through agent sessions: up (to the cluster), down (from it).",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.bytes_up = self.proxied_bytes.labels(direction="up")
+        self.bytes_down = self.proxied_bytes.labels(direction="down")

@@ -1,0 +1,459 @@
+"""kaas's tunnel server: accepts every cluster agent's WebSocket and proxies kubectl requests over it.
+
+Owned by ``kaas_tunnel``. Started by ``kaas tunnel`` (``run_tunnel_server``), by the embedded mode and
+by tests (``TunnelServer``). Two listeners in one event loop:
+
+- the agents' WebSocket endpoint (``websockets``), at ``settings.tunnel_path``. The agent authenticates
+  BEFORE the upgrade, in ``process_request``: ``Authorization: Bearer <agent token>``, whose SHA-256 must be
+  a live cluster's ``agent_token_hash`` (anything else, user API tokens included, is 401). One live session
+  per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
+  registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
+  A replacement is also admitted, counted and logged before the upgrade (``store.admit_session``: cluster
+  id, old and new session ids, the remote address, never the token); beyond
+  ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
+  The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
+- the INTERNAL HTTP endpoint the API's k8s proxy calls (``kaas_tunnel.proxy``), which also serves this
+  server's metrics (``kaas_tunnel.metrics``) at ``/metrics`` to the metrics token alone; its input is
+  bounded like the API's
+  (``kaas_core.serving``: request-head limits, slow clients cut off, bodies up to the k8s proxy's cap).
+
+Agents report their status on agent-opened streams (metadata ``{"kind": "status"}``, body the report's
+JSON); the server writes ``cluster_agents`` (``kaas_tunnel.store``), the only writer of that table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import socket
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from agents.tunnel import TunnelSession
+from agents.tunnel.connection import (
+    WEBSOCKET_MAX_MESSAGE,
+    DialHandler,
+    StreamClosedError,
+    TunnelConnection,
+    TunnelStream,
+    websockets_logger,
+)
+from agents.tunnel.http import STATUS_KIND
+from agents.tunnel.kube_status import kube_status
+from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
+from agents.tunnel.status_report import ClusterStatusReport
+from kaas_core.internal_hop import assertion_key
+from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
+from kaas_core.serving.limits import server_config
+from kaas_core.tunnel_registry import TunnelRegistry
+from kaas_tunnel import store
+from kaas_tunnel.config import TunnelSettings
+from kaas_tunnel.metrics import TunnelMetrics
+from kaas_tunnel.proxy import internal_app
+
+logger = logging.getLogger(__name__)
+
+MAX_STATUS_REPORT_BYTES = 1024 * 1024
+
+
+@dataclass(eq=False)
+class AgentSession:
+    """One live agent session of this process."""
+
+    cluster_id: str
+    session_id: str
+    connection: TunnelConnection
+
+
+def _unauthorized(message: str) -> Response:
+    body = (message + "\n").encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("WWW-Authenticate", 'Bearer realm="kaas-tunnel"'),
+        ]
+    )
+    return Response(http.HTTPStatus.UNAUTHORIZED.value, "Unauthorized", headers, body)
+
+
+def _too_many_replacements(message: str, *, retry_after_seconds: int) -> Response:
+    body = (message + "\n").encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Retry-After", str(retry_after_seconds)),
+        ]
+    )
+    return Response(http.HTTPStatus.TOO_MANY_REQUESTS.value, "Too Many Requests", headers, body)
+
+
+def _address(remote: Any) -> str:
+    """``host:port`` of a peer address tuple (IPv4 or IPv6), for log lines."""
+    if isinstance(remote, tuple) and len(remote) >= 2:
+        host = str(remote[0])
+        return f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
+    return str(remote)
+def _body_limited(app: Any, *, max_bytes: int) -> BodyLimitMiddleware:
+    """The internal endpoint takes bodies up to the k8s proxy's cap, refused as a Kubernetes ``Status``."""
+
+    def as_status(refusal: Refusal) -> dict[str, Any]:
+        return kube_status(refusal.status, refusal.message, reason="RequestEntityTooLarge")
+
+    return BodyLimitMiddleware(app, rules=[BodyRule(prefix="", max_bytes=max_bytes, render=as_status)])
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class TunnelServer:
+    """The agents' WebSocket endpoint plus the internal proxy endpoint; ``start()`` then ``stop()``.
+
+    ``session_factory`` reaches the API's database (tokens, ``cluster_agents``); ``registry`` is shared with
+    every other tunnel server and API process (Redis) or in-memory in the embedded mode. ``metrics`` gets a
+    registry of its own unless given.
+    """
+
+    def __init__(
+        self,
+        settings: TunnelSettings,
+        *,
+        session_factory: sessionmaker[Session],
+        registry: TunnelRegistry,
+        metrics: TunnelMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else TunnelMetrics()
+        self._factory = session_factory
+        self.registry = registry
+        # verifies the API's signed assertions on the internal endpoint (kaas_core.internal_hop)
+        self.assertion_key = assertion_key(settings.tunnel_internal_secret.get_secret_value())
+        self._sessions: dict[str, AgentSession] = {}
+        # Handshakes that passed process_request (cluster id, session id); weak, so a handshake that fails
+        # later leaks nothing.
+        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ws_server: Server | None = None
+        self._http_server: uvicorn.Server | None = None
+        self._http_socket: socket.socket | None = None
+        self._tunnel_port = 0
+        self._internal_port = 0
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Listen on both ports (port 0 picks a free one; see ``tunnel_url`` / ``internal_url``)."""
+        settings = self.settings
+        self._ws_server = await serve(
+            self._handle_agent,
+            settings.tunnel_host,
+            settings.tunnel_port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=WEBSOCKET_MAX_MESSAGE,
+            ping_interval=None,  # the tunnel protocol pings by itself
+            open_timeout=settings.handshake_timeout_seconds,
+            close_timeout=5,
+            server_header=None,
+            logger=websockets_logger("kaas_tunnel.websockets"),
+        )
+        self._tunnel_port = self._ws_server.sockets[0].getsockname()[1]
+        self._http_socket = _bound_socket(settings.internal_host, settings.internal_port)
+        self._internal_port = self._http_socket.getsockname()[1]
+        config = server_config(
+            _body_limited(internal_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
+            limits=settings.http_limits,
+            lifespan="off",
+            ws="websockets-sansio",  # WebSocket upgrades (kubectl exec) from the k8s proxy
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        config.load()
+        self._http_server = uvicorn.Server(config)
+        # startup()/shutdown() rather than serve(): serve() would take over the process's signal handlers,
+        # and several servers (and agents) may share this event loop.
+        self._http_server.lifespan = config.lifespan_class(config)
+        await self._http_server.startup(sockets=[self._http_socket])
+        logger.info(
+            "tunnel server: agents at %s, internal endpoint at %s", self.tunnel_url, self.internal_url
+        )
+
+    async def stop(self) -> None:
+        """Close every agent session (GOAWAY), stop both listeners. Idempotent."""
+        for live in list(self._sessions.values()):
+            live.connection.close("the kaas tunnel server is shutting down")
+        if self._ws_server is not None:
+            self._ws_server.close()
+            await self._ws_server.wait_closed()
+            self._ws_server = None
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+            await self._http_server.shutdown(sockets=[self._http_socket] if self._http_socket else None)
+            self._http_server = None
+        if self._http_socket is not None:
+            self._http_socket.close()
+            self._http_socket = None
+
+    async def __aenter__(self) -> TunnelServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def tunnel_url(self) -> str:
+        """Where agents connect (``ws://host:port/path``)."""
+        return f"ws://{self.settings.tunnel_host}:{self._tunnel_port}{self.settings.tunnel_path}"
+
+    @property
+    def internal_url(self) -> str:
+        """This process's internal endpoint, as recorded in the registry."""
+        return self.settings.internal_advertise_url or (
+            f"http://{self.settings.internal_host}:{self._internal_port}"
+        )
+
+    def session_for(self, cluster_id: str) -> AgentSession | None:
+        """This process's live session of the cluster, if it holds one."""
+        live = self._sessions.get(cluster_id)
+        if live is None or live.connection.closed.is_set() or live.connection.session.closed:
+            return None
+        return live
+
+    # --- the agents' side ---
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != self.settings.tunnel_path:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("an agent token is required (Authorization: Bearer <agent token>)")
+        try:
+            cluster_id = await asyncio.to_thread(store.authenticate_agent, self._factory, token.strip())
+        except Exception:
+            logger.exception("tunnel server: agent authentication failed on the database")
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
+        if cluster_id is None:
+            logger.info(
+                "tunnel server: refused an agent from %s: invalid agent token", connection.remote_address
+            )
+            return _unauthorized("invalid agent token")
+        session_id = uuid.uuid4().hex
+        remote = _address(connection.remote_address)
+        settings = self.settings
+        try:
+            admission = await asyncio.to_thread(
+                store.admit_session,
+                self._factory,
+                cluster_id=cluster_id,
+                limit=settings.agent_replacements_per_window,
+                window=timedelta(seconds=settings.agent_replacement_window_seconds),
+            )
+        except Exception:
+            logger.exception("tunnel server: admitting an agent session failed on the database")
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
+        if admission.refused:
+            logger.warning(
+                "tunnel server: refused a newer agent session of cluster %s from %s: %d replacements"
+                " within %g s already; live session %s stays (retry after %d s)",
+                cluster_id,
+                remote,
+                settings.agent_replacements_per_window,
+                settings.agent_replacement_window_seconds,
+                admission.replaces,
+                admission.retry_after_seconds,
+            )
+            return _too_many_replacements(
+                "too many agent sessions of this cluster replaced within "
+                f"{settings.agent_replacement_window_seconds:g} s: is a second agent running with this"
+                f" cluster's token? Retry after {admission.retry_after_seconds} s",
+                retry_after_seconds=admission.retry_after_seconds,
+            )
+        if admission.replaces is not None:
+            logger.warning(
+                "tunnel server: cluster %s: agent session %s from %s replaces live session %s"
+                " (replacement %d of this cluster)",
+                cluster_id,
+                session_id,
+                remote,
+                admission.replaces,
+                admission.replacements,
+            )
+        self._authenticated[connection] = (cluster_id, session_id)
+        return None
+
+    async def _handle_agent(self, websocket: ServerConnection) -> None:
+        authenticated = self._authenticated.pop(websocket, None)
+        if authenticated is None:  # cannot happen: process_request refused it
+            await websocket.close(1008, "not authenticated")
+            return
+        cluster_id, session_id = authenticated
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        session = TunnelSession(
+            role="server",
+            now=loop.time(),
+            info={"cluster_id": cluster_id, "session_id": session_id},
+            initial_window=settings.stream_window_bytes,
+            max_buffered_per_stream=max(settings.stream_window_bytes, DEFAULT_MAX_BUFFERED_PER_STREAM),
+            max_streams=settings.max_streams_per_session,
+        )
+        # the session's row must exist before its reports are written (they are written only for the
+        # session the row names): a report the agent sends at once would otherwise be lost, and an agent
+        # sends an unchanged report again only once a minute
+        recorded = asyncio.Event()
+        connection = TunnelConnection(
+            websocket,
+            session,
+            on_dial=self._status_handler(cluster_id, session_id, recorded=recorded),
+            name=f"server-{cluster_id}",
+        )
+        live = AgentSession(cluster_id=cluster_id, session_id=session_id, connection=connection)
+        runner = asyncio.create_task(live.connection.run(), name=f"tunnel-{cluster_id}-{session_id}")
+        hello = asyncio.create_task(connection.hello.wait())
+        await asyncio.wait(
+            {hello, runner}, timeout=settings.handshake_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        hello.cancel()
+        if not connection.hello.is_set():
+            connection.close("no HELLO from the agent in time")
+            await runner
+            return
+        if runner.done():
+            return
+        older = self._sessions.get(cluster_id)
+        self._sessions[cluster_id] = live
+        self.metrics.sessions.set(len(self._sessions))
+        if older is not None:
+            older.connection.close("replaced by a newer session of this cluster")
+        refresher: asyncio.Task[None] | None = None
+        try:
+            await self.registry.claim(cluster_id=cluster_id, session_id=session_id, address=self.internal_url)
+            await self._db(
+                store.record_connected,
+                cluster_id=cluster_id,
+                session_id=session_id,
+                address=self.internal_url,
+            )
+            recorded.set()
+            logger.info("tunnel server: cluster %s agent connected (session %s)", cluster_id, session_id)
+            refresher = asyncio.create_task(self._refresh_claim(live))
+            await asyncio.shield(runner)
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+            live.connection.close(live.connection.close_reason or "session ended")
+            await asyncio.gather(runner, *([refresher] if refresher else []), return_exceptions=True)
+            if self._sessions.get(cluster_id) is live:
+                del self._sessions[cluster_id]
+            self.metrics.sessions.set(len(self._sessions))
+            with contextlib.suppress(Exception):
+                await self.registry.release(cluster_id=cluster_id, session_id=session_id)
+            await self._db(store.record_disconnected, cluster_id=cluster_id, session_id=session_id)
+            logger.info(
+                "tunnel server: cluster %s agent disconnected: %s", cluster_id, live.connection.close_reason
+            )
+
+    async def _refresh_claim(self, live: AgentSession) -> None:
+        interval = max(self.registry.ttl_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                still_ours = await self.registry.refresh(
+                    cluster_id=live.cluster_id, session_id=live.session_id
+                )
+            except Exception:
+                logger.exception("tunnel server: cannot refresh the claim of cluster %s", live.cluster_id)
+                continue
+            if not still_ours:
+                # Expired (this loop was late) and nobody else took it: take it back. Otherwise we lost it.
+                with contextlib.suppress(Exception):
+                    if await self.registry.reclaim(
+                        cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
+                    ):
+                        continue
+                live.connection.close("replaced by a newer session of this cluster on another tunnel server")
+                return
+
+    async def _db(self, function: Any, **kwargs: Any) -> None:
+        try:
+            await asyncio.to_thread(function, self._factory, **kwargs)
+        except Exception:
+            logger.exception(
+                "tunnel server: writing cluster_agents failed (%s)", getattr(function, "__name__", "")
+            )
+
+    def _status_handler(self, cluster_id: str, session_id: str, *, recorded: asyncio.Event) -> DialHandler:
+        async def handle(
+            connection: TunnelConnection, stream: TunnelStream, metadata: dict[str, Any]
+        ) -> None:
+            if metadata.get("kind") != STATUS_KIND:
+                connection.reject(stream, f"the tunnel server accepts no {metadata.get('kind')!r} streams")
+                return
+            connection.accept(stream)
+            received = bytearray()
+            while chunk := await stream.read():
+                received += chunk
+                if len(received) > MAX_STATUS_REPORT_BYTES:
+                    stream.reset(f"status report larger than {MAX_STATUS_REPORT_BYTES} bytes")
+                    return
+            try:
+                report = ClusterStatusReport.from_dict(_json_object(bytes(received)))
+            except (ValueError, TypeError) as exc:
+                stream.reset(f"invalid status report: {exc}")
+                return
+            await recorded.wait()  # the session ends (and this task with it) if it never is
+            await self._db(store.record_status, cluster_id=cluster_id, session_id=session_id, report=report)
+            stream.close_write()
+
+        return handle
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    document = json.loads(payload)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
+async def serve_tunnel(
+    settings: TunnelSettings,
+    *,
+    session_factory: sessionmaker[Session],
+    registry: TunnelRegistry,
+    stop: asyncio.Event,
+    metrics: TunnelMetrics | None = None,
+) -> None:
+    """Run a ``TunnelServer`` until ``stop`` is set (for embedding into an existing event loop)."""
+    server = TunnelServer(settings, session_factory=session_factory, registry=registry, metrics=metrics)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(StreamClosedError):
+            await server.stop()

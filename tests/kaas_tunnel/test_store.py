@@ -1,0 +1,81 @@
+"""Admitting agent sessions: a newer session that replaces a live one is counted, and limited per cluster
+and window (``kaas_tunnel.store.admit_session``), on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from kaas_core.db.models import ClusterAgent, utcnow
+from kaas_tunnel import store
+from tests.provider.factories import CreatedCluster
+
+WINDOW = timedelta(seconds=60)
+
+
+def connect(session_factory: sessionmaker[Session], cluster: CreatedCluster, session_id: str) -> None:
+    store.record_connected(session_factory, cluster_id=cluster.id, session_id=session_id, address="x")
+
+
+def agent_row(session_factory: sessionmaker[Session], cluster: CreatedCluster) -> ClusterAgent:
+    with session_factory() as session:
+        return session.get_one(ClusterAgent, cluster.id)
+
+
+def test_a_first_session_replaces_nothing_and_is_never_limited(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    for _ in range(3):
+        admission = store.admit_session(session_factory, cluster_id=cluster.id, limit=1, window=WINDOW)
+        assert admission == store.Admission(replaces=None)
+
+
+def test_a_session_after_the_old_one_was_recorded_gone_is_not_a_replacement(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    connect(session_factory, cluster, "old")
+    store.record_disconnected(session_factory, cluster_id=cluster.id, session_id="old")
+    admission = store.admit_session(session_factory, cluster_id=cluster.id, limit=1, window=WINDOW)
+    assert admission.replaces is None
+    assert agent_row(session_factory, cluster).replacements == 0
+
+
+def test_replacing_a_live_session_is_counted_with_its_time(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    connect(session_factory, cluster, "old")
+    now = utcnow()
+    admission = store.admit_session(session_factory, cluster_id=cluster.id, limit=5, window=WINDOW, now=now)
+    assert admission == store.Admission(replaces="old", replacements=1)
+    row = agent_row(session_factory, cluster)
+    assert (row.replacements, row.replacements_in_window) == (1, 1)
+    assert row.last_replaced_at == now
+
+
+def test_beyond_the_limit_a_replacement_is_refused_until_the_window_ends(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    connect(session_factory, cluster, "live")
+    start = utcnow()
+    for second in (0, 10):
+        admitted = store.admit_session(
+            session_factory,
+            cluster_id=cluster.id,
+            limit=2,
+            window=WINDOW,
+            now=start + timedelta(seconds=second),
+        )
+        assert not admitted.refused
+    refused = store.admit_session(
+        session_factory, cluster_id=cluster.id, limit=2, window=WINDOW, now=start + timedelta(seconds=20)
+    )
+    assert refused.refused
+    assert refused.replaces == "live"
+    assert refused.retry_after_seconds == 40
+    assert agent_row(session_factory, cluster).replacements == 2  # a refused dial replaced nothing
+    later = store.admit_session(
+        session_factory, cluster_id=cluster.id, limit=2, window=WINDOW, now=start + timedelta(seconds=61)
+    )
+    assert not later.refused
+    assert later.replacements == 3
