@@ -288,6 +288,8 @@ class OpenStackDriver:
 
     # --- credentials ------------------------------------------------------------------------------
     def _raise_if_refused(self) -> None:
+        if self._refusal is None:  # the usual case, without taking the lock every call of every thread
+            return
         with self._lock:
             refusal = self._refusal
             if refusal is None or self._reconnect_if_config_changed():
