@@ -4,7 +4,9 @@ The reconciler owns *what* should exist; a driver owns *how* to make it so in on
 idempotent (calling it twice has the effect of calling it once) and bounded (no unbounded waits: methods
 return the current state and the reconciler re-queues itself). Every resource a driver creates carries the
 tag ``kaas-cluster=<cluster id>`` (or, where the cloud has no tags, a name starting with
-``kaas-<cluster id>``) so that ``list_cluster_resources`` finds all of it.
+``kaas-<cluster id>``) so that ``list_cluster_resources`` finds all of it, and carries a mark of its cluster
+from the request that creates it (where the create request takes no tag, another field of it), so that a
+worker killed between two calls leaves nothing ``delete_cluster_resources`` and the sweep cannot find.
 
 Implementations: ``provider.cloud.openstack_driver.OpenStackDriver`` (openstacksdk; runs against a real
 OpenStack or against ``simcloud``). The contract tests in ``tests/provider/cloud/test_contract.py`` run

@@ -23,8 +23,20 @@ class CloudTimeout(CloudTemporaryError):
     """A bounded wait ran out."""
 
 
+class CloudTokenRefused(CloudTemporaryError):
+    """A service answered 401 to a token the identity service had just issued: a token expired or revoked
+    (an identity service restarted with new keys), or a service still catching up with such a restart. The
+    driver authenticates afresh and retries once before it lets this out."""
+
+
 class CloudPermanentError(CloudError):
     """Retrying cannot help: unknown flavor or image, invalid request, a resource in ERROR too often."""
+
+
+class CloudCredentialsRefused(CloudPermanentError):
+    """The identity service refuses the region's credentials themselves, on a fresh authentication: an
+    operator must fix them (clouds.yaml or the user in the cloud). Not the cluster's fault: the reconciler
+    shows it on the cluster's conditions and keeps retrying instead of failing the operation."""
 
 
 class CloudNotFound(CloudPermanentError):

@@ -6,12 +6,23 @@ before creating, deletes ignore what is already gone, and nothing waits: methods
 reconciler comes back. Every openstacksdk/keystoneauth error leaves this module as one of ours
 (``provider.cloud.errors``). User-data and tokens are never logged.
 
-Tags: Nova servers are created with ``tags`` (microversion 2.52 and later) and Octavia load balancers with
-``tags``, in the create request. Neutron resources get their ``kaas-cluster=<id>`` tag by ``set_tags`` right
-after the create (Neutron 29 answers 400 "Attribute 'tags' not allowed in POST" even with the
-``tag-creation`` extension listed); a resource that exists under our name without a kaas tag (a crash
-between create and ``set_tags``) is adopted and tagged instead of duplicated. Server groups have no tags
-and are found by name (``kaas-<id8>-cp``).
+Identity at birth: every resource carries the cluster's mark from the request that creates it, so a worker
+killed right after a create leaves nothing that deletion and the leak sweep cannot find. Nova servers are
+created with ``tags`` (microversion 2.52 and later), Octavia load balancers, listeners, pools, members and
+health monitors with ``tags``. Neutron takes ``tags`` in a create request for ports only (Neutron 29 answers
+400 "Attribute 'tags' not allowed in POST" for networks, subnets, routers and security groups, although it
+lists the ``tag-creation`` extension: that one is about ``POST .../tags``), so those are created with the
+tag text as their ``description`` and tagged by ``set_tags`` right after. Lookups, deletion and the sweep
+accept either mark; a resource found by its description alone (a kill between the two calls) is tagged when
+the cluster's next pass adopts it. Server groups have neither tags nor descriptions and are found by name
+(``kaas-<id8>-cp``); their create is one call.
+
+Healing: the external network's id is cached, and a 404 from a call that used it looks the name up again
+(an operator may have recreated the network under a new id). A service's 401 (an expired or revoked token)
+is answered by a fresh authentication and one more run of the (idempotent) method; credentials the identity
+service itself refuses are ``CloudCredentialsRefused``, remembered for ``credential_retry_seconds`` so that
+a region's clusters do not turn into a stream of refused logins, and forgotten as soon as clouds.yaml changes
+(the driver then reconnects with what the file says now). See ``_heals_authentication``.
 
 User-data: the compute proxy (``conn.compute.create_server``) sends the body as given, and Nova wants base64,
 so this module encodes the cloud-config text (only the cloud layer ``conn.create_server`` encodes itself).
@@ -20,12 +31,15 @@ so this module encodes the cloud-config text (only the cloud layer ``conn.create
 from __future__ import annotations
 
 import base64
+import functools
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
@@ -47,16 +61,19 @@ from provider.cloud.driver import (
     resource_prefix,
 )
 from provider.cloud.errors import (
+    CloudCredentialsRefused,
     CloudError,
     CloudNotFound,
     CloudPermanentError,
     CloudQuotaExceeded,
     CloudTemporaryError,
     CloudTimeout,
+    CloudTokenRefused,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Nova microversion with server tags on create (2.52) and the `policy` field of server groups (2.64).
 COMPUTE_MICROVERSION = "2.64"
@@ -83,7 +100,9 @@ def translate_errors(action: str) -> Iterator[None]:
     - 404: ``CloudTemporaryError`` too. The driver looks user-named things (flavor, image, external
       network) up with ``find_*`` and raises ``CloudNotFound`` itself, so a 404 on an id means the resource
       went away between two calls; the next pass of the reconciler sees the new state;
-    - every other 4xx (400 bad request, 401/403 refused credentials or policy): ``CloudPermanentError``.
+    - 401 from a service: ``CloudTokenRefused`` (keystoneauth already re-authenticated once and the service
+      refused that token too); 401 from the identity service: ``CloudCredentialsRefused``;
+    - every other 4xx (400 bad request, 403 policy): ``CloudPermanentError``.
     """
     try:
         yield
@@ -98,6 +117,8 @@ def translate_errors(action: str) -> Iterator[None]:
             raise CloudQuotaExceeded(f"{action}: cloud quota exceeded: {detail}") from exc
         if status in (0, 404, 409, 429) or status >= 500:
             raise CloudTemporaryError(f"{action}: cloud busy or changing ({status}): {detail}") from exc
+        if status == 401:
+            raise CloudTokenRefused(f"{action}: the cloud refused a fresh token (401): {detail}") from exc
         raise CloudPermanentError(f"{action}: refused by the cloud ({status}): {detail}") from exc
     except ks_exceptions.ConnectTimeout as exc:
         raise CloudTimeout(f"{action}: the cloud did not answer in time: {exc}") from exc
@@ -111,6 +132,10 @@ def translate_errors(action: str) -> Iterator[None]:
         status = exc.http_status or 0
         if status >= 500 or status in (0, 429):
             raise CloudTemporaryError(f"{action}: identity service busy ({status}): {exc}") from exc
+        if status == 401:
+            raise CloudCredentialsRefused(
+                f"{action}: the identity service refuses the credentials (401): {exc}"
+            ) from exc
         raise CloudPermanentError(f"{action}: refused by the identity service ({status}): {exc}") from exc
     except (ks_exceptions.EndpointNotFound, ks_exceptions.CatalogException) as exc:
         raise CloudPermanentError(f"{action}: the cloud does not offer this service: {exc}") from exc
@@ -123,6 +148,10 @@ def translate_errors(action: str) -> Iterator[None]:
 
 
 SERVER_GROUP_PAGE = 500
+# how long refused credentials are believed before the identity service is asked again (unless clouds.yaml
+# changes first): a region's clusters each try every few minutes, and a stream of refused logins can lock
+# the account where the identity service counts failures
+CREDENTIAL_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -133,46 +162,185 @@ class NamedResource:
     name: str
 
 
+@dataclass(frozen=True)
+class CloudSource:
+    """Where a driver's connection comes from: one clouds.yaml entry (reconnects when the file changes)."""
+
+    cloud_name: str
+    config_file: Path | None  # None: openstacksdk's usual search path (then changes are not watched)
+    timeout: float
+
+    def connect(self) -> Any:
+        with translate_errors(f"connect to cloud {self.cloud_name!r}"):
+            # An explicit clouds.yaml must win: openstacksdk otherwise puts $OS_CLIENT_CONFIG_FILE first
+            # and loads only the first file it finds, so a stray environment variable would silently
+            # point kaas at another cloud ("Cloud X was not found").
+            if self.config_file is not None:
+                config = loader.OpenStackConfig(config_files=[str(self.config_file)], load_envvars=False)
+            else:
+                config = loader.OpenStackConfig()
+            region = config.get_one(
+                cloud=self.cloud_name, api_timeout=self.timeout, compute_api_version=COMPUTE_MICROVERSION
+            )
+            return openstack.connection.Connection(config=region)
+
+    def read(self) -> bytes | None:
+        """The file's content, to notice an operator's edit; None when unknown or unreadable."""
+        if self.config_file is None:
+            return None
+        try:
+            return self.config_file.read_bytes()
+        except OSError:
+            return None
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Credentials the identity service refused: believed until ``until`` or until clouds.yaml changes."""
+
+    message: str
+    until: float
+
+
+def _heals_authentication(
+    method: Callable[Concatenate[OpenStackDriver, P], T],
+) -> Callable[Concatenate[OpenStackDriver, P], T]:
+    """Run a driver method so that a refused token heals and refused credentials are said plainly.
+
+    - A service answers 401 (``CloudTokenRefused``; keystoneauth already re-authenticated once): a token
+      expired or revoked, or a service still catching up with a restarted identity service. The token is
+      dropped and the method runs once more, which authenticates afresh: every method is idempotent, so
+      the second run finds what the first one made. A second refusal leaves as ``CloudTokenRefused``, which
+      is temporary.
+    - The identity service refuses the credentials (``CloudCredentialsRefused``): if clouds.yaml changed
+      since the connection was built, reconnect with what it says now and run once more; otherwise the
+      refusal is remembered (``_Refusal``) and every call fails at once, without a login, for
+      ``credential_retry_seconds`` or until clouds.yaml changes.
+    """
+
+    @functools.wraps(method)
+    def run(self: OpenStackDriver, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self._raise_if_refused()
+        token_renewed = reconnected = False
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except CloudTokenRefused:
+                if token_renewed:
+                    raise
+                token_renewed = True
+                log.warning("the cloud refused our token: authenticating afresh", extra={"cloud": self.name})
+                self._conn.session.invalidate()
+            except CloudCredentialsRefused as exc:
+                if reconnected or not self._reconnect_if_config_changed():
+                    raise self._remember_refusal(exc) from exc
+                reconnected = True
+
+    return run
+
+
 class OpenStackDriver:
-    """``CloudDriver`` over one openstacksdk connection (one cloud, one project)."""
+    """``CloudDriver`` over one openstacksdk connection (one cloud, one project).
+
+    Thread-safe as openstacksdk connections are; the reconnect after an edited clouds.yaml swaps the
+    connection under a lock."""
 
     def __init__(
         self,
         connection: Any,
         *,
+        name: str = "cloud",
+        source: CloudSource | None = None,
         external_network_cache: dict[str, str] | None = None,
         server_group_page: int = SERVER_GROUP_PAGE,
+        credential_retry_seconds: float = CREDENTIAL_RETRY_SECONDS,
     ) -> None:
         self._conn = connection
+        self.name = name  # the clouds.yaml entry: what messages about credentials name
+        self._source = source
+        self._config_seen = source.read() if source is not None else None
         self._external_networks: dict[str, str] = external_network_cache or {}
         self._server_group_page = server_group_page
+        self._credential_retry_seconds = credential_retry_seconds
+        self._refusal: _Refusal | None = None
+        self._lock = threading.RLock()
 
     @classmethod
     def from_cloud(
-        cls, cloud_name: str, *, config_file: Path | None = None, timeout: float = 30
+        cls,
+        cloud_name: str,
+        *,
+        config_file: Path | None = None,
+        timeout: float = 30,
+        credential_retry_seconds: float = CREDENTIAL_RETRY_SECONDS,
     ) -> OpenStackDriver:
         """Connect to a clouds.yaml entry (``config_file`` or the usual search path)."""
-        with translate_errors(f"connect to cloud {cloud_name!r}"):
-            # An explicit clouds.yaml must win: openstacksdk otherwise puts $OS_CLIENT_CONFIG_FILE first
-            # and loads only the first file it finds, so a stray environment variable would silently
-            # point kaas at another cloud ("Cloud X was not found").
-            if config_file is not None:
-                config = loader.OpenStackConfig(config_files=[str(config_file)], load_envvars=False)
-            else:
-                config = loader.OpenStackConfig()
-            region = config.get_one(
-                cloud=cloud_name, api_timeout=timeout, compute_api_version=COMPUTE_MICROVERSION
-            )
-            connection = openstack.connection.Connection(config=region)
-        return cls(connection)
+        source = CloudSource(cloud_name=cloud_name, config_file=config_file, timeout=timeout)
+        return cls(
+            source.connect(),
+            name=cloud_name,
+            source=source,
+            credential_retry_seconds=credential_retry_seconds,
+        )
 
     def close(self) -> None:
         self._conn.close()
 
+    # --- credentials ------------------------------------------------------------------------------
+    def _raise_if_refused(self) -> None:
+        if self._refusal is None:  # the usual case, without taking the lock every call of every thread
+            return
+        with self._lock:
+            refusal = self._refusal
+            if refusal is None or self._reconnect_if_config_changed():
+                return
+            if time.monotonic() >= refusal.until:
+                self._refusal = None  # ask the identity service again: an operator may have fixed the user
+                return
+        raise CloudCredentialsRefused(refusal.message)
+
+    def _remember_refusal(self, exc: CloudCredentialsRefused) -> CloudCredentialsRefused:
+        config_file = self._source.config_file if self._source is not None else None
+        where = str(config_file) if config_file is not None else "clouds.yaml"
+        again = f"when {config_file} changes and " if config_file is not None else ""
+        message = (
+            f"the identity service refuses the credentials of cloud {self.name!r} on a fresh"
+            f" authentication: an operator must fix its user, password or project in {where} or in the"
+            f" cloud; kaas tries them again {again}every {self._credential_retry_seconds:g} s ({exc})"
+        )
+        with self._lock:
+            self._refusal = _Refusal(message, time.monotonic() + self._credential_retry_seconds)
+        log.error("cloud credentials refused", extra={"cloud": self.name})
+        return CloudCredentialsRefused(message)
+
+    def _reconnect_if_config_changed(self) -> bool:
+        """Reconnect with clouds.yaml as it is now if it changed since the connection was built."""
+        if self._source is None:
+            return False
+        current = self._source.read()
+        with self._lock:
+            if current is None or current == self._config_seen:
+                return False
+            try:
+                connection = self._source.connect()
+            except CloudError:
+                # a broken edit (say, the entry renamed): keep what we have; the next edit is looked at again
+                log.warning("clouds.yaml changed but is unusable", extra={"cloud": self.name}, exc_info=True)
+                self._config_seen = current
+                return False
+            old, self._conn = self._conn, connection
+            self._config_seen = current
+            self._refusal = None
+        log.info("clouds.yaml changed: reconnected", extra={"cloud": self.name})
+        old.close()
+        return True
+
     # --- validation -------------------------------------------------------------------------------
+    @_heals_authentication
     def check_flavor(self, name: str) -> None:
         self._flavor_id(name)
 
+    @_heals_authentication
     def check_image(self, name: str) -> None:
         self._image_id(name)
 
@@ -197,6 +365,8 @@ class OpenStackDriver:
         return str(image.id)
 
     def _external_network_id(self, name: str) -> str:
+        """The id of external network ``name``, looked up once per driver: every pass of every cluster
+        needs it, and it changes only when an operator recreates the network (``_with_external_network``)."""
         if name not in self._external_networks:
             with translate_errors(f"look up external network {name!r}"):
                 network = self._conn.network.find_network(name, ignore_missing=True)
@@ -208,9 +378,46 @@ class OpenStackDriver:
             self._external_networks[name] = str(network.id)
         return self._external_networks[name]
 
+    def _with_external_network(self, name: str, use: Callable[[str], T]) -> T:
+        """``use(id of external network name)``, healing a stale cached id.
+
+        A 404 from ``use`` may mean the network was deleted and created again under a new id (an operator
+        rebuilding the cloud's public network): the name is looked up afresh and, if its id changed, ``use``
+        runs once more with the new one. The same id again means the 404 was about something else: it goes
+        on as the error it is. No network of that name right now, after there was one, is temporary: the
+        operator is most likely half-way through recreating it."""
+        network_id = self._external_network_id(name)
+        try:
+            return use(network_id)
+        except os_exceptions.NotFoundException:
+            self._external_networks.pop(name, None)
+            try:
+                fresh = self._external_network_id(name)
+            except CloudNotFound as exc:
+                raise CloudTemporaryError(
+                    f"external network {name!r} ({network_id}) is gone and none of that name exists now:"
+                    " waiting for an admin to create it again"
+                ) from exc
+            if fresh == network_id:
+                raise
+            log.warning(
+                "the external network was recreated: using its new id",
+                extra={"external_network": name, "old_id": network_id, "new_id": fresh},
+            )
+            return use(fresh)
+
     # --- helpers ------------------------------------------------------------------------------------
     def _tagged(self, list_call: Callable[..., Any], cluster_id: str, **query: Any) -> list[Any]:
         return list(list_call(tags=cluster_tag(cluster_id), **query))
+
+    def _owned(self, list_call: Callable[..., Any], cluster_id: str, **query: Any) -> list[Any]:
+        """The cluster's Neutron resources of one kind: tagged, or born with the cluster's mark as their
+        description and never tagged (a worker killed between the create and ``set_tags``)."""
+        mark = cluster_tag(cluster_id)
+        found = {r.id: r for r in list_call(tags=mark, **query)}
+        for resource in list_call(description=mark, **query):
+            found.setdefault(resource.id, resource)
+        return list(found.values())
 
     def _one(self, items: list[T]) -> T | None:
         return items[0] if items else None
@@ -227,32 +434,44 @@ class OpenStackDriver:
         attrs: dict[str, Any] | None = None,
         one_of_several: bool = False,
     ) -> Any:
-        """The cluster's Neutron resource of this kind: found by tag, else adopted by name, else created
-        and then tagged (``set_tags``).
+        """The cluster's Neutron resource of this kind: found by tag; else adopted (and tagged) when it
+        carries the cluster's mark as description (born, never tagged), or when it has our name and no kaas
+        mark at all (born untagged under a kaas that did not set the description); else created with the
+        mark as description and then tagged (``set_tags``): Neutron refuses ``tags`` in the create request.
 
-        ``one_of_several``: the cluster has more than one of this kind (security groups), so the tagged
-        lookup also matches the name."""
+        ``one_of_several``: the cluster has more than one of this kind (security groups), so lookups also
+        match the name."""
         query = query or {}
         tag = cluster_tag(cluster_id)
         by_tag = self._tagged(list_call, cluster_id, **query)
         found = self._one([r for r in by_tag if r.name == name] if one_of_several else by_tag)
         if found is not None:
             return found
+        for item in list_call(description=tag, **query):
+            if item.name == name or not one_of_several:
+                return self._adopt(kind, item, cluster_id)
         for item in list_call(name=name, **query):
-            if item.name == name and not any(t.startswith(CLUSTER_TAG_PREFIX) for t in item.tags or []):
-                self._conn.network.set_tags(item, [*(item.tags or []), tag])
-                log.warning("adopted an untagged %s", kind, extra={"name": name, "cluster": cluster_id})
-                return item
-        created = create_call(name=name, **query, **(attrs or {}))
+            marked = any(t.startswith(CLUSTER_TAG_PREFIX) for t in item.tags or []) or str(
+                item.description or ""
+            ).startswith(CLUSTER_TAG_PREFIX)
+            if item.name == name and not marked:
+                return self._adopt(kind, item, cluster_id)
+        created = create_call(name=name, description=tag, **query, **(attrs or {}))
         self._conn.network.set_tags(created, [tag])
         return created
 
+    def _adopt(self, kind: str, item: Any, cluster_id: str) -> Any:
+        self._conn.network.set_tags(item, [*(item.tags or []), cluster_tag(cluster_id)])
+        log.warning("adopted an untagged %s", kind, extra={"resource": item.name, "cluster": cluster_id})
+        return item
+
     # --- network ----------------------------------------------------------------------------------
+    @_heals_authentication
     def ensure_network(self, spec: NetworkSpec) -> NetworkInfo:
         prefix = resource_prefix(spec.cluster_id)
         net_api = self._conn.network
         with translate_errors(f"ensure network of cluster {spec.cluster_id}"):
-            external_id = self._external_network_id(spec.external_network)
+            self._external_network_id(spec.external_network)  # an unknown name fails before anything is made
             network = self._ensure_neutron(
                 "network", net_api.networks, net_api.create_network, spec.cluster_id, f"{prefix}-net"
             )
@@ -265,22 +484,31 @@ class OpenStackDriver:
                 query={"network_id": network.id},
                 attrs={"ip_version": 4, "cidr": spec.cidr, "dns_nameservers": list(spec.dns_nameservers)},
             )
-            router = self._ensure_neutron(
-                "router",
-                net_api.routers,
-                net_api.create_router,
-                spec.cluster_id,
-                f"{prefix}-router",
-                attrs={"external_gateway_info": {"network_id": external_id}},
+            router = self._with_external_network(
+                spec.external_network,
+                lambda external_id: self._ensure_neutron(
+                    "router",
+                    net_api.routers,
+                    net_api.create_router,
+                    spec.cluster_id,
+                    f"{prefix}-router",
+                    attrs={"external_gateway_info": {"network_id": external_id}},
+                ),
             )
             if not (router.external_gateway_info or {}).get("network_id"):
-                router = net_api.update_router(router, external_gateway_info={"network_id": external_id})
+                router = self._with_external_network(
+                    spec.external_network,
+                    lambda external_id: net_api.update_router(
+                        router, external_gateway_info={"network_id": external_id}
+                    ),
+                )
             if not list(net_api.ports(device_id=router.id, network_id=network.id)):
                 net_api.add_interface_to_router(router, subnet=subnet.id)
         return NetworkInfo(
             network_id=str(network.id), subnet_id=str(subnet.id), router_id=str(router.id), ready=True
         )
 
+    @_heals_authentication
     def ensure_security_groups(self, cluster_id: str, *, node_cidr: str) -> SecurityGroupsInfo:
         prefix = resource_prefix(cluster_id)
         wanted = {
@@ -307,7 +535,6 @@ class OpenStackDriver:
                     net_api.create_security_group,
                     cluster_id,
                     name,
-                    attrs={"description": f"kaas cluster {cluster_id}"},
                     one_of_several=True,
                 )
                 # Neutron embeds a group's rules in the group itself: no extra call per group
@@ -337,6 +564,7 @@ class OpenStackDriver:
         return SecurityGroupsInfo(control_plane_id=ids[f"{prefix}-cp"], nodes_id=ids[f"{prefix}-nodes"])
 
     # --- compute ----------------------------------------------------------------------------------
+    @_heals_authentication
     def ensure_server_group(self, cluster_id: str, *, policy: str) -> str:
         name = f"{resource_prefix(cluster_id)}-cp"
         with translate_errors(f"ensure server group of cluster {cluster_id}"):
@@ -345,11 +573,13 @@ class OpenStackDriver:
             group = self._conn.compute.create_server_group(name=name, policy=policy)
         return str(group.id)
 
+    @_heals_authentication
     def list_servers(self, cluster_id: str) -> list[ServerInfo]:
         with translate_errors(f"list servers of cluster {cluster_id}"):
             servers = self._tagged(self._conn.compute.servers, cluster_id, details=True)
             return [self._server_info(s) for s in servers if s.status != "DELETED"]
 
+    @_heals_authentication
     def create_server(self, spec: ServerSpec) -> ServerInfo:
         with translate_errors(f"create server {spec.name}"):
             for existing in self._tagged(self._conn.compute.servers, spec.cluster_id, name=f"^{spec.name}$"):
@@ -377,6 +607,7 @@ class OpenStackDriver:
             log.info("server created", extra={"server": spec.name, "cluster": spec.cluster_id})
         return self._server_info(server)
 
+    @_heals_authentication
     def delete_server(self, server_id: str) -> None:
         with translate_errors(f"delete server {server_id}"):
             self._conn.compute.delete_server(server_id, ignore_missing=True)
@@ -402,14 +633,16 @@ class OpenStackDriver:
         )
 
     # --- load balancer ----------------------------------------------------------------------------
+    @_heals_authentication
     def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
         prefix = resource_prefix(spec.cluster_id)
         lb_api = self._conn.load_balancer
+        tags = [cluster_tag(spec.cluster_id)]  # on the LB and on every child, from their create request
         with translate_errors(f"ensure load balancer of cluster {spec.cluster_id}"):
             lb = self._one(self._tagged(lb_api.load_balancers, spec.cluster_id))
             if lb is None:
                 lb = lb_api.create_load_balancer(
-                    name=f"{prefix}-api", vip_subnet_id=spec.subnet_id, tags=[cluster_tag(spec.cluster_id)]
+                    name=f"{prefix}-api", vip_subnet_id=spec.subnet_id, tags=tags
                 )
             if lb.provisioning_status != "ACTIVE":
                 return self._lb_info(lb, pool_id=None)
@@ -417,7 +650,11 @@ class OpenStackDriver:
             listener_ids = [item["id"] for item in (lb.listeners or [])]
             if not listener_ids:
                 lb_api.create_listener(
-                    name=f"{prefix}-api", protocol="TCP", protocol_port=spec.port, load_balancer_id=lb.id
+                    name=f"{prefix}-api",
+                    protocol="TCP",
+                    protocol_port=spec.port,
+                    load_balancer_id=lb.id,
+                    tags=tags,
                 )
                 return self._lb_info(lb_api.get_load_balancer(lb.id), pool_id=None)
             pool_ids = [item["id"] for item in (lb.pools or [])]
@@ -427,11 +664,14 @@ class OpenStackDriver:
                     protocol="TCP",
                     lb_algorithm="ROUND_ROBIN",
                     listener_id=listener_ids[0],
+                    tags=tags,
                 )
                 return self._lb_info(lb_api.get_load_balancer(lb.id), pool_id=None)
             pool = lb_api.get_pool(pool_ids[0])
             if not pool.health_monitor_id:
-                lb_api.create_health_monitor(pool_id=pool.id, type="TCP", delay=5, timeout=5, max_retries=3)
+                lb_api.create_health_monitor(
+                    pool_id=pool.id, type="TCP", delay=5, timeout=5, max_retries=3, tags=tags
+                )
                 return self._lb_info(lb_api.get_load_balancer(lb.id), pool_id=None)
         return self._lb_info(lb, pool_id=str(pool.id))
 
@@ -444,6 +684,7 @@ class OpenStackDriver:
             pool_id=pool_id,
         )
 
+    @_heals_authentication
     def ensure_lb_members(
         self, lb: LoadBalancerInfo, *, subnet_id: str, addresses: list[str], port: int
     ) -> bool:
@@ -451,8 +692,11 @@ class OpenStackDriver:
             return False
         lb_api = self._conn.load_balancer
         with translate_errors(f"ensure members of load balancer {lb.id}"):
-            if lb_api.get_load_balancer(lb.id).provisioning_status != "ACTIVE":
+            current = lb_api.get_load_balancer(lb.id)
+            if current.provisioning_status != "ACTIVE":
                 return False
+            # members carry the LB's cluster tag (the spec of a member names no cluster)
+            tags = [t for t in current.tags or [] if t.startswith(CLUSTER_TAG_PREFIX)]
             members = {m.address: m for m in lb_api.members(lb.pool_id)}
             for address, member in members.items():
                 if address not in addresses:
@@ -460,12 +704,18 @@ class OpenStackDriver:
                     return False  # Octavia takes one change at a time; come back when ACTIVE again
             for address in addresses:
                 if address not in members:
-                    lb_api.create_member(lb.pool_id, address=address, protocol_port=port, subnet_id=subnet_id)
+                    lb_api.create_member(
+                        lb.pool_id, address=address, protocol_port=port, subnet_id=subnet_id, tags=tags
+                    )
                     return False
         return True
 
     # --- teardown and audit -----------------------------------------------------------------------
+    @_heals_authentication
     def list_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
+        return self._list_cluster_resources(cluster_id)
+
+    def _list_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
         found: list[CloudResource] = []
         compute, net_api, lb_api = self._conn.compute, self._conn.network, self._conn.load_balancer
         with translate_errors(f"list resources of cluster {cluster_id}"):
@@ -480,21 +730,18 @@ class OpenStackDriver:
                 if lb.provisioning_status != "DELETED"
             ]
             found += [CloudResource("server_group", g.id, g.name) for g in self._server_groups(cluster_id)]
+            found += [CloudResource("router", r.id, r.name) for r in self._owned(net_api.routers, cluster_id)]
+            found += [CloudResource("subnet", s.id, s.name) for s in self._owned(net_api.subnets, cluster_id)]
             found += [
-                CloudResource("router", r.id, r.name) for r in self._tagged(net_api.routers, cluster_id)
-            ]
-            found += [
-                CloudResource("subnet", s.id, s.name) for s in self._tagged(net_api.subnets, cluster_id)
-            ]
-            found += [
-                CloudResource("network", n.id, n.name) for n in self._tagged(net_api.networks, cluster_id)
+                CloudResource("network", n.id, n.name) for n in self._owned(net_api.networks, cluster_id)
             ]
             found += [
                 CloudResource("security_group", g.id, g.name)
-                for g in self._tagged(net_api.security_groups, cluster_id)
+                for g in self._owned(net_api.security_groups, cluster_id)
             ]
         return found
 
+    @_heals_authentication
     def delete_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
         """One pass in dependency order: servers, load balancers (cascade), server groups, then, once no
         server or LB is left, router interfaces and gateway, routers, leftover ports, subnets, networks and
@@ -519,9 +766,9 @@ class OpenStackDriver:
                 with _deferred(f"server group {group.id}"):
                     compute.delete_server_group(group.id, ignore_missing=True)
             if servers or lbs:
-                return self.list_cluster_resources(cluster_id)  # their ports still use the network
-            networks = self._tagged(net_api.networks, cluster_id)
-            for router in self._tagged(net_api.routers, cluster_id):
+                return self._list_cluster_resources(cluster_id)  # their ports still use the network
+            networks = self._owned(net_api.networks, cluster_id)
+            for router in self._owned(net_api.routers, cluster_id):
                 for port in net_api.ports(device_id=router.id):
                     if str(port.device_owner).startswith("network:router_interface"):
                         for fixed_ip in port.fixed_ips or []:
@@ -538,16 +785,16 @@ class OpenStackDriver:
                     if not str(port.device_owner or "").startswith("network:"):
                         with _deferred(f"port {port.id}"):
                             net_api.delete_port(port, ignore_missing=True)
-            for subnet in self._tagged(net_api.subnets, cluster_id):
+            for subnet in self._owned(net_api.subnets, cluster_id):
                 with _deferred(f"subnet {subnet.id}"):
                     net_api.delete_subnet(subnet, ignore_missing=True)
             for network in networks:
                 with _deferred(f"network {network.id}"):
                     net_api.delete_network(network, ignore_missing=True)
-            for group in self._tagged(net_api.security_groups, cluster_id):
+            for group in self._owned(net_api.security_groups, cluster_id):
                 with _deferred(f"security group {group.id}"):
                     net_api.delete_security_group(group, ignore_missing=True)
-        return self.list_cluster_resources(cluster_id)
+        return self._list_cluster_resources(cluster_id)
 
     def _server_groups(self, cluster_id: str) -> list[NamedResource]:
         """Server groups carry no tags: the cluster's is the one named ``kaas-<id8>-cp``.
@@ -570,26 +817,32 @@ class OpenStackDriver:
                 return found
             offset += len(page)
 
+    @_heals_authentication
     def list_tagged_cluster_ids(self) -> set[str]:
+        """Also the clusters whose Neutron resources carry only the description mark (never tagged)."""
         ids: set[str] = set()
         compute, net_api, lb_api = self._conn.compute, self._conn.network, self._conn.load_balancer
         with translate_errors("list kaas-tagged resources"):
-            listings: list[Iterable[Any]] = [
-                compute.servers(),
-                net_api.networks(),
-                net_api.routers(),
-                net_api.security_groups(),
-                lb_api.load_balancers(),
+            listings: list[tuple[Iterable[Any], bool]] = [
+                (compute.servers(), False),
+                (net_api.networks(), True),
+                (net_api.routers(), True),
+                (net_api.security_groups(), True),
+                (lb_api.load_balancers(), False),
             ]
-            for listing in listings:
+            for listing, described in listings:
                 for resource in listing:
+                    marks = list(resource.tags or [])
+                    if described:
+                        marks.append(str(resource.description or ""))
                     ids.update(
-                        t.removeprefix(CLUSTER_TAG_PREFIX)
-                        for t in (resource.tags or [])
-                        if t.startswith(CLUSTER_TAG_PREFIX)
+                        mark.removeprefix(CLUSTER_TAG_PREFIX)
+                        for mark in marks
+                        if mark.startswith(CLUSTER_TAG_PREFIX)
                     )
         return ids
 
+    @_heals_authentication
     def capacity(self) -> CloudCapacity:
         with translate_errors("read the compute limits"):
             absolute = self._conn.compute.get_limits().absolute

@@ -35,7 +35,12 @@ from kaas_core.db.models import (
     utcnow,
 )
 from provider.bootstrap.cloud_init import BootstrapError
-from provider.cloud.errors import CloudError, CloudPermanentError, CloudTemporaryError
+from provider.cloud.errors import (
+    CloudCredentialsRefused,
+    CloudError,
+    CloudPermanentError,
+    CloudTemporaryError,
+)
 from provider.reconciler.agent_gate import check_agent
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.lease import acquire_lease, release_lease, release_lease_now
@@ -215,6 +220,8 @@ def _reconcile_loaded(
                 after_step(step)
         else:
             reached = None
+    except CloudCredentialsRefused as exc:
+        error = _of_region(cluster.region, exc)
     except (CloudError, BootstrapError) as exc:
         error = exc
 
@@ -232,7 +239,8 @@ def _reconcile_loaded(
         cluster.api_endpoint = state.api_endpoint
     progress = progress_of(steps, reached)
 
-    if error is not None and not isinstance(error, CloudTemporaryError):
+    # refused region credentials are for an operator to fix, not the user's operation to fail: retried
+    if error is not None and not isinstance(error, CloudTemporaryError | CloudCredentialsRefused):
         message = f"{reached}: {error}"
         cluster.phase = ClusterPhase.ERROR.value
         finish_operation(operation, succeeded=False, error=message, now=now)
@@ -307,6 +315,11 @@ def _agent_token(ctx: ProviderContext, cluster: Cluster) -> str | None:
         raise BootstrapError(str(exc)) from exc
 
 
+def _of_region(region: Region, exc: CloudCredentialsRefused) -> CloudCredentialsRefused:
+    """The refusal, saying which region's credentials it is about (the driver knows only its cloud)."""
+    return CloudCredentialsRefused(f"credentials of region {region.name!r}: {exc}")
+
+
 def _mark_not_converged(cluster: Cluster) -> None:
     """Provisioning until the cluster first converged; updating (a change or a repair) after that."""
     cluster.phase = (
@@ -360,7 +373,9 @@ def _delete_pass(
         left = _run_step(
             ctx, DELETE_STEP, partial(driver.delete_cluster_resources, cluster.id), done=lambda left: not left
         )
-    except CloudTemporaryError as exc:
+    except (CloudTemporaryError, CloudCredentialsRefused) as exc:
+        if isinstance(exc, CloudCredentialsRefused):
+            exc = _of_region(cluster.region, exc)
         cluster.reconcile_failures += 1
         report_progress(operation, step="delete_resources", progress=10, error=str(exc))
         set_conditions(cluster, [Condition(NETWORK_READY, False, type(exc).__name__, str(exc))], now=now)

@@ -59,3 +59,34 @@ def test_admin_api_inspects_and_injects(
     assert httpx.delete(f"{base}/_sim/servers/{server_id}", headers=headers).status_code == 204
     assert cloud.sim.get_server(server_id) is None
     assert httpx.delete(f"{base}/_sim/servers/{server_id}", headers=headers).status_code == 404
+
+
+def test_admin_api_revokes_refuses_rotates_and_recreates(
+    cloud: SimCloudHandle, conn: Connection, admin_conn: Connection
+) -> None:
+    headers = {"X-Auth-Token": admin_conn.auth_token}
+    base = cloud.base_url
+    public_id = conn.network.find_network("public").id
+    recreated = httpx.post(f"{base}/_sim/external-networks/public/recreate", headers=headers)
+    assert recreated.status_code == 200
+    assert recreated.json()["id"] not in (None, public_id)
+    missing = httpx.post(f"{base}/_sim/external-networks/nope/recreate", headers=headers)
+    assert missing.status_code == 404
+    assert (
+        httpx.post(f"{base}/_sim/inject/refused-tokens", headers=headers, json={"count": 3}).status_code
+        == 204
+    )
+    assert cloud.sim.take_token_refusal()
+    cloud.sim.refuse_next_tokens(0)
+    password = httpx.put(f"{base}/_sim/users/demo/password", headers=headers, json={"password": "new"})
+    assert password.status_code == 204
+    assert cloud.sim.authenticate(username="demo", password="new", project_name="demo") is not None
+    assert (
+        httpx.put(f"{base}/_sim/users/nobody/password", headers=headers, json={"password": "x"}).status_code
+        == 404
+    )
+    assert httpx.put(f"{base}/_sim/users/demo/password", headers=headers, json={}).status_code == 400
+    revoked = httpx.post(f"{base}/_sim/identity/revoke-tokens", headers=headers)
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked"] >= 1
+    assert cloud.sim.identify(admin_conn.auth_token) is None

@@ -77,3 +77,40 @@ def test_nova_answers_the_requested_microversion(cloud: SimCloudHandle, conn: Co
         headers={"X-Auth-Token": token, "OpenStack-API-Version": "compute 3.0"},
     )
     assert too_new.status_code == 406
+
+
+def test_revoked_tokens_are_refused_and_a_new_login_is_accepted(
+    cloud: SimCloudHandle, conn: Connection
+) -> None:
+    token = conn.auth_token
+    assert cloud.sim.revoke_tokens() >= 1
+    response = httpx.get(f"{cloud.base_url}/compute/v2.1/flavors", headers={"X-Auth-Token": token})
+    assert response.status_code == 401
+    assert "Keystone uri=" in response.headers["WWW-Authenticate"]
+    assert [f.name for f in conn.compute.flavors()][:1] == ["m1.tiny"]  # keystoneauth logs in again
+
+
+def test_injected_token_refusals_answer_401_to_valid_tokens_then_stop(
+    cloud: SimCloudHandle, conn: Connection
+) -> None:
+    headers = {"X-Auth-Token": conn.auth_token}
+    cloud.sim.refuse_next_tokens(2)
+    url = f"{cloud.base_url}/network/v2.0/networks"
+    token_check = httpx.get(
+        f"{cloud.base_url}/identity/v3/auth/tokens", headers={**headers, "X-Subject-Token": conn.auth_token}
+    )
+    assert token_check.status_code == 200  # the identity service itself is not refused
+    assert [httpx.get(url, headers=headers).status_code for _ in range(3)] == [401, 401, 200]
+
+
+def test_a_changed_password_refuses_the_old_one_and_revokes_the_users_tokens(
+    cloud: SimCloudHandle, conn: Connection, admin_conn: Connection
+) -> None:
+    demo_token, admin_token = conn.auth_token, admin_conn.auth_token
+    logins = cloud.sim.login_attempts
+    cloud.sim.set_password("demo", "rotated")
+    assert cloud.sim.identify(demo_token) is None
+    assert cloud.sim.identify(admin_token) is not None  # other users keep theirs
+    assert cloud.sim.authenticate(username="demo", password="secret", project_name="demo") is None
+    assert cloud.sim.authenticate(username="demo", password="rotated", project_name="demo") is not None
+    assert cloud.sim.login_attempts == logins + 2

@@ -121,3 +121,37 @@ def test_the_external_network_runs_out_of_addresses_like_the_real_one_unless_mad
     assert [s["cidr"] for s in subnets] == ["10.200.0.0/16"]
     with pytest.raises(ValueError, match="too small"):
         SimCloud(external_cidr="10.0.0.0/29")
+
+
+def test_only_ports_take_tags_in_their_create_request_as_in_neutron(conn: Connection) -> None:
+    net = conn.network.create_network(name="n")
+    subnet_args = {"network_id": net.id, "cidr": "10.0.0.0/24", "ip_version": 4}
+    for create, args in (
+        (conn.network.create_network, {"name": "m"}),
+        (conn.network.create_subnet, subnet_args),
+        (conn.network.create_router, {"name": "r"}),
+        (conn.network.create_security_group, {"name": "g"}),
+    ):
+        with pytest.raises(exceptions.BadRequestException, match="Attribute 'tags' not allowed in POST"):
+            create(**args, tags=[TAG])
+    assert [n.name for n in conn.network.networks(tags=TAG)] == []
+    conn.network.create_subnet(**subnet_args)
+    port = conn.network.create_port(network_id=net.id, tags=[TAG])
+    assert conn.network.get_port(port.id).tags == [TAG]
+
+
+def test_a_recreated_external_network_has_a_new_id_the_same_addresses_and_no_gateways(
+    conn: Connection, cloud: SimCloudHandle
+) -> None:
+    old = conn.network.find_network("public")
+    router = conn.network.create_router(name="r", external_gateway_info={"network_id": old.id})
+    new_id = cloud.sim.recreate_external_network("public")
+    assert new_id != old.id
+    assert conn.network.find_network(old.id) is None
+    new = conn.network.find_network("public")
+    assert (new.id, new.is_router_external) == (new_id, True)
+    assert conn.network.get_subnet(new.subnet_ids[0]).cidr == "172.24.4.0/24"
+    assert conn.network.get_router(router.id).external_gateway_info is None
+    assert cloud.sim.inventory()["networks"] == []  # still part of the seed, as the one it replaces
+    conn.network.update_router(router, external_gateway_info={"network_id": new_id})
+    assert conn.network.get_router(router.id).external_gateway_info["network_id"] == new_id

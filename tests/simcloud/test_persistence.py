@@ -16,7 +16,8 @@ from tests.simcloud.conftest import connect
 
 
 def build(conn: Connection) -> dict[str, str]:
-    network = conn.network.create_network(name="kaas-p-net", tags=["kaas-cluster=p"])
+    network = conn.network.create_network(name="kaas-p-net")  # Neutron takes no tags in a network's POST
+    conn.network.set_tags(network, ["kaas-cluster=p"])
     subnet = conn.network.create_subnet(network_id=network.id, cidr="10.30.0.0/24", ip_version=4)
     router = conn.network.create_router(name="kaas-p-router")
     conn.network.add_interface_to_router(router, subnet=subnet.id)

@@ -9,6 +9,9 @@ the demo project of the same cloud at the same time.
 
 ``sim`` is ``simcloud`` on a free loopback port, a fresh one per test; quotas are set through its
 injection API.
+
+Tests that break credentials get a driver on credentials of their own (``own_credentials``): on the real
+cloud a throw-away project and user, on the simulated one its demo user, whose password is restored after.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import yaml
 from openstack.config import loader
 
 from provider.cloud.driver import cluster_tag, resource_prefix
-from provider.cloud.openstack_driver import OpenStackDriver
+from provider.cloud.openstack_driver import CloudSource, OpenStackDriver
 from simcloud.testing import run_simcloud
 
 T = TypeVar("T")
@@ -63,13 +66,55 @@ def connect(clouds_yaml: Path, cloud: str) -> Any:
 
 
 @dataclass
+class OwnCredentials:
+    """A driver on credentials the test may break, the clouds.yaml it was built from, and the cloud's side."""
+
+    driver: OpenStackDriver
+    cloud_name: str
+    clouds_yaml: Path
+    connection: Any  # the driver's first connection (a reconnect replaces it inside the driver)
+    set_password_in_cloud: Callable[[str], None]  # as an operator rotating the user's password
+
+    def write_password(self, password: str) -> None:
+        """As an operator fixing clouds.yaml."""
+        document = yaml.safe_load(self.clouds_yaml.read_text())
+        document["clouds"][self.cloud_name]["auth"]["password"] = password
+        self.clouds_yaml.write_text(yaml.safe_dump(document))
+
+    def expire_token(self) -> None:
+        """The driver's token ran out: its next request authenticates afresh. (Services cache token
+        validations for minutes, so on the real cloud a rotated password alone is not seen at once.)"""
+        self.connection.session.invalidate()
+
+
+def own_driver(clouds_yaml: Path, cloud_name: str, set_password: Callable[[str], None]) -> OwnCredentials:
+    source = CloudSource(cloud_name=cloud_name, config_file=clouds_yaml, timeout=30)
+    connection = source.connect()
+    driver = OpenStackDriver(connection, name=cloud_name, source=source)
+    return OwnCredentials(driver, cloud_name, clouds_yaml, connection, set_password)
+
+
+def copy_cloud_entry(source_yaml: Path, entry: str, target: Path, *, name: str, **auth: str) -> Path:
+    """A clouds.yaml with one entry ``name``: ``entry`` of ``source_yaml`` with ``auth`` changed."""
+    document = yaml.safe_load(source_yaml.read_text())
+    cloud = dict(document["clouds"][entry])
+    cloud["auth"] = {**cloud["auth"], **auth}
+    target.write_text(yaml.safe_dump({"clouds": {name: cloud}}))
+    return target
+
+
+@dataclass
 class CloudUnderTest:
     name: str
     driver: OpenStackDriver  # the tenant
     admin: Any  # an admin openstacksdk connection, for assertions
+    clouds_yaml: Path  # where the tenant's cloud entry is, for drivers in other processes
+    tenant_cloud: str  # the tenant's entry in it
     # ``without_instance_quota(cluster_id)``: a driver whose project may start no server; on exit the
     # cluster's resources in that project are deleted
     without_instance_quota: Callable[[str], AbstractContextManager[OpenStackDriver]]
+    # ``own_credentials()``: a driver on credentials of its own, which the test may rotate and fix
+    own_credentials: Callable[[], AbstractContextManager[OwnCredentials]]
     image: str = IMAGE
     flavor: str = FLAVOR
     external_network: str = EXTERNAL_NETWORK
@@ -77,24 +122,42 @@ class CloudUnderTest:
     def new_cluster_id(self) -> str:
         return str(uuid.uuid4())
 
-    def tagged_leftovers(self, cluster_id: str) -> dict[str, list[str]]:
-        """Everything of the cluster the admin still sees, in any project; empty when all is gone."""
+    def leftovers(self, cluster_id: str) -> dict[str, list[str]]:
+        """Everything of the cluster the admin still sees, in any project; empty when all is gone.
+
+        Found by the cluster's tag (load balancer children too), by the tag text as description (a resource
+        born but never tagged), and by the cluster's name prefix: a resource nothing marks is a leak too."""
         tag = cluster_tag(cluster_id)
-        group_name = f"{resource_prefix(cluster_id)}-cp"
+        prefix = f"{resource_prefix(cluster_id)}-"
+        group_name = f"{prefix}cp"
         admin = self.admin
+
+        def neutron(list_call: Callable[..., Any]) -> list[str]:
+            return sorted(
+                {
+                    r.id
+                    for r in list_call()
+                    if tag in (r.tags or []) or r.description == tag or str(r.name or "").startswith(prefix)
+                }
+            )
+
+        lb_api = admin.load_balancer
         found = {
             "servers": [s.id for s in admin.compute.servers(all_projects=True, tags=tag)],
             "server_groups": [
                 g.id for g in admin.compute.server_groups(all_projects=True) if g.name == group_name
             ],
-            "networks": [n.id for n in admin.network.networks(tags=tag)],
-            "subnets": [s.id for s in admin.network.subnets(tags=tag)],
-            "routers": [r.id for r in admin.network.routers(tags=tag)],
-            "security_groups": [g.id for g in admin.network.security_groups(tags=tag)],
+            "networks": neutron(admin.network.networks),
+            "subnets": neutron(admin.network.subnets),
+            "routers": neutron(admin.network.routers),
+            "security_groups": neutron(admin.network.security_groups),
             "load_balancers": [
-                lb.id
-                for lb in admin.load_balancer.load_balancers(tags=tag)
-                if lb.provisioning_status != "DELETED"
+                lb.id for lb in lb_api.load_balancers(tags=tag) if lb.provisioning_status != "DELETED"
+            ],
+            "listeners": [x.id for x in lb_api.listeners(tags=tag) if x.provisioning_status != "DELETED"],
+            "pools": [x.id for x in lb_api.pools(tags=tag) if x.provisioning_status != "DELETED"],
+            "health_monitors": [
+                x.id for x in lb_api.health_monitors(tags=tag) if x.provisioning_status != "DELETED"
             ],
         }
         return {kind: ids for kind, ids in found.items() if ids}
@@ -104,7 +167,7 @@ class CloudUnderTest:
         driver = driver or self.driver
         eventually(lambda: driver.delete_cluster_resources(cluster_id) == [], timeout=120)
         assert driver.list_cluster_resources(cluster_id) == []
-        assert self.tagged_leftovers(cluster_id) == {}
+        assert self.leftovers(cluster_id) == {}
 
 
 def real_clouds_yaml() -> Path | None:
@@ -178,6 +241,39 @@ def real_project_without_instance_quota(
         admin.identity.delete_project(project, ignore_missing=True)
 
 
+@contextmanager
+def real_own_credentials(admin: Any, clouds_yaml: Path, workdir: Path) -> Iterator[OwnCredentials]:
+    """A throw-away project and user (member) with a clouds.yaml entry of its own."""
+    name = f"kaas-creds-{uuid.uuid4().hex[:8]}"
+    project = admin.identity.create_project(name=name, domain_id="default")
+    user = None
+    try:
+        user = admin.identity.create_user(name=name, password="secret", domain_id="default")
+        admin.identity.assign_project_role_to_user(project, user, admin.identity.find_role("member"))
+        path = copy_cloud_entry(
+            clouds_yaml,
+            "os-real-demo",
+            workdir / "own-clouds.yaml",
+            name=name,
+            username=name,
+            project_name=name,
+        )
+        created = user
+
+        def set_password(password: str) -> None:
+            admin.identity.update_user(created, password=password)
+
+        own = own_driver(path, name, set_password)
+        try:
+            yield own
+        finally:
+            own.driver.close()
+    finally:
+        if user is not None:
+            admin.identity.delete_user(user, ignore_missing=True)
+        admin.identity.delete_project(project, ignore_missing=True)
+
+
 @pytest.fixture(params=["sim", pytest.param("real", marks=pytest.mark.openstack_real)])
 def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudUnderTest]:
     if request.param == "real":
@@ -187,7 +283,13 @@ def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudUnder
         def real_limited(cluster_id: str) -> AbstractContextManager[OpenStackDriver]:
             return real_project_without_instance_quota(admin, clouds_yaml, tmp_path, cluster_id)
 
-        yield CloudUnderTest("real", request.getfixturevalue("real_demo_driver"), admin, real_limited)
+        def real_credentials() -> AbstractContextManager[OwnCredentials]:
+            return real_own_credentials(admin, clouds_yaml, tmp_path)
+
+        driver = request.getfixturevalue("real_demo_driver")
+        yield CloudUnderTest(
+            "real", driver, admin, clouds_yaml, "os-real-demo", real_limited, real_credentials
+        )
         return
 
     with run_simcloud(state_dir=tmp_path / "sim", boot_delay=0.2, lb_delay=0.5) as handle:
@@ -205,8 +307,23 @@ def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudUnder
                 sim.set_quota("demo", instances=before)
                 eventually(lambda: driver.delete_cluster_resources(cluster_id) == [], timeout=120)
 
+        @contextmanager
+        def sim_credentials() -> Iterator[OwnCredentials]:
+            """The demo user: this simulated cloud is the test's own."""
+            path = copy_cloud_entry(
+                handle.clouds_yaml, handle.cloud_name, tmp_path / "own-clouds.yaml", name="own"
+            )
+            own = own_driver(path, "own", lambda password: sim.set_password("demo", password))
+            try:
+                yield own
+            finally:
+                own.driver.close()
+                sim.set_password("demo", "secret")
+
         try:
-            yield CloudUnderTest("sim", driver, admin, sim_limited)
+            yield CloudUnderTest(
+                "sim", driver, admin, handle.clouds_yaml, handle.cloud_name, sim_limited, sim_credentials
+            )
         finally:
             driver.close()
             admin.close()

@@ -8,7 +8,13 @@ deletes what it created and proves that nothing tagged with that cluster is left
 from __future__ import annotations
 
 import base64
+import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +27,21 @@ from provider.cloud.driver import (
     ServerInfo,
     ServerSpec,
     cluster_tag,
+    resource_prefix,
 )
-from provider.cloud.errors import CloudNotFound, CloudPermanentError, CloudQuotaExceeded
+from provider.cloud.errors import (
+    CloudCredentialsRefused,
+    CloudNotFound,
+    CloudPermanentError,
+    CloudQuotaExceeded,
+    CloudTokenRefused,
+)
 from provider.cloud.openstack_driver import OpenStackDriver
 from tests.provider.cloud.conftest import CloudUnderTest, eventually
 
 NODE_CIDR = "10.20.0.0/24"
+TEST_EXTERNAL_CIDR = "198.51.100.0/24"  # TEST-NET-2: the test's own external network, never routed
+REPO_ROOT = Path(__file__).resolve().parents[3]
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/kaas/marker\n    content: contract ✓\n"
 
 
@@ -217,7 +232,11 @@ def test_three_control_plane_servers_spread_over_three_hosts_behind_a_load_balan
     assert (pool.protocol, pool.lb_algorithm) == ("TCP", "ROUND_ROBIN")
     assert [item["id"] for item in pool.listeners] == [listener.id]
     assert pool.health_monitor_id
-    assert admin_lb.get_health_monitor(pool.health_monitor_id).type == "TCP"
+    monitor = admin_lb.get_health_monitor(pool.health_monitor_id)
+    assert monitor.type == "TCP"
+    # every child carries the cluster's tag from its create request; the cluster_id fixture then checks,
+    # by that tag, that the cascade deleted them all
+    assert [tag in child.tags for child in (listener, pool, monitor, *members)] == [True] * (3 + len(members))
 
 
 def test_deletion_in_passes_leaves_nothing_tagged_in_any_service(cloud: CloudUnderTest) -> None:
@@ -283,7 +302,7 @@ def test_an_exhausted_instance_quota_is_a_quota_error(cloud: CloudUnderTest) -> 
         with pytest.raises(CloudQuotaExceeded, match=r"(?i)quota exceeded"):
             driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
         assert driver.list_servers(cluster_id) == []
-    assert cloud.tagged_leftovers(cluster_id) == {}
+    assert cloud.leftovers(cluster_id) == {}
 
 
 def test_the_sweep_finds_clusters_by_their_tags(cloud: CloudUnderTest, cluster_id: str) -> None:
@@ -341,3 +360,169 @@ def test_a_project_without_instance_quota_has_a_capacity_of_zero_servers(cloud: 
         capacity = driver.capacity()
     assert (capacity.instances_limit, capacity.instances_used) == (0, 0)
     assert capacity.cores_used == 0
+
+
+# --- identity that heals ------------------------------------------------------------------------------
+
+
+class OwnExternalNetwork:
+    """An external network of the test's own, which it may delete and create again: never the cloud's
+    shared ``public``, which other engineers' tests use at the same time."""
+
+    def __init__(self, admin: Any) -> None:
+        self.admin = admin
+        self.name = f"kaas-test-ext-{uuid.uuid4().hex[:8]}"
+        self.id = self._create()
+
+    def _create(self) -> str:
+        network = self.admin.network.create_network(name=self.name, is_router_external=True)
+        self.admin.network.create_subnet(
+            network_id=network.id, ip_version=4, cidr=TEST_EXTERNAL_CIDR, is_dhcp_enabled=False
+        )
+        return str(network.id)
+
+    def _clear_gateways(self) -> None:
+        for router in self.admin.network.routers():
+            if (router.external_gateway_info or {}).get("network_id") == self.id:
+                self.admin.network.update_router(router, external_gateway_info={})
+
+    def recreate(self) -> str:
+        """As an operator rebuilding it: clear the routers' gateways on it, delete it, create it anew."""
+        self._clear_gateways()
+        self.admin.network.delete_network(self.id)
+        self.id = self._create()
+        return self.id
+
+    def delete(self) -> None:
+        self._clear_gateways()
+        self.admin.network.delete_network(self.id, ignore_missing=True)
+
+
+def gateway_network(cloud: CloudUnderTest, router_id: str) -> str | None:
+    info = cloud.admin.network.get_router(router_id).external_gateway_info or {}
+    network_id: str | None = info.get("network_id")
+    return network_id
+
+
+def test_an_external_network_recreated_under_a_new_id_is_found_again_by_its_name(
+    cloud: CloudUnderTest,
+) -> None:
+    external = OwnExternalNetwork(cloud.admin)
+    old_id = external.id
+    first, second = cloud.new_cluster_id(), cloud.new_cluster_id()
+
+    def spec(cluster_id: str) -> NetworkSpec:
+        return NetworkSpec(cluster_id=cluster_id, cidr=NODE_CIDR, external_network=external.name)
+
+    try:
+        router_id = cloud.driver.ensure_network(spec(first)).router_id  # the driver caches the id now
+        assert gateway_network(cloud, router_id) == old_id
+        new_id = external.recreate()
+        assert new_id != old_id
+        assert gateway_network(cloud, router_id) is None
+        # the first cluster's next pass gives its router a gateway again, on the network as it is now
+        assert cloud.driver.ensure_network(spec(first)).router_id == router_id
+        assert gateway_network(cloud, router_id) == new_id
+        # and a new cluster's router is created on it
+        assert gateway_network(cloud, cloud.driver.ensure_network(spec(second)).router_id) == new_id
+    finally:
+        cloud.delete_and_check(first)
+        cloud.delete_and_check(second)
+        external.delete()
+
+
+def kill_between_create_and_tag(cloud: CloudUnderTest, cluster_id: str, kind: str) -> None:
+    """Run the network step in another process that is SIGKILLed just before it tags a ``kind``."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.provider.cloud.killed_worker",
+            str(cloud.clouds_yaml),
+            cloud.tenant_cloud,
+            cluster_id,
+            cloud.external_network,
+            kind,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode(errors="replace")[-3000:]
+
+
+def born_untagged(cloud: CloudUnderTest, cluster_id: str, kind: str) -> list[str]:
+    """Ids of the cluster's resources of ``kind`` that carry the cluster's mark but not its tag."""
+    tag = cluster_tag(cluster_id)
+    listing = {
+        "network": cloud.admin.network.networks,
+        "subnet": cloud.admin.network.subnets,
+        "router": cloud.admin.network.routers,
+        "security_group": cloud.admin.network.security_groups,
+    }[kind]
+    return [r.id for r in listing(description=tag) if tag not in (r.tags or [])]
+
+
+@pytest.mark.parametrize("kind", ["network", "subnet", "router", "security_group"])
+def test_a_worker_killed_between_creating_a_resource_and_tagging_it_leaks_nothing(
+    cloud: CloudUnderTest, kind: str
+) -> None:
+    """The kill leaves a resource Neutron did not let us tag in its create request: deletion and the leak
+    sweep still find it (by the mark it was born with), and once deleted nothing of the cluster is left,
+    whether tagged, marked or only named like it (``CloudUnderTest.leftovers``)."""
+    cluster_id = cloud.new_cluster_id()
+    try:
+        kill_between_create_and_tag(cloud, cluster_id, kind)
+        assert len(born_untagged(cloud, cluster_id, kind)) == 1  # the kill fell between the two calls
+        assert cluster_id in cloud.driver.list_tagged_cluster_ids()  # the leak sweep sees the cluster
+        assert kind in {r.kind for r in cloud.driver.list_cluster_resources(cluster_id)}
+    finally:
+        cloud.delete_and_check(cluster_id)
+
+
+def test_the_next_pass_adopts_and_tags_what_a_killed_worker_left_untagged(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    kill_between_create_and_tag(cloud, cluster_id, "router")
+    [orphan] = born_untagged(cloud, cluster_id, "router")
+    network, _ = base(cloud.driver, cloud, cluster_id)
+    assert network.router_id == orphan
+    routers = list(cloud.admin.network.routers(name=f"{resource_prefix(cluster_id)}-router"))
+    assert [r.id for r in routers] == [orphan]
+    assert cluster_tag(cluster_id) in routers[0].tags
+    assert gateway_network(cloud, orphan) == cloud.admin.network.find_network(cloud.external_network).id
+    interfaces = list(cloud.admin.network.ports(device_id=orphan, network_id=network.network_id))
+    assert [ip["subnet_id"] for p in interfaces for ip in p.fixed_ips] == [network.subnet_id]
+
+
+def works(driver: OpenStackDriver, flavor: str) -> bool:
+    """True when the driver gets through; False while a service still refuses fresh tokens (temporary)."""
+    try:
+        driver.check_flavor(flavor)
+    except CloudTokenRefused:
+        return False
+    return True
+
+
+def test_rotated_credentials_are_refused_by_name_until_the_operator_fixes_clouds_yaml(
+    cloud: CloudUnderTest,
+) -> None:
+    rotated = f"rotated-{uuid.uuid4().hex[:12]}"
+    with cloud.own_credentials() as own:
+        own.driver.check_flavor(cloud.flavor)
+        own.set_password_in_cloud(rotated)
+        own.expire_token()
+        with pytest.raises(CloudCredentialsRefused) as refused:
+            own.driver.check_flavor(cloud.flavor)
+        message = str(refused.value)
+        assert f"credentials of cloud {own.cloud_name!r}" in message
+        assert str(own.clouds_yaml) in message
+        assert rotated not in message
+        with pytest.raises(CloudCredentialsRefused):  # still refused: nothing changed
+            own.driver.list_servers(cloud.new_cluster_id())
+        own.write_password(rotated)
+        # no restart: the driver reconnects with the edited file (a real Keystone may refuse the tokens
+        # of the second in which its user changed: the driver reports that as temporary)
+        assert eventually(lambda: works(own.driver, cloud.flavor), timeout=30)
+        assert own.driver.list_servers(cloud.new_cluster_id()) == []

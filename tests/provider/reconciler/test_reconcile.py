@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -29,6 +30,7 @@ from provider.reconciler.plan import plan_steps
 from provider.reconciler.reconcile import reconcile_cluster_once
 from provider.reconciler.steps import STEP_FUNCTIONS, PassState
 from provider.reconciler.sweep import clean_leaked_resources, sweep_clusters
+from simcloud.state import SimCloud
 from simcloud.testing import SimCloudHandle
 from tests.provider.factories import PoolSpec, create_cluster, request_operation, scale_pool
 from tests.provider.harness import TUNNEL_URL, cloud_inventory, run_until_settled
@@ -381,3 +383,101 @@ def test_a_reconcile_of_a_cluster_that_does_not_exist_stops_instead_of_waiting_f
     result = reconcile_cluster_once(ctx, "00000000-0000-0000-0000-000000000000", worker_id="w1")
     assert result.outcome == "skipped"
     assert result.requeue_after is None
+
+
+# --- a cloud whose identity changes under the reconciler ----------------------------------------------
+
+
+def router_gateways(sim: SimCloud) -> list[str]:
+    return sorted(
+        str((r["external_gateway_info"] or {}).get("network_id")) for r in sim.tables["routers"].values()
+    )
+
+
+def test_a_recreated_public_network_is_used_by_the_next_passes_without_a_worker_restart(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    """The incident: after the cloud's public network was recreated, passes failed with "404 Network ...
+    could not be found" forever, because the driver kept the old id; only a restart cleared it."""
+    first = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    assert run_until_settled(ctx, first.id)[-1].outcome == "converged"
+    new_id = simcloud.sim.recreate_external_network("public")
+    second = create_cluster(
+        ctx.session_factory, name="second", node_cidr="10.0.1.0/24", pools=(PoolSpec(count=1),)
+    )
+    assert run_until_settled(ctx, second.id, max_passes=60)[-1].outcome == "converged"
+    # the sweep's next pass of the running cluster puts its router's gateway back, on the new network
+    assert reconcile_cluster_once(ctx, first.id, worker_id="w").outcome == "converged"
+    assert router_gateways(simcloud.sim) == [new_id, new_id]
+
+
+def test_a_token_refused_twice_after_an_identity_restart_does_not_fail_the_operation(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    """The incident: one stale-token 401 after a cloud restart failed the operation for good ("network:
+    list servers ...: refused by the cloud (401)") and left the cluster in error."""
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "progressing"
+    simcloud.sim.revoke_tokens()
+    simcloud.sim.refuse_next_tokens(2)  # and two new tokens refused: one more than keystoneauth retries
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    _, operation, _ = load(ctx.session_factory, created.id)
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert not simcloud.sim.take_token_refusal()  # the refusals were met, and healed
+
+
+def fix_clouds_yaml(simcloud: SimCloudHandle, password: str) -> None:
+    """As the operator does: the region's cloud entry gets the password the cloud now wants."""
+    document = yaml.safe_load(simcloud.clouds_yaml.read_text())
+    document["clouds"][simcloud.cloud_name]["auth"]["password"] = password
+    simcloud.clouds_yaml.write_text(yaml.safe_dump(document))
+
+
+def test_refused_region_credentials_show_on_a_condition_and_heal_once_clouds_yaml_is_fixed(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(
+        ctx.session_factory, region="region-one", cloud="sim", pools=(PoolSpec(count=1),)
+    )
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "progressing"
+    simcloud.sim.set_password("demo", "rotated")  # the cloud's operator rotated it; kaas's file is stale
+
+    results = [reconcile_cluster_once(ctx, created.id, worker_id="w") for _ in range(3)]
+    assert [r.outcome for r in results] == ["retrying"] * 3
+    assert all(r.requeue_after is not None for r in results)
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    network = next(c for c in cluster.conditions if c["type"] == "NetworkReady")
+    assert (network["status"], network["reason"]) == ("False", "CloudCredentialsRefused")
+    assert "credentials of region 'region-one'" in network["message"]
+    assert "credentials of cloud 'sim'" in network["message"]
+    assert "an operator must fix" in network["message"]
+    assert "rotated" not in network["message"]
+    assert cluster.phase == ClusterPhase.PROVISIONING.value  # not error: nothing for the user to do
+    assert operation.state == OperationState.RUNNING.value
+    assert operation.error is not None
+    assert "region-one" in operation.error
+
+    fix_clouds_yaml(simcloud, "rotated")
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert operation.state == OperationState.SUCCEEDED.value
+    assert conditions(cluster)["NetworkReady"] == "True"
+
+
+def test_a_deletion_with_refused_region_credentials_waits_for_the_operator_instead_of_failing(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    run_until_settled(ctx, created.id)
+    request_operation(ctx.session_factory, created.id, kind=OperationKind.DELETE, phase=ClusterPhase.DELETING)
+    simcloud.sim.set_password("demo", "rotated")
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "retrying"
+    cluster, operation, _ = load(ctx.session_factory, created.id)
+    assert cluster.phase == ClusterPhase.DELETING.value
+    assert operation.state == OperationState.RUNNING.value
+    assert next(c for c in cluster.conditions if c["type"] == "NetworkReady")["reason"] == (
+        "CloudCredentialsRefused"
+    )
+    fix_clouds_yaml(simcloud, "rotated")
+    assert run_until_settled(ctx, created.id)[-1].outcome == "deleted"
+    assert cloud_inventory(simcloud.sim) == {}
