@@ -8,6 +8,10 @@ inspection methods of ``SimCloud``, for tests and tools that run the simulator i
 - ``PUT /_sim/quotas/{project name}`` ``{"instances": n, "cores": n, "ram": n}``
 - ``DELETE /_sim/servers/{id}`` delete a server behind the client's back
 - ``GET /_sim/servers/{id}/user-data`` the decoded user-data
+- ``POST /_sim/identity/revoke-tokens``: every issued token is forgotten (an identity restart)
+- ``POST /_sim/inject/refused-tokens`` ``{"count": n}``: the next n service requests answer 401, any token
+- ``PUT /_sim/users/{name}/password`` ``{"password": "..."}``: a new password; the user's tokens are revoked
+- ``POST /_sim/external-networks/{name}/recreate``: the external network again, under a new id
 """
 
 from __future__ import annotations
@@ -93,6 +97,38 @@ def user_data(ctx: Ctx, server_id: str) -> Response:
     return json_response({"user_data": server["_user_data_text"]})
 
 
+def revoke_tokens(ctx: Ctx) -> Response:
+    _admin(ctx)
+    return json_response({"revoked": ctx.sim.revoke_tokens()})
+
+
+def refused_tokens(ctx: Ctx) -> Response:
+    _admin(ctx)
+    ctx.sim.refuse_next_tokens(_int(_body(ctx).get("count"), 1))
+    return empty(204)
+
+
+def set_password(ctx: Ctx, name: str) -> Response:
+    _admin(ctx)
+    password = _body(ctx).get("password")
+    if not isinstance(password, str) or not password:
+        raise ApiError(400, {"error": {"code": 400, "message": "a non-empty password is required"}})
+    try:
+        ctx.sim.set_password(name, password)
+    except KeyError as exc:
+        raise ApiError(404, {"error": {"code": 404, "message": f"no user {name}"}}) from exc
+    return empty(204)
+
+
+def recreate_external_network(ctx: Ctx, name: str) -> Response:
+    _admin(ctx)
+    try:
+        network_id = ctx.sim.recreate_external_network(name)
+    except KeyError as exc:
+        raise ApiError(404, {"error": {"code": 404, "message": f"no external network {name}"}}) from exc
+    return json_response({"id": network_id})
+
+
 def register(router: Router) -> None:
     s = "sim"
     router.add("GET", "/_sim/resources", resources, service=s)
@@ -102,3 +138,7 @@ def register(router: Router) -> None:
     router.add("PUT", "/_sim/quotas/{project}", set_quota, service=s)
     router.add("DELETE", "/_sim/servers/{server_id}", delete_server, service=s)
     router.add("GET", "/_sim/servers/{server_id}/user-data", user_data, service=s)
+    router.add("POST", "/_sim/identity/revoke-tokens", revoke_tokens, service=s)
+    router.add("POST", "/_sim/inject/refused-tokens", refused_tokens, service=s)
+    router.add("PUT", "/_sim/users/{name}/password", set_password, service=s)
+    router.add("POST", "/_sim/external-networks/{name}/recreate", recreate_external_network, service=s)

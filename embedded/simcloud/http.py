@@ -20,6 +20,8 @@ from starlette.responses import JSONResponse, Response
 from simcloud.errors import ApiError, keystone_error
 from simcloud.state import Identity, SimCloud
 
+# services an injected token refusal leaves alone: identity itself and the simulator's admin API
+TOKEN_REFUSAL_EXEMPT = frozenset({"identity", "sim"})
 NOVA_MIN_VERSION = (2, 1)
 NOVA_MAX_VERSION = (2, 100)
 
@@ -139,6 +141,8 @@ def make_dispatcher(sim: SimCloud, router: Router) -> Callable[[Request], Any]:
                 return json_response({"error": {"code": 400, "message": "Malformed JSON body"}}, 400)
         headers = {key.lower(): value for key, value in request.headers.items()}
         identity = sim.identify(headers.get("x-auth-token"))
+        if identity is not None and route.service not in TOKEN_REFUSAL_EXEMPT and sim.take_token_refusal():
+            identity = None  # an injected refusal (SimCloud.refuse_next_tokens): a valid token refused once
         if identity is None and not route.public:
             err = keystone_error(401, "The request you have made requires authentication.")
             return json_response(

@@ -1,5 +1,6 @@
 """Neutron v2.0 under ``/network``: networks, subnets (with IP allocation), routers (gateway, interfaces),
 ports, security groups and rules, and the tag API (``?tags=``, ``PUT .../tags``, ``PUT .../tags/{tag}``).
+As in Neutron 29, only ports take ``tags`` in their create request; every other kind is tagged afterwards.
 
 Called by ``simcloud.app``. Conflicts answer like Neutron (a network with ports in use, a router with
 interfaces, a security group in use, a duplicate rule: 409 with Neutron's error type and message).
@@ -246,6 +247,10 @@ def _touch(record: Record) -> None:
 def create_resource(ctx: Ctx, collection: str) -> Response:
     kind, body_key, _t, _m = COLLECTIONS[collection]
     spec = _spec(ctx, body_key)
+    if "tags" in spec and kind != "ports":
+        # Neutron (29, with ``standard-attr-tag`` and ``tag-creation`` listed) allows ``tags`` in POST for
+        # ports only: ``tag-creation`` is about POST .../tags, not about creating a resource with tags
+        raise neutron_error(400, "HTTPBadRequest", "Attribute 'tags' not allowed in POST")
     creator = {
         "networks": _create_network,
         "subnets": _create_subnet,

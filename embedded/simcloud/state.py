@@ -122,6 +122,7 @@ class _Injections:
     quota_failures: int = 0
     error_servers: int = 0
     error_message: str = "Simulated failure"
+    refused_tokens: int = 0
 
 
 @dataclass(order=True)
@@ -170,6 +171,7 @@ class SimCloud:
         self.quotas: dict[str, Quota] = {}  # project id -> quota
         self._users: dict[str, _User] = {}
         self._tokens: dict[str, Identity] = {}
+        self.login_attempts = 0  # password authentications asked for, accepted or not
         self._injections = _Injections()
         self._events: list[_Event] = []
         self._seq = itertools.count()
@@ -319,6 +321,7 @@ class SimCloud:
     def authenticate(self, *, username: str, password: str, project_name: str | None) -> Identity | None:
         """Password auth, project scoped (the user's own project when none is named)."""
         with self.lock:
+            self.login_attempts += 1
             user = self._users.get(username)
             if user is None or user.password != password:
                 return None
@@ -344,6 +347,40 @@ class SimCloud:
             return None
         with self.lock:
             return self._tokens.get(token)
+
+    def revoke_tokens(self) -> int:
+        """Forget every issued token, as an identity service restarted with new keys does; returns how many.
+        Clients must authenticate again (keystoneauth does so on the first 401)."""
+        with self.lock:
+            count = len(self._tokens)
+            self._tokens.clear()
+            self.mark_changed()
+            return count
+
+    def refuse_next_tokens(self, count: int) -> None:
+        """The next ``count`` authenticated requests to a service (not identity, not ``/_sim``) answer 401
+        whatever their token: a service whose token validation lags behind a restarted identity service.
+        keystoneauth re-authenticates once on a 401, so ``count`` of 2 or more reaches its caller."""
+        with self.lock:
+            self._injections.refused_tokens = max(count, 0)
+
+    def take_token_refusal(self) -> bool:
+        with self.lock:
+            if self._injections.refused_tokens > 0:
+                self._injections.refused_tokens -= 1
+                return True
+            return False
+
+    def set_password(self, username: str, password: str) -> None:
+        """Change a user's password and revoke the user's tokens, as Keystone does: the old credentials are
+        refused from now on. Raises KeyError for an unknown user."""
+        with self.lock:
+            user = self._users[username]
+            user.password = password
+            for token, identity in list(self._tokens.items()):
+                if identity.user_id == user.id:
+                    del self._tokens[token]
+            self.mark_changed()
 
     def project_id(self, name: str) -> str:
         with self.lock:
@@ -1045,6 +1082,50 @@ class SimCloud:
                     records.append(view)
                 result[kind] = records
             return result
+
+    def recreate_external_network(self, name: str = "public") -> str:
+        """Delete the external network ``name`` and create it again with a new id, the same subnet and the
+        same floating range, as an operator rebuilding the cloud's public network does; returns the new id.
+
+        Neutron refuses to delete a network that router gateways still use, so the operator first clears
+        every router's gateway on it: routers keep their interfaces and lose their external gateway.
+        """
+        with self.lock:
+            old = next(
+                (n for n in self.tables["networks"].values() if n["name"] == name and n["router:external"]),
+                None,
+            )
+            if old is None:
+                raise KeyError(f"no external network {name!r}")
+            subnets = [self.tables["subnets"][s] for s in old["subnets"] if s in self.tables["subnets"]]
+            for router in self.tables["routers"].values():
+                if (router["external_gateway_info"] or {}).get("network_id") == old["id"]:
+                    if router["_gw_port"]:
+                        self.delete_port_locked(router["_gw_port"])
+                    router["_gw_port"] = None
+                    router["external_gateway_info"] = None
+            for port in [p for p in self.tables["ports"].values() if p["network_id"] == old["id"]]:
+                self.delete_port_locked(port["id"])
+            for subnet in subnets:
+                self.remove("subnets", subnet["id"])
+            self.remove("networks", old["id"])
+            network = self.create_network_locked(
+                project_id=old["project_id"], name=name, external=True, shared=old["shared"]
+            )
+            network["_seeded"] = old.get("_seeded", False)
+            for subnet in subnets:
+                pool = subnet["allocation_pools"][0]
+                created = self.create_subnet_locked(
+                    project_id=subnet["project_id"],
+                    network_id=network["id"],
+                    name=subnet["name"],
+                    cidr=subnet["cidr"],
+                    pool=(pool["start"], pool["end"]),
+                    enable_dhcp=subnet["enable_dhcp"],
+                )
+                created["_seeded"] = subnet.get("_seeded", False)
+            self.mark_changed()
+            return str(network["id"])
 
     def mark_seeded(self) -> None:
         """Mark every existing record as part of the seed (so ``inventory`` leaves it out)."""
