@@ -179,6 +179,11 @@ class Quota(Base):
     project: Mapped[Project] = relationship(back_populates="quota", lazy="raise")
 
 
+def region_queue(region_name: str) -> str:
+    """The Celery queue a region's provider workers consume (the API sends reconciles there by name)."""
+    return f"region.{region_name}"
+
+
 class Region(Base):
     """A provider region: one cloud (a clouds.yaml entry), its own worker queue, its allowed choices.
 
@@ -209,7 +214,7 @@ class Region(Base):
     @property
     def queue(self) -> str:
         """The Celery queue this region's provider workers consume."""
-        return f"region.{self.name}"
+        return region_queue(self.name)
 
 
 class Cluster(Base):
@@ -226,6 +231,8 @@ class Cluster(Base):
             sqlite_where=text("deleted_at IS NULL"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # the due-scan's one query: a region's clusters whose next pass is due (provider.reconciler.due)
+        Index("ix_clusters_region_id_next_reconcile_at", "region_id", "next_reconcile_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -254,6 +261,12 @@ class Cluster(Base):
     # at most one worker reconciles a cluster: a lease taken by a conditional UPDATE, with an expiry
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # when a pass must have started (provider.reconciler.due): the due-scan queues one for every cluster
+    # past it whose lease is free or expired. None: nothing to do until the API asks (failed, paused,
+    # deleted). A new cluster is due at once, whoever wrote its row.
+    next_reconcile_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # bumped by every write that schedules a pass; a reconcile message carrying an older one is stale
+    reconcile_ticket: Mapped[int] = mapped_column(Integer, default=0)
 
     # the agent token (issue 3): hashed to authenticate the agent, encrypted so workers can render user-data
     agent_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
