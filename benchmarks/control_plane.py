@@ -117,7 +117,7 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
             "KAAS_BROKER_URL": REDIS,
             "KAAS_SECRET_KEY": "benchmark-secret-key-" + "x" * 32,
             "KAAS_CLOUDS_YAML": str(sim_dir / "clouds.yaml"),
-            "KAAS_SWEEP_INTERVAL_SECONDS": "3600",  # the benchmark triggers the sweep itself
+            "KAAS_SWEEP_INTERVAL_SECONDS": "3600",  # no resync of converged clusters while it measures
             # the control plane alone: no agents boot here (benchmarks/tunnel.py measures the tunnel)
             "KAAS_REQUIRE_AGENT": "false",
         }
@@ -233,12 +233,18 @@ def measure(n: int, *, api: str, token: str, engine: sa.Engine) -> dict[str, flo
             time.sleep(0.5)
         all_running = time.monotonic()
 
-    # one full sweep: every cluster reconciled once more
+    # one full sweep: every cluster due at once (as after an upgrade), the region's due-scan sent every
+    # second as beat would (beat itself does not run here), until every cluster was reconciled once more
     sweep_started_at = datetime.now(UTC)
     sweep_started = time.monotonic()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE clusters SET next_reconcile_at = now()"))
     client = Celery("bench", broker=REDIS)
-    client.send_task("provider.sweep", queue=f"region.{REGION}")
+    last_scan = 0.0
     while True:
+        if time.monotonic() - last_scan >= 1.0:
+            client.send_task("provider.due_scan", args=[REGION], queue=f"region.{REGION}")
+            last_scan = time.monotonic()
         with engine.connect() as conn:
             behind = conn.execute(
                 sa.text(

@@ -363,7 +363,7 @@ def get_any_cluster(session: Session, cluster_id: str) -> Cluster:
 
 
 def pause_cluster(cluster: Cluster) -> Cluster:
-    """Stop reconciling the cluster: workers skip it and the sweep leaves it alone until it is resumed."""
+    """Stop reconciling the cluster: workers skip it and the due-scan leaves it alone until it is resumed."""
     if cluster.phase == ClusterPhase.DELETED.value:
         raise Conflict(f"cluster {cluster.name!r} is deleted; there is nothing to pause")
     cluster.paused = True

@@ -265,7 +265,8 @@ class Cluster(Base):
     # past it whose lease is free or expired. None: nothing to do until the API asks (failed, paused,
     # deleted). A new cluster is due at once, whoever wrote its row.
     next_reconcile_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # bumped by every write that schedules a pass; a reconcile message carrying an older one is stale
+    # bumped by every pass's commit and every change the API accepts; a reconcile message carrying an older
+    # one is stale and dropped (provider.reconciler.lease)
     reconcile_ticket: Mapped[int] = mapped_column(Integer, default=0)
 
     # the agent token (issue 3): hashed to authenticate the agent, encrypted so workers can render user-data

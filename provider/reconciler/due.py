@@ -8,13 +8,15 @@ the message (the API's, a pass's countdown re-queue); this scan is the bound. A 
 by a worker that died, or never sent (an API killed after its commit) costs one scan interval past its
 grace, and a pass killed mid-way costs the rest of its lease, never a broker visibility timeout.
 
-``queue_due_clusters`` claims the due rows of one region with one UPDATE: it pushes each one's due time
-``requeue_grace_seconds`` ahead and bumps its reconcile ticket, and returns what it claimed; only then are
-the messages sent, each carrying the new ticket. So two scans (two beats, or a scan and a restart) never
-queue a cluster twice (on PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``; SQLite has one
-writer), a message the scan superseded is dropped unread by ``acquire_lease``, and a send that failed is
-retried by the next scan once the grace is over. Clusters whose lease is held by a live pass, paused or
-deleted ones are left alone: the pass will set their due time itself.
+``queue_due_clusters`` claims the due rows of one region with one UPDATE that pushes each one's due time
+``requeue_grace_seconds`` ahead and returns them with their reconcile ticket; only then are the messages
+sent, each carrying that ticket. So two scans (two beats, or a scan and a restart) never queue a cluster
+twice (on PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``; SQLite has one writer), and a send
+that failed is retried by the next scan once the grace is over. The claim leaves the ticket alone: a
+message it duplicates (one that was only late, in a backlog) keeps its place in the queue, and whichever of
+the two runs first commits a pass, which bumps the ticket, so the other is dropped unread
+(``acquire_lease``). Clusters whose lease is held by a live pass, paused or deleted ones are left alone:
+the pass will set their due time itself.
 
 Called by the Celery task ``provider.due_scan`` (beat sends one per region to that region's queue) and by
 ``kaas up`` on start. ``make_undated_clusters_due`` is the slow safety net the periodic sweep runs.
@@ -76,10 +78,7 @@ def claim_due_clusters(
         rows = session.execute(
             update(Cluster)
             .where(Cluster.id == picked.c.id, *overdue)
-            .values(
-                next_reconcile_at=now + timedelta(seconds=grace_seconds),
-                reconcile_ticket=Cluster.reconcile_ticket + 1,
-            )
+            .values(next_reconcile_at=now + timedelta(seconds=grace_seconds))
             .returning(Cluster.id, Cluster.reconcile_ticket)
             .execution_options(synchronize_session=False)
         ).all()

@@ -83,7 +83,8 @@ def acquire_lease(
 
 def why_not_leased(session_factory: sessionmaker[Session], cluster_id: str, *, ticket: int | None) -> str:
     """After a failed ``acquire_lease``: ``missing`` (no such cluster), ``superseded`` (the message's ticket
-    is old: a newer message or the due-scan stands for it) or ``locked`` (another pass holds it)."""
+    is old: a pass committed, or the API asked for one, after it was sent) or ``locked`` (another pass
+    holds it)."""
     with session_factory() as session:
         current = session.scalar(select(Cluster.reconcile_ticket).where(Cluster.id == cluster_id))
     if current is None:

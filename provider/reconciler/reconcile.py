@@ -77,7 +77,7 @@ class PassResult:
     """What a pass did. ``requeue_after`` is None when the cluster needs no further pass for now."""
 
     # converged | progressing | retrying | failed | deleted | deleting | skipped, and without a pass:
-    # locked (another pass holds the lease), superseded (a newer message stands for this one), lost (our
+    # locked (another pass holds the lease), superseded (a pass ran since the message was sent), lost (our
     # lease was taken over mid-pass: nothing committed)
     outcome: str
     requeue_after: float | None = None
@@ -173,7 +173,7 @@ def _lease_and_run(
         if why == "missing":
             return PassResult("skipped", message="no such cluster")
         if why == "superseded":
-            return PassResult("superseded", message="a newer message or the due-scan stands for this one")
+            return PassResult("superseded", message="a pass ran since this message was sent")
         return PassResult("locked", message="another worker holds it; its commit schedules the next pass")
     heartbeat = LeaseHeartbeat(
         ctx.session_factory,
