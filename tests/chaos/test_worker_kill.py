@@ -138,7 +138,7 @@ def wait_until(condition: Callable[[], bool], *, what: str, timeout: float) -> N
         time.sleep(0.05)
 
 
-def kill_round(rig: Rig, session_factory: sessionmaker[Session], victim: subprocess.Popen[bytes]) -> Round:
+def kill_round(rig: Rig, session_factory: sessionmaker[Session], *, victim: subprocess.Popen[bytes]) -> Round:
     marker = f"/{victim.pid}/"
 
     def victim_mid_pass() -> bool:
@@ -204,7 +204,7 @@ def test_clusters_move_again_within_the_bound_after_a_worker_is_killed(
 
     rounds = []
     for _ in range(KILLS):
-        rounds.append(kill_round(rig, session_factory, rig.workers[0]))  # the oldest: each in turn
+        rounds.append(kill_round(rig, session_factory, victim=rig.workers[0]))  # the oldest: each in turn
         time.sleep(3)
 
     every = sorted(s for r in rounds for s in r.seconds.values())
