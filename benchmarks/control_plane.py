@@ -99,10 +99,10 @@ def phase_counts(engine: sa.Engine) -> dict[str, int]:
     return {str(phase): int(count) for phase, count in rows}
 
 
-def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, float]:
+def run(n: int, *, workers: int, concurrency: int, workdir: Path, redis_url: str) -> dict[str, float]:
     import redis
 
-    redis.Redis.from_url(REDIS).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     with database() as db_url:
         upgrade_database(db_url)
         engine = make_engine(db_url)
@@ -114,10 +114,10 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
         env = {
             **os.environ,
             "KAAS_DATABASE_URL": db_url,
-            "KAAS_BROKER_URL": REDIS,
+            "KAAS_BROKER_URL": redis_url,
             "KAAS_SECRET_KEY": "benchmark-secret-key-" + "x" * 32,
             "KAAS_CLOUDS_YAML": str(sim_dir / "clouds.yaml"),
-            "KAAS_SWEEP_INTERVAL_SECONDS": "3600",  # the benchmark triggers the sweep itself
+            "KAAS_SWEEP_INTERVAL_SECONDS": "3600",  # no resync of converged clusters while it measures
             # the control plane alone: no agents boot here (benchmarks/tunnel.py measures the tunnel)
             "KAAS_REQUIRE_AGENT": "false",
         }
@@ -170,7 +170,9 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
             ]
             stack = [w.__enter__() for w in worker_procs]
             try:
-                return measure(n, api=f"http://127.0.0.1:{api_port}", token=token, engine=engine)
+                return measure(
+                    n, api=f"http://127.0.0.1:{api_port}", token=token, engine=engine, redis_url=redis_url
+                )
             finally:
                 for w in worker_procs:
                     w.__exit__(None, None, None)
@@ -178,7 +180,7 @@ def run(n: int, *, workers: int, concurrency: int, workdir: Path) -> dict[str, f
                 engine.dispose()
 
 
-def measure(n: int, *, api: str, token: str, engine: sa.Engine) -> dict[str, float]:
+def measure(n: int, *, api: str, token: str, engine: sa.Engine, redis_url: str) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=api, headers=headers, timeout=60) as http:
         http.post(
@@ -233,12 +235,18 @@ def measure(n: int, *, api: str, token: str, engine: sa.Engine) -> dict[str, flo
             time.sleep(0.5)
         all_running = time.monotonic()
 
-    # one full sweep: every cluster reconciled once more
+    # one full sweep: every cluster due at once (as after an upgrade), the region's due-scan sent every
+    # second as beat would (beat itself does not run here), until every cluster was reconciled once more
     sweep_started_at = datetime.now(UTC)
     sweep_started = time.monotonic()
-    client = Celery("bench", broker=REDIS)
-    client.send_task("provider.sweep", queue=f"region.{REGION}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE clusters SET next_reconcile_at = now()"))
+    client = Celery("bench", broker=redis_url)
+    last_scan = 0.0
     while True:
+        if time.monotonic() - last_scan >= 1.0:
+            client.send_task("provider.due_scan", args=[REGION], queue=f"region.{REGION}")
+            last_scan = time.monotonic()
         with engine.connect() as conn:
             behind = conn.execute(
                 sa.text(
@@ -270,6 +278,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, nargs="+", default=[100])
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--redis-url", default=REDIS, help="a Redis database of its own: it is flushed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kaas-bench-") as tmp:
         results = []
@@ -280,7 +289,15 @@ def main() -> None:
                 f" x {args.concurrency} threads",
                 flush=True,
             )
-            results.append(run(n, workers=args.workers, concurrency=args.concurrency, workdir=Path(tmp)))
+            results.append(
+                run(
+                    n,
+                    workers=args.workers,
+                    concurrency=args.concurrency,
+                    workdir=Path(tmp),
+                    redis_url=args.redis_url,
+                )
+            )
         print()
         print(
             f"{'clusters':>8} {'accept/s':>9} {'to running (s)':>15} {'clusters/min':>13} {'sweep (s)':>10}"

@@ -8,6 +8,7 @@ provider; the provider registers its functions under them (``provider.tasks``) a
 from __future__ import annotations
 
 RECONCILE_TASK = "provider.reconcile_cluster"
+DUE_SCAN_TASK = "provider.due_scan"  # per region: queue the clusters whose due time passed
 SWEEP_TASK = "provider.sweep"
 SWEEP_LEAKS_TASK = "provider.sweep_leaks"
 DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"

@@ -1,10 +1,13 @@
 """The provider's Celery app, its queues and beat schedule, and an in-process worker for ``kaas up``.
 
 Composition: ``make_celery(settings)`` is called by ``kaas_cli`` (``kaas worker`` / ``kaas beat`` / ``kaas
-up``). Queues: ``provider`` (the sweep) and ``region.<name>`` per served region (reconciles; the API sends
-``provider.reconcile_cluster`` there by name). Delivery is at-least-once: ``acks_late`` with prefetch 1 and
-``task_reject_on_worker_lost``, so a task whose worker died is delivered again; the cluster lease and
-idempotent steps make a second delivery harmless. JSON only.
+up``). Queues: ``provider`` (the safety-net sweep, webhook deliveries) and ``region.<name>`` per served
+region (reconciles, which the API sends there by name, and the region's due-scan and leak sweep, which beat
+sends there: ``provider.beat``). Delivery is at-least-once: ``acks_late`` with prefetch 1 and
+``task_reject_on_worker_lost``, so a task whose worker died is delivered again; the cluster lease, the
+reconcile ticket and idempotent steps make a second delivery harmless. Recovery from a dead worker does not
+wait for that redelivery (Redis holds a dead worker's messages for the visibility timeout): the due-scan
+queues its clusters within ``recovery_bound_seconds`` (``provider.reconciler.due``). JSON only.
 
 Real deployments::
 
@@ -31,12 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from celery.beat import EmbeddedService, Scheduler
+from celery.beat import EmbeddedService
 from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController, state
 from kombu.entity import Queue
 
 from kaas_core.tasks import SHARED_QUEUE, SWEEP_TASK, region_queue
+from provider.beat import RegionalScheduler, global_entries
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
 from provider.reconciler.context import ProviderContext, ReconcileLimits, WebhookLimits
@@ -135,10 +139,12 @@ def make_celery(
         task_queues=[Queue(q) for q in worker_queues(region_names)],  # type: ignore[no-untyped-call]
         task_routes={SWEEP_TASK: {"queue": DEFAULT_QUEUE}},
         task_create_missing_queues=True,
-        beat_schedule={
-            "provider-sweep": {"task": "provider.sweep", "schedule": settings.sweep_interval_seconds},
-        },
-        beat_scheduler="celery.beat:Scheduler",  # in memory: a lost schedule only means one early sweep
+        # Redis only: how long a reserved, unacknowledged message stays invisible (see the settings)
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_seconds},
+        beat_schedule=global_entries(settings),  # the per-region entries come from the database
+        beat_scheduler="provider.beat:RegionalScheduler",
+        # beat wakes at least this often, so a due-scan is never late by more than its own interval
+        beat_max_loop_interval=settings.due_scan_interval_seconds,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_concurrency=settings.worker_concurrency,
@@ -227,6 +233,6 @@ def run_embedded_worker(
         raise RuntimeError("the embedded Celery worker did not start in time")
     beat_thread = None
     if beat:
-        beat_thread = EmbeddedService(app, thread=True, scheduler_cls=Scheduler)
+        beat_thread = EmbeddedService(app, thread=True, scheduler_cls=RegionalScheduler)
         beat_thread.start()
     return EmbeddedWorker(worker=worker, thread=thread, beat=beat_thread)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from kaas_core.settings import SharedSettings, default_state_dir
@@ -29,21 +29,53 @@ class ProviderSettings(SharedSettings):
         description="Region names this worker serves (comma separated); each is queue region.<name>. "
         "Empty: the worker serves every region it is started for by the caller.",
     )
-    sweep_interval_seconds: float = 30.0
+    sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often beat sends the safety-net sweep and each region's leak sweep; a converged"
+        " cluster is checked again this long after its last pass.",
+    )
     require_agent: bool = Field(
         default=True,
         description="A cluster runs only once its agent is connected and reports every node Ready."
         " Turn it off only to measure the cloud side alone (the control-plane benchmark).",
     )
-    lease_seconds: float = 120.0
+    # Recovery after a worker dies (docs/architecture.md, "Recovery"): its lease runs out lease_seconds
+    # after its last renewal, a stranded message's cluster is overdue requeue_grace_seconds after its pass
+    # was wanted, and the region's due-scan finds either within due_scan_interval_seconds.
+    lease_seconds: float = Field(
+        default=15.0, gt=0, description="How long a pass's hold on its cluster lasts without a renewal."
+    )
+    lease_renew_seconds: float = Field(
+        default=5.0, gt=0, description="How often a running pass renews its lease (its heartbeat)."
+    )
+    due_scan_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often beat sends each region's due-scan."
+    )
+    requeue_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How late a reconcile message may start its pass before the due-scan sends another.",
+    )
+    recovery_bound_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The promise: no cluster waits longer than this for its next pass after a worker died"
+        " mid-pass or lost its messages. The settings above must fit in it (checked at start).",
+    )
+    broker_visibility_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Redis: an unacknowledged message comes back after this long. Recovery does not wait"
+        " for it (the due-scan does not); it must exceed the longest countdown and the longest task, or"
+        " live workers' messages are delivered twice.",
+    )
     # re-queue delay while the cloud is busy (servers building, load balancer pending)
     poll_interval_seconds: float = 2.0
     retry_base_seconds: float = 2.0  # first backoff after a temporary cloud error
     retry_max_seconds: float = 120.0
     # a server in ERROR is replaced this many times, then the operation fails
     server_error_retries: int = 3
-    # the sweep re-queues a converging cluster untouched this long (its re-queue chain was lost)
-    sweep_stale_after_seconds: float = 180.0
     worker_concurrency: int = 4
     # webhook notifications (provider.webhooks): attempts per delivery, per-request timeout, retry backoff
     webhook_max_attempts: int = Field(default=6, ge=1, le=50)
@@ -57,3 +89,30 @@ class ProviderSettings(SharedSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _recovery_fits_its_bound(self) -> ProviderSettings:
+        """Refuse timings that cannot keep the recovery promise, naming the numbers."""
+        if self.lease_renew_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"KAAS_LEASE_RENEW_SECONDS ({self.lease_renew_seconds:g}) must be at most half of"
+                f" KAAS_LEASE_SECONDS ({self.lease_seconds:g}): one late renewal must not lose a live lease"
+            )
+        worst = max(self.lease_seconds, self.requeue_grace_seconds) + self.due_scan_interval_seconds
+        if worst > self.recovery_bound_seconds:
+            raise ValueError(
+                f"max(KAAS_LEASE_SECONDS, KAAS_REQUEUE_GRACE_SECONDS) + KAAS_DUE_SCAN_INTERVAL_SECONDS ="
+                f" {worst:g}s exceeds KAAS_RECOVERY_BOUND_SECONDS ({self.recovery_bound_seconds:g}s)"
+            )
+        longest_countdown = max(self.retry_max_seconds, self.webhook_backoff_max_seconds)
+        if self.broker_visibility_timeout_seconds <= longest_countdown:
+            raise ValueError(
+                f"KAAS_BROKER_VISIBILITY_TIMEOUT_SECONDS ({self.broker_visibility_timeout_seconds:g}) must"
+                f" exceed the longest countdown ({longest_countdown:g}s): Redis would deliver it twice"
+            )
+        return self
+
+    @property
+    def recovery_worst_case_seconds(self) -> float:
+        """How long a cluster can wait after a worker died, at most (plus a free worker's pickup)."""
+        return max(self.lease_seconds, self.requeue_grace_seconds) + self.due_scan_interval_seconds

@@ -1,10 +1,15 @@
 """The provider's Celery tasks. They take ids, reload rows, run one bounded pass, and re-queue themselves.
 
-- ``provider.reconcile_cluster(cluster_id)``: sent by the API after its commit (queue ``region.<name>``),
-  by the sweep, and by itself with a countdown while the cluster is not converged. Never sleeps.
-- ``provider.sweep()``: from beat; queues reconciles, one ``provider.sweep_leaks`` per region, and the
-  webhook deliveries that are due (their message was lost).
-- ``provider.sweep_leaks(region_name)``: on the region's queue; deletes resources of clusters not in the DB.
+- ``provider.reconcile_cluster(cluster_id, ticket=None)``: sent by the API after its commit (queue
+  ``region.<name>``, no ticket), by the due-scan, and by itself with a countdown while the cluster is not
+  converged (both with the cluster's reconcile ticket: a superseded message is dropped). Never sleeps.
+- ``provider.due_scan(region_name)``: from beat, every few seconds, one per region on that region's queue;
+  queues a reconcile of every overdue cluster of the region (``provider.reconciler.due``).
+- ``provider.sweep_leaks(region_name)``: from beat, one per region on that region's queue; deletes
+  resources of clusters not in the DB and records the cloud's capacity.
+- ``provider.sweep()``: from beat, on the ``provider`` queue; database only, so whichever worker takes it
+  covers every region: gives a due time to clusters left without one, and sends the webhook deliveries
+  that are due (their message was lost).
 - ``provider.deliver_webhook(delivery_id)``: on the ``provider`` queue; sent by the reconcile task after the
   commit that finished an operation, by itself with a countdown to retry, and by the sweep for due ones.
 
@@ -15,6 +20,7 @@ The process-wide ``ProviderContext`` comes from the app (``provider.celery_app.P
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 from collections.abc import Iterable
@@ -26,16 +32,17 @@ from sqlalchemy import select
 from kaas_core.db.models import Region
 from kaas_core.tasks import (
     DELIVER_WEBHOOK_TASK,
+    DUE_SCAN_TASK,
     RECONCILE_TASK,
     SWEEP_LEAKS_TASK,
     SWEEP_TASK,
     WEBHOOK_QUEUE,
-    region_queue,
 )
 from provider.cloud.errors import CloudError
 from provider.reconciler.context import ProviderContext
+from provider.reconciler.due import make_undated_clusters_due, queue_due_clusters
 from provider.reconciler.reconcile import reconcile_cluster_once
-from provider.reconciler.sweep import clean_leaked_resources, observe_capacity, sweep_clusters
+from provider.reconciler.sweep import clean_leaked_resources, observe_capacity
 from provider.webhooks.delivery import deliver_once
 from provider.webhooks.outbox import due_deliveries
 
@@ -49,8 +56,9 @@ def _context(task: Any) -> ProviderContext:
 
 
 def _worker_id() -> str:
-    """Unique per pass: two passes never share a lease, even in one thread of one process."""
-    return f"{socket.gethostname()[:40]}/{uuid.uuid4().hex[:16]}"
+    """Unique per pass (two passes never share a lease, even in one thread of one process), and it names
+    the process, so an operator (or the chaos test) can tell whose lease a cluster is under."""
+    return f"{socket.gethostname()[:32]}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
 
 def _queue_of(task: Any) -> str | None:
@@ -59,27 +67,45 @@ def _queue_of(task: Any) -> str | None:
     return str(routing_key) if routing_key else None
 
 
-def reconcile_cluster(self: Any, cluster_id: str) -> dict[str, Any]:
+def reconcile_cluster(self: Any, cluster_id: str, ticket: int | None = None) -> dict[str, Any]:
     ctx = _context(self)
     try:
-        result = reconcile_cluster_once(ctx, cluster_id, worker_id=_worker_id())
+        result = reconcile_cluster_once(ctx, cluster_id, worker_id=_worker_id(), ticket=ticket)
     except Exception:
-        # A bug or a database outage: nothing was written. Try again later rather than lose the cluster.
+        # A bug or a database outage: nothing was written, and the pass gave its cluster a due time (if the
+        # database let it): the due-scan tries again rather than lose the cluster.
         logger.exception("reconcile of cluster %s crashed", cluster_id)
-        self.app.send_task(
-            RECONCILE_TASK, args=[cluster_id], queue=_queue_of(self), countdown=ctx.limits.retry_max_seconds
-        )
         raise
     if result.requeue_after is not None:
         self.app.send_task(
             RECONCILE_TASK,
             args=[cluster_id],
+            kwargs={"ticket": result.ticket},
             queue=result.queue or _queue_of(self),
             countdown=result.requeue_after,
         )
     _send_deliveries(self.app, result.deliveries)
     logger.info("reconcile %s: %s %s", cluster_id, result.outcome, result.message)
     return {"outcome": result.outcome, "requeue_after": result.requeue_after, "message": result.message}
+
+
+def due_scan(self: Any, region_name: str) -> dict[str, Any]:
+    ctx = _context(self)
+
+    def enqueue(cluster_id: str, ticket: int, queue: str) -> None:
+        self.app.send_task(RECONCILE_TASK, args=[cluster_id], kwargs={"ticket": ticket}, queue=queue)
+
+    claimed = queue_due_clusters(
+        ctx.session_factory,
+        region_name,
+        enqueue=enqueue,
+        now=ctx.clock(),
+        grace_seconds=ctx.limits.requeue_grace_seconds,
+        limit=ctx.limits.due_scan_batch,
+    )
+    if claimed:
+        logger.info("due-scan of region %s queued %d cluster(s)", region_name, len(claimed))
+    return {"region": region_name, "queued": len(claimed)}
 
 
 def _send_deliveries(app: Any, delivery_ids: Iterable[str]) -> None:
@@ -104,22 +130,12 @@ def deliver_webhook(self: Any, delivery_id: str) -> dict[str, Any]:
 
 def sweep(self: Any) -> dict[str, Any]:
     ctx = _context(self)
-    served = self.app.provider_regions()
-
-    def enqueue(cluster_id: str, queue: str) -> None:
-        self.app.send_task(RECONCILE_TASK, args=[cluster_id], queue=queue)
-
-    report = sweep_clusters(
-        ctx.session_factory,
-        enqueue=enqueue,
-        stale_after_seconds=ctx.limits.stale_after_seconds,
-        regions=set(served) if served else None,
-    )
-    for region_name in report.regions:
-        self.app.send_task(SWEEP_LEAKS_TASK, args=[region_name], queue=region_queue(region_name))
+    undated = make_undated_clusters_due(ctx.session_factory, now=ctx.clock())
+    if undated:
+        logger.warning("the sweep made %d undated cluster(s) due; the due-scans queue them", undated)
     deliveries = due_deliveries(ctx.session_factory)
     _send_deliveries(self.app, deliveries)
-    return {"queued": len(report.queued), "regions": report.regions, "webhook_deliveries": len(deliveries)}
+    return {"made_due": undated, "webhook_deliveries": len(deliveries)}
 
 
 def sweep_leaks(self: Any, region_name: str) -> list[str]:
@@ -151,6 +167,7 @@ def register_tasks(app: Celery) -> None:
     app.task(name=RECONCILE_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(
         reconcile_cluster
     )
+    app.task(name=DUE_SCAN_TASK, bind=True, ignore_result=True, shared=False)(due_scan)
     app.task(name=SWEEP_TASK, bind=True, ignore_result=True, shared=False)(sweep)
     app.task(name=SWEEP_LEAKS_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(sweep_leaks)
     app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(

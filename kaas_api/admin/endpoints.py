@@ -99,7 +99,7 @@ def list_fleet_clusters(
 
 @router.post("/clusters/{cluster_id}/pause", response_model=ClusterOut)
 def pause_cluster(cluster_id: str, admin: Admin, uow: Uow) -> ClusterOut:
-    """Stop reconciling a cluster (workers and the sweep skip it) until it is resumed."""
+    """Stop reconciling a cluster (workers and the due-scan skip it) until it is resumed."""
     cluster = clusters.pause_cluster(clusters.get_any_cluster(uow.session, cluster_id))
     uow.session.flush()
     return cluster_out(uow.session, cluster)

@@ -118,6 +118,12 @@ def _region_for_create(session: Session, name: str) -> Region:
 
 
 def _request_reconcile(uow: UnitOfWork, cluster: Cluster) -> None:
+    """Ask for a pass twice over: the cluster is due now in this very transaction (the provider's due-scan
+    queues it if the message below is lost, or never sent because this process died after the commit), and
+    the message after the commit is the fast path. The ticket bump tells a pass running meanwhile that a
+    newer request came, and supersedes the messages sent before this one."""
+    cluster.next_reconcile_at = utcnow()
+    cluster.reconcile_ticket = Cluster.reconcile_ticket + 1  # in SQL: two writers never lose a bump
     uow.reconcile_after_commit(cluster.id, queue=cluster.region.queue)
 
 
@@ -357,7 +363,7 @@ def get_any_cluster(session: Session, cluster_id: str) -> Cluster:
 
 
 def pause_cluster(cluster: Cluster) -> Cluster:
-    """Stop reconciling the cluster: workers skip it and the sweep leaves it alone until it is resumed."""
+    """Stop reconciling the cluster: workers skip it and the due-scan leaves it alone until it is resumed."""
     if cluster.phase == ClusterPhase.DELETED.value:
         raise Conflict(f"cluster {cluster.name!r} is deleted; there is nothing to pause")
     cluster.paused = True

@@ -26,6 +26,7 @@ from kaas_cli.embedded import (
 from kaas_cli.output import console, err_console
 from kaas_cli.state_dir import DATABASE_FILE, make_private
 from kaas_core.db.migrate import upgrade_database
+from kaas_core.db.models import utcnow
 from kaas_core.db.session import make_engine, make_session_factory
 from kaas_core.serving.limits import run_server, server_config
 from kaas_core.settings import default_state_dir
@@ -44,7 +45,7 @@ def up(
     Everything lives in the state dir and survives a restart: the database, the simulated cloud (its
     servers, networks and load balancers, same ids and names) and each cluster's objects. The in-memory
     broker does not, so every cluster is reconciled at once on start: an operation a shutdown interrupted
-    goes on within seconds instead of waiting for the sweep's stale rule.
+    goes on within seconds instead of waiting for its due time.
     """
     from prometheus_client import CollectorRegistry
 
@@ -52,6 +53,7 @@ def up(
     from kaas_api.dispatch import CeleryDispatcher
     from kaas_cli.tunnel_thread import BackgroundTunnelServer
     from kaas_core.logs import configure_logging
+    from kaas_core.tasks import RECONCILE_TASK
     from kaas_core.tunnel_registry import InMemoryTunnelRegistry
     from kaas_tunnel.config import TunnelSettings
     from kaas_tunnel.metrics import TunnelMetrics
@@ -59,7 +61,7 @@ def up(
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
     from provider.metrics import ReconcileMetrics
-    from provider.reconciler.sweep import sweep_clusters
+    from provider.reconciler.due import make_undated_clusters_due, queue_due_clusters
 
     try:  # the simulators are their own distribution: production installs do not carry them
         from nodesim.booter import NodeBooter
@@ -159,10 +161,16 @@ def up(
         )
         booter.start()
         # the memory broker started empty: whatever was in flight when kaas last stopped goes on now
-        sweep_clusters(
+        # (a cluster still leased by a killed earlier run waits for its lease, then the due-scan takes it)
+        make_undated_clusters_due(factory, now=utcnow(), every_live_cluster=True)
+        queue_due_clusters(
             factory,
-            enqueue=lambda cluster_id, queue: dispatcher.send_reconcile(cluster_id, queue=queue),
-            stale_after_seconds=0,
+            DEFAULT_REGION,
+            enqueue=lambda cluster_id, ticket, queue: celery_app.send_task(
+                RECONCILE_TASK, args=[cluster_id], kwargs={"ticket": ticket}, queue=queue
+            ),
+            now=utcnow(),
+            grace_seconds=provider_settings.requeue_grace_seconds,
         )
         try:
             console.print(f"kaas is up at [bold]{public_url}[/] (API docs: {public_url}/docs)")

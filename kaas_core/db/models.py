@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kaas_core.db.base import Base
+from kaas_core.tasks import region_queue
 
 
 def utcnow() -> datetime:
@@ -209,7 +210,7 @@ class Region(Base):
     @property
     def queue(self) -> str:
         """The Celery queue this region's provider workers consume."""
-        return f"region.{self.name}"
+        return region_queue(self.name)
 
 
 class Cluster(Base):
@@ -226,6 +227,8 @@ class Cluster(Base):
             sqlite_where=text("deleted_at IS NULL"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # the due-scan's one query: a region's clusters whose next pass is due (provider.reconciler.due)
+        Index("ix_clusters_region_id_next_reconcile_at", "region_id", "next_reconcile_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -254,6 +257,13 @@ class Cluster(Base):
     # at most one worker reconciles a cluster: a lease taken by a conditional UPDATE, with an expiry
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # when a pass must have started (provider.reconciler.due): the due-scan queues one for every cluster
+    # past it whose lease is free or expired. None: nothing to do until the API asks (failed, paused,
+    # deleted). A new cluster is due at once, whoever wrote its row.
+    next_reconcile_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # bumped by every pass's commit and every change the API accepts; a reconcile message carrying an older
+    # one is stale and dropped (provider.reconciler.lease)
+    reconcile_ticket: Mapped[int] = mapped_column(Integer, default=0)
 
     # the agent token (issue 3): hashed to authenticate the agent, encrypted so workers can render user-data
     agent_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)

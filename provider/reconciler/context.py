@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from kaas_core.db.models import utcnow
 from kaas_core.egress import EgressPolicy
 from kaas_core.security import SecretBox
 from provider.cloud.driver import CloudDriver
@@ -21,24 +23,29 @@ from provider.metrics import ReconcileMetrics
 
 @dataclass(frozen=True)
 class ReconcileLimits:
-    """Timings and bounds of a pass, from ``ProviderSettings``."""
+    """Timings and bounds of a pass and of recovery, from ``ProviderSettings`` (which documents them)."""
 
-    lease_seconds: float = 120.0
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 5.0
     poll_interval_seconds: float = 2.0
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 120.0
     server_error_retries: int = 3
-    stale_after_seconds: float = 180.0  # the sweep re-queues a converging cluster untouched this long
+    requeue_grace_seconds: float = 10.0
+    resync_interval_seconds: float = 30.0  # a converged cluster is due again this long after its pass
+    due_scan_batch: int = 500  # clusters one due-scan of one region queues at most
 
     @classmethod
     def from_settings(cls, settings: ProviderSettings) -> ReconcileLimits:
         return cls(
             lease_seconds=settings.lease_seconds,
+            lease_renew_seconds=settings.lease_renew_seconds,
             poll_interval_seconds=settings.poll_interval_seconds,
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
             server_error_retries=settings.server_error_retries,
-            stale_after_seconds=settings.sweep_stale_after_seconds,
+            requeue_grace_seconds=settings.requeue_grace_seconds,
+            resync_interval_seconds=settings.sweep_interval_seconds,
         )
 
 
@@ -86,6 +93,8 @@ class ProviderContext:
     after_step: Callable[[str], None] | None = None
     # passes and steps are counted and timed here (own registry unless the composition root shares one)
     metrics: ReconcileMetrics = field(default_factory=ReconcileMetrics)
+    # what leases, due times and passes read as now: tests drive it to make a lease run out at once
+    clock: Callable[[], datetime] = utcnow
     _drivers: dict[str, CloudDriver] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

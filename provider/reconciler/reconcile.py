@@ -1,11 +1,17 @@
 """One bounded reconcile pass of one cluster: lease, load, observe, run the open steps, write status, commit.
 
 Called by the Celery task ``provider.reconcile_cluster`` (``provider.tasks``) and by tests. A pass never
-sleeps: it returns ``PassResult.requeue_after`` and the task re-queues itself with that countdown. The lease
-is taken in its own short transaction; everything else the pass writes (conditions, phase, nodes, operation
-progress, webhook outbox rows, the lease release) goes out in one commit at the end. If the process dies
-mid-pass nothing is written, the lease expires, and the next pass finds the cloud resources by tag: steps
-are idempotent.
+sleeps: it returns ``PassResult.requeue_after`` and the task re-queues itself with that countdown, carrying
+the ticket the pass's commit wrote. The lease is taken in its own short transaction and renewed by a
+heartbeat while the pass runs; everything else the pass writes (conditions, phase, nodes, operation
+progress, webhook outbox rows, the cluster's next due time, the lease release) goes out in one commit at the
+end, fenced on still holding the lease. If the process dies mid-pass nothing is written, the lease runs out
+within ``lease_seconds``, the due-scan (``provider.reconciler.due``) queues the cluster again, and the next
+pass finds the cloud resources by tag: steps are idempotent.
+
+A message that finds the lease held (``locked``) or its ticket superseded is dropped, not re-queued: the
+holder's commit schedules the next pass, and a dead holder's cluster is the due-scan's. So there is never
+more than one live re-queue chain per cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -32,7 +38,6 @@ from kaas_core.db.models import (
     OperationKind,
     OperationState,
     Region,
-    utcnow,
 )
 from provider.bootstrap.cloud_init import BootstrapError
 from provider.cloud.errors import (
@@ -42,8 +47,14 @@ from provider.cloud.errors import (
     CloudTemporaryError,
 )
 from provider.reconciler.agent_gate import check_agent
-from provider.reconciler.context import ProviderContext
-from provider.reconciler.lease import acquire_lease, release_lease, release_lease_now
+from provider.reconciler.context import ProviderContext, ReconcileLimits
+from provider.reconciler.lease import (
+    LeaseHeartbeat,
+    acquire_lease,
+    release_after_failure,
+    release_and_schedule,
+    why_not_leased,
+)
 from provider.reconciler.plan import (
     CONTROL_PLANE_READY,
     NETWORK_READY,
@@ -70,10 +81,14 @@ logger = logging.getLogger(__name__)
 class PassResult:
     """What a pass did. ``requeue_after`` is None when the cluster needs no further pass for now."""
 
-    outcome: str  # converged | progressing | retrying | failed | deleted | deleting | locked | skipped
+    # converged | progressing | retrying | failed | deleted | deleting | skipped, and without a pass:
+    # locked (another pass holds the lease), superseded (a pass ran since the message was sent), lost (our
+    # lease was taken over mid-pass: nothing committed)
+    outcome: str
     requeue_after: float | None = None
     message: str = ""
     queue: str | None = None  # the cluster's region queue, where a re-queue goes
+    ticket: int | None = None  # the reconcile ticket the re-queue message carries
     # webhook deliveries this pass added to its transaction; the task sends them after the commit
     deliveries: tuple[str, ...] = ()
 
@@ -115,53 +130,98 @@ def reconcile_cluster_once(
     cluster_id: str,
     *,
     worker_id: str,
+    ticket: int | None = None,
 ) -> PassResult:
-    """One pass; returns what it did and when to come back. Counted and timed on ``ctx.metrics``."""
+    """One pass; returns what it did and when to come back. Counted and timed on ``ctx.metrics``.
+
+    ``ticket``: the one the message carried (re-queues and due-scans send one, the API does not); a stale
+    one means the message was superseded and the pass does not run.
+    """
     started = time.perf_counter()
     outcome = "crashed"
     try:
-        result = _lease_and_run(ctx, cluster_id, worker_id=worker_id)
+        result = _lease_and_run(ctx, cluster_id, worker_id=worker_id, ticket=ticket)
         outcome = result.outcome
         return result
     finally:
         ctx.metrics.observe_pass(outcome=outcome, seconds=time.perf_counter() - started)
 
 
-def _lease_and_run(ctx: ProviderContext, cluster_id: str, *, worker_id: str) -> PassResult:
+def next_due(limits: ReconcileLimits, result: PassResult, *, now: datetime) -> datetime | None:
+    """When the cluster's next pass must have started, after a pass that ended with ``result``.
+
+    Its re-queue message should start one after ``requeue_after``; the grace on top is how late that
+    message may be before the due-scan sends another. A converged cluster is checked again after the resync
+    interval (by the due-scan alone); anything else waits for the API to ask.
+    """
+    if result.requeue_after is not None:
+        return now + timedelta(seconds=result.requeue_after + limits.requeue_grace_seconds)
+    if result.outcome == "converged":
+        return now + timedelta(seconds=limits.resync_interval_seconds)
+    return None
+
+
+def _lease_and_run(
+    ctx: ProviderContext, cluster_id: str, *, worker_id: str, ticket: int | None
+) -> PassResult:
     limits = ctx.limits
-    if not acquire_lease(
-        ctx.session_factory, cluster_id, owner=worker_id, lease_seconds=limits.lease_seconds
-    ):
-        # the conditional UPDATE also matches nothing when there is no such row: that is no lock to wait
-        # for, and re-queuing would go on forever
-        with ctx.session_factory() as session:
-            exists = session.scalar(select(Cluster.id).where(Cluster.id == cluster_id)) is not None
-        if not exists:
+    lease = acquire_lease(
+        ctx.session_factory,
+        cluster_id,
+        owner=worker_id,
+        lease_seconds=limits.lease_seconds,
+        now=ctx.clock(),
+        ticket=ticket,
+    )
+    if lease is None:
+        why = why_not_leased(ctx.session_factory, cluster_id, ticket=ticket)
+        if why == "missing":
             return PassResult("skipped", message="no such cluster")
-        return PassResult(
-            "locked", requeue_after=limits.poll_interval_seconds, message="another worker holds it"
-        )
-    session = ctx.session_factory()
-    try:
-        result = _run_pass(ctx, session, cluster_id)
-        release_lease(session, cluster_id, owner=worker_id)
-        session.commit()
-        return result
-    except Exception:
-        # A bug or a database error: nothing of this pass is written, the lease is given back. (A
-        # BaseException such as SystemExit is a dying worker: the lease is left to expire, as after a crash.)
-        session.rollback()
+        if why == "superseded":
+            return PassResult("superseded", message="a pass ran since this message was sent")
+        return PassResult("locked", message="another worker holds it; its commit schedules the next pass")
+    heartbeat = LeaseHeartbeat(
+        ctx.session_factory,
+        lease,
+        lease_seconds=limits.lease_seconds,
+        interval=limits.lease_renew_seconds,
+        clock=ctx.clock,
+    )
+    # The heartbeat is left only after the session's transaction ended (see LeaseHeartbeat).
+    with heartbeat:
+        session = ctx.session_factory()
         try:
-            release_lease_now(ctx.session_factory, cluster_id, owner=worker_id)
-        except Exception:  # the database itself may be what failed; the lease expires anyway
-            logger.exception("could not release the lease of cluster %s", cluster_id)
-        raise
-    finally:
-        session.close()
+            result = _run_pass(ctx, session, cluster_id)
+            heartbeat.stop_renewing()
+            session.flush()
+            new_ticket = release_and_schedule(session, lease, due=next_due(limits, result, now=ctx.clock()))
+            if new_ticket is None:
+                session.rollback()
+                logger.warning("cluster %s: lease taken over mid-pass; nothing committed", cluster_id)
+                return PassResult("lost", message="the lease was taken over mid-pass; nothing was committed")
+            session.commit()
+            return replace(result, ticket=new_ticket)
+        except Exception:
+            # A bug or a database error: nothing of this pass is written; the lease is given back and the
+            # due-scan tries again after the longest backoff. (A BaseException such as SystemExit is a dying
+            # worker: the lease is left to run out, as after a crash.)
+            session.rollback()
+            heartbeat.stop_renewing()
+            try:
+                release_after_failure(
+                    ctx.session_factory,
+                    lease,
+                    due=ctx.clock() + timedelta(seconds=limits.retry_max_seconds),
+                )
+            except Exception:  # the database itself may be what failed; the lease runs out anyway
+                logger.exception("could not release the lease of cluster %s", cluster_id)
+            raise
+        finally:
+            session.close()
 
 
 def _run_pass(ctx: ProviderContext, session: Session, cluster_id: str) -> PassResult:
-    now = utcnow()
+    now = ctx.clock()
     cluster = session.scalars(
         select(Cluster)
         .where(Cluster.id == cluster_id)
@@ -418,4 +478,4 @@ def _delete_pass(
     return PassResult("deleted", deliveries=record_operation_finished(session, operation, cluster, now=now))
 
 
-__all__ = ["NodePool", "PassResult", "Region", "backoff_seconds", "reconcile_cluster_once"]
+__all__ = ["NodePool", "PassResult", "Region", "backoff_seconds", "next_due", "reconcile_cluster_once"]

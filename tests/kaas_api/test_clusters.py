@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_core.db.models import Cluster, Node, NodeRole, Operation
+from kaas_core.db.models import Cluster, Node, NodeRole, Operation, as_utc, utcnow
 from kaas_core.security import SecretBox, hash_token
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World, cluster_body
 
@@ -186,3 +190,53 @@ def test_deleted_cluster_name_can_be_reused(world: World, session_factory: sessi
         cluster.phase, cluster.deleted_at = "deleted", utcnow()
         session.commit()
     assert world.call("member", "POST", "/v1/projects/alpha/clusters", cluster_body("c1")).status_code == 202
+
+
+def due_and_ticket(session_factory: sessionmaker[Session], cluster_id: str) -> tuple[datetime | None, int]:
+    with session_factory() as session:
+        cluster = session.get_one(Cluster, cluster_id)
+        return as_utc(cluster.next_reconcile_at), cluster.reconcile_ticket
+
+
+def test_a_created_cluster_is_due_at_once_even_if_its_message_never_leaves(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    """The row alone lets the provider's due-scan find it (the API may die between commit and send)."""
+    due, ticket = due_and_ticket(session_factory, world.cluster_id)
+    assert due is not None
+    assert due <= utcnow()
+    assert ticket == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PATCH", "/v1/projects/alpha/clusters/c1", {"node_pools": [{"name": "p1", "count": 3}]}),
+        ("POST", "/v1/projects/alpha/clusters/c1/node-pools", {"name": "p2", "flavor": "small", "count": 1}),
+        ("DELETE", "/v1/projects/alpha/clusters/c1", None),
+    ],
+)
+def test_every_accepted_change_makes_the_cluster_due_now_in_the_same_transaction(
+    world: World, session_factory: sessionmaker[Session], method: str, path: str, body: Any
+) -> None:
+    with session_factory() as session, session.begin():  # as a pass leaves a converged cluster
+        cluster = session.get_one(Cluster, world.cluster_id)
+        cluster.next_reconcile_at = utcnow() + timedelta(minutes=5)
+    _, ticket_before = due_and_ticket(session_factory, world.cluster_id)
+    asked = utcnow()
+    assert world.call("owner", method, path, body).status_code == 202
+    due, ticket = due_and_ticket(session_factory, world.cluster_id)
+    assert due is not None
+    assert asked <= due <= utcnow()
+    assert ticket == ticket_before + 1  # a pass running meanwhile keeps this earlier due time
+
+
+def test_resuming_a_paused_cluster_makes_it_due(world: World, session_factory: sessionmaker[Session]) -> None:
+    assert world.call("admin", "POST", f"/v1/admin/clusters/{world.cluster_id}/pause").status_code == 200
+    with session_factory() as session, session.begin():  # the last pass saw it paused: nothing to do
+        session.get_one(Cluster, world.cluster_id).next_reconcile_at = None
+    asked = utcnow()
+    assert world.call("admin", "POST", f"/v1/admin/clusters/{world.cluster_id}/resume").status_code == 200
+    due, _ = due_and_ticket(session_factory, world.cluster_id)
+    assert due is not None
+    assert due >= asked

@@ -23,7 +23,6 @@ FAST_LIMITS = ReconcileLimits(
     retry_base_seconds=0.05,
     retry_max_seconds=0.2,
     server_error_retries=2,
-    stale_after_seconds=60.0,
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 from celery import Celery
@@ -13,7 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_core import tasks as task_names
 from kaas_core.db.models import Cluster, ClusterPhase, Region
-from kaas_core.tasks import DELIVER_WEBHOOK_TASK, RECONCILE_TASK, SWEEP_LEAKS_TASK, SWEEP_TASK
+from kaas_core.tasks import (
+    DELIVER_WEBHOOK_TASK,
+    DUE_SCAN_TASK,
+    RECONCILE_TASK,
+    SWEEP_LEAKS_TASK,
+    SWEEP_TASK,
+)
 from provider.celery_app import EmbeddedWorker, make_celery
 from provider.config import ProviderSettings
 from tests.provider.factories import PoolSpec, create_cluster
@@ -57,24 +62,22 @@ def test_a_reconcile_sent_by_name_makes_the_cluster_run(
     }
 
 
-def test_the_sweep_task_queues_clusters_whose_message_was_lost(
+def test_a_due_scan_sent_by_name_reconciles_a_cluster_whose_message_was_lost(
     session_factory: sessionmaker[Session], worker: EmbeddedWorker, api_sender: Celery, region: str
 ) -> None:
-    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
-    with session_factory() as session, session.begin():  # as if the API's message was lost long ago
-        session.get_one(Cluster, created.id).updated_at = datetime(2020, 1, 1, tzinfo=UTC)
-    api_sender.send_task("provider.sweep", queue="provider")
+    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))  # due, no message
+    api_sender.send_task("provider.due_scan", args=[region], queue=f"region.{region}")  # what beat sends
     wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
 
 
 def test_the_sweep_records_each_regions_cloud_capacity(
     session_factory: sessionmaker[Session], worker: EmbeddedWorker, api_sender: Celery, region: str
 ) -> None:
-    """provider.sweep → provider.sweep_leaks on the region's queue → the cloud's limits on the region row."""
+    """provider.sweep_leaks on the region's queue (beat sends it there) → the cloud's limits on the region."""
     created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
     api_sender.send_task("provider.reconcile_cluster", args=[created.id], queue=f"region.{region}")
     wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
-    api_sender.send_task("provider.sweep", queue="provider")
+    api_sender.send_task("provider.sweep_leaks", args=[region], queue=f"region.{region}")
     deadline = time.monotonic() + 30
     capacity = None
     while capacity is None and time.monotonic() < deadline:
@@ -99,8 +102,21 @@ def test_the_app_is_configured_for_at_least_once_delivery(redis_url: str) -> Non
         assert conf.task_reject_on_worker_lost is True
         assert conf.accept_content == ["json"]
         assert [q.name for q in conf.task_queues] == ["provider", "region.a", "region.b"]
-        assert conf.beat_schedule["provider-sweep"] == {"task": "provider.sweep", "schedule": 7.0}
-        assert {"provider.reconcile_cluster", "provider.sweep", "provider.sweep_leaks"} <= set(app.tasks)
+        assert conf.beat_schedule["provider-sweep"] == {
+            "task": "provider.sweep",
+            "schedule": 7.0,
+            "options": {"queue": "provider", "expires": 7.0},
+        }
+        assert conf.beat_scheduler == "provider.beat:RegionalScheduler"
+        # recovery never waits for Redis to hand a dead worker's messages back, but live workers' long
+        # countdowns must not come back twice
+        assert conf.broker_transport_options["visibility_timeout"] == 900.0
+        assert {
+            "provider.reconcile_cluster",
+            "provider.due_scan",
+            "provider.sweep",
+            "provider.sweep_leaks",
+        } <= set(app.tasks)
     finally:
         app.close()
 
@@ -115,7 +131,7 @@ def test_the_worker_registers_every_task_the_name_table_holds(redis_url: str) ->
     app = make_celery(ProviderSettings(broker_url=redis_url, regions=["a"]))
     try:
         names = {value for key, value in vars(task_names).items() if key.endswith("_TASK")}
-        assert names == {RECONCILE_TASK, SWEEP_TASK, SWEEP_LEAKS_TASK, DELIVER_WEBHOOK_TASK}
+        assert names == {RECONCILE_TASK, DUE_SCAN_TASK, SWEEP_TASK, SWEEP_LEAKS_TASK, DELIVER_WEBHOOK_TASK}
         assert names <= set(app.tasks)
     finally:
         app.close()

@@ -26,10 +26,11 @@ from kaas_core.db.models import (
 )
 from provider.bootstrap.cloud_init import BootstrapError, parse_agent_config, parse_node_config
 from provider.reconciler.context import ProviderContext
+from provider.reconciler.due import queue_due_clusters
 from provider.reconciler.plan import plan_steps
 from provider.reconciler.reconcile import reconcile_cluster_once
 from provider.reconciler.steps import STEP_FUNCTIONS, PassState
-from provider.reconciler.sweep import clean_leaked_resources, sweep_clusters
+from provider.reconciler.sweep import clean_leaked_resources
 from simcloud.state import SimCloud
 from simcloud.testing import SimCloudHandle
 from tests.provider.factories import PoolSpec, create_cluster, request_operation, scale_pool
@@ -218,32 +219,6 @@ def test_two_passes_on_one_cluster_never_run_at_once(ctx: ProviderContext, simcl
     assert run_until_settled(ctx, created.id, worker_id="second")[-1].outcome == "converged"
 
 
-def test_the_sweep_repairs_a_server_deleted_behind_kaas_back(
-    ctx: ProviderContext, simcloud: SimCloudHandle
-) -> None:
-    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2),))
-    run_until_settled(ctx, created.id)
-    _, _, nodes = load(ctx.session_factory, created.id)
-    victim = next(n for n in nodes if n.role == "worker")
-    assert victim.server_id is not None
-    assert simcloud.sim.delete_server(victim.server_id)
-
-    queued: list[tuple[str, str]] = []
-    report = sweep_clusters(
-        ctx.session_factory, enqueue=lambda cid, queue: queued.append((cid, queue)), stale_after_seconds=60
-    )
-    assert queued == [(created.id, "region.sim")]
-    assert report.regions == ["sim"]
-    first = reconcile_cluster_once(ctx, created.id, worker_id="sweep")
-    assert first.outcome == "progressing" or first.outcome == "converged"
-    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
-    cluster, _, nodes = load(ctx.session_factory, created.id)
-    assert cluster.phase == ClusterPhase.RUNNING.value
-    assert len(nodes) == 3
-    assert victim.name not in [n.name for n in nodes]
-    assert cloud_inventory(simcloud.sim)["servers"] == 3
-
-
 def test_scale_down_deletes_the_newest_surplus_servers(
     ctx: ProviderContext, simcloud: SimCloudHandle
 ) -> None:
@@ -372,8 +347,14 @@ def test_a_paused_cluster_is_left_alone(ctx: ProviderContext, simcloud: SimCloud
         session.get_one(Cluster, created.id).paused = True
     assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "skipped"
     assert cloud_inventory(simcloud.sim) == {}
-    queued: list[tuple[str, str]] = []
-    sweep_clusters(ctx.session_factory, enqueue=lambda c, q: queued.append((c, q)), stale_after_seconds=0)
+    queued: list[str] = []
+    queue_due_clusters(
+        ctx.session_factory,
+        "sim",
+        enqueue=lambda cluster_id, ticket, queue: queued.append(cluster_id),
+        now=utcnow() + timedelta(days=1),
+        grace_seconds=10,
+    )
     assert queued == []
 
 
