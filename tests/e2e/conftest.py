@@ -22,6 +22,14 @@ KAAS = [sys.executable, "-m", "kaas_cli.main"]
 START_TIMEOUT_SECONDS = 60
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +92,8 @@ class KaasUp:
                 pytest.fail(f"kaas up exited: {log_path.read_text()}")
             printed = log_path.read_text()
             tokens = re.findall(r"admin token \(also saved for the CLI\): (\S+)", printed)
-            if printed.count("kaas is up") > starts and len(tokens) > starts:
+            # it says so before its server has bound the port: wait for the port too
+            if printed.count("kaas is up") > starts and len(tokens) > starts and port_open(self.port):
                 self.admin_token = tokens[-1]
                 return process
             time.sleep(0.2)
