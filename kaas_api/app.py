@@ -33,6 +33,7 @@ from kaas_api.config import ApiSettings
 from kaas_api.dashboard import routes as dashboard
 from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
+from kaas_api.docs import mount_docs
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
 from kaas_api.k8s.status import KubeStatusError, kube_status_handler
@@ -201,8 +202,10 @@ def create_app(
         title="kaas",
         version="0.1.0",
         description="Kubernetes clusters on OpenStack. Authenticate with `Authorization: Bearer <token>`.",
+        docs_url=None,  # served offline by kaas_api.docs
         redoc_url=None,
     )
+    mount_docs(app)
     app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),
