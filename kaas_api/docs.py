@@ -33,7 +33,7 @@ def mount_docs(app: FastAPI, *, docs_path: str = "/docs", redoc_path: str = "/re
     """Serve the two pages and their assets on ``app`` (create it with ``docs_url=None, redoc_url=None``)."""
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
-    @app.get(docs_path, include_in_schema=False)
+    # plain routes, as FastAPI adds its own docs pages: they are no API operations
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return _confined(get_swagger_ui_html(
@@ -44,7 +44,6 @@ def mount_docs(app: FastAPI, *, docs_path: str = "/docs", redoc_path: str = "/re
             swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
         ))
 
-    @app.get(redoc_path, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return _confined(get_redoc_html(
@@ -54,6 +53,9 @@ def mount_docs(app: FastAPI, *, docs_path: str = "/docs", redoc_path: str = "/re
             redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
             with_google_fonts=False,
         ))
+
+    app.add_route(docs_path, swagger_ui, include_in_schema=False)
+    app.add_route(redoc_path, redoc, include_in_schema=False)
 
 
 def _confined(page: HTMLResponse) -> HTMLResponse:
