@@ -27,8 +27,8 @@ from kaas_api.k8s.internal_hop import ASSERTION_HEADER
 from kaas_api.projects.service import set_member
 from kaas_api.tunnel_registry import RedisTunnelRegistry
 from kaas_api.users.service import create_user
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import RecordingDispatcher
+from tests.kube_targets import KubeTarget
 from tests.provider.factories import TEST_SECRET_KEY, CreatedCluster, ensure_project
 from tests.provider.tunnel.conftest import (
     INTERNAL_SECRET,
@@ -119,7 +119,7 @@ async def test_the_k8s_proxy_reaches_the_process_holding_the_agent_in_one_hop(
     migrated_database_url: str,
     redis_url: str,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     owner_token: str,
     api: tuple[httpx.AsyncClient, RedisTunnelRegistry],
     tmp_path: Path,
