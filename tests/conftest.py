@@ -135,7 +135,7 @@ def _no_leaked_threads() -> Iterator[None]:
 def shared_real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real control plane for the whole session (``tests.kube_targets``: its RBAC, tokens, kwok node);
     started by the first test that asks for it, holding one of the machine's control-plane slots."""
-    from tests.kube_targets import shared_real_cluster_session
+    from tests.kube_targets import real_cluster_session
 
-    with shared_real_cluster_session(tmp_path_factory.mktemp("shared-real-cluster")) as shared:
+    with real_cluster_session(tmp_path_factory.mktemp("shared-real-cluster")) as shared:
         yield shared

@@ -216,7 +216,8 @@ def prepare_real_cluster(control_plane: RealControlPlane, *, nodes: tuple[str, .
 
 
 @contextlib.contextmanager
-def shared_real_cluster_session(tmp_dir: Path) -> Iterator[SharedRealCluster]:
+def real_cluster_session(tmp_dir: Path) -> Iterator[SharedRealCluster]:
+    """A real control plane for many tests (the session's, or a module's second cluster), in a slot."""
     bin_dir = release_dir(NEWEST)
     greeter = _GreetingServer()
     try:
@@ -281,6 +282,22 @@ class KubeTarget:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"},
                                  verify=self._verify(), timeout=timeout, trust_env=False)
 
+    def create_pod(self, name: str, *, timeout: float = 60.0) -> None:
+        """A one-container pod in the test's namespace; on a real cluster, once it runs on a kwok node
+        (exec, logs and port-forward need a pod with a node)."""
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+        with self.admin() as admin:
+            created = admin.post(self.path("pods"), json=pod)
+            assert created.status_code == 201, created.text
+            deadline = time.monotonic() + timeout
+            while self.kind == REAL:
+                phase = admin.get(self.path("pods", name)).json().get("status", {}).get("phase")
+                if phase == "Running":
+                    return
+                assert time.monotonic() < deadline, f"pod {name} is {phase}, not Running"
+                time.sleep(0.1)
+
     def register_node(self, name: str, *, ready: bool) -> None:
         """A Node as a kubelet registers one: on a real cluster a Ready one is kwok's (kwok turns it Ready
         and keeps it so), a not-ready one nobody's; the stand-in's carries its Ready condition itself."""
@@ -331,13 +348,18 @@ def _create_namespace(target: KubeTarget, *, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+def new_namespace() -> str:
+    return f"t-{secrets.token_hex(4)}"
+
+
 @contextlib.contextmanager
-def real_target(shared: SharedRealCluster) -> Iterator[KubeTarget]:
-    """A fresh namespace in the session's real cluster for one test, deleted after it."""
+def real_target(shared: SharedRealCluster, *, namespace: str | None = None) -> Iterator[KubeTarget]:
+    """A fresh namespace (``namespace``, or a random name) in a shared real cluster for one test, deleted
+    after it."""
     target = KubeTarget(
         kind=REAL, url=shared.control_plane.url, ca=shared.control_plane.ca_pem, version=shared.version,
-        namespace=f"t-{secrets.token_hex(4)}", agent_token=shared.agent_token, admin_token=shared.admin_token,
-        control_plane=shared.control_plane,
+        namespace=namespace or new_namespace(), agent_token=shared.agent_token,
+        admin_token=shared.admin_token, control_plane=shared.control_plane,
     )
     _create_namespace(target)
     try:
@@ -348,7 +370,7 @@ def real_target(shared: SharedRealCluster) -> Iterator[KubeTarget]:
 
 
 @contextlib.contextmanager
-def standin_target(*, tls: bool = False) -> Iterator[KubeTarget]:
+def standin_target(*, tls: bool = False, namespace: str | None = None) -> Iterator[KubeTarget]:
     """A fresh stand-in for one test, with kaas's RBAC and the same two identities as the real one."""
     with run_kube_standin(
         tokens={
@@ -360,7 +382,7 @@ def standin_target(*, tls: bool = False) -> Iterator[KubeTarget]:
     ) as handle:
         target = KubeTarget(
             kind=STANDIN, url=handle.url, ca=handle.ca, version=handle.standin.version,
-            namespace=f"t-{secrets.token_hex(4)}", agent_token=STANDIN_AGENT_TOKEN,
+            namespace=namespace or new_namespace(), agent_token=STANDIN_AGENT_TOKEN,
             admin_token=STANDIN_ADMIN_TOKEN, standin=handle.standin,
         )
         _create_namespace(target)
@@ -376,7 +398,7 @@ def dedicated_real_target(tmp_dir: Path) -> Iterator[KubeTarget]:
         with start_control_plane(bin_dir=bin_dir, pki_dir=tmp_dir / "pki", work_dir=tmp_dir / "cp") as cp:
             agent_token, admin_token = prepare_real_cluster(cp)
             target = KubeTarget(kind=REAL, url=cp.url, ca=cp.ca_pem, version=NEWEST,
-                                namespace=f"t-{secrets.token_hex(4)}", agent_token=agent_token,
+                                namespace=new_namespace(), agent_token=agent_token,
                                 admin_token=admin_token, control_plane=cp)
             _create_namespace(target)
             yield target

@@ -2,8 +2,10 @@
 
 kubectl or httpx → the kaas API (served over HTTPS by uvicorn in the test's event loop, like ``kaas up`` must)
 → the registry (in memory, shared with the tunnel server, as in the embedded mode) → the real tunnel server
-→ the real agent over a WebSocket → the Kubernetes stand-in with kaas's RBAC. The API's world (users of every
-role, cluster ``c1`` in project ``alpha``) comes from ``tests.kaas_api.conftest``.
+→ the real agent over a WebSocket → a real kube-apiserver with kaas's RBAC applied (``tests.kube_targets``: a
+namespace of the test's own in the session's real control plane; the Python stand-in only where the programs
+are not built and services not required). The API's world (users of every role, cluster ``c1`` in project
+``alpha``) comes from ``tests.kaas_api.conftest``.
 """
 
 from __future__ import annotations
@@ -29,16 +31,12 @@ from kaas_api.security import SecretBox
 from kaas_api.serving.limits import server_config
 from kaas_api.tunnel_registry import InMemoryTunnelRegistry
 from provider.tunnel.server import TunnelServer
-from simcloud.kube.identity import Identity
-from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 from simcloud.kube.tls import make_serving_certificate
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
+from tests.kube_targets import KubeTarget, kube_target
 from tests.provider.factories import CreatedCluster
 from tests.provider.tunnel.conftest import (
-    ADMIN_TOKEN,
     INTERNAL_SECRET,
-    KAAS_RBAC_MANIFEST,
-    SA_TOKEN,
     agent_config,
     running_agent,
     tunnel_settings,
@@ -136,16 +134,9 @@ def api_client(settings: ApiSettings, token: str, *, timeout: float = 30.0) -> h
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeStandinHandle]:
-    with run_kube_standin(
-        tokens={
-            SA_TOKEN: Identity.service_account("kaas-system", "kaas-agent"),
-            ADMIN_TOKEN: Identity("kubernetes-admin", ("system:masters",)),
-        },
-        manifest_files=[KAAS_RBAC_MANIFEST],
-        tls=False,
-    ) as handle:
-        yield handle
+def kube(request: pytest.FixtureRequest) -> Iterator[KubeTarget]:
+    with kube_target(request) as target:
+        yield target
 
 
 @pytest.fixture
@@ -173,7 +164,7 @@ async def connected(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> AsyncIterator[None]:
     """The cluster's real agent, connected to the tunnel server and claimed in the registry."""
