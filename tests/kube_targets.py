@@ -373,6 +373,7 @@ def real_target(shared: SharedRealCluster, *, namespace: str | None = None) -> I
 def standin_target(*, tls: bool = False, namespace: str | None = None) -> Iterator[KubeTarget]:
     """A fresh stand-in for one test, with kaas's RBAC and the same two identities as the real one."""
     with run_kube_standin(
+        version=NEWEST,  # as the real one: kubectl at that minor warns of no skew
         tokens={
             STANDIN_AGENT_TOKEN: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT),
             STANDIN_ADMIN_TOKEN: Identity("kubernetes-admin", ("system:masters",)),
