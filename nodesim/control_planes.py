@@ -122,6 +122,9 @@ class ClusterControlPlane(Protocol):
     @property
     def version(self) -> str: ...
 
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        """Create or update ``documents`` as the cluster's admin (bootstrap manifests; tests arrange so)."""
+
     def write_agent_kubeconfig(self, path: Path) -> None:
         """A kubeconfig (0600) with which the agent reaches this apiserver as ``kaas-system/kaas-agent``."""
 
@@ -210,6 +213,9 @@ class StandinControlPlane:
     @property
     def version(self) -> str:
         return self.handle.standin.version
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        self.handle.standin.apply(documents)
 
     def write_agent_kubeconfig(self, path: Path) -> None:
         self.handle.write_kubeconfig(path, token=self._agent_token, namespace=AGENT_NAMESPACE)

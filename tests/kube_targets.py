@@ -161,7 +161,7 @@ def control_plane_slots(count: int = 1, *, wait: float = SLOT_WAIT_SECONDS) -> I
 # --- one real control plane for the session ---
 
 
-class _GreetingServer:
+class GreetingServer:
     """A loopback TCP server that greets every connection (port-forward's far end) in a daemon thread."""
 
     def __init__(self) -> None:
@@ -219,7 +219,7 @@ def prepare_real_cluster(control_plane: RealControlPlane, *, nodes: tuple[str, .
 def real_cluster_session(tmp_dir: Path) -> Iterator[SharedRealCluster]:
     """A real control plane for many tests (the session's, or a module's second cluster), in a slot."""
     bin_dir = release_dir(NEWEST)
-    greeter = _GreetingServer()
+    greeter = GreetingServer()
     try:
         with control_plane_slots():
             write_cluster_pki(tmp_dir / "pki")
