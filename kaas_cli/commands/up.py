@@ -2,10 +2,15 @@
 
 The state directory is private to its owner (``kaas_cli.state_dir``): 0700, the secrets and the database
 0600, and the process umask 0077 so nothing created later is readable by others either.
+
+The clusters' Kubernetes (``kaas_cli.embedded.choose_kubernetes``): the real programs when
+``scripts/kube-bin.sh`` has built them into ``$KAAS_CACHE_DIR`` (default ``~/.cache/kaas``), else the Python
+stand-in; the first lines ``kaas up`` prints say which.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +24,10 @@ from kaas_api.db.session import make_engine, make_session_factory
 from kaas_api.serving.limits import run_server, server_config
 from kaas_cli.config import CliConfig
 from kaas_cli.embedded import (
+    AUTO,
     DEFAULT_REGION,
+    KubernetesChoiceError,
+    choose_kubernetes,
     ensure_embedded_tls,
     load_or_create_secret_key,
     remembered_port,
@@ -41,6 +49,17 @@ def up(
     ] = default_state_dir(),
     boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
     sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 30.0,
+    kubernetes: Annotated[
+        str,
+        typer.Option(
+            help="the clusters' Kubernetes: auto (the real programs when scripts/kube-bin.sh built them, "
+            "else the Python stand-in), real, or stand-in"
+        ),
+    ] = AUTO,
+    kubernetes_version: Annotated[
+        str | None,
+        typer.Option(help="the region's default Kubernetes version, one it offers (default: the newest)"),
+    ] = None,
 ) -> None:
     """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process.
 
@@ -57,6 +76,7 @@ def up(
     from kaas_api.tunnel_registry import InMemoryTunnelRegistry
     from kaas_cli.tunnel_thread import BackgroundTunnelServer
     from nodesim.booter import NodeBooter
+    from nodesim.kube_releases import built_releases, kube_cache_dir
     from provider.celery_app import make_celery, run_embedded_worker, worker_queues
     from provider.config import ProviderSettings
     from provider.metrics import ReconcileMetrics
@@ -65,6 +85,14 @@ def up(
     from provider.tunnel.metrics import TunnelMetrics
     from simcloud.testing import run_simcloud
 
+    cache_dir = kube_cache_dir(os.environ, home=Path.home())
+    try:
+        kube = choose_kubernetes(
+            releases=built_releases(cache_dir), cache_dir=cache_dir, mode=kubernetes,
+            default_version=kubernetes_version,
+        )
+    except KubernetesChoiceError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     state_dir = state_dir.expanduser().resolve()
     # first of all: the umask and the modes, before the database or any secret is opened or written
     tightened = make_private(state_dir)
@@ -75,6 +103,7 @@ def up(
     database_url = f"sqlite:///{state_dir / DATABASE_FILE}"
     tls = ensure_embedded_tls(state_dir)
     public_url = f"https://127.0.0.1:{port}"
+    console.print(kube.describe(), soft_wrap=True)
     err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")
     upgrade_database(database_url)
     engine = make_engine(database_url)
@@ -123,7 +152,13 @@ def up(
         )
         configure_logging(json=api_settings.log_json, level="WARNING")
         celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))
-        seed = seed_embedded(factory, cloud_name=cloud.cloud_name, saved_token=CliConfig.load().token)
+        seed = seed_embedded(
+            factory,
+            cloud_name=cloud.cloud_name,
+            saved_token=CliConfig.load().token,
+            kubernetes_versions=kube.versions,
+            default_kubernetes_version=kube.default_version,
+        )
         CliConfig(
             url=public_url,
             token=seed.admin_token,
@@ -147,8 +182,9 @@ def up(
             admin_cloud=cloud.admin_cloud_name,
             rbac_manifest=RBAC_MANIFEST,
             state_dir=state_dir / "nodes",
-            kubernetes_version_default="v1.31.4",
+            kubernetes_version_default=f"v{kube.default_version}",
             persist=True,
+            kube_releases=kube.releases,
         )
         booter.start()
         # the memory broker started empty: whatever was in flight when kaas last stopped goes on now
