@@ -17,6 +17,7 @@ only: a kubeconfig for the cluster's agent, the Nodes that follow the cluster's 
   when it changes). Nodes are registered as a kubelet registers itself, labels and taints included; a Ready
   one carries kwok's annotation, so kwok keeps its lease and status and runs its pods, a server that is not
   ACTIVE is a Node kwok does not manage, with Ready False. etcd's data stays in ``<workdir>/control-plane``.
+  ``start`` returns once the ``default`` ServiceAccount exists: a cluster kaas reports running takes pods.
 - **stand-in** (``simcloud.kube``) otherwise: a laptop without Go, a version that is not built, the
   1,000-cluster benchmark, and a cluster first booted on the stand-in (its objects are in
   ``<workdir>/objects.json``, and stay there rather than vanish into a fresh etcd).
@@ -51,6 +52,7 @@ from nodesim.kube_admin import (
     issue_service_account_token,
     list_nodes,
     load_manifest,
+    wait_for_service_account,
 )
 from nodesim.kube_real import (
     KWOK_NODE_ANNOTATION,
@@ -284,7 +286,7 @@ class RealClusterControlPlane:
         self._version = version
         self._workdir = workdir
         self._token_seconds = token_seconds
-        self._client = admin_client(control_plane)
+        self.admin_client = admin_client(control_plane)
         self._token_due = 0.0  # monotonic time at which the agent's token is renewed
         self._lock = threading.Lock()
 
@@ -302,11 +304,11 @@ class RealClusterControlPlane:
 
     def apply(self, documents: list[dict[str, Any]]) -> None:
         """Server-side apply ``documents`` as the cluster admin (kaas's RBAC; tests arrange objects so)."""
-        apply_documents(self._client, documents)
+        apply_documents(self.admin_client, documents)
 
     def _renew_token(self) -> None:
         issued = issue_service_account_token(
-            self._client, namespace=AGENT_NAMESPACE, name=AGENT_SERVICE_ACCOUNT,
+            self.admin_client, namespace=AGENT_NAMESPACE, name=AGENT_SERVICE_ACCOUNT,
             expiration_seconds=self._token_seconds,
         )
         _write_private(self._workdir / AGENT_TOKEN_FILE, issued.token.encode())
@@ -330,10 +332,10 @@ class RealClusterControlPlane:
                 self._renew_token()
 
     def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:
-        existing = list_nodes(self._client)
+        existing = list_nodes(self.admin_client)
         for name, node in existing.items():
             if name not in nodes and _registered_by_nodesim(node):
-                delete_node(self._client, name)
+                delete_node(self.admin_client, name)
         for name, spec in nodes.items():
             current = existing.get(name)
             if current is not None and _managed_by_kwok(current) == spec.ready:
@@ -341,14 +343,14 @@ class RealClusterControlPlane:
             if current is not None:
                 # kwok would keep a Node it manages Ready; a Node that changes sides registers again, as a
                 # rebuilt machine's kubelet would
-                delete_node(self._client, name)
-            create_node(self._client, real_node_object(spec))
+                delete_node(self.admin_client, name)
+            create_node(self.admin_client, real_node_object(spec))
 
     def healthy(self) -> bool:
         return self.control_plane.alive()
 
     def close(self) -> None:
-        self._client.close()
+        self.admin_client.close()
         self.control_plane.stop()
 
 
@@ -441,9 +443,11 @@ class ControlPlanes:
                                        workdir=request.workdir)
         try:
             real.apply(load_manifest(self._rbac_manifest))
+            # a cluster kaas calls running takes pods at once, as a kubeadm cluster does once its nodes joined
+            wait_for_service_account(real.admin_client, timeout=self._start_timeout)
         except (KubeAdminError, httpx.HTTPError) as exc:
             real.close()
-            raise ControlPlaneStartError(f"applying kaas's RBAC manifest failed: {exc}") from exc
+            raise ControlPlaneStartError(f"preparing the control plane failed: {exc}") from exc
         except BaseException:
             real.close()
             raise

@@ -10,6 +10,7 @@ admin of ``nodesim.kube_real``, blocking (the booter runs them in a worker threa
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,3 +135,21 @@ def delete_node(client: httpx.Client, name: str) -> None:
     response = client.delete(f"/api/v1/nodes/{name}")
     if response.status_code != 404:
         _check(response, f"removing node {name}")
+
+
+def wait_for_service_account(client: httpx.Client, *, namespace: str = "default", name: str = "default",
+                             timeout: float = 60.0) -> None:
+    """Until the ServiceAccount exists: the controller manager makes each namespace's ``default`` a few
+    seconds after it starts, and until then the namespace's pods are refused. ``KubeAdminError`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _check_found(client.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
+                       f"ServiceAccount {namespace}/{name}") is None:
+        if time.monotonic() > deadline:
+            raise KubeAdminError(f"no ServiceAccount {namespace}/{name} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _check_found(response: httpx.Response, what: str) -> httpx.Response | None:
+    """The response, None for a 404, ``KubeAdminError`` for any other failure."""
+    return None if response.status_code == 404 else _check(response, what)

@@ -18,9 +18,10 @@ them); this module never builds or looks them up.
   admin (``system:masters``), the controller manager, the scheduler and kwok; writes their kubeconfigs
   (0600); starts the five processes on free loopback ports, etcd's data in ``work_dir/etcd`` (kept: started
   again on the same ``work_dir``, the control plane has the objects it had), each process's output in
-  ``work_dir/logs/<name>.log``; and returns once the apiserver answers /readyz, the controller manager and
-  the scheduler hold their leader leases and the ``default`` ServiceAccount exists (pods of ``default``
-  are refused before it; kwok has no readiness signal: a fake node turning Ready is its proof).
+  ``work_dir/logs/<name>.log``; and returns once the apiserver answers /readyz and the controller manager
+  and the scheduler hold their leader leases (kwok has no readiness signal: a fake node turning Ready is its
+  proof). The controller manager makes each namespace's ``default`` ServiceAccount a few seconds later;
+  until then the pods of a namespace are refused, as on any new cluster.
 - ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
 
 kwok also serves the kubelet API of its nodes (on its own loopback port, with a certificate the apiserver
@@ -538,9 +539,6 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
             ])
             for holder in LEASE_HOLDERS:
                 starter.wait_until(f"the {holder} leader lease", _lease_held(api, holder))
-            # until the controller manager has made it, every pod of "default" is refused
-            starter.wait_until("the default ServiceAccount", lambda: api.get(
-                "/api/v1/namespaces/default/serviceaccounts/default").status_code == 200)
     except BaseException:
         RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
                          processes=starter.processes).stop()

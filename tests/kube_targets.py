@@ -43,6 +43,7 @@ from nodesim.kube_admin import (
     create_node,
     issue_service_account_token,
     load_manifest,
+    wait_for_service_account,
 )
 from nodesim.kube_real import (
     KubeletOptions,
@@ -193,9 +194,15 @@ class SharedRealCluster:
     admin_token: str = field(repr=False)
 
 
+def wait_for_default_service_account(client: httpx.Client, namespace: str = "default", *,
+                                     timeout: float = 60.0) -> None:
+    """Until the controller manager has made it, a namespace's pods are refused."""
+    wait_for_service_account(client, namespace=namespace, timeout=timeout)
+
+
 def prepare_real_cluster(control_plane: RealControlPlane, *, nodes: tuple[str, ...] = ()) -> tuple[str, str]:
-    """kaas's RBAC applied, a cluster-admin ServiceAccount for the tests, kwok nodes; returns the tokens
-    (agent, admin)."""
+    """kaas's RBAC applied, a cluster-admin ServiceAccount for the tests, kwok nodes, the ``default``
+    ServiceAccount made; returns the tokens (agent, admin)."""
     admin_account = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": TEST_ADMIN_ACCOUNT, "namespace": "kube-system"}},
@@ -212,6 +219,7 @@ def prepare_real_cluster(control_plane: RealControlPlane, *, nodes: tuple[str, .
                                             expiration_seconds=TOKEN_SECONDS)
         for name in nodes:
             create_node(client, fake_node(name))
+        wait_for_default_service_account(client)
     return agent.token, admin.token
 
 
@@ -335,12 +343,15 @@ def names_of(items: list[dict[str, Any]]) -> list[str]:
 
 
 def _create_namespace(target: KubeTarget, *, timeout: float = 30.0) -> None:
-    """The test's namespace, settled: on a real cluster, once the controller manager has published the CA
-    into it (so nothing appears in it that the test did not make)."""
+    """The test's namespace, settled: on a real cluster, once the controller manager has made its
+    ``default`` ServiceAccount (pods need it) and published the CA into it (so nothing appears in it that
+    the test did not make)."""
     with target.admin() as admin:
         created = admin.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                          "metadata": {"name": target.namespace}})
         assert created.status_code == 201, created.text
+        if target.kind == REAL:
+            wait_for_default_service_account(admin, target.namespace, timeout=timeout)
         deadline = time.monotonic() + timeout
         root_ca = target.path("configmaps", ROOT_CA_CONFIGMAP)
         while target.kind == REAL and admin.get(root_ca).status_code != 200:

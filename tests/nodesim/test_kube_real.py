@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nodesim.kube_admin import admin_client
 from nodesim.kube_real import (
     DEFAULT_POD_LOG,
     PKI_FILES,
@@ -40,6 +41,7 @@ from tests.kube_targets import (
     control_plane_slots,
     pinned_versions,
     release_dir,
+    wait_for_default_service_account,
 )
 
 pytestmark = pytest.mark.kube_real
@@ -71,7 +73,9 @@ def control_plane(
         control_plane_slots(),
         start_control_plane(bin_dir=bin_dir, pki_dir=pki_dir, work_dir=tmp_path_factory.mktemp("cp"),
                             server_names=("api.cluster.example", "10.9.8.7"), kubelet=kubelet) as cp,
+        admin_client(cp) as admin,
     ):
+        wait_for_default_service_account(admin)
         yield cp
 
 
