@@ -18,10 +18,10 @@ them); this module never builds or looks them up.
   admin (``system:masters``), the controller manager, the scheduler and kwok; writes their kubeconfigs
   (0600); starts the five processes on free loopback ports, etcd's data in ``work_dir/etcd`` (kept: started
   again on the same ``work_dir``, the control plane has the objects it had), each process's output in
-  ``work_dir/logs/<name>.log``; and returns once the apiserver answers /readyz and the controller manager
-  and the scheduler hold their leader leases (kwok has no readiness signal: a fake node turning Ready is its
-  proof). The controller manager makes each namespace's ``default`` ServiceAccount a few seconds later;
-  until then the pods of a namespace are refused, as on any new cluster.
+  ``work_dir/logs/<name>.log``; and returns once the apiserver answers /readyz, the controller manager
+  and the scheduler hold their leader leases and kwok's kubelet API answers (kwok serves it once it
+  watches the apiserver). The controller manager makes each namespace's ``default`` ServiceAccount a few
+  seconds later; until then the pods of a namespace are refused, as on any new cluster.
 - ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
 
 kwok also serves the kubelet API of its nodes (on its own loopback port, with a certificate the apiserver
@@ -539,6 +539,11 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
             ])
             for holder in LEASE_HOLDERS:
                 starter.wait_until(f"the {holder} leader lease", _lease_held(api, holder))
+        # kwok's kubelet API answers once kwok watches the apiserver (it serves it after its informers start)
+        kubelet_context = ssl.create_default_context(cadata=ca_pem.decode())
+        with httpx.Client(base_url=f"https://127.0.0.1:{kubelet_port}", verify=kubelet_context,
+                          timeout=5.0) as kubelet_api:
+            starter.wait_until("kwok's kubelet API", lambda: kubelet_api.get("/healthz").status_code == 200)
     except BaseException:
         RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
                          processes=starter.processes).stop()

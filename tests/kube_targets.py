@@ -322,6 +322,21 @@ class KubeTarget:
             created = admin.post("/api/v1/nodes", json=node)
         assert created.status_code == 201, created.text
 
+    def describe_nodes(self) -> dict[str, Any]:
+        """Each Node's Ready condition and annotations (a failing test's explanation)."""
+        with self.admin() as admin:
+            items = admin.get("/api/v1/nodes").json().get("items", [])
+        described: dict[str, Any] = {
+            node["metadata"]["name"]: {
+                "ready": [c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"],
+                "annotations": node["metadata"].get("annotations"),
+            }
+            for node in items
+        }
+        if self.control_plane is not None:
+            described["processes alive"] = self.control_plane.alive()
+        return described
+
     def open_namespaced_watches(self, resource: str) -> int:
         """How many watches of ``resource`` in a namespace the apiserver serves now (every namespace)."""
         if self.kind == STANDIN:

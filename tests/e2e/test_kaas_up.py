@@ -322,8 +322,14 @@ def restart_keeps_everything(up: KaasUp, tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert (got.returncode, got.stdout) == (0, "42"), got.stderr
-        listed = json.loads(up.cli("cluster", "list", "--output", "json").stdout)
-        assert {c["name"]: c["phase"] for c in listed} == {"keep-a": "running", "keep-b": "running"}
+        deadline = time.monotonic() + 90
+        while True:  # each agent back and reporting again (a real control plane takes seconds to start)
+            listed = json.loads(up.cli("cluster", "list", "--output", "json").stdout)
+            phases = {c["name"]: c["phase"] for c in listed}
+            if set(phases.values()) == {"running"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert phases == {"keep-a": "running", "keep-b": "running"}
     finally:
         stop(process)
 

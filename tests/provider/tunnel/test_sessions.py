@@ -198,11 +198,17 @@ async def test_cluster_agents_shows_the_status_report_and_the_disconnect(
         await asyncio.to_thread(own_kube.register_node, name, ready=ready)
     async with connected_agent(server, cluster, own_kube, tmp_path):
         # on a real cluster kwok turns the two Ready ones Ready: the report says so once it has
-        await wait_until(
-            lambda: (row := agent_row(session_factory, cluster.id)) is not None and row.nodes_ready == 2,
-            timeout=60,
-            what="a status report with two Ready nodes",
-        )
+        try:
+            await wait_until(
+                lambda: (row := agent_row(session_factory, cluster.id)) is not None and row.nodes_ready == 2,
+                timeout=60,
+                what="a status report with two Ready nodes",
+            )
+        except AssertionError as exc:
+            row = agent_row(session_factory, cluster.id)
+            seen = await asyncio.to_thread(own_kube.describe_nodes)
+            reported = row.nodes if row else None
+            raise AssertionError(f"{exc}; last report {reported}; the apiserver: {seen}") from exc
         row = agent_row(session_factory, cluster.id)
         assert row is not None
         assert row.connected is True
