@@ -33,7 +33,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,8 +281,10 @@ class RealClusterControlPlane:
     kind = REAL
 
     def __init__(self, *, control_plane: RealControlPlane, version: str, workdir: Path,
-                 token_seconds: int = AGENT_TOKEN_SECONDS) -> None:
+                 token_seconds: int = AGENT_TOKEN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.control_plane = control_plane
+        self.clock = clock  # when the agent's token is due for renewal
         self._version = version
         self._workdir = workdir
         self._token_seconds = token_seconds
@@ -313,11 +315,11 @@ class RealClusterControlPlane:
         )
         _write_private(self._workdir / AGENT_TOKEN_FILE, issued.token.encode())
         lifetime = max((issued.expires_at - datetime.now(UTC)).total_seconds(), 60.0)
-        self._token_due = time.monotonic() + lifetime * TOKEN_REFRESH_FRACTION
+        self._token_due = self.clock() + lifetime * TOKEN_REFRESH_FRACTION
 
     def write_agent_kubeconfig(self, path: Path) -> None:
         with self._lock:
-            if not (self._workdir / AGENT_TOKEN_FILE).exists() or time.monotonic() >= self._token_due:
+            if not (self._workdir / AGENT_TOKEN_FILE).exists() or self.clock() >= self._token_due:
                 self._renew_token()
         document = kubeconfig_document(server=self.url, token="", ca=self.control_plane.ca_pem,
                                        namespace=AGENT_NAMESPACE, name="kaas-nodesim")
@@ -328,7 +330,7 @@ class RealClusterControlPlane:
 
     def refresh_agent_credentials(self) -> None:
         with self._lock:
-            if time.monotonic() >= self._token_due:
+            if self.clock() >= self._token_due:
                 self._renew_token()
 
     def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:

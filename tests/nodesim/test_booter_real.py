@@ -315,3 +315,30 @@ def test_kwok_serves_what_a_user_then_finds(booter: NodeBooter, tenant: Any) -> 
         )
     # the control-plane node is tainted NoSchedule, as kubeadm taints it: the pods land on the worker
     assert {pod["spec"]["nodeName"] for pod in pods} == {"kaas-w-w-a"}
+
+
+def test_the_agents_token_is_renewed_before_it_expires(
+    booter: NodeBooter, tenant: Any, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As kubelet renews a pod's projected token at 80 % of its life: the token file is replaced and the
+    new token works (the agent re-reads the file when it changes)."""
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-t-cp-0", "control-plane"),), kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+    kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
+    token_file = kubeconfig.parent / yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["tokenFile"]
+    first = token_file.read_text()
+    control_plane = booter.control_plane_for(cluster_id)
+    assert control_plane is not None
+    control_plane.refresh_agent_credentials()
+    assert token_file.read_text() == first  # not due yet
+
+    assert isinstance(control_plane, RealClusterControlPlane)
+    later = control_plane.clock() + 0.8 * 3600 + 1  # 80 % of the token's hour, and a second
+    monkeypatch.setattr(control_plane, "clock", lambda: later)
+    control_plane.refresh_agent_credentials()
+    renewed = token_file.read_text()
+    assert renewed != first
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    with agent_client(kubeconfig) as agent:
+        assert agent.get("/api/v1/nodes").status_code == 200
