@@ -10,9 +10,13 @@ stand-in; the first lines ``kaas up`` prints say which.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -40,6 +44,25 @@ from kaas_cli.state_dir import DATABASE_FILE, make_private
 RBAC_MANIFEST = (
     Path(__file__).resolve().parents[2] / "provider" / "bootstrap" / "manifests" / "kaas-rbac.yaml"
 )
+
+
+@contextlib.contextmanager
+def stopping_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop ``kaas up`` as Ctrl-C does, through its ``finally`` blocks.
+
+    uvicorn handles them while it serves, then raises the signal again under the handler it found: the
+    default one would end the process on the spot, before the node booter stops the clusters' control
+    planes, and a real one's processes (etcd, kube-apiserver, kwok...) would outlive kaas up."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def up(
@@ -208,7 +231,8 @@ def up(
                 ssl_certfile=str(tls.cert_file),
                 ssl_keyfile=str(tls.key_file),
             )
-            run_server(config)
+            with stopping_signals_interrupt():
+                run_server(config)
         finally:
             booter.stop()
             worker.stop()

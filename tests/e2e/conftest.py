@@ -7,6 +7,7 @@ the test holds a control-plane slot per cluster it boots (``control_planes``); e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -102,14 +103,32 @@ class KaasUp:
         pytest.fail(f"kaas up did not start: {log_path.read_text()}")
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    """Stop a ``kaas up`` with ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), killing it after 30 s."""
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # exited meanwhile
+    return pids
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, *, up: KaasUp | None = None) -> None:
+    """Stop a ``kaas up`` with ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), killing it after 30 s. With
+    ``up``: every process it started (a real control plane's, all named by paths in its state directory)
+    must be gone with it; any left is killed and fails the test."""
     process.send_signal(sig)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    left = processes_mentioning(str(up.state_dir)) if up is not None else []
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"kaas up left processes running: {left}"
 
 
 @contextmanager
@@ -122,4 +141,4 @@ def running_kaas_up(home: Path, *options: str, control_planes: int = 0) -> Itera
         try:
             yield up
         finally:
-            stop(process)
+            stop(process, up=up)

@@ -125,7 +125,7 @@ def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Pa
     try:
         first = yaml.safe_load(config.read_text())["token"]
     finally:
-        stop(process)
+        stop(process, up=up)
     process = up.start(*UP_OPTIONS)
     try:
         assert yaml.safe_load(config.read_text())["token"] == first
@@ -134,7 +134,7 @@ def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Pa
         live = [t for t in json.loads(listed.stdout) if t["revoked_at"] is None]
         assert [t["prefix"] for t in live] == [first[:12]]
     finally:
-        stop(process)
+        stop(process, up=up)
     config.write_text(config.read_text().replace(first, "kaas_lost"))  # the config lost it
     process = up.start(*UP_OPTIONS)
     try:
@@ -146,7 +146,7 @@ def test_a_restart_reuses_the_saved_admin_token_and_leaves_one_live(tmp_path: Pa
             second[:12]: True,
         }
     finally:
-        stop(process)
+        stop(process, up=up)
 
 
 def test_cli_reports_api_errors_in_one_line(kaas_up: KaasUp) -> None:
@@ -304,7 +304,7 @@ def restart_keeps_everything(up: KaasUp, tmp_path: Path) -> None:
         assert len(servers) == 6
         before = last_reconciled(up.state_dir)
     finally:
-        stop(process, signal.SIGINT)
+        stop(process, signal.SIGINT, up=up)
 
     process = up.start(*UP_OPTIONS)
     try:
@@ -331,7 +331,7 @@ def restart_keeps_everything(up: KaasUp, tmp_path: Path) -> None:
             time.sleep(0.5)
         assert phases == {"keep-a": "running", "keep-b": "running"}
     finally:
-        stop(process)
+        stop(process, up=up)
 
 
 def test_kaas_up_says_which_kubernetes_it_runs_and_its_region_offers_those_versions(tmp_path: Path) -> None:
