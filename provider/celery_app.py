@@ -70,6 +70,7 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
         driver_factory=registry.get,
         secret_box=SecretBox(settings.secret_key),
         tunnel_url=settings.tunnel_url,
+        agent_image=settings.agent_image,
         limits=ReconcileLimits.from_settings(settings),
         webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,

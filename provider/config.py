@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from kaas_core.settings import SharedSettings, default_state_dir
+from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 
 
 class ProviderSettings(SharedSettings):
@@ -34,6 +35,14 @@ class ProviderSettings(SharedSettings):
         gt=0,
         description="How often beat sends the safety-net sweep and each region's leak sweep; a converged"
         " cluster is checked again this long after its last pass.",
+    )
+    agent_image: str = Field(
+        default=DEFAULT_AGENT_IMAGE,
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+        description="The container image of the kaas agent that a new cluster's first control-plane node"
+        " runs (an air-gapped region's registry must serve it).",
     )
     require_agent: bool = Field(
         default=True,

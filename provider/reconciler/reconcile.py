@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
     Cluster,
+    ClusterAgent,
     ClusterPhase,
     Node,
     NodePool,
@@ -40,6 +41,8 @@ from kaas_core.db.models import (
     Region,
 )
 from provider.bootstrap.cloud_init import BootstrapError
+from provider.bootstrap.node_binaries import IMAGE, NodeBinaries, NodeBinariesError
+from provider.bootstrap.pki import PkiError
 from provider.cloud.errors import (
     CloudCredentialsRefused,
     CloudError,
@@ -55,6 +58,7 @@ from provider.reconciler.lease import (
     release_and_schedule,
     why_not_leased,
 )
+from provider.reconciler.pki_store import current_join_token, ensure_cluster_pki
 from provider.reconciler.plan import (
     CONTROL_PLANE_READY,
     NETWORK_READY,
@@ -71,7 +75,7 @@ from provider.reconciler.status import (
     start_operation,
     sync_nodes,
 )
-from provider.reconciler.steps import STEP_FUNCTIONS, PassState
+from provider.reconciler.steps import STEP_FUNCTIONS, ClusterBootstrap, JoinWaveToken, PassState
 from provider.webhooks.outbox import record_operation_finished
 
 logger = logging.getLogger(__name__)
@@ -241,6 +245,16 @@ def _reconcile_loaded(
     ctx: ProviderContext, session: Session, cluster: Cluster, *, now: datetime
 ) -> PassResult:
     after_step = ctx.after_step
+    # First, while this pass's session has written nothing: the PKI and the join token are committed in
+    # their own transactions (pki_store), which on SQLite would wait forever behind this session's write
+    # lock. The steps below never query this session, so nothing is flushed before they ask for a token.
+    bootstrap: ClusterBootstrap | None = None
+    bootstrap_error: BootstrapError | None = None
+    if cluster.phase != ClusterPhase.DELETING.value:
+        try:
+            bootstrap = _cluster_bootstrap(ctx, session, cluster, now=now)
+        except BootstrapError as exc:
+            bootstrap_error = exc
     operation = _current_operation(session, cluster.id, now)
     driver = ctx.driver(cluster.region.cloud)
     cluster.last_reconciled_at = now
@@ -262,24 +276,28 @@ def _reconcile_loaded(
         tunnel_url=ctx.tunnel_url,
         agent_token=None,
         server_error_retries=ctx.limits.server_error_retries,
+        bootstrap=bootstrap,
     )
     steps = plan_steps(cluster)
     reached: str | None = steps[0]
     waiting_for = ""
     error: CloudError | BootstrapError | None = None
     try:
+        if bootstrap_error is not None:
+            raise bootstrap_error
         state.agent_token = _agent_token(ctx, cluster)
         state.refresh_servers()
-        for step in steps:
-            reached = step
-            outcome = _run_step(ctx, step, partial(STEP_FUNCTIONS[step], state), done=lambda o: o.done)
-            if not outcome.done:
-                waiting_for = outcome.waiting_for
-                break
-            if after_step is not None:
-                after_step(step)
-        else:
-            reached = None
+        with session.no_autoflush:  # see above: the join token's own transaction must not wait on this one
+            for step in steps:
+                reached = step
+                outcome = _run_step(ctx, step, partial(STEP_FUNCTIONS[step], state), done=lambda o: o.done)
+                if not outcome.done:
+                    waiting_for = outcome.waiting_for
+                    break
+                if after_step is not None:
+                    after_step(step)
+            else:
+                reached = None
     except CloudCredentialsRefused as exc:
         error = _of_region(cluster.region, exc)
     except (CloudError, BootstrapError) as exc:
@@ -364,6 +382,45 @@ def _run_step(ctx: ProviderContext, step: str, run: Callable[[], _T], *, done: C
         raise
     finally:
         ctx.metrics.observe_step(step=step, outcome=outcome, seconds=time.perf_counter() - started)
+
+
+def _cluster_bootstrap(
+    ctx: ProviderContext, session: Session, cluster: Cluster, *, now: datetime
+) -> ClusterBootstrap:
+    """The PKI (generated on the first pass), the region's node-binaries choice and the join token source.
+
+    New PKI and tokens are committed in their own transactions (``pki_store`` says why); the pass's session
+    has written nothing yet here, so they never wait on it."""
+    region = cluster.region
+    try:
+        pki = ensure_cluster_pki(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
+        binaries = NodeBinaries(
+            source=region.node_binaries or IMAGE,
+            base_image=region.image,
+            images=dict(region.node_images or {}),
+            mirror_url=region.package_mirror_url,
+            mirror_key=region.package_mirror_key,
+        )
+    except (PkiError, NodeBinariesError) as exc:
+        raise BootstrapError(str(exc)) from exc
+    agent = session.get(ClusterAgent, cluster.id)
+    initialized = cluster.observed_generation > 0 or (agent is not None and agent.connected_at is not None)
+
+    def join_token() -> JoinWaveToken:
+        try:
+            token = current_join_token(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
+        except PkiError as exc:
+            raise BootstrapError(str(exc)) from exc
+        return JoinWaveToken(value=token.value, expires_at=token.expires_at)
+
+    return ClusterBootstrap(
+        pki=pki,
+        binaries=binaries,
+        initialized=initialized,
+        join_token=join_token,
+        agent_image=ctx.agent_image,
+        now=now,
+    )
 
 
 def _agent_token(ctx: ProviderContext, cluster: Cluster) -> str | None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kaas_core.db.models import Cluster, NodePool, NodeRole, Region
-from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
+from provider.bootstrap.cloud_init import BootstrapError, JoinMaterial, NodeBootstrap, render_user_data
+from provider.bootstrap.node_binaries import NodeBinaries
+from provider.bootstrap.pki import ClusterPki
 from provider.cloud.driver import (
     CloudDriver,
     LoadBalancerInfo,
@@ -46,6 +49,29 @@ class StepOutcome:
 DONE = StepOutcome(done=True)
 
 
+@dataclass(frozen=True)
+class JoinWaveToken:
+    """The current join wave's bootstrap token as the steps see it (``provider.reconciler.pki_store``)."""
+
+    value: str  # <id>.<secret>
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ClusterBootstrap:
+    """What every server of the cluster is built from, loaded by the pass before the steps run."""
+
+    pki: ClusterPki
+    binaries: NodeBinaries
+    # kubeadm init ran once (the agent connected, or the cluster converged): every new control plane joins
+    initialized: bool
+    # the current wave's token; created (and committed at once) on first use, so only a pass that creates a
+    # server makes one
+    join_token: Callable[[], JoinWaveToken]
+    agent_image: str
+    now: datetime
+
+
 @dataclass
 class PassState:
     """What one pass knows: the spec rows it loaded and what the cloud told it so far."""
@@ -64,6 +90,14 @@ class PassState:
     load_balancer: LoadBalancerInfo | None = None
     api_endpoint: str | None = None
     validated: bool = False
+    bootstrap: ClusterBootstrap | None = None
+
+    @property
+    def image(self) -> str:
+        """The image this cluster's servers boot: the region's choice for the cluster's version."""
+        if self.bootstrap is None:
+            return self.region.image
+        return self.bootstrap.binaries.image_for(self.cluster.kubernetes_version)
 
     def refresh_servers(self) -> None:
         self.servers = {
@@ -129,7 +163,7 @@ def _validate_choices(state: PassState) -> None:
         return
     for flavor in sorted({state.cluster.control_plane_flavor, *(p.flavor for p in state.pools)}):
         state.driver.check_flavor(flavor)
-    state.driver.check_image(state.region.image)
+    state.driver.check_image(state.image)
     state.validated = True
 
 
@@ -163,6 +197,10 @@ def _create(
     _validate_choices(state)
     cluster = state.cluster
     is_cp = role == NodeRole.CONTROL_PLANE.value
+    bootstrap = state.bootstrap
+    if bootstrap is None:
+        raise BootstrapError("the cluster's PKI was not loaded before its servers were built")
+    token = bootstrap.join_token()
     user_data = render_user_data(
         NodeBootstrap(
             cluster_id=cluster.id,
@@ -177,6 +215,16 @@ def _create(
             node_pool=pool.name if pool else None,
             labels=dict(pool.labels or {}) if pool else {},
             taints=list(pool.taints or []) if pool else [],
+            join=JoinMaterial(
+                token=token.value,
+                token_expires_at=token.expires_at,
+                ca_cert_hash=bootstrap.pki.ca_cert_hash,
+                authorities=bootstrap.pki if is_cp else None,  # a worker pins the CA, never holds its key
+                initializes=is_cp and slot == 1 and not bootstrap.initialized,
+                rendered_at=bootstrap.now,
+            ),
+            binaries=bootstrap.binaries,
+            agent_image=bootstrap.agent_image,
         )
     )
     sg = state.security_groups
@@ -186,7 +234,7 @@ def _create(
             name=name,
             role=role,
             flavor=flavor,
-            image=state.region.image,
+            image=state.image,
             network_id=state.network.network_id,
             security_group_ids=(sg.control_plane_id,) if is_cp else (sg.nodes_id,),
             user_data=user_data,
