@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 KUBEADM_API_VERSION = "kubeadm.k8s.io/v1beta4"
 CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
@@ -41,21 +42,26 @@ def kubeadm_version(kubernetes_version: str) -> str:
     return kubernetes_version if kubernetes_version.startswith("v") else f"v{kubernetes_version}"
 
 
-def endpoint_host(endpoint: str) -> str:
-    """The host of ``https://host:port`` or ``host:port``."""
-    rest = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
-    host = host.strip("[]")
-    if not host:
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    """Host and port of ``https://host:port`` or ``host:port`` (IPv6 hosts in brackets)."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    try:
+        port = parts.port or API_PORT
+    except ValueError as exc:
+        raise KubeadmConfigError(f"the API endpoint {endpoint!r} has no valid port") from exc
+    if not parts.hostname:
         raise KubeadmConfigError(f"the API endpoint {endpoint!r} has no host")
-    return host
+    return parts.hostname, port
+
+
+def endpoint_host(endpoint: str) -> str:
+    """The host of an API endpoint, as a SAN names it."""
+    return _split_endpoint(endpoint)[0]
 
 
 def endpoint_address(endpoint: str) -> str:
-    """``host:port`` of an API endpoint URL, as ``controlPlaneEndpoint`` and discovery want it."""
-    host = endpoint_host(endpoint)
-    rest = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    port = rest.rsplit(":", 1)[1] if rest.count(":") == 1 else str(API_PORT)
+    """``host:port`` of an API endpoint, as ``controlPlaneEndpoint`` and discovery want it."""
+    host, port = _split_endpoint(endpoint)
     try:
         is_v6 = ipaddress.ip_address(host).version == 6
     except ValueError:

@@ -8,7 +8,7 @@
 
 Called by the reconciler (which image a server boots) and by the user-data renderer (what cloud-init
 installs). The mirror URL and key are an operator's input: they are checked here before they reach a
-cloud-config (the URL becomes an apt source line, where a space would add options).
+cloud-config (``kaas_core.package_mirror``: the URL becomes an apt source line).
 """
 
 from __future__ import annotations
@@ -17,17 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kaas_core.package_mirror import is_mirror_key, is_mirror_url
+
 IMAGE = "image"
 MIRROR = "mirror"
 SOURCES = (IMAGE, MIRROR)
 PACKAGES = ("kubelet", "kubeadm", "kubectl")
 
-_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+-]*)?$")
-_ARMORED_KEY = re.compile(
-    r"^-----BEGIN PGP PUBLIC KEY BLOCK-----\n"
-    r"[A-Za-z0-9+/=:.,()\- \n]*\n"
-    r"-----END PGP PUBLIC KEY BLOCK-----\n?$"
-)
 _VERSION = re.compile(r"^v?([0-9]+)\.([0-9]+)\.([0-9]+)$")
 
 CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
@@ -46,7 +42,7 @@ class NodeBinariesError(ValueError):
 
 
 def check_mirror_url(url: str) -> str:
-    if not _MIRROR_URL.match(url) or len(url) > 2048:
+    if not is_mirror_url(url):
         raise NodeBinariesError(
             f"package mirror URL {url!r} is not a plain http(s) URL (host, optional port and path only)"
         )
@@ -54,7 +50,7 @@ def check_mirror_url(url: str) -> str:
 
 
 def check_mirror_key(key: str) -> str:
-    if not _ARMORED_KEY.match(key) or len(key) > 64 * 1024:
+    if not is_mirror_key(key):
         raise NodeBinariesError("the package mirror's key is not an ASCII-armoured OpenPGP public key block")
     return key
 

@@ -22,8 +22,8 @@ from openstack.config import loader
 from agents.config import AgentConfig
 from provider.bootstrap import rbac_manifest
 from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
-from tests.provider.bootstrap.samples import join_material
 from simcloud.testing import SimCloudHandle, run_simcloud
+from tests.provider.bootstrap.samples import join_material
 
 KAAS_RBAC_MANIFEST = rbac_manifest()
 AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"

@@ -21,7 +21,9 @@ def sample_pki() -> ClusterPki:
     return generate_cluster_pki(now=datetime.now(UTC))
 
 
-def join_material(*, control_plane: bool, initializes: bool = False, pki: ClusterPki | None = None) -> JoinMaterial:
+def join_material(
+    *, control_plane: bool, initializes: bool = False, pki: ClusterPki | None = None
+) -> JoinMaterial:
     authorities = pki or sample_pki()
     return JoinMaterial(
         token=JOIN_TOKEN,

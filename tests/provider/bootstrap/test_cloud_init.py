@@ -73,7 +73,9 @@ def test_the_agent_token_is_in_the_user_data_of_the_control_plane_only(role: str
         assert AGENT_TOKEN in files[AGENT_CONFIG_PATH]["content"]
         # besides its own file, only the first node's manifest of the agent's Secret carries it
         others = "".join(
-            yaml.safe_dump(f) for path, f in files.items() if path not in (AGENT_CONFIG_PATH, AGENT_MANIFEST_PATH)
+            yaml.safe_dump(f)
+            for path, f in files.items()
+            if path not in (AGENT_CONFIG_PATH, AGENT_MANIFEST_PATH)
         )
         assert AGENT_TOKEN not in others
     else:
