@@ -315,6 +315,9 @@ def _reconcile_loaded(
     )
     if state.api_endpoint:
         cluster.api_endpoint = state.api_endpoint
+    if state.new_cloud_credential is not None and state.new_cloud_credential.secret is not None:
+        cluster.cloud_credential_id = state.new_cloud_credential.id
+        cluster.cloud_credential_secret_encrypted = ctx.secret_box.encrypt(state.new_cloud_credential.secret)
     progress = progress_of(steps, reached)
 
     # refused region credentials are for an operator to fix, not the user's operation to fail: retried
@@ -526,6 +529,7 @@ def _delete_pass(
     cluster.observed_generation = cluster.generation
     cluster.deleted_at = cluster.deleted_at or now
     cluster.api_endpoint = None
+    cluster.cloud_credential_id = cluster.cloud_credential_secret_encrypted = None  # deleted with the rest
     set_conditions(
         cluster,
         [Condition(t, False, "Deleted", "") for t in (NETWORK_READY, CONTROL_PLANE_READY, NODES_READY)],

@@ -18,6 +18,7 @@ from provider.bootstrap.cloud_init import BootstrapError, JoinMaterial, NodeBoot
 from provider.bootstrap.node_binaries import NodeBinaries
 from provider.bootstrap.pki import ClusterPki
 from provider.cloud.driver import (
+    CloudCredential,
     CloudDriver,
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -91,6 +92,8 @@ class PassState:
     api_endpoint: str | None = None
     validated: bool = False
     bootstrap: ClusterBootstrap | None = None
+    # an application credential this pass created: the pass stores its secret (encrypted) in its commit
+    new_cloud_credential: CloudCredential | None = None
 
     @property
     def image(self) -> str:
@@ -133,6 +136,16 @@ def step_security_groups(state: PassState) -> StepOutcome:
 def step_server_groups(state: PassState) -> StepOutcome:
     policy = "anti-affinity" if state.cluster.control_plane_count > 1 else "soft-anti-affinity"
     state.server_group_id = state.driver.ensure_server_group(state.cluster.id, policy=policy)
+    return DONE
+
+
+def step_cloud_credential(state: PassState) -> StepOutcome:
+    """The Keystone application credential the cluster's cloud controller and CSI driver will use."""
+    credential = state.driver.ensure_cloud_credential(
+        state.cluster.id, known_id=state.cluster.cloud_credential_id
+    )
+    if credential.secret is not None:
+        state.new_cloud_credential = credential
     return DONE
 
 
@@ -348,6 +361,7 @@ STEP_FUNCTIONS: dict[str, Callable[[PassState], StepOutcome]] = {
     "network": step_network,
     "security_groups": step_security_groups,
     "server_groups": step_server_groups,
+    "cloud_credential": step_cloud_credential,
     "load_balancer": step_load_balancer,
     "control_plane": step_control_plane,
     "lb_members": step_lb_members,

@@ -19,6 +19,7 @@ from kaas_core.db.models import (
     Cluster,
     ClusterAuthority,
     ClusterPhase,
+    OperationKind,
     Region,
     as_utc,
     utcnow,
@@ -30,7 +31,7 @@ from provider.reconciler.context import ProviderContext
 from provider.reconciler.pki_store import JOIN_TOKEN_TTL, load_cluster_pki
 from provider.reconciler.reconcile import reconcile_cluster_once
 from simcloud.testing import SimCloudHandle
-from tests.provider.factories import TEST_SECRET_KEY, PoolSpec, create_cluster
+from tests.provider.factories import TEST_SECRET_KEY, PoolSpec, create_cluster, request_operation
 from tests.provider.harness import make_context, run_until_settled
 
 BOX = SecretBox(TEST_SECRET_KEY)
@@ -184,3 +185,27 @@ def test_on_sqlite_the_pki_and_token_transactions_do_not_wait_on_the_pass(
     assert time.monotonic() - started < 60
     with sqlite_session_factory() as session:
         assert load_cluster_pki(session, created.id, box=BOX) is not None
+
+
+def test_each_cluster_gets_one_cloud_credential_stored_encrypted_and_deleted_with_it(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
+    assert reconcile_cluster_once(ctx, created.id, worker_id="again").outcome == "converged"
+    credentials = list(simcloud.sim.tables["application_credentials"].values())
+    assert len(credentials) == 1  # made once, however many passes
+    with ctx.session_factory() as session:
+        cluster = session.get_one(Cluster, created.id)
+        assert cluster.cloud_credential_id == credentials[0]["id"]
+        assert cluster.cloud_credential_secret_encrypted is not None
+        assert credentials[0]["_secret"] not in cluster.cloud_credential_secret_encrypted
+        assert BOX.decrypt(cluster.cloud_credential_secret_encrypted) == credentials[0]["_secret"]
+    assert credentials[0]["description"] == f"kaas-cluster={created.id}"
+    request_operation(ctx.session_factory, created.id, kind=OperationKind.DELETE, phase=ClusterPhase.DELETING)
+    assert run_until_settled(ctx, created.id)[-1].outcome == "deleted"
+    assert simcloud.sim.tables["application_credentials"] == {}
+    with ctx.session_factory() as session:
+        cluster = session.get_one(Cluster, created.id)
+        assert cluster.cloud_credential_id is None
+        assert cluster.cloud_credential_secret_encrypted is None
