@@ -339,6 +339,19 @@ class BootstrapToken(Base):
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class ClusterAddon(Base):
+    """Which version of an add-on kaas last applied in a cluster (``provider.addons``), and the digest of
+    exactly what it applied (the per-cluster parts included), so a changed input is applied again."""
+
+    __tablename__ = "cluster_addons"
+
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class NodePool(Base):
     __tablename__ = "node_pools"
     __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_node_pools_cluster_id_name"),)

@@ -96,6 +96,14 @@ class LoadBalancerInfo:
 
 
 @dataclass(frozen=True)
+class CloudEndpoint:
+    """Where a cluster's own cloud clients (cloud controller, CSI) authenticate: Keystone and the region."""
+
+    auth_url: str
+    region_name: str
+
+
+@dataclass(frozen=True)
 class CloudCredential:
     """The cluster's Keystone application credential. ``secret`` only when this call created it: Keystone
     shows a secret once, so the caller stores it (encrypted) at once."""
@@ -187,6 +195,9 @@ class CloudDriver(Protocol):
         """Make the pool's members exactly ``addresses``; return True when nothing is pending."""
 
     # --- identity ---------------------------------------------------------------------------------
+    def cloud_endpoint(self) -> CloudEndpoint:
+        """The identity service's URL and the region name, as this driver's clouds.yaml entry has them."""
+
     def ensure_cloud_credential(self, cluster_id: str, *, known_id: str | None) -> CloudCredential:
         """The cluster's application credential for its cloud controller and CSI driver: the one with
         ``known_id`` when it still exists (no secret returned), else a new one (with its secret) after

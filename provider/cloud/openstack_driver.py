@@ -50,6 +50,7 @@ from provider.cloud.driver import (
     CLUSTER_TAG_PREFIX,
     CloudCapacity,
     CloudCredential,
+    CloudEndpoint,
     CloudResource,
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -713,6 +714,13 @@ class OpenStackDriver:
         return True
 
     # --- identity ---------------------------------------------------------------------------------
+    def cloud_endpoint(self) -> CloudEndpoint:
+        config = self._conn.config
+        auth_url = str(config.get_auth_args().get("auth_url") or "")
+        if not auth_url:
+            raise CloudPermanentError(f"cloud {self.name!r} names no auth_url in clouds.yaml")
+        return CloudEndpoint(auth_url=auth_url, region_name=str(config.region_name or "RegionOne"))
+
     def _user_id(self) -> str:
         user_id = self._conn.current_user_id
         if not user_id:

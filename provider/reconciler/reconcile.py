@@ -40,6 +40,9 @@ from kaas_core.db.models import (
     OperationState,
     Region,
 )
+from provider.addons.catalog import AddonInputs
+from provider.addons.kube_client import AddonApplyError
+from provider.addons.reconcile import ADDONS_READY, AddonsOutcome, reconcile_addons
 from provider.bootstrap.cloud_init import BootstrapError
 from provider.bootstrap.node_binaries import IMAGE, NodeBinaries, NodeBinariesError
 from provider.bootstrap.pki import PkiError
@@ -355,6 +358,31 @@ def _reconcile_loaded(
     if ctx.require_agent:
         gate = check_agent(session, cluster, list(cluster.nodes), tunnel_url=ctx.tunnel_url)
         set_conditions(cluster, gate.conditions, now=now)
+        # add-ons go in as soon as the agent is connected: the CNI is what makes the nodes Ready
+        if gate.connected and gate.tunnel_address and ctx.addons is not None:
+            addons = _reconcile_addons(ctx, session, cluster, state, gate.tunnel_address, now=now)
+            set_conditions(
+                cluster, [Condition(ADDONS_READY, addons.status, addons.reason, addons.message)], now=now
+            )
+            if addons.error is not None and not addons.error.temporary:
+                message = f"addons: {addons.message}"
+                cluster.phase = ClusterPhase.ERROR.value
+                finish_operation(operation, succeeded=False, error=message, now=now)
+                if operation is not None:
+                    operation.step = "addons"
+                logger.warning("cluster %s failed permanently: %s", cluster.id, message)
+                deliveries = record_operation_finished(session, operation, cluster, now=now)
+                return PassResult("failed", message=message, deliveries=deliveries)
+            if not addons.ready:
+                cluster.reconcile_failures += 1
+                report_progress(operation, step="addons", progress=96, error=addons.message)
+                _mark_not_converged(cluster)
+                delay = backoff_seconds(
+                    cluster.reconcile_failures,
+                    base=ctx.limits.retry_base_seconds,
+                    maximum=ctx.limits.retry_max_seconds,
+                )
+                return PassResult("retrying", requeue_after=delay, message=addons.message)
         if not gate.ready:
             report_progress(operation, step="agent", progress=95, error=None)
             _mark_not_converged(cluster)
@@ -423,6 +451,52 @@ def _cluster_bootstrap(
         join_token=join_token,
         agent_image=ctx.agent_image,
         now=now,
+    )
+
+
+def _reconcile_addons(
+    ctx: ProviderContext,
+    session: Session,
+    cluster: Cluster,
+    state: PassState,
+    tunnel_address: str,
+    *,
+    now: datetime,
+) -> AddonsOutcome:
+    """The add-on step's inputs from what the pass knows, then the step (``provider.addons.reconcile``)."""
+    assert ctx.addons is not None
+    new = state.new_cloud_credential
+    try:
+        if new is not None and new.secret is not None:
+            credential_id, secret = new.id, new.secret
+        elif cluster.cloud_credential_id and cluster.cloud_credential_secret_encrypted:
+            credential_id = cluster.cloud_credential_id
+            secret = ctx.secret_box.decrypt(cluster.cloud_credential_secret_encrypted)
+        else:
+            raise AddonApplyError("the cluster has no cloud credential yet", temporary=True)
+        if state.agent_token is None:
+            raise AddonApplyError("the cluster has no agent token", temporary=False)
+        endpoint = state.driver.cloud_endpoint()
+        inputs = AddonInputs(
+            cluster_id=cluster.id,
+            pod_cidr=cluster.pod_cidr,
+            auth_url=endpoint.auth_url,
+            region_name=endpoint.region_name,
+            credential_id=credential_id,
+            credential_secret=secret,
+            subnet_id=state.network.subnet_id if state.network else None,
+            external_network_id=None,
+            tunnel_url=ctx.tunnel_url,
+            agent_token=state.agent_token,
+            agent_image=ctx.agent_image,
+        )
+    except (ValueError, CloudError) as exc:  # a secret that no longer decrypts, a cloud that does not answer
+        error = AddonApplyError(str(exc), temporary=isinstance(exc, CloudTemporaryError))
+        return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=error)
+    except AddonApplyError as exc:
+        return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=exc)
+    return reconcile_addons(
+        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now
     )
 
 

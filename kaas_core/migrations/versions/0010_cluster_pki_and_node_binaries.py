@@ -1,5 +1,5 @@
 """cluster_authorities (a cluster's CAs and service-account key, several per kind), cluster_bootstrap_tokens,
-clusters.cloud_credential_*, regions.node_binaries / node_images / package_mirror_*
+cluster_addons, clusters.cloud_credential_*, regions.node_binaries / node_images / package_mirror_*
 
 Revision ID: 0010
 Revises: 0009
@@ -59,6 +59,21 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_cluster_bootstrap_tokens_cluster_id"), "cluster_bootstrap_tokens", ["cluster_id"]
     )
+    op.create_table(
+        "cluster_addons",
+        sa.Column("cluster_id", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["cluster_id"],
+            ["clusters.id"],
+            name=op.f("fk_cluster_addons_cluster_id_clusters"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("cluster_id", "name", name=op.f("pk_cluster_addons")),
+    )
     with op.batch_alter_table("clusters") as batch:
         batch.add_column(sa.Column("cloud_credential_id", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("cloud_credential_secret_encrypted", sa.Text(), nullable=True))
@@ -78,6 +93,7 @@ def downgrade() -> None:
     with op.batch_alter_table("clusters") as batch:
         batch.drop_column("cloud_credential_secret_encrypted")
         batch.drop_column("cloud_credential_id")
+    op.drop_table("cluster_addons")
     op.drop_index(op.f("ix_cluster_bootstrap_tokens_cluster_id"), table_name="cluster_bootstrap_tokens")
     op.drop_table("cluster_bootstrap_tokens")
     op.drop_index("ix_cluster_authorities_cluster_id_kind", table_name="cluster_authorities")
