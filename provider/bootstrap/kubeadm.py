@@ -23,6 +23,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from provider.bootstrap.pki import ENCRYPTION_ALGORITHM
+
 KUBEADM_API_VERSION = "kubeadm.k8s.io/v1beta4"
 CRI_SOCKET = "unix:///var/run/containerd/containerd.sock"
 CERTIFICATES_DIR = "/etc/kubernetes/pki"
@@ -137,6 +139,7 @@ def cluster_configuration(shape: ClusterShape) -> dict[str, Any]:
         "clusterName": shape.cluster_name,
         "kubernetesVersion": kubeadm_version(shape.kubernetes_version),
         "certificatesDir": CERTIFICATES_DIR,
+        "encryptionAlgorithm": ENCRYPTION_ALGORITHM,
         "networking": {
             "podSubnet": shape.pod_cidr,
             "serviceSubnet": shape.service_cidr,

@@ -1,5 +1,5 @@
-"""Sample nodes for the bootstrap tests: one PKI per test session (four RSA keys cost a quarter second),
-and NodeBootstrap values for each role, overridable field by field."""
+"""Sample nodes for the bootstrap tests: one PKI per test session, and NodeBootstrap values for each role,
+overridable field by field."""
 
 from __future__ import annotations
 
