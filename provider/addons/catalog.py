@@ -79,12 +79,16 @@ def digest(objects: list[dict[str, Any]]) -> str:
 
 
 def _manifests(folder: str) -> list[dict[str, Any]]:
-    """Every object of the YAML files of one add-on folder, files in name order."""
+    """Every object of the YAML files of one add-on folder, files in name order, ``kind: List`` unpacked."""
     base = resources.files(__package__) / "manifests" / folder
     objects: list[dict[str, Any]] = []
     for entry in sorted(base.iterdir(), key=lambda e: e.name):
         if entry.name.endswith((".yaml", ".yml")):
-            objects += [doc for doc in yaml.safe_load_all(entry.read_text()) if doc]
+            for doc in yaml.safe_load_all(entry.read_text()):
+                if doc and doc.get("kind") == "List":
+                    objects += [item for item in doc.get("items") or [] if item]
+                elif doc:
+                    objects.append(doc)
     return copy.deepcopy(objects)
 
 
@@ -149,8 +153,24 @@ def _csi(inputs: AddonInputs) -> list[dict[str, Any]]:
     return _manifests("cinder-csi")
 
 
+def _common_labels(objects: list[dict[str, Any]], labels: dict[str, str]) -> None:
+    """Kustomize's ``commonLabels``, which upstream's base relies on: every object's labels, and a workload's
+    or Service's selector and pod template."""
+    for obj in objects:
+        obj.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            continue
+        if obj.get("kind") == "Service":
+            spec.setdefault("selector", {}).update(labels)
+        elif "template" in spec:
+            spec.setdefault("selector", {}).setdefault("matchLabels", {}).update(labels)
+            spec["template"].setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+
+
 def _metrics_server(inputs: AddonInputs) -> list[dict[str, Any]]:
     objects = _manifests("metrics-server")
+    _common_labels(objects, {"k8s-app": "metrics-server"})  # manifests/base/kustomization.yaml
     for obj in objects:
         for container in _containers(obj):
             if container.get("name") == "metrics-server":

@@ -158,6 +158,10 @@ class _translated:
                 f"{self._action}: the cluster answered {status}: {reason}"[:2000],
                 temporary=status in TEMPORARY_STATUSES or status >= 500,
             ) from exc
+        if isinstance(exc, ValueError | KeyError):  # an object without kind, name or namespace
+            raise AddonApplyError(
+                f"{self._action}: not an object kaas can apply: {exc}", temporary=False
+            ) from exc
         if isinstance(exc, ResourceNotFoundError):
             raise AddonApplyError(
                 f"{self._action}: the cluster does not serve this kind yet", temporary=True
