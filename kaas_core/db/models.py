@@ -335,6 +335,9 @@ class BootstrapToken(Base):
     secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # since when its Secret is known to be in the cluster: rendered into kubeadm init's config (the first
+    # wave), or put there through the tunnel (later waves); an initialized cluster's servers join with one
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     # when kaas no longer hands it out: its wave joined (or it ran out); the cluster's copy goes with it
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 

@@ -121,18 +121,16 @@ class TunnelKubeClient:
                 resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             client.server_side_apply(resource, body=obj, field_manager=FIELD_MANAGER, force_conflicts=True)
 
-    def exists(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Whether an object is there (for checks; 404 is False)."""
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        """Delete one object; one already gone is not an error."""
         client = self._client()
-        with _translated(f"read {kind} {name}"):
+        with _translated(f"delete {kind} {name}"):
             resource = client.resources.get(api_version=api_version, kind=kind)
             try:
-                client.get(resource, name=name, namespace=namespace)
+                client.delete(resource, name=name, namespace=namespace)
             except DynamicApiError as exc:
-                if exc.status == 404:
-                    return False
-                raise
-        return True
+                if exc.status != 404:
+                    raise
 
 
 class _translated:

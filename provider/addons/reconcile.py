@@ -31,6 +31,8 @@ ADDON_RESYNC = timedelta(hours=1)
 class Applier(Protocol):
     def apply(self, obj: dict[str, Any]) -> None: ...
 
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None: ...
+
 
 # (the address of the tunnel server holding the agent's session, the cluster id) -> an applier for the block
 ApplierFactory = Callable[[str, str], AbstractContextManager[Applier]]

@@ -49,6 +49,7 @@ class JoinToken:
     token_id: str
     secret: str
     expires_at: datetime
+    published: bool = False  # its Secret is in the cluster (see BootstrapToken.published_at)
 
     @property
     def value(self) -> str:
@@ -150,6 +151,7 @@ def current_join_token(
                     token_id=row.token_id,
                     secret=_decrypt(box, row.secret_encrypted, "bootstrap token"),
                     expires_at=expires_at,
+                    published=row.published_at is not None,
                 )
         token = _new_join_token(now)
         session.add(
@@ -163,6 +165,44 @@ def current_join_token(
         )
         session.commit()
         return token
+
+
+def unpublished_join_tokens(
+    session_factory: sessionmaker[Session], cluster_id: str, *, box: SecretBox, now: datetime
+) -> list[JoinToken]:
+    """Live tokens whose Secret is not in the cluster yet."""
+    with session_factory() as session:
+        rows = session.scalars(
+            select(BootstrapToken).where(
+                BootstrapToken.cluster_id == cluster_id,
+                BootstrapToken.retired_at.is_(None),
+                BootstrapToken.published_at.is_(None),
+            )
+        ).all()
+        tokens = []
+        for row in rows:
+            expires_at = as_utc(row.expires_at)
+            assert expires_at is not None
+            if expires_at > now:
+                secret = _decrypt(box, row.secret_encrypted, "bootstrap token")
+                tokens.append(JoinToken(token_id=row.token_id, secret=secret, expires_at=expires_at))
+        return tokens
+
+
+def mark_published(
+    session_factory: sessionmaker[Session], cluster_id: str, token_ids: list[str], *, now: datetime
+) -> None:
+    """Record that these tokens' Secrets are in the cluster (its own transaction, as the tokens')."""
+    if not token_ids:
+        return
+    with session_factory() as session:
+        for row in session.scalars(
+            select(BootstrapToken).where(
+                BootstrapToken.cluster_id == cluster_id, BootstrapToken.token_id.in_(token_ids)
+            )
+        ):
+            row.published_at = now
+        session.commit()
 
 
 def retire_join_tokens(session: Session, cluster_id: str, *, now: datetime, all_joined: bool) -> list[str]:

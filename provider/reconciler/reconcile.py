@@ -41,6 +41,7 @@ from kaas_core.db.models import (
     Region,
 )
 from provider.addons.catalog import AddonInputs
+from provider.addons.join_tokens import bootstrap_token_secret
 from provider.addons.kube_client import AddonApplyError
 from provider.addons.reconcile import ADDONS_READY, AddonsOutcome, reconcile_addons
 from provider.bootstrap.cloud_init import BootstrapError
@@ -61,7 +62,13 @@ from provider.reconciler.lease import (
     release_and_schedule,
     why_not_leased,
 )
-from provider.reconciler.pki_store import current_join_token, ensure_cluster_pki
+from provider.reconciler.pki_store import (
+    current_join_token,
+    ensure_cluster_pki,
+    mark_published,
+    retire_join_tokens,
+    unpublished_join_tokens,
+)
 from provider.reconciler.plan import (
     CONTROL_PLANE_READY,
     NETWORK_READY,
@@ -289,6 +296,8 @@ def _reconcile_loaded(
         if bootstrap_error is not None:
             raise bootstrap_error
         state.agent_token = _agent_token(ctx, cluster)
+        if bootstrap is not None:
+            _publish_join_tokens(ctx, cluster.id, bootstrap, now=now)
         state.refresh_servers()
         with session.no_autoflush:  # see above: the join token's own transaction must not wait on this one
             for step in steps:
@@ -390,6 +399,9 @@ def _reconcile_loaded(
                 "progressing", requeue_after=ctx.limits.poll_interval_seconds, message=gate.message
             )
 
+        # every node joined: the wave's tokens are handed out no more, and go from the cluster too
+        _retire_join_tokens(ctx, session, cluster.id, gate.tunnel_address, now=now)
+
     cluster.phase = ClusterPhase.RUNNING.value
     cluster.observed_generation = max(cluster.observed_generation, cluster.generation)
     if operation is not None and operation.target_generation <= cluster.generation:
@@ -442,9 +454,16 @@ def _cluster_bootstrap(
             token = current_join_token(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
         except PkiError as exc:
             raise BootstrapError(str(exc)) from exc
-        return JoinWaveToken(value=token.value, expires_at=token.expires_at)
+        return JoinWaveToken(value=token.value, expires_at=token.expires_at, published=token.published)
 
+    def token_created_by_init(token: JoinWaveToken) -> None:
+        mark_published(ctx.session_factory, cluster.id, [token.value.split(".", 1)[0]], now=now)
+
+    # where kaas reaches the cluster, while its agent is connected
+    tunnel_address = agent.tunnel_address if agent is not None and agent.connected else None
     return ClusterBootstrap(
+        token_created_by_init=token_created_by_init,
+        tunnel_address=tunnel_address,
         pki=pki,
         binaries=binaries,
         initialized=initialized,
@@ -452,6 +471,49 @@ def _cluster_bootstrap(
         agent_image=ctx.agent_image,
         now=now,
     )
+
+
+def _publish_join_tokens(
+    ctx: ProviderContext, cluster_id: str, bootstrap: ClusterBootstrap, *, now: datetime
+) -> None:
+    """Put the Secrets of live, unpublished join tokens into an initialized cluster through its agent (their
+    servers wait for it: ``steps._join_token_pending``). Best effort: a failure is logged and the steps
+    say what they wait for."""
+    if not bootstrap.initialized or bootstrap.tunnel_address is None or ctx.addons is None:
+        return
+    try:
+        tokens = unpublished_join_tokens(ctx.session_factory, cluster_id, box=ctx.secret_box, now=now)
+        if not tokens:
+            return
+        with ctx.addons(bootstrap.tunnel_address, cluster_id) as applier:
+            for token in tokens:
+                applier.apply(
+                    bootstrap_token_secret(
+                        cluster_id=cluster_id,
+                        token_id=token.token_id,
+                        secret=token.secret,
+                        expires_at=token.expires_at,
+                    )
+                )
+        mark_published(ctx.session_factory, cluster_id, [t.token_id for t in tokens], now=now)
+    except (AddonApplyError, PkiError) as exc:
+        logger.warning("cluster %s: join tokens not published yet: %s", cluster_id, exc)
+
+
+def _retire_join_tokens(
+    ctx: ProviderContext, session: Session, cluster_id: str, tunnel_address: str | None, *, now: datetime
+) -> None:
+    retired = retire_join_tokens(session, cluster_id, now=now, all_joined=True)
+    if not retired or tunnel_address is None or ctx.addons is None:
+        return
+    try:
+        with ctx.addons(tunnel_address, cluster_id) as applier:
+            for token_id in retired:
+                applier.delete("v1", "Secret", f"bootstrap-token-{token_id}", "kube-system")
+    except AddonApplyError as exc:  # the controller manager's token cleaner deletes it when it expires
+        logger.warning(
+            "cluster %s: a retired join token's Secret stays until it expires: %s", cluster_id, exc
+        )
 
 
 def _reconcile_addons(

@@ -56,6 +56,9 @@ class JoinWaveToken:
 
     value: str  # <id>.<secret>
     expires_at: datetime
+    published: (
+        bool  # its Secret is in the cluster (needed once kubeadm init ran: see provider.addons.join_tokens)
+    )
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class ClusterBootstrap:
     join_token: Callable[[], JoinWaveToken]
     agent_image: str
     now: datetime
+    tunnel_address: str | None = None  # where kaas reaches the cluster while its agent is connected
+    # records that a token is in the cluster without kaas putting it there: kubeadm init creates its own
+    token_created_by_init: Callable[[JoinWaveToken], None] = lambda token: None
 
 
 @dataclass
@@ -214,6 +220,7 @@ def _create(
     if bootstrap is None:
         raise BootstrapError("the cluster's PKI was not loaded before its servers were built")
     token = bootstrap.join_token()
+    initializes = is_cp and slot == 1 and not bootstrap.initialized
     user_data = render_user_data(
         NodeBootstrap(
             cluster_id=cluster.id,
@@ -233,13 +240,15 @@ def _create(
                 token_expires_at=token.expires_at,
                 ca_cert_hash=bootstrap.pki.ca_cert_hash,
                 authorities=bootstrap.pki if is_cp else None,  # a worker pins the CA, never holds its key
-                initializes=is_cp and slot == 1 and not bootstrap.initialized,
+                initializes=initializes,
                 rendered_at=bootstrap.now,
             ),
             binaries=bootstrap.binaries,
             agent_image=bootstrap.agent_image,
         )
     )
+    if initializes and not token.published:
+        bootstrap.token_created_by_init(token)
     sg = state.security_groups
     server = state.driver.create_server(
         ServerSpec(
@@ -261,6 +270,15 @@ def _create(
     state.servers[server.name] = server
 
 
+def _join_token_pending(state: PassState) -> StepOutcome | None:
+    """Before a server is created in an initialized cluster, its wave's token must be in the cluster (kaas
+    puts it there through the agent at the start of the next pass); the first wave's is kubeadm init's."""
+    bootstrap = state.bootstrap
+    if bootstrap is None or not bootstrap.initialized or bootstrap.join_token().published:
+        return None
+    return StepOutcome(False, "the join wave's bootstrap token to reach the cluster through its agent")
+
+
 def step_control_plane(state: PassState) -> StepOutcome:
     cluster = state.cluster
     by_slot: dict[int, list[ServerInfo]] = {}
@@ -271,6 +289,9 @@ def step_control_plane(state: PassState) -> StepOutcome:
         present = by_slot.get(slot, [])
         if any(s.status != "ERROR" for s in present):
             continue
+        pending = _join_token_pending(state)
+        if pending is not None:
+            return pending
         attempt = _next_attempt(state, [s for s in present if s.status == "ERROR"])
         _create(
             state,
@@ -321,6 +342,9 @@ def step_node_pools(state: PassState) -> StepOutcome:
         healthy = [s for s in members if s.status != "ERROR"]
         missing = pool.count - len(healthy)
         if missing > 0:
+            pending = _join_token_pending(state)
+            if pending is not None:
+                return pending
             attempt = _next_attempt(state, [s for s in members if s.status == "ERROR"])
             for _ in range(missing):
                 _create(

@@ -31,8 +31,12 @@ TUNNEL_ADDRESS = "http://127.0.0.1:9/internal"
 class RecordingApplier:
     applied: list[dict[str, Any]] = field(default_factory=list)
     opened: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     refuse_kind: str | None = None
     temporary: bool = False
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        self.deleted.append((api_version, kind, name, namespace))
 
     def apply(self, obj: dict[str, Any]) -> None:
         if obj.get("kind") == self.refuse_kind:

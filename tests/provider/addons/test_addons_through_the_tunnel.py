@@ -25,6 +25,7 @@ from kaas_core.db.models import ClusterAddon, ClusterAgent
 from kaas_core.internal_hop import assertion_key
 from nodesim.kube_real import RealControlPlane, start_control_plane
 from provider.addons.catalog import ADDONS, Addon, AddonInputs
+from provider.addons.join_tokens import bootstrap_token_secret
 from provider.addons.kube_client import AddonApplyError
 from provider.addons.reconcile import AddonsOutcome, reconcile_addons, tunnel_applier_factory
 from provider.bootstrap import rbac_manifest
@@ -133,6 +134,19 @@ def run_step(
         return outcome
 
 
+def kubeadm_tokens(cp: RealControlPlane) -> str:
+    """What the real ``kubeadm token list`` sees in the cluster."""
+    result = subprocess.run(
+        [str(release_dir(NEWEST) / "kubeadm"), "token", "list", "--kubeconfig", str(cp.admin_kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def get_json(cp: RealControlPlane, *args: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(kubectl(cp, "get", *args, "-o", "json"))
     return document
@@ -238,6 +252,30 @@ async def test_every_addon_is_applied_in_order_through_the_tunnel_as_kaas_system
         assert refused.reason == "AddonApplyFailed"
         assert refused.message.startswith(f"{len(ADDONS)} of {len(ADDONS) + 1} add-ons applied; broken:")
         assert "422" in refused.message
+
+        # a later join wave's token, as kaas publishes it: kubeadm itself lists it; retired, it is gone
+        token_secret = bootstrap_token_secret(
+            cluster_id=cluster.id,
+            token_id="abcdef",
+            secret="0123456789abcdef",
+            expires_at=datetime.now(UTC) + timedelta(hours=4),
+        )
+        open_applier = tunnel_applier_factory(assertion_key(INTERNAL_SECRET))
+        address = str(agent_row.tunnel_address)
+
+        def publish() -> None:
+            with open_applier(address, cluster.id) as applier:
+                applier.apply(token_secret)
+
+        def retire() -> None:
+            with open_applier(address, cluster.id) as applier:
+                applier.delete("v1", "Secret", "bootstrap-token-abcdef", "kube-system")
+                applier.delete("v1", "Secret", "bootstrap-token-abcdef", "kube-system")  # gone: no error
+
+        await asyncio.to_thread(publish)
+        assert "abcdef.0123456789abcdef" in kubeadm_tokens(cp)
+        await asyncio.to_thread(retire)
+        assert "abcdef" not in kubeadm_tokens(cp)
 
         # a hop signed with another key is refused by the tunnel server: nothing reaches the cluster
         forged = await asyncio.to_thread(
