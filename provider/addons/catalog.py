@@ -14,6 +14,9 @@ cluster needs changed, done on the parsed objects, never on text:
 - ``kaas-agent``: the agent's RBAC, Secret and Deployment (``provider.bootstrap.agent_manifest``), last:
   applying it may restart the agent this step talks through.
 
+All three upstreams are Apache-2.0, as kaas is; to move to a newer tag, copy its files over the folder's
+(``git show <tag>:<path>``) and change the version constant below, which the recorded versions follow.
+
 The CNI comes first: until it runs no node is Ready and no pod but host-network ones starts.
 """
 
