@@ -81,7 +81,9 @@ def migrated_database_url() -> Iterator[str]:
 
 
 TABLES_IN_DELETE_ORDER = (
-    "audit_events", "admin_sessions", "api_tokens", "nodes", "operations", "node_pools", "clusters",
+    "audit_events", "admin_sessions", "api_tokens", "cluster_authorities", "cluster_bootstrap_tokens",
+    "cluster_addons",
+    "nodes", "operations", "node_pools", "clusters",
     "quotas", "project_members", "projects", "regions", "users",
 )
 

@@ -179,8 +179,12 @@ def up(
             secret_key=secret_key,
             clouds_yaml=cloud.clouds_yaml,
             tunnel_url=tunnel.tunnel_url,
+            tunnel_internal_secret=SecretStr(internal_secret),
             sweep_interval_seconds=sweep_interval,
             regions=[DEFAULT_REGION],
+            # nodesim's clusters are Kubernetes stand-ins, which serve kaas's RBAC but not upstream's
+            # add-on manifests (DaemonSets, CRDs, APIServices); on once nodesim runs real control planes
+            manage_addons=False,
         )
         configure_logging(json=api_settings.log_json, level="WARNING")
         celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))
