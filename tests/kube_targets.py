@@ -43,6 +43,7 @@ from nodesim.kube_admin import (
     create_node,
     issue_service_account_token,
     load_manifest,
+    wait_for_aggregated_roles,
     wait_for_service_account,
 )
 from nodesim.kube_real import (
@@ -221,6 +222,7 @@ def prepare_real_cluster(control_plane: RealControlPlane, *, nodes: tuple[str, .
         for name in nodes:
             create_node(client, fake_node(name))
         wait_for_default_service_account(client)
+        wait_for_aggregated_roles(client)  # a member is bound to `edit`, empty until the controller fills it
     return agent.token, admin.token
 
 

@@ -52,6 +52,7 @@ from nodesim.kube_admin import (
     issue_service_account_token,
     list_nodes,
     load_manifest,
+    wait_for_aggregated_roles,
     wait_for_service_account,
 )
 from nodesim.kube_real import (
@@ -447,6 +448,7 @@ class ControlPlanes:
             real.apply(load_manifest(self._rbac_manifest))
             # a cluster kaas calls running takes pods at once, as a kubeadm cluster does once its nodes joined
             wait_for_service_account(real.admin_client, timeout=self._start_timeout)
+            wait_for_aggregated_roles(real.admin_client, timeout=self._start_timeout)
         except (KubeAdminError, httpx.HTTPError) as exc:
             real.close()
             raise ControlPlaneStartError(f"preparing the control plane failed: {exc}") from exc

@@ -150,6 +150,24 @@ def wait_for_service_account(client: httpx.Client, *, namespace: str = "default"
         time.sleep(0.1)
 
 
+def wait_for_aggregated_roles(client: httpx.Client, *, names: tuple[str, ...] = ("admin", "edit", "view"),
+                              timeout: float = 60.0) -> None:
+    """Until each aggregated ClusterRole has rules: the apiserver creates ``admin``, ``edit`` and ``view``
+    empty and the controller manager's aggregation controller fills them, so until then a binding to
+    ``edit`` (kaas's member group) grants nothing and a member's first request is refused.
+    ``KubeAdminError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            found = _check_found(client.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"),
+                                 f"ClusterRole {name}")
+            if found is not None and found.json().get("rules"):
+                break
+            if time.monotonic() > deadline:
+                raise KubeAdminError(f"ClusterRole {name} has no rules after {timeout:.0f} s")
+            time.sleep(0.1)
+
+
 def _check_found(response: httpx.Response, what: str) -> httpx.Response | None:
     """The response, None for a 404, ``KubeAdminError`` for any other failure."""
     return None if response.status_code == 404 else _check(response, what)

@@ -7,6 +7,7 @@ import base64
 import pytest
 import yaml
 
+from nodesim.kube_real import PKI_FILES
 from nodesim.userdata import UserDataError, decode_user_data, parse_user_data
 from tests.nodesim.conftest import kaas_user_data
 
@@ -74,7 +75,9 @@ def test_the_cluster_pki_is_read_from_kubeadms_paths_text_or_base64() -> None:
         {"path": "/etc/kubernetes/pki/../../evil", "content": "not one of the names: ignored"},
     )
     parsed = parse_user_data(text)
-    assert parsed.pki == {"ca.crt": b"CERT", "ca.key": CA_KEY.encode()}
+    assert set(parsed.pki) == set(PKI_FILES)  # kaas writes every file kubeadm needs; nothing else is read
+    assert parsed.pki["ca.crt"] == b"CERT"  # a later entry for a path wins, as cloud-init writes in order
+    assert parsed.pki["ca.key"] == CA_KEY.encode()
     assert "not-a-real-key" not in repr(parsed)
     assert TOKEN not in repr(parsed)
 

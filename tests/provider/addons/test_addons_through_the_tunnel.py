@@ -53,7 +53,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCont
     """A real control plane whose CA and service-account key are the ones kaas generates for a cluster."""
     pki = generate_cluster_pki(now=datetime.now(UTC))
     pki_dir = tmp_path_factory.mktemp("pki")
-    for pair in (pki.cluster_ca, pki.service_account):
+    for pair in (pki.cluster_ca, pki.front_proxy_ca, pki.service_account):
         (pki_dir / pair.kind.cert_file).write_text(pair.public_pem)
         (pki_dir / pair.kind.key_file).write_text(pair.key_pem)
     with start_control_plane(
