@@ -475,6 +475,11 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     except KaasError as exc:
         await _deny(websocket, exc.status_code, exc.message)
         return
+    try:
+        subprotocols = valid_subprotocols(list(websocket.scope.get("subprotocols") or []))
+    except ValueError as exc:
+        await _deny(websocket, 400, str(exc))
+        return
     location = await context.registry.lookup(cluster_id)
     if location is None:
         await _deny(websocket, 503, not_connected(identity))
@@ -483,12 +488,6 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     url = internal_target_url(location.address, target, websocket=True)
     headers = hop_headers(identity, target, method="GET", key=context.assertion_key)
     started = time.monotonic()
-    try:
-        subprotocols = valid_subprotocols(list(websocket.scope.get("subprotocols") or []))
-    except ValueError as exc:
-        await _deny(websocket, 400, str(exc))
-        _log(identity, websocket, k8s_path, status=400, sent=0, started=started, outcome="refused")
-        return
     try:
         upstream = await connect_kube_websocket(
             url,
