@@ -558,7 +558,8 @@ def _reconcile_addons(
     except AddonApplyError as exc:
         return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=exc)
     return reconcile_addons(
-        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now
+        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now,
+        addons=ctx.addon_catalog,
     )
 
 
