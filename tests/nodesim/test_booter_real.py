@@ -15,6 +15,7 @@ import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from cryptography import x509
 
 from nodesim.booter import NodeBooter
 from nodesim.control_planes import REAL, STANDIN, RealClusterControlPlane
-from nodesim.kube_real import write_cluster_pki
+from provider.bootstrap.pki import generate_cluster_pki
 from simcloud.testing import SimCloudHandle
 from tests.kube_targets import NEWEST, OLDEST, control_plane_slots, release_dir, releases
 from tests.nodesim.conftest import (
@@ -155,53 +156,39 @@ def test_a_cluster_boots_a_real_control_plane_whose_kwok_nodes_are_its_servers(
     assert worker["spec"]["providerID"].startswith("openstack:///")
 
 
-def with_pki(user_data: str, pki_dir: Path) -> str:
-    """``user_data`` that also writes the cluster's PKI where kubeadm keeps it (keys base64, as
-    cloud-init's ``encoding: b64``; certificates as text)."""
-    document = yaml.safe_load(user_data)
-    for name in sorted(path.name for path in pki_dir.iterdir()):
-        content = (pki_dir / name).read_bytes()
-        entry: dict[str, Any] = {"path": f"/etc/kubernetes/pki/{name}", "owner": "root:root",
-                                 "permissions": "0600"}
-        if name.endswith(".key"):
-            entry.update(encoding="b64", content=base64.b64encode(content).decode())
-        else:
-            entry["content"] = content.decode()
-        document["write_files"].append(entry)
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
-
-
-def test_the_control_plane_uses_the_pki_and_the_endpoint_of_the_user_data(
+def test_the_control_plane_runs_on_what_kubeadm_issued_from_the_user_datas_authorities(
     booter: NodeBooter, tenant: Any, runner: RecordingRunner, tmp_path: Path
 ) -> None:
-    pki = tmp_path / "pki-from-kaas"
-    write_cluster_pki(pki)
+    """As kubeadm init on the VM: kaas's CAs from the user-data, kubeadm's leaf certificates (the serving
+    one names the endpoint kubeadm was given), etcd over TLS from the etcd CA, the service-account key."""
+    pki = generate_cluster_pki(now=datetime.now(UTC))
     cluster_id = new_cluster_id()
-    user_data = kaas_user_data(cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane",
-                               kubernetes_version=minor_version(NEWEST))
-    node_config = yaml.safe_load(yaml.safe_load(user_data)["write_files"][0]["content"])
-    node_config["api_endpoint"] = "https://10.9.8.7:6443"
-    document = yaml.safe_load(user_data)
-    document["write_files"][0]["content"] = yaml.safe_dump(node_config)
     create_kaas_server(tenant, cluster_id=cluster_id, name="kaas-p-cp-0", role="control-plane",
-                       user_data=with_pki("#cloud-config\n" + yaml.safe_dump(document), pki))
+                       user_data=kaas_user_data(
+                           cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane",
+                           kubernetes_version=minor_version(NEWEST), api_endpoint="https://10.9.8.7:6443",
+                           pki=pki))
     info = wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
 
     host, port = info.apiserver_url.removeprefix("https://").split(":")
-    served = x509.load_pem_x509_certificate(ssl.get_server_certificate((host, int(port))).encode())
-    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    served.verify_directly_issued_by(ca)  # raises unless the user-data's CA issued it
+    served_pem = ssl.get_server_certificate((host, int(port))).encode()
+    served = x509.load_pem_x509_certificate(served_pem)
+    served.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.cluster_ca.public_pem.encode()))
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address("10.9.8.7") in names.get_values_for_type(x509.IPAddress)
+    kubeadm_dir = tmp_path / "nodesim" / "clusters" / cluster_id / "kubernetes" / "pki"
+    kubeadms = x509.load_pem_x509_certificate((kubeadm_dir / "apiserver.crt").read_bytes())
+    assert kubeadms == served  # the very certificate kubeadm init phase certs wrote
+    etcd_server = x509.load_pem_x509_certificate((kubeadm_dir / "etcd" / "server.crt").read_bytes())
+    etcd_server.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.etcd_ca.public_pem.encode()))
     kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
     ca_in_kubeconfig = base64.b64decode(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"][
         "certificate-authority-data"])
-    assert ca_in_kubeconfig == (pki / "ca.crt").read_bytes()
+    assert ca_in_kubeconfig.decode() == pki.cluster_ca.public_pem
     # the agent's token is signed with the user-data's service-account key: the apiserver accepts it
     with agent_client(kubeconfig) as agent:
         assert agent.get("/api/v1/nodes").status_code == 200
-    kept = tmp_path / "nodesim" / "clusters" / cluster_id / "pki"
-    assert (kept / "sa.key").read_bytes() == (pki / "sa.key").read_bytes()
+    assert (kubeadm_dir / "sa.key").read_text() == pki.service_account.key_pem
 
 
 def test_an_errored_server_is_a_node_kwok_does_not_keep_ready(
