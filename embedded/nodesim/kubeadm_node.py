@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import ssl
 import subprocess
 import time
@@ -55,6 +56,8 @@ CLUSTER_INFO = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 KUBELET_CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 NODE_LABELS_ARG = "node-labels"
+# kubeadm's (and the bootstrap-token Secret's) format: <token-id>.<token-secret>
+BOOTSTRAP_TOKEN_FORMAT = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 # the steps a boot report names, as kubeadm's phases are called
 STEP_INIT = "kubeadm init"
 STEP_CERTS = "kubeadm init phase certs"
@@ -272,9 +275,10 @@ def _verify_for(ca_pem: bytes) -> ssl.SSLContext:
 def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float = 10.0) -> bytes:
     """The cluster CA (PEM), found as ``kubeadm join`` finds it through ``discovery``'s endpoint, which this
     machine serves at ``api_url``; ``NodeBootFailed`` (step ``discovery``) when it cannot be trusted."""
+    if not BOOTSTRAP_TOKEN_FORMAT.match(discovery.token):
+        # kubeadm refuses such a token before it dials anything (and would refuse it forever)
+        raise NodeBootFailed(STEP_DISCOVERY, "the bootstrap token does not match [a-z0-9]{6}.[a-z0-9]{16}")
     token_id, _, secret = discovery.token.partition(".")
-    if not token_id or not secret:
-        raise NodeBootFailed(STEP_DISCOVERY, "the bootstrap token is not of the form <id>.<secret>")
     # first without trusting the server (kubeadm does the same: the signature and the pin decide)
     try:
         with httpx.Client(base_url=api_url, verify=False, timeout=timeout, trust_env=False) as insecure:  # noqa: S501

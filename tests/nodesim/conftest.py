@@ -10,8 +10,8 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,11 @@ def kaas_user_data(
     labels: dict[str, str] | None = None,
     api_endpoint: str | None = TEST_ENDPOINT,
     pki: ClusterPki | None = None,
+    join_changes: Mapping[str, Any] | None = None,
 ) -> str:
+    """``join_changes``: fields of the node's ``JoinMaterial`` replaced (a corrupt artefact)."""
     initializes = role == "control-plane" and agent_token is not None  # else a node joining the first
+    join = join_material(control_plane=role == "control-plane", initializes=initializes, pki=pki)
     return render_user_data(
         NodeBootstrap(
             cluster_id=cluster_id,
@@ -66,7 +69,7 @@ def kaas_user_data(
             agent_token=agent_token if role == "control-plane" else None,  # as kaas renders them
             node_pool=None if role == "control-plane" else "workers",
             labels=labels or {},
-            join=join_material(control_plane=role == "control-plane", initializes=initializes, pki=pki),
+            join=replace(join, **(join_changes or {})),
         )
     )
 

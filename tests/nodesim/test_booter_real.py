@@ -15,7 +15,7 @@ import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ import pytest
 import yaml
 from cryptography import x509
 
+from agents.tunnel.boot_report import BootOutcome, last_outcome
 from nodesim.booter import NodeBooter
 from nodesim.control_planes import REAL, STANDIN, RealClusterControlPlane
+from nodesim.kubeadm_node import STEP_DISCOVERY, STEP_KUBELET_START
 from provider.bootstrap.pki import generate_cluster_pki
 from simcloud.testing import SimCloudHandle
 from tests.kube_targets import NEWEST, OLDEST, control_plane_slots, release_dir, releases
@@ -37,6 +39,7 @@ from tests.nodesim.conftest import (
     new_cluster_id,
     wait_until,
 )
+from tests.provider.bootstrap.samples import NOW
 
 pytestmark = pytest.mark.kube_real
 
@@ -49,7 +52,7 @@ def minor_version(version: str) -> str:
 
 
 def make_booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner, *,
-                persist: bool = False) -> NodeBooter:
+                persist: bool = False, join_timeout: float = 300.0) -> NodeBooter:
     release_dir(NEWEST)  # fails (or skips) here, before anything starts, when the programs are missing
     return NodeBooter(
         clouds_yaml=sim.clouds_yaml,
@@ -61,6 +64,7 @@ def make_booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner, *,
         agent_runner=runner,
         persist=persist,
         kube_releases=releases(),
+        join_timeout=join_timeout,
     )
 
 
@@ -329,3 +333,74 @@ def test_the_agents_token_is_renewed_before_it_expires(
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     with agent_client(kubeconfig) as agent:
         assert agent.get("/api/v1/nodes").status_code == 200
+
+
+def console_outcome(tenant: Any, server: Any) -> BootOutcome | None:
+    """What the server's boot last said on its console, read as kaas reads it (Nova's os-getConsoleOutput)."""
+    return last_outcome(tenant.compute.get_server_console_output(server, length=40)["output"])
+
+
+def test_a_worker_pinning_another_ca_fails_discovery_on_its_console_and_never_registers(
+    booter: NodeBooter, tenant: Any
+) -> None:
+    """kubeadm join's discovery pins the cluster CA by caCertHashes: a hash of another CA is refused at
+    once (no retry can fix it), said on the node's console; the worker with the right hash joins."""
+    cluster_id = new_cluster_id()
+    stranger = generate_cluster_pki(now=datetime.now(UTC))
+    servers = {
+        name: create_kaas_server(
+            tenant, cluster_id=cluster_id, name=name, role=role,
+            user_data=kaas_user_data(cluster_id=cluster_id, node_name=name, role=role,
+                                     kubernetes_version=minor_version(NEWEST), join_changes=changes))
+        for name, role, changes in (("kaas-h-cp-0", "control-plane", {}), ("kaas-h-w-a", "worker", {}),
+                                    ("kaas-h-w-b", "worker", {"ca_cert_hash": stranger.ca_cert_hash}))
+    }
+    wait_until(lambda: (c := booter.clusters().get(cluster_id)) and c.node_count == 2, timeout=120,
+               what="the control plane and the good worker")
+    refused = wait_until(lambda: console_outcome(tenant, servers["kaas-h-w-b"]), timeout=60,
+                         what="the bad worker's boot report")
+
+    assert refused.failed
+    assert refused.step == STEP_DISCOVERY
+    assert "none of the public keys" in refused.reason
+    assert stranger.ca_cert_hash in refused.reason  # the pin it was given, so an operator can compare
+    assert console_outcome(tenant, servers["kaas-h-w-a"]) == BootOutcome(failed=False)
+    assert console_outcome(tenant, servers["kaas-h-cp-0"]) == BootOutcome(failed=False)
+    with admin_client(booter, cluster_id) as admin:
+        nodes = nodes_by_name(admin)
+    assert sorted(nodes) == ["kaas-h-cp-0", "kaas-h-w-a"]
+    # the good worker registered with the identity its TLS bootstrap got; the cloud controller's part
+    # (kaas's providerID for the server) came after
+    assert nodes["kaas-h-w-a"]["spec"]["providerID"] == f"openstack:///{servers['kaas-h-w-a'].id}"
+
+
+def test_a_worker_whose_join_token_expired_fails_after_the_join_timeout_and_says_why(
+    sim: SimCloudHandle, tenant: Any, tmp_path: Path, runner: RecordingRunner
+) -> None:
+    """The wave's token lives one second (kubeadm init creates it with that ttl): the controller manager
+    stops signing cluster-info with it and deletes it, so the worker's discovery keeps failing until the
+    join timeout, then its console says why."""
+    cluster_id = new_cluster_id()
+    short = {"token_expires_at": NOW + timedelta(seconds=1)}  # samples render at NOW: a ttl of 1 s
+    control_plane = create_kaas_server(
+        tenant, cluster_id=cluster_id, name="kaas-x-cp-0", role="control-plane",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-x-cp-0", role="control-plane",
+                                 kubernetes_version=minor_version(NEWEST), join_changes=short))
+    worker = create_kaas_server(
+        tenant, cluster_id=cluster_id, name="kaas-x-w-a", role="worker",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-x-w-a", role="worker",
+                                 kubernetes_version=minor_version(NEWEST)))
+    with control_plane_slots(), make_booter(sim, tmp_path, runner, join_timeout=3.0) as booter:
+        wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+        refused = wait_until(lambda: console_outcome(tenant, worker), timeout=60,
+                             what="the worker's boot report")
+        with admin_client(booter, cluster_id) as admin:
+            nodes = nodes_by_name(admin)
+
+    assert refused.failed
+    # discovery finds no signature for the token; had it passed in the token's second, the kubelet's TLS
+    # bootstrap is refused instead: either way the node says the token may have expired
+    assert refused.step in (STEP_DISCOVERY, STEP_KUBELET_START)
+    assert "expired" in refused.reason
+    assert console_outcome(tenant, control_plane) == BootOutcome(failed=False)
+    assert sorted(nodes) == ["kaas-x-cp-0"]
