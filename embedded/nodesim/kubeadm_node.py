@@ -318,8 +318,8 @@ def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float
                           trust_env=False) as secure:
             again = secure.get(CLUSTER_INFO, extensions={"sni_hostname": discovery.host})
     except httpx.ConnectError as exc:
-        cause = exc.__cause__ or exc.__context__ or exc
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        cause = _verification_error(exc)
+        if cause is not None:
             raise NodeBootFailed(
                 STEP_DISCOVERY,
                 f"TLS to {discovery.endpoint} with the pinned CA failed: {cause.verify_message}") from exc
@@ -332,6 +332,19 @@ def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float
         raise NodeBootFailed(STEP_DISCOVERY, f"cluster-info over TLS: HTTP {again.status_code}",
                              retryable=True)
     return ca_pem
+
+
+def _verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure under an ``httpx.ConnectError`` (httpx raises its own error from
+    httpcore's, which httpcore raised from the ``ssl`` one), or None when the connection failed otherwise."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a bounded walk: a cause chain is short, and never trusted to end
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclass(frozen=True)

@@ -404,3 +404,41 @@ def test_a_worker_whose_join_token_expired_fails_after_the_join_timeout_and_says
     assert "expired" in refused.reason
     assert console_outcome(tenant, control_plane) == BootOutcome(failed=False)
     assert sorted(nodes) == ["kaas-x-cp-0"]
+
+
+def test_a_worker_joining_at_a_vip_the_serving_certificate_does_not_name_fails_tls_and_says_so(
+    booter: NodeBooter, tenant: Any
+) -> None:
+    """The apiserver's serving certificate holds the SANs kubeadm derived from kaas's configuration. The
+    cluster's load balancer routes to it, but its VIP is not among them (a certSANs without the VIP): a
+    worker sent there is refused by TLS at discovery at once, says so on its console and never registers;
+    the worker at the endpoint the certificate names joins."""
+    cluster_id = new_cluster_id()
+    network = tenant.network.create_network(name=f"kaas-{cluster_id[:8]}")
+    subnet = tenant.network.create_subnet(network_id=network.id, ip_version=4, cidr="10.9.0.0/24")
+    balancer = tenant.load_balancer.create_load_balancer(
+        name=f"kaas-{cluster_id[:8]}-api", vip_subnet_id=subnet.id, tags=[f"kaas-cluster={cluster_id}"]
+    )
+    unnamed_vip = str(balancer.vip_address)
+    servers = {
+        name: create_kaas_server(
+            tenant, cluster_id=cluster_id, name=name, role=role,
+            user_data=kaas_user_data(cluster_id=cluster_id, node_name=name, role=role,
+                                     kubernetes_version=minor_version(NEWEST), **endpoint))
+        for name, role, endpoint in (
+            ("kaas-s-cp-0", "control-plane", {}), ("kaas-s-w-a", "worker", {}),
+            ("kaas-s-w-b", "worker", {"api_endpoint": f"https://{unnamed_vip}:6443"}),
+        )
+    }
+    wait_until(lambda: (c := booter.clusters().get(cluster_id)) and c.node_count == 2, timeout=120,
+               what="the control plane and the good worker")
+    refused = wait_until(lambda: console_outcome(tenant, servers["kaas-s-w-b"]), timeout=60,
+                         what="the bad worker's boot report")
+
+    assert refused.failed
+    assert refused.step == STEP_DISCOVERY
+    assert f"TLS to {unnamed_vip}:6443 with the pinned CA failed" in refused.reason
+    assert "IP address mismatch" in refused.reason, refused.reason
+    assert console_outcome(tenant, servers["kaas-s-w-a"]) == BootOutcome(failed=False)
+    with admin_client(booter, cluster_id) as admin:
+        assert sorted(nodes_by_name(admin)) == ["kaas-s-cp-0", "kaas-s-w-a"]
