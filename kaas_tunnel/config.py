@@ -17,6 +17,13 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
     endpoint's ``KAAS_HTTP_*`` input limits and body cap are the API's, from ``HttpInputSettings``)."""
 
     redis_url: str | None = Field(default=None, description="the shared registry; None = in-memory")
+    redis_max_connections: int = Field(
+        default=50,
+        ge=1,
+        description="Connections to the registry's Redis at most; more callers at once wait for one (up to"
+        " redis_wait_seconds) instead of failing: thousands of sessions claim and refresh through them.",
+    )
+    redis_wait_seconds: float = Field(default=20.0, gt=0, description="How long a caller waits for one.")
 
     tunnel_host: str = "127.0.0.1"
     tunnel_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free port")

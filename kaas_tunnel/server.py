@@ -28,6 +28,7 @@ import contextlib
 import http
 import json
 import logging
+import random
 import socket
 import uuid
 import weakref
@@ -53,6 +54,7 @@ from agents.tunnel.connection import (
 )
 from agents.tunnel.http import STATUS_KIND
 from agents.tunnel.kube_status import kube_status
+from agents.tunnel.loop_lag import LoopLagProbe
 from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
 from agents.tunnel.status_report import ClusterStatusReport
 from kaas_core.internal_hop import assertion_key
@@ -67,6 +69,7 @@ from kaas_tunnel.proxy import internal_app
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_REPORT_BYTES = 1024 * 1024
+_JITTER = random.Random()  # noqa: S311 (spreads refreshes; nothing secret)
 
 
 @dataclass(eq=False)
@@ -161,12 +164,14 @@ class TunnelServer:
         self._http_socket: socket.socket | None = None
         self._tunnel_port = 0
         self._internal_port = 0
+        self.loop_lag = LoopLagProbe(name="tunnel server loop", on_sample=self.metrics.loop_lag.observe)
 
     # --- lifecycle ---
 
     async def start(self) -> None:
         """Listen on both ports (port 0 picks a free one; see ``tunnel_url`` / ``internal_url``)."""
         settings = self.settings
+        self.loop_lag.start()
         self._ws_server = await serve(
             self._handle_agent,
             settings.tunnel_host,
@@ -217,6 +222,7 @@ class TunnelServer:
         if self._http_socket is not None:
             self._http_socket.close()
             self._http_socket = None
+        await self.loop_lag.stop()
 
     async def __aenter__(self) -> TunnelServer:
         await self.start()
@@ -381,24 +387,29 @@ class TunnelServer:
 
     async def _refresh_claim(self, live: AgentSession) -> None:
         interval = max(self.registry.ttl_seconds / 3, 0.05)
+        # sessions that connected together (a restart) would otherwise refresh together, for ever
+        await asyncio.sleep(interval * _JITTER.uniform(0.5, 1.0))
         while True:
-            await asyncio.sleep(interval)
             try:
                 still_ours = await self.registry.refresh(
                     cluster_id=live.cluster_id, session_id=live.session_id
                 )
             except Exception:
                 logger.exception("tunnel server: cannot refresh the claim of cluster %s", live.cluster_id)
-                continue
+                still_ours = True  # unknown: the next refresh tells
             if not still_ours:
                 # Expired (this loop was late) and nobody else took it: take it back. Otherwise we lost it.
+                reclaimed = False
                 with contextlib.suppress(Exception):
-                    if await self.registry.reclaim(
+                    reclaimed = await self.registry.reclaim(
                         cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
-                    ):
-                        continue
-                live.connection.close("replaced by a newer session of this cluster on another tunnel server")
-                return
+                    )
+                if not reclaimed:
+                    live.connection.close(
+                        "replaced by a newer session of this cluster on another tunnel server"
+                    )
+                    return
+            await asyncio.sleep(interval)
 
     async def _db(self, function: Any, **kwargs: Any) -> None:
         try:
