@@ -47,6 +47,18 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
         " beyond that answers 429 and the live session stays (kaas_tunnel.store.admit_session).",
     )
     agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
+    max_handshakes_in_progress: int = Field(
+        default=32,
+        ge=1,
+        description="Agent handshakes worked on at once (database and registry work until the session is"
+        " recorded); a dial beyond them is refused at once with 503 and a Retry-After that spreads the herd"
+        " (kaas_tunnel.admission): after a restart, every agent dials again within seconds.",
+    )
+    handshake_lag_limit_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Dials are refused likewise while the event loop runs this late: the server is starved.",
+    )
 
     def production_problems(self) -> list[str]:
         problems = super().production_problems()

@@ -62,6 +62,7 @@ from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.serving.limits import server_config
 from kaas_core.tunnel_registry import TunnelRegistry
 from kaas_tunnel import store
+from kaas_tunnel.admission import HandshakeGate, HandshakeTicket
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.metrics import TunnelMetrics
 from kaas_tunnel.proxy import internal_app
@@ -107,12 +108,30 @@ def _too_many_replacements(message: str, *, retry_after_seconds: int) -> Respons
     return Response(http.HTTPStatus.TOO_MANY_REQUESTS.value, "Too Many Requests", headers, body)
 
 
+def _busy(*, retry_after_seconds: int) -> Response:
+    body = (
+        "the tunnel server is busy with other agents' handshakes:"
+        f" retry after about {retry_after_seconds} s\n"
+    ).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Retry-After", str(retry_after_seconds)),
+        ]
+    )
+    return Response(http.HTTPStatus.SERVICE_UNAVAILABLE.value, "Service Unavailable", headers, body)
+
+
 def _address(remote: Any) -> str:
     """``host:port`` of a peer address tuple (IPv4 or IPv6), for log lines."""
     if isinstance(remote, tuple) and len(remote) >= 2:
         host = str(remote[0])
         return f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
     return str(remote)
+
+
 def _body_limited(app: Any, *, max_bytes: int) -> BodyLimitMiddleware:
     """The internal endpoint takes bodies up to the k8s proxy's cap, refused as a Kubernetes ``Status``."""
 
@@ -154,9 +173,9 @@ class TunnelServer:
         # verifies the API's signed assertions on the internal endpoint (kaas_core.internal_hop)
         self.assertion_key = assertion_key(settings.tunnel_internal_secret.get_secret_value())
         self._sessions: dict[str, AgentSession] = {}
-        # Handshakes that passed process_request (cluster id, session id); weak, so a handshake that fails
-        # later leaks nothing.
-        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = (
+        # Handshakes that passed process_request (cluster id, session id, admission ticket); weak, so a
+        # handshake that fails later leaks nothing (its ticket runs out by its deadline).
+        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str, HandshakeTicket]] = (
             weakref.WeakKeyDictionary()
         )
         self._ws_server: Server | None = None
@@ -165,6 +184,12 @@ class TunnelServer:
         self._tunnel_port = 0
         self._internal_port = 0
         self.loop_lag = LoopLagProbe(name="tunnel server loop", on_sample=self.metrics.loop_lag.observe)
+        self.handshakes = HandshakeGate(
+            max_in_progress=settings.max_handshakes_in_progress,
+            lag_limit=settings.handshake_lag_limit_seconds,
+            ticket_deadline=2 * settings.handshake_timeout_seconds,
+            loop_lag=lambda: self.loop_lag.latest,
+        )
 
     # --- lifecycle ---
 
@@ -259,8 +284,24 @@ class TunnelServer:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return _unauthorized("an agent token is required (Authorization: Bearer <agent token>)")
+        ticket = self.handshakes.try_enter()
+        if ticket is None:
+            self.metrics.dials_refused_busy.inc()
+            return _busy(retry_after_seconds=self.handshakes.retry_after())
         try:
-            cluster_id = await asyncio.to_thread(store.authenticate_agent, self._factory, token.strip())
+            refusal = await self._admit(connection, token.strip(), ticket)
+        except BaseException:
+            ticket.release()
+            raise
+        if refusal is not None:
+            ticket.release()
+        return refusal
+
+    async def _admit(
+        self, connection: ServerConnection, token: str, ticket: HandshakeTicket
+    ) -> Response | None:
+        try:
+            cluster_id = await asyncio.to_thread(store.authenticate_agent, self._factory, token)
         except Exception:
             logger.exception("tunnel server: agent authentication failed on the database")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
@@ -310,7 +351,7 @@ class TunnelServer:
                 admission.replaces,
                 admission.replacements,
             )
-        self._authenticated[connection] = (cluster_id, session_id)
+        self._authenticated[connection] = (cluster_id, session_id, ticket)
         return None
 
     async def _handle_agent(self, websocket: ServerConnection) -> None:
@@ -318,7 +359,15 @@ class TunnelServer:
         if authenticated is None:  # cannot happen: process_request refused it
             await websocket.close(1008, "not authenticated")
             return
-        cluster_id, session_id = authenticated
+        cluster_id, session_id, ticket = authenticated
+        try:
+            await self._serve_agent(websocket, cluster_id, session_id, ticket)
+        finally:
+            ticket.release()
+
+    async def _serve_agent(
+        self, websocket: ServerConnection, cluster_id: str, session_id: str, ticket: HandshakeTicket
+    ) -> None:
         loop = asyncio.get_running_loop()
         settings = self.settings
         session = TunnelSession(
@@ -367,6 +416,7 @@ class TunnelServer:
                 address=self.internal_url,
             )
             recorded.set()
+            ticket.release(completed=True)
             logger.info("tunnel server: cluster %s agent connected (session %s)", cluster_id, session_id)
             refresher = asyncio.create_task(self._refresh_claim(live))
             await asyncio.shield(runner)

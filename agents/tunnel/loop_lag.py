@@ -70,6 +70,11 @@ class LoopLagProbe:
         self._warned_at: float | None = None
 
     @property
+    def latest(self) -> float:
+        """The last sample (0 before the first): how late the loop ran a moment ago."""
+        return self._samples[-1][1] if self._samples else 0.0
+
+    @property
     def max_ever(self) -> float:
         """The worst lateness since the probe started."""
         return self._max_ever
