@@ -3,7 +3,9 @@
 Owned by ``tests/chaos``; the campaign and ``test_worker_kill`` use it. A cluster *moved again* when a
 reconcile pass that started after the kill committed: its ``last_reconciled_at`` (the pass's start,
 written in the pass's one commit) is later than the kill. A cluster is *in flight* at the kill when its
-phase is provisioning, updating or deleting and it wants a pass (``next_reconcile_at`` set).
+phase is provisioning, updating or deleting and it wants a pass (``next_reconcile_at`` set); one that
+leaves those phases through a pass that started before the kill (it converged, or its deletion finished
+just then) is *settled*: nothing of it was held up, and a deleted cluster never has another pass.
 
 What a kill costs a cluster is how much later than its own schedule its next pass started: from
 ``max(kill, wanted)`` until the pass, where ``wanted`` is when the cluster asked for its next pass (its
@@ -63,11 +65,14 @@ class KillRecovery:
     leased_by_victim: set[str] = field(default_factory=set)
     wanted_at: dict[str, datetime] = field(default_factory=dict)
     moved_at: dict[str, datetime] = field(default_factory=dict)
+    # left the in-flight phases through a pass that started before the kill (converged, deleted): nothing
+    # of theirs was held up, and a deleted cluster never has another pass
+    settled: set[str] = field(default_factory=set)
     last_seen: dict[str, datetime | None] = field(default_factory=dict)  # last_reconciled_at, last read
 
     @property
     def done(self) -> bool:
-        return self.moved_at.keys() >= self.in_flight
+        return self.moved_at.keys() | self.settled >= self.in_flight
 
     def held_up(self) -> dict[str, float]:
         """Per cluster that moved: seconds its next pass started later than ``max(kill, wanted)``."""
@@ -123,6 +128,8 @@ def watch_until_moved(
             last = row.last_reconciled_at
             if last is not None and last > recovery.killed_at:
                 recovery.moved_at[cluster_id] = last
+            elif row.phase not in IN_FLIGHT:
+                recovery.settled.add(cluster_id)
             elif (
                 last != recovery.last_seen.get(cluster_id)
                 and cluster_id not in recovery.leased_by_victim
