@@ -74,7 +74,8 @@ def child(args: list[str], *, env: dict[str, str], log: Path) -> Iterator[subpro
             stop_process(proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) -> None:
+def stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) -> bool:
+    """``sig``, then SIGKILL after 30 s; True when it stopped by itself."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
     try:
@@ -83,6 +84,8 @@ def stop_process(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) ->
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        return False
+    return True
 
 
 def wait_until(
@@ -526,5 +529,13 @@ def run_phase(fleet: Fleet, clusters: list[tuple[str, str]], *, hold: float, per
             f"  (agents processes: {len(agent_procs)}, VmRSS "
             + ", ".join(f"{rss_kib(p.pid) / 1024:.0f}" for p, _ in agent_procs if p.poll() is None)
             + " MiB)"
+        )
+        # a SIGTERM with every agent connected: GOAWAY to each, each session recorded gone
+        stopping = time.monotonic()
+        stopped = stop_process(replacement.proc)
+        servers.remove(replacement)
+        say(
+            f"  SIGTERM with {len(back)} sessions: "
+            + (f"stopped in {time.monotonic() - stopping:.1f} s" if stopped else "still running after 30 s")
         )
     return memory_ok and hold_ok and reconnect_ok

@@ -44,7 +44,7 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
         default=5,
         ge=1,
         description="How many newer agent sessions may replace a live one, per cluster and window; a dial"
-        " beyond that answers 429 and the live session stays (kaas_tunnel.store.admit_session).",
+        " beyond that answers 429 and the live session stays (kaas_tunnel.store.authenticate_and_admit).",
     )
     agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
     max_handshakes_in_progress: int = Field(

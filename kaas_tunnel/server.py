@@ -7,9 +7,10 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   BEFORE the upgrade, in ``process_request``: ``Authorization: Bearer <agent token>``, whose SHA-256 must be
   a live cluster's ``agent_token_hash`` (anything else, user API tokens included, is 401). One live session
   per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
-  registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
-  A replacement is also admitted, counted and logged before the upgrade (``store.admit_session``: cluster
-  id, old and new session ids, the remote address, never the token); beyond
+  registry claim, on any other process too (its next refresh fails and it closes its session).
+  A replacement is also admitted, counted and logged before the upgrade, in the token check's transaction
+  (``store.authenticate_and_admit``: cluster id, old and new session ids, the remote address, never the
+  token); beyond
   ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
   The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
 - the INTERNAL HTTP endpoint the API's k8s proxy calls (``kaas_tunnel.proxy``), which also serves this
@@ -28,7 +29,6 @@ import contextlib
 import http
 import json
 import logging
-import random
 import socket
 import uuid
 import weakref
@@ -70,7 +70,7 @@ from kaas_tunnel.proxy import internal_app
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_REPORT_BYTES = 1024 * 1024
-_JITTER = random.Random()  # noqa: S311 (spreads refreshes; nothing secret)
+REFRESH_BATCH = 500  # claims refreshed per Redis round trip
 
 
 @dataclass(eq=False)
@@ -80,6 +80,7 @@ class AgentSession:
     cluster_id: str
     session_id: str
     connection: TunnelConnection
+    claimed: bool = False  # in the registry: refreshed by the server's one refresher
 
 
 def _unauthorized(message: str) -> Response:
@@ -184,6 +185,7 @@ class TunnelServer:
         self._tunnel_port = 0
         self._internal_port = 0
         self.loop_lag = LoopLagProbe(name="tunnel server loop", on_sample=self.metrics.loop_lag.observe)
+        self._refresher: asyncio.Task[None] | None = None
         self.handshakes = HandshakeGate(
             max_in_progress=settings.max_handshakes_in_progress,
             lag_limit=settings.handshake_lag_limit_seconds,
@@ -197,6 +199,7 @@ class TunnelServer:
         """Listen on both ports (port 0 picks a free one; see ``tunnel_url`` / ``internal_url``)."""
         settings = self.settings
         self.loop_lag.start()
+        self._refresher = asyncio.create_task(self._refresh_claims(), name="tunnel-claim-refresher")
         self._ws_server = await serve(
             self._handle_agent,
             settings.tunnel_host,
@@ -248,6 +251,10 @@ class TunnelServer:
             self._http_socket.close()
             self._http_socket = None
         await self.loop_lag.stop()
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
 
     async def __aenter__(self) -> TunnelServer:
         await self.start()
@@ -300,30 +307,25 @@ class TunnelServer:
     async def _admit(
         self, connection: ServerConnection, token: str, ticket: HandshakeTicket
     ) -> Response | None:
+        settings = self.settings
         try:
-            cluster_id = await asyncio.to_thread(store.authenticate_agent, self._factory, token)
+            cluster_id, admission = await asyncio.to_thread(
+                store.authenticate_and_admit,
+                self._factory,
+                token,
+                limit=settings.agent_replacements_per_window,
+                window=timedelta(seconds=settings.agent_replacement_window_seconds),
+            )
         except Exception:
-            logger.exception("tunnel server: agent authentication failed on the database")
+            logger.exception("tunnel server: authenticating and admitting an agent failed on the database")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
-        if cluster_id is None:
+        if cluster_id is None or admission is None:
             logger.info(
                 "tunnel server: refused an agent from %s: invalid agent token", connection.remote_address
             )
             return _unauthorized("invalid agent token")
         session_id = uuid.uuid4().hex
         remote = _address(connection.remote_address)
-        settings = self.settings
-        try:
-            admission = await asyncio.to_thread(
-                store.admit_session,
-                self._factory,
-                cluster_id=cluster_id,
-                limit=settings.agent_replacements_per_window,
-                window=timedelta(seconds=settings.agent_replacement_window_seconds),
-            )
-        except Exception:
-            logger.exception("tunnel server: admitting an agent session failed on the database")
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
         if admission.refused:
             logger.warning(
                 "tunnel server: refused a newer agent session of cluster %s from %s: %d replacements"
@@ -406,9 +408,9 @@ class TunnelServer:
         self.metrics.sessions.set(len(self._sessions))
         if older is not None:
             older.connection.close("replaced by a newer session of this cluster")
-        refresher: asyncio.Task[None] | None = None
         try:
             await self.registry.claim(cluster_id=cluster_id, session_id=session_id, address=self.internal_url)
+            live.claimed = True  # refreshed from now on (_refresh_claims)
             await self._db(
                 store.record_connected,
                 cluster_id=cluster_id,
@@ -418,13 +420,10 @@ class TunnelServer:
             recorded.set()
             ticket.release(completed=True)
             logger.info("tunnel server: cluster %s agent connected (session %s)", cluster_id, session_id)
-            refresher = asyncio.create_task(self._refresh_claim(live))
             await asyncio.shield(runner)
         finally:
-            if refresher is not None:
-                refresher.cancel()
             live.connection.close(live.connection.close_reason or "session ended")
-            await asyncio.gather(runner, *([refresher] if refresher else []), return_exceptions=True)
+            await asyncio.gather(runner, return_exceptions=True)
             if self._sessions.get(cluster_id) is live:
                 del self._sessions[cluster_id]
             self.metrics.sessions.set(len(self._sessions))
@@ -435,31 +434,34 @@ class TunnelServer:
                 "tunnel server: cluster %s agent disconnected: %s", cluster_id, live.connection.close_reason
             )
 
-    async def _refresh_claim(self, live: AgentSession) -> None:
+    async def _refresh_claims(self) -> None:
+        """Every third of the registry's TTL, the claims of all this process's sessions, in pipelines of
+        ``REFRESH_BATCH``: a round trip per batch, not a task and a round trip per session (5,000 sessions
+        cost the loop 500 refreshes a second). A claim found expired (this loop was late) is taken back if
+        nobody else took it; a claim another session took closes ours."""
         interval = max(self.registry.ttl_seconds / 3, 0.05)
-        # sessions that connected together (a restart) would otherwise refresh together, for ever
-        await asyncio.sleep(interval * _JITTER.uniform(0.5, 1.0))
         while True:
-            try:
-                still_ours = await self.registry.refresh(
-                    cluster_id=live.cluster_id, session_id=live.session_id
-                )
-            except Exception:
-                logger.exception("tunnel server: cannot refresh the claim of cluster %s", live.cluster_id)
-                still_ours = True  # unknown: the next refresh tells
-            if not still_ours:
-                # Expired (this loop was late) and nobody else took it: take it back. Otherwise we lost it.
-                reclaimed = False
-                with contextlib.suppress(Exception):
-                    reclaimed = await self.registry.reclaim(
-                        cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
-                    )
-                if not reclaimed:
-                    live.connection.close(
-                        "replaced by a newer session of this cluster on another tunnel server"
-                    )
-                    return
             await asyncio.sleep(interval)
+            claimed = [live for live in list(self._sessions.values()) if live.claimed]
+            for start in range(0, len(claimed), REFRESH_BATCH):
+                batch = claimed[start : start + REFRESH_BATCH]
+                try:
+                    ours = await self.registry.refresh_many([(s.cluster_id, s.session_id) for s in batch])
+                except Exception:
+                    logger.exception("tunnel server: cannot refresh %d claims; trying again", len(batch))
+                    continue
+                for live, still_ours in zip(batch, ours, strict=True):
+                    if not still_ours and self._sessions.get(live.cluster_id) is live:
+                        await self._reclaim_or_close(live)
+
+    async def _reclaim_or_close(self, live: AgentSession) -> None:
+        reclaimed = False
+        with contextlib.suppress(Exception):
+            reclaimed = await self.registry.reclaim(
+                cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
+            )
+        if not reclaimed:
+            live.connection.close("replaced by a newer session of this cluster on another tunnel server")
 
     async def _db(self, function: Any, **kwargs: Any) -> None:
         try:
