@@ -26,13 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agents.tunnel.kube_status import kube_status
 from kaas_api import health
 from kaas_api.admin import endpoints as admin
-from kaas_api.audit.middleware import AuditMiddleware
+from kaas_api.audit.middleware import AuditMiddleware, add_audit_detail
 from kaas_api.auth import endpoints as auth
 from kaas_api.clusters import endpoints as clusters
 from kaas_api.config import ApiSettings
 from kaas_api.dashboard import routes as dashboard
 from kaas_api.deps import AppContext
 from kaas_api.dispatch import TaskDispatcher
+from kaas_api.docs import mount_docs
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
 from kaas_api.k8s.status import KubeStatusError, kube_status_handler
@@ -76,6 +77,7 @@ def _is_dashboard(request: Request) -> bool:
 
 async def _kaas_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KaasError)
+    add_audit_detail(request, reason=exc.message)
     if _is_dashboard(request):
         return dashboard.render_error(request, exc)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
@@ -124,6 +126,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
     if len(errors) > len(listed):
         summary += f"; and {len(errors) - len(listed)} more problems"
+    add_audit_detail(request, reason=summary or "invalid input")
     if _is_dashboard(request):
         return dashboard.render_error(request, InvalidInput(summary or "invalid input"))
     return JSONResponse(
@@ -154,6 +157,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = allowed_methods(request)
+        message = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    add_audit_detail(request, reason=message)
     return JSONResponse(status_code=exc.status_code, content=error_body(error, message), headers=headers)
 
 
@@ -201,8 +206,10 @@ def create_app(
         title="kaas",
         version="0.1.0",
         description="Kubernetes clusters on OpenStack. Authenticate with `Authorization: Bearer <token>`.",
+        docs_url=None,  # served offline by kaas_api.docs
         redoc_url=None,
     )
+    mount_docs(app)
     app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),

@@ -81,7 +81,9 @@ def migrated_database_url() -> Iterator[str]:
 
 
 TABLES_IN_DELETE_ORDER = (
-    "audit_events", "admin_sessions", "api_tokens", "nodes", "operations", "node_pools", "clusters",
+    "audit_events", "admin_sessions", "api_tokens", "cluster_authorities", "cluster_bootstrap_tokens",
+    "cluster_addons",
+    "nodes", "operations", "node_pools", "clusters",
     "quotas", "project_members", "projects", "regions", "users",
 )
 
@@ -128,3 +130,13 @@ def _no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+
+
+@pytest.fixture(scope="session")
+def shared_real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ONE real control plane for the whole session (``tests.kube_targets``: its RBAC, tokens, kwok node);
+    started by the first test that asks for it, holding one of the machine's control-plane slots."""
+    from tests.kube_targets import real_cluster_session
+
+    with real_cluster_session(tmp_path_factory.mktemp("shared-real-cluster")) as shared:
+        yield shared

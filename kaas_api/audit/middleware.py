@@ -57,10 +57,18 @@ def add_audit_detail(request: HTTPConnection, **detail: str) -> None:
 
 
 def _action(scope: Scope) -> tuple[str, str]:
+    """The route's template and the action: the endpoint's name, unless the route only matched the path.
+
+    A request whose method the path does not serve is routed to the path's first route, whose endpoint
+    never runs (405): it is recorded as ``method_not_allowed`` on that template, not as that endpoint.
+    """
     route = scope.get("route")
     # path_format is the template without converters, as the OpenAPI schema spells it
     template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
     name = getattr(route, "name", None) or "unmatched"
+    methods = getattr(route, "methods", None)
+    if methods and scope.get("type") == "http" and scope.get("method", "GET") not in methods:
+        name = "method_not_allowed"
     return template, name
 
 

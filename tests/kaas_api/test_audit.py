@@ -122,6 +122,30 @@ def test_refused_and_unauthenticated_attempts_are_recorded(
     assert (event.actor_name, event.outcome) == (None, "refused")
 
 
+def test_a_refusal_is_recorded_with_its_reason(world: World, session_factory: sessionmaker[Session]) -> None:
+    refused = world.call("viewer", "DELETE", "/v1/projects/alpha/clusters/c1")
+    (event,) = events(session_factory, request_id=refused.headers["x-request-id"])
+    assert event.detail["reason"] == refused.json()["message"]
+
+    invalid = world.call("owner", "POST", "/v1/projects/alpha/clusters", cluster_body("Not_A_Name"))
+    assert invalid.status_code == 422
+    (event,) = events(session_factory, request_id=invalid.headers["x-request-id"])
+    assert event.outcome == "refused"
+    assert event.detail["reason"].startswith("name:")
+
+
+def test_a_method_the_path_does_not_serve_is_recorded_as_that_not_as_another_endpoint(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    put = world.call("owner", "PUT", "/v1/projects/alpha/clusters/c1", {})
+    assert put.status_code == 405
+    (event,) = events(session_factory, request_id=put.headers["x-request-id"])
+    assert (event.action, event.method, event.status_code) == ("method_not_allowed", "PUT", 405)
+    assert event.route == "/v1/projects/{project}/clusters/{cluster}"
+    assert "PUT is not allowed here; allowed:" in event.detail["reason"]
+    assert "GET" in event.detail["reason"]
+
+
 def test_reads_are_not_audited(world: World, session_factory: sessionmaker[Session]) -> None:
     response = world.call("owner", "GET", "/v1/projects/alpha/clusters")
     assert response.status_code == 200

@@ -50,7 +50,8 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/readyz"): Access("public"),
     ("GET", "/openapi.json"): Access("public"),
     ("GET", "/docs"): Access("public"),
-    ("GET", "/docs/oauth2-redirect"): Access("public"),
+    ("GET", "/redoc"): Access("public"),
+    ("MOUNT", "/docs/assets"): Access("public"),  # static files: test_the_docs_assets_need_no_token
     ("GET", "/metrics"): Access("admin"),  # or the scrape token: tests/kaas_api/test_metrics.py
     ("POST", "/v1/users"): Access("admin", {"name": "newcomer"}),
     ("GET", "/v1/users"): Access("admin"),
@@ -248,13 +249,19 @@ def test_every_route_is_in_the_matrix(app: FastAPI) -> None:
 
 
 PROTECTED = sorted(key for key, access in MATRIX.items() if access.level != "public")
-PUBLIC = sorted(key for key, access in MATRIX.items() if access.level == "public")
+PUBLIC = sorted(key for key, access in MATRIX.items() if access.level == "public" and key[0] != "MOUNT")
 
 
 @pytest.mark.parametrize(("method", "template"), PUBLIC)
 def test_public_route_needs_no_token(world: World, method: str, template: str) -> None:
     response = world.call(None, method, template)
     assert response.status_code == 200, response.text
+
+
+def test_the_docs_assets_need_no_token(world: World) -> None:
+    response = world.call(None, "GET", "/docs/assets/swagger-ui.css")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
 
 
 def _bad_tokens(world: World, session_factory: sessionmaker[Session], *, k8s: bool) -> dict[str, str]:

