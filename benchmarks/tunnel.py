@@ -6,7 +6,8 @@ compared with talking to the apiserver directly, and what an idle agent session 
 
 Every piece is real and in its own process, on 127.0.0.1 with OS-picked ports: the Kubernetes stand-in
 (``simcloud.kube``, plain HTTP), the tunnel server as ``kaas tunnel`` runs it (``run_tunnel_server()``,
-Redis registry in db 13), the API (``create_app`` with the Redis registry), the agents (``run_agent``).
+Redis registry in db 13, or KAAS_TEST_REDIS_URL), the API (``create_app`` with the Redis registry), the
+agents (``run_agent``).
 This process only seeds PostgreSQL (a fresh database, ``alembic upgrade head``) and drives the load with one
 keep-alive ``httpx.Client``; the child roles live in ``benchmarks/_tunnel_rig.py``.
 
@@ -26,7 +27,8 @@ What is measured:
 Every listener has TCP_NODELAY (as a real apiserver's has; see ``_tunnel_rig``): without it a response
 written in two pieces waits ~40 ms for the client's delayed ACK, which would swamp the comparison.
 
-Everything started here is stopped, and the database dropped and Redis db 13 flushed, also on Ctrl-C/SIGTERM.
+Everything started here is stopped, and the database dropped and its Redis database (13, or
+KAAS_TEST_REDIS_URL) flushed, also on Ctrl-C/SIGTERM.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ from kaas_core.security import AGENT_TOKEN_PREFIX, generate_token, hash_token  #
 from simcloud.kube.testing import write_kubeconfig  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# flushed before and after: a developer sharing this Redis gives the benchmark its own database
+REDIS_URL = os.environ.get("KAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 INTERNAL_SECRET = "bench-internal-secret-" + "0123456789abcdef" * 3
 SMALL_GET = "/api/v1/namespaces/default"
 BIG_LIST = "/api/v1/namespaces/default/configmaps"
@@ -390,7 +393,7 @@ def run(options: Options, workdir: Path) -> bool:
             say("")
         say(f"logs of every process: {workdir}")
         say("stopping everything ...")
-    say("stopped; database dropped, Redis db 13 flushed")
+    say(f"stopped; database dropped, Redis {REDIS_URL} flushed")
     return all_met
 
 
