@@ -1,7 +1,7 @@
 """The chaos campaign's quick form: a few cluster lifecycles through the API while each kind of kaas part is
 killed once with SIGKILL (``tests.chaos.campaign``); the five invariants are 0 and the recovery bound holds.
 
-About three minutes on simcloud. Longer runs by hand::
+About a minute and a half on simcloud. Longer runs by hand::
 
     KAAS_CHAOS_LIFECYCLES=20 KAAS_CHAOS_KILLS=12 .venv/bin/python -m pytest tests/chaos/test_campaign.py
     .venv/bin/python -m tests.chaos.campaign --lifecycles 100 --kills 40 [--cloud real]
