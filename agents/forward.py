@@ -22,8 +22,10 @@ the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import ssl
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -278,6 +280,17 @@ def upstream_headers(
     return kept
 
 
+@functools.cache
+def _plain_http_context() -> ssl.SSLContext:
+    """The TLS settings of a forwarder to an http:// apiserver, which uses none: one per process.
+
+    httpx builds a context for every client, and ``verify=True`` loads the whole CA bundle, ~50 ms of CPU on
+    a loaded machine. A thousand simulated agents in one process (nodesim, the tunnel benchmark) stalled
+    their event loop for over 20 s that way, long enough for their tunnel handshakes to time out.
+    """
+    return httpx.create_ssl_context()
+
+
 class ApiserverForwarder:
     """Forwards requests to one apiserver over a pooled, bounded ``httpx.AsyncClient``.
 
@@ -314,7 +327,7 @@ class ApiserverForwarder:
             pool=pool_timeout_seconds,
         )
         self._client = httpx.AsyncClient(
-            verify=connection.ssl_context if connection.ssl_context is not None else True,
+            verify=connection.ssl_context if connection.ssl_context is not None else _plain_http_context(),
             timeout=self._timeout,
             limits=httpx.Limits(
                 max_connections=max_connections,

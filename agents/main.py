@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from agents.config import DEFAULT_CONFIG_PATH, AgentConfigError, load_agent_config
 from agents.runtime import AGENT_VERSION, run_agent
+from agents.tunnel.loop_lag import LoopLagProbe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +42,13 @@ async def _run(config_path: str) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    await run_agent(config, stop=stop)
+    # one per process: a starved agent (a node out of CPU) says so in its log, next to its tunnel's fate
+    probe = LoopLagProbe(name="agent loop")
+    probe.start()
+    try:
+        await run_agent(config, stop=stop)
+    finally:
+        await probe.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,6 +154,30 @@ def backoff_delay(attempt: int, *, minimum: float, maximum: float, rng: random.R
     return rng.uniform(0, ceiling)
 
 
+BUSY_STATUSES = frozenset({429, 503})
+
+
+def retry_after_delay(
+    status: int, retry_after: str | None, *, maximum: float, rng: random.Random
+) -> float | None:
+    """How long to wait when kaas said it is busy (429/503 with ``Retry-After`` in seconds): that long, give
+    or take half, so the agents it refused together do not come back together; None for any other refusal.
+
+    kaas's tunnel server refuses dials beyond the handshakes it works on at once and names, in
+    ``Retry-After``, when the caller's turn may come (``kaas_tunnel.admission``). Waiting that instead of
+    the growing exponential backoff brings a whole fleet back as fast as the server can take it.
+    """
+    if status not in BUSY_STATUSES or retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except ValueError:
+        return None  # an HTTP date: kaas never sends one
+    if not 0 < seconds < float("inf"):
+        return None
+    return rng.uniform(0.5, 1.5) * min(seconds, maximum)
+
+
 async def _session_once(config: AgentConfig, forwarder: ApiserverForwarder, *, stop: asyncio.Event) -> bool:
     """One connection to kaas, served until it ends or ``stop``; True if the handshake completed."""
     loop = asyncio.get_running_loop()
@@ -223,21 +247,35 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event, rng: random.Ran
     async with ApiserverForwarder(apiserver_connection(config.apiserver)) as forwarder:
         attempt = 0
         while not stop.is_set():
+            told: float | None = None  # how long kaas asked us to wait
             try:
                 if await _session_once(config, forwarder, stop=stop):
                     attempt = 0
             except InvalidStatus as exc:
-                logger.warning("agent: kaas refused the tunnel: HTTP %s", exc.response.status_code)
+                status = exc.response.status_code
+                told = retry_after_delay(
+                    status,
+                    exc.response.headers.get("Retry-After"),
+                    maximum=config.reconnect_backoff_max_seconds,
+                    rng=jitter,
+                )
+                if told is None:
+                    logger.warning("agent: kaas refused the tunnel: HTTP %s", status)
+                else:
+                    logger.info("agent: kaas is busy (HTTP %s): dialling again in %.1f s", status, told)
             except (TimeoutError, OSError, WebSocketException) as exc:
                 logger.warning("agent: cannot reach kaas at %s: %s", config.tunnel_url, exc)
             if stop.is_set():
                 return
-            delay = backoff_delay(
-                attempt,
-                minimum=config.reconnect_backoff_min_seconds,
-                maximum=config.reconnect_backoff_max_seconds,
-                rng=jitter,
-            )
-            attempt += 1
+            if told is not None:
+                delay = told  # kaas's word, not a reason to back off further
+            else:
+                delay = backoff_delay(
+                    attempt,
+                    minimum=config.reconnect_backoff_min_seconds,
+                    maximum=config.reconnect_backoff_max_seconds,
+                    rng=jitter,
+                )
+                attempt += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)

@@ -18,7 +18,9 @@ Linux). A real apiserver (Go) disables Nagle; so do these, and so do the tunnel 
 - ``api URL_FILE``: the API (``create_app``) with the Redis tunnel registry, since ``kaas api`` does not
   pass one yet; a dispatcher that queues nothing (no reconciles happen here).
 - ``agents SPEC_FILE URL_FILE``: many ``run_agent`` tasks in one process (the spec lists their cluster ids
-  and tokens, the tunnel URL and the stand-in's kubeconfig); URL_FILE gets ``{"agents": n}`` once started.
+  and tokens, the tunnel URL and the stand-in's kubeconfig), with the agent's default reconnect backoff;
+  URL_FILE gets ``{"agents": n}`` once started. With ``lag_file`` in the spec, the process's loop lag
+  (``agents.tunnel.loop_lag``, last 60 s) is written there every five seconds.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def run_agents(spec_file: str, url_file: str) -> None:
 
     from agents.config import AgentConfig, KubeconfigApiserver
     from agents.runtime import run_agent
+    from agents.tunnel.loop_lag import LoopLagProbe
 
     raise_fd_limit()
     spec = json.loads(Path(spec_file).read_text())
@@ -162,8 +165,6 @@ def run_agents(spec_file: str, url_file: str) -> None:
             agent_token=SecretStr(token),
             apiserver=KubeconfigApiserver(kubeconfig=Path(spec["kubeconfig"])),
             report_interval_seconds=spec.get("report_interval_seconds", 3600.0),
-            reconnect_backoff_min_seconds=0.5,
-            reconnect_backoff_max_seconds=5.0,
         )
         for cluster_id, token in spec["agents"]
     ]
@@ -173,9 +174,21 @@ def run_agents(spec_file: str, url_file: str) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        probe = LoopLagProbe(name=f"agents process {os.getpid()}")
+        probe.start()
         tasks = [asyncio.create_task(run_agent(config, stop=stop)) for config in configs]
         write_ready(url_file, {"agents": len(tasks)})
-        await stop.wait()
+        lag_file = spec.get("lag_file")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=5.0)
+            if lag_file:
+                summary = probe.summary()
+                write_ready(
+                    lag_file,
+                    {"p50": summary.p50, "p99": summary.p99, "max": summary.max, "max_ever": probe.max_ever},
+                )
+        await probe.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=20)
 

@@ -6,7 +6,8 @@ compared with talking to the apiserver directly, and what an idle agent session 
 
 Every piece is real and in its own process, on 127.0.0.1 with OS-picked ports: the Kubernetes stand-in
 (``simcloud.kube``, plain HTTP), the tunnel server as ``kaas tunnel`` runs it (``run_tunnel_server()``,
-Redis registry in db 13), the API (``create_app`` with the Redis registry), the agents (``run_agent``).
+Redis registry in db 13, or KAAS_TEST_REDIS_URL), the API (``create_app`` with the Redis registry), the
+agents (``run_agent``).
 This process only seeds PostgreSQL (a fresh database, ``alembic upgrade head``) and drives the load with one
 keep-alive ``httpx.Client``; the child roles live in ``benchmarks/_tunnel_rig.py``.
 
@@ -26,16 +27,15 @@ What is measured:
 Every listener has TCP_NODELAY (as a real apiserver's has; see ``_tunnel_rig``): without it a response
 written in two pieces waits ~40 ms for the client's delayed ACK, which would swamp the comparison.
 
-Everything started here is stopped, and the database dropped and Redis db 13 flushed, also on Ctrl-C/SIGTERM.
+Everything started here is stopped, and the database dropped and its Redis database (13, or
+KAAS_TEST_REDIS_URL) flushed, also on Ctrl-C/SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -56,6 +56,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._tunnel_rig import ADMIN_TOKEN, SA_TOKEN  # noqa: E402
+from benchmarks._tunnel_sessions import (  # noqa: E402
+    RIG,
+    Fleet,
+    child,
+    in_registry,
+    run_phase,
+    tunnel_server,
+    wait_until,
+)
 from kaas_api.users.service import create_user  # noqa: E402
 from kaas_core.db.migrate import upgrade_database  # noqa: E402
 from kaas_core.db.models import (  # noqa: E402
@@ -75,21 +84,18 @@ from kaas_core.internal_hop import (  # noqa: E402
     assertion_key,
 )
 from kaas_core.security import AGENT_TOKEN_PREFIX, generate_token, hash_token  # noqa: E402
-from kaas_core.tunnel_registry import KEY_PREFIX  # noqa: E402
 from simcloud.kube.testing import write_kubeconfig  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+# flushed before and after: a developer sharing this Redis gives the benchmark its own database
+REDIS_URL = os.environ.get("KAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 INTERNAL_SECRET = "bench-internal-secret-" + "0123456789abcdef" * 3
-RIG = [sys.executable, str(ROOT / "benchmarks" / "_tunnel_rig.py")]
 SMALL_GET = "/api/v1/namespaces/default"
 BIG_LIST = "/api/v1/namespaces/default/configmaps"
 CONFIGMAP_DATA_BYTES = 1024 * 1024 - 4096  # a ConfigMap holds at most 1 MiB; leave room for metadata
 BENCH_USER = "bench-user"
-TUNNEL_STARTED = re.compile(r"agents at (?P<tunnel>ws://\S+), internal endpoint at (?P<internal>http://\S+)")
 LATENCY_TARGET = 1.3
 THROUGHPUT_TARGET = 0.5
-KIB_PER_SESSION_TARGET = 100.0
 
 
 @dataclass(frozen=True)
@@ -107,72 +113,12 @@ QUICK = Sizes(gets=200, warmup=50, body_mib=16, sessions=100)
 # --- processes, ports, readiness ---------------------------------------------------------------------
 
 
-@contextmanager
-def child(args: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process in its own session (Ctrl-C reaches only us); SIGTERM, then SIGKILL, at the end."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_until(
-    what: str, check: Callable[[], Any], *, proc: subprocess.Popen[bytes] | None, timeout: float
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode} (see its log)")
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise RuntimeError(f"{what}: not within {timeout:.0f}s")
-
-
 def ready_file(path: Path, proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
     def read() -> dict[str, Any] | None:
         return json.loads(path.read_text()) if path.exists() else None
 
     result: dict[str, Any] = wait_until(what, read, proc=proc, timeout=60)
     return result
-
-
-@dataclass(frozen=True)
-class TunnelProcess:
-    proc: subprocess.Popen[bytes]
-    tunnel_url: str
-    internal_url: str
-
-
-@contextmanager
-def tunnel_server(env: dict[str, str], log: Path) -> Iterator[TunnelProcess]:
-    """``kaas tunnel`` in its own process on OS-picked ports, read back from its startup log line."""
-    child_env = {
-        **env,
-        "KAAS_TUNNEL_HOST": "127.0.0.1",
-        "KAAS_TUNNEL_PORT": "0",
-        "KAAS_INTERNAL_HOST": "127.0.0.1",
-        "KAAS_INTERNAL_PORT": "0",
-        "KAAS_TUNNEL_INTERNAL_SECRET": INTERNAL_SECRET,
-    }
-    log.unlink(missing_ok=True)
-    with child([*RIG, "tunnel"], env=child_env, log=log) as proc:
-
-        def started() -> re.Match[str] | None:
-            return TUNNEL_STARTED.search(log.read_text(errors="replace")) if log.exists() else None
-
-        found = wait_until("the tunnel server", started, proc=proc, timeout=60)
-        yield TunnelProcess(proc=proc, tunnel_url=found["tunnel"], internal_url=found["internal"])
 
 
 # --- state: database, Redis -----------------------------------------------------------------------------
@@ -247,36 +193,6 @@ def seed(engine: sa.Engine, *, clusters: int) -> Seeded:
         session.flush()
         ids = [row.id for row in rows]
     return Seeded(user_token=user_token, clusters=list(zip(ids, agent_tokens, strict=True)))
-
-
-def connected_in_db(engine: sa.Engine, cluster_ids: list[str]) -> int:
-    with engine.connect() as conn:
-        count = conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(ClusterAgent)
-            .where(ClusterAgent.connected.is_(True), ClusterAgent.cluster_id.in_(cluster_ids))
-        )
-    return int(count or 0)
-
-
-def reported_in_db(engine: sa.Engine, cluster_ids: list[str]) -> int:
-    """Sessions whose first status report arrived (the agent's one burst of work after connecting)."""
-    with engine.connect() as conn:
-        count = conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(ClusterAgent)
-            .where(ClusterAgent.kubernetes_version.is_not(None), ClusterAgent.cluster_id.in_(cluster_ids))
-        )
-    return int(count or 0)
-
-
-def in_registry(client: redis.Redis, cluster_ids: list[str]) -> int:
-    wanted = set(cluster_ids)
-    found = {
-        (key.decode() if isinstance(key, bytes) else str(key)).removeprefix(KEY_PREFIX)
-        for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000)
-    }
-    return len(wanted & found)
 
 
 # --- measurements ---------------------------------------------------------------------------------------
@@ -366,25 +282,6 @@ def create_configmaps(standin_url: str, count: int) -> int:
     return count * CONFIGMAP_DATA_BYTES
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def fd_limit(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return f"{soft} (hard {hard})"
-    return "?"
-
-
 # --- the run --------------------------------------------------------------------------------------------
 
 
@@ -392,17 +289,46 @@ def ratio_line(label: str, direct: float, other: float, *, target: str, ok: bool
     return f"  {label:<34} {other / direct:6.2f}x   target {target:<10} {'OK' if ok else 'MISSED'}"
 
 
-def run(sizes: Sizes, workdir: Path) -> None:
+@dataclass(frozen=True)
+class Options:
+    sizes: Sizes
+    sessions: list[int]  # one phase per entry
+    only_sessions: bool
+    hold: float
+    per_process: int
+    cpu_hogs: int
+
+
+@contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """``count`` processes that burn a core each until the block ends: a loaded machine on purpose."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def run(options: Options, workdir: Path) -> bool:
+    """Every measurement; True when every target was met."""
+
     def say(text: str) -> None:
         print(text, flush=True)
 
+    sizes = options.sizes
+    all_met = True
     with ExitStack() as stack:
         db_url = stack.enter_context(database())
         redis_client = stack.enter_context(redis_db())
         upgrade_database(db_url)
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
-        seeded = seed(engine, clusters=1 + sizes.sessions)
+        seeded = seed(engine, clusters=1 + max(options.sessions, default=0))
         bench_cluster, bench_token = seeded.clusters[0]
         idle_clusters = seeded.clusters[1:]
         env = {
@@ -414,105 +340,141 @@ def run(sizes: Sizes, workdir: Path) -> None:
             "KAAS_TUNNEL_INTERNAL_SECRET": INTERNAL_SECRET,  # the API's name of the shared secret
         }
 
-        say("starting the stand-in, the tunnel server, the API and one agent (separate processes) ...")
+        say("starting the stand-in (a separate process) ...")
         standin = stack.enter_context(
             child([*RIG, "standin", str(workdir / "standin.json")], env=env, log=workdir / "standin.log")
         )
         standin_url = ready_file(workdir / "standin.json", standin, "the stand-in")["url"]
         kubeconfig = write_kubeconfig(workdir / "agent.kubeconfig", server=standin_url, token=SA_TOKEN)
-        tunnel = stack.enter_context(tunnel_server(env, workdir / "tunnel-main.log"))
-        api = stack.enter_context(
-            child([*RIG, "api", str(workdir / "api.json")], env=env, log=workdir / "api.log")
-        )
-        api_url = ready_file(workdir / "api.json", api, "the API")["url"]
-        spec = workdir / "agent-main.json"
-        spec.write_text(
-            json.dumps(
-                {
-                    "tunnel_url": tunnel.tunnel_url,
-                    "kubeconfig": str(kubeconfig),
-                    "agents": [[bench_cluster, bench_token]],
-                }
-            )
-        )
-        agent = stack.enter_context(
-            child(
-                [*RIG, "agents", str(spec), str(workdir / "agent-main.ready")],
-                env=env,
-                log=workdir / "agent-main.log",
-            )
-        )
-        wait_until(
-            "the benchmark agent to connect",
-            lambda: in_registry(redis_client, [bench_cluster]) == 1,
-            proc=agent,
-            timeout=60,
-        )
-
-        say(f"creating {sizes.body_mib} ConfigMaps of ~1 MiB on the stand-in ...")
-        data_bytes = create_configmaps(standin_url, sizes.body_mib)
-
-        def sign(request: httpx.Request) -> None:
-            """What the API's k8s proxy adds: an assertion of the cluster and caller, for this request."""
-            target = request.url.raw_path.decode("latin-1").removeprefix(INTERNAL_PROXY_PREFIX)
-            request.headers[ASSERTION_HEADER] = ProxyAssertion.issue(
-                cluster_id=bench_cluster,
-                user=BENCH_USER,
-                groups=("kaas:authenticated", "kaas:owner"),
-                method=request.method,
-                target=target,
-                now=time.time(),
-            ).sign(assertion_key(INTERNAL_SECRET))
-
-        routes = [
-            Route("direct", standin_url, "", [("Authorization", f"Bearer {ADMIN_TOKEN}")]),
-            Route(
-                "tunnel internal endpoint",
-                tunnel.internal_url,
-                INTERNAL_PROXY_PREFIX,
-                [],
-                on_request=(sign,),
-            ),
-            Route(
-                "through kaas (API /k8s proxy)",
-                api_url,
-                f"/k8s/clusters/{bench_cluster}",
-                [("Authorization", f"Bearer {seeded.user_token}")],
-            ),
-        ]
+        if options.cpu_hogs:
+            say(f"starting {options.cpu_hogs} CPU hog(s): busy loops, for the whole run")
+            stack.enter_context(cpu_hogs(options.cpu_hogs))
         say("")
         say(
             f"kaas tunnel benchmark ({'quick' if sizes is QUICK else 'full'}) — 2 CPU cores shared with "
-            "other work; every process on 127.0.0.1"
+            f"other work{f' and {options.cpu_hogs} CPU hog(s)' if options.cpu_hogs else ''};"
+            " every process on 127.0.0.1"
         )
         say("every listener has TCP_NODELAY, as a real apiserver's has")
         say("")
-        report_latency(routes, sizes, say)
-        report_throughput(routes, sizes, data_bytes, say)
-        report_memory(
-            sizes,
-            say,
+        if not options.only_sessions:
+            all_met &= request_path(
+                sizes,
+                say,
+                stack=stack,
+                env=env,
+                workdir=workdir,
+                standin_url=standin_url,
+                kubeconfig=kubeconfig,
+                redis_client=redis_client,
+                bench=(bench_cluster, bench_token),
+                user_token=seeded.user_token,
+            )
+        fleet = Fleet(
             engine=engine,
             redis_client=redis_client,
-            clusters=idle_clusters,
-            start_server=lambda: stack.enter_context(tunnel_server(env, workdir / "tunnel-idle.log")),
-            start_agents=lambda label, spec: stack.enter_context(
-                child(
-                    [*RIG, "agents", str(spec), str(workdir / f"agents-{label}.ready")],
-                    env=env,
-                    log=workdir / f"agents-{label}.log",
-                )
-            ),
+            env=env,
             kubeconfig=kubeconfig,
             workdir=workdir,
+            internal_secret=INTERNAL_SECRET,
+            say=say,
         )
-        say("")
+        for number, sessions in enumerate(options.sessions, 3):
+            say(
+                f"{number}. {sessions} idle agent sessions on a fresh tunnel-server process, held"
+                f" {options.hold:.0f} s, then the server killed -9 and restarted"
+            )
+            redis_client.flushdb()
+            with engine.begin() as conn:
+                conn.execute(sa.delete(ClusterAgent))
+            all_met &= run_phase(
+                fleet, idle_clusters[:sessions], hold=options.hold, per_process=options.per_process
+            )
+            say("")
         say(f"logs of every process: {workdir}")
         say("stopping everything ...")
-    say("stopped; database dropped, Redis db 13 flushed")
+    say(f"stopped; database dropped, Redis {REDIS_URL} flushed")
+    return all_met
 
 
-def report_latency(routes: list[Route], sizes: Sizes, say: Callable[[str], None]) -> None:
+def request_path(
+    sizes: Sizes,
+    say: Callable[[str], None],
+    *,
+    stack: ExitStack,
+    env: dict[str, str],
+    workdir: Path,
+    standin_url: str,
+    kubeconfig: Path,
+    redis_client: redis.Redis,
+    bench: tuple[str, str],
+    user_token: str,
+) -> bool:
+    """Measurements 1 and 2: latency and throughput of the kubectl path, three ways."""
+    bench_cluster, bench_token = bench
+    say("starting the tunnel server, the API and one agent (separate processes) ...")
+    tunnel = stack.enter_context(
+        tunnel_server(env, workdir / "tunnel-main.log", internal_secret=INTERNAL_SECRET)
+    )
+    api = stack.enter_context(
+        child([*RIG, "api", str(workdir / "api.json")], env=env, log=workdir / "api.log")
+    )
+    api_url = ready_file(workdir / "api.json", api, "the API")["url"]
+    spec = workdir / "agent-main.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "tunnel_url": tunnel.tunnel_url,
+                "kubeconfig": str(kubeconfig),
+                "agents": [[bench_cluster, bench_token]],
+            }
+        )
+    )
+    agent = stack.enter_context(
+        child(
+            [*RIG, "agents", str(spec), str(workdir / "agent-main.ready")],
+            env=env,
+            log=workdir / "agent-main.log",
+        )
+    )
+    wait_until(
+        "the benchmark agent to connect",
+        lambda: in_registry(redis_client, [bench_cluster]) == 1,
+        proc=agent,
+        timeout=60,
+    )
+
+    say(f"creating {sizes.body_mib} ConfigMaps of ~1 MiB on the stand-in ...")
+    data_bytes = create_configmaps(standin_url, sizes.body_mib)
+
+    def sign(request: httpx.Request) -> None:
+        """What the API's k8s proxy adds: an assertion of the cluster and caller, for this request."""
+        target = request.url.raw_path.decode("latin-1").removeprefix(INTERNAL_PROXY_PREFIX)
+        request.headers[ASSERTION_HEADER] = ProxyAssertion.issue(
+            cluster_id=bench_cluster,
+            user=BENCH_USER,
+            groups=("kaas:authenticated", "kaas:owner"),
+            method=request.method,
+            target=target,
+            now=time.time(),
+        ).sign(assertion_key(INTERNAL_SECRET))
+
+    routes = [
+        Route("direct", standin_url, "", [("Authorization", f"Bearer {ADMIN_TOKEN}")]),
+        Route("tunnel internal endpoint", tunnel.internal_url, INTERNAL_PROXY_PREFIX, [], on_request=(sign,)),
+        Route(
+            "through kaas (API /k8s proxy)",
+            api_url,
+            f"/k8s/clusters/{bench_cluster}",
+            [("Authorization", f"Bearer {user_token}")],
+        ),
+    ]
+    latency_ok = report_latency(routes, sizes, say)
+    throughput_ok = report_throughput(routes, sizes, data_bytes, say)
+    return latency_ok and throughput_ok
+
+
+def report_latency(routes: list[Route], sizes: Sizes, say: Callable[[str], None]) -> bool:
     latency: dict[str, tuple[float, float]] = {}
     for route in routes:
         latency[route.name] = measure_latency(route, count=sizes.gets, warmup=sizes.warmup)
@@ -532,9 +494,10 @@ def report_latency(routes: list[Route], sizes: Sizes, say: Callable[[str], None]
     )
     say(ratio_line("p50 internal endpoint / direct", direct, internal, target="(info)", ok=True))
     say("")
+    return kaas <= LATENCY_TARGET * direct
 
 
-def report_throughput(routes: list[Route], sizes: Sizes, data_bytes: int, say: Callable[[str], None]) -> None:
+def report_throughput(routes: list[Route], sizes: Sizes, data_bytes: int, say: Callable[[str], None]) -> bool:
     rates = [measure_throughput(route, expected_bytes=data_bytes) for route in routes]
     direct, internal, kaas = rates
     say(
@@ -548,77 +511,48 @@ def report_throughput(routes: list[Route], sizes: Sizes, data_bytes: int, say: C
     say(ratio_line("through kaas / direct", direct, kaas, target="≥ 0.5x", ok=ok))
     say(ratio_line("internal endpoint / direct", direct, internal, target="(info)", ok=True))
     say("")
-
-
-def report_memory(
-    sizes: Sizes,
-    say: Callable[[str], None],
-    *,
-    engine: sa.Engine,
-    redis_client: redis.Redis,
-    clusters: list[tuple[str, str]],
-    start_server: Callable[[], TunnelProcess],
-    start_agents: Callable[[str, Path], subprocess.Popen[bytes]],
-    kubeconfig: Path,
-    workdir: Path,
-) -> None:
-    """RSS of a fresh tunnel server: idle, with a tenth of the agents, with all (live in DB and registry)."""
-    fresh = start_server()
-    time.sleep(2)
-    rss_idle = rss_kib(fresh.proc.pid)
-    fds_idle = open_fds(fresh.proc.pid)
-    tenth = max(1, sizes.sessions // 10)
-    marks: list[tuple[int, int]] = []
-    agents: subprocess.Popen[bytes] | None = None
-    for label, group in (("first", clusters[:tenth]), ("rest", clusters[tenth:])):
-        spec = workdir / f"agents-{label}.json"
-        document = {"tunnel_url": fresh.tunnel_url, "kubeconfig": str(kubeconfig), "agents": group}
-        spec.write_text(json.dumps(document))
-        agents = start_agents(label, spec)
-        ids = [cluster_id for cluster_id, _ in clusters[: tenth if label == "first" else None]]
-
-        def all_live(ids: list[str] = ids) -> bool:
-            return connected_in_db(engine, ids) == len(ids) and in_registry(redis_client, ids) == len(ids)
-
-        wait_until(f"{len(ids)} agent sessions live", all_live, proc=agents, timeout=300)
-        time.sleep(5)  # the first status reports (one burst per agent) settle
-        if not all_live():
-            raise RuntimeError(f"{len(ids)} sessions were live, then some were not")
-        marks.append((len(ids), rss_kib(fresh.proc.pid)))
-    assert agents is not None
-    (n_tenth, rss_tenth), (n_all, rss_all) = marks
-    reported = reported_in_db(engine, [cluster_id for cluster_id, _ in clusters])
-    say(f"3. a fresh tunnel-server process (pid {fresh.proc.pid}), fd limit {fd_limit(fresh.proc.pid)}")
-    say(f"  idle:                 VmRSS {rss_idle / 1024:8.1f} MiB, {fds_idle} fds")
-    say(f"  {n_tenth:>5} sessions:       VmRSS {rss_tenth / 1024:8.1f} MiB")
-    say(
-        f"  {n_all:>5} sessions:       VmRSS {rss_all / 1024:8.1f} MiB, {open_fds(fresh.proc.pid)} fds "
-        f"(live in cluster_agents and in the registry: {n_all}; first status report recorded: {reported})"
-    )
-    per_session = (rss_all - rss_idle) / n_all
-    marginal = (rss_all - rss_tenth) / max(1, n_all - n_tenth)
-    verdict = "OK" if per_session <= KIB_PER_SESSION_TARGET else "MISSED"
-    say(
-        f"  KiB per session:      {per_session:8.1f} overall, {marginal:.1f} marginal   "
-        f"target ≤ 100   {verdict}"
-    )
-    say(
-        f"  (the client process holding {n_all - n_tenth} agents: VmRSS {rss_kib(agents.pid) / 1024:.1f} MiB)"
-    )
+    return ok
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="200 GETs, 16 MiB, 100 sessions")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="one idle-session phase per N (default 1000; 100 with --quick), e.g. --sessions 1000 5000",
+    )
+    parser.add_argument("--only-sessions", action="store_true", help="skip latency and throughput")
+    parser.add_argument(
+        "--hold", type=float, default=90.0, help="seconds every session must stay live (default 90)"
+    )
+    parser.add_argument(
+        "--agents-per-process", type=int, default=1000, help="agents per client process (default 1000)"
+    )
+    parser.add_argument(
+        "--cpu-hog", type=int, default=0, metavar="N", help="N busy-loop processes for the whole run"
+    )
     args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    options = Options(
+        sizes=sizes,
+        sessions=args.sessions or [sizes.sessions],
+        only_sessions=args.only_sessions,
+        hold=args.hold,
+        per_process=args.agents_per_process,
+        cpu_hogs=args.cpu_hog,
+    )
     # SIGTERM unwinds like Ctrl-C, so every process and the database are cleaned up
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = Path(tempfile.mkdtemp(prefix="kaas-bench-tunnel-"))
     try:
-        run(QUICK if args.quick else FULL, workdir)
+        met = run(options, workdir)
     except KeyboardInterrupt:
         print(f"interrupted; everything stopped and cleaned up (logs: {workdir})", file=sys.stderr)
         sys.exit(130)
+    sys.exit(0 if met else 1)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Which tunnel-server process holds the live agent session of which cluster.
 
 Owned by the tunnel server (``kaas_tunnel``), which writes it: ``claim`` when an agent connects,
-``refresh`` while it stays, ``release`` when it goes. Read by the API's k8s proxy (``lookup``) so a request
-reaches the right process in one hop; it lives in ``kaas_api`` because the API never imports ``provider``.
+``refresh_many`` of all its sessions at once while they stay, ``release`` when one goes. Read by the API's
+k8s proxy (``lookup``) so a request reaches the right process in one hop; it lives in ``kaas_core``
+because the API and the tunnel server never import each other.
 
 Two implementations of one ``TunnelRegistry`` contract (the same tests run against both):
 - ``RedisTunnelRegistry``: shared by every process of a deployment. Every entry expires, so a crashed
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +65,9 @@ class TunnelRegistry(Protocol):
     async def refresh(self, *, cluster_id: str, session_id: str) -> bool:
         """Extend the claim; False means another session took the cluster over (or the claim expired)."""
 
+    async def refresh_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        """``refresh`` of every (cluster id, session id), in one round trip; the results in order."""
+
     async def reclaim(self, *, cluster_id: str, session_id: str, address: str) -> bool:
         """Claim the cluster only if nobody holds it (after our claim expired); False if another does."""
 
@@ -96,6 +100,16 @@ class RedisTunnelRegistry:
         key = KEY_PREFIX + cluster_id
         result = await self._redis.eval(_REFRESH_IF_OWNER, 1, key, session_id, self._ttl_ms)
         return bool(result)
+
+    async def refresh_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        """One pipeline (no transaction: each refresh is atomic by itself) of the same script."""
+        if not claims:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cluster_id, session_id in claims:
+                pipe.eval(_REFRESH_IF_OWNER, 1, KEY_PREFIX + cluster_id, session_id, self._ttl_ms)
+            results = await pipe.execute()
+        return [bool(result) for result in results]
 
     async def reclaim(self, *, cluster_id: str, session_id: str, address: str) -> bool:
         value = json.dumps({"session_id": session_id, "address": address, "connected_at": time.time()})
@@ -162,6 +176,9 @@ class InMemoryTunnelRegistry:
             return False
         self._entries[cluster_id] = (location, self._clock() + self._ttl)
         return True
+
+    async def refresh_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        return [await self.refresh(cluster_id=c, session_id=s) for c, s in claims]
 
     async def reclaim(self, *, cluster_id: str, session_id: str, address: str) -> bool:
         if self._live(cluster_id) is not None:

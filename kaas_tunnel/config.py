@@ -17,6 +17,13 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
     endpoint's ``KAAS_HTTP_*`` input limits and body cap are the API's, from ``HttpInputSettings``)."""
 
     redis_url: str | None = Field(default=None, description="the shared registry; None = in-memory")
+    redis_max_connections: int = Field(
+        default=50,
+        ge=1,
+        description="Connections to the registry's Redis at most; more callers at once wait for one (up to"
+        " redis_wait_seconds) instead of failing: thousands of sessions claim and refresh through them.",
+    )
+    redis_wait_seconds: float = Field(default=20.0, gt=0, description="How long a caller waits for one.")
 
     tunnel_host: str = "127.0.0.1"
     tunnel_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free port")
@@ -37,9 +44,21 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
         default=5,
         ge=1,
         description="How many newer agent sessions may replace a live one, per cluster and window; a dial"
-        " beyond that answers 429 and the live session stays (kaas_tunnel.store.admit_session).",
+        " beyond that answers 429 and the live session stays (kaas_tunnel.store.authenticate_and_admit).",
     )
     agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
+    max_handshakes_in_progress: int = Field(
+        default=32,
+        ge=1,
+        description="Agent handshakes worked on at once (database and registry work until the session is"
+        " recorded); a dial beyond them is refused at once with 503 and a Retry-After that spreads the herd"
+        " (kaas_tunnel.admission): after a restart, every agent dials again within seconds.",
+    )
+    handshake_lag_limit_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Dials are refused likewise while the event loop runs this late: the server is starved.",
+    )
 
     def production_problems(self) -> list[str]:
         problems = super().production_problems()

@@ -7,9 +7,10 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   BEFORE the upgrade, in ``process_request``: ``Authorization: Bearer <agent token>``, whose SHA-256 must be
   a live cluster's ``agent_token_hash`` (anything else, user API tokens included, is 401). One live session
   per cluster: a newer one replaces an older one here at once (GOAWAY with the reason) and, through the
-  registry claim, on any other process too (its next ``refresh`` fails and it closes its session).
-  A replacement is also admitted, counted and logged before the upgrade (``store.admit_session``: cluster
-  id, old and new session ids, the remote address, never the token); beyond
+  registry claim, on any other process too (its next refresh fails and it closes its session).
+  A replacement is also admitted, counted and logged before the upgrade, in the token check's transaction
+  (``store.authenticate_and_admit``: cluster id, old and new session ids, the remote address, never the
+  token); beyond
   ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
   The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
 - the INTERNAL HTTP endpoint the API's k8s proxy calls (``kaas_tunnel.proxy``), which also serves this
@@ -53,6 +54,7 @@ from agents.tunnel.connection import (
 )
 from agents.tunnel.http import STATUS_KIND
 from agents.tunnel.kube_status import kube_status
+from agents.tunnel.loop_lag import LoopLagProbe
 from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
 from agents.tunnel.status_report import ClusterStatusReport
 from kaas_core.internal_hop import assertion_key
@@ -60,6 +62,7 @@ from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.serving.limits import server_config
 from kaas_core.tunnel_registry import TunnelRegistry
 from kaas_tunnel import store
+from kaas_tunnel.admission import HandshakeGate, HandshakeTicket
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.metrics import TunnelMetrics
 from kaas_tunnel.proxy import internal_app
@@ -67,6 +70,7 @@ from kaas_tunnel.proxy import internal_app
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_REPORT_BYTES = 1024 * 1024
+REFRESH_BATCH = 500  # claims refreshed per Redis round trip
 
 
 @dataclass(eq=False)
@@ -76,6 +80,7 @@ class AgentSession:
     cluster_id: str
     session_id: str
     connection: TunnelConnection
+    claimed: bool = False  # in the registry: refreshed by the server's one refresher
 
 
 def _unauthorized(message: str) -> Response:
@@ -104,12 +109,30 @@ def _too_many_replacements(message: str, *, retry_after_seconds: int) -> Respons
     return Response(http.HTTPStatus.TOO_MANY_REQUESTS.value, "Too Many Requests", headers, body)
 
 
+def _busy(*, retry_after_seconds: int) -> Response:
+    body = (
+        "the tunnel server is busy with other agents' handshakes:"
+        f" retry after about {retry_after_seconds} s\n"
+    ).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Retry-After", str(retry_after_seconds)),
+        ]
+    )
+    return Response(http.HTTPStatus.SERVICE_UNAVAILABLE.value, "Service Unavailable", headers, body)
+
+
 def _address(remote: Any) -> str:
     """``host:port`` of a peer address tuple (IPv4 or IPv6), for log lines."""
     if isinstance(remote, tuple) and len(remote) >= 2:
         host = str(remote[0])
         return f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}"
     return str(remote)
+
+
 def _body_limited(app: Any, *, max_bytes: int) -> BodyLimitMiddleware:
     """The internal endpoint takes bodies up to the k8s proxy's cap, refused as a Kubernetes ``Status``."""
 
@@ -151,9 +174,9 @@ class TunnelServer:
         # verifies the API's signed assertions on the internal endpoint (kaas_core.internal_hop)
         self.assertion_key = assertion_key(settings.tunnel_internal_secret.get_secret_value())
         self._sessions: dict[str, AgentSession] = {}
-        # Handshakes that passed process_request (cluster id, session id); weak, so a handshake that fails
-        # later leaks nothing.
-        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str]] = (
+        # Handshakes that passed process_request (cluster id, session id, admission ticket); weak, so a
+        # handshake that fails later leaks nothing (its ticket runs out by its deadline).
+        self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str, HandshakeTicket]] = (
             weakref.WeakKeyDictionary()
         )
         self._ws_server: Server | None = None
@@ -161,12 +184,22 @@ class TunnelServer:
         self._http_socket: socket.socket | None = None
         self._tunnel_port = 0
         self._internal_port = 0
+        self.loop_lag = LoopLagProbe(name="tunnel server loop", on_sample=self.metrics.loop_lag.observe)
+        self._refresher: asyncio.Task[None] | None = None
+        self.handshakes = HandshakeGate(
+            max_in_progress=settings.max_handshakes_in_progress,
+            lag_limit=settings.handshake_lag_limit_seconds,
+            ticket_deadline=2 * settings.handshake_timeout_seconds,
+            loop_lag=lambda: self.loop_lag.latest,
+        )
 
     # --- lifecycle ---
 
     async def start(self) -> None:
         """Listen on both ports (port 0 picks a free one; see ``tunnel_url`` / ``internal_url``)."""
         settings = self.settings
+        self.loop_lag.start()
+        self._refresher = asyncio.create_task(self._refresh_claims(), name="tunnel-claim-refresher")
         self._ws_server = await serve(
             self._handle_agent,
             settings.tunnel_host,
@@ -216,6 +249,11 @@ class TunnelServer:
         if self._http_socket is not None:
             self._http_socket.close()
             self._http_socket = None
+        await self.loop_lag.stop()
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
 
     async def __aenter__(self) -> TunnelServer:
         await self.start()
@@ -252,30 +290,41 @@ class TunnelServer:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return _unauthorized("an agent token is required (Authorization: Bearer <agent token>)")
+        ticket = self.handshakes.try_enter()
+        if ticket is None:
+            self.metrics.dials_refused_busy.inc()
+            return _busy(retry_after_seconds=self.handshakes.retry_after())
         try:
-            cluster_id = await asyncio.to_thread(store.authenticate_agent, self._factory, token.strip())
+            refusal = await self._admit(connection, token.strip(), ticket)
+        except BaseException:
+            ticket.release()
+            raise
+        if refusal is not None:
+            ticket.release()
+        return refusal
+
+    async def _admit(
+        self, connection: ServerConnection, token: str, ticket: HandshakeTicket
+    ) -> Response | None:
+        settings = self.settings
+        try:
+            cluster_id, admission = await asyncio.to_thread(
+                store.authenticate_and_admit,
+                self._factory,
+                token,
+                limit=settings.agent_replacements_per_window,
+                window=timedelta(seconds=settings.agent_replacement_window_seconds),
+            )
         except Exception:
-            logger.exception("tunnel server: agent authentication failed on the database")
+            logger.exception("tunnel server: authenticating and admitting an agent failed on the database")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
-        if cluster_id is None:
+        if cluster_id is None or admission is None:
             logger.info(
                 "tunnel server: refused an agent from %s: invalid agent token", connection.remote_address
             )
             return _unauthorized("invalid agent token")
         session_id = uuid.uuid4().hex
         remote = _address(connection.remote_address)
-        settings = self.settings
-        try:
-            admission = await asyncio.to_thread(
-                store.admit_session,
-                self._factory,
-                cluster_id=cluster_id,
-                limit=settings.agent_replacements_per_window,
-                window=timedelta(seconds=settings.agent_replacement_window_seconds),
-            )
-        except Exception:
-            logger.exception("tunnel server: admitting an agent session failed on the database")
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
         if admission.refused:
             logger.warning(
                 "tunnel server: refused a newer agent session of cluster %s from %s: %d replacements"
@@ -303,7 +352,7 @@ class TunnelServer:
                 admission.replaces,
                 admission.replacements,
             )
-        self._authenticated[connection] = (cluster_id, session_id)
+        self._authenticated[connection] = (cluster_id, session_id, ticket)
         return None
 
     async def _handle_agent(self, websocket: ServerConnection) -> None:
@@ -311,7 +360,15 @@ class TunnelServer:
         if authenticated is None:  # cannot happen: process_request refused it
             await websocket.close(1008, "not authenticated")
             return
-        cluster_id, session_id = authenticated
+        cluster_id, session_id, ticket = authenticated
+        try:
+            await self._serve_agent(websocket, cluster_id, session_id, ticket)
+        finally:
+            ticket.release()
+
+    async def _serve_agent(
+        self, websocket: ServerConnection, cluster_id: str, session_id: str, ticket: HandshakeTicket
+    ) -> None:
         loop = asyncio.get_running_loop()
         settings = self.settings
         session = TunnelSession(
@@ -350,9 +407,9 @@ class TunnelServer:
         self.metrics.sessions.set(len(self._sessions))
         if older is not None:
             older.connection.close("replaced by a newer session of this cluster")
-        refresher: asyncio.Task[None] | None = None
         try:
             await self.registry.claim(cluster_id=cluster_id, session_id=session_id, address=self.internal_url)
+            live.claimed = True  # refreshed from now on (_refresh_claims)
             await self._db(
                 store.record_connected,
                 cluster_id=cluster_id,
@@ -360,14 +417,12 @@ class TunnelServer:
                 address=self.internal_url,
             )
             recorded.set()
+            ticket.release(completed=True)
             logger.info("tunnel server: cluster %s agent connected (session %s)", cluster_id, session_id)
-            refresher = asyncio.create_task(self._refresh_claim(live))
             await asyncio.shield(runner)
         finally:
-            if refresher is not None:
-                refresher.cancel()
             live.connection.close(live.connection.close_reason or "session ended")
-            await asyncio.gather(runner, *([refresher] if refresher else []), return_exceptions=True)
+            await asyncio.gather(runner, return_exceptions=True)
             if self._sessions.get(cluster_id) is live:
                 del self._sessions[cluster_id]
             self.metrics.sessions.set(len(self._sessions))
@@ -378,26 +433,34 @@ class TunnelServer:
                 "tunnel server: cluster %s agent disconnected: %s", cluster_id, live.connection.close_reason
             )
 
-    async def _refresh_claim(self, live: AgentSession) -> None:
+    async def _refresh_claims(self) -> None:
+        """Every third of the registry's TTL, the claims of all this process's sessions, in pipelines of
+        ``REFRESH_BATCH``: a round trip per batch, not a task and a round trip per session (5,000 sessions
+        cost the loop 500 refreshes a second). A claim found expired (this loop was late) is taken back if
+        nobody else took it; a claim another session took closes ours."""
         interval = max(self.registry.ttl_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
-            try:
-                still_ours = await self.registry.refresh(
-                    cluster_id=live.cluster_id, session_id=live.session_id
-                )
-            except Exception:
-                logger.exception("tunnel server: cannot refresh the claim of cluster %s", live.cluster_id)
-                continue
-            if not still_ours:
-                # Expired (this loop was late) and nobody else took it: take it back. Otherwise we lost it.
-                with contextlib.suppress(Exception):
-                    if await self.registry.reclaim(
-                        cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
-                    ):
-                        continue
-                live.connection.close("replaced by a newer session of this cluster on another tunnel server")
-                return
+            claimed = [live for live in list(self._sessions.values()) if live.claimed]
+            for start in range(0, len(claimed), REFRESH_BATCH):
+                batch = claimed[start : start + REFRESH_BATCH]
+                try:
+                    ours = await self.registry.refresh_many([(s.cluster_id, s.session_id) for s in batch])
+                except Exception:
+                    logger.exception("tunnel server: cannot refresh %d claims; trying again", len(batch))
+                    continue
+                for live, still_ours in zip(batch, ours, strict=True):
+                    if not still_ours and self._sessions.get(live.cluster_id) is live:
+                        await self._reclaim_or_close(live)
+
+    async def _reclaim_or_close(self, live: AgentSession) -> None:
+        reclaimed = False
+        with contextlib.suppress(Exception):
+            reclaimed = await self.registry.reclaim(
+                cluster_id=live.cluster_id, session_id=live.session_id, address=self.internal_url
+            )
+        if not reclaimed:
+            live.connection.close("replaced by a newer session of this cluster on another tunnel server")
 
     async def _db(self, function: Any, **kwargs: Any) -> None:
         try:

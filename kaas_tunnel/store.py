@@ -24,17 +24,20 @@ from kaas_core.security import hash_token
 
 def authenticate_agent(factory: sessionmaker[Session], token: str) -> str | None:
     """The id of the live cluster whose agent token this is, or None (unknown, rotated, deleted)."""
+    with factory() as session:
+        return _authenticate(session, token)
+
+
+def _authenticate(session: Session, token: str) -> str | None:
     if not token:
         return None
-    digest = hash_token(token)
-    with factory() as session:
-        row = session.execute(
-            sa.select(Cluster.id).where(
-                Cluster.agent_token_hash == digest,
-                Cluster.deleted_at.is_(None),
-                Cluster.phase != ClusterPhase.DELETED.value,
-            )
-        ).first()
+    row = session.execute(
+        sa.select(Cluster.id).where(
+            Cluster.agent_token_hash == hash_token(token),
+            Cluster.deleted_at.is_(None),
+            Cluster.phase != ClusterPhase.DELETED.value,
+        )
+    ).first()
     return None if row is None else str(row[0])
 
 
@@ -65,30 +68,53 @@ def admit_session(
     so it holds across every tunnel server process; the row lock makes concurrent dials count one by one.
     A first connection, or one after the old session was recorded as gone, is never limited.
     """
-    now = now or utcnow()
     with factory() as session:
-        row = session.get(ClusterAgent, cluster_id, with_for_update=True)
-        if row is None or not row.connected or row.session_id is None:
-            return Admission(replaces=None)
-        started = as_utc(row.replacement_window_started_at)
-        if started is None or now - started >= window or started > now:
-            started = now
-            row.replacement_window_started_at = now
-            row.replacements_in_window = 0
-        if row.replacements_in_window >= limit:
-            remaining = (started + window - now).total_seconds()
-            return Admission(
-                replaces=row.session_id,
-                refused=True,
-                replacements=row.replacements,
-                retry_after_seconds=max(1, math.ceil(remaining)),
-            )
-        row.replacements_in_window += 1
-        row.replacements += 1
-        row.last_replaced_at = now
-        admission = Admission(replaces=row.session_id, replacements=row.replacements)
+        admission = _admit(session, cluster_id=cluster_id, limit=limit, window=window, now=now or utcnow())
         session.commit()
         return admission
+
+
+def authenticate_and_admit(
+    factory: sessionmaker[Session],
+    token: str,
+    *,
+    limit: int,
+    window: timedelta,
+    now: datetime | None = None,
+) -> tuple[str | None, Admission | None]:
+    """``authenticate_agent`` then ``admit_session`` in one transaction: what every dial costs the
+    database, once (a connection checkout and a commit fewer; a herd of reconnecting agents pays it
+    thousands of times). ``(None, None)`` for a token of no live cluster."""
+    with factory() as session:
+        cluster_id = _authenticate(session, token)
+        if cluster_id is None:
+            return None, None
+        admission = _admit(session, cluster_id=cluster_id, limit=limit, window=window, now=now or utcnow())
+        session.commit()
+        return cluster_id, admission
+
+
+def _admit(session: Session, *, cluster_id: str, limit: int, window: timedelta, now: datetime) -> Admission:
+    row = session.get(ClusterAgent, cluster_id, with_for_update=True)
+    if row is None or not row.connected or row.session_id is None:
+        return Admission(replaces=None)
+    started = as_utc(row.replacement_window_started_at)
+    if started is None or now - started >= window or started > now:
+        started = now
+        row.replacement_window_started_at = now
+        row.replacements_in_window = 0
+    if row.replacements_in_window >= limit:
+        remaining = (started + window - now).total_seconds()
+        return Admission(
+            replaces=row.session_id,
+            refused=True,
+            replacements=row.replacements,
+            retry_after_seconds=max(1, math.ceil(remaining)),
+        )
+    row.replacements_in_window += 1
+    row.replacements += 1
+    row.last_replaced_at = now
+    return Admission(replaces=row.session_id, replacements=row.replacements)
 
 
 def _upsert(

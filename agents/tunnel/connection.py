@@ -3,8 +3,10 @@
 Owned by the tunnel package, beside the pure protocol it drives: the agent (``agents.runtime``) and kaas's
 tunnel server (``kaas_tunnel``) both use ``TunnelConnection`` and its ``TunnelStream``s, and neither end
 imports the other. One reader task feeds WebSocket messages to the session and dispatches its events; one
-writer task sends whatever the session queued; one ticker calls ``tick`` every second. Stream operations
-are synchronous calls on the session plus a wake-up of the writer, so a stream can be reset from a
+writer task sends whatever the session queued; one ticker calls ``tick`` when the session's next deadline
+falls due (a ping, a sync, a timeout: every twenty seconds or so at rest, not every second, so ten
+thousand idle sessions cost a loop little; an opened stream re-arms it for its dial timeout). Stream
+operations are synchronous calls on the session plus a wake-up of the writer, so a stream can be reset from a
 ``finally`` block even while its task is being cancelled. Flow control is per stream: a ``write`` waits
 only for its own stream's window, a ``read`` grants credit back only for what it returns, so a stalled
 consumer exhausts its own window and nothing else; buffers are bounded by the windows.
@@ -40,7 +42,8 @@ from agents.tunnel.protocol import TunnelSession
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 1.0
+# The ticker never sleeps less than this: a deadline that stays due (it cannot) would not spin the loop.
+MIN_TICK_SECONDS = 0.01
 # A WebSocket message is one frame: header plus at most max_frame_size of payload.
 WEBSOCKET_MAX_MESSAGE = DEFAULT_MAX_FRAME_SIZE + 1024
 
@@ -210,6 +213,7 @@ class TunnelConnection:
         self._streams: dict[int, TunnelStream] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._rearm = asyncio.Event()  # the session's next deadline may have come closer
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop = asyncio.get_running_loop()
@@ -259,6 +263,7 @@ class TunnelConnection:
         stream_id = self.session.open_stream(metadata, now=self._loop.time())
         stream = TunnelStream(self, stream_id)
         self._streams[stream_id] = stream
+        self._rearm.set()  # its dial timeout is a deadline too
         self._wake_writer()
         try:
             await asyncio.wait_for(asyncio.shield(stream.dial_result), timeout)
@@ -336,9 +341,17 @@ class TunnelConnection:
                 await self.websocket.close(1011, "write failed")
 
     async def _tick_loop(self) -> None:
+        loop = self._loop
         while not self.session.closed:
-            await asyncio.sleep(TICK_SECONDS)
-            self.session.tick(now=self._loop.time())
+            self._rearm.clear()
+            delay = max(self.session.next_deadline - loop.time(), MIN_TICK_SECONDS)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._rearm.wait()
+                continue  # a nearer deadline may have appeared: compute the sleep again
+            except TimeoutError:
+                pass
+            self.session.tick(now=loop.time())
             self._dispatch()
             self._wake_writer()
             if self.session.closed:

@@ -16,11 +16,17 @@ stream and a stalled ``kubectl logs -f`` never blocks the other streams. PING/PO
 and ``check_timeouts`` declares a silent peer dead; STREAMS_SYNC lets each side drop stream ids the other
 forgot, so nothing leaks.
 
+Keep-alive deadlines tolerate a starved event loop. ``next_deadline`` says when ``tick`` next has work; a
+tick that runs later than that was held up by this side (CPU contention, a blocking call, the GIL), and
+its lateness is credited to the peer: the dead-peer timeout counts only silence this side was awake to
+hear, so a loop that stalls for a minute does not then blame the peer for that minute. And the peer is
+declared dead only once ``dead_peer_pings`` pings went out unanswered, so it was asked before it is judged.
+
 Intended wrapper loop (one per WebSocket; both roles look the same)::
 
     session = TunnelSession(role="agent", now=loop.time(), info={"cluster_id": ..., "agent_version": ...})
     await flush()                                   # sends our HELLO
-    async for message in websocket:                 # plus a timer task calling tick() every second
+    async for message in websocket:                 # plus a timer task calling tick() at next_deadline
         session.receive_data(message, now=loop.time())
         for event in session.events():
             dispatch(event)                         # DialRequested -> connect to the apiserver, then
@@ -99,6 +105,7 @@ DEFAULT_MAX_BUFFERED_PER_STREAM = 1024 * 1024
 DEFAULT_MAX_STREAMS = 1024
 DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_DEAD_PEER_TIMEOUT = 60.0
+DEFAULT_DEAD_PEER_PINGS = 2
 DEFAULT_SYNC_INTERVAL = 30.0
 DEFAULT_DIAL_TIMEOUT = 30.0
 
@@ -142,8 +149,9 @@ class TunnelSession:
       hard cap of unconsumed bytes one stream may hold here; the granted window never exceeds it.
     - ``max_streams``: concurrent streams; a DIAL beyond it is refused with DIAL_ERROR, ``open_stream``
       beyond this side's or the peer's limit raises ``TooManyStreamsError``.
-    - ``ping_interval`` / ``dead_peer_timeout``: ``tick`` pings every interval; nothing received for the
-      timeout means ``PeerDead`` and the session closes.
+    - ``ping_interval`` / ``dead_peer_timeout`` / ``dead_peer_pings``: ``tick`` pings every interval;
+      nothing received for the timeout (of this side's awake time: see the module docstring) while at least
+      ``dead_peer_pings`` pings went unanswered means ``PeerDead`` and the session closes.
     - ``sync_interval``: how often ``tick`` sends STREAMS_SYNC. ``dial_timeout``: a DIAL unanswered this
       long fails with ``DialFailed`` and is reset.
     """
@@ -160,6 +168,7 @@ class TunnelSession:
         max_streams: int = DEFAULT_MAX_STREAMS,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
+        dead_peer_pings: int = DEFAULT_DEAD_PEER_PINGS,
         sync_interval: float = DEFAULT_SYNC_INTERVAL,
         dial_timeout: float = DEFAULT_DIAL_TIMEOUT,
     ) -> None:
@@ -173,6 +182,11 @@ class TunnelSession:
             raise ValueError("max_streams must be at least 1")
         if not 0 < ping_interval < dead_peer_timeout:
             raise ValueError("need 0 < ping_interval < dead_peer_timeout")
+        if dead_peer_pings < 1 or dead_peer_pings * ping_interval >= dead_peer_timeout:
+            # the pings that must go unanswered have to fit in the timeout, or the deadline passes unasked
+            raise ValueError(
+                "need 1 <= dead_peer_pings and dead_peer_pings * ping_interval < dead_peer_timeout"
+            )
         if sync_interval <= 0 or dial_timeout <= 0:
             raise ValueError("sync_interval and dial_timeout must be positive")
         self.role: Role = role
@@ -182,6 +196,7 @@ class TunnelSession:
         self.max_streams = max_streams
         self.ping_interval = ping_interval
         self.dead_peer_timeout = dead_peer_timeout
+        self.dead_peer_pings = dead_peer_pings
         self.sync_interval = sync_interval
         self.dial_timeout = dial_timeout
 
@@ -202,6 +217,10 @@ class TunnelSession:
         self._last_received = now
         self._last_ping_sent = now
         self._last_sync_sent = now
+        # this side's own lateness since the last frame received: silence the peer is not blamed for
+        self._stall_credit = 0.0
+        self._pings_unanswered = 0  # pings sent since the last frame received
+        self.stalled_seconds = 0.0  # all lateness of tick() so far (metrics, tests)
         self._ping_counter = 0
         self._outstanding_ping: tuple[bytes, float] | None = None
         self._sync_tally: set[int] | None = None
@@ -261,6 +280,27 @@ class TunnelSession:
     def open_stream_ids(self) -> frozenset[int]:
         return frozenset(self._streams)
 
+    @property
+    def next_deadline(self) -> float:
+        """When ``tick`` next has something to do (a ping, a sync, a timeout); ``inf`` once closed.
+
+        The wrapper calls ``tick`` at this time, or earlier (a tick before it does no harm); it asks again
+        after every call that may bring it closer (``open_stream``). A tick later than this is lateness of
+        this side, credited to the peer.
+        """
+        if self._state is _State.CLOSED:
+            return float("inf")
+        deadline = self._last_received + self._stall_credit + self.dead_peer_timeout
+        if self._state is _State.HANDSHAKE:
+            return deadline
+        deadline = min(
+            deadline, self._last_ping_sent + self.ping_interval, self._last_sync_sent + self.sync_interval
+        )
+        for stream in self._streams.values():
+            if stream.state is _StreamState.DIALING:
+                deadline = min(deadline, stream.opened_at + self.dial_timeout)
+        return deadline
+
     def send_window(self, stream_id: int) -> int:
         """How many bytes ``send`` would accept on this stream right now."""
         return self._local_stream(stream_id).send_window
@@ -272,6 +312,8 @@ class TunnelSession:
         if self._state is _State.CLOSED:
             return
         self._last_received = now
+        self._stall_credit = 0.0
+        self._pings_unanswered = 0
         try:
             frame = decode_frame(payload, max_payload=self.max_frame_size)
             self._handle(frame, now)
@@ -279,24 +321,36 @@ class TunnelSession:
             self._fail(str(exc))
 
     def tick(self, *, now: float) -> None:
-        """Timers: dead peer and dial timeouts, then PING and STREAMS_SYNC when due. Call every second."""
+        """Timers: dead peer and dial timeouts, then PING and STREAMS_SYNC when due.
+
+        Call it at ``next_deadline``. Running later than that is this side's own lateness: it is added to
+        ``stalled_seconds`` and not counted as the peer's silence.
+        """
+        # What was due first, judged on everything received so far: running after it is our lateness.
+        late = now - self.next_deadline
+        if late > 0 and self._state is not _State.CLOSED:
+            self._stall_credit += late
+            self.stalled_seconds += late
         self.check_timeouts(now=now)
-        if self._state is not _State.OPEN:
-            return
-        if now - self._last_ping_sent >= self.ping_interval:
-            self._send_ping(now)
-        if now - self._last_sync_sent >= self.sync_interval:
-            self._send_sync(now)
+        if self._state is _State.OPEN:
+            if now - self._last_ping_sent >= self.ping_interval:
+                self._send_ping(now)
+            if now - self._last_sync_sent >= self.sync_interval:
+                self._send_sync(now)
 
     def check_timeouts(self, *, now: float) -> None:
-        """Close the session with ``PeerDead`` after ``dead_peer_timeout`` of silence; fail stale dials."""
+        """Close the session with ``PeerDead`` after ``dead_peer_timeout`` of silence (less this side's
+        credited lateness) with ``dead_peer_pings`` pings unanswered; fail stale dials."""
         if self._state is _State.CLOSED:
             return
-        silence = now - self._last_received
-        if silence >= self.dead_peer_timeout:
+        silence = now - self._last_received - self._stall_credit
+        asked = self._state is _State.HANDSHAKE or self._pings_unanswered >= self.dead_peer_pings
+        if silence >= self.dead_peer_timeout and asked:
             reason = (
                 f"no traffic from the peer for {silence:.1f}s (dead peer timeout {self.dead_peer_timeout}s)"
             )
+            if self._stall_credit > 0:
+                reason += f"; {self._stall_credit:.1f}s more while this side ran late, not counted"
             self._events.append(PeerDead(silence=silence))
             self._queue(Frame(type=FrameType.GOAWAY, payload=encode_message(reason)))
             self._shutdown(f"tunnel peer dead: {reason}")
@@ -614,6 +668,7 @@ class TunnelSession:
         nonce = struct.pack("!Q", self._ping_counter)
         self._outstanding_ping = (nonce, now)
         self._last_ping_sent = now
+        self._pings_unanswered += 1
         self._queue(Frame(type=FrameType.PING, payload=nonce))
 
     def _send_sync(self, now: float) -> None:

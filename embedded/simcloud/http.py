@@ -178,6 +178,8 @@ def make_dispatcher(sim: SimCloud, router: Router) -> Callable[[Request], Any]:
                 response = json_response(exc.body, exc.status)
             if request.method != "GET":
                 sim.mark_changed()  # tokens issued, resources made or changed: the next snapshot keeps them
+                if sim.durable:
+                    sim.save()  # on disk before the answer, as a real cloud's database commit
         response.headers.update(ctx.response_headers)
         response.headers.setdefault("x-openstack-request-id", "req-" + _request_id())
         sim.wake()

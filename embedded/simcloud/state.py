@@ -13,6 +13,9 @@ outside the lock, in the order the transitions happened.
 With a ``state_file``, the cloud outlives its process: the ticker writes a snapshot (``simcloud.persistence``)
 at most once a second after something changed (``mark_changed``: every mutating request, every transition,
 every injected change), ``stop()`` writes a last one, and a new ``SimCloud`` on the same file starts from it.
+With ``durable`` too, every mutating request is on disk before it is answered, as a real cloud commits to
+its database before it answers: a cloud killed with SIGKILL forgets no change it confirmed (the chaos
+test kills it). A transition (BUILD → ACTIVE) lost that way is applied again after the restart.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ class SimCloud:
         external_cidr: str = DEFAULT_EXTERNAL_CIDR,
         state_file: Path | None = None,
         save_interval: float = 1.0,
+        durable: bool = False,
     ) -> None:
         self.lock = threading.RLock()
         self.external_cidr = str(ipaddress.ip_network(external_cidr))
@@ -199,6 +203,7 @@ class SimCloud:
         self._ticker: threading.Thread | None = None
         self._state_file = state_file
         self._save_interval = save_interval
+        self.durable = durable and state_file is not None
         self._revision = 0
         self._saved_revision = 0
         self._saved_at = 0.0

@@ -119,15 +119,17 @@ def run_simcloud(
     port: int = 0,
     external_cidr: str = DEFAULT_EXTERNAL_CIDR,
     persist: bool = False,
+    durable: bool = False,
 ) -> Iterator[SimCloudHandle]:
     """Serve a simulated cloud on 127.0.0.1 (``port`` 0: a free one) until the block exits: a fresh one, or
-    with ``persist`` the one ``state_dir`` holds."""
+    with ``persist`` the one ``state_dir`` holds (``durable``: each change on disk before it is answered)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     sim = SimCloud(
         boot_delay=boot_delay,
         lb_delay=lb_delay,
         external_cidr=external_cidr,
         state_file=state_dir / "cloud.json" if persist else None,
+        durable=durable,
     )
     port_file = state_dir / "port"
     if persist and port == 0 and port_file.exists():

@@ -486,7 +486,10 @@ def _cluster_bootstrap(
             token = current_join_token(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
         except PkiError as exc:
             raise BootstrapError(str(exc)) from exc
-        return JoinWaveToken(value=token.value, expires_at=token.expires_at, published=token.published)
+        # Without an applier (ProviderSettings.manage_addons off) nothing can put the token into the cluster:
+        # the wave goes ahead rather than wait for ever (a scale-up of `kaas up`'s stand-ins did).
+        published = token.published or ctx.addons is None
+        return JoinWaveToken(value=token.value, expires_at=token.expires_at, published=published)
 
     def token_created_by_init(token: JoinWaveToken) -> None:
         mark_published(ctx.session_factory, cluster.id, [token.value.split(".", 1)[0]], now=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -325,3 +326,20 @@ async def test_apiserver_that_never_answers_gives_504_status() -> None:
     assert response.status == 504
     status = await read_json(response)
     assert (status["kind"], status["reason"], status["code"]) == ("Status", "Timeout", 504)
+
+
+async def test_forwarders_of_an_http_apiserver_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each would load the CA bundle (~50 ms of CPU): many agents in one process stalled their loop."""
+    built: list[object] = []
+    original = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    connection = ApiserverConnection(base_url="http://127.0.0.1:1", ssl_context=None, token_source=None)
+    forwarders = [ApiserverForwarder(connection) for _ in range(20)]
+    for forwarder in forwarders:
+        await forwarder.aclose()
+    assert len(built) <= 1

@@ -8,14 +8,16 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from agents.config import AgentConfig, KubeconfigApiserver
-from agents.runtime import backoff_delay, run_agent
+from agents.runtime import backoff_delay, retry_after_delay, run_agent
 from agents.tunnel import TunnelSession
 from agents.tunnel.connection import StreamClosedError, TunnelConnection, TunnelStream
 from agents.tunnel.http import (
@@ -248,3 +250,53 @@ def test_backoff_has_full_jitter_and_a_bounded_maximum() -> None:
     assert max(delays[:3]) <= 4.0  # early attempts stay short
     assert max(delays[10:]) > 30.0  # later ones reach toward the cap, randomly
     assert len(set(delays)) == len(delays)
+
+
+def test_a_busy_answer_is_waited_out_with_jitter_and_any_other_refusal_is_not() -> None:
+    rng = random.Random(3)
+    delays = [retry_after_delay(503, "4", maximum=60.0, rng=rng) for _ in range(200)]
+    assert all(d is not None and 2.0 <= d <= 6.0 for d in delays)
+    assert len(set(delays)) == len(delays)  # spread, not a second herd
+    capped = retry_after_delay(429, "600", maximum=60.0, rng=rng)
+    assert capped is not None
+    assert capped <= 90.0
+    assert retry_after_delay(401, "4", maximum=60.0, rng=rng) is None
+    assert retry_after_delay(503, None, maximum=60.0, rng=rng) is None
+    assert retry_after_delay(503, "Wed, 21 Oct 2015 07:28:00 GMT", maximum=60.0, rng=rng) is None
+
+
+async def test_an_agent_told_kaas_is_busy_comes_back_when_told_not_after_its_growing_backoff(
+    kube: KubeStandinHandle, tmp_path: Path
+) -> None:
+    refusals = 3
+    dials: list[float] = []
+
+    def busy_at_first(connection: ServerConnection, request: Request) -> Response | None:
+        dials.append(asyncio.get_running_loop().time())
+        if len(dials) <= refusals:
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
+            response.headers["Retry-After"] = "1"
+            return response
+        return None
+
+    connected = asyncio.Event()
+
+    async def handler(websocket: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        connection = TunnelConnection(websocket, TunnelSession(role="server", now=loop.time()))
+        runner = asyncio.create_task(connection.run())
+        await connection.hello.wait()
+        connected.set()
+        await runner
+
+    async with serve(handler, "127.0.0.1", 0, compression=None, process_request=busy_at_first) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = config_for(f"ws://127.0.0.1:{port}/v1/tunnel", kube, tmp_path).model_copy(
+            update={"reconnect_backoff_min_seconds": 20.0, "reconnect_backoff_max_seconds": 60.0}
+        )
+        started = asyncio.get_running_loop().time()
+        async with agent_running(config):
+            await asyncio.wait_for(connected.wait(), timeout=15)
+        # three waits of 0.5 to 1.5 s: its own backoff would have waited 0-20 s, 0-40 s, 0-60 s
+        assert asyncio.get_running_loop().time() - started < 10
+        assert len(dials) == refusals + 1

@@ -79,3 +79,14 @@ async def test_reclaim_takes_an_expired_claim_back_but_never_a_held_one(registry
     await registry.release(cluster_id="c1", session_id="new")
     assert await registry.reclaim(cluster_id="c1", session_id="old", address="a") is True
     assert await registry.refresh(cluster_id="c1", session_id="old") is True
+
+
+async def test_many_claims_are_refreshed_at_once_and_each_answer_is_its_own(registry: TunnelRegistry) -> None:
+    await registry.claim(cluster_id="c1", session_id="s1", address="a")
+    await registry.claim(cluster_id="c2", session_id="newer", address="b")
+    claims = [("c1", "s1"), ("c2", "s2"), ("c3", "s3")]
+    await asyncio.sleep(0.3)
+    assert await registry.refresh_many(claims) == [True, False, False]
+    await asyncio.sleep(0.3)
+    assert await registry.lookup("c1") is not None  # extended past its first TTL
+    assert await registry.refresh_many([]) == []

@@ -95,3 +95,12 @@ async def test_a_proxied_request_counts_one_stream_and_its_bytes_both_ways(
     assert bytes_through(after, "up") - bytes_through(before, "up") == len(body)
     # the response head and the created object came down the tunnel
     assert bytes_through(after, "down") - bytes_through(before, "down") > len(created.content)
+
+
+async def test_the_event_loop_lag_is_sampled_while_the_server_runs(server: TunnelServer) -> None:
+    async def sampled() -> bool:
+        return (await scrape(server))[("kaas_tunnel_event_loop_lag_seconds_count", ())] >= 2
+
+    await wait_until(sampled, what="two loop-lag samples")
+    samples = await scrape(server)
+    assert samples[("kaas_tunnel_event_loop_lag_seconds_bucket", (("le", "+Inf"),))] >= 2

@@ -79,3 +79,22 @@ def test_beyond_the_limit_a_replacement_is_refused_until_the_window_ends(
     )
     assert not later.refused
     assert later.replacements == 3
+
+
+def test_the_token_check_and_the_admission_are_one_transaction_with_the_same_answers(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    assert store.authenticate_and_admit(session_factory, "kaasagent_not-a-token", limit=1, window=WINDOW) == (
+        None,
+        None,
+    )
+    cluster_id, first = store.authenticate_and_admit(
+        session_factory, cluster.agent_token, limit=1, window=WINDOW
+    )
+    assert (cluster_id, first) == (cluster.id, store.Admission(replaces=None))
+    store.record_connected(session_factory, cluster_id=cluster.id, session_id="s1", address="http://a")
+    _, second = store.authenticate_and_admit(session_factory, cluster.agent_token, limit=1, window=WINDOW)
+    assert second == store.Admission(replaces="s1", replacements=1)
+    _, third = store.authenticate_and_admit(session_factory, cluster.agent_token, limit=1, window=WINDOW)
+    assert third is not None
+    assert third.refused

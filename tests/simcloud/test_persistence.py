@@ -3,7 +3,12 @@ addresses, tokens and port; unfinished transitions finish after the restart."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from openstack.connection import Connection
 
 from simcloud.state import SimCloud
 from simcloud.testing import run_simcloud
+from tests.conftest import ROOT
 from tests.simcloud.conftest import connect
 
 
@@ -109,3 +115,73 @@ def test_without_persist_every_start_is_a_fresh_cloud(tmp_path: Path) -> None:
         conn = connect(second, second.cloud_name)
         assert [n.name for n in conn.network.networks(name="gone-after-restart")] == []
         conn.close()
+
+
+def test_a_durable_cloud_killed_with_sigkill_keeps_every_change_it_answered(tmp_path: Path) -> None:
+    """``python -m simcloud --persist --durable``: what it confirmed is on disk before the answer."""
+    port = free_port()
+
+    def start() -> subprocess.Popen[bytes]:
+        options = ["--persist", "--durable", "--boot-delay", "3600"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simcloud", "--port", str(port), "--state-dir", str(tmp_path), *options],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/identity/v3", timeout=1).status_code == 200:
+                    return process
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        process.kill()
+        raise AssertionError("python -m simcloud did not answer")
+
+    first = start()
+    try:
+        token = issue_token(port)
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/network/v2.0/networks",
+            headers={"X-Auth-Token": token},
+            json={"network": {"name": "kaas-durable-net"}},
+        )
+        assert created.status_code == 201
+    finally:
+        first.send_signal(signal.SIGKILL)  # at once: no snapshot of the ticker's has been written since
+        first.wait()
+    second = start()
+    try:
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/network/v2.0/networks",
+            headers={"X-Auth-Token": token},
+            params={"name": "kaas-durable-net"},
+        )
+        assert [n["id"] for n in listed.json()["networks"]] == [created.json()["network"]["id"]]
+    finally:
+        second.terminate()
+        second.wait(20)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def issue_token(port: int) -> str:
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/identity/v3/auth/tokens",
+        json={
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": "demo", "domain": {"name": "Default"}, "password": "secret"}
+                    },
+                },
+                "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
+            }
+        },
+    )
+    assert response.status_code == 201, response.text
+    return response.headers["X-Subject-Token"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agents.tunnel import DialFailed, PeerDead, PongReceived, StreamReset, TunnelSession
 from agents.tunnel.frames import FrameType
 from tests.agents.tunnel.conftest import Pair, make_pair, raw, sent_frames
@@ -88,3 +90,58 @@ def test_an_unanswered_dial_fails_after_the_dial_timeout() -> None:
     assert isinstance(agent_event, StreamReset)
     assert agent_event.by_peer
     assert pair.agent.open_stream_ids == frozenset()
+
+
+def test_next_deadline_is_the_earliest_timer_the_session_has() -> None:
+    pair = keepalive_pair()
+    assert pair.server.next_deadline == 10.0  # the first ping
+    pair.server.open_stream({"path": "/"}, now=1.0)
+    assert pair.server.next_deadline == 6.0  # the dial's timeout comes first
+    pair.server.close()
+    assert pair.server.next_deadline == float("inf")
+
+
+def test_a_tick_that_runs_late_does_not_count_its_own_lateness_as_the_peers_silence() -> None:
+    pair = keepalive_pair()
+    pair.now = 10.0
+    pair.server.tick(now=10.0)  # ping, answered at once
+    pair.pump()
+    assert pair.server.next_deadline == 20.0
+    pair.now = 95.0  # the server's loop was starved from 10 s to 95 s: its next tick runs 75 s late
+    pair.server.tick(now=95.0)
+    assert pair.server.is_open
+    assert not any(isinstance(e, PeerDead) for e in pair.take_server_events())
+    assert pair.server.stalled_seconds == 75.0
+    pair.pump()  # the ping that tick sent is answered: the peer was alive all along
+    assert any(isinstance(e, PongReceived) for e in pair.take_server_events())
+
+
+def test_a_peer_that_stays_silent_after_a_stall_is_dead_after_the_timeout_of_awake_time() -> None:
+    pair = keepalive_pair()  # nothing received since 0 s
+    pair.server.tick(now=10.0)  # ping, never answered
+    pair.server.tick(now=95.0)  # 75 s late: credited, so 20 s of silence count; a second ping goes out
+    assert pair.server.is_open
+    assert pair.server.next_deadline == 105.0  # the dead-peer deadline, moved by the 75 s
+    pair.server.tick(now=104.9)
+    assert pair.server.is_open
+    pair.server.tick(now=105.0)  # 30 s of silence this side was awake for, two pings unanswered
+    (dead, *_) = pair.server.events()
+    assert dead == PeerDead(silence=30.0)
+    assert pair.server.closed
+
+
+def test_a_peer_is_not_declared_dead_before_enough_pings_went_unanswered() -> None:
+    pair = keepalive_pair()
+    pair.server.check_timeouts(now=30.0)  # 30 s of silence, but nobody asked the peer anything
+    assert pair.server.is_open
+    pair.server.tick(now=30.0)  # the tick due at 10 s runs 20 s late: credited; it pings
+    assert pair.server.is_open
+    (ping,) = sent_frames(pair.server)
+    assert ping.type is FrameType.PING
+
+
+def test_dead_peer_pings_must_fit_in_the_dead_peer_timeout() -> None:
+    with pytest.raises(ValueError, match="dead_peer_pings"):
+        TunnelSession(role="agent", now=0.0, ping_interval=20.0, dead_peer_timeout=60.0, dead_peer_pings=3)
+    with pytest.raises(ValueError, match="dead_peer_pings"):
+        TunnelSession(role="agent", now=0.0, dead_peer_pings=0)

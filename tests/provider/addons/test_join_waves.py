@@ -98,3 +98,19 @@ def test_a_later_wave_waits_for_its_token_to_reach_the_cluster_then_joins_with_i
     assert join["discovery"]["bootstrapToken"]["token"] == f"{second.token_id}.{secret}"
     cluster, _operation, _ = load(gated.session_factory, created.id)
     assert cluster.phase == ClusterPhase.UPDATING.value
+
+
+def test_without_add_ons_a_later_wave_does_not_wait_for_a_token_nothing_can_publish(
+    ctx: ProviderContext, simcloud: SimCloudHandle
+) -> None:
+    unmanaged = replace(ctx, require_agent=True, addons=None)
+    created = create_cluster(unmanaged.session_factory, pools=(PoolSpec(count=1),))
+    converge_cloud_side(unmanaged, created.id)
+    all_ready(unmanaged, created.id)
+    assert reconcile_cluster_once(unmanaged, created.id, worker_id="w").outcome == "converged"
+    servers_before = set(simcloud.sim.tables["servers"])
+
+    scale_pool(unmanaged.session_factory, created.id, pool="workers", count=2)
+    result = reconcile_cluster_once(unmanaged, created.id, worker_id="w")
+    assert "bootstrap token to reach the cluster" not in result.message
+    assert len(set(simcloud.sim.tables["servers"]) - servers_before) == 1

@@ -1,0 +1,94 @@
+"""The handshake gate: a bounded number of agent handshakes at once, the rest refused at once with 503 and
+a Retry-After that spreads them over the rate handshakes complete; a starved loop refuses too."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from kaas_tunnel.admission import HandshakeGate
+from tests.kaas_tunnel.conftest import ServerFactory, wait_until
+from tests.provider.factories import CreatedCluster
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_beyond_the_limit_a_dial_is_refused_and_a_released_ticket_makes_room() -> None:
+    gate = HandshakeGate(max_in_progress=2, lag_limit=1.0, ticket_deadline=10.0)
+    first, second = gate.try_enter(), gate.try_enter()
+    assert first is not None
+    assert second is not None
+    assert gate.try_enter() is None
+    first.release(completed=True)
+    first.release(completed=True)  # idempotent
+    assert gate.in_progress == 1
+    assert gate.try_enter() is not None
+    assert gate.refused_total == 1
+
+
+def test_retry_after_spreads_the_refused_over_the_rate_handshakes_complete() -> None:
+    clock = Clock()
+    gate = HandshakeGate(max_in_progress=1, lag_limit=1.0, ticket_deadline=10.0, clock=clock)
+    for _ in range(10):  # ten handshakes completed within the window: two a second
+        ticket = gate.try_enter()
+        assert ticket is not None
+        ticket.release(completed=True)
+    holder = gate.try_enter()
+    assert holder is not None
+    for _ in range(20):
+        assert gate.try_enter() is None
+    assert gate.retry_after() == 10  # twenty waiting, two a second
+    clock.now += 6.0  # the window moved on: nothing recent to wait behind
+    assert gate.retry_after() == 1
+
+
+def test_before_any_handshake_completed_the_rate_is_guessed_fast() -> None:
+    gate = HandshakeGate(max_in_progress=10, lag_limit=1.0, ticket_deadline=10.0, clock=Clock())
+    tickets = [gate.try_enter() for _ in range(10)]
+    assert all(tickets)
+    for _ in range(95):
+        assert gate.try_enter() is None
+    assert gate.retry_after() == 10  # 95 waiting at ten a second, not 95 at one
+
+
+def test_a_starved_loop_refuses_dials_even_below_the_limit() -> None:
+    lag = [0.0]
+    gate = HandshakeGate(max_in_progress=10, lag_limit=2.0, ticket_deadline=10.0, loop_lag=lambda: lag[0])
+    assert gate.try_enter() is not None
+    lag[0] = 2.5
+    assert gate.try_enter() is None
+
+
+async def test_a_ticket_whose_handshake_never_reached_the_handler_runs_out() -> None:
+    gate = HandshakeGate(max_in_progress=1, lag_limit=1.0, ticket_deadline=0.05)
+    assert gate.try_enter() is not None
+    assert gate.try_enter() is None
+    await wait_until(lambda: gate.in_progress == 0, timeout=5, what="the ticket's deadline")
+    assert gate.try_enter() is not None
+
+
+async def test_a_dial_beyond_the_handshakes_under_way_gets_503_with_retry_after_and_then_gets_in(
+    make_server: ServerFactory, cluster: CreatedCluster
+) -> None:
+    server = await make_server(max_handshakes_in_progress=1)
+    under_way = server.handshakes.try_enter()  # another agent's handshake
+    assert under_way is not None
+    headers = {"Authorization": f"Bearer {cluster.agent_token}"}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(server.tunnel_url, additional_headers=headers, proxy=None, open_timeout=5):
+            pass
+    assert refused.value.response.status_code == 503
+    assert int(refused.value.response.headers["Retry-After"]) >= 1
+    assert server.handshakes.refused_total == 1
+    under_way.release()
+    async with connect(server.tunnel_url, additional_headers=headers, proxy=None, open_timeout=5) as admitted:
+        assert admitted.response is not None
+        assert admitted.response.status_code == 101
+    await wait_until(lambda: server.handshakes.in_progress == 0, what="the admitted handshake's ticket")
