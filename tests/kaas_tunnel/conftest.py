@@ -41,6 +41,12 @@ MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")
 STREAM_WINDOW = 64 * 1024
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here commits: the tunnel server writes in threads of its own while the test reads
+    (tests/conftest.py: committing)."""
+    item.add_marker(pytest.mark.committing)
+
+
 @pytest.fixture
 def kube() -> Iterator[KubeStandinHandle]:
     with run_kube_standin(

@@ -25,6 +25,8 @@ from tests.provider.factories import create_cluster
 
 OWNER_GROUPS = ("kaas:authenticated", "kaas:owner")
 MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")
+# committing: the tunnel server writes in threads of its own while the test reads
+pytestmark = pytest.mark.committing
 
 
 @pytest.fixture

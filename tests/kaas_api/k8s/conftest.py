@@ -46,6 +46,12 @@ from tests.kaas_tunnel.conftest import (
 from tests.provider.factories import CreatedCluster
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here commits: uvicorn serves the API while the tunnel server writes in threads of its
+    own (tests/conftest.py: committing)."""
+    item.add_marker(pytest.mark.committing)
+
+
 @pytest.fixture
 def api_socket() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -28,13 +28,15 @@ from kaas_cli.main import app as kaas
 from tests.kaas_api import conftest as api_tests
 from tests.kaas_api.conftest import World
 
-# the API tests' fixtures, used here as they are
-app, client, dispatcher, settings, world = (
+# the API tests' fixtures, used here as they are (the world's database too: tests/kaas_api/conftest.py)
+app, client, dispatcher, settings, world, world_snapshot, rollback_database_url = (
     api_tests.app,
     api_tests.client,
     api_tests.dispatcher,
     api_tests.settings,
     api_tests.world,
+    api_tests.world_snapshot,
+    api_tests.rollback_database_url,
 )
 
 API_URL = "https://kaas.test"
