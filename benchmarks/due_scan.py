@@ -28,7 +28,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kaas_cli.migrate import upgrade_database  # noqa: E402
+from kaas_core.db.migrate import upgrade_database  # noqa: E402
 from kaas_core.db.models import Cluster, Project, Region, utcnow  # noqa: E402
 from kaas_core.db.session import make_engine, make_session_factory, session_scope  # noqa: E402
 from provider.reconciler.due import claim_due_clusters  # noqa: E402

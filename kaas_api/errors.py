@@ -26,6 +26,8 @@ RULES_BEYOND_SCHEMA = frozenset(
         "not_in_list",
         "not_offered",
         "out_of_range",
+        "required_with",
+        "too_large",
         "unknown_node_pool",
         "unknown_region",
     }

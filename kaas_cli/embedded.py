@@ -4,6 +4,11 @@ SQLite in the state directory, Celery on the in-memory transport with the worker
 threads of this process, and the simulated OpenStack (``simcloud``) on a free loopback port. The same code
 paths as a real deployment, only the far ends are embedded: the API queues by task name, the worker
 reconciles through openstacksdk over HTTP.
+
+Which Kubernetes the clusters run (``choose_kubernetes``): the real programs when ``scripts/kube-bin.sh``
+has built them into its cache (``nodesim.kube_releases``), and then the region offers exactly the built
+versions (so a cluster can be created at the older one); else the Python stand-in at
+``STANDIN_KUBERNETES_VERSIONS``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,7 +50,71 @@ SIM_FLAVORS = [
     {"name": "m1.medium", "vcpus": 2, "ram_mb": 4096},
     {"name": "m1.large", "vcpus": 4, "ram_mb": 8192},
 ]
-KUBERNETES_VERSIONS = ["1.31.4", "1.30.8", "1.29.12"]
+# what the region offers when the clusters run on the stand-in (any version: it only reports it)
+STANDIN_KUBERNETES_VERSIONS = ["1.31.4", "1.30.8", "1.29.12"]
+REAL = "real"
+STANDIN = "stand-in"
+AUTO = "auto"
+
+
+class KubernetesChoiceError(ValueError):
+    """``kaas up`` cannot run the Kubernetes it was asked for; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EmbeddedKubernetes:
+    """The Kubernetes of ``kaas up``'s clusters: its kind, the versions the region offers (as kaas writes
+    them, ``1.37.2``) and its default, and for the real kind the folder of each release's programs."""
+
+    kind: str  # REAL or STANDIN
+    versions: list[str]
+    default_version: str
+    cache_dir: Path
+    releases: dict[str, Path] = field(default_factory=dict)  # "v1.37.2" -> its programs (REAL only)
+
+    def describe(self) -> str:
+        """The line ``kaas up`` prints on start."""
+        if self.kind == REAL:
+            built = ", ".join(f"v{version}" for version in self.versions)
+            return (f"Kubernetes: real {built} (default v{self.default_version}), the programs in "
+                    f"{self.cache_dir / 'kube'}")
+        return (f"Kubernetes: the Python stand-in (no real programs in {self.cache_dir / 'kube'}; "
+                "bash scripts/kube-bin.sh builds them)")
+
+
+def _plain(version: str) -> str:
+    return version.strip().removeprefix("v")
+
+
+def choose_kubernetes(
+    *, releases: Mapping[str, Path], cache_dir: Path, mode: str = AUTO, default_version: str | None = None
+) -> EmbeddedKubernetes:
+    """``mode`` ``auto``: real when any release is built, else the stand-in; ``real`` insists on the real
+    programs, ``stand-in`` on the stand-in. ``default_version`` (``1.37.2`` or ``v1.37.2``) must be one
+    the region offers; without it the newest is the default. ``releases`` come oldest first."""
+    if mode not in (AUTO, REAL, STANDIN):
+        raise KubernetesChoiceError(f"--kubernetes must be {AUTO}, {REAL} or {STANDIN}, not {mode!r}")
+    if mode == REAL and not releases:
+        raise KubernetesChoiceError(
+            f"no real Kubernetes programs in {cache_dir / 'kube'}: build them with bash scripts/kube-bin.sh"
+        )
+    if releases and mode != STANDIN:
+        kind, versions = REAL, [_plain(version) for version in releases]
+    else:
+        kind, versions = STANDIN, list(STANDIN_KUBERNETES_VERSIONS)
+    if default_version is None:
+        default = versions[-1] if kind == REAL else versions[0]
+    elif _plain(default_version) in versions:
+        default = _plain(default_version)
+    else:
+        raise KubernetesChoiceError(
+            f"Kubernetes {default_version} is not offered: kaas up runs {', '.join(versions)}"
+            + (" (the built releases)" if kind == REAL else " (on the stand-in)")
+        )
+    return EmbeddedKubernetes(
+        kind=kind, versions=versions, default_version=default, cache_dir=cache_dir,
+        releases=dict(releases) if kind == REAL else {},
+    )
 
 
 def load_or_create_secret_key(state_dir: Path) -> str:
@@ -115,11 +185,20 @@ def admin_token_for_this_run(session: Session, admin: User, *, saved_token: str 
 
 
 def seed_embedded(
-    factory: sessionmaker[Session], *, cloud_name: str, saved_token: str | None = None
+    factory: sessionmaker[Session],
+    *,
+    cloud_name: str,
+    saved_token: str | None = None,
+    kubernetes_versions: list[str] | None = None,
+    default_kubernetes_version: str | None = None,
 ) -> SeedResult:
     """Make sure the embedded defaults exist (a region on the simulated cloud, an admin, a project) and
     pick the admin token of this run (``admin_token_for_this_run``: the saved one while it is valid).
-    Idempotent: a second ``kaas up`` reuses what exists."""
+    Idempotent: a second ``kaas up`` reuses what exists. The region offers exactly ``kubernetes_versions``
+    (``EmbeddedKubernetes.versions``; the stand-in's by default), this run's, whatever an earlier run
+    offered: clusters created at a version no longer offered keep it."""
+    versions = list(kubernetes_versions or STANDIN_KUBERNETES_VERSIONS)
+    default = default_kubernetes_version or versions[0]
     with factory() as session, session.begin():
         region = session.scalar(select(Region).where(Region.name == DEFAULT_REGION))
         if region is None:
@@ -127,8 +206,8 @@ def seed_embedded(
                 Region(
                     name=DEFAULT_REGION,
                     cloud=cloud_name,
-                    kubernetes_versions=KUBERNETES_VERSIONS,
-                    default_kubernetes_version=KUBERNETES_VERSIONS[0],
+                    kubernetes_versions=versions,
+                    default_kubernetes_version=default,
                     flavors=SIM_FLAVORS,
                     image="ubuntu-22.04",
                     external_network="public",
@@ -136,6 +215,8 @@ def seed_embedded(
             )
         else:
             region.cloud = cloud_name
+            region.kubernetes_versions = versions
+            region.default_kubernetes_version = default
         admin = session.scalar(select(User).where(User.name == ADMIN_USER))
         if admin is None:
             admin, token = create_user(session, name=ADMIN_USER, is_admin=True)

@@ -36,7 +36,7 @@ PRIVATE_FILES = (
     "simcloud/clouds.yaml",
 )
 PRIVATE_DIRS = ("tls", "simcloud")
-PRIVATE_TREES = ("nodes",)  # nodesim's working directories: kubeconfigs with ServiceAccount tokens
+PRIVATE_TREES = ("nodes",)  # nodesim's per-cluster directories: agent tokens, cluster CA keys, etcd data
 
 
 def make_private(state_dir: Path) -> list[Path]:

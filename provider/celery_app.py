@@ -39,7 +39,9 @@ from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController, state
 from kombu.entity import Queue
 
+from kaas_core.internal_hop import assertion_key
 from kaas_core.tasks import SHARED_QUEUE, SWEEP_TASK, region_queue
+from provider.addons.reconcile import tunnel_applier_factory
 from provider.beat import RegionalScheduler, global_entries
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
@@ -70,6 +72,10 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
         driver_factory=registry.get,
         secret_box=SecretBox(settings.secret_key),
         tunnel_url=settings.tunnel_url,
+        agent_image=settings.agent_image,
+        addons=tunnel_applier_factory(assertion_key(settings.tunnel_internal_secret.get_secret_value()))
+        if settings.manage_addons
+        else None,
         limits=ReconcileLimits.from_settings(settings),
         webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,

@@ -14,10 +14,11 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from kaas_core.settings import SharedSettings, default_state_dir
+from kaas_core.settings import SharedSettings, TunnelSecretSettings, default_state_dir
+from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 
 
-class ProviderSettings(SharedSettings):
+class ProviderSettings(SharedSettings, TunnelSecretSettings):
     """Everything a provider worker needs: where the rows are, where the work comes from, which clouds."""
 
     clouds_yaml: Path = Field(
@@ -34,6 +35,20 @@ class ProviderSettings(SharedSettings):
         gt=0,
         description="How often beat sends the safety-net sweep and each region's leak sweep; a converged"
         " cluster is checked again this long after its last pass.",
+    )
+    agent_image: str = Field(
+        default=DEFAULT_AGENT_IMAGE,
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+        description="The container image of the kaas agent that a new cluster's first control-plane node"
+        " runs (an air-gapped region's registry must serve it).",
+    )
+    manage_addons: bool = Field(
+        default=True,
+        description="Apply the CNI, cloud controller, CSI, metrics-server and the agent in every cluster"
+        " through its tunnel (provider.addons) once its agent is connected; the workers sign that hop with"
+        " KAAS_TUNNEL_INTERNAL_SECRET, as the API does.",
     )
     require_agent: bool = Field(
         default=True,

@@ -308,3 +308,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+
+
+@pytest.fixture(scope="session")
+def shared_real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ONE real control plane for the whole session (``tests.kube_targets``: its RBAC, tokens, kwok node);
+    started by the first test that asks for it, holding one of the machine's control-plane slots."""
+    from tests.kube_targets import real_cluster_session
+
+    with real_cluster_session(tmp_path_factory.mktemp("shared-real-cluster")) as shared:
+        yield shared

@@ -16,18 +16,23 @@ Servers of kaas carry the tag ``kaas-cluster=<id>`` (or the metadata key ``kaas-
 comes from ``OS-EXT-SRV-ATTR:user_data`` (admin, microversion 2.3+; openstacksdk negotiates it).
 
 Per cluster, once one control-plane server is ACTIVE and its user-data carries an agent config:
-- a stand-in kube-apiserver (``simcloud.kube.testing.run_kube_standin``) with kaas's RBAC manifest, at the
-  Kubernetes version of the node config, and a fresh ServiceAccount token for ``kaas-system/kaas-agent``;
+- a control plane (``nodesim.control_planes``) at the Kubernetes version of the node config: the real
+  programs when that version is built (``kube_releases``), else the Python stand-in; kaas's RBAC manifest
+  applied in it, and credentials for ServiceAccount ``kaas-system/kaas-agent``; the user-data's PKI
+  (``/etc/kubernetes/pki``) and endpoint are the real control plane's;
 - a kubeconfig for it under ``state_dir/clusters/<id>/`` (0600), and ONE agent (as a Deployment would run
   it) built from the user-data's ``/etc/kaas/agent.yaml`` with ``apiserver`` = that kubeconfig;
-- the stand-in's Node objects follow the cluster's servers: ACTIVE is Ready, ERROR/SHUTOFF/... is not
-  Ready, a server still in BUILD has no Node yet, a vanished server's Node is deleted.
-When every server of a cluster is gone, its agent and stand-in stop and its directory is removed. With
-``persist`` (``kaas up``), each stand-in keeps its objects in ``state_dir/clusters/<id>/objects.json``, and
-stopping the booter keeps them: a booter started again on the same directory boots each cluster that still
-has servers with the objects it had, as a real control plane's etcd would. A crashed agent is restarted on the
-next poll (a Deployment would restart its pod). Bad user-data is logged once per server and skipped; cloud
-errors are logged and retried on the next poll. The agent token and the user-data are never logged.
+- the cluster's Nodes follow its servers, each named as the server (or its node config): ACTIVE is Ready,
+  ERROR/SHUTOFF/... is not Ready, a server still in BUILD has no Node yet, a vanished server's Node is
+  deleted. On a real control plane kwok keeps the Ready ones Ready and runs their pods.
+When every server of a cluster is gone, its agent and control plane stop and its directory is removed. With
+``persist`` (``kaas up``), stopping the booter keeps each cluster's directory (a real control plane's etcd
+data, a stand-in's ``objects.json``): a booter started again on the same directory boots each cluster that
+still has servers with the objects it had. A crashed agent is restarted on the next poll (a Deployment would
+restart its pod), and so is a real control plane one of whose processes died (its etcd data kept). A control
+plane that fails to start is logged and tried again after ``START_RETRY_SECONDS``. Bad user-data is logged
+once per server and skipped; cloud errors are logged and retried on the next poll. The agent token, the
+cluster's keys and the user-data are never logged.
 """
 
 from __future__ import annotations
@@ -35,13 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import shutil
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,11 +54,17 @@ from openstack.config import loader
 
 from agents.config import AgentConfig, AgentConfigError, agent_config_from_mapping
 from agents.runtime import run_agent
+from nodesim.control_planes import (
+    ClusterControlPlane,
+    ClusterRequest,
+    ControlPlanes,
+    ControlPlaneStartError,
+    NodeSpec,
+    StandinControlPlane,
+)
+from nodesim.kube_real import KubeletOptions
 from nodesim.userdata import NodeUserData, UserDataError, decode_user_data, parse_user_data
-from simcloud.kube.errors import KubeStatusError
-from simcloud.kube.identity import Identity
-from simcloud.kube.resources import ResourceType, find
-from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
+from simcloud.kube.testing import KubeStandinHandle
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +75,8 @@ CLUSTER_METADATA_KEY = "kaas-cluster"
 ROLE_METADATA_KEY = "kaas-role"
 CONTROL_PLANE = "control-plane"
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
-AGENT_NAMESPACE = "kaas-system"
-AGENT_SERVICE_ACCOUNT = "kaas-agent"
 AGENT_STOP_TIMEOUT_SECONDS = 15.0
+START_RETRY_SECONDS = 30.0
 THREAD_START_TIMEOUT_SECONDS = 10.0
 THREAD_STOP_TIMEOUT_SECONDS = 60.0
 KEYSTONEAUTH_LOGGERS = (
@@ -89,7 +98,9 @@ class ClusterInfo:
     """What the booter runs for one cluster (a snapshot, safe to read from any thread)."""
 
     cluster_id: str
-    standin_url: str
+    apiserver_url: str
+    control_plane: str  # "real" or "stand-in"
+    kubernetes_version: str
     agent_running: bool
     node_count: int
     nodes_ready: int
@@ -107,26 +118,15 @@ class _Server:
     raw_user_data: str | None = field(repr=False)
 
 
-@dataclass(frozen=True)
-class _NodeSpec:
-    name: str
-    server_id: str
-    ready: bool
-    labels: tuple[tuple[str, str], ...]
-    taints: tuple[tuple[str, str, str], ...]
-    kubelet_version: str
-
-
 @dataclass(eq=False)
 class _RunningCluster:
     cluster_id: str
-    stack: contextlib.ExitStack
-    handle: KubeStandinHandle
+    control_plane: ClusterControlPlane
     workdir: Path
     agent_config: AgentConfig
     agent_stop: asyncio.Event
     agent_task: asyncio.Task[None] | None = None
-    nodes: dict[str, _NodeSpec] = field(default_factory=dict)
+    nodes: dict[str, NodeSpec] = field(default_factory=dict)
 
 
 def cluster_id_of(tags: object, metadata: Mapping[str, Any] | None) -> str | None:
@@ -158,14 +158,8 @@ def _redact_keystoneauth_bodies() -> None:
             target.addFilter(_RedactUserData())
 
 
-def _node_type() -> ResourceType:
-    rtype = find("", "v1", "nodes")
-    assert rtype is not None
-    return rtype
-
-
 class NodeBooter:
-    """Watches kaas's servers through Nova and boots each cluster's stand-in apiserver and agent."""
+    """Watches kaas's servers through Nova and boots each cluster's control plane and agent."""
 
     def __init__(
         self,
@@ -183,13 +177,19 @@ class NodeBooter:
         tls: bool = True,
         api_timeout: float = 30.0,
         persist: bool = False,
+        kube_releases: Mapping[str, Path] | None = None,
+        kubelet: KubeletOptions | None = None,
     ) -> None:
         """``agent_overrides`` are merged into every agent config (e.g. ``report_interval_seconds``);
         ``cluster_filter`` limits the booter to some clusters (tests on a shared cloud); ``tls`` serves the
-        stand-ins over HTTPS with a throwaway CA (written into the kubeconfig)."""
+        stand-ins over HTTPS with a throwaway CA (written into the kubeconfig). ``kube_releases`` (version
+        → folder of its programs, ``nodesim.kube_releases.built_releases``): the clusters at those versions
+        run real control planes, with ``kubelet`` (``KubeletOptions``) for what kwok serves of their pods."""
         self._clouds_yaml = clouds_yaml
         self._admin_cloud = admin_cloud
-        self._rbac_manifest = rbac_manifest
+        self._control_planes = ControlPlanes(
+            rbac_manifest=rbac_manifest, releases=kube_releases, tls=tls, persist=persist, kubelet=kubelet
+        )
         self._state_dir = state_dir
         self._version_default = kubernetes_version_default
         self._poll_interval = poll_interval
@@ -199,20 +199,19 @@ class NodeBooter:
         self._agent_runner = agent_runner
         self._agent_overrides = dict(agent_overrides or {})
         self._cluster_filter = cluster_filter
-        self._tls = tls
         self._api_timeout = api_timeout
         self._persist = persist
-        self._node_type = _node_type()
         # Loop-thread state.
         self._conn: Any = None
         self._running: dict[str, _RunningCluster] = {}
         self._parsed: dict[str, NodeUserData | None] = {}  # server id -> parsed user-data, None if bad
         self._refused_sources: set[str] = set()  # server ids whose agent config was logged as unusable
+        self._start_failed_at: dict[str, float] = {}  # cluster id -> when its control plane last failed
         self._cloud_failing = False
         # Shared with other threads.
         self._lock = threading.Lock()
         self._snapshot: dict[str, ClusterInfo] = {}
-        self._handles: dict[str, KubeStandinHandle] = {}
+        self._control_planes_by_cluster: dict[str, ClusterControlPlane] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -254,14 +253,19 @@ class NodeBooter:
         self.stop()
 
     def clusters(self) -> dict[str, ClusterInfo]:
-        """What runs now: cluster id → stand-in URL, whether its agent runs, its node counts."""
+        """What runs now: cluster id → its apiserver, whether its agent runs, its node counts."""
         with self._lock:
             return dict(self._snapshot)
 
-    def standin_for(self, cluster_id: str) -> KubeStandinHandle | None:
-        """The running stand-in apiserver of a cluster (tests, ``kaas up``'s kubectl access), or None."""
+    def control_plane_for(self, cluster_id: str) -> ClusterControlPlane | None:
+        """The running control plane of a cluster (tests arrange objects through it), or None."""
         with self._lock:
-            return self._handles.get(cluster_id)
+            return self._control_planes_by_cluster.get(cluster_id)
+
+    def standin_for(self, cluster_id: str) -> KubeStandinHandle | None:
+        """The running stand-in apiserver of a cluster, or None (also for a cluster on a real one)."""
+        control_plane = self.control_plane_for(cluster_id)
+        return control_plane.handle if isinstance(control_plane, StandinControlPlane) else None
 
     # --- the booter's thread ---
 
@@ -421,7 +425,16 @@ class NodeBooter:
                 logger.info("node booter: every server of cluster %s is gone: stopping its agent", cluster_id)
                 await self._stop_cluster(running)
             return
+        if running is not None and not running.control_plane.healthy():
+            logger.warning(
+                "node booter: the control plane of cluster %s stopped running; starting it again", cluster_id
+            )
+            await self._stop_cluster(running, forget=False)
+            running = None
         if running is None:
+            failed_at = self._start_failed_at.get(cluster_id)
+            if failed_at is not None and time.monotonic() - failed_at < START_RETRY_SECONDS:
+                return
             running = await self._maybe_start_cluster(cluster_id, servers)
             if running is None:
                 return
@@ -430,7 +443,8 @@ class NodeBooter:
             if task is not None:
                 self._report_agent_exit(running, task)
             self._start_agent(running)
-        self._sync_nodes(running, servers)
+        await asyncio.to_thread(running.control_plane.refresh_agent_credentials)
+        await self._sync_nodes(running, servers)
 
     # --- starting and stopping a cluster ---
 
@@ -479,44 +493,56 @@ class NodeBooter:
             config = self._agent_config(cluster_id, server, user_data.agent)
             if config is None:
                 continue
-            return await self._start_cluster(
-                cluster_id, config, version=user_data.kubernetes_version or self._version_default
-            )
+            return await self._start_cluster(cluster_id, config, user_data=user_data)
         return None
 
-    async def _start_cluster(self, cluster_id: str, config: AgentConfig, *, version: str) -> _RunningCluster:
+    async def _start_cluster(
+        self, cluster_id: str, config: AgentConfig, *, user_data: NodeUserData
+    ) -> _RunningCluster | None:
         assert config.apiserver.kind == "kubeconfig"
         kubeconfig = config.apiserver.kubeconfig
         workdir = kubeconfig.parent
-        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        token = secrets.token_urlsafe(32)
-        stack = contextlib.ExitStack()
-        standin = run_kube_standin(
-            version=version,
-            tokens={token: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)},
-            manifest_files=[self._rbac_manifest],
-            tls=self._tls,
-            state_file=workdir / "objects.json" if self._persist else None,
+        request = ClusterRequest(
+            cluster_id=cluster_id,
+            version=user_data.kubernetes_version or self._version_default,
+            workdir=workdir,
+            endpoint=user_data.api_endpoint,
+            pki=user_data.pki,
         )
-        handle = await asyncio.to_thread(stack.enter_context, standin)
+        releases = self._control_planes.releases
+        if releases and request.version not in releases:
+            logger.warning(
+                "node booter: cluster %s runs on the stand-in: Kubernetes %s is not built (built: %s)",
+                cluster_id, request.version, ", ".join(releases),
+            )
         try:
-            handle.write_kubeconfig(kubeconfig, token=token, namespace=AGENT_NAMESPACE)
+            control_plane = await asyncio.to_thread(self._control_planes.start, request)
+        except ControlPlaneStartError as exc:
+            self._start_failed_at[cluster_id] = time.monotonic()
+            logger.warning(
+                "node booter: the control plane of cluster %s did not start (again in %ss): %s",
+                cluster_id, START_RETRY_SECONDS, exc,
+            )
+            return None
+        self._start_failed_at.pop(cluster_id, None)
+        try:
+            await asyncio.to_thread(control_plane.write_agent_kubeconfig, kubeconfig)
         except BaseException:
-            await asyncio.to_thread(stack.close)
+            await asyncio.to_thread(control_plane.close)
             raise
         running = _RunningCluster(
             cluster_id=cluster_id,
-            stack=stack,
-            handle=handle,
+            control_plane=control_plane,
             workdir=workdir,
             agent_config=config,
             agent_stop=asyncio.Event(),
         )
         self._running[cluster_id] = running
         with self._lock:
-            self._handles[cluster_id] = handle
+            self._control_planes_by_cluster[cluster_id] = control_plane
         logger.info(
-            "node booter: cluster %s booted: stand-in apiserver %s at %s", cluster_id, version, handle.url
+            "node booter: cluster %s booted: %s kube-apiserver %s at %s",
+            cluster_id, control_plane.kind, control_plane.version, control_plane.url,
         )
         return running
 
@@ -543,10 +569,10 @@ class NodeBooter:
             logger.warning("node booter: the agent of cluster %s exited; restarting it", running.cluster_id)
 
     async def _stop_cluster(self, running: _RunningCluster, *, forget: bool = True) -> None:
-        """Stop the agent, then the stand-in; the cluster leaves ``clusters()`` once both are down.
+        """Stop the agent, then the control plane; the cluster leaves ``clusters()`` once both are down.
 
-        ``forget``: the cluster is gone, so its directory (kubeconfig, saved objects) goes too; a booter that
-        merely stops keeps it when it persists."""
+        ``forget``: the cluster is gone, so its directory (kubeconfig, PKI, etcd data, saved objects) goes
+        too; a booter that merely stops keeps it when it persists."""
         self._running.pop(running.cluster_id, None)
         running.agent_stop.set()
         task = running.agent_task
@@ -560,17 +586,20 @@ class NodeBooter:
                 logger.warning("node booter: the agent of cluster %s failed to stop", running.cluster_id)
             with contextlib.suppress(BaseException):
                 await task
-        await asyncio.to_thread(running.stack.close)
+        await asyncio.to_thread(running.control_plane.close)
         if forget:
             shutil.rmtree(running.workdir, ignore_errors=True)
         with self._lock:
-            self._handles.pop(running.cluster_id, None)
+            self._control_planes_by_cluster.pop(running.cluster_id, None)
             self._snapshot.pop(running.cluster_id, None)
-        logger.info("node booter: cluster %s stopped (agent and stand-in apiserver)", running.cluster_id)
+        logger.info(
+            "node booter: cluster %s stopped (agent and %s apiserver)",
+            running.cluster_id, running.control_plane.kind,
+        )
 
     # --- nodes ---
 
-    def _node_spec(self, server: _Server, running: _RunningCluster) -> _NodeSpec | None:
+    def _node_spec(self, server: _Server, running: _RunningCluster) -> NodeSpec | None:
         exists = any(spec.server_id == server.id for spec in running.nodes.values())
         if server.status == "BUILD" and not exists:
             return None  # not booted yet: no kubelet has registered
@@ -591,8 +620,8 @@ class NodeBooter:
         ]
         if role == CONTROL_PLANE:
             taints.append((f"{ROLE_LABEL_PREFIX}{CONTROL_PLANE}", "", "NoSchedule"))
-        version = (user_data.kubernetes_version if user_data else None) or running.handle.standin.version
-        return _NodeSpec(
+        version = (user_data.kubernetes_version if user_data else None) or running.control_plane.version
+        return NodeSpec(
             name=name,
             server_id=server.id,
             ready=server.status == "ACTIVE",
@@ -601,34 +630,32 @@ class NodeBooter:
             kubelet_version=version,
         )
 
-    def _sync_nodes(self, running: _RunningCluster, servers: list[_Server]) -> None:
-        wanted: dict[str, _NodeSpec] = {}
+    async def _sync_nodes(self, running: _RunningCluster, servers: list[_Server]) -> None:
+        wanted: dict[str, NodeSpec] = {}
         for server in servers:
             spec = self._node_spec(server, running)
             if spec is not None:
                 wanted[spec.name] = spec
-        store = running.handle.standin.store
-        for name in [name for name in running.nodes if name not in wanted]:
-            with contextlib.suppress(KubeStatusError):
-                store.delete(self._node_type, "", name)
-            del running.nodes[name]
+        if wanted == running.nodes:
+            return
+        await asyncio.to_thread(running.control_plane.sync_nodes, wanted)
+        for name in running.nodes.keys() - wanted.keys():
             logger.info("node booter: cluster %s: node %s removed", running.cluster_id, name)
         for name, spec in wanted.items():
-            current = running.nodes.get(name)
-            if current == spec:
-                continue
-            running.handle.standin.apply([_node_object(spec)])
-            running.nodes[name] = spec
-            logger.info(
-                "node booter: cluster %s: node %s %s",
-                running.cluster_id, name, "Ready" if spec.ready else "NotReady",
-            )
+            if running.nodes.get(name) != spec:
+                logger.info(
+                    "node booter: cluster %s: node %s %s",
+                    running.cluster_id, name, "Ready" if spec.ready else "NotReady",
+                )
+        running.nodes = wanted
 
     def _publish(self) -> None:
         snapshot = {
             cluster_id: ClusterInfo(
                 cluster_id=cluster_id,
-                standin_url=running.handle.url,
+                apiserver_url=running.control_plane.url,
+                control_plane=running.control_plane.kind,
+                kubernetes_version=running.control_plane.version,
                 agent_running=running.agent_task is not None and not running.agent_task.done(),
                 node_count=len(running.nodes),
                 nodes_ready=sum(1 for spec in running.nodes.values() if spec.ready),
@@ -637,34 +664,3 @@ class NodeBooter:
         }
         with self._lock:
             self._snapshot = snapshot
-
-
-def _node_object(spec: _NodeSpec) -> dict[str, Any]:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": spec.name,
-            "labels": dict(spec.labels),
-            "annotations": {"kaas.io/server-id": spec.server_id},
-        },
-        "spec": {
-            "providerID": f"openstack:///{spec.server_id}",
-            "taints": [{"key": key, "value": value, "effect": effect} for key, value, effect in spec.taints],
-        },
-        "status": {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if spec.ready else "False",
-                    "reason": "KubeletReady" if spec.ready else "KubeletNotReady",
-                    "message": "kubelet is posting ready status" if spec.ready else "server not ACTIVE",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "nodeInfo": {"kubeletVersion": spec.kubelet_version, "operatingSystem": "linux"},
-            "addresses": [{"type": "Hostname", "address": spec.name}],
-        },
-    }

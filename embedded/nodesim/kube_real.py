@@ -1,28 +1,39 @@
 """One real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok (fake nodes whose pods become Running), as separate processes.
 
-Owned by ``nodesim``, which will start one per simulated cluster in place of the Python stand-in; today
-``tests/nodesim/test_kube_real.py`` and ``benchmarks/real_control_plane.py`` use it. The programs come from a
+Owned by ``nodesim``: ``nodesim.kube_backends`` starts one per simulated cluster (``kaas up`` and the tests
+that use the real binaries); ``benchmarks/real_control_plane.py`` measures one. The programs come from a
 folder laid out by ``scripts/kube-bin.sh`` (``kube-apiserver``, ``kube-controller-manager``,
-``kube-scheduler``, ``etcd``, ``kwok`` and ``kwok-stages.yaml`` side by side); this module never builds or
-looks them up.
+``kube-scheduler``, ``etcd``, ``kwok`` and ``kwok-stages.yaml`` side by side; ``nodesim.kube_releases`` finds
+them); this module never builds or looks them up.
 
 - ``write_cluster_pki(pki_dir)`` writes a cluster's own secrets, named as kubeadm names them in
-  /etc/kubernetes/pki: ``ca.crt``/``ca.key`` (the cluster CA) and ``sa.key``/``sa.pub`` (the service-account
-  signing key), for a caller that has none of its own.
-- ``start_control_plane(bin_dir=..., pki_dir=..., work_dir=...)`` issues from that CA, into
-  ``work_dir/pki``, what each component needs: the apiserver's serving certificate for 127.0.0.1 and the
-  in-cluster names, and client certificates for the admin (``system:masters``), the controller manager,
-  the scheduler and kwok; writes their kubeconfigs (0600); starts the five processes on free loopback
-  ports, etcd's data in ``work_dir/etcd``, each process's output in ``work_dir/logs/<name>.log``; and
-  returns once the apiserver answers /readyz and the controller manager and the scheduler hold their
-  leader leases (kwok has no readiness signal: a fake node turning Ready is its proof).
+  /etc/kubernetes/pki: ``ca.crt``/``ca.key`` (the cluster CA), ``sa.key``/``sa.pub`` (the service-account
+  signing key) and ``front-proxy-ca.crt``/``front-proxy-ca.key`` (the CA of the aggregation layer's
+  front proxy); ``ensure_cluster_pki`` writes only the pairs a folder lacks.
+- ``start_control_plane(bin_dir=..., pki_dir=..., work_dir=...)`` issues from those CAs, into
+  ``work_dir/pki``, what each component needs: the apiserver's serving certificate for 127.0.0.1, the
+  in-cluster names and the cluster's endpoint (``server_names``), the front-proxy client certificate, the
+  apiserver's kubelet-client certificate, kwok's kubelet serving certificate, and client certificates for the
+  admin (``system:masters``), the controller manager, the scheduler and kwok; writes their kubeconfigs
+  (0600); starts the five processes on free loopback ports, etcd's data in ``work_dir/etcd`` (kept: started
+  again on the same ``work_dir``, the control plane has the objects it had), each process's output in
+  ``work_dir/logs/<name>.log``; and returns once the apiserver answers /readyz, the controller manager
+  and the scheduler hold their leader leases and kwok's kubelet API answers (kwok serves it once it
+  watches the apiserver). The controller manager makes each namespace's ``default`` ServiceAccount a few
+  seconds later; until then the pods of a namespace are refused, as on any new cluster.
 - ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
 
-Authorization is ``Node,RBAC`` with the NodeRestriction admission plugin, as kubeadm configures it. etcd
-runs over plain HTTP on loopback without fsync: it is reachable only from this machine and its data is
-thrown away. A process that exits while the control plane starts fails the start with ``ControlPlaneError``
-and the tail of its log; the other processes are stopped first.
+kwok also serves the kubelet API of its nodes (on its own loopback port, with a certificate the apiserver
+verifies against the cluster CA): ``kubectl logs`` reads ``KubeletOptions.pod_logs`` (one file for every
+container; by default a line saying no process runs). ``kubectl exec`` and ``port-forward`` are refused
+unless the caller asks: kwok's exec runs the command ON THIS MACHINE, so ``exec_on_host`` is for tests
+only, and ``port_forward_to`` forwards every pod port to one loopback address the caller chose.
+
+Authorization is ``Node,RBAC`` with the NodeRestriction admission plugin and the front-proxy (request
+header) settings, as kubeadm configures them. etcd runs over plain HTTP on loopback without fsync: it is
+reachable only from this machine. A process that exits while the control plane starts fails the start with
+``ControlPlaneError`` and the tail of its log; the other processes are stopped first.
 """
 
 from __future__ import annotations
@@ -58,7 +69,13 @@ KWOK_NODE_ANNOTATION_VALUE = "fake"
 # after its 40 s grace period and, five minutes later, evicts its pods
 KWOK_NODE_LEASE_SECONDS = 40
 LEASE_HOLDERS = ("kube-controller-manager", "kube-scheduler")
+FRONT_PROXY_CLIENT = "front-proxy-client"
+# what kwok serves as every container's log when the caller names no file of its own
+DEFAULT_POD_LOG = "kwok: this container is simulated; no process runs in it"
+PKI_PAIRS = (("ca.crt", "ca.key"), ("sa.pub", "sa.key"), ("front-proxy-ca.crt", "front-proxy-ca.key"))
+PKI_FILES = tuple(name for pair in PKI_PAIRS for name in pair)
 CERT_VALIDITY = datetime.timedelta(days=30)
+CA_VALIDITY = datetime.timedelta(days=3650)
 LOG_TAIL_BYTES = 4000
 STOP_GRACE_SECONDS = 10.0
 
@@ -84,12 +101,7 @@ def _write_secret(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None:
-    """The cluster CA (``ca.crt``, ``ca.key``) and service-account key pair (``sa.key``, ``sa.pub``).
-
-    ECDSA P-256 throughout (kubeadm's ``encryptionAlgorithm: ECDSA-P256``): every component accepts it and a
-    key costs microseconds, where RSA 2048 costs tens of milliseconds per key."""
-    pki_dir.mkdir(parents=True, exist_ok=True)
+def _write_ca(pki_dir: Path, stem: str, common_name: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -100,7 +112,7 @@ def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
@@ -110,12 +122,44 @@ def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    (pki_dir / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_secret(pki_dir / "ca.key", _key_pem(ca_key))
+    (pki_dir / f"{stem}.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(pki_dir / f"{stem}.key", _key_pem(ca_key))
+
+
+def _write_service_account_keys(pki_dir: Path) -> None:
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_secret(pki_dir / "sa.key", _key_pem(sa_key))
     (pki_dir / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None:
+    """The cluster CA (``ca.crt``, ``ca.key``), the service-account key pair (``sa.key``, ``sa.pub``) and
+    the front-proxy CA (``front-proxy-ca.crt``, ``front-proxy-ca.key``), replacing any there.
+
+    ECDSA P-256 throughout (kubeadm's ``encryptionAlgorithm: ECDSA-P256``): every component accepts it and a
+    key costs microseconds, where RSA 2048 costs tens of milliseconds per key."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    _write_ca(pki_dir, "ca", common_name)
+    _write_service_account_keys(pki_dir)
+    _write_ca(pki_dir, "front-proxy-ca", "front-proxy-ca")
+
+
+def ensure_cluster_pki(pki_dir: Path) -> list[str]:
+    """Write each pair of ``PKI_PAIRS`` that ``pki_dir`` lacks (a pair with one file missing is replaced
+    whole: a certificate without its key is of no use); returns the names written."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for public, private in PKI_PAIRS:
+        if (pki_dir / public).is_file() and (pki_dir / private).is_file():
+            continue
+        if public == "sa.pub":
+            _write_service_account_keys(pki_dir)
+        else:
+            stem = public.removesuffix(".crt")
+            _write_ca(pki_dir, stem, "kubernetes" if stem == "ca" else stem)
+        written += [public, private]
+    return written
 
 
 def _issue(*, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str,
@@ -227,6 +271,17 @@ class RealControlPlane:
                 process.kill()
                 process.wait()
 
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """TLS to this apiserver as its admin (``system:masters``): its CA and the admin's client
+        certificate."""
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        context.load_cert_chain(self.work_dir / "pki" / "admin.crt", self.work_dir / "pki" / "admin.key")
+        return context
+
+    def alive(self) -> bool:
+        """Whether every process still runs."""
+        return all(process.poll() is None for process in self.processes.values())
+
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process, from /proc (Linux)."""
         sizes: dict[str, int] = {}
@@ -296,29 +351,98 @@ def _program(bin_dir: Path, name: str) -> str:
     return str(path)
 
 
-def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
-                        timeout: float = 180.0) -> RealControlPlane:
-    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc)."""
+@dataclass(frozen=True)
+class KubeletOptions:
+    """What kwok's kubelet API answers for the pods of its nodes.
+
+    ``pod_logs``: the file served as every container's log (``kubectl logs``); None serves
+    ``DEFAULT_POD_LOG``. ``exec_on_host``: a working directory in which ``kubectl exec`` RUNS THE COMMAND
+    ON THIS MACHINE, as this user (kwok has no other exec): for tests only, never for a control plane whose
+    users are not this machine's owner; None refuses exec. ``port_forward_to``: the ``(host, port)`` every
+    forwarded pod port connects to; None refuses port-forward."""
+
+    pod_logs: Path | None = None
+    exec_on_host: Path | None = None
+    port_forward_to: tuple[str, int] | None = None
+
+
+def _kwok_debugging_config(options: KubeletOptions, *, default_log: Path) -> list[dict[str, Any]]:
+    """kwok's cluster-wide Logs, Exec and PortForward documents for ``options`` (one selector-less rule
+    each: every pod of every managed node)."""
+    def document(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": kind, "metadata": {"name": "kaas"},
+                "spec": spec}
+
+    logs = str(options.pod_logs or default_log)
+    documents = [document("ClusterLogs", {"logs": [{"logsFile": logs, "follow": False}]})]
+    if options.exec_on_host is not None:
+        local = {"workDir": str(options.exec_on_host)}
+        documents.append(document("ClusterExec", {"execs": [{"local": local}]}))
+    if options.port_forward_to is not None:
+        host, port = options.port_forward_to
+        documents.append(document("ClusterPortForward", {"forwards": [
+            {"target": {"address": host, "port": port}}]}))
+    return documents
+
+
+def cri_log_lines(lines: list[str], *, stream: str = "stdout") -> str:
+    """``lines`` in the CRI log format that kubelets (and kwok) read container logs in: one
+    ``<RFC 3339 time> <stream> F <line>`` per line."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "".join(f"{now} {stream} F {line}\n" for line in lines)
+
+
+def _load_ca(pki_dir: Path, stem: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate((pki_dir / f"{stem}.crt").read_bytes())
+    key = serialization.load_pem_private_key((pki_dir / f"{stem}.key").read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ControlPlaneError(f"{pki_dir / stem}.key is not an ECDSA key (write_cluster_pki writes one)")
+    return cert, key
+
+
+def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout: float = 180.0,
+                        server_names: tuple[str, ...] = (),
+                        kubelet: KubeletOptions | None = None) -> RealControlPlane:
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc).
+    ``server_names``: more names (host names or IP addresses) for the apiserver's serving certificate, such
+    as the cluster's endpoint."""
     programs = {name: _program(bin_dir, name) for name in
                 ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
     kwok_stages = bin_dir / "kwok-stages.yaml"
     if not kwok_stages.is_file():
         raise ControlPlaneError(f"{kwok_stages} is missing (scripts/kube-bin.sh installs it beside kwok)")
-    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ControlPlaneError(f"{pki_dir / 'ca.key'} is not an ECDSA key (write_cluster_pki writes one)")
+    missing = [name for name in PKI_FILES if not (pki_dir / name).is_file()]
+    if missing:
+        raise ControlPlaneError(f"{pki_dir} lacks {', '.join(missing)} (ensure_cluster_pki writes them)")
+    ca_cert, ca_key = _load_ca(pki_dir, "ca")
+    proxy_ca_cert, proxy_ca_key = _load_ca(pki_dir, "front-proxy-ca")
     ca_pem = (pki_dir / "ca.crt").read_bytes()
+    kubelet = kubelet or KubeletOptions()
 
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     issued_dir = work_dir / "pki"
-    issued_dir.mkdir(parents=True, exist_ok=True)
-    etcd_port, etcd_peer_port, apiserver_port = _free_port(), _free_port(), _free_port()
+    issued_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    etcd_port, etcd_peer_port, apiserver_port, kubelet_port = (_free_port() for _ in range(4))
     url = f"https://127.0.0.1:{apiserver_port}"
-    serving = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver", server_names=(
-        "127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
-        "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"))
-    (issued_dir / "apiserver.crt").write_bytes(serving.cert_pem)
-    _write_secret(issued_dir / "apiserver.key", serving.key_pem)
+
+    def issue_files(stem: str, issued: _Issued) -> tuple[Path, Path]:
+        (issued_dir / f"{stem}.crt").write_bytes(issued.cert_pem)
+        _write_secret(issued_dir / f"{stem}.key", issued.key_pem)
+        return issued_dir / f"{stem}.crt", issued_dir / f"{stem}.key"
+
+    apiserver_names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
+                       "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+    serving_crt, serving_key = issue_files("apiserver", _issue(
+        ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
+        server_names=tuple(dict.fromkeys((*apiserver_names, *server_names)))))
+    proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
+        ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
+    # kubeadm's names: the apiserver's identity towards kubelets, and the kubelet's (here kwok's) serving one
+    kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
+        ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
+        organizations=("kubeadm:cluster-admins",)))
+    kubelet_crt, kubelet_key = issue_files("kubelet", _issue(
+        ca_cert=ca_cert, ca_key=ca_key, common_name="kwok-kubelet", server_names=("127.0.0.1", "localhost")))
     clients = {
         # file name: (user, groups)
         "admin": ("kubernetes-admin", ("system:masters",)),
@@ -333,8 +457,14 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
         kubeconfigs[file_name] = work_dir / f"{file_name}.conf"
         _write_kubeconfig(kubeconfigs[file_name], url=url, ca_pem=ca_pem, user=user, issued=issued)
         if file_name == "admin":  # also as files: this module's own readiness checks use them
-            (issued_dir / "admin.crt").write_bytes(issued.cert_pem)
-            _write_secret(issued_dir / "admin.key", issued.key_pem)
+            issue_files("admin", issued)
+
+    kwok_dir = work_dir / "kwok"
+    kwok_dir.mkdir(exist_ok=True)
+    default_log = kwok_dir / "pod.log"
+    default_log.write_text(cri_log_lines([DEFAULT_POD_LOG]))
+    kwok_debugging = kwok_dir / "debugging.yaml"
+    kwok_debugging.write_text(yaml.safe_dump_all(_kwok_debugging_config(kubelet, default_log=default_log)))
 
     starter = _Starter(work_dir=work_dir, deadline=time.monotonic() + timeout)
     try:
@@ -353,13 +483,24 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
         starter.spawn("kube-apiserver", [
             programs["kube-apiserver"], "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
             f"--secure-port={apiserver_port}", f"--etcd-servers={etcd_url}",
-            f"--tls-cert-file={issued_dir / 'apiserver.crt'}",
-            f"--tls-private-key-file={issued_dir / 'apiserver.key'}",
+            f"--tls-cert-file={serving_crt}", f"--tls-private-key-file={serving_key}",
             f"--client-ca-file={pki_dir / 'ca.crt'}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki_dir / 'sa.pub'}",
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            "--enable-bootstrap-token-auth=true",
+            # the aggregation layer's front proxy, as kubeadm sets it up
+            f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={proxy_crt}", f"--proxy-client-key-file={proxy_key}",
+            # kubelets (kwok) are reached at their InternalIP and their serving certificate is verified
+            f"--kubelet-client-certificate={kubelet_client_crt}",
+            f"--kubelet-client-key={kubelet_client_key}",
+            f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--allow-privileged=true",
             # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
             "--endpoint-reconciler-type=none", "--profiling=false",
@@ -372,6 +513,9 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
                       "--secure-port=0"]
             starter.spawn("kube-controller-manager", [
                 programs["kube-controller-manager"], *common,
+                f"--authentication-kubeconfig={kubeconfigs['controller-manager']}",
+                f"--authorization-kubeconfig={kubeconfigs['controller-manager']}",
+                f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
                 f"--service-account-private-key-file={pki_dir / 'sa.key'}",
                 f"--root-ca-file={pki_dir / 'ca.crt'}",
                 f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}",
@@ -385,12 +529,21 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path,
             ])
             starter.spawn("kwok", [
                 programs["kwok"], f"--kubeconfig={kubeconfigs['kwok']}", f"--config={kwok_stages}",
+                f"--config={kwok_debugging}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
                 "--node-ip=127.0.0.1", f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
+                # the kubelet API of every fake node (logs, exec, port-forward), on loopback only
+                f"--server-address=127.0.0.1:{kubelet_port}", f"--node-port={kubelet_port}",
+                f"--tls-cert-file={kubelet_crt}", f"--tls-private-key-file={kubelet_key}",
             ])
             for holder in LEASE_HOLDERS:
                 starter.wait_until(f"the {holder} leader lease", _lease_held(api, holder))
+        # kwok's kubelet API answers once kwok watches the apiserver (it serves it after its informers start)
+        kubelet_context = ssl.create_default_context(cadata=ca_pem.decode())
+        with httpx.Client(base_url=f"https://127.0.0.1:{kubelet_port}", verify=kubelet_context,
+                          timeout=5.0) as kubelet_api:
+            starter.wait_until("kwok's kubelet API", lambda: kubelet_api.get("/healthz").status_code == 200)
     except BaseException:
         RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
                          processes=starter.processes).stop()

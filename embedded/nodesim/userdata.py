@@ -1,24 +1,34 @@
-"""Reading a kaas node's ``#cloud-config`` user-data back: the agent config and the node config.
+"""Reading a kaas node's ``#cloud-config`` user-data back: the agent config, the node config and the
+cluster's PKI.
 
 Owned by ``nodesim``; called by ``nodesim.booter`` for every kaas server it sees. The format is the one
 ``provider.bootstrap.cloud_init`` renders (``write_files`` entries ``/etc/kaas/agent.yaml`` and
 ``/etc/kaas/node.yaml``, each a YAML mapping). nodesim may not import ``provider``, so the document is
-parsed here with ``yaml.safe_load``. The user-data carries the cluster's agent token: no error message
-raised here ever quotes the document (YAML errors are reported without their snippet).
+parsed here with ``yaml.safe_load``. A control-plane node's user-data may also write the cluster's secrets
+where kubeadm keeps them (``/etc/kubernetes/pki/ca.crt``, ``ca.key``, ``sa.key``, ``sa.pub``,
+``front-proxy-ca.crt``, ``front-proxy-ca.key``: ``nodesim.kube_real.PKI_FILES``; as text, or ``encoding:
+b64``); only those exact paths are read, so a document can never make nodesim write anywhere else. The
+user-data carries the cluster's agent token and CA key: no error message raised here ever quotes the
+document (YAML errors are reported without their snippet), and ``NodeUserData``'s repr shows neither.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from nodesim.kube_real import PKI_FILES
+
 AGENT_CONFIG_PATH = "/etc/kaas/agent.yaml"
 NODE_CONFIG_PATH = "/etc/kaas/node.yaml"
 CLOUD_CONFIG_HEADER = "#cloud-config"
+PKI_DIR = "/etc/kubernetes/pki/"
+PKI_PATHS = {f"{PKI_DIR}{name}": name for name in PKI_FILES}
+B64_ENCODINGS = ("b64", "base64")
 MAX_USER_DATA_BYTES = 64 * 1024  # Nova's own limit
 
 
@@ -28,10 +38,12 @@ class UserDataError(ValueError):
 
 @dataclass(frozen=True)
 class NodeUserData:
-    """What a kaas node's user-data says: its agent config (None if it has none) and its node config."""
+    """What a kaas node's user-data says: its agent config (None if it has none), its node config, and the
+    cluster's PKI files it writes (file name in ``PKI_FILES`` → content; empty when it writes none)."""
 
-    agent: dict[str, Any] | None
+    agent: dict[str, Any] | None = field(repr=False)
     node: dict[str, Any]
+    pki: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def node_name(self) -> str | None:
@@ -50,6 +62,11 @@ class NodeUserData:
             return None
         text = str(version)
         return text if text.startswith("v") else f"v{text}"
+
+    @property
+    def api_endpoint(self) -> str | None:
+        endpoint = self.node.get("api_endpoint")
+        return str(endpoint) if endpoint else None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -107,7 +124,11 @@ def parse_user_data(text: str) -> NodeUserData:
         raise UserDataError("the user-data is not a #cloud-config document")
     document = _load_yaml_mapping(text, "the user-data")
     files: dict[str, dict[str, Any]] = {}
+    pki: dict[str, bytes] = {}
     for entry in document.get("write_files") or []:
+        if isinstance(entry, dict) and entry.get("path") in PKI_PATHS:
+            pki[PKI_PATHS[entry["path"]]] = _pki_content(entry)
+            continue
         if not isinstance(entry, dict) or entry.get("path") not in (AGENT_CONFIG_PATH, NODE_CONFIG_PATH):
             continue
         if entry.get("encoding"):
@@ -120,4 +141,18 @@ def parse_user_data(text: str) -> NodeUserData:
     node = files.get(NODE_CONFIG_PATH)
     if agent is None and node is None:
         raise UserDataError(f"the user-data writes neither {AGENT_CONFIG_PATH} nor {NODE_CONFIG_PATH}")
-    return NodeUserData(agent=agent, node=node or {})
+    return NodeUserData(agent=agent, node=node or {}, pki=pki)
+
+
+def _pki_content(entry: dict[str, Any]) -> bytes:
+    path, content, encoding = entry["path"], entry.get("content"), entry.get("encoding")
+    if not isinstance(content, str) or not content:
+        raise UserDataError(f"{path} in the user-data has no text content")
+    if not encoding:
+        return content.encode()
+    if encoding not in B64_ENCODINGS:
+        raise UserDataError(f"{path} in the user-data has encoding {encoding!r}; text or b64 is supported")
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserDataError(f"{path} in the user-data is not valid base64") from None

@@ -1,4 +1,7 @@
-"""Keystone v3 under ``/identity``: version discovery, password auth with a service catalog, projects.
+"""Keystone v3 under ``/identity``: version discovery, password and application-credential auth with a
+service catalog, projects, and a user's application credentials (``/v3/users/{user_id}/
+application_credentials``, as Keystone serves them: a user manages only their own, names are unique per
+user, the secret is shown once, at creation).
 
 Called by ``simcloud.app``. The catalog points every service at this same server, devstack style
 (``/compute/v2.1``, ``/network``, ``/image``, ``/load-balancer``, ``/identity``), built from the address the
@@ -7,13 +10,14 @@ client used, so the simulator works behind any loopback port.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from starlette.responses import Response
 
 from simcloud.errors import keystone_error
-from simcloud.http import Ctx, Router, json_response
-from simcloud.state import Identity, now_iso
+from simcloud.http import Ctx, Router, empty, json_response
+from simcloud.state import Identity, Record, new_id, now_iso
 
 REGION = "RegionOne"
 SERVICES = (
@@ -92,6 +96,19 @@ def token_body(identity: Identity, base: str) -> dict[str, Any]:
 def issue_token(ctx: Ctx) -> Response:
     auth = (ctx.body or {}).get("auth", {})
     identity_part = auth.get("identity", {})
+    if "application_credential" in identity_part.get("methods", []):
+        credential = identity_part.get("application_credential") or {}
+        subject = ctx.sim.authenticate_application_credential(
+            credential_id=credential.get("id"),
+            name=credential.get("name"),
+            user_id=(credential.get("user") or {}).get("id"),
+            secret=str(credential.get("secret", "")),
+        )
+        if subject is None:
+            raise keystone_error(401, "The request you have made requires authentication.")
+        body = token_body(subject, ctx.base_url)
+        body["token"]["methods"] = ["application_credential"]
+        return json_response(body, 201, {"X-Subject-Token": subject.token})
     if "password" not in identity_part.get("methods", []):
         raise keystone_error(401, "The request you have made requires authentication.")
     user = identity_part.get("password", {}).get("user", {})
@@ -159,6 +176,96 @@ def get_project(ctx: Ctx, project_id: str) -> Response:
     raise keystone_error(404, f"Could not find project: {project_id}.")
 
 
+def _credential_view(record: Record, base: str) -> dict[str, Any]:
+    view = {key: value for key, value in record.items() if not key.startswith("_") and key != "tags"}
+    view["links"] = {
+        "self": f"{base}/identity/v3/users/{record['_user_id']}/application_credentials/{record['id']}"
+    }
+    return view
+
+
+def _own_user(ctx: Ctx, user_id: str) -> None:
+    # Keystone: a user manages their own application credentials (admins too, through their own user)
+    if ctx.who.user_id != user_id:
+        raise keystone_error(403, "You are not authorized to perform the requested action.")
+
+
+def create_application_credential(ctx: Ctx, user_id: str) -> Response:
+    _own_user(ctx, user_id)
+    spec = (ctx.body or {}).get("application_credential") or {}
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise keystone_error(400, "Invalid input for field 'name'.")
+    owned = [r for r in ctx.sim.tables["application_credentials"].values() if r["_user_id"] == user_id]
+    if any(r["name"] == name for r in owned):
+        raise keystone_error(
+            409, "Conflict occurred attempting to store application_credential - Duplicate entry."
+        )
+    secret = spec.get("secret") or secrets.token_urlsafe(64)
+    roles = spec.get("roles") or [{"name": role} for role in ctx.who.roles]
+    known = set(ctx.who.roles)
+    if any(role.get("name") not in known for role in roles):
+        raise keystone_error(403, "The application credential asks for roles the user does not have.")
+    with ctx.sim.lock:
+        record = ctx.sim.insert(
+            "application_credentials",
+            {
+                "id": new_id().replace("-", ""),
+                "name": name,
+                "description": spec.get("description"),
+                "project_id": ctx.who.project_id,
+                "roles": [
+                    {"id": f"{abs(hash(r['name'])):032x}"[:32], "name": r["name"], "domain_id": None}
+                    for r in roles
+                ],
+                "expires_at": spec.get("expires_at"),
+                "unrestricted": bool(spec.get("unrestricted", False)),
+                "access_rules": list(spec.get("access_rules") or []),
+                "_user_id": user_id,
+                "_secret": secret,
+            },
+        )
+        ctx.sim.mark_changed()
+    return json_response(
+        {"application_credential": {**_credential_view(record, ctx.base_url), "secret": secret}}, 201
+    )
+
+
+def list_application_credentials(ctx: Ctx, user_id: str) -> Response:
+    _own_user(ctx, user_id)
+    name = ctx.arg("name")
+    found = [
+        _credential_view(r, ctx.base_url)
+        for r in ctx.sim.tables["application_credentials"].values()
+        if r["_user_id"] == user_id and (name is None or r["name"] == name)
+    ]
+    return json_response(
+        {"application_credentials": found, "links": {"self": None, "next": None, "previous": None}}
+    )
+
+
+def _owned_credential(ctx: Ctx, user_id: str, credential_id: str) -> Record:
+    _own_user(ctx, user_id)
+    record = ctx.sim.tables["application_credentials"].get(credential_id)
+    if record is None or record["_user_id"] != user_id:
+        raise keystone_error(404, f"Could not find Application Credential: {credential_id}.")
+    return record
+
+
+def get_application_credential(ctx: Ctx, user_id: str, credential_id: str) -> Response:
+    record = _owned_credential(ctx, user_id, credential_id)
+    return json_response({"application_credential": _credential_view(record, ctx.base_url)})
+
+
+def delete_application_credential(ctx: Ctx, user_id: str, credential_id: str) -> Response:
+    record = _owned_credential(ctx, user_id, credential_id)
+    with ctx.sim.lock:
+        ctx.sim.remove("application_credentials", record["id"])
+        # tokens issued through it die with it, as in Keystone
+        ctx.sim.mark_changed()
+    return empty(204)
+
+
 def register(router: Router) -> None:
     s = "identity"
     router.add("GET", "/identity", versions, service=s, public=True)
@@ -168,3 +275,8 @@ def register(router: Router) -> None:
     router.add("GET", "/identity/v3/projects", list_projects, service=s)
     router.add("GET", "/identity/v3/auth/projects", list_projects, service=s)
     router.add("GET", "/identity/v3/projects/{project_id}", get_project, service=s)
+    credentials = "/identity/v3/users/{user_id}/application_credentials"
+    router.add("POST", credentials, create_application_credential, service=s)
+    router.add("GET", credentials, list_application_credentials, service=s)
+    router.add("GET", credentials + "/{credential_id}", get_application_credential, service=s)
+    router.add("DELETE", credentials + "/{credential_id}", delete_application_credential, service=s)

@@ -23,6 +23,7 @@ import heapq
 import ipaddress
 import itertools
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -41,7 +42,15 @@ Record = dict[str, Any]
 
 NEUTRON_KINDS = ("networks", "subnets", "routers", "ports", "security_groups", "security_group_rules")
 OCTAVIA_KINDS = ("loadbalancers", "listeners", "pools", "members", "healthmonitors")
-KINDS = (*NEUTRON_KINDS, "servers", "server_groups", "images", "flavors", *OCTAVIA_KINDS)
+KINDS = (
+    *NEUTRON_KINDS,
+    "servers",
+    "server_groups",
+    "images",
+    "flavors",
+    *OCTAVIA_KINDS,
+    "application_credentials",
+)
 
 DEFAULT_HOSTS = ("sim-compute1", "sim-compute2", "sim-compute3")
 IDLE_TICK_SECONDS = 1.0
@@ -337,6 +346,40 @@ class SimCloud:
                 project_id=self.projects[project],
                 project_name=project,
                 roles=user.roles,
+                expires_at=expires,
+            )
+            self._tokens[token] = identity
+            return identity
+
+    def authenticate_application_credential(
+        self, *, credential_id: str | None, name: str | None, user_id: str | None, secret: str
+    ) -> Identity | None:
+        """Keystone's ``application_credential`` method: by id, or by name and user; the token is scoped to
+        the credential's project with the credential's roles."""
+        with self.lock:
+            self.login_attempts += 1
+            found = None
+            for record in self.tables["application_credentials"].values():
+                if (credential_id and record["id"] == credential_id) or (
+                    name and record["name"] == name and record["_user_id"] == user_id
+                ):
+                    found = record
+                    break
+            if found is None or not secrets.compare_digest(found["_secret"], secret):
+                return None
+            user = next((u for u in self._users.values() if u.id == found["_user_id"]), None)
+            if user is None:
+                return None
+            token = "sim" + uuid.uuid4().hex + uuid.uuid4().hex
+            expires = datetime.fromtimestamp(time.time() + 86400, UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+            project_name = next(n for n, pid in self.projects.items() if pid == found["project_id"])
+            identity = Identity(
+                token=token,
+                user_id=user.id,
+                user_name=user.name,
+                project_id=found["project_id"],
+                project_name=project_name,
+                roles=tuple(role["name"] for role in found["roles"]),
                 expires_at=expires,
             )
             self._tokens[token] = identity

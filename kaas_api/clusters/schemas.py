@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from kaas_api.operations.schemas import OperationOut
@@ -42,9 +42,39 @@ class Taint(BaseModel):
 
 
 MAX_LABELS = 50
+# A node's user-data carries its pool's labels and taints twice (kaas's node.yaml and kubeadm's config) and
+# Nova takes at most 64 KiB of it in base64: these bounds keep the largest worker's within that
+# (tests/provider/bootstrap/test_kubeadm.py renders it). The characters of keys and values, each.
+MAX_LABELS_CHARACTERS = 8192
+MAX_TAINTS_CHARACTERS = 8192
+
+
+def _labels_fit(labels: dict[str, str]) -> dict[str, str]:
+    size = sum(len(key) + len(value) for key, value in labels.items())
+    if size > MAX_LABELS_CHARACTERS:
+        raise PydanticCustomError(
+            "too_large",
+            "the labels' keys and values take {size} characters, at most {limit} are allowed",
+            {"size": size, "limit": MAX_LABELS_CHARACTERS},
+        )
+    return labels
+
+
+def _taints_fit(taints: list[Taint]) -> list[Taint]:
+    size = sum(len(t.key) + len(t.value) + len(t.effect.value) for t in taints)
+    if size > MAX_TAINTS_CHARACTERS:
+        raise PydanticCustomError(
+            "too_large",
+            "the taints' keys, values and effects take {size} characters, at most {limit} are allowed",
+            {"size": size, "limit": MAX_TAINTS_CHARACTERS},
+        )
+    return taints
+
+
 Labels = Annotated[
     dict[LabelKey, LabelValue],
     Field(max_length=MAX_LABELS),
+    AfterValidator(_labels_fit),
     WithJsonSchema(
         {
             "type": "object",
@@ -54,7 +84,7 @@ Labels = Annotated[
         }
     ),
 ]
-Taints = Annotated[list[Taint], Field(max_length=50)]
+Taints = Annotated[list[Taint], Field(max_length=50), AfterValidator(_taints_fit)]
 
 
 class NodePoolCreate(BaseModel):

@@ -29,6 +29,10 @@ def region_out(region: Region) -> RegionOut:
         default_pod_cidr=region.default_pod_cidr,
         default_service_cidr=region.default_service_cidr,
         dns_nameservers=list(region.dns_nameservers or []),
+        node_binaries=region.node_binaries or "image",
+        node_images=dict(region.node_images or {}),
+        package_mirror_url=region.package_mirror_url,
+        package_mirror_key=region.package_mirror_key,
         created_at=region.created_at,
     )
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kaas_api.schemas import Timestamp
 from kaas_api.validation import JSON_INTEGER, Cidr, DnsLabel, FlavorName, IpAddress, NonEmptyText, Version
+from kaas_core.package_mirror import MIRROR_KEY_MAX, MIRROR_KEY_PATTERN, MIRROR_URL_MAX, MIRROR_URL_PATTERN
+
+NodeBinariesSource = Literal["image", "mirror"]
+MirrorUrl = Annotated[str, Field(max_length=MIRROR_URL_MAX, pattern=MIRROR_URL_PATTERN)]
+MirrorKey = Annotated[str, Field(max_length=MIRROR_KEY_MAX, pattern=MIRROR_KEY_PATTERN)]
 
 
 class Flavor(BaseModel):
@@ -51,6 +56,19 @@ class RegionFields(BaseModel):
     default_pod_cidr: Cidr | None = None
     default_service_cidr: Cidr | None = None
     dns_nameservers: list[IpAddress] | None = Field(default=None, max_length=10)
+    node_binaries: NodeBinariesSource | None = Field(
+        default=None,
+        description="How nodes get containerd, kubelet and kubeadm: 'image' (node_images maps each version to"
+        " an image with them preinstalled; image is the fallback) or 'mirror' (installed at first boot on"
+        " image from package_mirror_url, signed by package_mirror_key).",
+    )
+    node_images: dict[Version, NonEmptyText] | None = Field(default=None, max_length=50)
+    package_mirror_url: MirrorUrl | None = Field(
+        default=None, description="A Debian repository laid out as the Kubernetes project's (deb <url> /)."
+    )
+    package_mirror_key: MirrorKey | None = Field(
+        default=None, description="The mirror's ASCII-armoured OpenPGP public key."
+    )
 
 
 class RegionCreate(RegionFields):
@@ -99,4 +117,8 @@ class RegionOut(BaseModel):
     default_pod_cidr: str
     default_service_cidr: str
     dns_nameservers: list[str]
+    node_binaries: str
+    node_images: dict[str, str]
+    package_mirror_url: str | None
+    package_mirror_key: str | None
     created_at: Timestamp

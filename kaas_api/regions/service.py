@@ -27,6 +27,10 @@ _FIELDS = (
     "default_pod_cidr",
     "default_service_cidr",
     "dns_nameservers",
+    "node_binaries",
+    "node_images",
+    "package_mirror_url",
+    "package_mirror_key",
 )
 
 
@@ -56,6 +60,19 @@ def _check_consistent(region: Region) -> None:
             f"default_kubernetes_version {default!r} is not in kubernetes_versions {versions}",
             field="default_kubernetes_version",
             rule="not_in_list",
+        )
+    unknown = sorted(set(region.node_images or {}) - set(versions))
+    if unknown:
+        raise InvalidInput(
+            f"node_images names versions the region does not offer: {unknown}",
+            field="node_images",
+            rule="not_in_list",
+        )
+    if region.node_binaries == "mirror" and not (region.package_mirror_url and region.package_mirror_key):
+        raise InvalidInput(
+            "a region whose nodes install from a mirror needs package_mirror_url and package_mirror_key",
+            field="package_mirror_url",
+            rule="required_with",
         )
     names = [f["name"] for f in region.flavors or []]
     if len(set(names)) != len(names):

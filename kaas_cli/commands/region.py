@@ -71,8 +71,10 @@ def get(name: str, output: OutputOption = OutputFormat.TABLE) -> None:
     summary = {
         key: value
         for key, value in region.items()
-        if key not in ("flavors", "capacity", "capacity_observed_at")
+        if key not in ("flavors", "capacity", "capacity_observed_at", "package_mirror_key")
     }
+    images = region.get("node_images") or {}
+    summary["node_images"] = ", ".join(f"{version}={image}" for version, image in images.items()) or None
     summary["kubernetes_versions"] = ", ".join(region.get("kubernetes_versions") or [])
     summary["dns_nameservers"] = ", ".join(region.get("dns_nameservers") or []) or None
     print_object(summary, output)

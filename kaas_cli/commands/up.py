@@ -2,12 +2,21 @@
 
 The state directory is private to its owner (``kaas_cli.state_dir``): 0700, the secrets and the database
 0600, and the process umask 0077 so nothing created later is readable by others either.
+
+The clusters' Kubernetes (``kaas_cli.embedded.choose_kubernetes``): the real programs when
+``scripts/kube-bin.sh`` has built them into ``$KAAS_CACHE_DIR`` (default ``~/.cache/kaas``), else the Python
+stand-in; the first lines ``kaas up`` prints say which.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -17,7 +26,10 @@ from pydantic import SecretStr
 from kaas_api.config import ApiSettings
 from kaas_cli.config import CliConfig
 from kaas_cli.embedded import (
+    AUTO,
     DEFAULT_REGION,
+    KubernetesChoiceError,
+    choose_kubernetes,
     ensure_embedded_tls,
     load_or_create_secret_key,
     remembered_port,
@@ -32,6 +44,25 @@ from kaas_core.serving.limits import run_server, server_config
 from kaas_core.settings import default_state_dir
 
 
+@contextlib.contextmanager
+def stopping_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop ``kaas up`` as Ctrl-C does, through its ``finally`` blocks.
+
+    uvicorn handles them while it serves, then raises the signal again under the handler it found: the
+    default one would end the process on the spot, before the node booter stops the clusters' control
+    planes, and a real one's processes (etcd, kube-apiserver, kwok...) would outlive kaas up."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def up(
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
     state_dir: Annotated[
@@ -39,6 +70,17 @@ def up(
     ] = default_state_dir(),
     boot_delay: Annotated[float, typer.Option(help="seconds a simulated server takes to boot")] = 2.0,
     sweep_interval: Annotated[float, typer.Option(help="seconds between repair sweeps")] = 30.0,
+    kubernetes: Annotated[
+        str,
+        typer.Option(
+            help="the clusters' Kubernetes: auto (the real programs when scripts/kube-bin.sh built them, "
+            "else the Python stand-in), real, or stand-in"
+        ),
+    ] = AUTO,
+    kubernetes_version: Annotated[
+        str | None,
+        typer.Option(help="the region's default Kubernetes version, one it offers (default: the newest)"),
+    ] = None,
 ) -> None:
     """Run API, worker, sweep, tunnel server, simulated OpenStack and simulated nodes in one process.
 
@@ -65,6 +107,7 @@ def up(
 
     try:  # the simulators are their own distribution: production installs do not carry them
         from nodesim.booter import NodeBooter
+        from nodesim.kube_releases import built_releases, kube_cache_dir
         from simcloud.testing import run_simcloud
     except ImportError as exc:
         err_console.print(
@@ -74,6 +117,14 @@ def up(
         )
         raise typer.Exit(1) from exc
 
+    cache_dir = kube_cache_dir(os.environ, home=Path.home())
+    try:
+        kube = choose_kubernetes(
+            releases=built_releases(cache_dir), cache_dir=cache_dir, mode=kubernetes,
+            default_version=kubernetes_version,
+        )
+    except KubernetesChoiceError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     state_dir = state_dir.expanduser().resolve()
     # first of all: the umask and the modes, before the database or any secret is opened or written
     tightened = make_private(state_dir)
@@ -84,6 +135,7 @@ def up(
     database_url = f"sqlite:///{state_dir / DATABASE_FILE}"
     tls = ensure_embedded_tls(state_dir)
     public_url = f"https://127.0.0.1:{port}"
+    console.print(kube.describe(), soft_wrap=True)
     err_console.print(f"[dim]state in {state_dir}; migrating the database…[/]")
     upgrade_database(database_url)
     engine = make_engine(database_url)
@@ -127,12 +179,22 @@ def up(
             secret_key=secret_key,
             clouds_yaml=cloud.clouds_yaml,
             tunnel_url=tunnel.tunnel_url,
+            tunnel_internal_secret=SecretStr(internal_secret),
             sweep_interval_seconds=sweep_interval,
             regions=[DEFAULT_REGION],
+            # nodesim's clusters are Kubernetes stand-ins, which serve kaas's RBAC but not upstream's
+            # add-on manifests (DaemonSets, CRDs, APIServices); on once nodesim runs real control planes
+            manage_addons=False,
         )
         configure_logging(json=api_settings.log_json, level="WARNING")
         celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))
-        seed = seed_embedded(factory, cloud_name=cloud.cloud_name, saved_token=CliConfig.load().token)
+        seed = seed_embedded(
+            factory,
+            cloud_name=cloud.cloud_name,
+            saved_token=CliConfig.load().token,
+            kubernetes_versions=kube.versions,
+            default_kubernetes_version=kube.default_version,
+        )
         CliConfig(
             url=public_url,
             token=seed.admin_token,
@@ -156,8 +218,9 @@ def up(
             admin_cloud=cloud.admin_cloud_name,
             rbac_manifest=rbac_manifest(),
             state_dir=state_dir / "nodes",
-            kubernetes_version_default="v1.31.4",
+            kubernetes_version_default=f"v{kube.default_version}",
             persist=True,
+            kube_releases=kube.releases,
         )
         booter.start()
         # the memory broker started empty: whatever was in flight when kaas last stopped goes on now
@@ -187,7 +250,8 @@ def up(
                 ssl_certfile=str(tls.cert_file),
                 ssl_keyfile=str(tls.key_file),
             )
-            run_server(config)
+            with stopping_signals_interrupt():
+                run_server(config)
         finally:
             booter.stop()
             worker.stop()

@@ -206,6 +206,14 @@ class Region(Base):
     # by the region's leak sweep; None until first observed. Keys: see ``provider.cloud.driver.CloudCapacity``
     cloud_capacity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     cloud_capacity_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # how a node gets containerd, kubelet and kubeadm (provider.bootstrap.node_binaries): "image", an image
+    # with them preinstalled per version (``node_images`` maps each allowed version to one; ``image`` is the
+    # fallback), or "mirror", packages from ``package_mirror_url`` (signed by ``package_mirror_key``, an
+    # ASCII-armoured OpenPGP key) installed on ``image`` at first boot: what an air-gapped cloud has
+    node_binaries: Mapped[str] = mapped_column(String(16), default="image", server_default="image")
+    node_images: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    package_mirror_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    package_mirror_key: Mapped[str | None] = mapped_column(Text, default=None)
 
     @property
     def queue(self) -> str:
@@ -268,6 +276,10 @@ class Cluster(Base):
     # the agent token (issue 3): hashed to authenticate the agent, encrypted so workers can render user-data
     agent_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
     agent_token_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    # the Keystone application credential the cluster's cloud controller and CSI driver use
+    # (provider.reconciler.cloud_credential): its id, and its secret encrypted with the secret box
+    cloud_credential_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    cloud_credential_secret_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
 
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -282,6 +294,65 @@ class Cluster(Base):
     nodes: Mapped[list[Node]] = relationship(
         back_populates="cluster", lazy="raise", cascade="all, delete-orphan", order_by="Node.name"
     )
+
+
+class ClusterAuthority(Base):
+    """One certificate authority (or the service-account key pair) of a cluster's PKI, owned by kaas.
+
+    Written and read only by the provider (``provider.reconciler.pki_store``). The certificate (or public key)
+    is public; the private key is stored only encrypted with the secret box and is never logged or returned
+    by the API. Several rows of one kind may exist, so that a rotation can bring a second CA before the first
+    is retired; the newest one not retired is the one nodes are built from.
+    """
+
+    __tablename__ = "cluster_authorities"
+    __table_args__ = (Index("ix_cluster_authorities_cluster_id_kind", "cluster_id", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))  # provider.bootstrap.pki: cluster-ca | etcd-ca | ...
+    public_pem: Mapped[str] = mapped_column(Text)
+    key_encrypted: Mapped[str] = mapped_column(Text)
+    not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class BootstrapToken(Base):
+    """A kubeadm bootstrap token of one join wave: short-lived, deleted once the wave's nodes joined.
+
+    Written by the provider (``provider.reconciler.join_tokens``); the secret half is stored only encrypted.
+    """
+
+    __tablename__ = "cluster_bootstrap_tokens"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "token_id", name="uq_cluster_bootstrap_tokens_token_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    token_id: Mapped[str] = mapped_column(String(6))  # the public half, [a-z0-9]{6}
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # since when its Secret is known to be in the cluster: rendered into kubeadm init's config (the first
+    # wave), or put there through the tunnel (later waves); an initialized cluster's servers join with one
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # when kaas no longer hands it out: its wave joined (or it ran out); the cluster's copy goes with it
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class ClusterAddon(Base):
+    """Which version of an add-on kaas last applied in a cluster (``provider.addons``), and the digest of
+    exactly what it applied (the per-cluster parts included), so a changed input is applied again."""
+
+    __tablename__ = "cluster_addons"
+
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class NodePool(Base):

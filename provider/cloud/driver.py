@@ -96,10 +96,34 @@ class LoadBalancerInfo:
 
 
 @dataclass(frozen=True)
+class CloudEndpoint:
+    """Where a cluster's own cloud clients (cloud controller, CSI) authenticate: Keystone and the region."""
+
+    auth_url: str
+    region_name: str
+
+
+@dataclass(frozen=True)
+class CloudCredential:
+    """The cluster's Keystone application credential. ``secret`` only when this call created it: Keystone
+    shows a secret once, so the caller stores it (encrypted) at once."""
+
+    id: str
+    secret: str | None = field(default=None, repr=False)
+
+
+def cloud_credential_name(cluster_id: str) -> str:
+    """The name of the cluster's application credential (unique per user in Keystone; readable in audits)."""
+    return f"{resource_prefix(cluster_id)}-cloud-provider"
+
+
+@dataclass(frozen=True)
 class CloudResource:
     """One resource found by the cluster tag: for audits and for the deletion check."""
 
-    kind: str  # network | subnet | router | security_group | port | server | server_group | load_balancer
+    # network | subnet | router | security_group | port | server | server_group | load_balancer |
+    # application_credential
+    kind: str
     id: str
     name: str
 
@@ -169,6 +193,17 @@ class CloudDriver(Protocol):
         self, lb: LoadBalancerInfo, *, subnet_id: str, addresses: list[str], port: int
     ) -> bool:
         """Make the pool's members exactly ``addresses``; return True when nothing is pending."""
+
+    # --- identity ---------------------------------------------------------------------------------
+    def cloud_endpoint(self) -> CloudEndpoint:
+        """The identity service's URL and the region name, as this driver's clouds.yaml entry has them."""
+
+    def ensure_cloud_credential(self, cluster_id: str, *, known_id: str | None) -> CloudCredential:
+        """The cluster's application credential for its cloud controller and CSI driver: the one with
+        ``known_id`` when it still exists (no secret returned), else a new one (with its secret) after
+        deleting any other of the cluster's, whose secret nobody knows any more. Restricted (it can make no
+        further credentials), scoped to the driver's project, named ``cloud_credential_name`` and described
+        with the cluster's tag so that audits and the leak sweep find it."""
 
     # --- teardown and audit -----------------------------------------------------------------------
     def list_cluster_resources(self, cluster_id: str) -> list[CloudResource]:

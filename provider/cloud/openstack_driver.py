@@ -49,6 +49,8 @@ from openstack.config import loader
 from provider.cloud.driver import (
     CLUSTER_TAG_PREFIX,
     CloudCapacity,
+    CloudCredential,
+    CloudEndpoint,
     CloudResource,
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -57,6 +59,7 @@ from provider.cloud.driver import (
     SecurityGroupsInfo,
     ServerInfo,
     ServerSpec,
+    cloud_credential_name,
     cluster_tag,
     resource_prefix,
 )
@@ -710,6 +713,55 @@ class OpenStackDriver:
                     return False
         return True
 
+    # --- identity ---------------------------------------------------------------------------------
+    def cloud_endpoint(self) -> CloudEndpoint:
+        config = self._conn.config
+        auth_url = str(config.get_auth_args().get("auth_url") or "")
+        if not auth_url:
+            raise CloudPermanentError(f"cloud {self.name!r} names no auth_url in clouds.yaml")
+        return CloudEndpoint(auth_url=auth_url, region_name=str(config.region_name or "RegionOne"))
+
+    def _user_id(self) -> str:
+        user_id = self._conn.current_user_id
+        if not user_id:
+            raise CloudPermanentError("the cloud did not say which user kaas authenticates as")
+        return str(user_id)
+
+    def _cloud_credentials(self, cluster_id: str) -> list[Any]:
+        """The cluster's application credentials: named as kaas names them or described with its tag."""
+        name, tag = cloud_credential_name(cluster_id), cluster_tag(cluster_id)
+        return [
+            c
+            for c in self._conn.identity.application_credentials(self._user_id())
+            if c.name == name or c.description == tag
+        ]
+
+    @_heals_authentication
+    def ensure_cloud_credential(self, cluster_id: str, *, known_id: str | None) -> CloudCredential:
+        identity = self._conn.identity
+        with translate_errors(f"ensure the application credential of cluster {cluster_id}"):
+            existing = self._cloud_credentials(cluster_id)
+            for credential in existing:
+                if credential.id == known_id:
+                    return CloudCredential(id=str(credential.id))
+            user_id = self._user_id()
+            for credential in existing:  # born in a pass that died before storing its secret
+                identity.delete_application_credential(user_id, credential.id, ignore_missing=True)
+            created = identity.create_application_credential(
+                user_id,
+                cloud_credential_name(cluster_id),
+                description=cluster_tag(cluster_id),
+                unrestricted=False,
+            )
+            log.info("application credential created", extra={"cluster": cluster_id})
+        return CloudCredential(id=str(created.id), secret=str(created.secret))
+
+    def _delete_cloud_credentials(self, cluster_id: str) -> None:
+        user_id = self._user_id()
+        for credential in self._cloud_credentials(cluster_id):
+            with _deferred(f"application credential {credential.id}"):
+                self._conn.identity.delete_application_credential(user_id, credential.id, ignore_missing=True)
+
     # --- teardown and audit -----------------------------------------------------------------------
     @_heals_authentication
     def list_cluster_resources(self, cluster_id: str) -> list[CloudResource]:
@@ -738,6 +790,10 @@ class OpenStackDriver:
             found += [
                 CloudResource("security_group", g.id, g.name)
                 for g in self._owned(net_api.security_groups, cluster_id)
+            ]
+            found += [
+                CloudResource("application_credential", c.id, c.name)
+                for c in self._cloud_credentials(cluster_id)
             ]
         return found
 
@@ -794,6 +850,8 @@ class OpenStackDriver:
             for group in self._owned(net_api.security_groups, cluster_id):
                 with _deferred(f"security group {group.id}"):
                     net_api.delete_security_group(group, ignore_missing=True)
+            # last: the cluster's cloud controller may still be cleaning up with it until its servers go
+            self._delete_cloud_credentials(cluster_id)
         return self._list_cluster_resources(cluster_id)
 
     def _server_groups(self, cluster_id: str) -> list[NamedResource]:
@@ -830,9 +888,10 @@ class OpenStackDriver:
                 (net_api.security_groups(), True),
                 (lb_api.load_balancers(), False),
             ]
+            listings.append((self._conn.identity.application_credentials(self._user_id()), True))
             for listing, described in listings:
                 for resource in listing:
-                    marks = list(resource.tags or [])
+                    marks = list(getattr(resource, "tags", None) or [])
                     if described:
                         marks.append(str(resource.description or ""))
                     ids.update(

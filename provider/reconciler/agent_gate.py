@@ -27,6 +27,9 @@ class AgentGate:
     conditions: list[Condition]
     ready: bool
     message: str
+    # the agent's session is up (whatever the nodes say): kaas can reach the cluster through the tunnel
+    connected: bool = False
+    tunnel_address: str | None = None
 
 
 def expected_node_count(cluster: Cluster) -> int:
@@ -73,6 +76,7 @@ def check_agent(session: Session, cluster: Cluster, nodes: list[Node], *, tunnel
             message=message,
         )
 
+    address = agent.tunnel_address
     connected = Condition(
         AGENT_CONNECTED,
         True,
@@ -83,12 +87,26 @@ def check_agent(session: Session, cluster: Cluster, nodes: list[Node], *, tunnel
     ready_count = sum(1 for node in nodes if node.ready)
     if agent.nodes_total is None:
         message = f"the agent cannot list the cluster's nodes: {agent.last_error or 'no report yet'}"
-        return AgentGate([connected, Condition(NODES_READY, None, "NoNodeReport", message)], False, message)
+        return AgentGate(
+            [connected, Condition(NODES_READY, None, "NoNodeReport", message)],
+            False,
+            message,
+            connected=True,
+            tunnel_address=address,
+        )
     if ready_count < expected:
         message = f"{ready_count} of {expected} nodes Ready (as the agent reports them)"
-        return AgentGate([connected, Condition(NODES_READY, False, "NodesNotReady", message)], False, message)
+        return AgentGate(
+            [connected, Condition(NODES_READY, False, "NodesNotReady", message)],
+            False,
+            message,
+            connected=True,
+            tunnel_address=address,
+        )
     return AgentGate(
         [connected, Condition(NODES_READY, True, "Ready", f"{ready_count} of {expected} nodes Ready")],
         ready=True,
         message="",
+        connected=True,
+        tunnel_address=address,
     )

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
     Cluster,
+    ClusterAgent,
     ClusterPhase,
     Node,
     NodePool,
@@ -39,7 +40,13 @@ from kaas_core.db.models import (
     OperationState,
     Region,
 )
+from provider.addons.catalog import AddonInputs
+from provider.addons.join_tokens import bootstrap_token_secret
+from provider.addons.kube_client import AddonApplyError
+from provider.addons.reconcile import ADDONS_READY, AddonsOutcome, reconcile_addons
 from provider.bootstrap.cloud_init import BootstrapError
+from provider.bootstrap.node_binaries import IMAGE, NodeBinaries, NodeBinariesError
+from provider.bootstrap.pki import PkiError
 from provider.cloud.errors import (
     CloudCredentialsRefused,
     CloudError,
@@ -54,6 +61,13 @@ from provider.reconciler.lease import (
     release_after_failure,
     release_and_schedule,
     why_not_leased,
+)
+from provider.reconciler.pki_store import (
+    current_join_token,
+    ensure_cluster_pki,
+    mark_published,
+    retire_join_tokens,
+    unpublished_join_tokens,
 )
 from provider.reconciler.plan import (
     CONTROL_PLANE_READY,
@@ -71,7 +85,7 @@ from provider.reconciler.status import (
     start_operation,
     sync_nodes,
 )
-from provider.reconciler.steps import STEP_FUNCTIONS, PassState
+from provider.reconciler.steps import STEP_FUNCTIONS, ClusterBootstrap, JoinWaveToken, PassState
 from provider.webhooks.outbox import record_operation_finished
 
 logger = logging.getLogger(__name__)
@@ -241,6 +255,16 @@ def _reconcile_loaded(
     ctx: ProviderContext, session: Session, cluster: Cluster, *, now: datetime
 ) -> PassResult:
     after_step = ctx.after_step
+    # First, while this pass's session has written nothing: the PKI and the join token are committed in
+    # their own transactions (pki_store), which on SQLite would wait forever behind this session's write
+    # lock. The steps below never query this session, so nothing is flushed before they ask for a token.
+    bootstrap: ClusterBootstrap | None = None
+    bootstrap_error: BootstrapError | None = None
+    if cluster.phase != ClusterPhase.DELETING.value:
+        try:
+            bootstrap = _cluster_bootstrap(ctx, session, cluster, now=now)
+        except BootstrapError as exc:
+            bootstrap_error = exc
     operation = _current_operation(session, cluster.id, now)
     driver = ctx.driver(cluster.region.cloud)
     cluster.last_reconciled_at = now
@@ -262,24 +286,30 @@ def _reconcile_loaded(
         tunnel_url=ctx.tunnel_url,
         agent_token=None,
         server_error_retries=ctx.limits.server_error_retries,
+        bootstrap=bootstrap,
     )
     steps = plan_steps(cluster)
     reached: str | None = steps[0]
     waiting_for = ""
     error: CloudError | BootstrapError | None = None
     try:
+        if bootstrap_error is not None:
+            raise bootstrap_error
         state.agent_token = _agent_token(ctx, cluster)
+        if bootstrap is not None:
+            _publish_join_tokens(ctx, cluster.id, bootstrap, now=now)
         state.refresh_servers()
-        for step in steps:
-            reached = step
-            outcome = _run_step(ctx, step, partial(STEP_FUNCTIONS[step], state), done=lambda o: o.done)
-            if not outcome.done:
-                waiting_for = outcome.waiting_for
-                break
-            if after_step is not None:
-                after_step(step)
-        else:
-            reached = None
+        with session.no_autoflush:  # see above: the join token's own transaction must not wait on this one
+            for step in steps:
+                reached = step
+                outcome = _run_step(ctx, step, partial(STEP_FUNCTIONS[step], state), done=lambda o: o.done)
+                if not outcome.done:
+                    waiting_for = outcome.waiting_for
+                    break
+                if after_step is not None:
+                    after_step(step)
+            else:
+                reached = None
     except CloudCredentialsRefused as exc:
         error = _of_region(cluster.region, exc)
     except (CloudError, BootstrapError) as exc:
@@ -297,6 +327,9 @@ def _reconcile_loaded(
     )
     if state.api_endpoint:
         cluster.api_endpoint = state.api_endpoint
+    if state.new_cloud_credential is not None and state.new_cloud_credential.secret is not None:
+        cluster.cloud_credential_id = state.new_cloud_credential.id
+        cluster.cloud_credential_secret_encrypted = ctx.secret_box.encrypt(state.new_cloud_credential.secret)
     progress = progress_of(steps, reached)
 
     # refused region credentials are for an operator to fix, not the user's operation to fail: retried
@@ -334,12 +367,40 @@ def _reconcile_loaded(
     if ctx.require_agent:
         gate = check_agent(session, cluster, list(cluster.nodes), tunnel_url=ctx.tunnel_url)
         set_conditions(cluster, gate.conditions, now=now)
+        # add-ons go in as soon as the agent is connected: the CNI is what makes the nodes Ready
+        if gate.connected and gate.tunnel_address and ctx.addons is not None:
+            addons = _reconcile_addons(ctx, session, cluster, state, gate.tunnel_address, now=now)
+            set_conditions(
+                cluster, [Condition(ADDONS_READY, addons.status, addons.reason, addons.message)], now=now
+            )
+            if addons.error is not None and not addons.error.temporary:
+                message = f"addons: {addons.message}"
+                cluster.phase = ClusterPhase.ERROR.value
+                finish_operation(operation, succeeded=False, error=message, now=now)
+                if operation is not None:
+                    operation.step = "addons"
+                logger.warning("cluster %s failed permanently: %s", cluster.id, message)
+                deliveries = record_operation_finished(session, operation, cluster, now=now)
+                return PassResult("failed", message=message, deliveries=deliveries)
+            if not addons.ready:
+                cluster.reconcile_failures += 1
+                report_progress(operation, step="addons", progress=96, error=addons.message)
+                _mark_not_converged(cluster)
+                delay = backoff_seconds(
+                    cluster.reconcile_failures,
+                    base=ctx.limits.retry_base_seconds,
+                    maximum=ctx.limits.retry_max_seconds,
+                )
+                return PassResult("retrying", requeue_after=delay, message=addons.message)
         if not gate.ready:
             report_progress(operation, step="agent", progress=95, error=None)
             _mark_not_converged(cluster)
             return PassResult(
                 "progressing", requeue_after=ctx.limits.poll_interval_seconds, message=gate.message
             )
+
+        # every node joined: the wave's tokens are handed out no more, and go from the cluster too
+        _retire_join_tokens(ctx, session, cluster.id, gate.tunnel_address, now=now)
 
     cluster.phase = ClusterPhase.RUNNING.value
     cluster.observed_generation = max(cluster.observed_generation, cluster.generation)
@@ -364,6 +425,141 @@ def _run_step(ctx: ProviderContext, step: str, run: Callable[[], _T], *, done: C
         raise
     finally:
         ctx.metrics.observe_step(step=step, outcome=outcome, seconds=time.perf_counter() - started)
+
+
+def _cluster_bootstrap(
+    ctx: ProviderContext, session: Session, cluster: Cluster, *, now: datetime
+) -> ClusterBootstrap:
+    """The PKI (generated on the first pass), the region's node-binaries choice and the join token source.
+
+    New PKI and tokens are committed in their own transactions (``pki_store`` says why); the pass's session
+    has written nothing yet here, so they never wait on it."""
+    region = cluster.region
+    try:
+        pki = ensure_cluster_pki(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
+        binaries = NodeBinaries(
+            source=region.node_binaries or IMAGE,
+            base_image=region.image,
+            images=dict(region.node_images or {}),
+            mirror_url=region.package_mirror_url,
+            mirror_key=region.package_mirror_key,
+        )
+    except (PkiError, NodeBinariesError) as exc:
+        raise BootstrapError(str(exc)) from exc
+    agent = session.get(ClusterAgent, cluster.id)
+    initialized = cluster.observed_generation > 0 or (agent is not None and agent.connected_at is not None)
+
+    def join_token() -> JoinWaveToken:
+        try:
+            token = current_join_token(ctx.session_factory, cluster.id, box=ctx.secret_box, now=now)
+        except PkiError as exc:
+            raise BootstrapError(str(exc)) from exc
+        return JoinWaveToken(value=token.value, expires_at=token.expires_at, published=token.published)
+
+    def token_created_by_init(token: JoinWaveToken) -> None:
+        mark_published(ctx.session_factory, cluster.id, [token.value.split(".", 1)[0]], now=now)
+
+    # where kaas reaches the cluster, while its agent is connected
+    tunnel_address = agent.tunnel_address if agent is not None and agent.connected else None
+    return ClusterBootstrap(
+        token_created_by_init=token_created_by_init,
+        tunnel_address=tunnel_address,
+        pki=pki,
+        binaries=binaries,
+        initialized=initialized,
+        join_token=join_token,
+        agent_image=ctx.agent_image,
+        now=now,
+    )
+
+
+def _publish_join_tokens(
+    ctx: ProviderContext, cluster_id: str, bootstrap: ClusterBootstrap, *, now: datetime
+) -> None:
+    """Put the Secrets of live, unpublished join tokens into an initialized cluster through its agent (their
+    servers wait for it: ``steps._join_token_pending``). Best effort: a failure is logged and the steps
+    say what they wait for."""
+    if not bootstrap.initialized or bootstrap.tunnel_address is None or ctx.addons is None:
+        return
+    try:
+        tokens = unpublished_join_tokens(ctx.session_factory, cluster_id, box=ctx.secret_box, now=now)
+        if not tokens:
+            return
+        with ctx.addons(bootstrap.tunnel_address, cluster_id) as applier:
+            for token in tokens:
+                applier.apply(
+                    bootstrap_token_secret(
+                        cluster_id=cluster_id,
+                        token_id=token.token_id,
+                        secret=token.secret,
+                        expires_at=token.expires_at,
+                    )
+                )
+        mark_published(ctx.session_factory, cluster_id, [t.token_id for t in tokens], now=now)
+    except (AddonApplyError, PkiError) as exc:
+        logger.warning("cluster %s: join tokens not published yet: %s", cluster_id, exc)
+
+
+def _retire_join_tokens(
+    ctx: ProviderContext, session: Session, cluster_id: str, tunnel_address: str | None, *, now: datetime
+) -> None:
+    retired = retire_join_tokens(session, cluster_id, now=now, all_joined=True)
+    if not retired or tunnel_address is None or ctx.addons is None:
+        return
+    try:
+        with ctx.addons(tunnel_address, cluster_id) as applier:
+            for token_id in retired:
+                applier.delete("v1", "Secret", f"bootstrap-token-{token_id}", "kube-system")
+    except AddonApplyError as exc:  # the controller manager's token cleaner deletes it when it expires
+        logger.warning(
+            "cluster %s: a retired join token's Secret stays until it expires: %s", cluster_id, exc
+        )
+
+
+def _reconcile_addons(
+    ctx: ProviderContext,
+    session: Session,
+    cluster: Cluster,
+    state: PassState,
+    tunnel_address: str,
+    *,
+    now: datetime,
+) -> AddonsOutcome:
+    """The add-on step's inputs from what the pass knows, then the step (``provider.addons.reconcile``)."""
+    assert ctx.addons is not None
+    new = state.new_cloud_credential
+    try:
+        if new is not None and new.secret is not None:
+            credential_id, secret = new.id, new.secret
+        elif cluster.cloud_credential_id and cluster.cloud_credential_secret_encrypted:
+            credential_id = cluster.cloud_credential_id
+            secret = ctx.secret_box.decrypt(cluster.cloud_credential_secret_encrypted)
+        else:
+            raise AddonApplyError("the cluster has no cloud credential yet", temporary=True)
+        if state.agent_token is None:
+            raise AddonApplyError("the cluster has no agent token", temporary=False)
+        endpoint = state.driver.cloud_endpoint()
+        inputs = AddonInputs(
+            cluster_id=cluster.id,
+            pod_cidr=cluster.pod_cidr,
+            auth_url=endpoint.auth_url,
+            region_name=endpoint.region_name,
+            credential_id=credential_id,
+            credential_secret=secret,
+            subnet_id=state.network.subnet_id if state.network else None,
+            external_network_id=None,
+            tunnel_url=ctx.tunnel_url,
+            agent_token=state.agent_token,
+            agent_image=ctx.agent_image,
+        )
+    except (ValueError, CloudError) as exc:  # a secret that no longer decrypts, a cloud that does not answer
+        error = AddonApplyError(str(exc), temporary=isinstance(exc, CloudTemporaryError))
+        return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=error)
+    except AddonApplyError as exc:
+        return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=exc)
+    return reconcile_addons(
+        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now
+    )
 
 
 def _agent_token(ctx: ProviderContext, cluster: Cluster) -> str | None:
@@ -469,6 +665,7 @@ def _delete_pass(
     cluster.observed_generation = cluster.generation
     cluster.deleted_at = cluster.deleted_at or now
     cluster.api_endpoint = None
+    cluster.cloud_credential_id = cluster.cloud_credential_secret_encrypted = None  # deleted with the rest
     set_conditions(
         cluster,
         [Condition(t, False, "Deleted", "") for t in (NETWORK_READY, CONTROL_PLANE_READY, NODES_READY)],

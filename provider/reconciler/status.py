@@ -19,7 +19,7 @@ from typing import Any
 from kaas_core.db.models import Cluster, Node, NodePool, NodeRole, Operation, OperationState, utcnow
 from provider.cloud.driver import ServerInfo
 
-CONDITION_TYPES = ("NetworkReady", "ControlPlaneReady", "NodesReady")
+CONDITION_TYPES = ("NetworkReady", "ControlPlaneReady", "NodesReady", "AgentConnected", "AddonsReady")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kaas_core.db.models import Cluster, NodePool, NodeRole, Region
-from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
+from provider.bootstrap.cloud_init import BootstrapError, JoinMaterial, NodeBootstrap, render_user_data
+from provider.bootstrap.node_binaries import NodeBinaries
+from provider.bootstrap.pki import ClusterPki
 from provider.cloud.driver import (
+    CloudCredential,
     CloudDriver,
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -46,6 +50,35 @@ class StepOutcome:
 DONE = StepOutcome(done=True)
 
 
+@dataclass(frozen=True)
+class JoinWaveToken:
+    """The current join wave's bootstrap token as the steps see it (``provider.reconciler.pki_store``)."""
+
+    value: str  # <id>.<secret>
+    expires_at: datetime
+    published: (
+        bool  # its Secret is in the cluster (needed once kubeadm init ran: see provider.addons.join_tokens)
+    )
+
+
+@dataclass(frozen=True)
+class ClusterBootstrap:
+    """What every server of the cluster is built from, loaded by the pass before the steps run."""
+
+    pki: ClusterPki
+    binaries: NodeBinaries
+    # kubeadm init ran once (the agent connected, or the cluster converged): every new control plane joins
+    initialized: bool
+    # the current wave's token; created (and committed at once) on first use, so only a pass that creates a
+    # server makes one
+    join_token: Callable[[], JoinWaveToken]
+    agent_image: str
+    now: datetime
+    tunnel_address: str | None = None  # where kaas reaches the cluster while its agent is connected
+    # records that a token is in the cluster without kaas putting it there: kubeadm init creates its own
+    token_created_by_init: Callable[[JoinWaveToken], None] = lambda token: None
+
+
 @dataclass
 class PassState:
     """What one pass knows: the spec rows it loaded and what the cloud told it so far."""
@@ -64,6 +97,16 @@ class PassState:
     load_balancer: LoadBalancerInfo | None = None
     api_endpoint: str | None = None
     validated: bool = False
+    bootstrap: ClusterBootstrap | None = None
+    # an application credential this pass created: the pass stores its secret (encrypted) in its commit
+    new_cloud_credential: CloudCredential | None = None
+
+    @property
+    def image(self) -> str:
+        """The image this cluster's servers boot: the region's choice for the cluster's version."""
+        if self.bootstrap is None:
+            return self.region.image
+        return self.bootstrap.binaries.image_for(self.cluster.kubernetes_version)
 
     def refresh_servers(self) -> None:
         self.servers = {
@@ -102,6 +145,16 @@ def step_server_groups(state: PassState) -> StepOutcome:
     return DONE
 
 
+def step_cloud_credential(state: PassState) -> StepOutcome:
+    """The Keystone application credential the cluster's cloud controller and CSI driver will use."""
+    credential = state.driver.ensure_cloud_credential(
+        state.cluster.id, known_id=state.cluster.cloud_credential_id
+    )
+    if credential.secret is not None:
+        state.new_cloud_credential = credential
+    return DONE
+
+
 # --- load balancer ---------------------------------------------------------------------------------
 
 
@@ -129,7 +182,7 @@ def _validate_choices(state: PassState) -> None:
         return
     for flavor in sorted({state.cluster.control_plane_flavor, *(p.flavor for p in state.pools)}):
         state.driver.check_flavor(flavor)
-    state.driver.check_image(state.region.image)
+    state.driver.check_image(state.image)
     state.validated = True
 
 
@@ -163,6 +216,11 @@ def _create(
     _validate_choices(state)
     cluster = state.cluster
     is_cp = role == NodeRole.CONTROL_PLANE.value
+    bootstrap = state.bootstrap
+    if bootstrap is None:
+        raise BootstrapError("the cluster's PKI was not loaded before its servers were built")
+    token = bootstrap.join_token()
+    initializes = is_cp and slot == 1 and not bootstrap.initialized
     user_data = render_user_data(
         NodeBootstrap(
             cluster_id=cluster.id,
@@ -177,8 +235,20 @@ def _create(
             node_pool=pool.name if pool else None,
             labels=dict(pool.labels or {}) if pool else {},
             taints=list(pool.taints or []) if pool else [],
+            join=JoinMaterial(
+                token=token.value,
+                token_expires_at=token.expires_at,
+                ca_cert_hash=bootstrap.pki.ca_cert_hash,
+                authorities=bootstrap.pki if is_cp else None,  # a worker pins the CA, never holds its key
+                initializes=initializes,
+                rendered_at=bootstrap.now,
+            ),
+            binaries=bootstrap.binaries,
+            agent_image=bootstrap.agent_image,
         )
     )
+    if initializes and not token.published:
+        bootstrap.token_created_by_init(token)
     sg = state.security_groups
     server = state.driver.create_server(
         ServerSpec(
@@ -186,7 +256,7 @@ def _create(
             name=name,
             role=role,
             flavor=flavor,
-            image=state.region.image,
+            image=state.image,
             network_id=state.network.network_id,
             security_group_ids=(sg.control_plane_id,) if is_cp else (sg.nodes_id,),
             user_data=user_data,
@@ -200,6 +270,15 @@ def _create(
     state.servers[server.name] = server
 
 
+def _join_token_pending(state: PassState) -> StepOutcome | None:
+    """Before a server is created in an initialized cluster, its wave's token must be in the cluster (kaas
+    puts it there through the agent at the start of the next pass); the first wave's is kubeadm init's."""
+    bootstrap = state.bootstrap
+    if bootstrap is None or not bootstrap.initialized or bootstrap.join_token().published:
+        return None
+    return StepOutcome(False, "the join wave's bootstrap token to reach the cluster through its agent")
+
+
 def step_control_plane(state: PassState) -> StepOutcome:
     cluster = state.cluster
     by_slot: dict[int, list[ServerInfo]] = {}
@@ -210,6 +289,9 @@ def step_control_plane(state: PassState) -> StepOutcome:
         present = by_slot.get(slot, [])
         if any(s.status != "ERROR" for s in present):
             continue
+        pending = _join_token_pending(state)
+        if pending is not None:
+            return pending
         attempt = _next_attempt(state, [s for s in present if s.status == "ERROR"])
         _create(
             state,
@@ -260,6 +342,9 @@ def step_node_pools(state: PassState) -> StepOutcome:
         healthy = [s for s in members if s.status != "ERROR"]
         missing = pool.count - len(healthy)
         if missing > 0:
+            pending = _join_token_pending(state)
+            if pending is not None:
+                return pending
             attempt = _next_attempt(state, [s for s in members if s.status == "ERROR"])
             for _ in range(missing):
                 _create(
@@ -300,6 +385,7 @@ STEP_FUNCTIONS: dict[str, Callable[[PassState], StepOutcome]] = {
     "network": step_network,
     "security_groups": step_security_groups,
     "server_groups": step_server_groups,
+    "cloud_credential": step_cloud_credential,
     "load_balancer": step_load_balancer,
     "control_plane": step_control_plane,
     "lb_members": step_lb_members,

@@ -29,7 +29,8 @@ from agents.config import (
 )
 from agents.forward import ApiserverForwarder, ForwardRequest
 from agents.kube import ApiserverConfigError, FileToken, apiserver_connection, kubeconfig_connection
-from provider.bootstrap.cloud_init import NodeBootstrap, parse_agent_config, render_user_data
+from provider.bootstrap.cloud_init import parse_agent_config, render_user_data
+from tests.provider.bootstrap.samples import control_plane_node
 
 TOKEN = "agent-token-that-must-never-be-printed"
 POD_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
@@ -49,9 +50,8 @@ def base_document(**overrides: Any) -> dict[str, Any]:
 
 def test_reads_the_file_kaas_cloud_init_writes(tmp_path: Path) -> None:
     user_data = render_user_data(
-        NodeBootstrap(
-            cluster_id="c-42", node_name="kaas-c42-cp-0", role="control-plane", kubernetes_version="1.30.2",
-            pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12", api_endpoint=None,
+        control_plane_node(
+            cluster_id="c-42", node_name="kaas-c42-cp-0", api_endpoint=None,
             tunnel_url="wss://kaas.example/v1/tunnel", agent_token=TOKEN,
         )
     )

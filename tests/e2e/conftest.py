@@ -1,8 +1,13 @@
 """``kaas up`` in its own process, for the end-to-end tests: ``running_kaas_up`` starts it in a temporary
-home on a free port and stops it; ``KaasUp`` runs the CLI against it and reads its simulated cloud."""
+home on a free port and stops it; ``KaasUp`` runs the CLI against it and reads its simulated cloud.
+
+Its clusters run the real Kubernetes programs wherever the tests do (``tests.kube_targets.default_kind``:
+always where services are required): ``kaas up --kubernetes real`` with the cache the programs are in, and
+the test holds a control-plane slot per cluster it boots (``control_planes``); else the stand-in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +22,8 @@ from pathlib import Path
 import openstack
 import pytest
 from openstack.config import loader
+
+from tests.kube_targets import REAL, control_plane_slots, default_kind, releases
 
 KAAS = [sys.executable, "-m", "kaas_cli.main"]
 START_TIMEOUT_SECONDS = 60
@@ -43,6 +50,10 @@ class KaasUp:
         self.state_dir = home / ".kaas"
         self.env = {**os.environ, "HOME": str(home), "KAAS_CLI_CONFIG": str(self.state_dir / "cli.yaml")}
         self.env.pop("KAAS_DATABASE_URL", None)
+        self.kubernetes = default_kind()
+        built = releases()
+        if built:  # the temporary HOME has no cache: point kaas up at the one the programs are in
+            self.env["KAAS_CACHE_DIR"] = str(next(iter(built.values())).parent.parent)
         self.url = f"https://127.0.0.1:{port}"
         self.ca_file = self.state_dir / "tls" / "ca.crt"
         self.admin_token = ""
@@ -80,7 +91,7 @@ class KaasUp:
         starts = log_path.read_text().count("kaas is up")
         with log_path.open("a") as log:
             process = subprocess.Popen(
-                [*KAAS, "up", "--port", str(self.port), *options],
+                [*KAAS, "up", "--port", str(self.port), "--kubernetes", self.kubernetes, *options],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -101,22 +112,42 @@ class KaasUp:
         pytest.fail(f"kaas up did not start: {log_path.read_text()}")
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    """Stop a ``kaas up`` with ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), killing it after 30 s."""
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # exited meanwhile
+    return pids
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, *, up: KaasUp | None = None) -> None:
+    """Stop a ``kaas up`` with ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), killing it after 30 s. With
+    ``up``: every process it started (a real control plane's, all named by paths in its state directory)
+    must be gone with it; any left is killed and fails the test."""
     process.send_signal(sig)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    left = processes_mentioning(str(up.state_dir)) if up is not None else []
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"kaas up left processes running: {left}"
 
 
 @contextmanager
-def running_kaas_up(home: Path, *options: str) -> Iterator[KaasUp]:
-    """``kaas up --port <free> <options>`` until the block ends (its printed admin token: ``admin_token``)."""
+def running_kaas_up(home: Path, *options: str, control_planes: int = 0) -> Iterator[KaasUp]:
+    """``kaas up --port <free> <options>`` until the block ends (its printed admin token: ``admin_token``),
+    holding ``control_planes`` slots when its clusters are real."""
     up = KaasUp(home, free_port())
-    process = up.start(*options)
-    try:
-        yield up
-    finally:
-        stop(process)
+    with control_plane_slots(control_planes if up.kubernetes == REAL else 0):
+        process = up.start(*options)
+        try:
+            yield up
+        finally:
+            stop(process, up=up)

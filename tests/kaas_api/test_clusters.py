@@ -242,3 +242,23 @@ def test_resuming_a_paused_cluster_makes_it_due(world: World, session_factory: s
     due, _ = due_and_ticket(session_factory, world.cluster_id)
     assert due is not None
     assert due >= asked
+
+
+def test_a_pools_labels_and_taints_beyond_what_fits_a_nodes_user_data_are_refused(world: World) -> None:
+    """Nova takes 64 KiB of user-data: the labels' and taints' characters are bounded (8 KiB each)."""
+    base = "/v1/projects/alpha/clusters/c1/node-pools"
+    big_labels = {f"{'p' * 60}.example.com/{'n' * 40}{i:03d}": "v" * 63 for i in range(50)}  # ~8.9 KiB
+    pool = {"name": "big", "flavor": "large", "count": 1}
+    response = world.call("member", "POST", base, {**pool, "labels": big_labels})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["type"] == "too_large"
+    big_taints = [
+        {"key": f"{'q' * 60}.example.com/{'t' * 40}{i:03d}", "value": "v" * 63, "effect": "NoSchedule"}
+        for i in range(50)
+    ]
+    response = world.call("member", "PATCH", f"{base}/p1", {"taints": big_taints})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["type"] == "too_large"
+    small = dict(list(big_labels.items())[:40])  # ~7.1 KiB: within the budget
+    response = world.call("member", "POST", base, {**pool, "labels": small})
+    assert response.status_code == 202, response.text

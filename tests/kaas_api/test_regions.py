@@ -67,3 +67,49 @@ def test_every_user_reads_the_capacity_the_region_sweep_observed(
     shown = world.call("outsider", "GET", "/v1/regions/r1").json()
     assert shown["capacity"] == observed
     assert shown["capacity_observed_at"] is not None
+
+
+MIRROR_KEY = (
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGMHXwMBEADCbq1Cl7cp\n=AbCd\n"
+    "-----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+
+def test_a_region_maps_versions_to_images_or_names_a_package_mirror(world: World) -> None:
+    response = world.call("admin", "PATCH", "/v1/regions/r1", {"node_images": {"1.30.2": "kaas-node-1.30.2"}})
+    assert response.status_code == 200, response.text
+    assert response.json()["node_binaries"] == "image"
+    assert response.json()["node_images"] == {"1.30.2": "kaas-node-1.30.2"}
+    mirror = {
+        "node_binaries": "mirror",
+        "package_mirror_url": "https://mirror.example.internal/kubernetes/core:/stable:/v1.30/deb",
+        "package_mirror_key": MIRROR_KEY,
+    }
+    response = world.call("admin", "PATCH", "/v1/regions/r1", mirror)
+    assert response.status_code == 200, response.text
+    assert (
+        world.call("viewer", "GET", "/v1/regions/r1").json()["package_mirror_url"]
+        == mirror["package_mirror_url"]
+    )
+
+
+def test_node_images_of_versions_the_region_does_not_offer_are_refused(world: World) -> None:
+    response = world.call("admin", "PATCH", "/v1/regions/r1", {"node_images": {"1.99.0": "x"}})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "not_in_list"
+
+
+def test_a_mirror_region_needs_url_and_key(world: World) -> None:
+    response = world.call("admin", "PATCH", "/v1/regions/r1", {"node_binaries": "mirror"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "required_with"
+
+
+def test_a_mirror_url_that_could_change_an_apt_line_is_refused(world: World) -> None:
+    for url in ("https://m.example.com/deb [trusted=yes]", "https://m.example.com/deb\ndeb http://x/ /"):
+        response = world.call("admin", "PATCH", "/v1/regions/r1", {"package_mirror_url": url})
+        assert response.status_code == 422, url
+    response = world.call(
+        "admin", "PATCH", "/v1/regions/r1", {"package_mirror_key": "-----BEGIN PGP PRIVATE"}
+    )
+    assert response.status_code == 422

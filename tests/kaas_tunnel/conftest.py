@@ -1,7 +1,9 @@
 """Fixtures for the tunnel server's tests: real pieces end to end.
 
 A real PostgreSQL (the cluster row and its agent token hash, ``cluster_agents``), a real Redis registry, a
-real Kubernetes stand-in with kaas's RBAC, real WebSockets on loopback, the real agent runtime.
+real kube-apiserver with kaas's RBAC (``tests.kube_targets``: the session's real control plane, a namespace
+of the test's own; the Python stand-in only where the programs are not built and services not required),
+real WebSockets on loopback, the real agent runtime.
 """
 
 from __future__ import annotations
@@ -26,14 +28,10 @@ from kaas_core.internal_hop import ASSERTION_HEADER, INTERNAL_PROXY_PREFIX, Prox
 from kaas_core.tunnel_registry import RedisTunnelRegistry
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.server import TunnelServer
-from provider.bootstrap import rbac_manifest
-from simcloud.kube.identity import Identity
-from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
+from tests.kube_targets import KAAS_RBAC_MANIFEST, KubeTarget, kube_target
 from tests.provider.factories import CreatedCluster, create_cluster
 
-KAAS_RBAC_MANIFEST = rbac_manifest()
-SA_TOKEN = "agent-service-account-token"
-ADMIN_TOKEN = "cluster-admin-token"
+__all__ = ["KAAS_RBAC_MANIFEST"]
 INTERNAL_SECRET = "internal-secret-for-the-tunnel-tests-0123456789"
 METRICS_TOKEN = "metrics-token-for-the-tunnel-tests-0123456789"
 VIEWER_GROUPS = ("kaas:authenticated", "kaas:viewer")
@@ -48,24 +46,22 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeStandinHandle]:
-    with run_kube_standin(
-        tokens={
-            SA_TOKEN: Identity.service_account("kaas-system", "kaas-agent"),
-            ADMIN_TOKEN: Identity("kubernetes-admin", ("system:masters",)),
-        },
-        manifest_files=[KAAS_RBAC_MANIFEST],
-        tls=False,
-    ) as handle:
-        yield handle
+def kube(request: pytest.FixtureRequest) -> Iterator[KubeTarget]:
+    with kube_target(request) as target:
+        yield target
 
 
 @pytest.fixture
-async def admin(kube: KubeStandinHandle) -> AsyncIterator[httpx.AsyncClient]:
-    """Straight to the stand-in as cluster admin (to arrange objects without the tunnel)."""
-    async with httpx.AsyncClient(
-        base_url=kube.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
-    ) as client:
+def own_kube(request: pytest.FixtureRequest) -> Iterator[KubeTarget]:
+    """An apiserver of the test's own (a test that counts Nodes cannot share one)."""
+    with kube_target(request, dedicated=True) as target:
+        yield target
+
+
+@pytest.fixture
+async def admin(kube: KubeTarget) -> AsyncIterator[httpx.AsyncClient]:
+    """Straight to the apiserver as cluster admin (to arrange objects without the tunnel)."""
+    async with kube.async_admin() as client:
         yield client
 
 
@@ -129,12 +125,12 @@ def agent_config(
     *,
     tunnel_url: str,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
     token: str | None = None,
     backoff: tuple[float, float] = (0.05, 0.3),
 ) -> AgentConfig:
-    kubeconfig = kube.write_kubeconfig(tmp_path / "agent.kubeconfig", token=SA_TOKEN)
+    kubeconfig = kube.write_agent_kubeconfig(tmp_path / "agent.kubeconfig")
     return AgentConfig(
         tunnel_url=tunnel_url,
         cluster_id=cluster.id,
@@ -184,7 +180,7 @@ async def running_agent(
 async def connected_agent(
     server: TunnelServer,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
     *,
     stays_away: bool = False,

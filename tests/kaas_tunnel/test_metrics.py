@@ -10,7 +10,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from kaas_tunnel.server import TunnelServer
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_tunnel.conftest import (
     INTERNAL_SECRET,
     METRICS_TOKEN,
@@ -20,6 +19,7 @@ from tests.kaas_tunnel.conftest import (
     proxy_path,
     wait_until,
 )
+from tests.kube_targets import KubeTarget
 from tests.provider.factories import CreatedCluster
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -59,7 +59,7 @@ async def test_without_a_metrics_token_no_metrics_are_served(make_server: Server
 
 
 async def test_a_connected_agent_counts_as_a_session_until_it_goes(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
     assert (await scrape(server))[("kaas_tunnel_sessions", ())] == 0
     async with connected_agent(server, cluster, kube, tmp_path):
@@ -72,15 +72,16 @@ async def test_a_connected_agent_counts_as_a_session_until_it_goes(
 
 
 async def test_a_proxied_request_counts_one_stream_and_its_bytes_both_ways(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
+    configmaps = kube.path("configmaps")
     body = json.dumps(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "counted"}, "data": {"a": "1"}}
     ).encode()
     async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, cluster.id) as client:
         before = await scrape(server)
         created = await client.post(
-            proxy_path(CONFIGMAPS), content=body, headers={"Content-Type": "application/json"}
+            proxy_path(configmaps), content=body, headers={"Content-Type": "application/json"}
         )
         assert created.status_code == 201, created.text
 

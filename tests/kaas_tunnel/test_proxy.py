@@ -1,4 +1,4 @@
-"""The internal endpoint proxies kubectl requests through a live agent to the stand-in apiserver."""
+"""The internal endpoint proxies kubectl requests through a live agent to the cluster's apiserver."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import httpx
 
 from kaas_core.internal_hop import ASSERTION_HEADER, ProxyAssertion, assertion_key
 from kaas_tunnel.server import TunnelServer
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_tunnel.conftest import (
     INTERNAL_SECRET,
     VIEWER_GROUPS,
@@ -17,6 +16,7 @@ from tests.kaas_tunnel.conftest import (
     proxy_client,
     proxy_path,
 )
+from tests.kube_targets import KubeTarget, names_of
 from tests.provider.factories import CreatedCluster
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -27,38 +27,40 @@ def configmap(name: str, **data: str) -> dict[str, object]:
 
 
 async def test_a_member_can_create_read_and_delete_through_the_tunnel(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
+    configmaps = kube.path("configmaps")
     async with connected_agent(server, cluster, kube, tmp_path), proxy_client(server, cluster.id) as client:
-        created = await client.post(proxy_path(CONFIGMAPS), json=configmap("cm1", a="1"))
+        created = await client.post(proxy_path(configmaps), json=configmap("cm1", a="1"))
         assert created.status_code == 201, created.text
-        got = await client.get(proxy_path(CONFIGMAPS + "/cm1"))
+        got = await client.get(proxy_path(configmaps + "/cm1"))
         assert got.status_code == 200
         assert got.json()["data"] == {"a": "1"}
-        listed = await client.get(proxy_path(CONFIGMAPS + "?limit=10"))
-        assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["cm1"]
-        deleted = await client.delete(proxy_path(CONFIGMAPS + "/cm1"))
+        listed = await client.get(proxy_path(configmaps + "?limit=10"))
+        assert names_of(listed.json()["items"]) == ["cm1"]
+        deleted = await client.delete(proxy_path(configmaps + "/cm1"))
         assert deleted.status_code == 200
-        gone = await client.get(proxy_path(CONFIGMAPS + "/cm1"))
+        gone = await client.get(proxy_path(configmaps + "/cm1"))
         assert gone.status_code == 404
 
 
 async def test_a_viewer_may_read_but_rbac_forbids_writing(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
+    configmaps = kube.path("configmaps")
     async with (
         connected_agent(server, cluster, kube, tmp_path),
         proxy_client(server, cluster.id, groups=VIEWER_GROUPS) as c,
     ):
-        assert (await c.get(proxy_path(CONFIGMAPS))).status_code == 200
-        refused = await c.post(proxy_path(CONFIGMAPS), json=configmap("nope"))
+        assert (await c.get(proxy_path(configmaps))).status_code == 200
+        refused = await c.post(proxy_path(configmaps), json=configmap("nope"))
         assert refused.status_code == 403
         assert refused.json()["reason"] == "Forbidden"
         assert "kaas:alice" in refused.json()["message"]
 
 
 async def test_the_request_runs_as_the_kaas_user_not_the_agent(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
     async with (
         connected_agent(server, cluster, kube, tmp_path),
@@ -75,8 +77,9 @@ async def test_the_request_runs_as_the_kaas_user_not_the_agent(
 
 
 async def test_client_identity_headers_never_reach_the_apiserver(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
+    configmaps = kube.path("configmaps")
     async with (
         connected_agent(server, cluster, kube, tmp_path),
         proxy_client(server, cluster.id, groups=VIEWER_GROUPS) as c,
@@ -87,7 +90,7 @@ async def test_client_identity_headers_never_reach_the_apiserver(
             "X-Remote-User": "kubernetes-admin",
         }
         refused = await c.post(
-            proxy_path(CONFIGMAPS), json=configmap("escalated"), headers=sneaky
+            proxy_path(configmaps), json=configmap("escalated"), headers=sneaky
         )
         assert refused.status_code == 403
         review = await c.post(

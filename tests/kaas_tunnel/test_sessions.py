@@ -6,20 +6,18 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from agents.tunnel.connection import websockets_logger
+from agents.runtime import websockets_logger
 from kaas_core.db.models import ApiToken, Cluster, ClusterAgent, User
 from kaas_core.db.session import session_scope
 from kaas_core.security import generate_token, hash_token
 from kaas_core.tunnel_registry import RedisTunnelRegistry
 from kaas_tunnel.server import TunnelServer
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_tunnel.conftest import (
     ServerFactory,
     agent_config,
@@ -29,6 +27,7 @@ from tests.kaas_tunnel.conftest import (
     running_agent,
     wait_until,
 )
+from tests.kube_targets import KubeTarget
 from tests.provider.factories import CreatedCluster
 
 NAMESPACES = "/api/v1/namespaces"
@@ -93,7 +92,7 @@ async def test_the_agent_token_is_never_logged(
 
 
 async def test_a_killed_agent_answers_503_and_a_returning_agent_works_again(
-    server: TunnelServer, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    server: TunnelServer, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
     async with proxy_client(server, cluster.id) as client:
         async with connected_agent(server, cluster, kube, tmp_path):
@@ -107,7 +106,7 @@ async def test_a_killed_agent_answers_503_and_a_returning_agent_works_again(
 
 
 async def test_the_agent_reconnects_by_itself_after_the_tunnel_server_restarts(
-    make_server: ServerFactory, cluster: CreatedCluster, kube: KubeStandinHandle, tmp_path: Path
+    make_server: ServerFactory, cluster: CreatedCluster, kube: KubeTarget, tmp_path: Path
 ) -> None:
     first = await make_server()
     port = int(first.tunnel_url.rsplit(":", 1)[1].split("/")[0])
@@ -126,7 +125,7 @@ async def test_the_agent_reconnects_by_itself_after_the_tunnel_server_restarts(
 async def test_a_newer_agent_session_replaces_the_older_one(
     server: TunnelServer,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
     registry: RedisTunnelRegistry,
 ) -> None:
@@ -155,7 +154,7 @@ async def test_a_newer_agent_session_replaces_the_older_one(
 async def test_with_two_tunnel_servers_the_registry_points_at_the_one_holding_the_session(
     make_server: ServerFactory,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
     registry: RedisTunnelRegistry,
 ) -> None:
@@ -191,31 +190,29 @@ def agent_row(session_factory: sessionmaker[Session], cluster_id: str) -> Cluste
 async def test_cluster_agents_shows_the_status_report_and_the_disconnect(
     server: TunnelServer,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    own_kube: KubeTarget,
     tmp_path: Path,
     session_factory: sessionmaker[Session],
-    admin: httpx.AsyncClient,
 ) -> None:
-    for name, ready in (("cp-0", "True"), ("worker-0", "True"), ("worker-1", "False")):
-        created = await admin.post(
-            "/api/v1/nodes",
-            json={
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": name},
-                "status": {"conditions": [{"type": "Ready", "status": ready}]},
-            },
-        )
-        assert created.status_code == 201, created.text
-    async with connected_agent(server, cluster, kube, tmp_path):
-        await wait_until(
-            lambda: (row := agent_row(session_factory, cluster.id)) is not None and row.nodes_total == 3,
-            what="a status report",
-        )
+    for name, ready in (("cp-0", True), ("worker-0", True), ("worker-1", False)):
+        await asyncio.to_thread(own_kube.register_node, name, ready=ready)
+    async with connected_agent(server, cluster, own_kube, tmp_path):
+        # on a real cluster kwok turns the two Ready ones Ready: the report says so once it has
+        try:
+            await wait_until(
+                lambda: (row := agent_row(session_factory, cluster.id)) is not None and row.nodes_ready == 2,
+                timeout=60,
+                what="a status report with two Ready nodes",
+            )
+        except AssertionError as exc:
+            row = agent_row(session_factory, cluster.id)
+            seen = await asyncio.to_thread(own_kube.describe_nodes)
+            reported = row.nodes if row else None
+            raise AssertionError(f"{exc}; last report {reported}; the apiserver: {seen}") from exc
         row = agent_row(session_factory, cluster.id)
         assert row is not None
         assert row.connected is True
-        assert row.kubernetes_version == "v1.30.2"
+        assert row.kubernetes_version == own_kube.version
         assert (row.nodes_ready, row.nodes_total) == (2, 3)
         assert sorted(node["name"] for node in row.nodes) == ["cp-0", "worker-0", "worker-1"]
         assert row.tunnel_address == server.internal_url
@@ -233,7 +230,7 @@ async def test_cluster_agents_shows_the_status_report_and_the_disconnect(
 async def test_a_replacement_is_logged_and_counted_and_beyond_the_limit_the_newer_dial_gets_429(
     make_server: ServerFactory,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
     session_factory: sessionmaker[Session],
     caplog: pytest.LogCaptureFixture,

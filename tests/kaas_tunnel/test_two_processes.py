@@ -27,7 +27,6 @@ from kaas_core.db.models import Role
 from kaas_core.db.session import session_scope
 from kaas_core.internal_hop import ASSERTION_HEADER
 from kaas_core.tunnel_registry import RedisTunnelRegistry
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import RecordingDispatcher
 from tests.kaas_tunnel.conftest import (
     INTERNAL_SECRET,
@@ -37,6 +36,7 @@ from tests.kaas_tunnel.conftest import (
     signed_assertion,
     wait_until,
 )
+from tests.kube_targets import KubeTarget
 from tests.provider.factories import TEST_SECRET_KEY, CreatedCluster, ensure_project
 
 pytestmark = pytest.mark.redis
@@ -119,7 +119,7 @@ async def test_the_k8s_proxy_reaches_the_process_holding_the_agent_in_one_hop(
     migrated_database_url: str,
     redis_url: str,
     cluster: CreatedCluster,
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     owner_token: str,
     api: tuple[httpx.AsyncClient, RedisTunnelRegistry],
     tmp_path: Path,

@@ -23,6 +23,7 @@ from agents.config import AgentConfig
 from provider.bootstrap import rbac_manifest
 from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
 from simcloud.testing import SimCloudHandle, run_simcloud
+from tests.provider.bootstrap.samples import join_material
 
 KAAS_RBAC_MANIFEST = rbac_manifest()
 AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"
@@ -45,6 +46,7 @@ def kaas_user_data(
     kubernetes_version: str = "1.29.4",
     labels: dict[str, str] | None = None,
 ) -> str:
+    initializes = role == "control-plane" and agent_token is not None  # else a node joining the first
     return render_user_data(
         NodeBootstrap(
             cluster_id=cluster_id,
@@ -53,11 +55,12 @@ def kaas_user_data(
             kubernetes_version=kubernetes_version,
             pod_cidr="10.244.0.0/16",
             service_cidr="10.96.0.0/12",
-            api_endpoint=None,
+            api_endpoint=None if initializes else "https://10.0.0.10:6443",
             tunnel_url=tunnel_url,
             agent_token=agent_token if role == "control-plane" else None,  # as kaas renders them
             node_pool=None if role == "control-plane" else "workers",
             labels=labels or {},
+            join=join_material(control_plane=role == "control-plane", initializes=initializes),
         )
     )
 

@@ -106,7 +106,7 @@ def test_an_active_control_plane_boots_a_standin_and_one_agent(
 
     handle = booter.standin_for(cluster_id)
     assert handle is not None
-    assert handle.url == info.standin_url
+    assert handle.url == info.apiserver_url
     with agent_client(config.apiserver.kubeconfig) as client:
         assert client.get("/version").json()["gitVersion"] == "v1.29.4"  # the user-data's version
         nodes = {
@@ -337,7 +337,7 @@ def test_a_persisting_booter_restarted_boots_each_cluster_with_the_objects_it_ha
         assert handle is not None
         kept = handle.standin.store.get(*_configmap_key())
         assert (kept["metadata"]["uid"], kept["data"]) == (uid, {"a": "1"})
-    assert info.standin_url
+    assert info.apiserver_url
 
 
 def test_a_booter_that_does_not_persist_forgets_its_clusters_when_stopped(

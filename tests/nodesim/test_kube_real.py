@@ -1,66 +1,52 @@
 """The real Kubernetes programs built by scripts/kube-bin.sh work: one control plane of nodesim.kube_real
-(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) runs a Deployment's pods on a fake node.
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) runs a Deployment's pods on a fake node,
+and kwok serves their logs, exec and port-forward.
 
 The programs are found in ``KAAS_KUBE_BIN_DIR`` (scripts/test.sh exports what kube-bin.sh prints) or else in
-the script's cache layout, ``${KAAS_CACHE_DIR:-~/.cache/kaas}/kube/<newest pinned version>``. Without them the
-tests skip, or fail when services are required (``KAAS_REQUIRE_SERVICES=1``, as in CI).
+the script's cache layout (``tests.kube_targets.releases``). Without them the tests skip, or fail when
+services are required (``KAAS_REQUIRE_SERVICES=1``, as in CI). A control plane holds one of the machine's
+slots (``tests.kube_targets.control_plane_slots``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from nodesim.kube_admin import admin_client
 from nodesim.kube_real import (
+    DEFAULT_POD_LOG,
+    PKI_FILES,
     ControlPlaneError,
+    KubeletOptions,
     RealControlPlane,
+    ensure_cluster_pki,
     fake_node,
     start_control_plane,
     write_cluster_pki,
 )
-from tests.conftest import IN_CI, ROOT
+from tests.kube_targets import (
+    KUBE_VERSIONS,
+    NEWEST,
+    PORT_FORWARD_GREETING,
+    GreetingServer,
+    control_plane_slots,
+    pinned_versions,
+    release_dir,
+    wait_for_default_service_account,
+)
 
 pytestmark = pytest.mark.kube_real
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
-
-
-def pinned_versions() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for token in shlex.split((ROOT / "scripts" / "kube" / "versions.env").read_text(), comments=True):
-        key, _, value = token.partition("=")
-        values[key] = value
-    return values
-
-
-KUBE_VERSIONS = pinned_versions()["KUBE_VERSIONS"].split()
-NEWEST = max(KUBE_VERSIONS, key=lambda v: tuple(int(part) for part in v.lstrip("v").split(".")))
-
-
-def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kaas"
-    return Path(os.environ.get("KAAS_CACHE_DIR", default))
-
-
-def release_dir(version: str) -> Path:
-    """The programs of one pinned release; skips (fails when services are required) when not built."""
-    if version == NEWEST and os.environ.get("KAAS_KUBE_BIN_DIR"):
-        folder = Path(os.environ["KAAS_KUBE_BIN_DIR"])
-    else:
-        folder = cache_dir() / "kube" / version
-    if not (folder / "kube-apiserver").exists():
-        message = f"no Kubernetes {version} programs in {folder}: run bash scripts/kube-bin.sh"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return folder
 
 
 def run(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -69,11 +55,27 @@ def run(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture(scope="module")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane]:
+def greeter() -> Iterator[GreetingServer]:
+    server = GreetingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, greeter: GreetingServer
+) -> Iterator[RealControlPlane]:
     bin_dir = release_dir(NEWEST)
     pki_dir = tmp_path_factory.mktemp("pki")
     write_cluster_pki(pki_dir)
-    with start_control_plane(bin_dir=bin_dir, pki_dir=pki_dir, work_dir=tmp_path_factory.mktemp("cp")) as cp:
+    kubelet = KubeletOptions(exec_on_host=tmp_path_factory.mktemp("exec"), port_forward_to=greeter.address)
+    with (
+        control_plane_slots(),
+        start_control_plane(bin_dir=bin_dir, pki_dir=pki_dir, work_dir=tmp_path_factory.mktemp("cp"),
+                            server_names=("api.cluster.example", "10.9.8.7"), kubelet=kubelet) as cp,
+        admin_client(cp) as admin,
+    ):
+        wait_for_default_service_account(admin)
         yield cp
 
 
@@ -172,3 +174,78 @@ def test_a_program_that_exits_while_starting_fails_the_start_and_stops_the_other
 
     assert "unknown flag: --etcd-servers" in str(raised.value)
     assert processes_mentioning(str(work_dir / "etcd")) == []
+
+
+def test_kwok_serves_the_logs_exec_and_port_forward_of_its_pods(control_plane: RealControlPlane) -> None:
+    applied = kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(fake_node("fake-debug")))
+    assert applied.returncode == 0, applied.stderr
+    containers = [{"name": "main", "image": "registry.invalid/x"}]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "default"},
+           "spec": {"nodeName": "fake-debug", "containers": containers}}
+    assert kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(pod)).returncode == 0
+    ready = kubectl(control_plane, "wait", "--for=condition=Ready", "pod/debug", "--timeout=60s", timeout=90)
+    assert ready.returncode == 0, ready.stderr
+
+    logs = kubectl(control_plane, "logs", "debug")
+    ran = kubectl(control_plane, "exec", "debug", "--", "echo", "from", "kwok")
+    forward = subprocess.Popen(
+        [str(KUBECTL), "--kubeconfig", str(control_plane.admin_kubeconfig), "port-forward", "pod/debug",
+         ":80"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert forward.stdout is not None
+        match = re.match(r"Forwarding from 127\.0\.0\.1:(\d+)", forward.stdout.readline())
+        assert match
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30) as connection:
+            greeting = connection.recv(len(PORT_FORWARD_GREETING))
+    finally:
+        forward.terminate()
+        forward.wait(timeout=30)
+    assert (logs.returncode, logs.stdout) == (0, f"{DEFAULT_POD_LOG}\n"), logs.stderr
+    assert (ran.returncode, ran.stdout) == (0, "from kwok\n"), ran.stderr
+    assert greeting == PORT_FORWARD_GREETING
+
+
+def test_the_front_proxy_is_configured_as_kubeadm_configures_it(control_plane: RealControlPlane) -> None:
+    result = kubectl(control_plane, "get", "configmap", "-n", "kube-system",
+                     "extension-apiserver-authentication", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    assert json.loads(data["requestheader-allowed-names"]) == ["front-proxy-client"]
+    assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
+    assert data["requestheader-client-ca-file"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_the_serving_certificate_names_the_clusters_endpoint(control_plane: RealControlPlane) -> None:
+    from cryptography import x509
+
+    served = x509.load_pem_x509_certificate((control_plane.work_dir / "pki" / "apiserver.crt").read_bytes())
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "api.cluster.example" in names.get_values_for_type(x509.DNSName)
+    assert "10.9.8.7" in [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+
+
+def test_ensure_cluster_pki_writes_only_the_pairs_a_folder_lacks(tmp_path: Path) -> None:
+    write_cluster_pki(tmp_path)
+    kept = {name: (tmp_path / name).read_bytes() for name in PKI_FILES}
+    (tmp_path / "front-proxy-ca.key").unlink()
+
+    written = ensure_cluster_pki(tmp_path)
+
+    assert written == ["front-proxy-ca.crt", "front-proxy-ca.key"]
+    for name in ("ca.crt", "ca.key", "sa.key", "sa.pub"):
+        assert (tmp_path / name).read_bytes() == kept[name], name
+    assert (tmp_path / "front-proxy-ca.crt").read_bytes() != kept["front-proxy-ca.crt"]
+    assert oct((tmp_path / "front-proxy-ca.key").stat().st_mode & 0o777) == "0o600"
+    assert ensure_cluster_pki(tmp_path) == []
+
+
+def test_kwok_refuses_exec_unless_asked(tmp_path: Path) -> None:
+    """Without ``exec_on_host`` (as in kaas up), kwok's configuration has no exec rule at all: ``kubectl
+    exec`` cannot run anything on this machine."""
+    from nodesim.kube_real import _kwok_debugging_config
+
+    documents = _kwok_debugging_config(KubeletOptions(), default_log=tmp_path / "pod.log")
+    assert [document["kind"] for document in documents] == ["ClusterLogs"]
+    assert yaml.safe_dump_all(documents).count("logsFile") == 1

@@ -1,7 +1,8 @@
 """End to end: simcloud servers with kaas user-data → NodeBooter → the REAL agent → the REAL tunnel server.
 
 Real PostgreSQL (the cluster row and its agent token hash, ``cluster_agents``), the real ``TunnelServer``
-with an in-memory registry, simcloud over HTTP, the booter's stand-in apiserver over HTTPS.
+with an in-memory registry, simcloud over HTTP, the booter's real control plane (its Nodes kwok's, the
+agent's report their Ready), or its stand-in where the programs are not built and services not required.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kaas_tunnel.server import TunnelServer
 from nodesim.booter import NodeBooter
 from simcloud.testing import run_simcloud
 from tests.kaas_tunnel.conftest import proxy_client, proxy_path, tunnel_settings, wait_until
+from tests.kube_targets import NEWEST, REAL, control_plane_slots, default_kind, releases
 from tests.nodesim.conftest import KAAS_RBAC_MANIFEST, connect, create_kaas_server, kaas_user_data
 from tests.provider.factories import create_cluster
 
@@ -48,7 +50,11 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
     tunnel_server: TunnelServer, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     cluster = create_cluster(session_factory)
-    with run_simcloud(state_dir=tmp_path / "sim", boot_delay=0.2) as sim:
+    real = default_kind() == REAL
+    with (
+        control_plane_slots(1 if real else 0),
+        run_simcloud(state_dir=tmp_path / "sim", boot_delay=0.2) as sim,
+    ):
         booter = NodeBooter(
             clouds_yaml=sim.clouds_yaml,
             admin_cloud=sim.admin_cloud_name,
@@ -56,6 +62,7 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
             state_dir=tmp_path / "nodesim",
             poll_interval=0.2,
             kubernetes_version_default="v1.30.2",
+            kube_releases=releases() if real else None,
             agent_overrides={
                 "report_interval_seconds": 0.3,
                 "reconnect_backoff_min_seconds": 0.05,
@@ -73,6 +80,7 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
                     role=role,
                     tunnel_url=tunnel_server.tunnel_url,
                     agent_token=cluster.agent_token,
+                    kubernetes_version=NEWEST.removeprefix("v"),
                 )
                 servers.append(
                     await asyncio.to_thread(
@@ -90,9 +98,11 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
                 timeout=30,
                 what="the agent to connect",
             )
-            handle = booter.standin_for(cluster.id)
-            assert handle is not None
-            handle.standin.apply(
+            control_plane = booter.control_plane_for(cluster.id)
+            assert control_plane is not None
+            assert control_plane.kind == default_kind()
+            await asyncio.to_thread(
+                control_plane.apply,
                 [
                     {
                         "apiVersion": "v1",
@@ -109,16 +119,17 @@ async def test_the_booted_agent_connects_and_serves_requests_through_the_tunnel(
             assert got.status_code == 200, got.text
             assert got.json()["data"] == {"hello": "tunnel"}
 
-            # the agent's status report shows the booter's nodes, as kaas records it
+            # the agent's status report shows the booter's nodes (on a real control plane, kwok made them
+            # Ready), as kaas records it
             await wait_until(
                 lambda: (row := agent_row(session_factory, cluster.id)) is not None and row.nodes_ready == 2,
-                timeout=30,
+                timeout=60,
                 what="a status report with two Ready nodes",
             )
             row = agent_row(session_factory, cluster.id)
             assert row is not None
             assert row.nodes_total == 2
-            assert row.kubernetes_version == "v1.29.4"
+            assert row.kubernetes_version == NEWEST
             async with proxy_client(tunnel_server, cluster.id, groups=OWNER_GROUPS) as client:
                 nodes = (await client.get(proxy_path("/api/v1/nodes"))).json()["items"]
             assert sorted(n["metadata"]["name"] for n in nodes) == ["kaas-t-cp-0", "kaas-t-w-a"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
+import yaml
 
+from nodesim.kube_real import PKI_FILES
 from nodesim.userdata import UserDataError, decode_user_data, parse_user_data
 from tests.nodesim.conftest import kaas_user_data
 
@@ -52,3 +54,44 @@ def test_missing_or_undecodable_user_data_is_refused() -> None:
         decode_user_data(None)
     with pytest.raises(UserDataError):
         decode_user_data("not base64 at all!")
+
+
+def with_files(text: str, *entries: dict[str, str]) -> str:
+    document = yaml.safe_load(text)
+    document["write_files"].extend(entries)
+    return "#cloud-config\n" + yaml.safe_dump(document)
+
+
+CA_KEY = "-----BEGIN PRIVATE KEY-----\nnot-a-real-key-do-not-log\n-----END PRIVATE KEY-----\n"
+
+
+def test_the_cluster_pki_is_read_from_kubeadms_paths_text_or_base64() -> None:
+    text = with_files(
+        kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane"),
+        {"path": "/etc/kubernetes/pki/ca.crt", "content": "CERT"},
+        {"path": "/etc/kubernetes/pki/ca.key", "encoding": "b64",
+         "content": base64.b64encode(CA_KEY.encode()).decode()},
+        {"path": "/etc/kubernetes/admin.conf", "content": "not a PKI file: ignored"},
+        {"path": "/etc/kubernetes/pki/../../evil", "content": "not one of the names: ignored"},
+    )
+    parsed = parse_user_data(text)
+    assert set(parsed.pki) == set(PKI_FILES)  # kaas writes every file kubeadm needs; nothing else is read
+    assert parsed.pki["ca.crt"] == b"CERT"  # a later entry for a path wins, as cloud-init writes in order
+    assert parsed.pki["ca.key"] == CA_KEY.encode()
+    assert "not-a-real-key" not in repr(parsed)
+    assert TOKEN not in repr(parsed)
+
+
+def test_a_pki_file_in_an_unknown_encoding_is_refused() -> None:
+    text = with_files(
+        kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane"),
+        {"path": "/etc/kubernetes/pki/sa.key", "encoding": "gzip", "content": CA_KEY},
+    )
+    with pytest.raises(UserDataError, match=r"sa\.key") as caught:
+        parse_user_data(text)
+    assert "not-a-real-key" not in str(caught.value)
+
+
+def test_the_api_endpoint_comes_from_the_node_config() -> None:
+    parsed = parse_user_data(kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane"))
+    assert parsed.api_endpoint is None  # kaas renders none for a control plane without load balancer

@@ -4,18 +4,20 @@ The attack these tests reproduce: user-a owns cluster A, user-b owns cluster B, 
 ``/k8s/clusters/<A>/../../<B>/proxy/...`` with ``curl --path-as-is``. The API authorized A, then an HTTP
 client on the internal hop removed the dot segments and the tunnel server routed to B, where user-a acted with
 their own role's groups (an owner is cluster-admin). Two live clusters are set up here, each with its own
-agent and its own Kubernetes stand-in, and the proof that nothing reached B is threefold: the answer is a
-refusal, B's stand-in holds nothing user-a tried to create, and the tunnel server opened no stream at all.
+agent and its own kube-apiserver (A: the session's real control plane, B: this module's second one; two
+stand-ins where the programs are not built and services not required), the same namespace in both, and the
+proof that nothing reached B is threefold: the answer is a refusal, B's apiserver holds nothing user-a tried
+to create, and the tunnel server opened no stream at all.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from hypothesis import HealthCheck, given
@@ -30,16 +32,20 @@ from kaas_core.db.models import AuditEvent, Cluster, User
 from kaas_core.security import SecretBox
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry
 from kaas_tunnel.server import TunnelServer
-from simcloud.kube.identity import Identity
-from simcloud.kube.testing import KubeStandinHandle, run_kube_standin
 from tests.kaas_api.conftest import SECRET_KEY, UNLIMITED, World, cluster_body
 from tests.kaas_api.k8s.conftest import api_client, connected, run_kubectl, world_cluster
 from tests.kaas_api.k8s.raw_http import RawResponse, raw_request
-from tests.kaas_tunnel.conftest import ADMIN_TOKEN, KAAS_RBAC_MANIFEST, SA_TOKEN
+from tests.kube_targets import (
+    REAL,
+    KubeTarget,
+    SharedRealCluster,
+    default_kind,
+    real_cluster_session,
+    real_target,
+    standin_target,
+)
 from tests.provider.factories import CreatedCluster
 
-SECRET_PATH = "/api/v1/namespaces/default/secrets/b-secret"
-WHOAMI_PATH = "/api/v1/namespaces/default/configmaps/whoami"
 NAMESPACES = "/api/v1/namespaces"
 B_SECRET_VALUE = "the-secret-of-user-b"
 
@@ -50,11 +56,20 @@ class TwoClusters:
 
     a: str
     b: str
-    kube_a: KubeStandinHandle
-    kube_b: KubeStandinHandle
+    kube_a: KubeTarget
+    kube_b: KubeTarget
     tunnel_server: TunnelServer
     settings: ApiSettings
     session_factory: sessionmaker[Session]
+
+    @property
+    def secret_path(self) -> str:
+        """B's secret (the same namespace exists in both clusters, so a path names either)."""
+        return self.kube_b.path("secrets", "b-secret")
+
+    @property
+    def whoami_path(self) -> str:
+        return self.kube_a.path("configmaps", "whoami")
 
     def streams_opened(self) -> float:
         value = self.tunnel_server.metrics.registry.get_sample_value("kaas_tunnel_streams_opened_total")
@@ -73,9 +88,8 @@ class TwoClusters:
         )
 
     def b_namespaces(self) -> list[str]:
-        response = httpx.get(
-            self.kube_b.url + NAMESPACES, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
-        )
+        with self.kube_b.admin(timeout=10) as admin:
+            response = admin.get(NAMESPACES)
         return [item["metadata"]["name"] for item in response.json()["items"]]
 
     def audit_events(self) -> list[AuditEvent]:
@@ -83,31 +97,36 @@ class TwoClusters:
             return list(session.scalars(select(AuditEvent).order_by(AuditEvent.at)))
 
 
+@pytest.fixture(scope="module")
+def second_real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRealCluster | None]:
+    """Cluster B's real control plane, for this module (None where the tests run on stand-ins)."""
+    if default_kind() != REAL:
+        yield None
+        return
+    with real_cluster_session(tmp_path_factory.mktemp("cluster-b")) as second:
+        yield second
+
+
 @pytest.fixture
-def kube_b() -> Iterator[KubeStandinHandle]:
-    with run_kube_standin(
-        tokens={
-            SA_TOKEN: Identity.service_account("kaas-system", "kaas-agent"),
-            ADMIN_TOKEN: Identity("kubernetes-admin", ("system:masters",)),
-        },
-        manifest_files=[KAAS_RBAC_MANIFEST],
-        tls=False,
-    ) as handle:
-        yield handle
+def kube_b(kube: KubeTarget, second_real_cluster: SharedRealCluster | None) -> Iterator[KubeTarget]:
+    """Cluster B's apiserver, with a namespace of the same name as A's."""
+    with contextlib.ExitStack() as stack:
+        if second_real_cluster is not None:
+            yield stack.enter_context(real_target(second_real_cluster, namespace=kube.namespace))
+        else:
+            yield stack.enter_context(standin_target(namespace=kube.namespace))
 
 
-def seed(kube: KubeStandinHandle, *, cluster: str, secret: bool) -> None:
-    with httpx.Client(
-        base_url=kube.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
-    ) as admin:
+def seed(kube: KubeTarget, *, cluster: str, secret: bool) -> None:
+    with kube.admin(timeout=10) as admin:
         whoami = {
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "whoami"}, "data": {"is": cluster}
         }
-        assert admin.post("/api/v1/namespaces/default/configmaps", json=whoami).status_code == 201
+        assert admin.post(kube.path("configmaps"), json=whoami).status_code == 201
         if secret:
             data = {"value": base64.b64encode(B_SECRET_VALUE.encode()).decode()}
             body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-secret"}, "data": data}
-            assert admin.post("/api/v1/namespaces/default/secrets", json=body).status_code == 201
+            assert admin.post(kube.path("secrets"), json=body).status_code == 201
 
 
 @pytest.fixture
@@ -118,8 +137,8 @@ async def two(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
-    kube_b: KubeStandinHandle,
+    kube: KubeTarget,
+    kube_b: KubeTarget,
     tmp_path: Path,
 ) -> AsyncIterator[TwoClusters]:
     with session_factory() as session:
@@ -170,14 +189,14 @@ async def test_the_reported_traversal_to_another_tenants_secret_is_refused(
     two: TwoClusters, world: World
 ) -> None:
     # the sanity check first: the same token reaches its own cluster, and B's through the front door is 404
-    own = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{two.a}{WHOAMI_PATH}")
+    own = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{two.a}{two.whoami_path}")
     assert own.status == 200
     assert own.json()["data"] == {"is": "A"}
-    front_door = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{two.b}{SECRET_PATH}")
+    front_door = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{two.b}{two.secret_path}")
     assert front_door.status == 404
     before = two.streams_opened()
     attack = await two.send(
-        world.tokens["owner"], "GET", f"/k8s/clusters/{two.a}/../../{two.b}/proxy{SECRET_PATH}"
+        world.tokens["owner"], "GET", f"/k8s/clusters/{two.a}/../../{two.b}/proxy{two.secret_path}"
     )
     assert_refused_before_any_cluster(two, attack, before)
 
@@ -233,7 +252,7 @@ VARIANTS = [
 async def test_every_non_canonical_form_is_refused_before_it_reaches_a_cluster(
     two: TwoClusters, world: World, template: str
 ) -> None:
-    target = "/k8s/clusters/" + template.format(A=two.a, B=two.b, P=SECRET_PATH)
+    target = "/k8s/clusters/" + template.format(A=two.a, B=two.b, P=two.secret_path)
     before = two.streams_opened()
     for method in ("GET", "DELETE"):
         response = await two.send(world.tokens["owner"], method, target)
@@ -245,7 +264,7 @@ async def test_an_escaped_cluster_id_is_refused_although_it_names_the_same_clust
 ) -> None:
     escaped = "".join(f"%{ord(char):02x}" for char in two.a[:3]) + two.a[3:]
     before = two.streams_opened()
-    response = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{escaped}{WHOAMI_PATH}")
+    response = await two.send(world.tokens["owner"], "GET", f"/k8s/clusters/{escaped}{two.whoami_path}")
     assert_refused_before_any_cluster(two, response, before)
 
 
@@ -307,7 +326,8 @@ async def test_kubectl_with_a_crafted_server_url_never_reaches_the_other_cluster
     path = tmp_path / "crafted.kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
     before = two.streams_opened()
-    code, stdout, stderr = await run_kubectl(path, "get", "secret", "b-secret", "-o", "yaml")
+    in_b = ("-n", two.kube_b.namespace)
+    code, stdout, stderr = await run_kubectl(path, "get", "secret", "b-secret", *in_b, "-o", "yaml")
     assert code != 0
     assert B_SECRET_VALUE not in stdout
     assert base64.b64encode(B_SECRET_VALUE.encode()).decode() not in stdout
@@ -338,7 +358,7 @@ async def test_the_cluster_reached_is_always_the_cluster_authorized(
     two: TwoClusters, world: World, middle: list[str], tail: bool
 ) -> None:
     path = "/".join(middle).format(A=two.a, B=two.b)
-    target = f"/k8s/clusters/{two.a}/{path}" + (WHOAMI_PATH if tail else "")
+    target = f"/k8s/clusters/{two.a}/{path}" + (two.whoami_path if tail else "")
     response = await two.send(world.tokens["owner"], "GET", target)
     assert B_SECRET_VALUE.encode() not in response.body
     if response.status == 200 and response.body.startswith(b"{"):

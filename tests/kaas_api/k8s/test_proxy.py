@@ -1,4 +1,4 @@
-"""The k8s proxy through the real chain: kaas API → tunnel server → agent → Kubernetes stand-in."""
+"""The k8s proxy through the real chain: kaas API → tunnel server → agent → the cluster's kube-apiserver."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_api.config import ApiSettings
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry
 from kaas_tunnel.server import TunnelServer
-from simcloud.kube.testing import KubeStandinHandle
 from tests.kaas_api.conftest import World
 from tests.kaas_api.k8s.conftest import (
     api_client,
@@ -23,9 +22,8 @@ from tests.kaas_api.k8s.conftest import (
     run_kubectl,
     world_cluster,
 )
-from tests.kaas_tunnel.conftest import ADMIN_TOKEN
+from tests.kube_targets import KubeTarget, names_of
 
-CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
@@ -55,7 +53,7 @@ async def test_a_member_creates_and_reads_objects_through_kaas(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
@@ -63,10 +61,10 @@ async def test_a_member_creates_and_reads_objects_through_kaas(
         connected(tunnel_server, registry, cluster, kube, tmp_path),
         api_client(settings, world.tokens["member"]) as client,
     ):
-        created = await client.post(k8s(world, CONFIGMAPS), json=configmap("via-kaas"))
+        created = await client.post(k8s(world, kube.path("configmaps")), json=configmap("via-kaas"))
         assert created.status_code == 201, created.text
-        listed = await client.get(k8s(world, CONFIGMAPS))
-        assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["via-kaas"]
+        listed = await client.get(k8s(world, kube.path("configmaps")))
+        assert names_of(listed.json()["items"]) == ["via-kaas"]
 
 
 async def test_a_proxied_answer_carries_one_date_and_one_server_header(
@@ -76,7 +74,7 @@ async def test_a_proxied_answer_carries_one_date_and_one_server_header(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
@@ -84,7 +82,7 @@ async def test_a_proxied_answer_carries_one_date_and_one_server_header(
         connected(tunnel_server, registry, cluster, kube, tmp_path),
         api_client(settings, world.tokens["member"]) as client,
     ):
-        response = await client.get(k8s(world, CONFIGMAPS))
+        response = await client.get(k8s(world, kube.path("configmaps")))
     assert response.status_code == 200
     assert len(response.headers.get_list("date")) == 1
     assert len(response.headers.get_list("server")) <= 1
@@ -97,7 +95,7 @@ async def test_the_cluster_sees_the_kaas_user_with_the_groups_of_their_role(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
@@ -117,7 +115,7 @@ async def test_client_impersonation_headers_never_reach_the_apiserver(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
@@ -135,7 +133,8 @@ async def test_client_impersonation_headers_never_reach_the_apiserver(
         assert user_info["username"] == "kaas:viewer"
         assert "system:masters" not in user_info["groups"]  # type: ignore[operator]
         assert "kaas:owner" not in user_info["groups"]  # type: ignore[operator]
-        refused = await client.post(k8s(world, CONFIGMAPS), json=configmap("nope"), headers=sneaky)
+        configmaps = k8s(world, kube.path("configmaps"))
+        refused = await client.post(configmaps, json=configmap("nope"), headers=sneaky)
     assert refused.status_code == 403
 
 
@@ -146,7 +145,7 @@ async def test_a_viewers_write_is_refused_by_the_clusters_rbac(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
@@ -154,8 +153,8 @@ async def test_a_viewers_write_is_refused_by_the_clusters_rbac(
         connected(tunnel_server, registry, cluster, kube, tmp_path),
         api_client(settings, world.tokens["viewer"]) as client,
     ):
-        assert (await client.get(k8s(world, CONFIGMAPS))).status_code == 200
-        refused = await client.post(k8s(world, CONFIGMAPS), json=configmap("nope"))
+        assert (await client.get(k8s(world, kube.path("configmaps")))).status_code == 200
+        refused = await client.post(k8s(world, kube.path("configmaps")), json=configmap("nope"))
     assert refused.status_code == 403
     assert refused.json()["kind"] == "Status"
     assert "kaas:viewer" in refused.json()["message"]
@@ -168,18 +167,21 @@ async def test_a_watch_streams_events_before_it_ends(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)
     async with (
         connected(tunnel_server, registry, cluster, kube, tmp_path),
         api_client(settings, world.tokens["member"]) as client,
-        httpx.AsyncClient(base_url=kube.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin,
+        kube.async_admin() as admin,
     ):
-        async with client.stream("GET", k8s(world, CONFIGMAPS + "?watch=true")) as watch:
+        listed = await client.get(k8s(world, kube.path("configmaps")))
+        since = listed.json()["metadata"]["resourceVersion"]  # as kubectl: the watch goes on from the list
+        watch_path = k8s(world, kube.path("configmaps") + f"?watch=true&resourceVersion={since}")
+        async with client.stream("GET", watch_path) as watch:
             assert watch.status_code == 200
-            created = await admin.post(CONFIGMAPS, json=configmap("watched"))
+            created = await admin.post(kube.path("configmaps"), json=configmap("watched"))
             assert created.status_code == 201, created.text
             lines = watch.aiter_lines()
             event = json.loads(await asyncio.wait_for(anext(lines), timeout=10))
@@ -222,7 +224,7 @@ async def test_kubectl_gets_namespaces_with_the_downloaded_kubeconfig(
     tunnel_server: TunnelServer,
     registry: InMemoryTunnelRegistry,
     session_factory: sessionmaker[Session],
-    kube: KubeStandinHandle,
+    kube: KubeTarget,
     tmp_path: Path,
 ) -> None:
     cluster = world_cluster(world, session_factory)

@@ -14,50 +14,19 @@ import yaml
 
 from provider.bootstrap.cloud_init import (
     AGENT_CONFIG_PATH,
+    AGENT_MANIFEST_PATH,
     BootstrapError,
     NodeBootstrap,
     parse_agent_config,
     parse_node_config,
     render_user_data,
 )
+from tests.provider.bootstrap.samples import AGENT_TOKEN, control_plane_node, worker_node
 
 IN_CI = os.environ.get("CI") == "true" or os.environ.get("KAAS_REQUIRE_SERVICES") == "1"
 
 
-AGENT_TOKEN = "kaasagent_secret-token"
 ROLES = ("control-plane", "worker")
-
-
-def worker_node(**overrides: object) -> NodeBootstrap:
-    values: dict[str, object] = {
-        "cluster_id": "4f1c2d3e-0000-4000-8000-000000000001",
-        "node_name": "kaas-4f1c2d3e-workers-ab12c",
-        "role": "worker",
-        "kubernetes_version": "1.30.2",
-        "pod_cidr": "10.244.0.0/16",
-        "service_cidr": "10.96.0.0/12",
-        "api_endpoint": "https://10.0.0.10:6443",
-        "tunnel_url": "wss://kaas.example.com/v1/tunnel",
-        "agent_token": None,
-        "node_pool": "workers",
-        "labels": {"tier": "web", "example.com/team": "blue"},
-        "taints": [{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
-    }
-    values.update(overrides)
-    return NodeBootstrap(**values)  # type: ignore[arg-type]
-
-
-def control_plane_node(**overrides: object) -> NodeBootstrap:
-    values: dict[str, object] = {
-        "node_name": "kaas-4f1c2d3e-cp-1",
-        "role": "control-plane",
-        "agent_token": AGENT_TOKEN,
-        "node_pool": None,
-        "labels": {},
-        "taints": [],
-    }
-    values.update(overrides)
-    return worker_node(**values)
 
 
 def node_of(role: str) -> NodeBootstrap:
@@ -102,11 +71,15 @@ def test_the_agent_token_is_in_the_user_data_of_the_control_plane_only(role: str
     files = {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
     if role == "control-plane":
         assert AGENT_TOKEN in files[AGENT_CONFIG_PATH]["content"]
-        others = "".join(yaml.safe_dump(f) for path, f in files.items() if path != AGENT_CONFIG_PATH)
+        # besides its own file, only the first node's manifest of the agent's Secret carries it
+        others = "".join(
+            yaml.safe_dump(f)
+            for path, f in files.items()
+            if path not in (AGENT_CONFIG_PATH, AGENT_MANIFEST_PATH)
+        )
         assert AGENT_TOKEN not in others
     else:
         assert AGENT_CONFIG_PATH not in files
-        assert "token" not in user_data
         assert "kaasagent" not in user_data
 
 
@@ -118,7 +91,7 @@ def test_a_worker_is_never_rendered_with_the_agent_token() -> None:
 def test_node_config_carries_the_cluster_spec() -> None:
     config = parse_node_config(render_user_data(worker_node()))
     assert config["role"] == "worker"
-    assert config["kubernetes_version"] == "1.30.2"
+    assert config["kubernetes_version"] == "1.36.3"
     assert config["pod_cidr"] == "10.244.0.0/16"
     assert config["service_cidr"] == "10.96.0.0/12"
     assert config["api_endpoint"] == "https://10.0.0.10:6443"
@@ -131,7 +104,8 @@ def test_a_hostile_value_cannot_inject_yaml() -> None:
     sneaky = "1.30\nruncmd: [[rm, -rf, /]]"
     user_data = render_user_data(worker_node(kubernetes_version=sneaky))
     document = yaml.safe_load(user_data)
-    assert document["runcmd"] == [["kaas-node-bootstrap", "--config", "/etc/kaas/node.yaml"]]
+    assert document["runcmd"][-1] == ["kubeadm", "join", "--config", "/etc/kaas/kubeadm.yaml"]
+    assert all(command[0] in ("modprobe", "sysctl", "kubeadm") for command in document["runcmd"])
     assert parse_node_config(user_data)["kubernetes_version"] == sneaky
 
 
@@ -151,8 +125,8 @@ def test_invalid_labels_and_taints_are_refused(labels: dict[str, str], taints: l
         render_user_data(worker_node(labels=labels, taints=taints))
 
 
-def test_a_node_without_an_agent_token_gets_no_agent_config() -> None:
-    user_data = render_user_data(control_plane_node(agent_token=None))
+def test_a_joining_control_plane_without_an_agent_token_gets_no_agent_config() -> None:
+    user_data = render_user_data(control_plane_node(initializes=False, agent_token=None))
     with pytest.raises(BootstrapError, match="does not write"):
         parse_agent_config(user_data)
 

@@ -159,8 +159,22 @@ class CloudUnderTest:
             "health_monitors": [
                 x.id for x in lb_api.health_monitors(tags=tag) if x.provisioning_status != "DELETED"
             ],
+            # Keystone lists application credentials per user, and kaas makes them only for its own user
+            "application_credentials": [
+                c.id
+                for c in self.tenant_credentials()
+                if c.description == tag or str(c.name or "").startswith(prefix)
+            ],
         }
         return {kind: ids for kind, ids in found.items() if ids}
+
+    def tenant_credentials(self) -> list[Any]:
+        """Every application credential of the user the driver runs as (a connection of its own)."""
+        tenant = connect(self.clouds_yaml, self.tenant_cloud)
+        try:
+            return list(tenant.identity.application_credentials(tenant.current_user_id))
+        finally:
+            tenant.close()
 
     def delete_and_check(self, cluster_id: str, driver: OpenStackDriver | None = None) -> None:
         """Repeated one-pass deletion until nothing is left (bounded), then the admin sees nothing."""

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openstack
 import pytest
+import yaml
 
 from provider.cloud.driver import (
     LoadBalancerInfo,
@@ -526,3 +528,60 @@ def test_rotated_credentials_are_refused_by_name_until_the_operator_fixes_clouds
         # of the second in which its user changed: the driver reports that as temporary)
         assert eventually(lambda: works(own.driver, cloud.flavor), timeout=30)
         assert own.driver.list_servers(cloud.new_cluster_id()) == []
+
+
+def _credential_connection(cloud: CloudUnderTest, credential_id: str, secret: str) -> Any:
+    """A connection that authenticates with the application credential alone, as the cloud controller does."""
+    document = yaml.safe_load(cloud.clouds_yaml.read_text())
+    auth_url = document["clouds"][cloud.tenant_cloud]["auth"]["auth_url"]
+    return openstack.connection.Connection(
+        auth_type="v3applicationcredential",
+        auth={
+            "auth_url": auth_url,
+            "application_credential_id": credential_id,
+            "application_credential_secret": secret,
+        },
+        region_name=document["clouds"][cloud.tenant_cloud].get("region_name", "RegionOne"),
+        compute_api_version="2.64",
+    )
+
+
+def test_a_clusters_cloud_credential_is_made_once_works_and_goes_with_the_cluster(
+    cloud: CloudUnderTest,
+) -> None:
+    cluster_id = cloud.new_cluster_id()
+    created = cloud.driver.ensure_cloud_credential(cluster_id, known_id=None)
+    assert created.secret
+    again = cloud.driver.ensure_cloud_credential(cluster_id, known_id=created.id)
+    assert again.id == created.id
+    assert again.secret is None  # Keystone shows a secret once; kaas stored it the first time
+    assert created.secret not in repr(created)
+    # the cloud controller's and CSI's view: the credential alone authenticates, in the driver's project
+    connection = _credential_connection(cloud, created.id, created.secret)
+    try:
+        list(connection.compute.servers())
+        assert connection.current_project_id == cloud.driver._conn.current_project_id
+    finally:
+        connection.close()
+    assert ("application_credential", created.id) in {
+        (r.kind, r.id) for r in cloud.driver.list_cluster_resources(cluster_id)
+    }
+    assert cluster_id in cloud.driver.list_tagged_cluster_ids()  # the leak sweep sees it
+    assert cloud.leftovers(cluster_id) == {"application_credentials": [created.id]}
+    cloud.delete_and_check(cluster_id)  # the audit: nothing left, application credentials included
+    assert created.id not in {c.id for c in cloud.tenant_credentials()}
+
+
+def test_a_cloud_credential_whose_secret_was_lost_is_replaced_not_duplicated(cloud: CloudUnderTest) -> None:
+    cluster_id = cloud.new_cluster_id()
+    try:
+        lost = cloud.driver.ensure_cloud_credential(cluster_id, known_id=None)
+        # the pass that created it died before its commit: kaas knows no id, and Keystone no longer shows
+        # the secret; a new credential replaces it
+        fresh = cloud.driver.ensure_cloud_credential(cluster_id, known_id=None)
+        assert fresh.id != lost.id
+        assert fresh.secret
+        ids = {c.id for c in cloud.tenant_credentials() if c.description == cluster_tag(cluster_id)}
+        assert ids == {fresh.id}
+    finally:
+        cloud.delete_and_check(cluster_id)

@@ -1,0 +1,458 @@
+"""The kube-apiserver behind each simulated cluster: a real control plane, or the pure-Python stand-in.
+
+Owned by ``nodesim``; ``nodesim.booter.NodeBooter`` asks ``ControlPlanes.start`` for one per cluster (a
+blocking call: the booter runs it in a worker thread) and then talks to it through ``ClusterControlPlane``
+only: a kubeconfig for the cluster's agent, the Nodes that follow the cluster's servers, a health check, and
+``close``. Which kind a cluster gets (``ControlPlanes.kind_for``):
+
+- **real** (``nodesim.kube_real``: etcd, kube-apiserver, controller manager, scheduler and kwok) when the
+  programs of the cluster's Kubernetes version are built (``releases``, from ``nodesim.kube_releases``).
+  Its PKI is the one the control-plane node's user-data writes under ``/etc/kubernetes/pki`` (kubeadm's
+  names), copied into ``<workdir>/pki``; the pairs the user-data lacks are generated there once and kept
+  (until kaas's bootstrap puts the cluster's PKI into the user-data, every pair is). The serving
+  certificate also names the cluster's endpoint (the node config's ``api_endpoint``). kaas's RBAC manifest is
+  applied for real (server-side apply, as the admin), and the agent authenticates as ServiceAccount
+  ``kaas-system/kaas-agent`` with a bound token (TokenRequest, one hour) in ``<workdir>/agent.token``,
+  re-issued at 80 % of its life as a kubelet refreshes a pod's projected token (the agent re-reads the file
+  when it changes). Nodes are registered as a kubelet registers itself, labels and taints included; a Ready
+  one carries kwok's annotation, so kwok keeps its lease and status and runs its pods, a server that is not
+  ACTIVE is a Node kwok does not manage, with Ready False. etcd's data stays in ``<workdir>/control-plane``.
+  ``start`` returns once the ``default`` ServiceAccount exists: a cluster kaas reports running takes pods.
+- **stand-in** (``simcloud.kube``) otherwise: a laptop without Go, a version that is not built, the
+  1,000-cluster benchmark, and a cluster first booted on the stand-in (its objects are in
+  ``<workdir>/objects.json``, and stay there rather than vanish into a fresh etcd).
+
+Nothing here logs a token, a key or user-data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+from nodesim.kube_admin import (
+    KubeAdminError,
+    admin_client,
+    apply_documents,
+    create_node,
+    delete_node,
+    issue_service_account_token,
+    list_nodes,
+    load_manifest,
+    wait_for_aggregated_roles,
+    wait_for_service_account,
+)
+from nodesim.kube_real import (
+    KWOK_NODE_ANNOTATION,
+    KWOK_NODE_ANNOTATION_VALUE,
+    PKI_FILES,
+    ControlPlaneError,
+    KubeletOptions,
+    RealControlPlane,
+    ensure_cluster_pki,
+    fake_node,
+    start_control_plane,
+)
+from simcloud.kube.errors import KubeStatusError
+from simcloud.kube.identity import Identity
+from simcloud.kube.resources import ResourceType, find
+from simcloud.kube.testing import KubeStandinHandle, kubeconfig_document, run_kube_standin
+
+logger = logging.getLogger(__name__)
+
+REAL = "real"
+STANDIN = "stand-in"
+AGENT_NAMESPACE = "kaas-system"
+AGENT_SERVICE_ACCOUNT = "kaas-agent"
+AGENT_TOKEN_SECONDS = 3600
+# as kubelet: a projected token is refreshed once 80 % of its life has passed
+TOKEN_REFRESH_FRACTION = 0.8
+SERVER_ID_ANNOTATION = "kaas.io/server-id"
+STANDIN_OBJECTS_FILE = "objects.json"
+CONTROL_PLANE_DIR = "control-plane"
+AGENT_TOKEN_FILE = "agent.token"  # noqa: S105 (a file name)
+
+
+class ControlPlaneStartError(Exception):
+    """A cluster's control plane could not be started; the message says why (never a secret)."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One Node as the cluster's servers say it should be."""
+
+    name: str
+    server_id: str
+    ready: bool
+    labels: tuple[tuple[str, str], ...]
+    taints: tuple[tuple[str, str, str], ...]
+    kubelet_version: str
+
+
+@dataclass(frozen=True)
+class ClusterRequest:
+    """What the booter knows of a cluster when it starts its control plane."""
+
+    cluster_id: str
+    version: str  # "v1.37.2"
+    workdir: Path  # owner-only; everything of the cluster lives under it
+    endpoint: str | None = None  # the node config's api_endpoint
+    pki: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # PKI_FILES name -> content
+
+
+class ClusterControlPlane(Protocol):
+    """One cluster's running apiserver, as the booter uses it (from its worker thread)."""
+
+    @property
+    def kind(self) -> str: ...  # REAL or STANDIN
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        """Create or update ``documents`` as the cluster's admin (bootstrap manifests; tests arrange so)."""
+
+    def write_agent_kubeconfig(self, path: Path) -> None:
+        """A kubeconfig (0600) with which the agent reaches this apiserver as ``kaas-system/kaas-agent``."""
+
+    def refresh_agent_credentials(self) -> None:
+        """Renew what the agent's kubeconfig uses, when it is due (cheap when it is not)."""
+
+    def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:
+        """Make the cluster's Nodes these (the ones nodesim registered; others are left alone)."""
+
+    def healthy(self) -> bool:
+        """Whether it still runs (a real control plane whose process died is not)."""
+
+    def close(self) -> None:
+        """Stop it; what persists stays in the cluster's workdir."""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (0600) all at once: a reader sees the old content or the new, never half."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    temporary.replace(path)
+
+
+def _node_type() -> ResourceType:
+    rtype = find("", "v1", "nodes")
+    assert rtype is not None
+    return rtype
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _not_ready_condition() -> dict[str, str]:
+    now = _now()
+    return {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "server not ACTIVE",
+            "lastHeartbeatTime": now, "lastTransitionTime": now}
+
+
+# --- the stand-in ---
+
+
+def standin_node_object(spec: NodeSpec) -> dict[str, Any]:
+    """The stand-in's Node for ``spec``: nothing runs there to keep a status, so it carries its own."""
+    now = _now()
+    ready_condition = (
+        {"type": "Ready", "status": "True", "reason": "KubeletReady",
+         "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}
+        if spec.ready else _not_ready_condition()
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": spec.name, "labels": dict(spec.labels),
+                     "annotations": {SERVER_ID_ANNOTATION: spec.server_id}},
+        "spec": {
+            "providerID": f"openstack:///{spec.server_id}",
+            "taints": [{"key": key, "value": value, "effect": effect} for key, value, effect in spec.taints],
+        },
+        "status": {
+            "conditions": [ready_condition],
+            "nodeInfo": {"kubeletVersion": spec.kubelet_version, "operatingSystem": "linux"},
+            "addresses": [{"type": "Hostname", "address": spec.name}],
+        },
+    }
+
+
+class StandinControlPlane:
+    """The Python stand-in apiserver of one cluster, with kaas's RBAC and a static agent token."""
+
+    kind = STANDIN
+
+    def __init__(self, *, stack: contextlib.ExitStack, handle: KubeStandinHandle, agent_token: str) -> None:
+        self._stack = stack
+        self.handle = handle
+        self._agent_token = agent_token
+        self._applied: dict[str, NodeSpec] = {}
+        self._node_type = _node_type()
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    @property
+    def version(self) -> str:
+        return self.handle.standin.version
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        self.handle.standin.apply(documents)
+
+    def write_agent_kubeconfig(self, path: Path) -> None:
+        self.handle.write_kubeconfig(path, token=self._agent_token, namespace=AGENT_NAMESPACE)
+
+    def refresh_agent_credentials(self) -> None:
+        return None  # the stand-in's tokens never expire
+
+    def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:
+        store = self.handle.standin.store
+        for name in [name for name in self._applied if name not in nodes]:
+            with contextlib.suppress(KubeStatusError):
+                store.delete(self._node_type, "", name)
+            del self._applied[name]
+        for name, spec in nodes.items():
+            if self._applied.get(name) != spec:
+                self.handle.standin.apply([standin_node_object(spec)])
+                self._applied[name] = spec
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+# --- the real control plane ---
+
+
+def real_node_object(spec: NodeSpec) -> dict[str, Any]:
+    """The Node a kubelet would register for ``spec``: managed by kwok when Ready (kwok then keeps its
+    status and lease and runs its pods), else unmanaged with Ready False."""
+    node = fake_node(spec.name, labels=dict(spec.labels))
+    metadata = node["metadata"]
+    metadata["labels"] = dict(spec.labels)  # exactly the spec's, without fake_node's "type: kwok"
+    metadata["annotations"] = {SERVER_ID_ANNOTATION: spec.server_id}
+    if spec.ready:
+        metadata["annotations"][KWOK_NODE_ANNOTATION] = KWOK_NODE_ANNOTATION_VALUE
+    node["spec"] = {
+        "providerID": f"openstack:///{spec.server_id}",
+        "taints": [{"key": key, "value": value, "effect": effect} for key, value, effect in spec.taints],
+    }
+    node["status"]["nodeInfo"] = {"kubeletVersion": spec.kubelet_version, "operatingSystem": "linux",
+                                  "architecture": "amd64"}
+    if not spec.ready:
+        node["status"]["conditions"] = [_not_ready_condition()]
+    return node
+
+
+def _managed_by_kwok(node: Mapping[str, Any]) -> bool:
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(KWOK_NODE_ANNOTATION) == KWOK_NODE_ANNOTATION_VALUE)
+
+
+def _registered_by_nodesim(node: Mapping[str, Any]) -> bool:
+    return SERVER_ID_ANNOTATION in ((node.get("metadata") or {}).get("annotations") or {})
+
+
+class RealClusterControlPlane:
+    """One cluster's real control plane, the admin client nodesim drives it with, and the agent's token."""
+
+    kind = REAL
+
+    def __init__(self, *, control_plane: RealControlPlane, version: str, workdir: Path,
+                 token_seconds: int = AGENT_TOKEN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.control_plane = control_plane
+        self.clock = clock  # when the agent's token is due for renewal
+        self._version = version
+        self._workdir = workdir
+        self._token_seconds = token_seconds
+        self.admin_client = admin_client(control_plane)
+        self._token_due = 0.0  # monotonic time at which the agent's token is renewed
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.control_plane.url
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.control_plane.admin_kubeconfig
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        """Server-side apply ``documents`` as the cluster admin (kaas's RBAC; tests arrange objects so)."""
+        apply_documents(self.admin_client, documents)
+
+    def _renew_token(self) -> None:
+        issued = issue_service_account_token(
+            self.admin_client, namespace=AGENT_NAMESPACE, name=AGENT_SERVICE_ACCOUNT,
+            expiration_seconds=self._token_seconds,
+        )
+        _write_private(self._workdir / AGENT_TOKEN_FILE, issued.token.encode())
+        lifetime = max((issued.expires_at - datetime.now(UTC)).total_seconds(), 60.0)
+        self._token_due = self.clock() + lifetime * TOKEN_REFRESH_FRACTION
+
+    def write_agent_kubeconfig(self, path: Path) -> None:
+        with self._lock:
+            if not (self._workdir / AGENT_TOKEN_FILE).exists() or self.clock() >= self._token_due:
+                self._renew_token()
+        document = kubeconfig_document(server=self.url, token="", ca=self.control_plane.ca_pem,
+                                       namespace=AGENT_NAMESPACE, name="kaas-nodesim")
+        users: Any = document["users"]
+        # relative to the kubeconfig's folder, as kubectl and the agent resolve it
+        users[0]["user"] = {"tokenFile": os.path.relpath(self._workdir / AGENT_TOKEN_FILE, path.parent)}
+        _write_private(path, yaml.safe_dump(document).encode())
+
+    def refresh_agent_credentials(self) -> None:
+        with self._lock:
+            if self.clock() >= self._token_due:
+                self._renew_token()
+
+    def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:
+        existing = list_nodes(self.admin_client)
+        for name, node in existing.items():
+            if name not in nodes and _registered_by_nodesim(node):
+                delete_node(self.admin_client, name)
+        for name, spec in nodes.items():
+            current = existing.get(name)
+            if current is not None and _managed_by_kwok(current) == spec.ready:
+                continue
+            if current is not None:
+                # kwok would keep a Node it manages Ready; a Node that changes sides registers again, as a
+                # rebuilt machine's kubelet would
+                delete_node(self.admin_client, name)
+            create_node(self.admin_client, real_node_object(spec))
+
+    def healthy(self) -> bool:
+        return self.control_plane.alive()
+
+    def close(self) -> None:
+        self.admin_client.close()
+        self.control_plane.stop()
+
+
+# --- which one, and starting it ---
+
+
+def _host_of(endpoint: str | None) -> tuple[str, ...]:
+    if not endpoint:
+        return ()
+    host = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}").hostname
+    return (host,) if host else ()
+
+
+class ControlPlanes:
+    """Starts each cluster's control plane: real where its version is built, else the stand-in."""
+
+    def __init__(self, *, rbac_manifest: Path, releases: Mapping[str, Path] | None = None, tls: bool = True,
+                 persist: bool = False, kubelet: KubeletOptions | None = None,
+                 start_timeout: float = 180.0) -> None:
+        """``releases``: version (``v1.37.2``) → folder of its programs; empty runs every cluster on the
+        stand-in. ``tls``: the stand-in over HTTPS (a real apiserver always is). ``persist``: the stand-in
+        keeps its objects in the workdir (a real one always keeps etcd's data there; the booter removes the
+        workdir of a cluster that is gone). ``kubelet``: what kwok serves for pods (``KubeletOptions``:
+        logs by default; exec and port-forward only when a test asks)."""
+        self._rbac_manifest = rbac_manifest
+        self._releases = dict(releases or {})
+        self._tls = tls
+        self._persist = persist
+        self._kubelet = kubelet
+        self._start_timeout = start_timeout
+
+    @property
+    def releases(self) -> dict[str, Path]:
+        return dict(self._releases)
+
+    def kind_for(self, version: str, workdir: Path) -> str:
+        """REAL when ``version`` is built, unless the cluster's objects already live in a stand-in's file."""
+        if version not in self._releases:
+            return STANDIN
+        first_booted_on_standin = (workdir / STANDIN_OBJECTS_FILE).exists() and not (
+            workdir / CONTROL_PLANE_DIR).exists()
+        return STANDIN if first_booted_on_standin else REAL
+
+    def start(self, request: ClusterRequest) -> ClusterControlPlane:
+        """Start ``request``'s control plane (blocking: seconds for a real one). ``ControlPlaneStartError``
+        when it cannot start."""
+        request.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.kind_for(request.version, request.workdir) == REAL:
+            return self._start_real(request)
+        return self._start_standin(request)
+
+    def _start_standin(self, request: ClusterRequest) -> StandinControlPlane:
+        token = secrets.token_urlsafe(32)
+        stack = contextlib.ExitStack()
+        try:
+            handle = stack.enter_context(run_kube_standin(
+                version=request.version,
+                tokens={token: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)},
+                manifest_files=[self._rbac_manifest],
+                tls=self._tls,
+                state_file=request.workdir / STANDIN_OBJECTS_FILE if self._persist else None,
+            ))
+        except BaseException:
+            stack.close()
+            raise
+        return StandinControlPlane(stack=stack, handle=handle, agent_token=token)
+
+    def _start_real(self, request: ClusterRequest) -> RealClusterControlPlane:
+        pki_dir = request.workdir / "pki"
+        pki_dir.mkdir(exist_ok=True, mode=0o700)
+        for name, content in request.pki.items():
+            # userdata only yields these names; a caller's mistake must never write elsewhere
+            if name not in PKI_FILES:
+                raise ControlPlaneStartError(f"{name!r} is not a cluster PKI file")
+            if not (pki_dir / name).is_file() or (pki_dir / name).read_bytes() != content:
+                _write_private(pki_dir / name, content)
+        generated = ensure_cluster_pki(pki_dir)
+        if generated:
+            logger.info("nodesim: cluster %s: generated %s (not in the user-data)", request.cluster_id,
+                        ", ".join(generated))
+        try:
+            control_plane = start_control_plane(
+                bin_dir=self._releases[request.version], pki_dir=pki_dir,
+                work_dir=request.workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout,
+                server_names=_host_of(request.endpoint), kubelet=self._kubelet,
+            )
+        except ControlPlaneError as exc:
+            raise ControlPlaneStartError(str(exc)) from exc
+        real = RealClusterControlPlane(control_plane=control_plane, version=request.version,
+                                       workdir=request.workdir)
+        try:
+            real.apply(load_manifest(self._rbac_manifest))
+            # a cluster kaas calls running takes pods at once, as a kubeadm cluster does once its nodes joined
+            wait_for_service_account(real.admin_client, timeout=self._start_timeout)
+            wait_for_aggregated_roles(real.admin_client, timeout=self._start_timeout)
+        except (KubeAdminError, httpx.HTTPError) as exc:
+            real.close()
+            raise ControlPlaneStartError(f"preparing the control plane failed: {exc}") from exc
+        except BaseException:
+            real.close()
+            raise
+        return real

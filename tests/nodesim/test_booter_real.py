@@ -1,0 +1,344 @@
+"""``NodeBooter`` with the real Kubernetes programs: each cluster gets a real control plane, started from what
+kaas sends its control-plane server (the user-data: version, endpoint, PKI at kubeadm's paths), with kaas's
+RBAC applied for real, a ServiceAccount token for the agent, and one kwok Node per server.
+
+simcloud over HTTP, servers created with openstacksdk as kaas's driver creates them, a recording agent
+runner (the agent itself runs in ``test_tunnel_e2e.py``). Each test holds control-plane slots
+(``tests.kube_targets.control_plane_slots``) for the clusters it boots.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+
+from nodesim.booter import NodeBooter
+from nodesim.control_planes import REAL, STANDIN, RealClusterControlPlane
+from nodesim.kube_real import write_cluster_pki
+from simcloud.testing import SimCloudHandle
+from tests.kube_targets import NEWEST, OLDEST, control_plane_slots, release_dir, releases
+from tests.nodesim.conftest import (
+    KAAS_RBAC_MANIFEST,
+    RecordingRunner,
+    create_kaas_server,
+    kaas_user_data,
+    new_cluster_id,
+    wait_until,
+)
+
+pytestmark = pytest.mark.kube_real
+
+AGENT_IDENTITY = "system:serviceaccount:kaas-system:kaas-agent"
+
+
+def minor_version(version: str) -> str:
+    """``v1.37.2`` → ``1.37.2``, as kaas's regions and node configs write it."""
+    return version.removeprefix("v")
+
+
+def make_booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner, *,
+                persist: bool = False) -> NodeBooter:
+    release_dir(NEWEST)  # fails (or skips) here, before anything starts, when the programs are missing
+    return NodeBooter(
+        clouds_yaml=sim.clouds_yaml,
+        admin_cloud=sim.admin_cloud_name,
+        rbac_manifest=KAAS_RBAC_MANIFEST,
+        state_dir=tmp_path / "nodesim",
+        poll_interval=0.1,
+        kubernetes_version_default=NEWEST,
+        agent_runner=runner,
+        persist=persist,
+        kube_releases=releases(),
+    )
+
+
+@pytest.fixture
+def runner() -> RecordingRunner:
+    return RecordingRunner()
+
+
+@pytest.fixture
+def booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner) -> Iterator[NodeBooter]:
+    with control_plane_slots(), make_booter(sim, tmp_path, runner) as running:
+        yield running
+
+
+def agent_client(kubeconfig: Path) -> httpx.Client:
+    """An HTTP client that authenticates exactly as the agent's kubeconfig says (its token file)."""
+    document = yaml.safe_load(kubeconfig.read_text())
+    cluster = document["clusters"][0]["cluster"]
+    ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    context = ssl.create_default_context(cadata=ca)
+    token = (kubeconfig.parent / document["users"][0]["user"]["tokenFile"]).read_text()
+    return httpx.Client(base_url=cluster["server"], verify=context,
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def admin_client(booter: NodeBooter, cluster_id: str) -> httpx.Client:
+    control_plane = booter.control_plane_for(cluster_id)
+    assert isinstance(control_plane, RealClusterControlPlane)
+    return httpx.Client(base_url=control_plane.url, verify=control_plane.control_plane.admin_ssl_context(),
+                        timeout=10)
+
+
+def ready_of(node: dict[str, Any]) -> str:
+    conditions = node["status"].get("conditions", [])
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), "missing")
+
+
+def nodes_by_name(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    return {n["metadata"]["name"]: n for n in client.get("/api/v1/nodes").raise_for_status().json()["items"]}
+
+
+def boot(tenant: Any, cluster_id: str, servers: tuple[tuple[str, str], ...], **user_data: Any) -> list[Any]:
+    return [
+        create_kaas_server(
+            tenant, cluster_id=cluster_id, name=name, role=role,
+            user_data=kaas_user_data(cluster_id=cluster_id, node_name=name, role=role, **user_data),
+        )
+        for name, role in servers
+    ]
+
+
+def test_a_cluster_boots_a_real_control_plane_whose_kwok_nodes_are_its_servers(
+    booter: NodeBooter, tenant: Any, runner: RecordingRunner
+) -> None:
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-r-cp-0", "control-plane"), ("kaas-r-w-a", "worker")),
+         kubernetes_version=minor_version(OLDEST), labels={"tier": "x"})
+    info = wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+    assert (info.control_plane, info.kubernetes_version) == (REAL, OLDEST)
+    kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
+    with agent_client(kubeconfig) as agent:
+        wait_until(lambda: sorted(nodes_by_name(agent)) == ["kaas-r-cp-0", "kaas-r-w-a"], timeout=60,
+                   what="both servers' Nodes")
+        # kwok makes them Ready, as a kubelet posting its status would
+        nodes = wait_until(
+            lambda: (found := nodes_by_name(agent))
+            and all(ready_of(n) == "True" for n in found.values()) and found,
+            timeout=60, what="kwok to make both Nodes Ready",
+        )
+        version = agent.get("/version").json()["gitVersion"]
+        who = agent.post("/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                         json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).json()
+        # kaas's RBAC, applied for real: the agent may impersonate a kaas user with a kaas group
+        impersonated = agent.post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            headers={"Impersonate-User": "kaas:alice", "Impersonate-Group": "kaas:owner"},
+        )
+        escalation = agent.get("/api/v1/secrets", headers={"Impersonate-User": "kaas:alice",
+                                                           "Impersonate-Group": "system:masters"})
+    assert version == OLDEST
+    assert who["status"]["userInfo"]["username"] == AGENT_IDENTITY
+    assert impersonated.status_code == 201, impersonated.text
+    assert impersonated.json()["status"]["userInfo"]["groups"][:1] == ["kaas:owner"]
+    assert escalation.status_code == 403  # never system:masters
+    control_plane, worker = nodes["kaas-r-cp-0"], nodes["kaas-r-w-a"]
+    assert control_plane["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == ""
+    assert control_plane["metadata"]["labels"]["tier"] == "x"
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}.items() <= (
+        control_plane["spec"]["taints"][0].items())
+    assert worker["metadata"]["labels"]["node-role.kubernetes.io/worker"] == ""
+    assert worker["status"]["nodeInfo"]["kubeletVersion"] == OLDEST
+    assert worker["spec"]["providerID"].startswith("openstack:///")
+
+
+def with_pki(user_data: str, pki_dir: Path) -> str:
+    """``user_data`` that also writes the cluster's PKI where kubeadm keeps it (keys base64, as
+    cloud-init's ``encoding: b64``; certificates as text)."""
+    document = yaml.safe_load(user_data)
+    for name in sorted(path.name for path in pki_dir.iterdir()):
+        content = (pki_dir / name).read_bytes()
+        entry: dict[str, Any] = {"path": f"/etc/kubernetes/pki/{name}", "owner": "root:root",
+                                 "permissions": "0600"}
+        if name.endswith(".key"):
+            entry.update(encoding="b64", content=base64.b64encode(content).decode())
+        else:
+            entry["content"] = content.decode()
+        document["write_files"].append(entry)
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+
+
+def test_the_control_plane_uses_the_pki_and_the_endpoint_of_the_user_data(
+    booter: NodeBooter, tenant: Any, runner: RecordingRunner, tmp_path: Path
+) -> None:
+    pki = tmp_path / "pki-from-kaas"
+    write_cluster_pki(pki)
+    cluster_id = new_cluster_id()
+    user_data = kaas_user_data(cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane",
+                               kubernetes_version=minor_version(NEWEST))
+    node_config = yaml.safe_load(yaml.safe_load(user_data)["write_files"][0]["content"])
+    node_config["api_endpoint"] = "https://10.9.8.7:6443"
+    document = yaml.safe_load(user_data)
+    document["write_files"][0]["content"] = yaml.safe_dump(node_config)
+    create_kaas_server(tenant, cluster_id=cluster_id, name="kaas-p-cp-0", role="control-plane",
+                       user_data=with_pki("#cloud-config\n" + yaml.safe_dump(document), pki))
+    info = wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+
+    host, port = info.apiserver_url.removeprefix("https://").split(":")
+    served = x509.load_pem_x509_certificate(ssl.get_server_certificate((host, int(port))).encode())
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    served.verify_directly_issued_by(ca)  # raises unless the user-data's CA issued it
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.9.8.7") in names.get_values_for_type(x509.IPAddress)
+    kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
+    ca_in_kubeconfig = base64.b64decode(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"][
+        "certificate-authority-data"])
+    assert ca_in_kubeconfig == (pki / "ca.crt").read_bytes()
+    # the agent's token is signed with the user-data's service-account key: the apiserver accepts it
+    with agent_client(kubeconfig) as agent:
+        assert agent.get("/api/v1/nodes").status_code == 200
+    kept = tmp_path / "nodesim" / "clusters" / cluster_id / "pki"
+    assert (kept / "sa.key").read_bytes() == (pki / "sa.key").read_bytes()
+
+
+def test_an_errored_server_is_a_node_kwok_does_not_keep_ready(
+    booter: NodeBooter, tenant: Any, sim: SimCloudHandle
+) -> None:
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-e-cp-0", "control-plane"),), kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: cluster_id in booter.clusters(), timeout=120, what="the cluster to boot")
+    sim.sim.error_next_servers(1)
+    boot(tenant, cluster_id, (("kaas-e-w-a", "worker"),), kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: booter.clusters()[cluster_id].node_count == 2, timeout=60, what="the errored node")
+    with admin_client(booter, cluster_id) as admin:
+        nodes = wait_until(
+            lambda: (found := nodes_by_name(admin)) and ready_of(found["kaas-e-cp-0"]) == "True" and found,
+            timeout=60, what="the control-plane node to be Ready",
+        )
+    errored = nodes["kaas-e-w-a"]
+    assert ready_of(errored) == "False"
+    assert "kwok.x-k8s.io/node" not in errored["metadata"]["annotations"]  # kwok would make it Ready
+    assert booter.clusters()[cluster_id].nodes_ready == 1
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_deleting_the_servers_removes_their_nodes_then_stops_the_control_plane(
+    booter: NodeBooter, tenant: Any, runner: RecordingRunner, tmp_path: Path
+) -> None:
+    cluster_id = new_cluster_id()
+    servers = boot(tenant, cluster_id, (("kaas-d-cp-0", "control-plane"), ("kaas-d-w-a", "worker")),
+                   kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: (c := booter.clusters().get(cluster_id)) and c.node_count == 2, timeout=120,
+               what="two nodes")
+    workdir = tmp_path / "nodesim" / "clusters" / cluster_id
+    assert processes_mentioning(str(workdir)) != []
+
+    tenant.compute.delete_server(servers[1])
+    wait_until(lambda: booter.clusters()[cluster_id].node_count == 1, what="the worker's node to go")
+    with admin_client(booter, cluster_id) as admin:
+        assert sorted(nodes_by_name(admin)) == ["kaas-d-cp-0"]
+
+    tenant.compute.delete_server(servers[0])
+    wait_until(lambda: cluster_id not in booter.clusters(), timeout=60, what="the cluster to stop")
+    assert runner.stopped == [cluster_id]
+    assert not workdir.exists()
+    assert processes_mentioning(str(workdir)) == []
+
+
+def test_a_persisting_booter_restarted_boots_the_real_control_plane_with_its_etcd(
+    sim: SimCloudHandle, tenant: Any, tmp_path: Path, runner: RecordingRunner
+) -> None:
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-k-cp-0", "control-plane"),), kubernetes_version=minor_version(NEWEST))
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "1"}}
+    with control_plane_slots():
+        with make_booter(sim, tmp_path, runner, persist=True) as first:
+            wait_until(lambda: first.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+            with admin_client(first, cluster_id) as admin:
+                created = admin.post("/api/v1/namespaces/default/configmaps", json=configmap)
+                assert created.status_code == 201, created.text
+                uid = created.json()["metadata"]["uid"]
+        workdir = tmp_path / "nodesim" / "clusters" / cluster_id
+        assert (workdir / "control-plane" / "etcd").is_dir()
+        assert processes_mentioning(str(workdir)) == []  # stopped, its data kept
+        with make_booter(sim, tmp_path, runner, persist=True) as second:
+            wait_until(lambda: second.clusters().get(cluster_id), timeout=120, what="its return")
+            with admin_client(second, cluster_id) as admin:
+                kept = admin.get("/api/v1/namespaces/default/configmaps/kept").json()
+                nodes = nodes_by_name(admin)
+    assert (kept["metadata"]["uid"], kept["data"]) == (uid, {"a": "1"})
+    assert list(nodes) == ["kaas-k-cp-0"]  # registered once, found again
+
+
+def test_a_version_that_is_not_built_runs_on_the_standin(
+    booter: NodeBooter, tenant: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-s-cp-0", "control-plane"),), kubernetes_version="1.29.4")
+    info = wait_until(lambda: booter.clusters().get(cluster_id), timeout=60, what="the cluster to boot")
+    assert (info.control_plane, info.kubernetes_version) == (STANDIN, "v1.29.4")
+    assert booter.standin_for(cluster_id) is not None
+    assert "Kubernetes v1.29.4 is not built" in caplog.text
+
+
+def test_kwok_serves_what_a_user_then_finds(booter: NodeBooter, tenant: Any) -> None:
+    """The booted cluster runs a Deployment's pods on its servers' Nodes (kwok's), once Ready."""
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-w-cp-0", "control-plane"), ("kaas-w-w-a", "worker")),
+         kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]}}},
+    }
+    with admin_client(booter, cluster_id) as admin:
+        created = admin.post("/apis/apps/v1/namespaces/default/deployments", content=json.dumps(deployment),
+                             headers={"Content-Type": "application/json"})
+        assert created.status_code == 201, created.text
+        pods = wait_until(
+            lambda: (items := admin.get("/api/v1/namespaces/default/pods").json()["items"])
+            and len(items) == 2 and all(p["status"].get("phase") == "Running" for p in items) and items,
+            timeout=90, what="two Running pods",
+        )
+    # the control-plane node is tainted NoSchedule, as kubeadm taints it: the pods land on the worker
+    assert {pod["spec"]["nodeName"] for pod in pods} == {"kaas-w-w-a"}
+
+
+def test_the_agents_token_is_renewed_before_it_expires(
+    booter: NodeBooter, tenant: Any, runner: RecordingRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As kubelet renews a pod's projected token at 80 % of its life: the token file is replaced and the
+    new token works (the agent re-reads the file when it changes)."""
+    cluster_id = new_cluster_id()
+    boot(tenant, cluster_id, (("kaas-t-cp-0", "control-plane"),), kubernetes_version=minor_version(NEWEST))
+    wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+    kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
+    token_file = kubeconfig.parent / yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["tokenFile"]
+    first = token_file.read_text()
+    control_plane = booter.control_plane_for(cluster_id)
+    assert control_plane is not None
+    control_plane.refresh_agent_credentials()
+    assert token_file.read_text() == first  # not due yet
+
+    assert isinstance(control_plane, RealClusterControlPlane)
+    later = control_plane.clock() + 0.8 * 3600 + 1  # 80 % of the token's hour, and a second
+    monkeypatch.setattr(control_plane, "clock", lambda: later)
+    control_plane.refresh_agent_credentials()
+    renewed = token_file.read_text()
+    assert renewed != first
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    with agent_client(kubeconfig) as agent:
+        assert agent.get("/api/v1/nodes").status_code == 200
