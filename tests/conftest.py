@@ -29,8 +29,10 @@ How a test meets the database (read before adding one):
   their memory, ``kaas up`` processes, the CPU a timed chaos run measures on) must not meet another such test
   on the other worker: the markers ``openstack_real``, ``kube_real``, ``e2e`` and ``chaos`` put a test in the
   xdist group of that name (chaos and e2e share the group ``processes``: both start many kaas processes and
-  the chaos run times its recovery), and a group's tests run one after another on one worker. A new kind of
-  shared thing: ``@pytest.mark.xdist_group("its-name")``.
+  the chaos run times its recovery), and a group's tests run one after another on one worker. A test that may
+  start a real control plane without the marker (the k8s proxy's and the tunnel's, which fall back on the
+  stand-in) joins the ``kube_real`` group through ``REAL_CONTROL_PLANES``. A new kind of shared thing:
+  ``@pytest.mark.xdist_group("its-name")``.
 """
 
 from __future__ import annotations
@@ -291,12 +293,25 @@ def _no_leaked_threads() -> Iterator[None]:
 
 
 # a test with one of these markers shares something the machine has once; xdist runs each group on one worker
+REAL_CONTROL_PLANES_GROUP = "kube_real"
 XDIST_GROUPS = {
     "openstack_real": "openstack_real",
-    "kube_real": "kube_real",
+    "kube_real": REAL_CONTROL_PLANES_GROUP,
     "e2e": "processes",
     "chaos": "processes",
 }
+# For a test that may start a real control plane without the kube_real marker (it runs on the stand-in where
+# the programs are not built): the k8s proxy's and the tunnel's tests, through ``tests.kube_targets``. The
+# session's shared control plane is one per worker, held until the worker ends: on two workers two of the
+# machine's three slots would be taken for the whole run, and `kaas up`'s restart test (two more) would wait
+# for a slot until it failed. In one group there is one shared control plane, as without xdist.
+REAL_CONTROL_PLANES = pytest.mark.xdist_group(REAL_CONTROL_PLANES_GROUP)
+
+
+def uses_any_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
+    """Whether the test asks for one of ``names``, itself or through its fixtures (the names as collected;
+    ``getfixturevalue`` at run time is not seen)."""
+    return not names.isdisjoint(getattr(item, "fixturenames", ()))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers (--dist loadgroup)
