@@ -22,6 +22,7 @@ from click.testing import Result
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from kaas_cli import output
 from kaas_cli.commands.common import Wiring
 from kaas_cli.config import CliConfig
 from kaas_cli.main import app as kaas
@@ -111,6 +112,10 @@ def cli(world: World, client: TestClient, tmp_path: Path, monkeypatch: pytest.Mo
     path = tmp_path / "cli.yaml"
     monkeypatch.setenv("KAAS_CLI_CONFIG", str(path))
     monkeypatch.setenv("COLUMNS", "400")  # tables as wide as they need: no wrapped cells to reassemble
+    # Rich reads COLUMNS once, when a console is made, if it is set by then, and keeps that width; an xdist
+    # worker starts with COLUMNS=80, so the CLI's consoles (made at import) are given the width outright
+    for console in (output.console, output.err_console):
+        monkeypatch.setattr(console, "width", 400)
     runner = Cli(world=world, config_path=path, transport=AppTransport(client))
     runner.login("owner")
     return runner
