@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agents.forward import (
@@ -37,6 +37,7 @@ from agents.tunnel.websocket import (
     encode_message,
     parse_subprotocols,
 )
+from agents.tunnel.ws_client import connect_kube_websocket
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ async def serve_websocket(forwarder: ApiserverForwarder, stream: TunnelStream, h
     apiserver = forwarder.connection
     url = websocket_url(apiserver.base_url, target)
     try:
-        upstream = await connect(
+        upstream = await connect_kube_websocket(
             url,
             additional_headers=headers,
-            subprotocols=subprotocols or None,  # type: ignore[arg-type]
+            subprotocols=subprotocols,
             ssl=apiserver.ssl_context if url.startswith("wss://") else None,
             compression=None,
             proxy=None,  # never an HTTPS_PROXY: only the apiserver
@@ -98,6 +99,9 @@ async def serve_websocket(forwarder: ApiserverForwarder, stream: TunnelStream, h
         refusal = exc.response
         kept = [(n, v) for n, v in refusal.headers.raw_items() if n.lower() in RELAYED_REFUSAL_HEADERS]
         await _answer(stream, refusal.status_code, kept, bytes(refusal.body or b""))
+        return
+    except ValueError as exc:  # a subprotocol that could split the header: kaas's proxy refuses it first
+        await _refuse(stream, 400, "BadRequest", str(exc))
         return
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         await _refuse(stream, 502, "ServiceUnavailable", f"the cluster's apiserver WebSocket failed: {exc}")

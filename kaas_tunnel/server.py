@@ -187,7 +187,6 @@ class TunnelServer:
             _body_limited(internal_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
             limits=settings.http_limits,
             lifespan="off",
-            ws="websockets-sansio",  # WebSocket upgrades (kubectl exec) from the k8s proxy
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,

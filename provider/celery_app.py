@@ -41,6 +41,7 @@ from kombu.entity import Queue
 
 from kaas_core.internal_hop import assertion_key
 from kaas_core.tasks import SHARED_QUEUE, SWEEP_TASK, region_queue
+from provider.addons.catalog import ADDONS
 from provider.addons.reconcile import tunnel_applier_factory
 from provider.beat import RegionalScheduler, global_entries
 from provider.config import ProviderSettings
@@ -76,6 +77,7 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
         addons=tunnel_applier_factory(assertion_key(settings.tunnel_internal_secret.get_secret_value()))
         if settings.manage_addons
         else None,
+        addon_catalog=tuple(addon for addon in ADDONS if addon.name not in settings.addons_left_out),
         limits=ReconcileLimits.from_settings(settings),
         webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,

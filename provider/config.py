@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from kaas_core.settings import SharedSettings, TunnelSecretSettings, default_state_dir
+from provider.addons.catalog import ADDON_NAMES
 from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 
 
@@ -49,6 +50,13 @@ class ProviderSettings(SharedSettings, TunnelSecretSettings):
         description="Apply the CNI, cloud controller, CSI, metrics-server and the agent in every cluster"
         " through its tunnel (provider.addons) once its agent is connected; the workers sign that hop with"
         " KAAS_TUNNEL_INTERNAL_SECRET, as the API does.",
+    )
+    addons_left_out: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Add-ons (by name: cni, cloud-provider, csi, metrics-server, kaas-agent; comma-separated)"
+        " that kaas does not apply. kaas up leaves out metrics-server: with no data plane its APIService is"
+        " never Available, and an unavailable API group stops the namespace controller from deleting any"
+        " namespace.",
     )
     require_agent: bool = Field(
         default=True,
@@ -103,6 +111,21 @@ class ProviderSettings(SharedSettings, TunnelSecretSettings):
     def _split_regions(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("addons_left_out", mode="before")
+    @classmethod
+    def _split_addons(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("addons_left_out")
+    @classmethod
+    def _known_addons(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ADDON_NAMES))
+        if unknown:
+            raise ValueError(f"unknown add-on(s) {', '.join(unknown)}; kaas has {', '.join(ADDON_NAMES)}")
         return value
 
     @model_validator(mode="after")

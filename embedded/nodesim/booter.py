@@ -48,21 +48,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import openstack
 from openstack.config import loader
 
 from agents.config import AgentConfig, AgentConfigError, agent_config_from_mapping
 from agents.runtime import run_agent
+from agents.tunnel.boot_report import failure_line, success_line
 from nodesim.control_planes import (
     ClusterControlPlane,
     ClusterRequest,
     ControlPlanes,
     ControlPlaneStartError,
+    NodeBoot,
     NodeSpec,
     StandinControlPlane,
 )
 from nodesim.kube_real import KubeletOptions
+from nodesim.kubeadm_node import NodeBootFailed
 from nodesim.userdata import NodeUserData, UserDataError, decode_user_data, parse_user_data
 from simcloud.kube.testing import KubeStandinHandle
 
@@ -77,6 +81,7 @@ CONTROL_PLANE = "control-plane"
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 AGENT_STOP_TIMEOUT_SECONDS = 15.0
 START_RETRY_SECONDS = 30.0
+JOIN_TIMEOUT_SECONDS = 300.0  # kubeadm join's discovery timeout (5 minutes)
 THREAD_START_TIMEOUT_SECONDS = 10.0
 THREAD_STOP_TIMEOUT_SECONDS = 60.0
 KEYSTONEAUTH_LOGGERS = (
@@ -116,6 +121,8 @@ class _Server:
     cluster_id: str
     metadata: dict[str, str]
     raw_user_data: str | None = field(repr=False)
+    fixed_addresses: tuple[str, ...] = ()  # IPv4 first
+    addresses: tuple[str, ...] = ()  # every address, floating ones included
 
 
 @dataclass(eq=False)
@@ -127,6 +134,9 @@ class _RunningCluster:
     agent_stop: asyncio.Event
     agent_task: asyncio.Task[None] | None = None
     nodes: dict[str, NodeSpec] = field(default_factory=dict)
+    booted: set[str] = field(default_factory=set)  # server ids whose kubeadm part succeeded
+    vips: frozenset[str] = frozenset()  # the cluster's load balancers' VIPs, when last listed
+    joining_since: dict[str, float] = field(default_factory=dict)  # server id -> first attempt (monotonic)
 
 
 def cluster_id_of(tags: object, metadata: Mapping[str, Any] | None) -> str | None:
@@ -136,6 +146,19 @@ def cluster_id_of(tags: object, metadata: Mapping[str, Any] | None) -> str | Non
             return tag[len(CLUSTER_TAG_PREFIX):]
     value = (metadata or {}).get(CLUSTER_METADATA_KEY)
     return str(value) if value else None
+
+
+def _addresses_of(server: Mapping[str, Any], *, fixed: bool) -> tuple[str, ...]:
+    """A Nova server's addresses (``fixed``: only its own, as its network interface has them), IPv4 first."""
+    found: list[tuple[int, str]] = []
+    for entries in (server.get("addresses") or {}).values():
+        for entry in entries or []:
+            if not isinstance(entry, dict) or not entry.get("addr"):
+                continue
+            if fixed and entry.get("OS-EXT-IPS:type", "fixed") != "fixed":
+                continue
+            found.append((0 if entry.get("version", 4) == 4 else 1, str(entry["addr"])))
+    return tuple(address for _, address in sorted(found, key=lambda pair: pair[0]))
 
 
 class _RedactUserData(logging.Filter):
@@ -179,12 +202,15 @@ class NodeBooter:
         persist: bool = False,
         kube_releases: Mapping[str, Path] | None = None,
         kubelet: KubeletOptions | None = None,
+        join_timeout: float = JOIN_TIMEOUT_SECONDS,
     ) -> None:
         """``agent_overrides`` are merged into every agent config (e.g. ``report_interval_seconds``);
         ``cluster_filter`` limits the booter to some clusters (tests on a shared cloud); ``tls`` serves the
         stand-ins over HTTPS with a throwaway CA (written into the kubeconfig). ``kube_releases`` (version
         → folder of its programs, ``nodesim.kube_releases.built_releases``): the clusters at those versions
-        run real control planes, with ``kubelet`` (``KubeletOptions``) for what kwok serves of their pods."""
+        run real control planes, with ``kubelet`` (``KubeletOptions``) for what kwok serves of their pods.
+        ``join_timeout``: how long a joining node retries a discovery that cannot succeed yet (kubeadm's
+        discovery timeout) before its boot fails."""
         self._clouds_yaml = clouds_yaml
         self._admin_cloud = admin_cloud
         self._control_planes = ControlPlanes(
@@ -208,6 +234,10 @@ class NodeBooter:
         self._refused_sources: set[str] = set()  # server ids whose agent config was logged as unusable
         self._start_failed_at: dict[str, float] = {}  # cluster id -> when its control plane last failed
         self._cloud_failing = False
+        self._join_timeout = join_timeout
+        self._boot_failed: dict[str, str] = {}  # server id -> the failed step (reported on its console)
+        self._console_refused = False  # the cloud takes no console lines (not simcloud): said once
+        self._executor: ThreadPoolExecutor | None = None
         # Shared with other threads.
         self._lock = threading.Lock()
         self._snapshot: dict[str, ClusterInfo] = {}
@@ -282,6 +312,7 @@ class NodeBooter:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodesim-openstack")
+        self._executor = executor
         self._started.set()
         try:
             while not self._stopping.is_set():
@@ -339,6 +370,8 @@ class NodeBooter:
                         cluster_id=cluster_id,
                         metadata=metadata,
                         raw_user_data=server.get("OS-EXT-SRV-ATTR:user_data"),
+                        fixed_addresses=_addresses_of(server, fixed=True),
+                        addresses=_addresses_of(server, fixed=False),
                     )
                 )
             if len(page) < SERVER_PAGE:
@@ -372,6 +405,8 @@ class NodeBooter:
         seen = {server.id for server in servers}
         for server_id in [sid for sid in self._parsed if sid not in seen]:
             del self._parsed[server_id]
+        for server_id in [sid for sid in self._boot_failed if sid not in seen]:
+            del self._boot_failed[server_id]
         self._refused_sources &= seen
         for cluster_id in sorted(set(by_cluster) | set(self._running)):
             if self._stopping is not None and self._stopping.is_set():
@@ -476,8 +511,15 @@ class NodeBooter:
         return self._state_dir / "clusters" / safe
 
     async def _maybe_start_cluster(self, cluster_id: str, servers: list[_Server]) -> _RunningCluster | None:
-        for server in sorted(servers, key=lambda s: s.name):
-            if server.status != "ACTIVE":
+        def initializes_first(server: _Server) -> tuple[bool, str]:
+            user_data = self._user_data(server)
+            kubeadm = user_data.kubeadm if user_data else None
+            return (not (kubeadm is not None and kubeadm.initializes), server.name)
+
+        # the server whose user-data runs kubeadm init starts the cluster (a restarted booter may find only
+        # joined ones, whose cluster's data it kept)
+        for server in sorted(servers, key=initializes_first):
+            if server.status != "ACTIVE" or server.id in self._boot_failed:
                 continue
             user_data = self._user_data(server)
             if user_data is None or self._role(server, user_data) != CONTROL_PLANE:
@@ -493,11 +535,11 @@ class NodeBooter:
             config = self._agent_config(cluster_id, server, user_data.agent)
             if config is None:
                 continue
-            return await self._start_cluster(cluster_id, config, user_data=user_data)
+            return await self._start_cluster(cluster_id, config, user_data=user_data, server=server)
         return None
 
     async def _start_cluster(
-        self, cluster_id: str, config: AgentConfig, *, user_data: NodeUserData
+        self, cluster_id: str, config: AgentConfig, *, user_data: NodeUserData, server: _Server
     ) -> _RunningCluster | None:
         assert config.apiserver.kind == "kubeconfig"
         kubeconfig = config.apiserver.kubeconfig
@@ -508,6 +550,10 @@ class NodeBooter:
             workdir=workdir,
             endpoint=user_data.api_endpoint,
             pki=user_data.pki,
+            kubeadm=user_data.kubeadm,
+            advertise_address=server.fixed_addresses[0] if server.fixed_addresses else None,
+            server_id=server.id,
+            agent_manifest=user_data.agent_manifest,
         )
         releases = self._control_planes.releases
         if releases and request.version not in releases:
@@ -517,6 +563,9 @@ class NodeBooter:
             )
         try:
             control_plane = await asyncio.to_thread(self._control_planes.start, request)
+        except NodeBootFailed as failed:
+            await self._report_boot_failure(cluster_id, server, failed)
+            return None
         except ControlPlaneStartError as exc:
             self._start_failed_at[cluster_id] = time.monotonic()
             logger.warning(
@@ -603,6 +652,8 @@ class NodeBooter:
         exists = any(spec.server_id == server.id for spec in running.nodes.values())
         if server.status == "BUILD" and not exists:
             return None  # not booted yet: no kubelet has registered
+        if server.status == "ACTIVE" and server.id not in running.booted:
+            return None  # its boot has not joined the cluster (yet, or ever: see _boot)
         user_data = self._user_data(server)  # a node without a usable user-data still registers
         role = self._role(server, user_data)
         name = (user_data.node_name if user_data else None) or server.name
@@ -630,7 +681,107 @@ class NodeBooter:
             kubelet_version=version,
         )
 
+    def _reachable_hosts(self, running: _RunningCluster, servers: list[_Server]) -> frozenset[str]:
+        """Where the cloud routes to the cluster's apiserver: its control planes' addresses, its load
+        balancers' VIPs (``_cluster_vips``), and the endpoint kubeadm init was given (routed to it, as a
+        DNS name or an outside load balancer would be)."""
+        hosts = set(running.vips)
+        for server in servers:
+            user_data = self._user_data(server)
+            if self._role(server, user_data) == CONTROL_PLANE:
+                hosts.update(server.addresses)
+            kubeadm = user_data.kubeadm if user_data else None
+            if kubeadm is not None and kubeadm.initializes and kubeadm.control_plane_endpoint_host:
+                hosts.add(kubeadm.control_plane_endpoint_host)
+        return frozenset(hosts)
+
+    async def _boot(self, running: _RunningCluster, servers: list[_Server]) -> None:
+        """Each ACTIVE server not booted yet plays its kubeadm part against the cluster (``boot_node``):
+        joined, it may register its Node; a failure is written on its console (``agents.tunnel.
+        boot_report``), at once when it cannot succeed, after ``join_timeout`` when it might still."""
+        pending = [s for s in servers if s.status == "ACTIVE" and s.id not in running.booted
+                   and s.id not in self._boot_failed]
+        if not pending:
+            return
+        if any(getattr(self._user_data(s), "kubeadm", None) is not None for s in pending):
+            running.vips = await self._cluster_vips(running.cluster_id)
+        reachable = self._reachable_hosts(running, servers)
+        for server in sorted(pending, key=lambda s: s.name):
+            user_data = self._user_data(server)
+            boot = NodeBoot(
+                server_id=server.id,
+                node_name=(user_data.node_name if user_data else None) or server.name,
+                documents=user_data.kubeadm if user_data else None,
+                reachable_hosts=reachable,
+                pki=user_data.pki if user_data else {},
+            )
+            try:
+                await asyncio.to_thread(running.control_plane.boot_node, boot)
+            except NodeBootFailed as failed:
+                first = running.joining_since.setdefault(server.id, time.monotonic())
+                if failed.retryable and time.monotonic() - first < self._join_timeout:
+                    logger.debug("node booter: server %s not joined yet: %s", server.name, failed)
+                    continue
+                await self._report_boot_failure(running.cluster_id, server, failed)
+                continue
+            running.joining_since.pop(server.id, None)
+            running.booted.add(server.id)
+            await self._write_console(server, [success_line()])
+
+    async def _report_boot_failure(self, cluster_id: str, server: _Server, failed: NodeBootFailed) -> None:
+        self._boot_failed[server.id] = failed.step
+        logger.warning("node booter: server %s (%s) of cluster %s failed its boot: %s",
+                       server.name, server.id, cluster_id, failed)
+        await self._write_console(server, [failure_line(failed.step, failed.reason)])
+
+    async def _in_executor(self, call: Callable[[], Any]) -> Any:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _write_console(self, server: _Server, lines: list[str]) -> None:
+        """Lines on the server's console, as its boot prints them (simcloud's ``/_sim/servers/{id}/console``;
+        another cloud's consoles are its VMs' own, so there they are only logged)."""
+        if self._console_refused:
+            return
+        try:
+            written = await self._in_executor(lambda: self._post_console(server.id, lines))
+        except Exception as exc:  # the console is a report channel: a failure to write it is only logged
+            logger.info("node booter: cannot write the console of server %s: %s", server.name,
+                        type(exc).__name__)
+            return
+        if not written:
+            self._console_refused = True
+            logger.info("node booter: the cloud takes no console lines from nodesim (not simcloud); boot "
+                        "outcomes are only logged")
+
+    def _post_console(self, server_id: str, lines: list[str]) -> bool:
+        if self._conn is None:
+            self._conn = self._connect()
+        parts = urlsplit(str(self._conn.config.get_auth_args().get("auth_url") or ""))
+        url = f"{parts.scheme}://{parts.netloc}/_sim/servers/{server_id}/console"
+        response = self._conn.session.post(url, json={"lines": lines}, raise_exc=False)
+        if response.status_code in (404, 405):
+            return False
+        response.raise_for_status()
+        return True
+
+    async def _cluster_vips(self, cluster_id: str) -> frozenset[str]:
+        """The VIPs of the cluster's load balancers (tagged ``kaas-cluster=<id>``), as the admin sees them."""
+        def listing() -> frozenset[str]:
+            if self._conn is None:
+                self._conn = self._connect()
+            tag = f"{CLUSTER_TAG_PREFIX}{cluster_id}"
+            return frozenset(str(lb.vip_address) for lb in self._conn.load_balancer.load_balancers()
+                             if tag in (lb.tags or []) and lb.vip_address)
+        try:
+            vips: frozenset[str] = await self._in_executor(listing)
+        except Exception as exc:  # no load balancer service: the endpoint is a server's address
+            logger.debug("node booter: cannot list load balancers: %s", type(exc).__name__)
+            return frozenset()
+        return vips
+
     async def _sync_nodes(self, running: _RunningCluster, servers: list[_Server]) -> None:
+        await self._boot(running, servers)
         wanted: dict[str, NodeSpec] = {}
         for server in servers:
             spec = self._node_spec(server, running)

@@ -28,6 +28,7 @@ Nothing here logs a token, a key or user-data.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -49,9 +50,12 @@ from nodesim.kube_admin import (
     apply_documents,
     create_node,
     delete_node,
+    get_object,
     issue_service_account_token,
     list_nodes,
     load_manifest,
+    merge_patch,
+    patch_node,
     wait_for_aggregated_roles,
     wait_for_service_account,
 )
@@ -59,13 +63,35 @@ from nodesim.kube_real import (
     KWOK_NODE_ANNOTATION,
     KWOK_NODE_ANNOTATION_VALUE,
     PKI_FILES,
+    SERVICE_CLUSTER_IP_RANGE,
     ControlPlaneError,
+    KubeadmIssued,
     KubeletOptions,
     RealControlPlane,
     ensure_cluster_pki,
     fake_node,
     start_control_plane,
 )
+from nodesim.kubeadm_node import (
+    CLUSTER_INFO,
+    STEP_CONTROL_PLANE_PREPARE,
+    STEP_DISCOVERY,
+    STEP_INIT,
+    STEP_JOIN,
+    UNINITIALIZED_TAINT,
+    KubeadmDocuments,
+    KubeletCredentials,
+    NodeBootFailed,
+    create_bootstrap_token,
+    discover,
+    init_certificates,
+    kubelet_credentials,
+    kubelet_may_set,
+    node_client,
+    tls_bootstrap,
+    write_init_config,
+)
+from nodesim.userdata import AUTHORITY_FILES, KUBEADM_CONFIG_PATH
 from simcloud.kube.errors import KubeStatusError
 from simcloud.kube.identity import Identity
 from simcloud.kube.resources import ResourceType, find
@@ -110,7 +136,25 @@ class ClusterRequest:
     version: str  # "v1.37.2"
     workdir: Path  # owner-only; everything of the cluster lives under it
     endpoint: str | None = None  # the node config's api_endpoint
-    pki: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # PKI_FILES name -> content
+    pki: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # AUTHORITY_FILES name -> content
+    # the first control plane's kubeadm documents (an InitConfiguration): a real control plane is then
+    # started as kubeadm init starts it (``nodesim.kubeadm_node``)
+    kubeadm: KubeadmDocuments | None = None
+    advertise_address: str | None = None  # the server's address, which kubeadm would detect on the VM
+    server_id: str | None = None  # the server whose user-data this is
+    agent_manifest: tuple[dict[str, Any], ...] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class NodeBoot:
+    """One server's boot as the booter sees it: its kubeadm documents, the authorities its user-data
+    writes, and the addresses at which the cloud routes to the cluster's apiserver."""
+
+    server_id: str
+    node_name: str
+    documents: KubeadmDocuments | None
+    reachable_hosts: frozenset[str]
+    pki: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class ClusterControlPlane(Protocol):
@@ -136,6 +180,10 @@ class ClusterControlPlane(Protocol):
 
     def sync_nodes(self, nodes: Mapping[str, NodeSpec]) -> None:
         """Make the cluster's Nodes these (the ones nodesim registered; others are left alone)."""
+
+    def boot_node(self, boot: NodeBoot) -> None:
+        """Play ``boot``'s kubeadm part against this control plane (a joining node's discovery and TLS
+        bootstrap); ``NodeBootFailed`` when it fails. A node may register only once this returned."""
 
     def healthy(self) -> bool:
         """Whether it still runs (a real control plane whose process died is not)."""
@@ -237,6 +285,9 @@ class StandinControlPlane:
                 self.handle.standin.apply([standin_node_object(spec)])
                 self._applied[name] = spec
 
+    def boot_node(self, boot: NodeBoot) -> None:
+        return None  # the stand-in serves no cluster-info and signs nothing: its nodes join unchecked
+
     def healthy(self) -> bool:
         return True
 
@@ -283,7 +334,10 @@ class RealClusterControlPlane:
 
     def __init__(self, *, control_plane: RealControlPlane, version: str, workdir: Path,
                  token_seconds: int = AGENT_TOKEN_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 kubeadm_init: KubeadmInit | None = None) -> None:
+        """``kubeadm_init``: the control plane was started as ``kubeadm init`` starts one; its other nodes
+        then join only through a discovery and a TLS bootstrap that this cluster accepts."""
         self.control_plane = control_plane
         self.clock = clock  # when the agent's token is due for renewal
         self._version = version
@@ -292,6 +346,8 @@ class RealClusterControlPlane:
         self.admin_client = admin_client(control_plane)
         self._token_due = 0.0  # monotonic time at which the agent's token is renewed
         self._lock = threading.Lock()
+        self.kubeadm_init = kubeadm_init
+        self._kubelets: dict[str, KubeletCredentials] = {}  # node name -> its TLS-bootstrapped identity
 
     @property
     def url(self) -> str:
@@ -339,6 +395,7 @@ class RealClusterControlPlane:
         for name, node in existing.items():
             if name not in nodes and _registered_by_nodesim(node):
                 delete_node(self.admin_client, name)
+                self._kubelets.pop(name, None)
         for name, spec in nodes.items():
             current = existing.get(name)
             if current is not None and _managed_by_kwok(current) == spec.ready:
@@ -347,7 +404,91 @@ class RealClusterControlPlane:
                 # kwok would keep a Node it manages Ready; a Node that changes sides registers again, as a
                 # rebuilt machine's kubelet would
                 delete_node(self.admin_client, name)
-            create_node(self.admin_client, real_node_object(spec))
+            if spec.ready and name in self._kubelets:
+                self._register_as_kubelet(spec)
+            else:
+                create_node(self.admin_client, real_node_object(spec))
+
+    def _register_as_kubelet(self, spec: NodeSpec) -> None:
+        """The Node as its kubelet registers it, with its own certificate (NodeRestriction lets a node create
+        only itself, with the labels a kubelet may set, tainted ``uninitialized`` under an external cloud
+        provider); then, as the admin, what others do to it: kubeadm's role labels (``mark-control-plane``)
+        and the cloud controller's initialization (``providerID`` of the server, the taint removed)."""
+        final = real_node_object(spec)
+        registered = json.loads(json.dumps(final))
+        registered["metadata"]["labels"] = {k: v for k, v in spec.labels if kubelet_may_set(k)}
+        uninitialized = {"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}
+        registered["spec"] = {"taints": [*final["spec"]["taints"], uninitialized]}
+        with node_client(api_url=self.url, ca_pem=self.control_plane.ca_pem,
+                         cert_file=self._kubelet_dir(spec.name) / "kubelet-client.crt",
+                         key_file=self._kubelet_dir(spec.name) / "kubelet-client.key") as node:
+            create_node(node, registered)
+        patch_node(self.admin_client, spec.name, {
+            "metadata": {"labels": final["metadata"]["labels"]},
+            "spec": {"providerID": final["spec"]["providerID"], "taints": final["spec"]["taints"]},
+        })
+
+    def boot_node(self, boot: NodeBoot) -> None:
+        init = self.kubeadm_init
+        if init is None:
+            return None  # started without kubeadm (no kubeadm documents): its nodes join unchecked
+        documents = boot.documents
+        if documents is None:
+            raise NodeBootFailed(STEP_JOIN, f"the user-data has no {KUBEADM_CONFIG_PATH}")
+        name = documents.node_name or boot.node_name
+        known = self._known_kubelet(name)
+        if known is not None:  # booted before (a restarted booter): its kubelet kept its identity on disk
+            self._kubelets[name] = known
+            return None
+        if documents.initializes:
+            if boot.server_id != init.server_id:
+                raise NodeBootFailed(STEP_INIT, "the cluster was initialized by another server; a "
+                                     "second kubeadm init would make a cluster of its own")
+            self._remember_kubelet(name, kubelet_credentials(init.kubelet_kubeconfig))
+            return None
+        discovery = documents.discovery()
+        if discovery.host not in boot.reachable_hosts:
+            raise NodeBootFailed(STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: no control plane of "
+                                 "the cluster answers at that address", retryable=True)
+        ca_pem = discover(discovery, api_url=self.url)
+        if documents.joins_control_plane:
+            self._check_authorities(boot)
+        credentials = tls_bootstrap(discovery, api_url=self.url, ca_pem=ca_pem, node_name=name)
+        self._remember_kubelet(name, credentials)
+        return None
+
+    def _kubelet_dir(self, name: str) -> Path:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        return self._workdir / "kubelets" / safe
+
+    def _remember_kubelet(self, name: str, credentials: KubeletCredentials) -> None:
+        folder = self._kubelet_dir(name)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(folder / "kubelet-client.key", credentials.key_pem)
+        _write_private(folder / "kubelet-client.crt", credentials.cert_pem)
+        self._kubelets[name] = credentials
+
+    def _known_kubelet(self, name: str) -> KubeletCredentials | None:
+        folder = self._kubelet_dir(name)
+        try:
+            return KubeletCredentials(cert_pem=(folder / "kubelet-client.crt").read_bytes(),
+                                      key_pem=(folder / "kubelet-client.key").read_bytes())
+        except OSError:
+            return None
+
+    def _check_authorities(self, boot: NodeBoot) -> None:
+        """A joining control plane issues its certificates from the authorities its user-data writes
+        (``kubeadm join phase control-plane-prepare certs``): they must be the cluster's."""
+        assert self.kubeadm_init is not None
+        for name in ("ca.crt", "front-proxy-ca.crt", "etcd/ca.crt", "sa.pub"):
+            ours = (self.kubeadm_init.pki_dir / name).read_bytes()
+            theirs = boot.pki.get(name)
+            if theirs is None:
+                raise NodeBootFailed(STEP_CONTROL_PLANE_PREPARE,
+                                     f"the user-data writes no /etc/kubernetes/pki/{name}")
+            if theirs.strip() != ours.strip():
+                raise NodeBootFailed(STEP_CONTROL_PLANE_PREPARE,
+                                     f"/etc/kubernetes/pki/{name} of the user-data is not the cluster's")
 
     def healthy(self) -> bool:
         return self.control_plane.alive()
@@ -422,6 +563,9 @@ class ControlPlanes:
         return StandinControlPlane(stack=stack, handle=handle, agent_token=token)
 
     def _start_real(self, request: ClusterRequest) -> RealClusterControlPlane:
+        kubeadm = self._releases[request.version] / "kubeadm"
+        if request.kubeadm is not None and request.kubeadm.initializes and kubeadm.is_file():
+            return self._start_kubeadm(request, kubeadm=kubeadm)
         pki_dir = request.workdir / "pki"
         pki_dir.mkdir(exist_ok=True, mode=0o700)
         for name, content in request.pki.items():
@@ -456,3 +600,94 @@ class ControlPlanes:
             real.close()
             raise
         return real
+
+    def _start_kubeadm(self, request: ClusterRequest, *, kubeadm: Path) -> RealClusterControlPlane:
+        """As ``kubeadm init`` on the first control plane: kaas's authorities laid where its user-data
+        writes them, ``kubeadm init phase certs all`` and ``kubeconfig all`` on its documents, the control
+        plane started from what they issued, ``kubeadm init phase bootstrap-token`` against it, then the
+        agent's manifest applied (``NodeBootFailed`` names the step that failed)."""
+        assert request.kubeadm is not None
+        documents = request.kubeadm
+        workdir = request.workdir
+        pki_dir = workdir / "kubernetes" / "pki"
+        pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, content in request.pki.items():
+            # userdata only yields these names; a caller's mistake must never write elsewhere
+            if name not in AUTHORITY_FILES:
+                raise ControlPlaneStartError(f"{name!r} is not a cluster PKI file")
+            target = pki_dir / name
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            if not target.is_file() or target.read_bytes() != content:
+                _write_private(target, content)
+        config = workdir / "kubernetes" / "kubeadm.yaml"
+        kubeconfig_dir = workdir / "kubernetes" / "kubeconfigs"
+        write_init_config(documents, path=config, pki_dir=pki_dir,
+                          advertise_address=request.advertise_address)
+        init_certificates(kubeadm=kubeadm, config=config, kubeconfig_dir=kubeconfig_dir)
+        extra_args = documents.cluster_value("controllerManager", "extraArgs") or []
+        issued = KubeadmIssued(
+            kubeconfig_dir=kubeconfig_dir,
+            service_cidr=str(documents.cluster_value("networking", "serviceSubnet")
+                             or SERVICE_CLUSTER_IP_RANGE),
+            pod_cidr=documents.cluster_value("networking", "podSubnet"),
+            cluster_name=str(documents.cluster_value("clusterName") or "kubernetes"),
+            controller_manager_args=tuple((str(a["name"]), str(a["value"])) for a in extra_args
+                                          if isinstance(a, dict) and "name" in a and "value" in a),
+        )
+        try:
+            control_plane = start_control_plane(
+                bin_dir=self._releases[request.version], pki_dir=pki_dir,
+                work_dir=workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout, kubelet=self._kubelet,
+                kubeadm=issued,
+            )
+        except ControlPlaneError as exc:
+            raise ControlPlaneStartError(str(exc)) from exc
+        init = KubeadmInit(server_id=request.server_id or "", pki_dir=pki_dir,
+                           kubelet_kubeconfig=kubeconfig_dir / "kubelet.conf")
+        real = RealClusterControlPlane(control_plane=control_plane, version=request.version, workdir=workdir,
+                                       kubeadm_init=init)
+        try:
+            done = workdir / "kubernetes" / INIT_DONE_FILE
+            if not done.exists():  # kubeadm init runs once: a restarted control plane keeps its token
+                create_bootstrap_token(kubeadm=kubeadm, config=config,
+                                       admin_kubeconfig=control_plane.admin_kubeconfig)
+                _publish_endpoint(real.admin_client, kubeconfig_dir / "super-admin.conf")
+                done.write_text("kubeadm init phase bootstrap-token ran\n")
+            manifest = list(request.agent_manifest) if request.agent_manifest else load_manifest(
+                self._rbac_manifest)
+            real.apply(manifest)
+            wait_for_service_account(real.admin_client, timeout=self._start_timeout)
+            wait_for_aggregated_roles(real.admin_client, timeout=self._start_timeout)
+        except (KubeAdminError, httpx.HTTPError) as exc:
+            real.close()
+            raise ControlPlaneStartError(f"preparing the control plane failed: {exc}") from exc
+        except BaseException:
+            real.close()
+            raise
+        return real
+
+
+INIT_DONE_FILE = "init.done"
+
+
+@dataclass(frozen=True)
+class KubeadmInit:
+    """What ``kubeadm init`` left of a real control plane: which server ran it, kubeadm's certificate
+    folder, and the first node's kubelet identity (``kubelet.conf``)."""
+
+    server_id: str
+    pki_dir: Path
+    kubelet_kubeconfig: Path
+
+
+def _publish_endpoint(client: httpx.Client, admin_kubeconfig: Path) -> None:
+    """``kube-public/cluster-info`` names the endpoint kubeadm put in its admin kubeconfig (the cluster's
+    endpoint, or the node's address), not the loopback port kubeadm reached the apiserver at here; the
+    bootstrap signer signs the changed content again."""
+    server = yaml.safe_load(admin_kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    current = get_object(client, CLUSTER_INFO)
+    if current is None:
+        raise KubeAdminError("kubeadm init phase bootstrap-token made no kube-public/cluster-info")
+    kubeconfig = yaml.safe_load(current["data"]["kubeconfig"])
+    kubeconfig["clusters"][0]["cluster"]["server"] = server
+    merge_patch(client, CLUSTER_INFO, {"data": {"kubeconfig": yaml.safe_dump(kubeconfig)}})

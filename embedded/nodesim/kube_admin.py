@@ -32,6 +32,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
     ("v1", "Secret"): ("/api/v1", "secrets", True),
     ("v1", "Node"): ("/api/v1", "nodes", False),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
     (_RBAC, "ClusterRole"): (f"/apis/{_RBAC}", "clusterroles", False),
     (_RBAC, "ClusterRoleBinding"): (f"/apis/{_RBAC}", "clusterrolebindings", False),
     (_RBAC, "Role"): (f"/apis/{_RBAC}", "roles", True),
@@ -128,6 +129,22 @@ def list_nodes(client: httpx.Client) -> dict[str, dict[str, Any]]:
 def create_node(client: httpx.Client, node: Mapping[str, Any]) -> None:
     """Register a Node, its status included (as a kubelet registers itself)."""
     _check(client.post("/api/v1/nodes", json=dict(node)), f"registering node {node['metadata']['name']}")
+
+
+def patch_node(client: httpx.Client, name: str, patch: Mapping[str, Any]) -> None:
+    """A JSON merge patch of a Node (lists, such as its taints, are replaced whole)."""
+    merge_patch(client, f"/api/v1/nodes/{name}", patch)
+
+
+def get_object(client: httpx.Client, path: str) -> dict[str, Any] | None:
+    """The object at ``path``, or None when there is none."""
+    response = _check_found(client.get(path), path)
+    return None if response is None else dict(response.json())
+
+
+def merge_patch(client: httpx.Client, path: str, patch: Mapping[str, Any]) -> None:
+    _check(client.patch(path, json=dict(patch), headers={"Content-Type": "application/merge-patch+json"}),
+           f"updating {path}")
 
 
 def delete_node(client: httpx.Client, name: str) -> None:

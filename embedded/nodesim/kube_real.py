@@ -400,12 +400,46 @@ def _load_ca(pki_dir: Path, stem: str) -> tuple[x509.Certificate, ec.EllipticCur
     return cert, key
 
 
+@dataclass(frozen=True)
+class KubeadmIssued:
+    """What ``kubeadm init phase certs all`` and ``kubeadm init phase kubeconfig all`` wrote for a control
+    plane (``nodesim.kubeadm_node``): the leaf certificates are then in the ``pki_dir`` passed with it, the
+    components' kubeconfigs in ``kubeconfig_dir``; and what the ClusterConfiguration says the components
+    run with."""
+
+    kubeconfig_dir: Path
+    service_cidr: str = SERVICE_CLUSTER_IP_RANGE
+    pod_cidr: str | None = None
+    cluster_name: str = "kubernetes"
+    # ClusterConfiguration.controllerManager.extraArgs, as kubeadm passes them (``cloud-provider: external``)
+    controller_manager_args: tuple[tuple[str, str], ...] = ()
+
+
+def _kubeconfig_for(source: Path, target: Path, *, url: str) -> None:
+    """A copy of one of kubeadm's kubeconfigs that reaches the apiserver where it listens here (kubeadm
+    names the node's address or the endpoint; this machine serves it on a loopback port), 0600."""
+    document = yaml.safe_load(source.read_text())
+    for cluster in document.get("clusters") or []:
+        cluster["cluster"]["server"] = url
+    _write_secret(target, yaml.safe_dump(document).encode())
+
+
+def _client_files_of(kubeconfig: Path, target_dir: Path, stem: str) -> None:
+    """The client certificate and key embedded in a kubeconfig, as ``<stem>.crt`` and ``<stem>.key``."""
+    user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
+    (target_dir / f"{stem}.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+    _write_secret(target_dir / f"{stem}.key", base64.b64decode(user["client-key-data"]))
+
+
 def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout: float = 180.0,
                         server_names: tuple[str, ...] = (),
-                        kubelet: KubeletOptions | None = None) -> RealControlPlane:
+                        kubelet: KubeletOptions | None = None,
+                        kubeadm: KubeadmIssued | None = None) -> RealControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc).
     ``server_names``: more names (host names or IP addresses) for the apiserver's serving certificate, such
-    as the cluster's endpoint."""
+    as the cluster's endpoint. With ``kubeadm``, the apiserver, etcd (over TLS) and the components run with
+    the certificates and kubeconfigs kubeadm issued into ``pki_dir`` instead (``server_names`` is unused:
+    the serving certificate names what kubeadm put in it, and nothing else)."""
     programs = {name: _program(bin_dir, name) for name in
                 ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
     kwok_stages = bin_dir / "kwok-stages.yaml"
@@ -430,28 +464,45 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
         _write_secret(issued_dir / f"{stem}.key", issued.key_pem)
         return issued_dir / f"{stem}.crt", issued_dir / f"{stem}.key"
 
-    apiserver_names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
-                       "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
-    serving_crt, serving_key = issue_files("apiserver", _issue(
-        ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
-        server_names=tuple(dict.fromkeys((*apiserver_names, *server_names)))))
-    proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
-        ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
-    # kubeadm's names: the apiserver's identity towards kubelets, and the kubelet's (here kwok's) serving one
-    kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
-        ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
-        organizations=("kubeadm:cluster-admins",)))
     kubelet_crt, kubelet_key = issue_files("kubelet", _issue(
         ca_cert=ca_cert, ca_key=ca_key, common_name="kwok-kubelet", server_names=("127.0.0.1", "localhost")))
-    clients = {
-        # file name: (user, groups)
-        "admin": ("kubernetes-admin", ("system:masters",)),
-        "controller-manager": ("system:kube-controller-manager", ()),
-        "scheduler": ("system:kube-scheduler", ()),
-        # kwok writes the status of every fake node and pod, and their leases: kwokctl gives it admin too
-        "kwok": ("kwok-controller", ("system:masters",)),
-    }
     kubeconfigs: dict[str, Path] = {}
+    # kwok is nodesim's, not kubeadm's: it writes the status of every fake node and pod, and their leases
+    # (kwokctl gives it admin too)
+    clients: dict[str, tuple[str, tuple[str, ...]]] = {"kwok": ("kwok-controller", ("system:masters",))}
+    if kubeadm is None:
+        apiserver_names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes",
+                           "kubernetes.default", "kubernetes.default.svc",
+                           "kubernetes.default.svc.cluster.local")
+        serving_crt, serving_key = issue_files("apiserver", _issue(
+            ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
+            server_names=tuple(dict.fromkeys((*apiserver_names, *server_names)))))
+        proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
+            ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
+        # kubeadm's names: the apiserver's identity towards kubelets
+        kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
+            ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
+            organizations=("kubeadm:cluster-admins",)))
+        clients.update({
+            # file name: (user, groups)
+            "admin": ("kubernetes-admin", ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            "scheduler": ("system:kube-scheduler", ()),
+        })
+        service_cidr = SERVICE_CLUSTER_IP_RANGE
+    else:
+        serving_crt, serving_key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
+        proxy_crt, proxy_key = pki_dir / "front-proxy-client.crt", pki_dir / "front-proxy-client.key"
+        kubelet_client_crt = pki_dir / "apiserver-kubelet-client.crt"
+        kubelet_client_key = pki_dir / "apiserver-kubelet-client.key"
+        # kubeadm's super-admin.conf is system:masters (admin.conf's group needs a binding kubeadm init
+        # makes later); nodesim administers the cluster with it
+        for name, source in (("admin", "super-admin.conf"), ("controller-manager", "controller-manager.conf"),
+                             ("scheduler", "scheduler.conf")):
+            kubeconfigs[name] = work_dir / f"{name}.conf"
+            _kubeconfig_for(kubeadm.kubeconfig_dir / source, kubeconfigs[name], url=url)
+        _client_files_of(kubeconfigs["admin"], issued_dir, "admin")
+        service_cidr = kubeadm.service_cidr
     for file_name, (user, groups) in clients.items():
         issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name=user, organizations=groups)
         kubeconfigs[file_name] = work_dir / f"{file_name}.conf"
@@ -468,21 +519,42 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
 
     starter = _Starter(work_dir=work_dir, deadline=time.monotonic() + timeout)
     try:
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        peer_url = f"http://127.0.0.1:{etcd_peer_port}"
+        scheme = "http" if kubeadm is None else "https"
+        etcd_url = f"{scheme}://127.0.0.1:{etcd_port}"
+        peer_url = f"{scheme}://127.0.0.1:{etcd_peer_port}"
+        etcd_tls: list[str] = []
+        etcd_client: list[str] = []
+        health_verify: ssl.SSLContext | bool = True
+        if kubeadm is not None:
+            etcd_pki = pki_dir / "etcd"
+            # as kubeadm's static pod runs it: TLS with client certificates on both sides
+            etcd_tls = [
+                f"--cert-file={etcd_pki / 'server.crt'}", f"--key-file={etcd_pki / 'server.key'}",
+                "--client-cert-auth=true", f"--trusted-ca-file={etcd_pki / 'ca.crt'}",
+                f"--peer-cert-file={etcd_pki / 'peer.crt'}", f"--peer-key-file={etcd_pki / 'peer.key'}",
+                "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={etcd_pki / 'ca.crt'}",
+            ]
+            etcd_client = [
+                f"--etcd-cafile={etcd_pki / 'ca.crt'}",
+                f"--etcd-certfile={pki_dir / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={pki_dir / 'apiserver-etcd-client.key'}",
+            ]
+            health_verify = ssl.create_default_context(cafile=str(etcd_pki / "ca.crt"))
+            health_verify.load_cert_chain(etcd_pki / "healthcheck-client.crt",
+                                          etcd_pki / "healthcheck-client.key")
         starter.spawn("etcd", [
             programs["etcd"], "--name=kaas", f"--data-dir={work_dir / 'etcd'}",
             f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
             f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=kaas={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
+            f"--initial-cluster=kaas={peer_url}", "--unsafe-no-fsync", "--log-level=warn", *etcd_tls,
         ])
-        with httpx.Client(timeout=2.0) as plain:
+        with httpx.Client(timeout=2.0, verify=health_verify) as plain:
             starter.wait_until("etcd /health",
                                lambda: plain.get(f"{etcd_url}/health").json().get("health") == "true")
 
         starter.spawn("kube-apiserver", [
             programs["kube-apiserver"], "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={apiserver_port}", f"--etcd-servers={etcd_url}",
+            f"--secure-port={apiserver_port}", f"--etcd-servers={etcd_url}", *etcd_client,
             f"--tls-cert-file={serving_crt}", f"--tls-private-key-file={serving_key}",
             f"--client-ca-file={pki_dir / 'ca.crt'}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
@@ -501,7 +573,7 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
             f"--kubelet-client-key={kubelet_client_key}",
             f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
             "--kubelet-preferred-address-types=InternalIP",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--allow-privileged=true",
+            f"--service-cluster-ip-range={service_cidr}", "--allow-privileged=true",
             # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
             "--endpoint-reconciler-type=none", "--profiling=false",
         ])
@@ -521,7 +593,12 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
                 f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
                 "--use-service-account-credentials=true",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--profiling=false",
+                # as kubeadm runs it: the bootstrap signer signs kube-public/cluster-info with each
+                # bootstrap token (what a joining node's discovery checks), the token cleaner deletes
+                # expired tokens
+                "--controllers=*,bootstrapsigner,tokencleaner",
+                f"--service-cluster-ip-range={service_cidr}", "--profiling=false",
+                *_controller_manager_extra(kubeadm),
             ])
             starter.spawn("kube-scheduler", [
                 programs["kube-scheduler"], f"--kubeconfig={kubeconfigs['scheduler']}",
@@ -550,6 +627,16 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
         raise
     return RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
                             processes=starter.processes)
+
+
+def _controller_manager_extra(kubeadm: KubeadmIssued | None) -> list[str]:
+    """What kubeadm adds to the controller manager from its ClusterConfiguration."""
+    if kubeadm is None:
+        return []
+    args = [f"--cluster-name={kubeadm.cluster_name}"]
+    if kubeadm.pod_cidr:
+        args += ["--allocate-node-cidrs=true", f"--cluster-cidr={kubeadm.pod_cidr}"]
+    return args + [f"--{name}={value}" for name, value in kubeadm.controller_manager_args]
 
 
 def _lease_held(api: httpx.Client, name: str) -> Callable[[], bool]:

@@ -22,12 +22,17 @@ from typing import Any
 import yaml
 
 from nodesim.kube_real import PKI_FILES
+from nodesim.kubeadm_node import KubeadmDocuments, parse_documents
 
 AGENT_CONFIG_PATH = "/etc/kaas/agent.yaml"
 NODE_CONFIG_PATH = "/etc/kaas/node.yaml"
+KUBEADM_CONFIG_PATH = "/etc/kaas/kubeadm.yaml"
+AGENT_MANIFEST_PATH = "/etc/kaas/agent-manifest.yaml"
 CLOUD_CONFIG_HEADER = "#cloud-config"
 PKI_DIR = "/etc/kubernetes/pki/"
-PKI_PATHS = {f"{PKI_DIR}{name}": name for name in PKI_FILES}
+# the authorities a control plane's user-data writes: kubeadm's names under its certificatesDir
+AUTHORITY_FILES = (*PKI_FILES, "etcd/ca.crt", "etcd/ca.key")
+PKI_PATHS = {f"{PKI_DIR}{name}": name for name in AUTHORITY_FILES}
 B64_ENCODINGS = ("b64", "base64")
 MAX_USER_DATA_BYTES = 64 * 1024  # Nova's own limit
 
@@ -38,12 +43,15 @@ class UserDataError(ValueError):
 
 @dataclass(frozen=True)
 class NodeUserData:
-    """What a kaas node's user-data says: its agent config (None if it has none), its node config, and the
-    cluster's PKI files it writes (file name in ``PKI_FILES`` → content; empty when it writes none)."""
+    """What a kaas node's user-data says: its agent config (None if it has none), its node config, the
+    cluster's PKI files it writes (file name in ``AUTHORITY_FILES`` → content; empty when it writes none),
+    its kubeadm documents and, on the first control plane, the agent's manifest (None when absent)."""
 
     agent: dict[str, Any] | None = field(repr=False)
     node: dict[str, Any]
     pki: dict[str, bytes] = field(default_factory=dict, repr=False)
+    kubeadm: KubeadmDocuments | None = field(default=None, repr=False)
+    agent_manifest: tuple[dict[str, Any], ...] | None = field(default=None, repr=False)
 
     @property
     def node_name(self) -> str | None:
@@ -123,25 +131,47 @@ def parse_user_data(text: str) -> NodeUserData:
     if not text.lstrip().startswith(CLOUD_CONFIG_HEADER):
         raise UserDataError("the user-data is not a #cloud-config document")
     document = _load_yaml_mapping(text, "the user-data")
-    files: dict[str, dict[str, Any]] = {}
+    texts: dict[str, str] = {}
     pki: dict[str, bytes] = {}
     for entry in document.get("write_files") or []:
         if isinstance(entry, dict) and entry.get("path") in PKI_PATHS:
             pki[PKI_PATHS[entry["path"]]] = _pki_content(entry)
             continue
-        if not isinstance(entry, dict) or entry.get("path") not in (AGENT_CONFIG_PATH, NODE_CONFIG_PATH):
+        if not isinstance(entry, dict) or entry.get("path") not in TEXT_FILES:
             continue
         if entry.get("encoding"):
             raise UserDataError(f"{entry['path']} in the user-data is encoded, which is not supported")
         content = entry.get("content")
         if not isinstance(content, str):
             raise UserDataError(f"{entry['path']} in the user-data has no text content")
-        files[str(entry["path"])] = _load_yaml_mapping(content, str(entry["path"]))
-    agent = files.get(AGENT_CONFIG_PATH)
-    node = files.get(NODE_CONFIG_PATH)
+        texts[str(entry["path"])] = content
+    agent = _mapping_of(texts, AGENT_CONFIG_PATH)
+    node = _mapping_of(texts, NODE_CONFIG_PATH)
     if agent is None and node is None:
         raise UserDataError(f"the user-data writes neither {AGENT_CONFIG_PATH} nor {NODE_CONFIG_PATH}")
-    return NodeUserData(agent=agent, node=node or {}, pki=pki)
+    kubeadm = None
+    if KUBEADM_CONFIG_PATH in texts:
+        try:
+            kubeadm = parse_documents(texts[KUBEADM_CONFIG_PATH])
+        except ValueError as exc:
+            raise UserDataError(str(exc)) from None
+    manifest = None
+    if AGENT_MANIFEST_PATH in texts:
+        try:
+            objects = [d for d in yaml.safe_load_all(texts[AGENT_MANIFEST_PATH]) if d]
+        except yaml.YAMLError:
+            raise UserDataError(f"{AGENT_MANIFEST_PATH} is not valid YAML") from None
+        if not all(isinstance(d, dict) for d in objects):
+            raise UserDataError(f"{AGENT_MANIFEST_PATH} holds a document that is not a mapping")
+        manifest = tuple(objects)
+    return NodeUserData(agent=agent, node=node or {}, pki=pki, kubeadm=kubeadm, agent_manifest=manifest)
+
+
+TEXT_FILES = (AGENT_CONFIG_PATH, NODE_CONFIG_PATH, KUBEADM_CONFIG_PATH, AGENT_MANIFEST_PATH)
+
+
+def _mapping_of(texts: dict[str, str], path: str) -> dict[str, Any] | None:
+    return _load_yaml_mapping(texts[path], path) if path in texts else None
 
 
 def _pki_content(entry: dict[str, Any]) -> bytes:

@@ -8,6 +8,8 @@ inspection methods of ``SimCloud``, for tests and tools that run the simulator i
 - ``PUT /_sim/quotas/{project name}`` ``{"instances": n, "cores": n, "ram": n}``
 - ``DELETE /_sim/servers/{id}`` delete a server behind the client's back
 - ``GET /_sim/servers/{id}/user-data`` the decoded user-data
+- ``POST /_sim/servers/{id}/console`` ``{"lines": ["..."]}``: lines the server's boot writes to its console
+  (nodesim plays the boot); Nova's ``os-getConsoleOutput`` serves them
 - ``POST /_sim/identity/revoke-tokens``: every issued token is forgotten (an identity restart)
 - ``POST /_sim/inject/refused-tokens`` ``{"count": n}``: the next n service requests answer 401, any token
 - ``PUT /_sim/users/{name}/password`` ``{"password": "..."}``: a new password; the user's tokens are revoked
@@ -20,6 +22,7 @@ from dataclasses import asdict
 
 from starlette.responses import Response
 
+from simcloud.compute import CONSOLE_LINES_KEPT
 from simcloud.errors import ApiError
 from simcloud.http import Ctx, Router, empty, json_response
 
@@ -97,6 +100,22 @@ def user_data(ctx: Ctx, server_id: str) -> Response:
     return json_response({"user_data": server["_user_data_text"]})
 
 
+MAX_CONSOLE_LINE = 4096
+
+
+def write_console(ctx: Ctx, server_id: str) -> Response:
+    _admin(ctx)
+    server = ctx.sim.tables["servers"].get(server_id)
+    if server is None:
+        raise ApiError(404, {"error": {"code": 404, "message": f"no server {server_id}"}})
+    lines = _body(ctx).get("lines")
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise ApiError(400, {"error": {"code": 400, "message": "lines must be a list of strings"}})
+    console = [*(server.get("_console") or []), *(line[:MAX_CONSOLE_LINE] for line in lines)]
+    server["_console"] = console[-CONSOLE_LINES_KEPT:]
+    return empty(204)
+
+
 def revoke_tokens(ctx: Ctx) -> Response:
     _admin(ctx)
     return json_response({"revoked": ctx.sim.revoke_tokens()})
@@ -138,6 +157,7 @@ def register(router: Router) -> None:
     router.add("PUT", "/_sim/quotas/{project}", set_quota, service=s)
     router.add("DELETE", "/_sim/servers/{server_id}", delete_server, service=s)
     router.add("GET", "/_sim/servers/{server_id}/user-data", user_data, service=s)
+    router.add("POST", "/_sim/servers/{server_id}/console", write_console, service=s)
     router.add("POST", "/_sim/identity/revoke-tokens", revoke_tokens, service=s)
     router.add("POST", "/_sim/inject/refused-tokens", refused_tokens, service=s)
     router.add("PUT", "/_sim/users/{name}/password", set_password, service=s)

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from simcloud.errors import nova_error
+from simcloud.errors import ApiError, nova_error
 from simcloud.http import NOVA_MAX_VERSION, NOVA_MIN_VERSION, Ctx, Router, empty, json_response
 from simcloud.state import NO_VALID_HOST, Record, SimCloud, now_iso, public_view
 
@@ -289,6 +289,32 @@ def delete_server(ctx: Ctx, server_id: str) -> Response:
     return empty(204)
 
 
+CONSOLE_LINES_KEPT = 1000
+
+
+def server_action(ctx: Ctx, server_id: str) -> Response:
+    """``POST /servers/{id}/action``: ``os-getConsoleOutput`` (``{"length": n}``: the last n lines, all
+    without it), what openstacksdk's ``get_server_console_output`` sends. The console holds what the
+    server's boot wrote there (nodesim writes it through ``/_sim/servers/{id}/console``: there is no VM)."""
+    server = _server_or_404(ctx, server_id)
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    if "os-getConsoleOutput" not in body:
+        message = "simcloud serves only os-getConsoleOutput"
+        raise ApiError(400, {"badRequest": {"code": 400, "message": message}})
+    request = body["os-getConsoleOutput"] or {}
+    length = request.get("length") if isinstance(request, dict) else None
+    lines: list[str] = list(server.get("_console") or [])
+    if length is not None:
+        try:
+            count = int(length)
+        except (TypeError, ValueError):
+            message = "length must be an integer"
+            raise ApiError(400, {"badRequest": {"code": 400, "message": message}}) from None
+        if count >= 0:
+            lines = lines[-count:] if count else []
+    return json_response({"output": "".join(f"{line}\n" for line in lines)})
+
+
 def _ref_id(ref: Any) -> str:
     return str(ref).rstrip("/").rsplit("/", 1)[-1]
 
@@ -492,6 +518,7 @@ def create_server(ctx: Ctx) -> Response:
         "_image_id": image_id,
         "_user_data": user_data,
         "_user_data_text": SimCloud.decode_user_data(user_data),
+        "_console": [],  # what the boot writes (nodesim), served by os-getConsoleOutput
         "_host": host,
         "_host_id": secrets.token_hex(28) if host else "",
         "_fault": fault,
@@ -755,6 +782,7 @@ def register(router: Router) -> None:
     router.add("GET", f"{p}/servers/detail", list_servers_detail, service=s)
     router.add("GET", f"{p}/servers/{{server_id}}", get_server, service=s)
     router.add("DELETE", f"{p}/servers/{{server_id}}", delete_server, service=s)
+    router.add("POST", f"{p}/servers/{{server_id}}/action", server_action, service=s)
     router.add("GET", f"{p}/servers/{{server_id}}/tags", list_server_tags, service=s)
     router.add("PUT", f"{p}/servers/{{server_id}}/tags", replace_server_tags, service=s)
     router.add("DELETE", f"{p}/servers/{{server_id}}/tags", delete_server_tags, service=s)

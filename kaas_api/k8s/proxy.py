@@ -38,12 +38,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agents.tunnel.headers import RESPONSE_HOP_BY_HOP, dropped_from_request
 from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_path, check_canonical_target
+from agents.tunnel.ws_client import connect_kube_websocket, valid_subprotocols
 from kaas_api.audit.middleware import add_audit_detail, audit_this_request, set_actor
 from kaas_api.deps import AppContext
 from kaas_api.errors import KaasError
@@ -475,6 +475,11 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     except KaasError as exc:
         await _deny(websocket, exc.status_code, exc.message)
         return
+    try:
+        subprotocols = valid_subprotocols(list(websocket.scope.get("subprotocols") or []))
+    except ValueError as exc:
+        await _deny(websocket, 400, str(exc))
+        return
     location = await context.registry.lookup(cluster_id)
     if location is None:
         await _deny(websocket, 503, not_connected(identity))
@@ -483,12 +488,11 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     url = internal_target_url(location.address, target, websocket=True)
     headers = hop_headers(identity, target, method="GET", key=context.assertion_key)
     started = time.monotonic()
-    subprotocols = list(websocket.scope.get("subprotocols") or [])
     try:
-        upstream = await ws_connect(
+        upstream = await connect_kube_websocket(
             url,
             additional_headers=headers,
-            subprotocols=subprotocols or None,
+            subprotocols=subprotocols,
             compression=None,
             proxy=None,
             open_timeout=WEBSOCKET_OPEN_TIMEOUT_SECONDS,

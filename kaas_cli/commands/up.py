@@ -28,6 +28,7 @@ from kaas_cli.config import CliConfig
 from kaas_cli.embedded import (
     AUTO,
     DEFAULT_REGION,
+    REAL,
     KubernetesChoiceError,
     choose_kubernetes,
     ensure_embedded_tls,
@@ -182,9 +183,12 @@ def up(
             tunnel_internal_secret=SecretStr(internal_secret),
             sweep_interval_seconds=sweep_interval,
             regions=[DEFAULT_REGION],
-            # nodesim's clusters are Kubernetes stand-ins, which serve kaas's RBAC but not upstream's
-            # add-on manifests (DaemonSets, CRDs, APIServices); on once nodesim runs real control planes
-            manage_addons=False,
+            # a real control plane takes upstream's add-on manifests (DaemonSets, CRDs, APIServices) as a
+            # VM's would; the stand-in serves kaas's RBAC but not those
+            manage_addons=kube.kind == REAL,
+            # with no data plane, metrics-server's APIService is never Available, and an unavailable API
+            # group stops the namespace controller from deleting any namespace (a VM's cluster runs it)
+            addons_left_out=["metrics-server"],
         )
         configure_logging(json=api_settings.log_json, level="WARNING")
         celery_app = make_celery(provider_settings, metrics=ReconcileMetrics(metrics_registry))

@@ -43,6 +43,8 @@ from typing import Any, ClassVar, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from kaas_core.serving.websocket import KubeWebSocketProtocol
+
 log = logging.getLogger(__name__)
 
 
@@ -312,8 +314,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 
 def server_config(app: Any, *, limits: HttpLimits, **options: Any) -> uvicorn.Config:
-    """The uvicorn ``Config`` of every kaas HTTP server: ``LimitedHttpProtocol`` with ``limits``, and logs
-    through kaas's own logging (``log_config=None``). ``options`` are uvicorn's (host, port, ssl_*, ws...)."""
+    """The uvicorn ``Config`` of every kaas HTTP server: ``LimitedHttpProtocol`` with ``limits``, WebSockets
+    through ``KubeWebSocketProtocol`` (unless ``ws`` says otherwise, e.g. ``"none"``), and logs through
+    kaas's own logging (``log_config=None``). ``options`` are uvicorn's (host, port, ssl_*, ws...)."""
+    options.setdefault("ws", KubeWebSocketProtocol)
     return uvicorn.Config(app, http=LimitedHttpProtocol.with_limits(limits), log_config=None, **options)
 
 

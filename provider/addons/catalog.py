@@ -201,3 +201,4 @@ ADDONS: tuple[Addon, ...] = (
     Addon("metrics-server", METRICS_SERVER_VERSION, _metrics_server),
     Addon("kaas-agent", "1", _kaas_agent),
 )
+ADDON_NAMES: tuple[str, ...] = tuple(addon.name for addon in ADDONS)

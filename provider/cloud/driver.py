@@ -184,6 +184,10 @@ class CloudDriver(Protocol):
     def delete_server(self, server_id: str) -> None:
         """Delete; a server already gone is not an error."""
 
+    def server_console(self, server_id: str, *, lines: int) -> str:
+        """The last ``lines`` lines of the server's console log (Nova's ``os-getConsoleOutput``): where a
+        node's boot says that it failed, and why (``provider.reconciler.boot_report``)."""
+
     # --- load balancer ----------------------------------------------------------------------------
     def ensure_load_balancer(self, spec: LoadBalancerSpec) -> LoadBalancerInfo:
         """LB, TCP listener on ``spec.port``, pool and health monitor: create what is missing as far as the

@@ -615,6 +615,13 @@ class OpenStackDriver:
         with translate_errors(f"delete server {server_id}"):
             self._conn.compute.delete_server(server_id, ignore_missing=True)
 
+    @_heals_authentication
+    def server_console(self, server_id: str, *, lines: int) -> str:
+        with translate_errors(f"read the console of server {server_id}"):
+            answer = self._conn.compute.get_server_console_output(server_id, length=lines)
+        output = answer.get("output") if isinstance(answer, dict) else None
+        return output if isinstance(output, str) else ""
+
     @staticmethod
     def _server_info(server: Any) -> ServerInfo:
         address = None

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_core.db.models import utcnow
 from kaas_core.egress import EgressPolicy
 from kaas_core.security import SecretBox
+from provider.addons.catalog import ADDONS, Addon
 from provider.addons.reconcile import ApplierFactory
 from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 from provider.cloud.driver import CloudDriver
@@ -90,6 +91,8 @@ class ProviderContext:
     agent_image: str = DEFAULT_AGENT_IMAGE  # what the first control-plane node runs (ProviderSettings)
     # how add-ons reach a cluster (provider.addons); None: kaas applies none (ProviderSettings.manage_addons)
     addons: ApplierFactory | None = None
+    # which add-ons, in order (the catalog less ProviderSettings.addons_left_out)
+    addon_catalog: tuple[Addon, ...] = ADDONS
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)
     webhooks: WebhookLimits = field(default_factory=WebhookLimits)
     # a cluster runs only once its agent is connected and reports every node Ready (see agent_gate)

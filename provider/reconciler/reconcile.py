@@ -54,6 +54,7 @@ from provider.cloud.errors import (
     CloudTemporaryError,
 )
 from provider.reconciler.agent_gate import check_agent
+from provider.reconciler.boot_report import NODE_BOOTSTRAP_FAILED, first_boot_failure
 from provider.reconciler.context import ProviderContext, ReconcileLimits
 from provider.reconciler.lease import (
     LeaseHeartbeat,
@@ -367,6 +368,10 @@ def _reconcile_loaded(
     if ctx.require_agent:
         gate = check_agent(session, cluster, list(cluster.nodes), tunnel_url=ctx.tunnel_url)
         set_conditions(cluster, gate.conditions, now=now)
+        if not gate.ready:
+            failed = _boot_failure(ctx, session, cluster, state, operation, now=now)
+            if failed is not None:
+                return failed
         # add-ons go in as soon as the agent is connected: the CNI is what makes the nodes Ready
         if gate.connected and gate.tunnel_address and ctx.addons is not None:
             addons = _reconcile_addons(ctx, session, cluster, state, gate.tunnel_address, now=now)
@@ -407,6 +412,33 @@ def _reconcile_loaded(
     if operation is not None and operation.target_generation <= cluster.generation:
         finish_operation(operation, succeeded=True, error=None, now=now)
     return PassResult("converged", deliveries=record_operation_finished(session, operation, cluster, now=now))
+
+
+def _boot_failure(
+    ctx: ProviderContext,
+    session: Session,
+    cluster: Cluster,
+    state: PassState,
+    operation: Operation | None,
+    *,
+    now: datetime,
+) -> PassResult | None:
+    """A node whose boot reported a failure on its console fails the operation (cloud-init runs once: the
+    node never joins by itself), with the node, the step and why on its condition and the operation."""
+    ready = {node.name for node in cluster.nodes if node.ready}
+    failure = first_boot_failure(state.driver, state.servers.values(), ready=ready)
+    if failure is None:
+        return None
+    condition = CONTROL_PLANE_READY if failure.role == NodeRole.CONTROL_PLANE.value else NODES_READY
+    set_conditions(cluster, [Condition(condition, False, NODE_BOOTSTRAP_FAILED, failure.message)], now=now)
+    message = f"bootstrap: {failure.message}"
+    cluster.phase = ClusterPhase.ERROR.value
+    finish_operation(operation, succeeded=False, error=message, now=now)
+    if operation is not None:
+        operation.step = "bootstrap"
+    logger.warning("cluster %s failed permanently: %s", cluster.id, message)
+    deliveries = record_operation_finished(session, operation, cluster, now=now)
+    return PassResult("failed", message=message, deliveries=deliveries)
 
 
 def _run_step(ctx: ProviderContext, step: str, run: Callable[[], _T], *, done: Callable[[_T], bool]) -> _T:
@@ -558,7 +590,8 @@ def _reconcile_addons(
     except AddonApplyError as exc:
         return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=exc)
     return reconcile_addons(
-        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now
+        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now,
+        addons=ctx.addon_catalog,
     )
 
 

@@ -10,8 +10,8 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from openstack.config import loader
 from agents.config import AgentConfig
 from provider.bootstrap import rbac_manifest
 from provider.bootstrap.cloud_init import NodeBootstrap, render_user_data
+from provider.bootstrap.pki import ClusterPki
 from simcloud.testing import SimCloudHandle, run_simcloud
 from tests.provider.bootstrap.samples import join_material
 
 KAAS_RBAC_MANIFEST = rbac_manifest()
 AGENT_TOKEN = "kaas-agent-token-do-not-log-0123456789"
+TEST_ENDPOINT = "https://10.0.0.10:6443"
 
 
 def connect(clouds_yaml: Path, cloud: str) -> Any:
@@ -45,8 +47,13 @@ def kaas_user_data(
     agent_token: str | None = AGENT_TOKEN,
     kubernetes_version: str = "1.29.4",
     labels: dict[str, str] | None = None,
+    api_endpoint: str | None = TEST_ENDPOINT,
+    pki: ClusterPki | None = None,
+    join_changes: Mapping[str, Any] | None = None,
 ) -> str:
+    """``join_changes``: fields of the node's ``JoinMaterial`` replaced (a corrupt artefact)."""
     initializes = role == "control-plane" and agent_token is not None  # else a node joining the first
+    join = join_material(control_plane=role == "control-plane", initializes=initializes, pki=pki)
     return render_user_data(
         NodeBootstrap(
             cluster_id=cluster_id,
@@ -55,12 +62,14 @@ def kaas_user_data(
             kubernetes_version=kubernetes_version,
             pod_cidr="10.244.0.0/16",
             service_cidr="10.96.0.0/12",
-            api_endpoint=None if initializes else "https://10.0.0.10:6443",
+            # the endpoint kubeadm init is given (controlPlaneEndpoint): nodesim routes it to the cluster's
+            # apiserver, as a load balancer or a DNS name would (the servers here have no network)
+            api_endpoint=api_endpoint,
             tunnel_url=tunnel_url,
             agent_token=agent_token if role == "control-plane" else None,  # as kaas renders them
             node_pool=None if role == "control-plane" else "workers",
             labels=labels or {},
-            join=join_material(control_plane=role == "control-plane", initializes=initializes),
+            join=replace(join, **(join_changes or {})),
         )
     )
 

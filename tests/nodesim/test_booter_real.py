@@ -15,6 +15,7 @@ import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ import pytest
 import yaml
 from cryptography import x509
 
+from agents.tunnel.boot_report import BootOutcome, last_outcome
 from nodesim.booter import NodeBooter
 from nodesim.control_planes import REAL, STANDIN, RealClusterControlPlane
-from nodesim.kube_real import write_cluster_pki
+from nodesim.kubeadm_node import STEP_DISCOVERY, STEP_KUBELET_START
+from provider.bootstrap.pki import generate_cluster_pki
 from simcloud.testing import SimCloudHandle
 from tests.kube_targets import NEWEST, OLDEST, control_plane_slots, release_dir, releases
 from tests.nodesim.conftest import (
@@ -36,6 +39,7 @@ from tests.nodesim.conftest import (
     new_cluster_id,
     wait_until,
 )
+from tests.provider.bootstrap.samples import NOW
 
 pytestmark = pytest.mark.kube_real
 
@@ -48,7 +52,7 @@ def minor_version(version: str) -> str:
 
 
 def make_booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner, *,
-                persist: bool = False) -> NodeBooter:
+                persist: bool = False, join_timeout: float = 300.0) -> NodeBooter:
     release_dir(NEWEST)  # fails (or skips) here, before anything starts, when the programs are missing
     return NodeBooter(
         clouds_yaml=sim.clouds_yaml,
@@ -60,6 +64,7 @@ def make_booter(sim: SimCloudHandle, tmp_path: Path, runner: RecordingRunner, *,
         agent_runner=runner,
         persist=persist,
         kube_releases=releases(),
+        join_timeout=join_timeout,
     )
 
 
@@ -155,53 +160,39 @@ def test_a_cluster_boots_a_real_control_plane_whose_kwok_nodes_are_its_servers(
     assert worker["spec"]["providerID"].startswith("openstack:///")
 
 
-def with_pki(user_data: str, pki_dir: Path) -> str:
-    """``user_data`` that also writes the cluster's PKI where kubeadm keeps it (keys base64, as
-    cloud-init's ``encoding: b64``; certificates as text)."""
-    document = yaml.safe_load(user_data)
-    for name in sorted(path.name for path in pki_dir.iterdir()):
-        content = (pki_dir / name).read_bytes()
-        entry: dict[str, Any] = {"path": f"/etc/kubernetes/pki/{name}", "owner": "root:root",
-                                 "permissions": "0600"}
-        if name.endswith(".key"):
-            entry.update(encoding="b64", content=base64.b64encode(content).decode())
-        else:
-            entry["content"] = content.decode()
-        document["write_files"].append(entry)
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
-
-
-def test_the_control_plane_uses_the_pki_and_the_endpoint_of_the_user_data(
+def test_the_control_plane_runs_on_what_kubeadm_issued_from_the_user_datas_authorities(
     booter: NodeBooter, tenant: Any, runner: RecordingRunner, tmp_path: Path
 ) -> None:
-    pki = tmp_path / "pki-from-kaas"
-    write_cluster_pki(pki)
+    """As kubeadm init on the VM: kaas's CAs from the user-data, kubeadm's leaf certificates (the serving
+    one names the endpoint kubeadm was given), etcd over TLS from the etcd CA, the service-account key."""
+    pki = generate_cluster_pki(now=datetime.now(UTC))
     cluster_id = new_cluster_id()
-    user_data = kaas_user_data(cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane",
-                               kubernetes_version=minor_version(NEWEST))
-    node_config = yaml.safe_load(yaml.safe_load(user_data)["write_files"][0]["content"])
-    node_config["api_endpoint"] = "https://10.9.8.7:6443"
-    document = yaml.safe_load(user_data)
-    document["write_files"][0]["content"] = yaml.safe_dump(node_config)
     create_kaas_server(tenant, cluster_id=cluster_id, name="kaas-p-cp-0", role="control-plane",
-                       user_data=with_pki("#cloud-config\n" + yaml.safe_dump(document), pki))
+                       user_data=kaas_user_data(
+                           cluster_id=cluster_id, node_name="kaas-p-cp-0", role="control-plane",
+                           kubernetes_version=minor_version(NEWEST), api_endpoint="https://10.9.8.7:6443",
+                           pki=pki))
     info = wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
 
     host, port = info.apiserver_url.removeprefix("https://").split(":")
-    served = x509.load_pem_x509_certificate(ssl.get_server_certificate((host, int(port))).encode())
-    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    served.verify_directly_issued_by(ca)  # raises unless the user-data's CA issued it
+    served_pem = ssl.get_server_certificate((host, int(port))).encode()
+    served = x509.load_pem_x509_certificate(served_pem)
+    served.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.cluster_ca.public_pem.encode()))
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address("10.9.8.7") in names.get_values_for_type(x509.IPAddress)
+    kubeadm_dir = tmp_path / "nodesim" / "clusters" / cluster_id / "kubernetes" / "pki"
+    kubeadms = x509.load_pem_x509_certificate((kubeadm_dir / "apiserver.crt").read_bytes())
+    assert kubeadms == served  # the very certificate kubeadm init phase certs wrote
+    etcd_server = x509.load_pem_x509_certificate((kubeadm_dir / "etcd" / "server.crt").read_bytes())
+    etcd_server.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.etcd_ca.public_pem.encode()))
     kubeconfig = runner.started[0].apiserver.kubeconfig  # type: ignore[union-attr]
     ca_in_kubeconfig = base64.b64decode(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"][
         "certificate-authority-data"])
-    assert ca_in_kubeconfig == (pki / "ca.crt").read_bytes()
+    assert ca_in_kubeconfig.decode() == pki.cluster_ca.public_pem
     # the agent's token is signed with the user-data's service-account key: the apiserver accepts it
     with agent_client(kubeconfig) as agent:
         assert agent.get("/api/v1/nodes").status_code == 200
-    kept = tmp_path / "nodesim" / "clusters" / cluster_id / "pki"
-    assert (kept / "sa.key").read_bytes() == (pki / "sa.key").read_bytes()
+    assert (kubeadm_dir / "sa.key").read_text() == pki.service_account.key_pem
 
 
 def test_an_errored_server_is_a_node_kwok_does_not_keep_ready(
@@ -342,3 +333,74 @@ def test_the_agents_token_is_renewed_before_it_expires(
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     with agent_client(kubeconfig) as agent:
         assert agent.get("/api/v1/nodes").status_code == 200
+
+
+def console_outcome(tenant: Any, server: Any) -> BootOutcome | None:
+    """What the server's boot last said on its console, read as kaas reads it (Nova's os-getConsoleOutput)."""
+    return last_outcome(tenant.compute.get_server_console_output(server, length=40)["output"])
+
+
+def test_a_worker_pinning_another_ca_fails_discovery_on_its_console_and_never_registers(
+    booter: NodeBooter, tenant: Any
+) -> None:
+    """kubeadm join's discovery pins the cluster CA by caCertHashes: a hash of another CA is refused at
+    once (no retry can fix it), said on the node's console; the worker with the right hash joins."""
+    cluster_id = new_cluster_id()
+    stranger = generate_cluster_pki(now=datetime.now(UTC))
+    servers = {
+        name: create_kaas_server(
+            tenant, cluster_id=cluster_id, name=name, role=role,
+            user_data=kaas_user_data(cluster_id=cluster_id, node_name=name, role=role,
+                                     kubernetes_version=minor_version(NEWEST), join_changes=changes))
+        for name, role, changes in (("kaas-h-cp-0", "control-plane", {}), ("kaas-h-w-a", "worker", {}),
+                                    ("kaas-h-w-b", "worker", {"ca_cert_hash": stranger.ca_cert_hash}))
+    }
+    wait_until(lambda: (c := booter.clusters().get(cluster_id)) and c.node_count == 2, timeout=120,
+               what="the control plane and the good worker")
+    refused = wait_until(lambda: console_outcome(tenant, servers["kaas-h-w-b"]), timeout=60,
+                         what="the bad worker's boot report")
+
+    assert refused.failed
+    assert refused.step == STEP_DISCOVERY
+    assert "none of the public keys" in refused.reason
+    assert stranger.ca_cert_hash in refused.reason  # the pin it was given, so an operator can compare
+    assert console_outcome(tenant, servers["kaas-h-w-a"]) == BootOutcome(failed=False)
+    assert console_outcome(tenant, servers["kaas-h-cp-0"]) == BootOutcome(failed=False)
+    with admin_client(booter, cluster_id) as admin:
+        nodes = nodes_by_name(admin)
+    assert sorted(nodes) == ["kaas-h-cp-0", "kaas-h-w-a"]
+    # the good worker registered with the identity its TLS bootstrap got; the cloud controller's part
+    # (kaas's providerID for the server) came after
+    assert nodes["kaas-h-w-a"]["spec"]["providerID"] == f"openstack:///{servers['kaas-h-w-a'].id}"
+
+
+def test_a_worker_whose_join_token_expired_fails_after_the_join_timeout_and_says_why(
+    sim: SimCloudHandle, tenant: Any, tmp_path: Path, runner: RecordingRunner
+) -> None:
+    """The wave's token lives one second (kubeadm init creates it with that ttl): the controller manager
+    stops signing cluster-info with it and deletes it, so the worker's discovery keeps failing until the
+    join timeout, then its console says why."""
+    cluster_id = new_cluster_id()
+    short = {"token_expires_at": NOW + timedelta(seconds=1)}  # samples render at NOW: a ttl of 1 s
+    control_plane = create_kaas_server(
+        tenant, cluster_id=cluster_id, name="kaas-x-cp-0", role="control-plane",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-x-cp-0", role="control-plane",
+                                 kubernetes_version=minor_version(NEWEST), join_changes=short))
+    worker = create_kaas_server(
+        tenant, cluster_id=cluster_id, name="kaas-x-w-a", role="worker",
+        user_data=kaas_user_data(cluster_id=cluster_id, node_name="kaas-x-w-a", role="worker",
+                                 kubernetes_version=minor_version(NEWEST)))
+    with control_plane_slots(), make_booter(sim, tmp_path, runner, join_timeout=3.0) as booter:
+        wait_until(lambda: booter.clusters().get(cluster_id), timeout=120, what="the cluster to boot")
+        refused = wait_until(lambda: console_outcome(tenant, worker), timeout=60,
+                             what="the worker's boot report")
+        with admin_client(booter, cluster_id) as admin:
+            nodes = nodes_by_name(admin)
+
+    assert refused.failed
+    # discovery finds no signature for the token; had it passed in the token's second, the kubelet's TLS
+    # bootstrap is refused instead: either way the node says the token may have expired
+    assert refused.step in (STEP_DISCOVERY, STEP_KUBELET_START)
+    assert "expired" in refused.reason
+    assert console_outcome(tenant, control_plane) == BootOutcome(failed=False)
+    assert sorted(nodes) == ["kaas-x-cp-0"]

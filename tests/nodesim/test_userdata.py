@@ -7,8 +7,7 @@ import base64
 import pytest
 import yaml
 
-from nodesim.kube_real import PKI_FILES
-from nodesim.userdata import UserDataError, decode_user_data, parse_user_data
+from nodesim.userdata import AUTHORITY_FILES, UserDataError, decode_user_data, parse_user_data
 from tests.nodesim.conftest import kaas_user_data
 
 TOKEN = "kaas-agent-token-do-not-log-0123456789"
@@ -75,9 +74,9 @@ def test_the_cluster_pki_is_read_from_kubeadms_paths_text_or_base64() -> None:
         {"path": "/etc/kubernetes/pki/../../evil", "content": "not one of the names: ignored"},
     )
     parsed = parse_user_data(text)
-    assert set(parsed.pki) == set(PKI_FILES)  # kaas writes every file kubeadm needs; nothing else is read
-    assert parsed.pki["ca.crt"] == b"CERT"  # a later entry for a path wins, as cloud-init writes in order
-    assert parsed.pki["ca.key"] == CA_KEY.encode()
+    # the later entries win over the renderer's own authorities, and every authority kubeadm keeps is read
+    assert (parsed.pki["ca.crt"], parsed.pki["ca.key"]) == (b"CERT", CA_KEY.encode())
+    assert sorted(parsed.pki) == sorted(AUTHORITY_FILES)
     assert "not-a-real-key" not in repr(parsed)
     assert TOKEN not in repr(parsed)
 
@@ -93,5 +92,6 @@ def test_a_pki_file_in_an_unknown_encoding_is_refused() -> None:
 
 
 def test_the_api_endpoint_comes_from_the_node_config() -> None:
-    parsed = parse_user_data(kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane"))
+    parsed = parse_user_data(kaas_user_data(cluster_id="c1", node_name="n1", role="control-plane",
+                                            api_endpoint=None))
     assert parsed.api_endpoint is None  # kaas renders none for a control plane without load balancer

@@ -114,7 +114,6 @@ async def api_url(app: FastAPI, settings: ApiSettings, api_socket: socket.socket
         app,
         limits=settings.http_limits,
         lifespan="off",
-        ws="websockets-sansio",  # kubectl exec: as uvicorn's "auto" picks with websockets installed
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,

@@ -175,6 +175,24 @@ async def test_no_token_another_project_and_no_agent_are_refused_before_the_clus
     assert "not connected" in body["message"]
 
 
+async def test_a_subprotocol_that_could_bend_the_next_hops_header_is_refused(
+    world: World, api_url: str, settings: ApiSettings
+) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            exec_url(settings, world, "default", "echo", "hi"),
+            ssl=tls(settings),
+            additional_headers={"Authorization": f"Bearer {world.tokens['member']}",
+                                "Sec-WebSocket-Protocol": f"{V5}, two words"},
+            proxy=None,
+            open_timeout=20,
+        ):
+            pass
+    response = refused.value.response
+    assert response.status_code == 400
+    assert "invalid WebSocket subprotocol 'two words'" in json.loads(response.body or b"{}")["message"]
+
+
 async def test_kubectl_exec_through_kaas(
     world: World,
     api_url: str,

@@ -280,11 +280,8 @@ async def test_kubectl_logs_prints_the_containers_log(kaas: ThroughKaas) -> None
     assert logs == f"{DEFAULT_POD_LOG}\n"
 
 
-# kaas itself cannot carry it yet: kubectl asks for the WebSocket subprotocol "SPDY/3.1+portforward.k8s.io",
-# which the websockets library (the API's WebSocket server, the tunnel's, the agent's client) refuses as not
-# an RFC 6455 token; kubectl then falls back to SPDY, which kaas refuses. kwok's side works
-# (tests/nodesim/test_kube_real.py); strict, so the mark goes when kaas carries it.
-@pytest.mark.xfail(strict=True, reason="kaas refuses kubectl's port-forward WebSocket subprotocol")
+# kubectl asks for the WebSocket subprotocol "SPDY/3.1+portforward.k8s.io", not an RFC 6455 token: every hop
+# carries it as it is (kaas_core.serving.websocket, agents.tunnel.ws_client)
 @standin_unsupported("port-forward")
 async def test_kubectl_port_forward_reaches_the_pods_port(kaas: ThroughKaas) -> None:
     await asyncio.to_thread(kaas.kube.create_pod, "server")

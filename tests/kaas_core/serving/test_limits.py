@@ -150,7 +150,7 @@ async def test_a_websocket_outlives_the_head_and_body_deadlines() -> None:
 
     limits = HttpLimits(head_timeout_seconds=0.3, body_grace_seconds=0.3, body_min_bytes_per_second=1000)
     async with (
-        serving(echo, limits=limits, ws="websockets-sansio") as port,
+        serving(echo, limits=limits) as port,
         ws_connect(f"ws://127.0.0.1:{port}/ws") as websocket,
     ):
         await asyncio.sleep(1.0)  # idle past both deadlines: what is tested is that nothing cuts it

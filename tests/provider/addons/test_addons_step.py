@@ -11,12 +11,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from kaas_core.db.models import Cluster, ClusterAddon, ClusterAgent, ClusterPhase, OperationState
 from provider.addons.catalog import ADDONS
 from provider.addons.kube_client import AddonApplyError
 from provider.addons.reconcile import Applier
+from provider.celery_app import build_context
+from provider.config import ProviderSettings
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import reconcile_cluster_once
 from simcloud.testing import SimCloudHandle
@@ -138,3 +141,33 @@ def test_a_refused_addon_keeps_the_cluster_from_running_and_says_which_and_why(
         assert operation.state == OperationState.FAILED.value
         assert operation.error is not None
         assert operation.error.startswith("addons: 2 of 5 add-ons applied; csi:")
+
+
+def test_an_addon_left_out_by_the_settings_is_neither_applied_nor_awaited(
+    gated: ProviderContext, simcloud: SimCloudHandle, applier: RecordingApplier
+) -> None:
+    settings = ProviderSettings(addons_left_out="metrics-server, csi")
+    assert settings.addons_left_out == ["metrics-server", "csi"]
+    ctx = replace(
+        gated, addon_catalog=build_context(settings).addon_catalog  # as the workers build it
+    )
+    created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
+    converge_cloud_side(ctx, created.id)
+    _cluster, _operation, nodes = load(ctx.session_factory, created.id)
+    report(ctx.session_factory, created.id, connected=True, ready={n.name: True for n in nodes})
+    with_tunnel_address(ctx, created.id)
+
+    assert reconcile_cluster_once(ctx, created.id, worker_id="w").outcome == "converged"
+    names = {obj["metadata"]["name"] for obj in applier.applied}
+    assert "kaas-agent" in names
+    assert "metrics-server" not in names
+    assert "csi-cinder-controllerplugin" not in names
+    with ctx.session_factory() as session:
+        rows = session.scalars(select(ClusterAddon).where(ClusterAddon.cluster_id == created.id)).all()
+    assert {r.name for r in rows} == {"cni", "cloud-provider", "kaas-agent"}
+    assert conditions_of(ctx, created.id)["AddonsReady"]["status"] == "True"
+
+
+def test_an_unknown_addon_to_leave_out_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match=r"unknown add-on\(s\) metric-server; kaas has cni, "):
+        ProviderSettings(addons_left_out=["metric-server"])

@@ -20,6 +20,7 @@ import openstack
 import pytest
 import yaml
 
+from agents.tunnel.boot_report import last_outcome
 from provider.cloud.driver import (
     LoadBalancerInfo,
     LoadBalancerSpec,
@@ -36,6 +37,7 @@ from provider.cloud.errors import (
     CloudNotFound,
     CloudPermanentError,
     CloudQuotaExceeded,
+    CloudTemporaryError,
     CloudTokenRefused,
 )
 from provider.cloud.openstack_driver import OpenStackDriver
@@ -585,3 +587,22 @@ def test_a_cloud_credential_whose_secret_was_lost_is_replaced_not_duplicated(clo
         assert ids == {fresh.id}
     finally:
         cloud.delete_and_check(cluster_id)
+
+
+def test_a_servers_console_is_text_without_a_boot_report_until_its_boot_writes_one(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    """The reconciler reads a node's boot outcome from its console (``provider.reconciler.boot_report``):
+    a server no kaas boot wrote to (simcloud: an empty console; the real cloud's fake virt driver: fixed
+    lines) reports nothing; the console of a server gone since it was listed is a temporary error (the
+    reconciler reads the next console)."""
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    server = cloud.driver.create_server(server_spec(cloud, cluster_id, "kaas-t-w-0", network, groups))
+    eventually(lambda: all_active(cloud, cluster_id, 1))
+
+    console = cloud.driver.server_console(server.id, lines=40)
+
+    assert isinstance(console, str)
+    assert last_outcome(console) is None
+    with pytest.raises(CloudTemporaryError, match="could not be found"):
+        cloud.driver.server_console("00000000-0000-0000-0000-000000000000", lines=40)
