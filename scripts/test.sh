@@ -86,9 +86,13 @@ tail -n 1 "$kube_bin_err" >&2
 KAAS_KUBE_BIN_DIR=$(tail -n 1 "$kube_bin_out")
 export KAAS_KUBE_BIN_DIR KAAS_REQUIRE_SERVICES=1
 
-log "pytest"
+# in parallel (pytest-xdist): one worker per core of the 2 here, each with its own databases and Redis
+# database; tests that share something the machine has once run in groups on one worker (tests/conftest.py).
+# KAAS_TEST_WORKERS=0 (or -n 0 among the arguments, which come last and win) runs them in this process.
+workers=${KAAS_TEST_WORKERS:-2}
+log "pytest (${workers} workers)"
 set +e
-pytest "$@"
+pytest -n "$workers" --dist loadgroup "$@"
 status=$?
 set -e
 if [ "$status" = 5 ]; then log "pytest collected no tests"; exit 1; fi

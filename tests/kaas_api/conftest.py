@@ -3,12 +3,17 @@ world of users with every role.
 
 ``RecordingDispatcher`` is a test double of OUR ``TaskDispatcher`` interface (it records what would be
 sent); one test in ``test_dispatch.py`` uses the real ``CeleryDispatcher`` on Redis.
+
+The world is built once per session (per xdist worker), committed into a database of its own
+(``world_snapshot``); a rolled-back test that asks for ``world`` runs its transaction in that database, so it
+starts from the world and leaves it as it was (tests/conftest.py). A committing test builds its world anew
+in the empty database, through its own app, as every test once did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +30,8 @@ from kaas_api.projects.service import create_project, set_member
 from kaas_api.regions.service import create_region
 from kaas_api.users.service import create_user
 from kaas_core.db.models import Role, User
+from kaas_core.db.session import make_session_factory
+from tests.conftest import Engines, commits, create_migrated_database, drop_pg_database
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 PRINCIPALS = ("admin", "owner", "member", "viewer", "outsider")
@@ -64,9 +71,13 @@ def dispatcher() -> RecordingDispatcher:
     return RecordingDispatcher()
 
 
+def default_settings() -> ApiSettings:
+    return ApiSettings(secret_key=SECRET_KEY, database_url="postgresql+psycopg://unused/unused")
+
+
 @pytest.fixture
 def settings() -> ApiSettings:
-    return ApiSettings(secret_key=SECRET_KEY, database_url="postgresql+psycopg://unused/unused")
+    return default_settings()
 
 
 @pytest.fixture
@@ -143,6 +154,51 @@ def build_world(client: TestClient, session_factory: sessionmaker[Session]) -> W
     return world
 
 
+@dataclass(frozen=True)
+class WorldSnapshot:
+    """A world committed once into ``database_url``, and what its builder learnt (tokens are never stored)."""
+
+    database_url: str
+    built: World
+
+    def world(self, client: TestClient) -> World:
+        """The world as seen through ``client`` (the test's own app), with dicts the test may change."""
+        return replace(
+            self.built,
+            client=client,
+            tokens=dict(self.built.tokens),
+            spare_token_ids=dict(self.built.spare_token_ids),
+            user_ids=dict(self.built.user_ids),
+        )
+
+
+@pytest.fixture(scope="session")
+def world_snapshot(engines: Engines) -> Iterator[WorldSnapshot]:
+    url = create_migrated_database()
+    engine = engines.get(url)
+    session_factory = make_session_factory(engine)
+    app = create_app(default_settings(), session_factory=session_factory, dispatcher=RecordingDispatcher())
+    with TestClient(app) as client:
+        built = build_world(client, session_factory)
+    yield WorldSnapshot(database_url=url, built=built)
+    engine.dispose()
+    drop_pg_database(url)
+
+
 @pytest.fixture
-def world(client: TestClient, session_factory: sessionmaker[Session]) -> World:
-    return build_world(client, session_factory)
+def rollback_database_url(request: pytest.FixtureRequest, rollback_database_url: str) -> str:
+    """A rolled-back test with a ``world`` starts from the world's database, any other from the empty one."""
+    if "world" in request.fixturenames:
+        snapshot: WorldSnapshot = request.getfixturevalue("world_snapshot")
+        return snapshot.database_url
+    return rollback_database_url
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest, client: TestClient, session_factory: sessionmaker[Session]
+) -> World:
+    if commits(request):
+        return build_world(client, session_factory)
+    snapshot: WorldSnapshot = request.getfixturevalue("world_snapshot")
+    return snapshot.world(client)

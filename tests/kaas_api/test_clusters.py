@@ -41,7 +41,9 @@ def test_create_stores_an_agent_token_hashed_and_encrypted(
 def test_create_queues_a_reconcile_on_the_regions_queue(
     world: World, dispatcher: RecordingDispatcher
 ) -> None:
-    assert dispatcher.sent == [(world.cluster_id, "region.r1")]
+    response = world.call("member", "POST", "/v1/projects/alpha/clusters", cluster_body("c2"))
+    assert response.status_code == 202
+    assert dispatcher.sent == [(response.json()["cluster"]["id"], "region.r1")]
 
 
 def test_get_by_name_and_by_id(world: World) -> None:

@@ -36,6 +36,7 @@ class CommitCheckingDispatcher(RecordingDispatcher):
         super().send_reconcile(cluster_id, queue=queue)
 
 
+@pytest.mark.committing  # on the one connection of a rolled-back test, uncommitted rows are visible too
 def test_reconcile_is_sent_after_the_cluster_is_committed(
     settings: ApiSettings, session_factory: sessionmaker[Session]
 ) -> None:

@@ -196,6 +196,7 @@ def _until(condition: Callable[[], bool], *, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.committing  # two transactions, one waiting for the other's row lock
 @pytest.mark.parametrize("first", ["deletion", "download"])
 def test_a_download_racing_the_deletion_leaves_no_live_token(
     world: World, session_factory: sessionmaker[Session], first: str

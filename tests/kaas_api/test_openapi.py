@@ -14,16 +14,17 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from openapi_spec_validator import validate
 from pydantic import BaseModel
+from sqlalchemy.orm import sessionmaker
 
+from kaas_api.app import create_app
 from kaas_api.errors import RULES_BEYOND_SCHEMA
 from kaas_api.projects.schemas import ProjectCreate
 from kaas_api.schemas import Timestamp
 from kaas_api.validation import DNS_LABEL_MAX, DNS_LABEL_PATTERN, check_dns_label
 from kaas_api.webhooks.schemas import WEBHOOK_URL_PATTERN, check_webhook_url
-from tests.kaas_api.conftest import PRINCIPALS, World, cluster_body
+from tests.kaas_api.conftest import PRINCIPALS, RecordingDispatcher, World, cluster_body, default_settings
 from tests.kaas_api.test_authorization import MATRIX, concrete_path
 
 ERROR_BODY = "#/components/schemas/ErrorBody"
@@ -34,8 +35,11 @@ API_ROUTES = sorted(
 )
 
 
-@pytest.fixture
-def spec(app: FastAPI) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """The document of the app as the ``app`` fixture builds it: made once per module, as making it takes
+    most of a second."""
+    app = create_app(default_settings(), session_factory=sessionmaker(), dispatcher=RecordingDispatcher())
     return app.openapi()
 
 

@@ -103,6 +103,7 @@ def test_a_user_who_may_not_create_projects_learns_nothing_from_names(world: Wor
     assert taken.json() == free.json()
 
 
+@pytest.mark.committing  # two transactions, one waiting for the other's row lock
 def test_two_concurrent_creates_cannot_both_take_the_last_place(
     world: World, session_factory: sessionmaker[Session]
 ) -> None:

@@ -28,6 +28,7 @@ from kaas_core.internal_hop import ASSERTION_HEADER, INTERNAL_PROXY_PREFIX, Prox
 from kaas_core.tunnel_registry import RedisTunnelRegistry
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.server import TunnelServer
+from tests.conftest import REAL_CONTROL_PLANES, uses_any_fixture
 from tests.kube_targets import KAAS_RBAC_MANIFEST, KubeTarget, kube_target
 from tests.provider.factories import CreatedCluster, create_cluster
 
@@ -37,6 +38,14 @@ METRICS_TOKEN = "metrics-token-for-the-tunnel-tests-0123456789"
 VIEWER_GROUPS = ("kaas:authenticated", "kaas:viewer")
 MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")
 STREAM_WINDOW = 64 * 1024
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here commits: the tunnel server writes in threads of its own while the test reads
+    (tests/conftest.py: committing). One with an apiserver may start a real control plane."""
+    item.add_marker(pytest.mark.committing)
+    if uses_any_fixture(item, frozenset({"kube", "own_kube"})):
+        item.add_marker(REAL_CONTROL_PLANES)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from kaas_core.tunnel_registry import InMemoryTunnelRegistry
 from kaas_tunnel.server import TunnelServer
 from nodesim.booter import NodeBooter
 from simcloud.testing import run_simcloud
+from tests.conftest import REAL_CONTROL_PLANES
 from tests.kaas_tunnel.conftest import proxy_client, proxy_path, tunnel_settings, wait_until
 from tests.kube_targets import NEWEST, REAL, control_plane_slots, default_kind, releases
 from tests.nodesim.conftest import KAAS_RBAC_MANIFEST, connect, create_kaas_server, kaas_user_data
@@ -27,6 +28,9 @@ from tests.provider.factories import create_cluster
 
 OWNER_GROUPS = ("kaas:authenticated", "kaas:owner")
 MEMBER_GROUPS = ("kaas:authenticated", "kaas:member")
+# committing: the tunnel server writes in threads of its own while the test reads; the booter's cluster may
+# be a real control plane
+pytestmark = [pytest.mark.committing, REAL_CONTROL_PLANES]
 
 
 @pytest.fixture

@@ -16,6 +16,12 @@ from simcloud.testing import SimCloudHandle, run_simcloud
 from tests.provider.harness import make_context
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here commits: the reconciler's lease heartbeat and the Celery workers open sessions in
+    threads of their own, and some tests hand the database to a process (tests/conftest.py: committing)."""
+    item.add_marker(pytest.mark.committing)
+
+
 @pytest.fixture
 def simcloud(tmp_path: Path) -> Iterator[SimCloudHandle]:
     with run_simcloud(state_dir=tmp_path / "simcloud", boot_delay=0.0) as handle:

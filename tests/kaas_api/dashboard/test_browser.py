@@ -17,7 +17,8 @@ from kaas_core.security import hash_token
 from tests.conftest import ROOT
 from tests.kaas_api.conftest import World, cluster_body
 
-pytestmark = pytest.mark.e2e
+# committing: uvicorn serves the browser's requests side by side, in threads of its own
+pytestmark = [pytest.mark.e2e, pytest.mark.committing]
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("KAAS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

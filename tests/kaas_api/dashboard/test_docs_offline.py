@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# committing: uvicorn serves the browser's requests side by side, in threads of its own
+pytestmark = [pytest.mark.e2e, pytest.mark.committing]
 
 
 def offline_page(browser: object, base_url: str) -> tuple[object, list[str], list[str]]:

@@ -32,6 +32,7 @@ from kaas_core.serving.limits import server_config
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry
 from kaas_tunnel.server import TunnelServer
 from simcloud.kube.tls import make_serving_certificate
+from tests.conftest import REAL_CONTROL_PLANES, uses_any_fixture
 from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World
 from tests.kaas_tunnel.conftest import (
     INTERNAL_SECRET,
@@ -42,6 +43,14 @@ from tests.kaas_tunnel.conftest import (
 )
 from tests.kube_targets import STANDIN, KubeTarget, kube_target
 from tests.provider.factories import CreatedCluster
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here commits: uvicorn serves the API while the tunnel server writes in threads of its
+    own (tests/conftest.py: committing). One with an apiserver may start a real control plane."""
+    item.add_marker(pytest.mark.committing)
+    if uses_any_fixture(item, frozenset({"kube"})):
+        item.add_marker(REAL_CONTROL_PLANES)
 
 
 @pytest.fixture

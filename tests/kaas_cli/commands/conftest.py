@@ -22,19 +22,22 @@ from click.testing import Result
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from kaas_cli import output
 from kaas_cli.commands.common import Wiring
 from kaas_cli.config import CliConfig
 from kaas_cli.main import app as kaas
 from tests.kaas_api import conftest as api_tests
 from tests.kaas_api.conftest import World
 
-# the API tests' fixtures, used here as they are
-app, client, dispatcher, settings, world = (
+# the API tests' fixtures, used here as they are (the world's database too: tests/kaas_api/conftest.py)
+app, client, dispatcher, settings, world, world_snapshot, rollback_database_url = (
     api_tests.app,
     api_tests.client,
     api_tests.dispatcher,
     api_tests.settings,
     api_tests.world,
+    api_tests.world_snapshot,
+    api_tests.rollback_database_url,
 )
 
 API_URL = "https://kaas.test"
@@ -109,6 +112,10 @@ def cli(world: World, client: TestClient, tmp_path: Path, monkeypatch: pytest.Mo
     path = tmp_path / "cli.yaml"
     monkeypatch.setenv("KAAS_CLI_CONFIG", str(path))
     monkeypatch.setenv("COLUMNS", "400")  # tables as wide as they need: no wrapped cells to reassemble
+    # Rich reads COLUMNS once, when a console is made, if it is set by then, and keeps that width; an xdist
+    # worker starts with COLUMNS=80, so the CLI's consoles (made at import) are given the width outright
+    for console in (output.console, output.err_console):
+        monkeypatch.setattr(console, "width", 400)
     runner = Cli(world=world, config_path=path, transport=AppTransport(client))
     runner.login("owner")
     return runner
