@@ -419,8 +419,8 @@ class Campaign:
             "KAAS_SWEEP_INTERVAL_SECONDS": str(SWEEP_INTERVAL_SECONDS),
             "KAAS_LOG_LEVEL": "WARNING",
             "KAAS_CHAOS_DIE_BEFORE_TAG": str(self.trigger),
-            # nodesim boots Kubernetes stand-ins here, which serve kaas's RBAC but not the add-ons' manifests
-            # (server-side apply, DaemonSets, CRDs); as `kaas up` on stand-ins (ProviderSettings.manage_addons)
+            # nodesim boots Kubernetes stand-ins here, which serve kaas's RBAC but not the add-ons'
+            # manifests (server-side apply, DaemonSets, CRDs); as `kaas up` on stand-ins (manage_addons)
             "KAAS_MANAGE_ADDONS": "false",
         }
         rig = Rig(workdir=self.workdir, env=env)
