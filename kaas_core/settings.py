@@ -43,6 +43,11 @@ def _random_string(env: str) -> str:
     return f"{env} must be a random string of at least {MIN_SECRET_LENGTH} characters"
 
 
+def comma_separated(value: str) -> list[str]:
+    """The items of a comma-separated setting (``"a, b,,c"`` → ``["a", "b", "c"]``): how list settings are
+    written in the environment."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
 class KaasSettings(BaseSettings):
     """What every deployable has: its environment, the database, logging and the metrics token."""
 
@@ -123,7 +128,7 @@ class SharedSettings(KaasSettings):
     @classmethod
     def _split_networks(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = tuple(part.strip() for part in value.split(",") if part.strip())
+            value = tuple(comma_separated(value))
         parse_networks(value)  # a bad CIDR fails at start-up, naming it
         return value
 

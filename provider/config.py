@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from kaas_core.settings import SharedSettings, TunnelSecretSettings, default_state_dir
+from kaas_core.settings import SharedSettings, TunnelSecretSettings, comma_separated, default_state_dir
 from provider.addons.catalog import ADDON_NAMES
 from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 
@@ -106,19 +106,10 @@ class ProviderSettings(SharedSettings, TunnelSecretSettings):
     webhook_backoff_base_seconds: float = Field(default=10.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
 
-    @field_validator("regions", mode="before")
+    @field_validator("regions", "addons_left_out", mode="before")
     @classmethod
-    def _split_regions(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("addons_left_out", mode="before")
-    @classmethod
-    def _split_addons(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    def _split_lists(cls, value: object) -> object:
+        return comma_separated(value) if isinstance(value, str) else value
 
     @field_validator("addons_left_out")
     @classmethod
