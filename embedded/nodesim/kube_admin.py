@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,12 +159,9 @@ def wait_for_service_account(client: httpx.Client, *, namespace: str = "default"
     """Until the ServiceAccount exists: the controller manager makes each namespace's ``default`` a few
     seconds after it starts, and until then the namespace's pods are refused. ``KubeAdminError`` after
     ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while _check_found(client.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
-                       f"ServiceAccount {namespace}/{name}") is None:
-        if time.monotonic() > deadline:
-            raise KubeAdminError(f"no ServiceAccount {namespace}/{name} after {timeout:.0f} s")
-        time.sleep(0.1)
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
+    _poll_until(lambda: get_object(client, path) is not None, deadline=time.monotonic() + timeout,
+                failure=f"no ServiceAccount {namespace}/{name} after {timeout:.0f} s")
 
 
 def wait_for_aggregated_roles(client: httpx.Client, *, names: tuple[str, ...] = ("admin", "edit", "view"),
@@ -175,14 +172,18 @@ def wait_for_aggregated_roles(client: httpx.Client, *, names: tuple[str, ...] = 
     ``KubeAdminError`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     for name in names:
-        while True:
-            found = _check_found(client.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"),
-                                 f"ClusterRole {name}")
-            if found is not None and found.json().get("rules"):
-                break
-            if time.monotonic() > deadline:
-                raise KubeAdminError(f"ClusterRole {name} has no rules after {timeout:.0f} s")
-            time.sleep(0.1)
+        path = f"/apis/{_RBAC}/clusterroles/{name}"
+        _poll_until(lambda: bool((get_object(client, path) or {}).get("rules")),  # noqa: B023 (called now)
+                    deadline=deadline, failure=f"ClusterRole {name} has no rules after {timeout:.0f} s")
+
+
+def _poll_until(ready: Callable[[], bool], *, deadline: float, failure: str) -> None:
+    """Ask ``ready`` every 0.1 s until it says yes; ``KubeAdminError(failure)`` once the monotonic clock has
+    passed ``deadline``."""
+    while not ready():
+        if time.monotonic() > deadline:
+            raise KubeAdminError(failure)
+        time.sleep(0.1)
 
 
 def _check_found(response: httpx.Response, what: str) -> httpx.Response | None:
