@@ -12,9 +12,16 @@ from sqlalchemy.orm import Session
 from kaas_api.auth.service import Principal, project_role
 from kaas_api.errors import NotFound
 from kaas_api.validation import is_uuid
-from kaas_core.db.models import Cluster, Operation, OperationKind, OperationState, utcnow
+from kaas_core.db.models import (
+    UNFINISHED_OPERATION_STATES,
+    Cluster,
+    Operation,
+    OperationKind,
+    OperationState,
+    utcnow,
+)
 
-_UNFINISHED = (OperationState.PENDING.value, OperationState.RUNNING.value)
+_UNFINISHED = UNFINISHED_OPERATION_STATES
 
 
 def record_operation(

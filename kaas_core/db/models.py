@@ -79,19 +79,32 @@ class ClusterPhase(enum.StrEnum):
 
 class OperationKind(enum.StrEnum):
     CREATE = "create"
-    UPDATE = "update"
+    UPDATE = "update"  # a spec change: scale (scale-down drains first), pools added or removed
     DELETE = "delete"
+    UPGRADE = "upgrade"  # a rolling replacement at a new Kubernetes version (control plane, then pools)
+    REPAIR = "repair"  # self-healing: unhealthy nodes replaced (provider.rollout.health)
 
 
 class OperationState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # stopped on failure (a node not Ready in time, a drain blocked past its timeout, an unhealthy
+    # control plane): nothing more is replaced until someone resumes, rolls back or cancels it
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped after the node in hand, on request
 
     @property
     def finished(self) -> bool:
-        return self in (OperationState.SUCCEEDED, OperationState.FAILED)
+        return self in (OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED)
+
+
+UNFINISHED_OPERATION_STATES = (
+    OperationState.PENDING.value,
+    OperationState.RUNNING.value,
+    OperationState.PAUSED.value,
+)
 
 
 class NodeRole(enum.StrEnum):
@@ -214,6 +227,8 @@ class Region(Base):
     node_images: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     package_mirror_url: Mapped[str | None] = mapped_column(String(2048), default=None)
     package_mirror_key: Mapped[str | None] = mapped_column(Text, default=None)
+    # patch versions clusters of the same minor move to by themselves, inside their maintenance window
+    automatic_upgrades: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
 
     @property
     def queue(self) -> str:
@@ -280,6 +295,10 @@ class Cluster(Base):
     # (provider.reconciler.cloud_credential): its id, and its secret encrypted with the secret box
     cloud_credential_id: Mapped[str | None] = mapped_column(String(64), default=None)
     cloud_credential_secret_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+
+    # the weekly window automatic patch upgrades may run in: {"day": "sun", "start": "02:00",
+    # "duration_minutes": 240, "time_zone": "Asia/Tokyo"} (kaas_core.maintenance); None: never automatic
+    maintenance_window: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -366,6 +385,13 @@ class NodePool(Base):
     count: Mapped[int] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     taints: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # the pool's Kubernetes version (kubelet); None: the cluster's. Never newer than the control plane.
+    kubernetes_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    # the autoscaler's bounds (provider.rollout.autoscale); both None: the pool is not autoscaled
+    min_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    # node names a scale-down removes first (the caller's choice); the provider empties it as they go
+    nodes_to_remove: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     cluster: Mapped[Cluster] = relationship(back_populates="node_pools", lazy="raise")
@@ -389,6 +415,13 @@ class Node(Base):
     status: Mapped[str] = mapped_column(String(32), default="BUILD")  # the cloud server status
     address: Mapped[str | None] = mapped_column(String(64), default=None)
     ready: Mapped[bool] = mapped_column(Boolean, default=False)  # Kubernetes node Ready (agent, issue 3)
+    kubernetes_version: Mapped[str | None] = mapped_column(String(32), default=None)  # the server's build
+    # since when the node is known but not Ready (self-healing and the upgrade's Ready timeout count from it)
+    not_ready_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # cordoned and being emptied through the Eviction API before its server goes; since when
+    draining_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # no pod but DaemonSets' since then (the autoscaler's scale-down clock)
+    empty_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -409,6 +442,15 @@ class Operation(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     target_generation: Mapped[int] = mapped_column(Integer, default=1)
+    # what the operation was asked (upgrade: from_version, to_version, pool, max_surge, max_unavailable,
+    # drain_timeout_seconds, node_ready_timeout_seconds); read by provider.rollout
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # per-node progress, written by the provider each pass: [{"name", "role", "pool", "version",
+    # "state": old | new | surging | draining | deleted}]
+    nodes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    paused_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    rolling_back: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     requested_by: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
