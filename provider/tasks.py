@@ -49,7 +49,6 @@ from provider.webhooks.outbox import due_deliveries
 logger = logging.getLogger(__name__)
 
 
-
 def _context(task: Any) -> ProviderContext:
     context: ProviderContext = task.app.provider_context()
     return context

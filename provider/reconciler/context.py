@@ -22,6 +22,8 @@ from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 from provider.cloud.driver import CloudDriver
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
+from provider.rollout.plan import RolloutPolicy
+from provider.rollout.run import NodeOpsFactory
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,7 @@ class WebhookLimits:
     timeout_seconds: float = 5.0
     backoff_base_seconds: float = 10.0
     backoff_max_seconds: float = 600.0
-    egress: EgressPolicy = field(
-        default_factory=EgressPolicy
-    )  # where receivers may be (kaas_core.egress)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # where receivers may be (kaas_core.egress)
 
     @property
     def claim_seconds(self) -> float:
@@ -91,6 +91,11 @@ class ProviderContext:
     agent_image: str = DEFAULT_AGENT_IMAGE  # what the first control-plane node runs (ProviderSettings)
     # how add-ons reach a cluster (provider.addons); None: kaas applies none (ProviderSettings.manage_addons)
     addons: ApplierFactory | None = None
+    # how the rollout reaches a cluster to cordon, drain and remove nodes (provider.rollout); None: it cannot,
+    # and removed nodes are deleted without a drain (kaas up's stand-ins, the cloud-side tests)
+    node_ops: NodeOpsFactory | None = None
+    # the upgrade strategy an operation does not set, and the drain policy of scale-downs
+    rollout_defaults: RolloutPolicy = field(default_factory=RolloutPolicy)
     # which add-ons, in order (the catalog less ProviderSettings.addons_left_out)
     addon_catalog: tuple[Addon, ...] = ADDONS
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)

@@ -3,7 +3,8 @@
 Names: control plane ``kaas-<id8>-cp-<n>`` (``-r<attempt>`` appended for a replacement of a server that
 went to ERROR, so Kubernetes never sees a new machine under a dead node's name), workers
 ``kaas-<id8>-<pool>-<random5>``. The metadata (``kaas-role``, ``kaas-pool``, ``kaas-slot``,
-``kaas-attempt``, ``kaas-created``) is what the reconciler reads back; the names are for humans.
+``kaas-attempt``, ``kaas-created``, ``kaas-version``) is what the reconciler reads back; the names are for
+humans.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ def worker_name(cluster_id: str, pool: str) -> str:
 
 
 def server_metadata(
-    *, role: str, flavor: str, attempt: int, pool: str | None = None, slot: int | None = None
+    *,
+    role: str,
+    flavor: str,
+    attempt: int,
+    version: str,
+    pool: str | None = None,
+    slot: int | None = None,
 ) -> dict[str, str]:
     metadata = {
         "kaas-role": role,
         "kaas-flavor": flavor,
+        "kaas-version": version,  # the build the server was made with: what an upgrade compares
         "kaas-attempt": str(attempt),
         "kaas-created": str(time.time_ns()),
     }

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
+    UNFINISHED_OPERATION_STATES,
     Cluster,
     ClusterAgent,
     ClusterPhase,
@@ -86,7 +87,14 @@ from provider.reconciler.status import (
     start_operation,
     sync_nodes,
 )
-from provider.reconciler.steps import STEP_FUNCTIONS, ClusterBootstrap, JoinWaveToken, PassState
+from provider.reconciler.steps import (
+    STEP_FUNCTIONS,
+    ClusterBootstrap,
+    JoinWaveToken,
+    PassState,
+    create_member,
+)
+from provider.rollout.run import NodeOps, NodeOpsError, RolloutOutcome, run_rollout
 from provider.webhooks.outbox import record_operation_finished
 
 logger = logging.getLogger(__name__)
@@ -96,7 +104,7 @@ logger = logging.getLogger(__name__)
 class PassResult:
     """What a pass did. ``requeue_after`` is None when the cluster needs no further pass for now."""
 
-    # converged | progressing | retrying | failed | deleted | deleting | skipped, and without a pass:
+    # converged | progressing | paused | retrying | failed | deleted | deleting | skipped, and without a pass:
     # locked (another pass holds the lease), superseded (a pass ran since the message was sent), lost (our
     # lease was taken over mid-pass: nothing committed)
     outcome: str
@@ -128,7 +136,7 @@ def _current_operation(session: Session, cluster_id: str, now: datetime) -> Oper
         select(Operation)
         .where(
             Operation.cluster_id == cluster_id,
-            Operation.state.in_([OperationState.PENDING.value, OperationState.RUNNING.value]),
+            Operation.state.in_(UNFINISHED_OPERATION_STATES),
         )
         .order_by(Operation.created_at.desc(), Operation.id)
     ).all()
@@ -171,7 +179,7 @@ def next_due(limits: ReconcileLimits, result: PassResult, *, now: datetime) -> d
     """
     if result.requeue_after is not None:
         return now + timedelta(seconds=result.requeue_after + limits.requeue_grace_seconds)
-    if result.outcome == "converged":
+    if result.outcome in ("converged", "paused"):  # a paused rollout still gets its periodic check
         return now + timedelta(seconds=limits.resync_interval_seconds)
     return None
 
@@ -288,6 +296,9 @@ def _reconcile_loaded(
         agent_token=None,
         server_error_retries=ctx.limits.server_error_retries,
         bootstrap=bootstrap,
+        rollout_removes_surplus=bool(
+            bootstrap is not None and bootstrap.initialized and ctx.node_ops is not None and ctx.require_agent
+        ),
     )
     steps = plan_steps(cluster)
     reached: str | None = steps[0]
@@ -368,6 +379,9 @@ def _reconcile_loaded(
     if ctx.require_agent:
         gate = check_agent(session, cluster, list(cluster.nodes), tunnel_url=ctx.tunnel_url)
         set_conditions(cluster, gate.conditions, now=now)
+        if gate.connected:
+            for node in cluster.nodes:  # the clock self-healing and the upgrade's Ready timeout read
+                node.not_ready_since = None if node.ready else (node.not_ready_since or now)
         if not gate.ready:
             failed = _boot_failure(ctx, session, cluster, state, operation, now=now)
             if failed is not None:
@@ -397,6 +411,20 @@ def _reconcile_loaded(
                     maximum=ctx.limits.retry_max_seconds,
                 )
                 return PassResult("retrying", requeue_after=delay, message=addons.message)
+        if gate.connected and gate.tunnel_address:
+            rollout = _rollout(ctx, session, cluster, state, operation, gate.tunnel_address, now=now)
+            if rollout.paused:
+                deliveries = record_operation_finished(session, operation, cluster, now=now)
+                _mark_not_converged(cluster)
+                return PassResult("paused", message=rollout.message, deliveries=deliveries)
+            if operation is not None and operation.state == OperationState.CANCELLED.value:
+                deliveries = record_operation_finished(session, operation, cluster, now=now)
+            elif not rollout.done:
+                report_progress(operation, step="rollout", progress=rollout.progress, error=None)
+                _mark_not_converged(cluster)
+                return PassResult(
+                    "progressing", requeue_after=ctx.limits.poll_interval_seconds, message=rollout.message
+                )
         if not gate.ready:
             report_progress(operation, step="agent", progress=95, error=None)
             _mark_not_converged(cluster)
@@ -412,6 +440,54 @@ def _reconcile_loaded(
     if operation is not None and operation.target_generation <= cluster.generation:
         finish_operation(operation, succeeded=True, error=None, now=now)
     return PassResult("converged", deliveries=record_operation_finished(session, operation, cluster, now=now))
+
+
+def _rollout(
+    ctx: ProviderContext,
+    session: Session,
+    cluster: Cluster,
+    state: PassState,
+    operation: Operation | None,
+    tunnel_address: str,
+    *,
+    now: datetime,
+) -> RolloutOutcome:
+    """The day-2 part of the pass (``provider.rollout.run``): replacements, drains, scale-downs."""
+    agent = session.get(ClusterAgent, cluster.id)
+    reported = {
+        str(n.get("name")): str(n.get("kubelet_version"))
+        for n in (agent.nodes if agent is not None else []) or []
+        if n.get("kubelet_version")
+    }
+
+    def delete_server(server_id: str) -> None:
+        state.driver.delete_server(server_id)
+        for name, server in list(state.servers.items()):
+            if server.id == server_id:
+                del state.servers[name]
+
+    def act(node_ops: NodeOps | None) -> RolloutOutcome:
+        return run_rollout(
+            cluster=cluster,
+            pools=state.pools,
+            nodes=list(cluster.nodes),
+            servers=list(state.servers.values()),
+            operation=operation,
+            node_ops=node_ops,
+            create_server=partial(create_member, state),
+            delete_server=delete_server,
+            defaults=ctx.rollout_defaults,
+            reported_versions=reported,
+            now=now,
+        )
+
+    if ctx.node_ops is None:
+        return act(None)
+    try:
+        with ctx.node_ops(tunnel_address, cluster.id) as node_ops:
+            return act(node_ops)
+    except NodeOpsError as exc:
+        return RolloutOutcome(False, message=f"the cluster did not answer: {exc}")
 
 
 def _boot_failure(
@@ -593,7 +669,12 @@ def _reconcile_addons(
     except AddonApplyError as exc:
         return AddonsOutcome(False, False, "AddonInputsUnavailable", str(exc), error=exc)
     return reconcile_addons(
-        session, cluster.id, inputs=inputs, tunnel_address=tunnel_address, open_applier=ctx.addons, now=now,
+        session,
+        cluster.id,
+        inputs=inputs,
+        tunnel_address=tunnel_address,
+        open_applier=ctx.addons,
+        now=now,
         addons=ctx.addon_catalog,
     )
 

@@ -63,7 +63,8 @@ def start_operation(operation: Operation | None, *, now: datetime) -> None:
 
 
 def report_progress(operation: Operation | None, *, step: str, progress: int, error: str | None) -> None:
-    if operation is None or OperationState(operation.state).finished:
+    # a paused operation keeps the step and reason it stopped at until someone resumes it
+    if operation is None or OperationState(operation.state).finished or operation.state == "paused":
         return
     operation.step = step
     operation.progress = max(0, min(99, progress))  # 100 only when the operation succeeds
@@ -113,6 +114,7 @@ def sync_nodes(
         )
         node.status = server.status
         node.address = server.address
+        node.kubernetes_version = server.metadata.get("kaas-version", node.kubernetes_version)
     for name, node in by_name.items():
         if name not in seen:
             session_delete(node)

@@ -37,6 +37,7 @@ from provider.reconciler.naming import (
     worker_name,
 )
 from provider.reconciler.plan import needs_load_balancer
+from provider.rollout.plan import NewServer
 
 API_PORT = 6443
 
@@ -101,12 +102,20 @@ class PassState:
     # an application credential this pass created: the pass stores its secret (encrypted) in its commit
     new_cloud_credential: CloudCredential | None = None
 
-    @property
-    def image(self) -> str:
-        """The image this cluster's servers boot: the region's choice for the cluster's version."""
+    # surplus workers are left to the rollout, which drains them first (provider.rollout); off when kaas has
+    # no way into the cluster yet (never initialized, or no tunnel client), where they are deleted at once
+    rollout_removes_surplus: bool = False
+
+    def image_for(self, version: str) -> str:
+        """The image a server of ``version`` boots: the region's choice for that version."""
         if self.bootstrap is None:
             return self.region.image
-        return self.bootstrap.binaries.image_for(self.cluster.kubernetes_version)
+        return self.bootstrap.binaries.image_for(version)
+
+    @property
+    def image(self) -> str:
+        """The image of the cluster's (control plane's) version."""
+        return self.image_for(self.cluster.kubernetes_version)
 
     def refresh_servers(self) -> None:
         self.servers = {
@@ -210,6 +219,7 @@ def _create(
     pool: NodePool | None,
     slot: int | None,
     attempt: int,
+    version: str,
 ) -> None:
     assert state.network is not None
     assert state.security_groups is not None
@@ -226,7 +236,7 @@ def _create(
             cluster_id=cluster.id,
             node_name=name,
             role=role,
-            kubernetes_version=cluster.kubernetes_version,
+            kubernetes_version=version,
             pod_cidr=cluster.pod_cidr,
             service_cidr=cluster.service_cidr,
             api_endpoint=state.api_endpoint,
@@ -256,14 +266,19 @@ def _create(
             name=name,
             role=role,
             flavor=flavor,
-            image=state.image,
+            image=state.image_for(version),
             network_id=state.network.network_id,
             security_group_ids=(sg.control_plane_id,) if is_cp else (sg.nodes_id,),
             user_data=user_data,
             server_group_id=state.server_group_id if is_cp else None,
             node_pool=pool.name if pool else None,
             metadata=server_metadata(
-                role=role, flavor=flavor, attempt=attempt, pool=pool.name if pool else None, slot=slot
+                role=role,
+                flavor=flavor,
+                attempt=attempt,
+                version=version,
+                pool=pool.name if pool else None,
+                slot=slot,
             ),
         )
     )
@@ -301,6 +316,7 @@ def step_control_plane(state: PassState) -> StepOutcome:
             pool=None,
             slot=slot,
             attempt=attempt,
+            version=cluster.kubernetes_version,
         )
     for slot, servers in by_slot.items():
         if slot > cluster.control_plane_count:
@@ -355,8 +371,9 @@ def step_node_pools(state: PassState) -> StepOutcome:
                     pool=pool,
                     slot=None,
                     attempt=attempt,
+                    version=pool_version(cluster, pool),
                 )
-        elif missing < 0:
+        elif missing < 0 and not state.rollout_removes_surplus:
             newest_first = sorted(healthy, key=lambda s: (place_of(s).created, s.name), reverse=True)
             for server in newest_first[:-missing]:
                 state.driver.delete_server(server.id)
@@ -366,6 +383,43 @@ def step_node_pools(state: PassState) -> StepOutcome:
             state.driver.delete_server(server.id)
             state.servers.pop(server.name, None)
     return DONE
+
+
+def pool_version(cluster: Cluster, pool: NodePool) -> str:
+    """A pool's Kubernetes version: its own once an upgrade of the pool set one, else the cluster's."""
+    return pool.kubernetes_version or cluster.kubernetes_version
+
+
+def create_member(state: PassState, new: NewServer) -> str:
+    """Create the server the rollout asked for (``provider.rollout.plan.NewServer``); returns its name."""
+    cluster = state.cluster
+    if new.role == NodeRole.CONTROL_PLANE.value:
+        slot = new.slot or 1
+        name = control_plane_name(cluster.id, slot, new.attempt)
+        _create(
+            state,
+            name=name,
+            role=new.role,
+            flavor=cluster.control_plane_flavor,
+            pool=None,
+            slot=slot,
+            attempt=new.attempt,
+            version=new.version,
+        )
+        return name
+    pool = next(p for p in state.pools if p.name == new.pool)
+    name = worker_name(cluster.id, pool.name)
+    _create(
+        state,
+        name=name,
+        role=new.role,
+        flavor=pool.flavor,
+        pool=pool,
+        slot=None,
+        attempt=new.attempt,
+        version=new.version,
+    )
+    return name
 
 
 def step_wait_active(state: PassState) -> StepOutcome:
