@@ -31,6 +31,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -48,6 +49,8 @@ from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
 from provider.reconciler.context import ProviderContext, ReconcileLimits, WebhookLimits
 from provider.request_context import connect_request_id_signals
+from provider.rollout.health import HealthPolicy
+from provider.rollout.plan import RolloutPolicy
 from provider.tasks import register_tasks
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,14 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
         else None,
         addon_catalog=tuple(addon for addon in ADDONS if addon.name not in settings.addons_left_out),
         limits=ReconcileLimits.from_settings(settings),
+        rollout_defaults=RolloutPolicy(
+            drain_timeout=timedelta(seconds=settings.drain_timeout_seconds),
+            node_ready_timeout=timedelta(seconds=settings.node_ready_timeout_seconds),
+        ),
+        health_policy=HealthPolicy(
+            unhealthy_after=timedelta(seconds=settings.node_unhealthy_seconds),
+            max_unhealthy_percent=settings.max_unhealthy_percent,
+        ),
         webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,
         metrics=metrics if metrics is not None else ReconcileMetrics(),

@@ -58,6 +58,41 @@ class ProviderSettings(SharedSettings, TunnelSecretSettings):
         " never Available, and an unavailable API group stops the namespace controller from deleting any"
         " namespace.",
     )
+    node_unhealthy_seconds: float = Field(
+        default=300.0,
+        ge=30,
+        le=86400,
+        description="A worker node NotReady (or missing from its agent's report) this long is replaced"
+        " (provider.rollout.health, as Cluster API's MachineHealthCheck).",
+    )
+    max_unhealthy_percent: int = Field(
+        default=40,
+        ge=0,
+        le=100,
+        description="At most this share of a pool (at least one node) is replaced at once; when more of it"
+        " is unhealthy nothing is replaced and NodesHealthy says why (the short circuit).",
+    )
+    drain_timeout_seconds: float = Field(
+        default=600.0,
+        ge=10,
+        le=86400,
+        description="How long a drain may take (a PodDisruptionBudget refusing evictions) before the"
+        " operation pauses; an upgrade's own strategy overrides it.",
+    )
+    node_ready_timeout_seconds: float = Field(
+        default=600.0,
+        ge=10,
+        le=86400,
+        description="How long a new node of a rollout may take to become Ready before the operation pauses;"
+        " an upgrade's own strategy overrides it.",
+    )
+    autoscale_scale_down_after_seconds: float = Field(
+        default=600.0,
+        ge=10,
+        le=86400,
+        description="An autoscaled pool's node with no pod but DaemonSets' this long is removed (drained),"
+        " never below the pool's min_count.",
+    )
     require_agent: bool = Field(
         default=True,
         description="A cluster runs only once its agent is connected and reports every node Ready."

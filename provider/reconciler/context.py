@@ -22,6 +22,7 @@ from provider.bootstrap.agent_manifest import DEFAULT_AGENT_IMAGE
 from provider.cloud.driver import CloudDriver
 from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
+from provider.rollout.health import HealthPolicy
 from provider.rollout.plan import RolloutPolicy
 from provider.rollout.run import NodeOpsFactory
 
@@ -96,6 +97,8 @@ class ProviderContext:
     node_ops: NodeOpsFactory | None = None
     # the upgrade strategy an operation does not set, and the drain policy of scale-downs
     rollout_defaults: RolloutPolicy = field(default_factory=RolloutPolicy)
+    # when a NotReady worker is replaced, and how much of a pool at most (provider.rollout.health)
+    health_policy: HealthPolicy = field(default_factory=HealthPolicy)
     # which add-ons, in order (the catalog less ProviderSettings.addons_left_out)
     addon_catalog: tuple[Addon, ...] = ADDONS
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)

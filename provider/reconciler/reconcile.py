@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
     UNFINISHED_OPERATION_STATES,
+    AuditEvent,
     Cluster,
     ClusterAgent,
     ClusterPhase,
@@ -94,6 +95,7 @@ from provider.reconciler.steps import (
     PassState,
     create_member,
 )
+from provider.rollout.health import NODES_HEALTHY
 from provider.rollout.run import NodeOps, NodeOpsError, RolloutOutcome, run_rollout
 from provider.webhooks.outbox import record_operation_finished
 
@@ -413,6 +415,22 @@ def _reconcile_loaded(
                 return PassResult("retrying", requeue_after=delay, message=addons.message)
         if gate.connected and gate.tunnel_address:
             rollout = _rollout(ctx, session, cluster, state, operation, gate.tunnel_address, now=now)
+            if rollout.health is not None:
+                healthy = not rollout.health.unhealthy
+                set_conditions(
+                    cluster,
+                    [
+                        Condition(
+                            NODES_HEALTHY,
+                            healthy and not rollout.health.short_circuited,
+                            "Healthy"
+                            if healthy
+                            else ("ShortCircuited" if rollout.health.short_circuited else "Replacing"),
+                            rollout.health.message,
+                        )
+                    ],
+                    now=now,
+                )
             if rollout.paused:
                 deliveries = record_operation_finished(session, operation, cluster, now=now)
                 _mark_not_converged(cluster)
@@ -466,6 +484,39 @@ def _rollout(
             if server.id == server_id:
                 del state.servers[name]
 
+    def record_repair(names: list[str]) -> None:
+        if operation is None:  # no operation in hand: the replacement is one of its own
+            session.add(
+                Operation(
+                    cluster_id=cluster.id,
+                    project_id=cluster.project_id,
+                    kind=OperationKind.REPAIR.value,
+                    state=OperationState.RUNNING.value,
+                    step="repair",
+                    params={"replaced": sorted(names)},
+                    target_generation=cluster.generation,
+                    created_at=now,
+                    started_at=now,
+                )
+            )
+        session.add(
+            AuditEvent(
+                at=now,
+                actor_name="kaas",
+                via="provider",
+                action="cluster.nodes.repair",
+                method="-",
+                route="provider.rollout.health",
+                resource_type="cluster",
+                resource_id=cluster.id,
+                project_id=cluster.project_id,
+                cluster_id=cluster.id,
+                outcome="success",
+                status_code=0,
+                detail={"replaced": sorted(names), "reason": "NotReady longer than the health threshold"},
+            )
+        )
+
     def act(node_ops: NodeOps | None) -> RolloutOutcome:
         return run_rollout(
             cluster=cluster,
@@ -477,6 +528,8 @@ def _rollout(
             create_server=partial(create_member, state),
             delete_server=delete_server,
             defaults=ctx.rollout_defaults,
+            health_policy=ctx.health_policy,
+            record_repair=record_repair,
             reported_versions=reported,
             now=now,
         )

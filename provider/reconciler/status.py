@@ -19,7 +19,14 @@ from typing import Any
 from kaas_core.db.models import Cluster, Node, NodePool, NodeRole, Operation, OperationState, utcnow
 from provider.cloud.driver import ServerInfo
 
-CONDITION_TYPES = ("NetworkReady", "ControlPlaneReady", "NodesReady", "AgentConnected", "AddonsReady")
+CONDITION_TYPES = (
+    "NetworkReady",
+    "ControlPlaneReady",
+    "NodesReady",
+    "NodesHealthy",
+    "AgentConnected",
+    "AddonsReady",
+)
 
 
 @dataclass(frozen=True)

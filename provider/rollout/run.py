@@ -28,6 +28,7 @@ from kaas_core.db.models import (
     as_utc,
 )
 from provider.reconciler.naming import place_of
+from provider.rollout.health import HealthPolicy, HealthVerdict, judge_health
 from provider.rollout.plan import (
     Member,
     NewServer,
@@ -85,11 +86,14 @@ class RolloutOutcome:
     paused: bool = False
     message: str = ""
     progress: int = 0
+    health: HealthVerdict | None = None  # None: not judged (an upgrade or a paused operation in hand)
 
 
 # what the steps give the rollout to create a server with (provider.reconciler.steps.create_member)
 CreateServer = Callable[[NewServer], str]
 DeleteServer = Callable[[str], None]
+# records that self-healing replaces these nodes (an operation of kind repair, audited); the reconciler's
+RecordRepair = Callable[[list[str]], None]
 
 
 def policy_of(operation: Operation | None, *, defaults: RolloutPolicy) -> RolloutPolicy:
@@ -204,6 +208,8 @@ def run_rollout(
     create_server: CreateServer,
     delete_server: DeleteServer,
     defaults: RolloutPolicy,
+    health_policy: HealthPolicy,
+    record_repair: RecordRepair,
     reported_versions: dict[str, str],
     now: datetime,
 ) -> RolloutOutcome:
@@ -227,6 +233,23 @@ def run_rollout(
         pause(operation, plan.pause_reason, now=now)
         logger.warning("cluster %s: rollout paused: %s", cluster.id, plan.pause_reason)
         return RolloutOutcome(False, paused=operation is not None, message=plan.pause_reason)
+    health = None
+    if not is_upgrade(operation):
+        health = judge_health(
+            members,
+            not_ready_since={node.name: as_utc(node.not_ready_since) for node in nodes},
+            policy=health_policy,
+            now=now,
+        )
+        if health.replace:
+            record_repair(health.replace)
+            by_name = {server.name: server for server in servers}
+            for name in health.replace:
+                delete_server(by_name[name].id)
+                logger.warning(
+                    "cluster %s: node %s NotReady too long; its server is replaced", cluster.id, name
+                )
+            return RolloutOutcome(False, message=health.message, health=health)
     for new in plan.create:
         name = create_server(new)
         logger.info("cluster %s: created %s at %s (%s)", cluster.id, name, new.version, new.role)
@@ -266,10 +289,10 @@ def run_rollout(
         operation.state = OperationState.CANCELLED.value
         operation.finished_at = now
         operation.error = "cancelled on request; nodes are left as they are"
-        return RolloutOutcome(True, message="cancelled")
+        return RolloutOutcome(True, message="cancelled", health=health)
     acted = bool(plan.create or plan.drain)
     message = "; ".join(waiting) if waiting else ("replacing nodes" if acted else "")
-    return RolloutOutcome(plan.done and not acted, message=message, progress=progress_of(plan))
+    return RolloutOutcome(plan.done and not acted, message=message, progress=progress_of(plan), health=health)
 
 
 def _scales_down(members: list[Member], target: RolloutTarget) -> bool:
