@@ -26,6 +26,14 @@ def cluster_tag(cluster_id: str) -> str:
     return f"{CLUSTER_TAG_PREFIX}{cluster_id}"
 
 
+def server_group_name(cluster_id: str, generation: str | None = None) -> str:
+    """``kaas-<id8>-cp``, or ``kaas-<id8>-cp-<generation>`` (dots made dashes) for an upgrade's servers."""
+    base = f"{resource_prefix(cluster_id)}-cp"
+    if generation is None:
+        return base
+    return f"{base}-{generation.replace('.', '-')}"
+
+
 def resource_prefix(cluster_id: str) -> str:
     """The name prefix of a cluster's resources: readable in the cloud's UI, unique per cluster."""
     return f"kaas-{cluster_id[:8]}"
@@ -172,8 +180,12 @@ class CloudDriver(Protocol):
         """Control-plane and node security groups with the rules Kubernetes needs."""
 
     # --- compute ----------------------------------------------------------------------------------
-    def ensure_server_group(self, cluster_id: str, *, policy: str) -> str:
-        """The control plane's server group (``anti-affinity`` or ``soft-anti-affinity``); returns its id."""
+    def ensure_server_group(self, cluster_id: str, *, policy: str, generation: str | None = None) -> str:
+        """The control plane's server group (``anti-affinity`` or ``soft-anti-affinity``); returns its id.
+
+        ``generation``: the group of the control-plane servers an upgrade makes at that version
+        (``server_group_name``), so that a surge server of a strict group on as many hosts as members still
+        finds a host; creating one deletes the cluster's older generation groups that have no member left."""
 
     def list_servers(self, cluster_id: str) -> list[ServerInfo]:
         """Every server tagged with the cluster, in any state."""

@@ -62,6 +62,7 @@ from provider.cloud.driver import (
     cloud_credential_name,
     cluster_tag,
     resource_prefix,
+    server_group_name,
 )
 from provider.cloud.errors import (
     CloudCredentialsRefused,
@@ -159,10 +160,11 @@ CREDENTIAL_RETRY_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class NamedResource:
-    """A listed resource of which only the id and the name matter."""
+    """A listed resource of which only the id and the name matter (and, for a server group, its members)."""
 
     id: str
     name: str
+    members: int = 0
 
 
 @dataclass(frozen=True)
@@ -568,11 +570,22 @@ class OpenStackDriver:
 
     # --- compute ----------------------------------------------------------------------------------
     @_heals_authentication
-    def ensure_server_group(self, cluster_id: str, *, policy: str) -> str:
-        name = f"{resource_prefix(cluster_id)}-cp"
+    def ensure_server_group(self, cluster_id: str, *, policy: str, generation: str | None = None) -> str:
+        name = server_group_name(cluster_id, generation)
         with translate_errors(f"ensure server group of cluster {cluster_id}"):
-            for group in self._server_groups(cluster_id):
-                return str(group.id)
+            groups = self._server_groups(cluster_id)
+            for group in groups:
+                if group.name == name:
+                    return str(group.id)
+            # a new generation's group: an older generation's that no server uses any more goes (each
+            # upgrade of a control plane would otherwise leave one behind, against Nova's group quota)
+            for group in groups:
+                if (
+                    generation is not None
+                    and group.name != server_group_name(cluster_id)
+                    and not group.members
+                ):
+                    self._conn.compute.delete_server_group(group.id, ignore_missing=True)
             group = self._conn.compute.create_server_group(name=name, policy=policy)
         return str(group.id)
 
@@ -862,13 +875,13 @@ class OpenStackDriver:
         return self._list_cluster_resources(cluster_id)
 
     def _server_groups(self, cluster_id: str) -> list[NamedResource]:
-        """Server groups carry no tags: the cluster's is the one named ``kaas-<id8>-cp``.
+        """Server groups carry no tags: the cluster's are named ``kaas-<id8>-cp`` (and ``-cp-<generation>``).
 
         Nova filters server groups neither by name nor by tag, so this reads them all, as raw JSON pages
         (``limit``/``offset``, as Nova pages them): openstacksdk builds every listed ``Resource`` at a cost
         of milliseconds, which with 1,000 clusters made each reconcile pass take seconds.
         """
-        name = f"{resource_prefix(cluster_id)}-cp"
+        name = server_group_name(cluster_id)
         found: list[NamedResource] = []
         offset = 0
         while True:
@@ -877,7 +890,11 @@ class OpenStackDriver:
             )
             os_exceptions.raise_from_response(response)
             page = response.json().get("server_groups") or []
-            found += [NamedResource(id=str(g["id"]), name=name) for g in page if g.get("name") == name]
+            found += [
+                NamedResource(id=str(g["id"]), name=str(g["name"]), members=len(g.get("members") or []))
+                for g in page
+                if g.get("name") == name or str(g.get("name") or "").startswith(f"{name}-")
+            ]
             if len(page) < self._server_group_page:
                 return found
             offset += len(page)

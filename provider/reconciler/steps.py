@@ -148,9 +148,14 @@ def step_security_groups(state: PassState) -> StepOutcome:
     return DONE
 
 
+def _server_group_policy(cluster: Cluster) -> str:
+    return "anti-affinity" if cluster.control_plane_count > 1 else "soft-anti-affinity"
+
+
 def step_server_groups(state: PassState) -> StepOutcome:
-    policy = "anti-affinity" if state.cluster.control_plane_count > 1 else "soft-anti-affinity"
-    state.server_group_id = state.driver.ensure_server_group(state.cluster.id, policy=policy)
+    state.server_group_id = state.driver.ensure_server_group(
+        state.cluster.id, policy=_server_group_policy(state.cluster)
+    )
     return DONE
 
 
@@ -220,6 +225,7 @@ def _create(
     slot: int | None,
     attempt: int,
     version: str,
+    server_group_id: str | None = None,
 ) -> None:
     assert state.network is not None
     assert state.security_groups is not None
@@ -270,7 +276,7 @@ def _create(
             network_id=state.network.network_id,
             security_group_ids=(sg.control_plane_id,) if is_cp else (sg.nodes_id,),
             user_data=user_data,
-            server_group_id=state.server_group_id if is_cp else None,
+            server_group_id=(server_group_id or state.server_group_id) if is_cp else None,
             node_pool=pool.name if pool else None,
             metadata=server_metadata(
                 role=role,
@@ -396,6 +402,10 @@ def create_member(state: PassState, new: NewServer) -> str:
     if new.role == NodeRole.CONTROL_PLANE.value:
         slot = new.slot or 1
         name = control_plane_name(cluster.id, slot, new.attempt)
+        # a group of its own generation: a strict group already has a member on every host it may use
+        group = state.driver.ensure_server_group(
+            cluster.id, policy=_server_group_policy(cluster), generation=new.version
+        )
         _create(
             state,
             name=name,
@@ -405,6 +415,7 @@ def create_member(state: PassState, new: NewServer) -> str:
             slot=slot,
             attempt=new.attempt,
             version=new.version,
+            server_group_id=group,
         )
         return name
     pool = next(p for p in state.pools if p.name == new.pool)

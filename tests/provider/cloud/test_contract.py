@@ -606,3 +606,54 @@ def test_a_servers_console_is_text_without_a_boot_report_until_its_boot_writes_o
     assert last_outcome(console) is None
     with pytest.raises(CloudTemporaryError, match="could not be found"):
         cloud.driver.server_console("00000000-0000-0000-0000-000000000000", lines=40)
+
+
+def test_an_upgrades_control_plane_surge_finds_a_host_in_its_generations_group_and_old_groups_go(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    """A strict anti-affinity group with a member on every host leaves a fourth server no host ("No valid
+    host"); the upgrade's replacement goes into a group of its own generation and is placed, and the
+    generation before the last, with no member left, is deleted when the next one is made."""
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    group_id = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity")
+    for index in range(3):
+        cloud.driver.create_server(
+            server_spec(
+                cloud,
+                cluster_id,
+                f"kaas-t-cp-{index}",
+                network,
+                groups,
+                role="control-plane",
+                server_group_id=group_id,
+            )
+        )
+    eventually(lambda: all_active(cloud, cluster_id, 3))
+    generation = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity", generation="1.37.2")
+    assert generation != group_id
+    assert (
+        cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity", generation="1.37.2")
+        == generation
+    )
+    assert cloud.admin.compute.get_server_group(generation).name.endswith("-cp-1-37-2")
+    cloud.driver.create_server(
+        server_spec(
+            cloud,
+            cluster_id,
+            "kaas-t-cp-0-r2",
+            network,
+            groups,
+            role="control-plane",
+            server_group_id=generation,
+        )
+    )
+    servers = eventually(lambda: all_active(cloud, cluster_id, 4))
+    assert len(servers) == 4  # placed: a fourth host was not needed
+    empty = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity", generation="1.38.0")
+    newest = cloud.driver.ensure_server_group(cluster_id, policy="anti-affinity", generation="1.39.0")
+    names = sorted(
+        r.name for r in cloud.driver.list_cluster_resources(cluster_id) if r.kind == "server_group"
+    )
+    assert empty not in {r.id for r in cloud.driver.list_cluster_resources(cluster_id)}
+    assert newest in {r.id for r in cloud.driver.list_cluster_resources(cluster_id)}
+    assert [n.rsplit("-cp", 1)[1] for n in names] == ["", "-1-37-2", "-1-39-0"]  # the used ones stay
