@@ -8,10 +8,8 @@ the real apiserver's side of the same rollout is ``tests/e2e/test_upgrade.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 import yaml
@@ -27,59 +25,19 @@ from kaas_core.db.models import (
     OperationKind,
     OperationState,
     Region,
-    utcnow,
 )
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import PassResult, reconcile_cluster_once
 from provider.rollout.health import HealthPolicy
 from provider.rollout.plan import RolloutPolicy
-from provider.rollout.run import DrainResult, NodeOps
 from simcloud.testing import SimCloudHandle
 from tests.provider.addons.test_addons_step import RecordingApplier, with_tunnel_address
 from tests.provider.factories import PoolSpec, create_cluster
 from tests.provider.reconciler.test_agent_gate import converge_cloud_side, report
 from tests.provider.reconciler.test_reconcile import load
+from tests.provider.rollout.doubles import Clock, ClusterDouble
 
 OLD, NEW = "1.30.2", "1.31.0"
-
-
-@dataclass
-class ClusterDouble:
-    """The cluster's side: nodes' Ready and versions as the agent would report, pods per node, evictions."""
-
-    pods: dict[str, int] = field(default_factory=dict)
-    blocked: set[str] = field(default_factory=set)  # nodes whose pods a PDB keeps
-    cordoned: list[str] = field(default_factory=list)
-    drained: list[str] = field(default_factory=list)
-    deleted_nodes: list[str] = field(default_factory=list)
-
-    def cordon(self, node: str) -> None:
-        self.cordoned.append(node)
-
-    def drain_step(self, node: str) -> DrainResult:
-        if node in self.blocked:
-            return DrainResult(remaining=1, blocked=(f"default/web-{node}",))
-        self.drained.append(node)
-        self.pods[node] = 0
-        return DrainResult(remaining=0)
-
-    def delete_node(self, node: str) -> None:
-        self.deleted_nodes.append(node)
-
-    def pods_per_node(self) -> dict[str, int]:
-        return dict(self.pods)
-
-    @contextmanager
-    def open(self, address: str, cluster_id: str) -> Iterator[NodeOps]:
-        yield self
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=utcnow)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
