@@ -201,8 +201,7 @@ def _plan_control_plane(
                 return
             plan.waiting_for = f"control-plane node {waiting[0].name} to become Ready"
             return
-        if target.cancel_requested:
-            return
+        # the replacement is up: its outdated peer goes even when cancelled (the node in hand is finished)
         slots_replaced = {m.slot for m in current}
         victim = min(outdated, key=lambda m: (m.slot not in slots_replaced, m.created, m.name))
         plan.drain.append(victim.name)

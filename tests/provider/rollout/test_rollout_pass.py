@@ -331,3 +331,53 @@ def test_user_data_of_a_replacement_carries_the_new_version(
     node = yaml.safe_load(files["/etc/kaas/node.yaml"])
     assert node["kubernetes_version"] == NEW
     assert NodeRole.CONTROL_PLANE.value == node["role"]
+
+
+def test_a_rollback_brings_the_replaced_nodes_back_to_the_old_version_the_same_careful_way(
+    day2: ProviderContext, simcloud: SimCloudHandle, double: ClusterDouble
+) -> None:
+    cluster_id = running_cluster(day2, control_planes=3, workers=2)
+    operation_id = begin_upgrade(day2, cluster_id)
+    for _ in range(6):  # part of the way: the first control planes replaced
+        reconcile_cluster_once(day2, cluster_id, worker_id="w")
+        all_ready(day2, cluster_id)
+    versions = {meta["kaas-version"] for meta in servers(simcloud, cluster_id).values()}
+    assert versions == {OLD, NEW}
+    replaced_before = list(double.drained)
+
+    with day2.session_factory.begin() as session:  # what POST /v1/operations/{id}/rollback writes
+        cluster = session.get_one(Cluster, cluster_id)
+        cluster.kubernetes_version = OLD
+        for pool in session.scalars(select(NodePool).where(NodePool.cluster_id == cluster_id)):
+            pool.kubernetes_version = OLD
+        operation = session.get_one(Operation, operation_id)
+        operation.rolling_back = True
+    result = drive(day2, cluster_id, passes=60)
+
+    assert result.outcome == "converged", result.message
+    assert {meta["kaas-version"] for meta in servers(simcloud, cluster_id).values()} == {OLD}
+    assert len(servers(simcloud, cluster_id)) == 5
+    rolled_back = double.drained[len(replaced_before) :]
+    assert rolled_back  # the new ones were drained on the way back, never deleted undrained
+    assert all("-cp-" in name for name in rolled_back)  # only what the upgrade had replaced went back
+    assert operation_of(day2, operation_id).state == OperationState.SUCCEEDED.value
+
+
+def test_cancel_finishes_the_node_in_hand_and_starts_no_other(
+    day2: ProviderContext, simcloud: SimCloudHandle, double: ClusterDouble
+) -> None:
+    cluster_id = running_cluster(day2, control_planes=3, workers=1)
+    operation_id = begin_upgrade(day2, cluster_id)
+    reconcile_cluster_once(day2, cluster_id, worker_id="w")  # the first replacement is created
+    all_ready(day2, cluster_id)
+    with day2.session_factory.begin() as session:
+        session.get_one(Operation, operation_id).cancel_requested = True
+
+    result = drive(day2, cluster_id, passes=20)
+
+    assert result.outcome == "converged", result.message
+    operation = operation_of(day2, operation_id)
+    assert operation.state == OperationState.CANCELLED.value
+    versions = sorted(meta["kaas-version"] for meta in servers(simcloud, cluster_id).values())
+    assert versions == [OLD, OLD, OLD, NEW]  # one control plane replaced (the one in hand), nothing else
+    assert len(double.drained) == 1
