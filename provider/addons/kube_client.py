@@ -1,6 +1,7 @@
 """kaas's own way into a user cluster: the ``kubernetes`` client, through the tunnel, as kaas's identity.
 
-Called by the add-on step (``provider.addons.reconcile``) in a provider worker. The worker may not import the
+Called by the add-on step (``provider.addons.reconcile``) and the day-2 rollout (``provider.rollout``) in a
+provider worker. The worker may not import the
 API or the tunnel server (layers), so it builds the same internal hop the API's k8s proxy builds
 (``kaas_core.internal_hop``): every request goes to the tunnel server holding the cluster's agent session,
 ``{address}/internal/v1/proxy/<path>?<query>``, with an assertion signed for exactly that method and target,
@@ -14,6 +15,10 @@ forced: these objects are kaas's) through the client's dynamic API, whose discov
 folder of this client alone (all clusters share the tunnel server's URL, so a shared cache would mix them).
 Errors leave as ``AddonApplyError``: temporary for what a retry can fix (the agent not connected, 5xx,
 409, 429, a kind not served yet), permanent for what the cluster refuses (400, 403, 422).
+
+``core()`` hands out the typed ``CoreV1Api`` on the same signed client, for the rollout's reads, cordons and
+evictions (``provider.rollout.observe`` and ``drain``, which translate its errors into their own).
+Every request is bounded by ``timeout`` (the client itself would wait forever).
 """
 
 from __future__ import annotations
@@ -85,7 +90,9 @@ class TunnelKubeClient:
             now=time.time(),
         )
         signed = {**(headers or {}), ASSERTION_HEADER: assertion.sign(self._key)}
-        kwargs.setdefault("_request_timeout", self._timeout)
+        # the generated client passes _request_timeout=None explicitly when the caller gave none
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = self._timeout
         return self._plain_request(method, url, headers=signed, **kwargs)
 
     def __enter__(self) -> TunnelKubeClient:
@@ -99,6 +106,10 @@ class TunnelKubeClient:
     def close(self) -> None:
         self._api.close()
         self._cache_dir.cleanup()
+
+    def core(self) -> Any:
+        """The ``kubernetes`` CoreV1Api of this cluster, every request signed and through the tunnel."""
+        return kube.CoreV1Api(self._api)
 
     def _client(self) -> Any:
         if self._dynamic is None:

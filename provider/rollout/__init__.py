@@ -1,1 +1,1 @@
-"""Day 2: rolling upgrades, drains before removal, self-healing and autoscaling (docs/architecture.md)."""
+"""Day 2 of a cluster: upgrades, drains, self-healing, autoscaling (docs/architecture.md, "Day 2")."""
