@@ -49,6 +49,7 @@ from provider.config import ProviderSettings
 from provider.metrics import ReconcileMetrics
 from provider.reconciler.context import ProviderContext, ReconcileLimits, WebhookLimits
 from provider.request_context import connect_request_id_signals
+from provider.rollout.access import tunnel_node_ops_factory
 from provider.rollout.health import HealthPolicy
 from provider.rollout.plan import RolloutPolicy
 from provider.tasks import register_tasks
@@ -81,6 +82,10 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
         if settings.manage_addons
         else None,
         addon_catalog=tuple(addon for addon in ADDONS if addon.name not in settings.addons_left_out),
+        # drains need a way into the cluster, which is what add-ons go through too
+        node_ops=tunnel_node_ops_factory(assertion_key(settings.tunnel_internal_secret.get_secret_value()))
+        if settings.manage_addons
+        else None,
         limits=ReconcileLimits.from_settings(settings),
         rollout_defaults=RolloutPolicy(
             drain_timeout=timedelta(seconds=settings.drain_timeout_seconds),
@@ -90,6 +95,7 @@ def build_context(settings: ProviderSettings, *, metrics: ReconcileMetrics | Non
             unhealthy_after=timedelta(seconds=settings.node_unhealthy_seconds),
             max_unhealthy_percent=settings.max_unhealthy_percent,
         ),
+        autoscale_scale_down_after=timedelta(seconds=settings.autoscale_scale_down_after_seconds),
         webhooks=WebhookLimits.from_settings(settings),
         require_agent=settings.require_agent,
         metrics=metrics if metrics is not None else ReconcileMetrics(),

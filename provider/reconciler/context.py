@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -99,6 +99,8 @@ class ProviderContext:
     rollout_defaults: RolloutPolicy = field(default_factory=RolloutPolicy)
     # when a NotReady worker is replaced, and how much of a pool at most (provider.rollout.health)
     health_policy: HealthPolicy = field(default_factory=HealthPolicy)
+    # an autoscaled pool's node empty this long is removed (settings: autoscale_scale_down_after_seconds)
+    autoscale_scale_down_after: timedelta = timedelta(seconds=600)
     # which add-ons, in order (the catalog less ProviderSettings.addons_left_out)
     addon_catalog: tuple[Addon, ...] = ADDONS
     limits: ReconcileLimits = field(default_factory=ReconcileLimits)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
@@ -40,6 +40,7 @@ from kaas_core.db.models import (
     Operation,
     OperationKind,
     OperationState,
+    Quota,
     Region,
 )
 from provider.addons.catalog import AddonInputs
@@ -95,8 +96,9 @@ from provider.reconciler.steps import (
     PassState,
     create_member,
 )
+from provider.rollout.autoscale import ScaleDecision
 from provider.rollout.health import NODES_HEALTHY
-from provider.rollout.run import NodeOps, NodeOpsError, RolloutOutcome, run_rollout
+from provider.rollout.run import AutoscaleInputs, NodeOps, NodeOpsError, RolloutOutcome, run_rollout
 from provider.webhooks.outbox import record_operation_finished
 
 logger = logging.getLogger(__name__)
@@ -517,6 +519,54 @@ def _rollout(
             )
         )
 
+    def nodes_left_in_quota() -> int | None:
+        quota = session.get(Quota, cluster.project_id)
+        if quota is None or quota.max_nodes is None:
+            return None
+        live = (
+            select(Cluster.id)
+            .where(Cluster.project_id == cluster.project_id, Cluster.phase != ClusterPhase.DELETED.value)
+            .scalar_subquery()
+        )
+        pools = session.scalar(
+            select(func.coalesce(func.sum(NodePool.count), 0)).where(NodePool.cluster_id.in_(live))
+        )
+        planes = session.scalar(
+            select(func.coalesce(func.sum(Cluster.control_plane_count), 0)).where(
+                Cluster.project_id == cluster.project_id, Cluster.phase != ClusterPhase.DELETED.value
+            )
+        )
+        return max(0, quota.max_nodes - int(pools or 0) - int(planes or 0))
+
+    def record_scale(decision: ScaleDecision) -> None:
+        session.add(
+            AuditEvent(
+                at=now,
+                actor_name="kaas",
+                via="provider",
+                action="cluster.node_pools.autoscale",
+                method="-",
+                route="provider.rollout.autoscale",
+                resource_type="node_pool",
+                resource_id=decision.pool,
+                project_id=cluster.project_id,
+                cluster_id=cluster.id,
+                outcome="success",
+                status_code=0,
+                detail={"count": decision.count, "remove": list(decision.remove), "reason": decision.reason},
+            )
+        )
+
+    autoscale = AutoscaleInputs(
+        flavors={
+            str(f.get("name")): (int(f.get("vcpus") or 0), int(f.get("ram_mb") or 0))
+            for f in cluster.region.flavors or []
+        },
+        nodes_left_in_quota=nodes_left_in_quota,
+        scale_down_after=ctx.autoscale_scale_down_after,
+        record=record_scale,
+    )
+
     def act(node_ops: NodeOps | None) -> RolloutOutcome:
         return run_rollout(
             cluster=cluster,
@@ -532,6 +582,7 @@ def _rollout(
             record_repair=record_repair,
             reported_versions=reported,
             now=now,
+            autoscale=autoscale,
         )
 
     if ctx.node_ops is None:

@@ -76,8 +76,16 @@ class DrainProgress:
 
     @property
     def remaining(self) -> tuple[PodRef, ...]:
-        return tuple(sorted((*self.evicted, *self.terminating, *(b.pod for b in self.blocked),
-                             *(e.pod for e in self.errors))))
+        return tuple(
+            sorted(
+                (
+                    *self.evicted,
+                    *self.terminating,
+                    *(b.pod for b in self.blocked),
+                    *(e.pod for e in self.errors),
+                )
+            )
+        )
 
     @property
     def complete(self) -> bool:
@@ -88,8 +96,14 @@ class DrainProgress:
 def _set_unschedulable(core_api: Any, node: str, *, unschedulable: bool) -> None:
     # a merge patch of one field: idempotent, and the apiserver writes nothing when it is already so
     with translated_errors(f"{'cordon' if unschedulable else 'uncordon'} node {node}"):
-        discard(core_api.patch_node(node, {"spec": {"unschedulable": unschedulable}},
-                                    _content_type=MERGE_PATCH, _preload_content=False))
+        discard(
+            core_api.patch_node(
+                node,
+                {"spec": {"unschedulable": unschedulable}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        )
 
 
 def cordon(core_api: Any, node: str) -> None:
@@ -104,18 +118,25 @@ def uncordon(core_api: Any, node: str) -> None:
 
 
 def _evict(core_api: Any, pod: PodRef) -> None:
-    eviction = V1Eviction(api_version="policy/v1", kind="Eviction",
-                          metadata=V1ObjectMeta(name=pod.name, namespace=pod.namespace))
-    discard(core_api.create_namespaced_pod_eviction(pod.name, pod.namespace, eviction,
-                                                    _preload_content=False))
+    eviction = V1Eviction(
+        api_version="policy/v1",
+        kind="Eviction",
+        metadata=V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+    )
+    discard(
+        core_api.create_namespaced_pod_eviction(pod.name, pod.namespace, eviction, _preload_content=False)
+    )
 
 
 def drain_step(core_api: Any, node: str) -> DrainProgress:
     """Cordon ``node`` and ask once to evict each of its evictable pods (see the module docstring)."""
     cordon(core_api, node)
     with translated_errors(f"list the pods of node {node}"):
-        pods = list(list_all(core_api.list_pod_for_all_namespaces,
-                             field_selector=f"spec.nodeName={node},{NOT_TERMINATED}"))
+        pods = list(
+            list_all(
+                core_api.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node},{NOT_TERMINATED}"
+            )
+        )
     evicted: list[PodRef] = []
     terminating: list[PodRef] = []
     blocked: list[BlockedPod] = []
@@ -142,9 +163,16 @@ def drain_step(core_api: Any, node: str) -> DrainProgress:
             if exc.status == PDB_REFUSAL:
                 blocked.append(BlockedPod(pod=ref, message=message))
             else:
-                errors.append(PodEvictionError(pod=ref, status=exc.status, message=message,
-                                               temporary=exc.temporary))
+                errors.append(
+                    PodEvictionError(pod=ref, status=exc.status, message=message, temporary=exc.temporary)
+                )
             continue
         evicted.append(ref)
-    return DrainProgress(node=node, evicted=tuple(evicted), terminating=tuple(terminating),
-                         blocked=tuple(blocked), errors=tuple(errors), left_alone=tuple(left_alone))
+    return DrainProgress(
+        node=node,
+        evicted=tuple(evicted),
+        terminating=tuple(terminating),
+        blocked=tuple(blocked),
+        errors=tuple(errors),
+        left_alone=tuple(left_alone),
+    )

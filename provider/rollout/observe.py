@@ -211,6 +211,7 @@ class UnschedulablePod:
     cpu_millicores: int
     memory_bytes: int
     message: str  # the scheduler's reason, e.g. "0/3 nodes are available: 3 Insufficient cpu."
+    node_selector: tuple[tuple[str, str], ...] = ()  # the pod's nodeSelector: which pools may take it
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,14 @@ def unschedulable_pod(pod: dict[str, Any]) -> UnschedulablePod | None:
     if scheduled is None or scheduled.get("status") != "False" or scheduled.get("reason") != "Unschedulable":
         return None
     cpu, memory = pod_requests(pod)
-    return UnschedulablePod(pod=pod_ref(pod), cpu_millicores=cpu, memory_bytes=memory,
-                            message=str(scheduled.get("message") or ""))
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    return UnschedulablePod(
+        pod=pod_ref(pod),
+        cpu_millicores=cpu,
+        memory_bytes=memory,
+        message=str(scheduled.get("message") or ""),
+        node_selector=tuple(sorted((str(k), str(v)) for k, v in selector.items())),
+    )
 
 
 def observation_from(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> ClusterObservation:
@@ -260,16 +267,22 @@ def observation_from(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) ->
     for node in nodes:
         name = str(node["metadata"]["name"])
         ready = _condition(node, "Ready")
-        observed.append(NodeObservation(
-            name=name,
-            ready=ready is not None and ready.get("status") == "True",
-            ready_since=_time(ready.get("lastTransitionTime")) if ready else None,
-            kubelet_version=str(((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")),
-            unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
-            workload_pods=workload.get(name, 0),
-        ))
-    return ClusterObservation(nodes=tuple(sorted(observed, key=lambda n: n.name)),
-                              unschedulable_pods=tuple(sorted(pending, key=lambda p: p.pod)))
+        observed.append(
+            NodeObservation(
+                name=name,
+                ready=ready is not None and ready.get("status") == "True",
+                ready_since=_time(ready.get("lastTransitionTime")) if ready else None,
+                kubelet_version=str(
+                    ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+                ),
+                unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
+                workload_pods=workload.get(name, 0),
+            )
+        )
+    return ClusterObservation(
+        nodes=tuple(sorted(observed, key=lambda n: n.name)),
+        unschedulable_pods=tuple(sorted(pending, key=lambda p: p.pod)),
+    )
 
 
 def observe_cluster(core_api: Any) -> ClusterObservation:

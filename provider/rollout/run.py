@@ -28,7 +28,9 @@ from kaas_core.db.models import (
     as_utc,
 )
 from provider.reconciler.naming import place_of
+from provider.rollout.autoscale import AutoscaledPool, PendingPod, ScaleDecision, decide
 from provider.rollout.health import HealthPolicy, HealthVerdict, judge_health
+from provider.rollout.observe import ClusterObservation
 from provider.rollout.plan import (
     Member,
     NewServer,
@@ -67,6 +69,8 @@ class NodeOps(Protocol):
 
     def pods_per_node(self) -> dict[str, int]: ...
 
+    def observe(self) -> ClusterObservation: ...
+
 
 # (the address of the tunnel server holding the agent's session, the cluster id) -> node operations
 NodeOpsFactory = Callable[[str, str], AbstractContextManager[NodeOps]]
@@ -94,6 +98,16 @@ CreateServer = Callable[[NewServer], str]
 DeleteServer = Callable[[str], None]
 # records that self-healing replaces these nodes (an operation of kind repair, audited); the reconciler's
 RecordRepair = Callable[[list[str]], None]
+
+
+@dataclass(frozen=True)
+class AutoscaleInputs:
+    """What the autoscaler needs besides the cluster: flavors' sizes, the quota left, the idle time."""
+
+    flavors: dict[str, tuple[int, int]]  # name → (vcpus, ram_mb), the region's list
+    nodes_left_in_quota: Callable[[], int | None]
+    scale_down_after: timedelta
+    record: Callable[[ScaleDecision], None]  # audited by the reconciler
 
 
 def policy_of(operation: Operation | None, *, defaults: RolloutPolicy) -> RolloutPolicy:
@@ -212,10 +226,18 @@ def run_rollout(
     record_repair: RecordRepair,
     reported_versions: dict[str, str],
     now: datetime,
+    autoscale: AutoscaleInputs | None = None,
 ) -> RolloutOutcome:
     """Plan and act once. ``node_ops`` None: no way into the cluster (``kaas up``'s stand-ins without
     add-ons), so a node to remove is deleted without a drain, as kaas did before drains existed."""
     members = members_of(servers, nodes, reported_versions=reported_versions, now=now)
+    if autoscale is not None and operation is None and node_ops is not None and _autoscaled(pools):
+        try:
+            observation = node_ops.observe()
+        except NodeOpsError as exc:
+            logger.warning("cluster %s: not autoscaled this pass: %s", cluster.id, exc)
+        else:
+            _autoscale(cluster, pools, nodes, members, observation, autoscale, now=now)
     target = target_of(cluster, pools, operation)
     policy = policy_of(operation, defaults=defaults)
     if node_ops is not None and _scales_down(members, target):
@@ -307,3 +329,71 @@ def _record_nodes(operation: Operation | None, plan: RolloutPlan) -> None:
         return
     if operation.nodes != plan.nodes:
         operation.nodes = list(plan.nodes)
+
+
+def _autoscaled(pools: list[NodePool]) -> bool:
+    return any(pool.min_count is not None and pool.max_count is not None for pool in pools)
+
+
+def _autoscale(
+    cluster: Cluster,
+    pools: list[NodePool],
+    nodes: list[Node],
+    members: list[Member],
+    observation: ClusterObservation,
+    inputs: AutoscaleInputs,
+    *,
+    now: datetime,
+) -> None:
+    """Update the nodes' empty clocks from the observation, then let ``autoscale.decide`` move counts."""
+    observed = {node.name: node for node in observation.nodes}
+    for row in nodes:
+        seen = observed.get(row.name)
+        empty = seen is not None and seen.workload_pods == 0 and seen.ready
+        row.empty_since = (as_utc(row.empty_since) or now) if empty else None
+    pool_of = {m.name: m.pool for m in members}
+    empty_since: dict[str, dict[str, datetime | None]] = {}
+    for row in nodes:
+        pool_name = pool_of.get(row.name)
+        if pool_name is not None:
+            empty_since.setdefault(pool_name, {})[row.name] = as_utc(row.empty_since)
+    autoscaled = [
+        AutoscaledPool(
+            name=pool.name,
+            count=pool.count,
+            min_count=pool.min_count,
+            max_count=pool.max_count,
+            labels=dict(pool.labels or {}),
+            vcpus=inputs.flavors.get(pool.flavor, (0, 0))[0],
+            ram_mb=inputs.flavors.get(pool.flavor, (0, 0))[1],
+        )
+        for pool in pools
+        if pool.min_count is not None and pool.max_count is not None
+    ]
+    pending = [
+        PendingPod(
+            name=p.pod.name,
+            namespace=p.pod.namespace,
+            cpu_millis=p.cpu_millicores,
+            memory_bytes=p.memory_bytes,
+            node_selector=dict(p.node_selector),
+        )
+        for p in observation.unschedulable_pods
+    ]
+    quota = inputs.nodes_left_in_quota() if pending else None
+    decisions = decide(
+        autoscaled,
+        pending=pending,
+        empty_since=empty_since,
+        nodes_left_in_quota=quota,
+        scale_down_after=inputs.scale_down_after,
+        now=now,
+    )
+    by_name = {pool.name: pool for pool in pools}
+    for decision in decisions:
+        scaled = by_name[decision.pool]
+        scaled.count = decision.count
+        scaled.nodes_to_remove = list(decision.remove)
+        cluster.generation += 1
+        inputs.record(decision)
+        logger.info("cluster %s: autoscaler: pool %s: %s", cluster.id, scaled.name, decision.reason)

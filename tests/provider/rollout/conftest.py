@@ -62,8 +62,9 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
     base = tmp_path_factory.mktemp("rollout-kube")
     with control_plane_slots():
         write_cluster_pki(base / "pki")
-        with start_control_plane(bin_dir=release_dir(NEWEST), pki_dir=base / "pki",
-                                 work_dir=base / "cp") as cp:
+        with start_control_plane(
+            bin_dir=release_dir(NEWEST), pki_dir=base / "pki", work_dir=base / "cp"
+        ) as cp:
             agent_token, _ = prepare_real_cluster(cp)
             yield RealCluster(control_plane=cp, agent_token=agent_token)
 
@@ -79,12 +80,20 @@ async def core_api(
     Call it from a thread (``asyncio.to_thread``): the tunnel server and the agent run on the test's loop."""
     cluster = create_cluster(session_factory)
     server = await make_server()
-    kubeconfig = write_kubeconfig(tmp_path / "agent.kubeconfig", server=real_cluster.control_plane.url,
-                                  token=real_cluster.agent_token, ca=real_cluster.control_plane.ca_pem,
-                                  namespace=AGENT_NAMESPACE)
-    config = AgentConfig(tunnel_url=server.tunnel_url, cluster_id=cluster.id,
-                         agent_token=SecretStr(cluster.agent_token),
-                         apiserver=KubeconfigApiserver(kubeconfig=kubeconfig), report_interval_seconds=0.3)
+    kubeconfig = write_kubeconfig(
+        tmp_path / "agent.kubeconfig",
+        server=real_cluster.control_plane.url,
+        token=real_cluster.agent_token,
+        ca=real_cluster.control_plane.ca_pem,
+        namespace=AGENT_NAMESPACE,
+    )
+    config = AgentConfig(
+        tunnel_url=server.tunnel_url,
+        cluster_id=cluster.id,
+        agent_token=SecretStr(cluster.agent_token),
+        apiserver=KubeconfigApiserver(kubeconfig=kubeconfig),
+        report_interval_seconds=0.3,
+    )
     async with running_agent(config):
 
         def tunnel_address() -> str | None:
@@ -93,8 +102,12 @@ async def core_api(
                 return agent.tunnel_address if agent and agent.connected else None
 
         await wait_until(tunnel_address, what="the tunnel server to record the agent's session")
-        with TunnelKubeClient(address=str(tunnel_address()), cluster_id=cluster.id,
-                              key=assertion_key(INTERNAL_SECRET), timeout=30) as client:
+        with TunnelKubeClient(
+            address=str(tunnel_address()),
+            cluster_id=cluster.id,
+            key=assertion_key(INTERNAL_SECRET),
+            timeout=30,
+        ) as client:
             yield client.core()
 
 
@@ -157,8 +170,10 @@ class Arrangement:
         return names
 
     def namespace_ready(self) -> None:
-        self.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                         "metadata": {"name": self.namespace}})
+        self.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+        )
         wait_for_service_account(self.client, namespace=self.namespace)
 
     def pods(self) -> list[dict[str, Any]]:
@@ -166,26 +181,50 @@ class Arrangement:
         return items
 
     def pod_spec(self, **extra: Any) -> dict[str, Any]:
-        return {"nodeSelector": {GROUP_LABEL: self.group}, "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "main", "image": "busybox"}], **extra}
+        return {
+            "nodeSelector": {GROUP_LABEL: self.group},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "busybox"}],
+            **extra,
+        }
 
     def deployment(self, name: str, *, replicas: int) -> None:
         """``replicas`` pods of app ``name``, at most one per node (a required anti-affinity)."""
         labels = {"app": name}
-        anti_affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}]}}
-        self.post(f"/apis/apps/v1/namespaces/{self.namespace}/deployments", {
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": self.pod_spec(affinity=anti_affinity)}},
-        })
+        anti_affinity = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
+                ]
+            }
+        }
+        self.post(
+            f"/apis/apps/v1/namespaces/{self.namespace}/deployments",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": self.pod_spec(affinity=anti_affinity),
+                    },
+                },
+            },
+        )
 
     def budget(self, app: str, *, min_available: int) -> None:
-        self.post(f"/apis/policy/v1/namespaces/{self.namespace}/poddisruptionbudgets", {
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": app},
-            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}},
-        })
+        self.post(
+            f"/apis/policy/v1/namespaces/{self.namespace}/poddisruptionbudgets",
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": app},
+                "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}},
+            },
+        )
 
     def budget_allows(self, app: str) -> int:
         path = f"/apis/policy/v1/namespaces/{self.namespace}/poddisruptionbudgets/{app}"
@@ -193,16 +232,26 @@ class Arrangement:
 
     def daemonset(self, name: str) -> None:
         labels = {"app": name}
-        self.post(f"/apis/apps/v1/namespaces/{self.namespace}/daemonsets", {
-            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": self.pod_spec()}},
-        })
+        self.post(
+            f"/apis/apps/v1/namespaces/{self.namespace}/daemonsets",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": name},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": self.pod_spec()},
+                },
+            },
+        )
 
     def ready_pods(self, app: str) -> dict[str, str]:
         """Pod name → node, of app's Ready pods."""
-        return {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in self.pods()
-                if p["metadata"].get("labels", {}).get("app") == app and is_ready(p)}
+        return {
+            p["metadata"]["name"]: p["spec"].get("nodeName", "")
+            for p in self.pods()
+            if p["metadata"].get("labels", {}).get("app") == app and is_ready(p)
+        }
 
     def wait_ready(self, app: str, count: int) -> dict[str, str]:
         def ready() -> dict[str, str] | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kaas_core.db.models import utcnow
+from provider.rollout.observe import ClusterObservation, NodeObservation, UnschedulablePod
 from provider.rollout.run import DrainResult, NodeOps
 
 
@@ -24,6 +25,7 @@ class ClusterDouble:
     cordoned: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     deleted_nodes: list[str] = field(default_factory=list)
+    unschedulable: list[UnschedulablePod] = field(default_factory=list)  # pods Pending for want of room
 
     def cordon(self, node: str) -> None:
         self.cordoned.append(node)
@@ -40,6 +42,22 @@ class ClusterDouble:
 
     def pods_per_node(self) -> dict[str, int]:
         return dict(self.pods)
+
+    def observe(self) -> ClusterObservation:
+        return ClusterObservation(
+            nodes=tuple(
+                NodeObservation(
+                    name=name,
+                    ready=True,
+                    ready_since=None,
+                    kubelet_version="",
+                    unschedulable=False,
+                    workload_pods=count,
+                )
+                for name, count in sorted(self.pods.items())
+            ),
+            unschedulable_pods=tuple(self.unschedulable),
+        )
 
     @contextmanager
     def open(self, address: str, cluster_id: str) -> Iterator[NodeOps]:

@@ -61,13 +61,19 @@ async def test_a_drain_step_evicts_the_nodes_pods_and_leaves_daemonset_and_mirro
         pod, node = sorted(placed.items())[0]
         [daemon] = [name for name, on in daemons.items() if on == node]
         # a kubelet's static pod, as the apiserver mirrors it
-        arrange.post(f"/api/v1/namespaces/{arrange.namespace}/pods", {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "static", "annotations": {"kubernetes.io/config.mirror": "mirror"}},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
-        })
-        poll(lambda: any(p["metadata"]["name"] == "static" and is_ready(p) for p in arrange.pods()),
-             what="the static pod Ready")
+        arrange.post(
+            f"/api/v1/namespaces/{arrange.namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "static", "annotations": {"kubernetes.io/config.mirror": "mirror"}},
+                "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+            },
+        )
+        poll(
+            lambda: any(p["metadata"]["name"] == "static" and is_ready(p) for p in arrange.pods()),
+            what="the static pod Ready",
+        )
         poll(lambda: arrange.budget_allows("web") == 1, what="the budget to allow one disruption")
 
         progress = drain_step(core_api, node)
@@ -137,8 +143,10 @@ async def test_two_nodes_drained_at_once_the_budget_refuses_the_second_and_is_ne
 
         poll(second_evicted, what=f"the eviction of {second_pod}")
         # its replacement has no node left (two cordoned, two taken): two Ready pods from now on
-        watch.settle(lambda pods: second_pod not in pods and sum(map(is_ready, pods.values())) == 2,
-                     what=f"{second_pod} gone")
+        watch.settle(
+            lambda pods: second_pod not in pods and sum(map(is_ready, pods.values())) == 2,
+            what=f"{second_pod} gone",
+        )
         assert watch.stop() == 2
 
     await in_thread(scenario)

@@ -22,18 +22,30 @@ def pod(name: str, *, node: str | None = None, owner: str | None = None, **spec:
 
 
 def node(name: str, *, ready: str = "True") -> dict[str, Any]:
-    return {"metadata": {"name": name}, "spec": {},
-            "status": {"nodeInfo": {"kubeletVersion": "v1.37.2"},
-                       "conditions": [{"type": "Ready", "status": ready,
-                                       "lastTransitionTime": "2026-01-02T03:04:05Z"}]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {},
+        "status": {
+            "nodeInfo": {"kubeletVersion": "v1.37.2"},
+            "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": "2026-01-02T03:04:05Z"}],
+        },
+    }
 
 
 def test_requests_sum_the_containers_and_sidecars_or_take_the_largest_init_container() -> None:
-    spec = pod("p", containers=[{"resources": {"requests": {"cpu": "250m", "memory": "100Mi"}}},
-                                {"resources": {"requests": {"cpu": "1"}}}, {}],
-               initContainers=[{"resources": {"requests": {"cpu": "2", "memory": "10Mi"}}},
-                               {"restartPolicy": "Always", "resources": {"requests": {"memory": "28Mi"}}}],
-               overhead={"cpu": "10m"})
+    spec = pod(
+        "p",
+        containers=[
+            {"resources": {"requests": {"cpu": "250m", "memory": "100Mi"}}},
+            {"resources": {"requests": {"cpu": "1"}}},
+            {},
+        ],
+        initContainers=[
+            {"resources": {"requests": {"cpu": "2", "memory": "10Mi"}}},
+            {"restartPolicy": "Always", "resources": {"requests": {"memory": "28Mi"}}},
+        ],
+        overhead={"cpu": "10m"},
+    )
     # cpu: max(0.25 + 1 + 0 sidecar, 2 init) + 0.01; memory: max(100Mi + 28Mi, 10Mi)
     assert pod_requests(spec) == (2010, 128 * 2**20)
 
@@ -59,8 +71,13 @@ def test_a_node_counts_its_pods_but_daemonsets_and_mirror_pods() -> None:
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
     observed = observation_from(
         [node("a"), node("b", ready="False")],
-        [pod("w1", node="a"), pod("w2", node="a", owner="ReplicaSet"), pod("d", node="a", owner="DaemonSet"),
-         mirror, pod("d2", node="b", owner="DaemonSet")],
+        [
+            pod("w1", node="a"),
+            pod("w2", node="a", owner="ReplicaSet"),
+            pod("d", node="a", owner="DaemonSet"),
+            mirror,
+            pod("d2", node="b", owner="DaemonSet"),
+        ],
     )
     a, b = observed.node("a"), observed.node("b")
     assert a is not None
@@ -74,12 +91,17 @@ def test_a_node_counts_its_pods_but_daemonsets_and_mirror_pods() -> None:
 def test_only_pending_pods_the_scheduler_called_unschedulable_are_reported() -> None:
     def pending(name: str, reason: str) -> dict[str, Any]:
         p = pod(name, containers=[{"resources": {"requests": {"cpu": "3"}}}])
-        p["status"] = {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": reason, "message": "0/3 nodes"}]}
+        p["status"] = {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": reason, "message": "0/3 nodes"}
+            ],
+        }
         return p
 
-    observed = observation_from([], [pending("u", "Unschedulable"), pending("g", "SchedulingGated"),
-                                     pod("running", node="a")])
+    observed = observation_from(
+        [], [pending("u", "Unschedulable"), pending("g", "SchedulingGated"), pod("running", node="a")]
+    )
     [only] = observed.unschedulable_pods
     assert only.pod == PodRef("ns", "u")
     assert (only.cpu_millicores, only.message) == (3000, "0/3 nodes")

@@ -26,19 +26,27 @@ async def test_observe_reports_kubelet_versions_workload_pods_per_node_and_unsch
         arrange.wait_ready("agent", 3)
         cordon(core_api, new[1])
         # a pod asking for more cpu than any node has (32), with an init container asking for more memory
-        arrange.post(f"/api/v1/namespaces/{arrange.namespace}/pods", {
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "huge"},
-            "spec": arrange.pod_spec(
-                containers=[
-                    {"name": "a", "image": "busybox",
-                     "resources": {"requests": {"cpu": "40", "memory": "1Gi"}}},
-                    {"name": "b", "image": "busybox", "resources": {"requests": {"cpu": "500m"}}},
-                ],
-                initContainers=[
-                    {"name": "init", "image": "busybox", "resources": {"requests": {"memory": "3Gi"}}},
-                ],
-            ),
-        })
+        arrange.post(
+            f"/api/v1/namespaces/{arrange.namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "huge"},
+                "spec": arrange.pod_spec(
+                    containers=[
+                        {
+                            "name": "a",
+                            "image": "busybox",
+                            "resources": {"requests": {"cpu": "40", "memory": "1Gi"}},
+                        },
+                        {"name": "b", "image": "busybox", "resources": {"requests": {"cpu": "500m"}}},
+                    ],
+                    initContainers=[
+                        {"name": "init", "image": "busybox", "resources": {"requests": {"memory": "3Gi"}}},
+                    ],
+                ),
+            },
+        )
 
         def unschedulable() -> Any:
             observed = observe_cluster(core_api)
@@ -49,10 +57,16 @@ async def test_observe_reports_kubelet_versions_workload_pods_per_node_and_unsch
 
         nodes = {n.name: n for n in observation.nodes if n.name in arrange.nodes}
         assert {name: n.kubelet_version for name, n in nodes.items()} == {
-            old[0]: "v1.36.4", new[0]: "v1.37.2", new[1]: "v1.37.2"}
+            old[0]: "v1.36.4",
+            new[0]: "v1.37.2",
+            new[1]: "v1.37.2",
+        }
         assert all(n.ready and n.ready_since is not None for n in nodes.values())
         assert {name: n.unschedulable for name, n in nodes.items()} == {
-            old[0]: False, new[0]: False, new[1]: True}
+            old[0]: False,
+            new[0]: False,
+            new[1]: True,
+        }
         per_node = {name: list(placed.values()).count(name) for name in arrange.nodes}
         assert {name: n.workload_pods for name, n in nodes.items()} == per_node
         assert sorted(per_node.values()) == [0, 1, 1]

@@ -29,6 +29,7 @@ from kaas_core.db.models import (
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import PassResult, reconcile_cluster_once
 from provider.rollout.health import HealthPolicy
+from provider.rollout.observe import PodRef, UnschedulablePod
 from provider.rollout.plan import RolloutPolicy
 from simcloud.testing import SimCloudHandle
 from tests.provider.addons.test_addons_step import RecordingApplier, with_tunnel_address
@@ -381,3 +382,41 @@ def test_cancel_finishes_the_node_in_hand_and_starts_no_other(
     versions = sorted(meta["kaas-version"] for meta in servers(simcloud, cluster_id).values())
     assert versions == [OLD, OLD, OLD, NEW]  # one control plane replaced (the one in hand), nothing else
     assert len(double.drained) == 1
+
+
+def test_the_autoscaler_grows_a_pool_for_unschedulable_pods_and_shrinks_it_by_a_long_empty_node(
+    day2: ProviderContext, simcloud: SimCloudHandle, double: ClusterDouble, clock: Clock
+) -> None:
+    cluster_id = running_cluster(day2, control_planes=1, workers=1)
+    with day2.session_factory.begin() as session:
+        pool = session.scalars(select(NodePool).where(NodePool.cluster_id == cluster_id)).one()
+        pool.min_count, pool.max_count = 1, 3
+    worker = next(n for n in servers(simcloud, cluster_id) if "-cp-" not in n)
+    double.pods[worker] = 3
+    double.unschedulable.append(
+        UnschedulablePod(pod=PodRef("default", "big"), cpu_millicores=900, memory_bytes=1 << 20, message="")
+    )
+
+    reconcile_cluster_once(day2, cluster_id, worker_id="w")
+    with day2.session_factory() as session:
+        grown = session.scalars(select(NodePool).where(NodePool.cluster_id == cluster_id)).one()
+        assert grown.count == 2  # one 1-vCPU node of m1.small holds the 900m pod
+        audit = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "cluster.node_pools.autoscale")
+        ).one()
+        assert audit.detail["count"] == 2
+    double.unschedulable.clear()
+    result = drive(day2, cluster_id, passes=10)
+    assert result.outcome == "converged", result.message
+    workers = sorted(n for n in servers(simcloud, cluster_id) if "-cp-" not in n)
+    assert len(workers) == 2
+    new = next(n for n in workers if n != worker)
+    double.pods[new] = 0  # the new node stays empty
+
+    reconcile_cluster_once(day2, cluster_id, worker_id="w")  # its empty clock starts
+    clock.now += timedelta(seconds=601)
+    result = drive(day2, cluster_id, passes=10)
+
+    assert result.outcome == "converged", result.message
+    assert sorted(n for n in servers(simcloud, cluster_id) if "-cp-" not in n) == [worker]
+    assert double.drained == [new]
