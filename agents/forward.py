@@ -17,7 +17,9 @@ Security rules, enforced here whatever the hops before the agent checked:
   may impersonate any user name, so it must never speak for an in-cluster identity such as ``system:...``).
 
 Bodies stream both ways (watches and huge lists are never buffered); closing a ``ForwardResponse`` closes
-the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects.
+the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects. A
+request is sent a second time only when that is safe (``may_send_again``): a closed idle keep-alive
+connection (an apiserver stopping in a rolling upgrade) then costs the client nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_target
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_TARGET_LENGTH = 8192
 KAAS_USER_PREFIX = "kaas:"
 
@@ -220,6 +223,20 @@ def is_streaming_target(target: str) -> bool:
     return query.get("watch", "").lower() in ("1", "true") or query.get("follow", "").lower() in ("1", "true")
 
 
+def may_send_again(method: str, *, has_body: bool, error: httpx.HTTPError) -> bool:
+    """Whether a request that failed with ``error`` may be sent once more: never with a body stream (it
+    was consumed, and replaying it is not ours to decide); a connection that could not be made sent
+    nothing; a connection that broke before an answer (the server closed an idle keep-alive connection as
+    the request went out, or reset it) may have delivered the request, so only an idempotent method goes
+    again (RFC 9110, 9.2.2). A timeout is never retried: the apiserver may still be working on it."""
+    if has_body or isinstance(error, httpx.TimeoutException):
+        return False
+    if isinstance(error, httpx.ConnectError):
+        return True
+    broken = isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+    return broken and method.upper() in IDEMPOTENT_METHODS
+
+
 def _validate_identity(user: str, groups: Sequence[str], *, user_prefix: str) -> tuple[str, list[str]]:
     if not user or not user.strip():
         raise InvalidForwardRequest(
@@ -376,16 +393,25 @@ class ApiserverForwarder:
     async def _send(
         self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
     ) -> httpx.Response:
+        """Send once, and once more when that is safe (``may_send_again``): an apiserver that stops (a
+        control plane replaced in an upgrade) closes its idle keep-alive connections, and a request that
+        went out on one just then is answered by nothing."""
         timeout = self._stream_timeout if is_streaming_target(target) else self._timeout
-        request = self._client.build_request(
-            method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
-        )
-        try:
-            return await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the cluster's apiserver is unreachable from the kaas agent: {exc}") from exc
+        for attempt in (1, 2):
+            request = self._client.build_request(
+                method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
+            )
+            try:
+                return await self._client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:
+                if attempt == 1 and may_send_again(method, has_body=body is not None, error=exc):
+                    continue
+                raise UpstreamError(
+                    f"the cluster's apiserver is unreachable from the kaas agent: {exc}"
+                ) from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
         """Send ``request`` to the apiserver as its user; never raises for upstream or request problems."""
