@@ -18,8 +18,8 @@ Security rules, enforced here whatever the hops before the agent checked:
 
 Bodies stream both ways (watches and huge lists are never buffered); closing a ``ForwardResponse`` closes
 the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects. A
-request is sent a second time only when that is safe (``may_send_again``): a closed idle keep-alive
-connection (an apiserver stopping in a rolling upgrade) then costs the client nothing.
+request is sent again only when that is safe (``may_send_again``): a closed idle keep-alive connection (an
+apiserver stopping in a rolling upgrade) then costs the client nothing.
 """
 
 from __future__ import annotations
@@ -330,6 +330,7 @@ class ApiserverForwarder:
     ) -> None:
         self._connection = connection
         self._user_prefix = user_prefix
+        self._max_attempts = max_keepalive_connections + 1  # see _send
         self._timeout = httpx.Timeout(
             connect=connect_timeout_seconds,
             read=read_timeout_seconds,
@@ -393,11 +394,14 @@ class ApiserverForwarder:
     async def _send(
         self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
     ) -> httpx.Response:
-        """Send once, and once more when that is safe (``may_send_again``): an apiserver that stops (a
-        control plane replaced in an upgrade) closes its idle keep-alive connections, and a request that
-        went out on one just then is answered by nothing."""
+        """Send, and again when that is safe (``may_send_again``): an apiserver that stops (a control
+        plane replaced in an upgrade) closes all its idle keep-alive connections at once, and a request that
+        went out on one just then is answered by nothing. Each such failure discards one pooled connection,
+        and the next attempt may take another that is closing too (its close not seen yet): as Go's
+        transport does, the request goes again while that is so, at most once per pooled connection and
+        once more on a new one. A connection that could not be made is tried once more."""
         timeout = self._stream_timeout if is_streaming_target(target) else self._timeout
-        for attempt in (1, 2):
+        for attempt in range(1, self._max_attempts + 1):
             request = self._client.build_request(
                 method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
             )
@@ -406,12 +410,15 @@ class ApiserverForwarder:
             except httpx.TimeoutException as exc:
                 raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
             except httpx.HTTPError as exc:
-                if attempt == 1 and may_send_again(method, has_body=body is not None, error=exc):
+                again = may_send_again(method, has_body=body is not None, error=exc)
+                if isinstance(exc, httpx.ConnectError):
+                    again = again and attempt == 1
+                if again and attempt < self._max_attempts:
                     continue
                 raise UpstreamError(
                     f"the cluster's apiserver is unreachable from the kaas agent: {exc}"
                 ) from exc
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
         """Send ``request`` to the apiserver as its user; never raises for upstream or request problems."""

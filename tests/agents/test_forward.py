@@ -349,17 +349,20 @@ async def test_forwarders_of_an_http_apiserver_share_one_tls_context(monkeypatch
 
 
 class KeepAliveDropper:
-    """A tiny HTTP/1.1 server: its first connection answers one request with keep-alive, then closes
-    without answering when the next request arrives on it (as an apiserver that stops closes an idle
-    connection just as a client reuses it); every later connection answers each request."""
+    """A tiny HTTP/1.1 server: each of its first ``dropping`` connections answers one request with
+    keep-alive, then closes without answering when the next request arrives on it (as an apiserver that
+    stops closes its idle connections just as a client reuses them); every later connection answers each
+    request."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, dropping: int = 1) -> None:
         self.requests: list[tuple[int, str]] = []  # (connection number, method) of each request received
+        self._dropping = dropping
         self._connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1
         number = self._connections
+        answered = 0
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 method = head.split(b" ", 1)[0].decode()
@@ -370,8 +373,9 @@ class KeepAliveDropper:
                     length = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
                     await reader.readexactly(length)
                 self.requests.append((number, method))
-                if number == 1 and len(self.requests) > 1:
+                if number <= self._dropping and answered:
                     return  # closes without an answer
+                answered += 1
                 body = b'{"kind":"Status","status":"Success"}'
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -434,3 +438,23 @@ async def test_the_agents_own_reads_are_sent_again_on_a_closed_keep_alive_connec
         await server.wait_closed()
     assert answers == [{"kind": "Status", "status": "Success"}] * 2
     assert [number for number, _ in dropper.requests] == [1, 1, 2]
+
+
+async def test_a_read_is_sent_again_past_every_pooled_connection_that_closed() -> None:
+    """Three idle pooled connections, all closed by the server at once: the read goes on each in turn, then
+    on a new one, and is answered."""
+    dropper = KeepAliveDropper(dropping=3)
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            # three at once: three connections
+            await asyncio.gather(*(forwarder.get_json("/api/v1/nodes") for _ in range(3)))
+            answer = await forwarder.get_json("/api/v1/nodes")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer == {"kind": "Status", "status": "Success"}
+    assert sorted(number for number, _ in dropper.requests[3:]) == [1, 2, 3, 4]
