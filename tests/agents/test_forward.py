@@ -354,9 +354,12 @@ class KeepAliveDropper:
     stops closes its idle connections just as a client reuses them); every later connection answers each
     request."""
 
-    def __init__(self, *, dropping: int = 1) -> None:
+    def __init__(self, *, dropping: int = 1, shutting_down: int = 0) -> None:
+        """``shutting_down``: the first that many requests are answered 503 with ``Retry-After: 0``, as an
+        apiserver shutting down answers on a connection it has not closed yet."""
         self.requests: list[tuple[int, str]] = []  # (connection number, method) of each request received
         self._dropping = dropping
+        self._shutting_down = shutting_down
         self._connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -377,8 +380,12 @@ class KeepAliveDropper:
                     return  # closes without an answer
                 answered += 1
                 body = b'{"kind":"Status","status":"Success"}'
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                status = b"200 OK"
+                if len(self.requests) <= self._shutting_down:
+                    body = b'{"kind":"Status","status":"Failure","message":"apiserver is shutting down"}'
+                    status = b"503 Service Unavailable\r\nRetry-After: 0"
+                writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
@@ -458,3 +465,28 @@ async def test_a_read_is_sent_again_past_every_pooled_connection_that_closed() -
         await server.wait_closed()
     assert answer == {"kind": "Status", "status": "Success"}
     assert sorted(number for number, _ in dropper.requests[3:]) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("method", "with_body", "sent_again"), [
+    ("GET", False, True),
+    ("POST", True, False),
+])
+async def test_a_request_an_apiserver_shutting_down_refused_is_sent_again_only_when_safe(
+    method: str, with_body: bool, sent_again: bool
+) -> None:
+    dropper = KeepAliveDropper(dropping=0, shutting_down=1)
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            response = await forwarder.forward(ForwardRequest(
+                method=method, path=CONFIGMAPS, user="kaas:alice", groups=["kaas:owner"],
+                headers=JSON_HEADERS, body=json_body(configmap("x")) if with_body else None))
+            await response.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status == (200 if sent_again else 503)
+    assert len(dropper.requests) == (2 if sent_again else 1)
