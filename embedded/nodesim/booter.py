@@ -22,9 +22,12 @@ Per cluster, once one control-plane server is ACTIVE and its user-data carries a
   (``/etc/kubernetes/pki``) and endpoint are the real control plane's;
 - a kubeconfig for it under ``state_dir/clusters/<id>/`` (0600), and ONE agent (as a Deployment would run
   it) built from the user-data's ``/etc/kaas/agent.yaml`` with ``apiserver`` = that kubeconfig;
+- on a real control plane, one apiserver per ACTIVE, joined control-plane server at that server's version,
+  behind the cluster's balancer (``ClusterControlPlane.sync_members``, every poll);
 - the cluster's Nodes follow its servers, each named as the server (or its node config): ACTIVE is Ready,
   ERROR/SHUTOFF/... is not Ready, a server still in BUILD has no Node yet, a vanished server's Node is
-  deleted. On a real control plane kwok keeps the Ready ones Ready and runs their pods.
+  deleted. On a real control plane kwok keeps the Ready ones Ready and runs their pods. ``faults``
+  (``nodesim.faults``) lets a test hold some servers' Nodes NotReady whatever their state.
 When every server of a cluster is gone, its agent and control plane stop and its directory is removed. With
 ``persist`` (``kaas up``), stopping the booter keeps each cluster's directory (a real control plane's etcd
 data, a stand-in's ``objects.json``): a booter started again on the same directory boots each cluster that

@@ -18,6 +18,10 @@ only: a kubeconfig for the cluster's agent, the Nodes that follow the cluster's 
   one carries kwok's annotation, so kwok keeps its lease and status and runs its pods, a server that is not
   ACTIVE is a Node kwok does not manage, with Ready False. etcd's data stays in ``<workdir>/control-plane``.
   ``start`` returns once the ``default`` ServiceAccount exists: a cluster kaas reports running takes pods.
+  Every client reaches it through its balancer (``nodesim.apiserver_balancer``); ``sync_members`` runs one
+  kube-apiserver per ACTIVE, joined control-plane server at that server's version on the one etcd (etcd
+  membership is not simulated), takes a leaving one out of the balancer before stopping it, and moves the
+  controller manager and the scheduler to the newest version once no apiserver of theirs is left.
 - **stand-in** (``simcloud.kube``) otherwise: a laptop without Go, a version that is not built, the
   1,000-cluster benchmark, and a cluster first booted on the stand-in (its objects are in
   ``<workdir>/objects.json``, and stay there rather than vanish into a fresh etcd).

@@ -22,6 +22,12 @@ them); this module never builds or looks them up.
   and the scheduler hold their leader leases and kwok's kubelet API answers (kwok serves it once it
   watches the apiserver). The controller manager makes each namespace's ``default`` ServiceAccount a few
   seconds later; until then the pods of a namespace are refused, as on any new cluster.
+  Every kubeconfig (and ``RealControlPlane.url``) names the control plane's balancer
+  (``nodesim.apiserver_balancer``), not the apiserver: ``add_apiserver`` starts another kube-apiserver on the
+  same etcd (another release's program, its own serving certificate: ``issue_apiserver_certificate``) and
+  puts it into the balancer once ready; ``remove_apiserver`` takes one out, then stops it gracefully
+  (``--shutdown-delay-duration``); ``run_components_at`` restarts the controller manager and the scheduler
+  on another release's programs.
 - ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
 
 kwok also serves the kubelet API of its nodes (on its own loopback port, with a certificate the apiserver
@@ -259,6 +265,7 @@ class Apiserver:
     version: str  # the release whose program it runs ("v1.37.2")
     port: int
     process: subprocess.Popen[bytes]
+    log_name: str = "kube-apiserver"  # its log in ``work_dir/logs``, and its name in ``rss_bytes``
 
     @property
     def url(self) -> str:
@@ -333,8 +340,7 @@ class RealControlPlane:
         """Resident memory of each running process, from /proc (Linux)."""
         sizes: dict[str, int] = {}
         named = [*self.processes.items(),
-                 *((_apiserver_log_name(name, first=index == 0), apiserver.process)
-                   for index, (name, apiserver) in enumerate(self.apiservers.items()))]
+                 *((apiserver.log_name, apiserver.process) for apiserver in self.apiservers.values())]
         for name, process in named:
             try:
                 status = Path(f"/proc/{process.pid}/status").read_text()
@@ -356,7 +362,8 @@ class RealControlPlane:
         program = _program(bin_dir, "kube-apiserver")
         port = _free_port()
         starter = _Starter(work_dir=self.work_dir, deadline=time.monotonic() + timeout)
-        log_name = _apiserver_log_name(name, first=False)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        log_name = f"kube-apiserver-{safe}"
         try:
             starter.spawn(log_name, _apiserver_args(program, self.setup, port=port, serving_crt=serving_crt,
                                                     serving_key=serving_key))
@@ -367,7 +374,8 @@ class RealControlPlane:
         except BaseException:
             _stop_processes(list(starter.processes.values()), one_by_one=False)
             raise
-        apiserver = Apiserver(name=name, version=version, port=port, process=starter.processes[log_name])
+        apiserver = Apiserver(name=name, version=version, port=port, process=starter.processes[log_name],
+                              log_name=log_name)
         self.apiservers[name] = apiserver
         self.balancer.add(name, port, ready=True)
         return apiserver
@@ -408,13 +416,6 @@ class RealControlPlane:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _apiserver_log_name(name: str, *, first: bool) -> str:
-    if first:
-        return "kube-apiserver"
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return f"kube-apiserver-{safe}"
 
 
 def _stop_processes(processes: list[subprocess.Popen[bytes]], *, one_by_one: bool) -> None:
