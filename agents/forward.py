@@ -17,11 +17,15 @@ Security rules, enforced here whatever the hops before the agent checked:
   may impersonate any user name, so it must never speak for an in-cluster identity such as ``system:...``).
 
 Bodies stream both ways (watches and huge lists are never buffered); closing a ``ForwardResponse`` closes
-the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects.
+the upstream response. Connect errors answer 502 and timeouts 504, as Kubernetes ``Status`` objects. A
+request is sent again only when that is safe (``may_send_again``, ``refused_for_now``): a closed idle
+keep-alive connection, or a 503 with ``Retry-After``, from an apiserver stopping in a rolling upgrade then
+costs the client nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -40,6 +44,8 @@ from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_target
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+MAX_RETRY_AFTER_SECONDS = 2.0
 MAX_TARGET_LENGTH = 8192
 KAAS_USER_PREFIX = "kaas:"
 
@@ -220,6 +226,33 @@ def is_streaming_target(target: str) -> bool:
     return query.get("watch", "").lower() in ("1", "true") or query.get("follow", "").lower() in ("1", "true")
 
 
+def refused_for_now(response: httpx.Response) -> float | None:
+    """How long to wait before sending again a request that ``response`` refused without acting on it: a
+    503 with ``Retry-After`` (an apiserver shutting down answers so to requests that arrive on a connection
+    it has not closed yet; client-go retries these), at most ``MAX_RETRY_AFTER_SECONDS``; else None."""
+    if response.status_code != 503:
+        return None
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def may_send_again(method: str, *, has_body: bool, error: httpx.HTTPError) -> bool:
+    """Whether a request that failed with ``error`` may be sent once more: never with a body stream (it
+    was consumed, and replaying it is not ours to decide); a connection that could not be made sent
+    nothing; a connection that broke before an answer (the server closed an idle keep-alive connection as
+    the request went out, or reset it) may have delivered the request, so only an idempotent method goes
+    again (RFC 9110, 9.2.2). A timeout is never retried: the apiserver may still be working on it."""
+    if has_body or isinstance(error, httpx.TimeoutException):
+        return False
+    if isinstance(error, httpx.ConnectError):
+        return True
+    broken = isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+    return broken and method.upper() in IDEMPOTENT_METHODS
+
+
 def _validate_identity(user: str, groups: Sequence[str], *, user_prefix: str) -> tuple[str, list[str]]:
     if not user or not user.strip():
         raise InvalidForwardRequest(
@@ -313,6 +346,7 @@ class ApiserverForwarder:
     ) -> None:
         self._connection = connection
         self._user_prefix = user_prefix
+        self._max_attempts = max_keepalive_connections + 1  # see _send
         self._timeout = httpx.Timeout(
             connect=connect_timeout_seconds,
             read=read_timeout_seconds,
@@ -376,16 +410,40 @@ class ApiserverForwarder:
     async def _send(
         self, method: str, target: str, headers: list[tuple[str, str]], body: AsyncIterable[bytes] | None
     ) -> httpx.Response:
+        """Send, and again when that is safe (``may_send_again``): an apiserver that stops (a control
+        plane replaced in an upgrade) closes all its idle keep-alive connections at once, and a request that
+        went out on one just then is answered by nothing. Each such failure discards one pooled connection,
+        and the next attempt may take another that is closing too (its close not seen yet): as Go's
+        transport does, the request goes again while that is so, at most once per pooled connection and
+        once more on a new one. A connection that could not be made is tried once more, and a request the
+        apiserver refused for now (``refused_for_now``: it is shutting down) goes again after the wait it
+        asked for."""
         timeout = self._stream_timeout if is_streaming_target(target) else self._timeout
-        request = self._client.build_request(
-            method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
-        )
-        try:
-            return await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the cluster's apiserver is unreachable from the kaas agent: {exc}") from exc
+        for attempt in range(1, self._max_attempts + 1):
+            request = self._client.build_request(
+                method, self._connection.base_url + target, headers=headers, content=body, timeout=timeout
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                raise UpstreamError(f"the cluster's apiserver timed out ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:
+                again = may_send_again(method, has_body=body is not None, error=exc)
+                if isinstance(exc, httpx.ConnectError):
+                    again = again and attempt == 1
+                if again and attempt < self._max_attempts:
+                    continue
+                raise UpstreamError(
+                    f"the cluster's apiserver is unreachable from the kaas agent: {exc}"
+                ) from exc
+            delay = refused_for_now(response)
+            if delay is None or attempt == self._max_attempts or body is not None or (
+                method.upper() not in IDEMPOTENT_METHODS
+            ):
+                return response
+            await response.aclose()
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
         """Send ``request`` to the apiserver as its user; never raises for upstream or request problems."""

@@ -22,9 +22,12 @@ Per cluster, once one control-plane server is ACTIVE and its user-data carries a
   (``/etc/kubernetes/pki``) and endpoint are the real control plane's;
 - a kubeconfig for it under ``state_dir/clusters/<id>/`` (0600), and ONE agent (as a Deployment would run
   it) built from the user-data's ``/etc/kaas/agent.yaml`` with ``apiserver`` = that kubeconfig;
+- on a real control plane, one apiserver per ACTIVE, joined control-plane server at that server's version,
+  behind the cluster's balancer (``ClusterControlPlane.sync_members``, every poll);
 - the cluster's Nodes follow its servers, each named as the server (or its node config): ACTIVE is Ready,
   ERROR/SHUTOFF/... is not Ready, a server still in BUILD has no Node yet, a vanished server's Node is
-  deleted. On a real control plane kwok keeps the Ready ones Ready and runs their pods.
+  deleted. On a real control plane kwok keeps the Ready ones Ready and runs their pods. ``faults``
+  (``nodesim.faults``) lets a test hold some servers' Nodes NotReady whatever their state.
 When every server of a cluster is gone, its agent and control plane stop and its directory is removed. With
 ``persist`` (``kaas up``), stopping the booter keeps each cluster's directory (a real control plane's etcd
 data, a stand-in's ``objects.json``): a booter started again on the same directory boots each cluster that
@@ -61,10 +64,12 @@ from nodesim.control_planes import (
     ClusterRequest,
     ControlPlanes,
     ControlPlaneStartError,
+    MemberSpec,
     NodeBoot,
     NodeSpec,
     StandinControlPlane,
 )
+from nodesim.faults import NodeFaults, ServerFacts
 from nodesim.kube_real import KubeletOptions
 from nodesim.kubeadm_node import NodeBootFailed
 from nodesim.userdata import NodeUserData, UserDataError, decode_user_data, parse_user_data
@@ -109,6 +114,7 @@ class ClusterInfo:
     agent_running: bool
     node_count: int
     nodes_ready: int
+    apiserver_versions: tuple[str, ...] = ()  # one per running apiserver (a real cluster runs one per member)
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,7 @@ class NodeBooter:
         self._stopping: asyncio.Event | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
+        self.faults = NodeFaults()  # tests hold Nodes NotReady through it (``nodesim.faults``)
 
     # --- any thread ---
 
@@ -421,7 +428,8 @@ class NodeBooter:
 
     def _pace(self, servers: list[_Server]) -> None:
         """The next poll's interval: back to ``poll_interval`` on any change, doubled after a quiet poll."""
-        fingerprint = frozenset((server.id, server.status) for server in servers)
+        fingerprint = frozenset(
+            [(server.id, server.status) for server in servers] + [("faults", str(self.faults.generation))])
         settled = all(
             running.agent_task is not None and not running.agent_task.done()
             for running in self._running.values()
@@ -553,6 +561,7 @@ class NodeBooter:
             kubeadm=user_data.kubeadm,
             advertise_address=server.fixed_addresses[0] if server.fixed_addresses else None,
             server_id=server.id,
+            server_names=server.addresses,
             agent_manifest=user_data.agent_manifest,
         )
         releases = self._control_planes.releases
@@ -672,10 +681,13 @@ class NodeBooter:
         if role == CONTROL_PLANE:
             taints.append((f"{ROLE_LABEL_PREFIX}{CONTROL_PLANE}", "", "NoSchedule"))
         version = (user_data.kubernetes_version if user_data else None) or running.control_plane.version
+        held = self.faults.holds_not_ready(ServerFacts(
+            name=server.name, metadata=server.metadata,
+            version=user_data.kubernetes_version if user_data else None))
         return NodeSpec(
             name=name,
             server_id=server.id,
-            ready=server.status == "ACTIVE",
+            ready=server.status == "ACTIVE" and not held,
             labels=tuple(sorted(labels.items())),
             taints=tuple(taints),
             kubelet_version=version,
@@ -780,8 +792,28 @@ class NodeBooter:
             return frozenset()
         return vips
 
+    def _members(self, running: _RunningCluster, servers: list[_Server]) -> dict[str, MemberSpec]:
+        """The control-plane servers whose apiserver runs: ACTIVE and joined (a server going away, or no
+        longer ACTIVE, leaves the balancer and its apiserver stops)."""
+        members: dict[str, MemberSpec] = {}
+        for server in servers:
+            if server.status != "ACTIVE" or server.id not in running.booted:
+                continue
+            user_data = self._user_data(server)
+            if self._role(server, user_data) != CONTROL_PLANE:
+                continue
+            members[server.id] = MemberSpec(
+                server_id=server.id,
+                node_name=(user_data.node_name if user_data else None) or server.name,
+                version=(user_data.kubernetes_version if user_data else None) or self._version_default,
+                advertise_address=server.fixed_addresses[0] if server.fixed_addresses else None,
+                server_names=server.addresses,
+            )
+        return members
+
     async def _sync_nodes(self, running: _RunningCluster, servers: list[_Server]) -> None:
         await self._boot(running, servers)
+        await asyncio.to_thread(running.control_plane.sync_members, self._members(running, servers))
         wanted: dict[str, NodeSpec] = {}
         for server in servers:
             spec = self._node_spec(server, running)
@@ -810,6 +842,7 @@ class NodeBooter:
                 agent_running=running.agent_task is not None and not running.agent_task.done(),
                 node_count=len(running.nodes),
                 nodes_ready=sum(1 for spec in running.nodes.values() if spec.ready),
+                apiserver_versions=running.control_plane.apiserver_versions,
             )
             for cluster_id, running in self._running.items()
         }

@@ -18,6 +18,10 @@ only: a kubeconfig for the cluster's agent, the Nodes that follow the cluster's 
   one carries kwok's annotation, so kwok keeps its lease and status and runs its pods, a server that is not
   ACTIVE is a Node kwok does not manage, with Ready False. etcd's data stays in ``<workdir>/control-plane``.
   ``start`` returns once the ``default`` ServiceAccount exists: a cluster kaas reports running takes pods.
+  Every client reaches it through its balancer (``nodesim.apiserver_balancer``); ``sync_members`` runs one
+  kube-apiserver per ACTIVE, joined control-plane server at that server's version on the one etcd (etcd
+  membership is not simulated), takes a leaving one out of the balancer before stopping it, and moves the
+  controller manager and the scheduler to the newest version once no apiserver of theirs is left.
 - **stand-in** (``simcloud.kube``) otherwise: a laptop without Go, a version that is not built, the
   1,000-cluster benchmark, and a cluster first booted on the stand-in (its objects are in
   ``<workdir>/objects.json``, and stay there rather than vanish into a fresh etcd).
@@ -70,8 +74,10 @@ from nodesim.kube_real import (
     RealControlPlane,
     ensure_cluster_pki,
     fake_node,
+    issue_apiserver_certificate,
     start_control_plane,
 )
+from nodesim.kube_releases import version_key
 from nodesim.kubeadm_node import (
     CLUSTER_INFO,
     STEP_CONTROL_PLANE_PREPARE,
@@ -85,6 +91,7 @@ from nodesim.kubeadm_node import (
     create_bootstrap_token,
     discover,
     init_certificates,
+    join_apiserver_certificate,
     kubelet_credentials,
     kubelet_may_set,
     node_client,
@@ -110,6 +117,8 @@ SERVER_ID_ANNOTATION = "kaas.io/server-id"
 STANDIN_OBJECTS_FILE = "objects.json"
 CONTROL_PLANE_DIR = "control-plane"
 AGENT_TOKEN_FILE = "agent.token"  # noqa: S105 (a file name)
+FIRST_APISERVER = "kube-apiserver"  # the first apiserver's member name when no server is named
+MEMBER_RETRY_SECONDS = 30.0  # a member apiserver that failed to start is tried again after this
 
 
 class ControlPlaneStartError(Exception):
@@ -142,7 +151,20 @@ class ClusterRequest:
     kubeadm: KubeadmDocuments | None = None
     advertise_address: str | None = None  # the server's address, which kubeadm would detect on the VM
     server_id: str | None = None  # the server whose user-data this is
+    # that server's addresses, which a serving certificate kubeadm did not issue names
+    server_names: tuple[str, ...] = ()
     agent_manifest: tuple[dict[str, Any], ...] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One control-plane server whose apiserver runs: ACTIVE and joined (its boot succeeded)."""
+
+    server_id: str
+    node_name: str
+    version: str  # its node config's Kubernetes version ("v1.37.2")
+    advertise_address: str | None = None  # its own address in Nova, which kubeadm detects on the VM
+    server_names: tuple[str, ...] = ()  # its addresses, for a serving certificate not issued by kubeadm
 
 
 @dataclass(frozen=True)
@@ -185,11 +207,24 @@ class ClusterControlPlane(Protocol):
         """Play ``boot``'s kubeadm part against this control plane (a joining node's discovery and TLS
         bootstrap); ``NodeBootFailed`` when it fails. A node may register only once this returned."""
 
+    def sync_members(self, members: Mapping[str, MemberSpec]) -> None:
+        """One apiserver per member (server id → ``MemberSpec``), at the member's version: start the ones
+        missing (or dead), take out and stop the ones whose server is gone or not ACTIVE (never the last
+        one), and move the controller manager and the scheduler when their version has no apiserver left."""
+
+    @property
+    def apiserver_versions(self) -> tuple[str, ...]:
+        """The versions of the running apiservers, one per apiserver (sorted)."""
+
     def healthy(self) -> bool:
         """Whether it still runs (a real control plane whose process died is not)."""
 
     def close(self) -> None:
         """Stop it; what persists stays in the cluster's workdir."""
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -288,6 +323,13 @@ class StandinControlPlane:
     def boot_node(self, boot: NodeBoot) -> None:
         return None  # the stand-in serves no cluster-info and signs nothing: its nodes join unchecked
 
+    def sync_members(self, members: Mapping[str, MemberSpec]) -> None:
+        return None  # one stand-in apiserver, whatever the number of control-plane servers
+
+    @property
+    def apiserver_versions(self) -> tuple[str, ...]:
+        return (self.version,)
+
     def healthy(self) -> bool:
         return True
 
@@ -335,10 +377,21 @@ class RealClusterControlPlane:
     def __init__(self, *, control_plane: RealControlPlane, version: str, workdir: Path,
                  token_seconds: int = AGENT_TOKEN_SECONDS,
                  clock: Callable[[], float] = time.monotonic,
-                 kubeadm_init: KubeadmInit | None = None) -> None:
+                 kubeadm_init: KubeadmInit | None = None,
+                 releases: Mapping[str, Path] | None = None,
+                 endpoint_names: tuple[str, ...] = (),
+                 start_timeout: float = 180.0) -> None:
         """``kubeadm_init``: the control plane was started as ``kubeadm init`` starts one; its other nodes
-        then join only through a discovery and a TLS bootstrap that this cluster accepts."""
+        then join only through a discovery and a TLS bootstrap that this cluster accepts. ``releases``: the
+        built programs, from which each member's apiserver runs at its version; ``endpoint_names``: the
+        cluster's endpoint host, which a member's serving certificate names (when kubeadm does not issue
+        it)."""
         self.control_plane = control_plane
+        self._releases = dict(releases or {})
+        self._endpoint_names = endpoint_names
+        self._start_timeout = start_timeout
+        self._member_failed_at: dict[str, float] = {}  # server id -> when its apiserver last failed to start
+        self._unbuilt_logged: set[str] = set()
         self.clock = clock  # when the agent's token is due for renewal
         self._version = version
         self._workdir = workdir
@@ -458,8 +511,7 @@ class RealClusterControlPlane:
         return None
 
     def _kubelet_dir(self, name: str) -> Path:
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-        return self._workdir / "kubelets" / safe
+        return self._workdir / "kubelets" / _safe_name(name)
 
     def _remember_kubelet(self, name: str, credentials: KubeletCredentials) -> None:
         folder = self._kubelet_dir(name)
@@ -489,6 +541,86 @@ class RealClusterControlPlane:
             if theirs.strip() != ours.strip():
                 raise NodeBootFailed(STEP_CONTROL_PLANE_PREPARE,
                                      f"/etc/kubernetes/pki/{name} of the user-data is not the cluster's")
+
+    @property
+    def apiserver_versions(self) -> tuple[str, ...]:
+        return tuple(sorted((a.version for a in self.control_plane.apiservers.values()), key=version_key))
+
+    def sync_members(self, members: Mapping[str, MemberSpec]) -> None:
+        apiservers = self.control_plane.apiservers
+        for name, apiserver in list(apiservers.items()):
+            if not apiserver.alive() and len(apiservers) > 1:
+                logger.warning("nodesim: the apiserver of member %s exited; starting it again", name)
+                self.control_plane.remove_apiserver(name)
+        for server_id, member in members.items():
+            if server_id in apiservers:
+                continue
+            failed_at = self._member_failed_at.get(server_id)
+            if failed_at is not None and self.clock() - failed_at < MEMBER_RETRY_SECONDS:
+                continue
+            if member.version not in self._releases:
+                if server_id not in self._unbuilt_logged:
+                    self._unbuilt_logged.add(server_id)
+                    logger.warning("nodesim: control plane %s runs no apiserver: Kubernetes %s is not built",
+                                   member.node_name, member.version)
+                continue
+            try:
+                self._start_member(member)
+            except (ControlPlaneError, NodeBootFailed, OSError) as exc:
+                self._member_failed_at[server_id] = self.clock()
+                logger.warning("nodesim: the apiserver of control plane %s did not start (again in %ss): %s",
+                               member.node_name, MEMBER_RETRY_SECONDS, exc)
+                continue
+            self._member_failed_at.pop(server_id, None)
+            logger.info("nodesim: control plane %s: kube-apiserver %s joined the balancer", member.node_name,
+                        member.version)
+        # only once the new ones serve: the cluster's last apiserver is never stopped while it has servers
+        for name in [name for name in apiservers if name not in members]:
+            if len(apiservers) == 1:
+                break
+            self.control_plane.remove_apiserver(name)
+            logger.info("nodesim: the apiserver of server %s left the balancer and stopped", name)
+        self._move_components()
+
+    def _start_member(self, member: MemberSpec) -> None:
+        """As ``kubeadm join --control-plane`` on the server: its apiserver's serving certificate from the
+        cluster's CA (by kubeadm, when the cluster was started by kubeadm init), then the apiserver at the
+        member's version, on the cluster's one etcd."""
+        release = self._releases[member.version]
+        member_dir = self._workdir / "members" / _safe_name(member.server_id)
+        pki_dir = member_dir / "pki"
+        pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        init = self.kubeadm_init
+        if init is not None and (release / "kubeadm").is_file():
+            for name in ("ca.crt", "ca.key"):
+                _write_private(pki_dir / name, (init.pki_dir / name).read_bytes())
+            join_apiserver_certificate(kubeadm=release / "kubeadm", init_config=init.config, pki_dir=pki_dir,
+                                       node_name=member.node_name, advertise_address=member.advertise_address,
+                                       version=member.version)
+            serving = (pki_dir / "apiserver.crt", pki_dir / "apiserver.key")
+        else:
+            assert self.control_plane.setup is not None
+            serving = issue_apiserver_certificate(
+                pki_dir=self.control_plane.setup.pki_dir, target_dir=pki_dir,
+                server_names=tuple(dict.fromkeys((*member.server_names, *self._endpoint_names))))
+        self.control_plane.add_apiserver(name=member.server_id, version=member.version, bin_dir=release,
+                                         serving_crt=serving[0], serving_key=serving[1],
+                                         timeout=self._start_timeout)
+
+    def _move_components(self) -> None:
+        """The controller manager and the scheduler run at the newest version among the apiservers, and move
+        only when no apiserver of their own version is left (so they are never newer than an apiserver
+        they may talk to: the skew policy's rule)."""
+        versions = {a.version for a in self.control_plane.apiservers.values() if a.alive()}
+        current = self.control_plane.components_version
+        if not versions or current in versions:
+            return
+        newest = max(versions, key=version_key)
+        if newest not in self._releases:
+            return
+        logger.info("nodesim: no apiserver runs %s any more: the controller manager and the scheduler "
+                    "move to %s", current, newest)
+        self.control_plane.run_components_at(version=newest, bin_dir=self._releases[newest])
 
     def healthy(self) -> bool:
         return self.control_plane.alive()
@@ -582,12 +714,15 @@ class ControlPlanes:
             control_plane = start_control_plane(
                 bin_dir=self._releases[request.version], pki_dir=pki_dir,
                 work_dir=request.workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout,
-                server_names=_host_of(request.endpoint), kubelet=self._kubelet,
+                server_names=(*_host_of(request.endpoint), *request.server_names), kubelet=self._kubelet,
+                apiserver_name=request.server_id or FIRST_APISERVER, version=request.version,
             )
         except ControlPlaneError as exc:
             raise ControlPlaneStartError(str(exc)) from exc
         real = RealClusterControlPlane(control_plane=control_plane, version=request.version,
-                                       workdir=request.workdir)
+                                       workdir=request.workdir, releases=self._releases,
+                                       endpoint_names=_host_of(request.endpoint),
+                                       start_timeout=self._start_timeout)
         try:
             real.apply(load_manifest(self._rbac_manifest))
             # a cluster kaas calls running takes pods at once, as a kubeadm cluster does once its nodes joined
@@ -638,14 +773,15 @@ class ControlPlanes:
             control_plane = start_control_plane(
                 bin_dir=self._releases[request.version], pki_dir=pki_dir,
                 work_dir=workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout, kubelet=self._kubelet,
-                kubeadm=issued,
+                kubeadm=issued, apiserver_name=request.server_id or FIRST_APISERVER, version=request.version,
             )
         except ControlPlaneError as exc:
             raise ControlPlaneStartError(str(exc)) from exc
         init = KubeadmInit(server_id=request.server_id or "", pki_dir=pki_dir,
-                           kubelet_kubeconfig=kubeconfig_dir / "kubelet.conf")
+                           kubelet_kubeconfig=kubeconfig_dir / "kubelet.conf", config=config)
         real = RealClusterControlPlane(control_plane=control_plane, version=request.version, workdir=workdir,
-                                       kubeadm_init=init)
+                                       kubeadm_init=init, releases=self._releases,
+                                       start_timeout=self._start_timeout)
         try:
             done = workdir / "kubernetes" / INIT_DONE_FILE
             if not done.exists():  # kubeadm init runs once: a restarted control plane keeps its token
@@ -678,6 +814,7 @@ class KubeadmInit:
     server_id: str
     pki_dir: Path
     kubelet_kubeconfig: Path
+    config: Path  # the kubeadm.yaml init ran with (its ClusterConfiguration is the cluster's kubeadm-config)
 
 
 def _publish_endpoint(client: httpx.Client, admin_kubeconfig: Path) -> None:

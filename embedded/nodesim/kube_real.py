@@ -22,6 +22,12 @@ them); this module never builds or looks them up.
   and the scheduler hold their leader leases and kwok's kubelet API answers (kwok serves it once it
   watches the apiserver). The controller manager makes each namespace's ``default`` ServiceAccount a few
   seconds later; until then the pods of a namespace are refused, as on any new cluster.
+  Every kubeconfig (and ``RealControlPlane.url``) names the control plane's balancer
+  (``nodesim.apiserver_balancer``), not the apiserver: ``add_apiserver`` starts another kube-apiserver on the
+  same etcd (another release's program, its own serving certificate: ``issue_apiserver_certificate``) and
+  puts it into the balancer once ready; ``remove_apiserver`` takes one out, then stops it gracefully
+  (``--shutdown-delay-duration``); ``run_components_at`` restarts the controller manager and the scheduler
+  on another release's programs.
 - ``fake_node(name)`` is a Node that this kwok manages (kwok only manages nodes with its annotation).
 
 kwok also serves the kubelet API of its nodes (on its own loopback port, with a certificate the apiserver
@@ -59,6 +65,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from nodesim.apiserver_balancer import ApiserverBalancer
+
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 # the first address of the service range: in-cluster clients reach the apiserver as this Service
 KUBERNETES_SERVICE_IP = "10.96.0.1"
@@ -78,6 +86,7 @@ CERT_VALIDITY = datetime.timedelta(days=30)
 CA_VALIDITY = datetime.timedelta(days=3650)
 LOG_TAIL_BYTES = 4000
 STOP_GRACE_SECONDS = 10.0
+APISERVER_SHUTDOWN_DELAY_SECONDS = 2
 
 
 class ControlPlaneError(Exception):
@@ -248,28 +257,71 @@ def fake_node(name: str, *, labels: Mapping[str, str] | None = None) -> dict[str
 
 
 @dataclass
+class Apiserver:
+    """One kube-apiserver of a control plane, on its own loopback port (clients reach it through the
+    control plane's balancer; its own ``url`` is for checks that must reach exactly this one)."""
+
+    name: str  # the member: the control-plane server it stands for
+    version: str  # the release whose program it runs ("v1.37.2")
+    port: int
+    process: subprocess.Popen[bytes]
+    log_name: str = "kube-apiserver"  # its log in ``work_dir/logs``, and its name in ``rss_bytes``
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass(frozen=True)
+class _ApiserverSetup:
+    """What every apiserver of one control plane shares: the cluster's etcd and authorities, the
+    certificates towards the front proxy and the kubelets, the service range."""
+
+    pki_dir: Path
+    etcd_url: str
+    etcd_client: tuple[str, ...]
+    proxy_crt: Path
+    proxy_key: Path
+    kubelet_client_crt: Path
+    kubelet_client_key: Path
+    service_cidr: str
+
+
+@dataclass
 class RealControlPlane:
-    """A running control plane. ``stop()`` (or leaving a ``with`` block) ends its processes."""
+    """A running control plane. ``stop()`` (or leaving a ``with`` block) ends its processes.
+
+    ``url`` is its balancer's (``nodesim.apiserver_balancer``), in front of ``apiservers``; ``processes``
+    are the one etcd, controller manager, scheduler and kwok the apiservers share."""
 
     url: str
     admin_kubeconfig: Path
     ca_pem: bytes
     work_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    apiservers: dict[str, Apiserver] = field(default_factory=dict)
+    balancer: ApiserverBalancer | None = None
+    setup: _ApiserverSetup | None = field(default=None, repr=False)
+    # the controller manager's and the scheduler's arguments, their program first: restarted on another
+    # release's program when the apiservers' version changes (``run_components_at``)
+    component_args: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    components_version: str = ""
 
     def stop(self) -> None:
         """SIGTERM to each process in turn, newest first, waiting for each (SIGKILL after
-        ``STOP_GRACE_SECONDS``): the apiserver's clients go before it, and it goes before etcd, so none of
-        them spends its shutdown retrying a peer that is already gone. Safe to call twice."""
-        for process in reversed(self.processes.values()):
-            if process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        ``STOP_GRACE_SECONDS``): the apiservers' clients go before them (kwok, scheduler, controller
+        manager), the apiservers (all at once) before etcd, so none of them spends its shutdown retrying a
+        peer that is already gone; the balancer last. Safe to call twice."""
+        shared = list(self.processes.items())
+        clients = [process for name, process in reversed(shared) if name != "etcd"]
+        _stop_processes(clients, one_by_one=True)
+        _stop_processes([apiserver.process for apiserver in self.apiservers.values()], one_by_one=False)
+        _stop_processes([process for name, process in shared if name == "etcd"], one_by_one=True)
+        if self.balancer is not None:
+            self.balancer.close()
 
     def admin_ssl_context(self) -> ssl.SSLContext:
         """TLS to this apiserver as its admin (``system:masters``): its CA and the admin's client
@@ -279,13 +331,17 @@ class RealControlPlane:
         return context
 
     def alive(self) -> bool:
-        """Whether every process still runs."""
-        return all(process.poll() is None for process in self.processes.values())
+        """Whether etcd, the controller manager, the scheduler and kwok run, and at least one apiserver (a
+        member apiserver that died is ``RealControlPlane``'s owner's to start again)."""
+        return all(process.poll() is None for process in self.processes.values()) and any(
+            apiserver.alive() for apiserver in self.apiservers.values())
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process, from /proc (Linux)."""
         sizes: dict[str, int] = {}
-        for name, process in self.processes.items():
+        named = [*self.processes.items(),
+                 *((apiserver.log_name, apiserver.process) for apiserver in self.apiservers.values())]
+        for name, process in named:
             try:
                 status = Path(f"/proc/{process.pid}/status").read_text()
             except OSError:
@@ -295,12 +351,92 @@ class RealControlPlane:
                     sizes[name] = int(line.split()[1]) * 1024
         return sizes
 
+    def add_apiserver(self, *, name: str, version: str, bin_dir: Path, serving_crt: Path, serving_key: Path,
+                      timeout: float = 180.0) -> Apiserver:
+        """Start one more kube-apiserver (``bin_dir``'s, on the shared etcd, serving ``serving_crt``) and
+        put it into the balancer once its /readyz answers; ``ControlPlaneError`` when it does not."""
+        if self.setup is None or self.balancer is None:
+            raise ControlPlaneError("this control plane was not started by start_control_plane")
+        if name in self.apiservers:
+            raise ControlPlaneError(f"apiserver {name!r} runs already")
+        program = _program(bin_dir, "kube-apiserver")
+        port = _free_port()
+        starter = _Starter(work_dir=self.work_dir, deadline=time.monotonic() + timeout)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        log_name = f"kube-apiserver-{safe}"
+        try:
+            starter.spawn(log_name, _apiserver_args(program, self.setup, port=port, serving_crt=serving_crt,
+                                                    serving_key=serving_key))
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=self.admin_ssl_context(),
+                              timeout=5.0) as api:
+                starter.wait_until(f"kube-apiserver {name} /readyz",
+                                   lambda: api.get("/readyz").status_code == 200)
+        except BaseException:
+            _stop_processes(list(starter.processes.values()), one_by_one=False)
+            raise
+        apiserver = Apiserver(name=name, version=version, port=port, process=starter.processes[log_name],
+                              log_name=log_name)
+        self.apiservers[name] = apiserver
+        self.balancer.add(name, port, ready=True)
+        return apiserver
+
+    def remove_apiserver(self, name: str) -> None:
+        """Take ``name`` out of the balancer (no new connection reaches it), then stop it gracefully: it
+        answers what it is serving, within its ``--shutdown-delay-duration``, then closes its
+        connections (a client retries an idle one that closed on a new one, which the balancer sends to
+        another apiserver)."""
+        apiserver = self.apiservers.get(name)
+        if apiserver is None:
+            return
+        if self.balancer is not None:
+            self.balancer.take_out(name)
+        _stop_processes([apiserver.process], one_by_one=True)
+        if self.balancer is not None:
+            self.balancer.remove(name)
+        del self.apiservers[name]
+
+    def run_components_at(self, *, version: str, bin_dir: Path) -> None:
+        """Restart the controller manager and the scheduler on ``bin_dir``'s programs (``version``), one
+        after the other; leader election hands their leases over."""
+        for component in ("kube-controller-manager", "kube-scheduler"):
+            args = self.component_args.get(component)
+            if args is None:
+                continue
+            program = _program(bin_dir, component)
+            _stop_processes([self.processes[component]], one_by_one=True)
+            starter = _Starter(work_dir=self.work_dir, deadline=time.monotonic() + 30.0)
+            starter.spawn(component, [program, *args[1:]])
+            self.processes[component] = starter.processes[component]
+            self.component_args[component] = [program, *args[1:]]
+        self.components_version = version
+
     def __enter__(self) -> RealControlPlane:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]], *, one_by_one: bool) -> None:
+    """SIGTERM, then wait (SIGKILL after the grace); ``one_by_one`` waits for each before the next, else
+    all are signalled first (apiservers sharing nothing but etcd end together)."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.terminate()
+        if one_by_one:
+            _reap(process)
+    if not one_by_one:
+        for process in running:
+            _reap(process)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS + APISERVER_SHUTDOWN_DELAY_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class _Starter:
@@ -312,8 +448,10 @@ class _Starter:
         self.log_dir = work_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.args: dict[str, list[str]] = {}
 
     def spawn(self, name: str, args: list[str]) -> None:
+        self.args[name] = args
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(  # noqa: S603 - fixed programs, arguments built here
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,
@@ -434,12 +572,16 @@ def _client_files_of(kubeconfig: Path, target_dir: Path, stem: str) -> None:
 def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout: float = 180.0,
                         server_names: tuple[str, ...] = (),
                         kubelet: KubeletOptions | None = None,
-                        kubeadm: KubeadmIssued | None = None) -> RealControlPlane:
+                        kubeadm: KubeadmIssued | None = None,
+                        apiserver_name: str = "kube-apiserver",
+                        version: str | None = None) -> RealControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc).
     ``server_names``: more names (host names or IP addresses) for the apiserver's serving certificate, such
     as the cluster's endpoint. With ``kubeadm``, the apiserver, etcd (over TLS) and the components run with
     the certificates and kubeconfigs kubeadm issued into ``pki_dir`` instead (``server_names`` is unused:
-    the serving certificate names what kubeadm put in it, and nothing else)."""
+    the serving certificate names what kubeadm put in it, and nothing else). The apiserver is the first
+    member of the control plane's balancer, named ``apiserver_name``, at ``version`` (``bin_dir``'s name
+    unless given); every kubeconfig names the balancer."""
     programs = {name: _program(bin_dir, name) for name in
                 ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
     kwok_stages = bin_dir / "kwok-stages.yaml"
@@ -457,68 +599,71 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
     issued_dir = work_dir / "pki"
     issued_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     etcd_port, etcd_peer_port, apiserver_port, kubelet_port = (_free_port() for _ in range(4))
-    url = f"https://127.0.0.1:{apiserver_port}"
-
-    def issue_files(stem: str, issued: _Issued) -> tuple[Path, Path]:
-        (issued_dir / f"{stem}.crt").write_bytes(issued.cert_pem)
-        _write_secret(issued_dir / f"{stem}.key", issued.key_pem)
-        return issued_dir / f"{stem}.crt", issued_dir / f"{stem}.key"
-
-    kubelet_crt, kubelet_key = issue_files("kubelet", _issue(
-        ca_cert=ca_cert, ca_key=ca_key, common_name="kwok-kubelet", server_names=("127.0.0.1", "localhost")))
-    kubeconfigs: dict[str, Path] = {}
-    # kwok is nodesim's, not kubeadm's: it writes the status of every fake node and pod, and their leases
-    # (kwokctl gives it admin too)
-    clients: dict[str, tuple[str, tuple[str, ...]]] = {"kwok": ("kwok-controller", ("system:masters",))}
-    if kubeadm is None:
-        apiserver_names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes",
-                           "kubernetes.default", "kubernetes.default.svc",
-                           "kubernetes.default.svc.cluster.local")
-        serving_crt, serving_key = issue_files("apiserver", _issue(
-            ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
-            server_names=tuple(dict.fromkeys((*apiserver_names, *server_names)))))
-        proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
-            ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
-        # kubeadm's names: the apiserver's identity towards kubelets
-        kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
-            ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
-            organizations=("kubeadm:cluster-admins",)))
-        clients.update({
-            # file name: (user, groups)
-            "admin": ("kubernetes-admin", ("system:masters",)),
-            "controller-manager": ("system:kube-controller-manager", ()),
-            "scheduler": ("system:kube-scheduler", ()),
-        })
-        service_cidr = SERVICE_CLUSTER_IP_RANGE
-    else:
-        serving_crt, serving_key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
-        proxy_crt, proxy_key = pki_dir / "front-proxy-client.crt", pki_dir / "front-proxy-client.key"
-        kubelet_client_crt = pki_dir / "apiserver-kubelet-client.crt"
-        kubelet_client_key = pki_dir / "apiserver-kubelet-client.key"
-        # kubeadm's super-admin.conf is system:masters (admin.conf's group needs a binding kubeadm init
-        # makes later); nodesim administers the cluster with it
-        for name, source in (("admin", "super-admin.conf"), ("controller-manager", "controller-manager.conf"),
-                             ("scheduler", "scheduler.conf")):
-            kubeconfigs[name] = work_dir / f"{name}.conf"
-            _kubeconfig_for(kubeadm.kubeconfig_dir / source, kubeconfigs[name], url=url)
-        _client_files_of(kubeconfigs["admin"], issued_dir, "admin")
-        service_cidr = kubeadm.service_cidr
-    for file_name, (user, groups) in clients.items():
-        issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name=user, organizations=groups)
-        kubeconfigs[file_name] = work_dir / f"{file_name}.conf"
-        _write_kubeconfig(kubeconfigs[file_name], url=url, ca_pem=ca_pem, user=user, issued=issued)
-        if file_name == "admin":  # also as files: this module's own readiness checks use them
-            issue_files("admin", issued)
-
-    kwok_dir = work_dir / "kwok"
-    kwok_dir.mkdir(exist_ok=True)
-    default_log = kwok_dir / "pod.log"
-    default_log.write_text(cri_log_lines([DEFAULT_POD_LOG]))
-    kwok_debugging = kwok_dir / "debugging.yaml"
-    kwok_debugging.write_text(yaml.safe_dump_all(_kwok_debugging_config(kubelet, default_log=default_log)))
-
+    apiserver_url = f"https://127.0.0.1:{apiserver_port}"
+    # every client dials the balancer (the cluster's VIP), never one apiserver: one may go during an upgrade
+    balancer = ApiserverBalancer(ca_pem=ca_pem, name=f"apiserver-balancer-{work_dir.parent.name}")
+    balancer.start()
     starter = _Starter(work_dir=work_dir, deadline=time.monotonic() + timeout)
+    kubeconfigs: dict[str, Path] = {}
+    url = balancer.url
     try:
+
+        def issue_files(stem: str, issued: _Issued) -> tuple[Path, Path]:
+            (issued_dir / f"{stem}.crt").write_bytes(issued.cert_pem)
+            _write_secret(issued_dir / f"{stem}.key", issued.key_pem)
+            return issued_dir / f"{stem}.crt", issued_dir / f"{stem}.key"
+
+        kubelet_crt, kubelet_key = issue_files("kubelet", _issue(
+            ca_cert=ca_cert, ca_key=ca_key, common_name="kwok-kubelet",
+            server_names=("127.0.0.1", "localhost")))
+        # kwok is nodesim's, not kubeadm's: it writes the status of every fake node and pod, and their leases
+        # (kwokctl gives it admin too)
+        clients: dict[str, tuple[str, tuple[str, ...]]] = {"kwok": ("kwok-controller", ("system:masters",))}
+        if kubeadm is None:
+            serving_crt, serving_key = issue_apiserver_certificate(pki_dir=pki_dir, target_dir=issued_dir,
+                                                                   server_names=server_names)
+            proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
+                ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
+            # kubeadm's names: the apiserver's identity towards kubelets
+            kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
+                ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
+                organizations=("kubeadm:cluster-admins",)))
+            clients.update({
+                # file name: (user, groups)
+                "admin": ("kubernetes-admin", ("system:masters",)),
+                "controller-manager": ("system:kube-controller-manager", ()),
+                "scheduler": ("system:kube-scheduler", ()),
+            })
+            service_cidr = SERVICE_CLUSTER_IP_RANGE
+        else:
+            serving_crt, serving_key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
+            proxy_crt, proxy_key = pki_dir / "front-proxy-client.crt", pki_dir / "front-proxy-client.key"
+            kubelet_client_crt = pki_dir / "apiserver-kubelet-client.crt"
+            kubelet_client_key = pki_dir / "apiserver-kubelet-client.key"
+            # kubeadm's super-admin.conf is system:masters (admin.conf's group needs a binding kubeadm init
+            # makes later); nodesim administers the cluster with it
+            for name, source in (("admin", "super-admin.conf"),
+                                 ("controller-manager", "controller-manager.conf"),
+                                 ("scheduler", "scheduler.conf")):
+                kubeconfigs[name] = work_dir / f"{name}.conf"
+                _kubeconfig_for(kubeadm.kubeconfig_dir / source, kubeconfigs[name], url=url)
+            _client_files_of(kubeconfigs["admin"], issued_dir, "admin")
+            service_cidr = kubeadm.service_cidr
+        for file_name, (user, groups) in clients.items():
+            issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name=user, organizations=groups)
+            kubeconfigs[file_name] = work_dir / f"{file_name}.conf"
+            _write_kubeconfig(kubeconfigs[file_name], url=url, ca_pem=ca_pem, user=user, issued=issued)
+            if file_name == "admin":  # also as files: this module's own readiness checks use them
+                issue_files("admin", issued)
+
+        kwok_dir = work_dir / "kwok"
+        kwok_dir.mkdir(exist_ok=True)
+        default_log = kwok_dir / "pod.log"
+        default_log.write_text(cri_log_lines([DEFAULT_POD_LOG]))
+        kwok_debugging = kwok_dir / "debugging.yaml"
+        kwok_debugging.write_text(
+            yaml.safe_dump_all(_kwok_debugging_config(kubelet, default_log=default_log)))
+
         scheme = "http" if kubeadm is None else "https"
         etcd_url = f"{scheme}://127.0.0.1:{etcd_port}"
         peer_url = f"{scheme}://127.0.0.1:{etcd_peer_port}"
@@ -552,35 +697,19 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
             starter.wait_until("etcd /health",
                                lambda: plain.get(f"{etcd_url}/health").json().get("health") == "true")
 
-        starter.spawn("kube-apiserver", [
-            programs["kube-apiserver"], "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={apiserver_port}", f"--etcd-servers={etcd_url}", *etcd_client,
-            f"--tls-cert-file={serving_crt}", f"--tls-private-key-file={serving_key}",
-            f"--client-ca-file={pki_dir / 'ca.crt'}",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki_dir / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-            "--enable-bootstrap-token-auth=true",
-            # the aggregation layer's front proxy, as kubeadm sets it up
-            f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
-            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
-            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={proxy_crt}", f"--proxy-client-key-file={proxy_key}",
-            # kubelets (kwok) are reached at their InternalIP and their serving certificate is verified
-            f"--kubelet-client-certificate={kubelet_client_crt}",
-            f"--kubelet-client-key={kubelet_client_key}",
-            f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--service-cluster-ip-range={service_cidr}", "--allow-privileged=true",
-            # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
-            "--endpoint-reconciler-type=none", "--profiling=false",
-        ])
+        setup = _ApiserverSetup(
+            pki_dir=pki_dir, etcd_url=etcd_url, etcd_client=tuple(etcd_client), proxy_crt=proxy_crt,
+            proxy_key=proxy_key, kubelet_client_crt=kubelet_client_crt, kubelet_client_key=kubelet_client_key,
+            service_cidr=service_cidr)
+        starter.spawn("kube-apiserver", _apiserver_args(
+            programs["kube-apiserver"], setup, port=apiserver_port, serving_crt=serving_crt,
+            serving_key=serving_key))
         context = ssl.create_default_context(cadata=ca_pem.decode())
         context.load_cert_chain(issued_dir / "admin.crt", issued_dir / "admin.key")
+        with httpx.Client(base_url=apiserver_url, verify=context, timeout=5.0) as direct:
+            starter.wait_until("kube-apiserver /readyz", lambda: direct.get("/readyz").status_code == 200)
+        balancer.add(apiserver_name, apiserver_port, ready=True)
         with httpx.Client(base_url=url, verify=context, timeout=5.0) as api:
-            starter.wait_until("kube-apiserver /readyz", lambda: api.get("/readyz").status_code == 200)
             common = [f"--kubeconfig={kubeconfigs['controller-manager']}", "--bind-address=127.0.0.1",
                       "--secure-port=0"]
             starter.spawn("kube-controller-manager", [
@@ -622,11 +751,70 @@ def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout
                           timeout=5.0) as kubelet_api:
             starter.wait_until("kwok's kubelet API", lambda: kubelet_api.get("/healthz").status_code == 200)
     except BaseException:
-        RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
-                         processes=starter.processes).stop()
+        RealControlPlane(url=url, admin_kubeconfig=work_dir / "admin.conf", ca_pem=ca_pem, work_dir=work_dir,
+                         processes=starter.processes, balancer=balancer).stop()
         raise
-    return RealControlPlane(url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir,
-                            processes=starter.processes)
+    processes = dict(starter.processes)
+    apiserver = Apiserver(name=apiserver_name, version=version or bin_dir.name, port=apiserver_port,
+                          process=processes.pop("kube-apiserver"))
+    return RealControlPlane(
+        url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir, processes=processes,
+        apiservers={apiserver_name: apiserver}, balancer=balancer, setup=setup,
+        component_args={name: list(starter.args[name])
+                        for name in ("kube-controller-manager", "kube-scheduler")},
+        components_version=version or bin_dir.name,
+    )
+
+
+def issue_apiserver_certificate(*, pki_dir: Path, target_dir: Path, server_names: tuple[str, ...],
+                                stem: str = "apiserver") -> tuple[Path, Path]:
+    """A serving certificate for an apiserver, from ``pki_dir``'s cluster CA: 127.0.0.1, the in-cluster
+    names and ``server_names`` (the cluster's endpoint, the server's own address); ``<stem>.crt`` and
+    ``<stem>.key`` (0600) in ``target_dir``."""
+    ca_cert, ca_key = _load_ca(pki_dir, "ca")
+    names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
+             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", *server_names)
+    issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
+                    server_names=tuple(dict.fromkeys(names)))
+    target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (target_dir / f"{stem}.crt").write_bytes(issued.cert_pem)
+    _write_secret(target_dir / f"{stem}.key", issued.key_pem)
+    return target_dir / f"{stem}.crt", target_dir / f"{stem}.key"
+
+
+def _apiserver_args(program: str, setup: _ApiserverSetup, *, port: int, serving_crt: Path,
+                    serving_key: Path) -> list[str]:
+    """kube-apiserver's command line, as kubeadm's static pod runs it, on ``port`` with its own serving
+    certificate; the rest is what every apiserver of the control plane shares."""
+    pki_dir = setup.pki_dir
+    return [
+        program, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={port}", f"--etcd-servers={setup.etcd_url}", *setup.etcd_client,
+        f"--tls-cert-file={serving_crt}", f"--tls-private-key-file={serving_key}",
+        f"--client-ca-file={pki_dir / 'ca.crt'}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={pki_dir / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
+        "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+        "--enable-bootstrap-token-auth=true",
+        # the aggregation layer's front proxy, as kubeadm sets it up
+        f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={setup.proxy_crt}", f"--proxy-client-key-file={setup.proxy_key}",
+        # kubelets (kwok) are reached at their InternalIP and their serving certificate is verified
+        f"--kubelet-client-certificate={setup.kubelet_client_crt}",
+        f"--kubelet-client-key={setup.kubelet_client_key}",
+        f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--service-cluster-ip-range={setup.service_cidr}", "--allow-privileged=true",
+        # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
+        "--endpoint-reconciler-type=none", "--profiling=false",
+        # once SIGTERM came it still serves this long (its /readyz failing) before it closes its listener and
+        # its idle connections; the balancer took it out first, so this only lets requests in flight end
+        f"--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s",
+    ]
 
 
 def _controller_manager_extra(kubeadm: KubeadmIssued | None) -> list[str]:

@@ -227,6 +227,38 @@ def init_certificates(*, kubeadm: Path, config: Path, kubeconfig_dir: Path) -> N
                   "--kubeconfig-dir", kubeconfig_dir])
 
 
+def join_apiserver_certificate(*, kubeadm: Path, init_config: Path, pki_dir: Path, node_name: str,
+                               advertise_address: str | None, version: str) -> None:
+    """A joining control plane's apiserver serving certificate, issued as ``kubeadm join phase
+    control-plane-prepare certs`` issues it: from the cluster's ClusterConfiguration (the one ``kubeadm init``
+    ran with, as the ``kubeadm-config`` ConfigMap holds it: its certSANs and endpoint), with this node's name
+    and address, by ``version``'s kubeadm, into ``pki_dir`` (which holds the cluster CA's ``ca.crt`` and
+    ``ca.key``). ``NodeBootFailed`` (step ``control-plane-prepare``) when kubeadm refuses."""
+    rewritten: list[dict[str, Any]] = []
+    for document in yaml.safe_load_all(init_config.read_text()):
+        if not isinstance(document, dict):
+            continue
+        copy = json.loads(json.dumps(document))
+        if copy.get("kind") == "ClusterConfiguration":
+            copy["certificatesDir"] = str(pki_dir)
+            # the ClusterConfiguration an immutable upgrade leaves in kubeadm-config names the new version
+            copy["kubernetesVersion"] = version
+        if copy.get("kind") == "InitConfiguration":
+            copy.pop("bootstrapTokens", None)
+            copy.setdefault("nodeRegistration", {})["name"] = node_name
+            endpoint = copy.setdefault("localAPIEndpoint", {})
+            endpoint.pop("advertiseAddress", None)  # the first node's; kubeadm detects this node's otherwise
+            if advertise_address:
+                endpoint["advertiseAddress"] = advertise_address
+        rewritten.append(copy)
+    config = pki_dir.parent / "kubeadm-join.yaml"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(yaml.safe_dump_all(rewritten))
+    _run_kubeadm(kubeadm, STEP_CONTROL_PLANE_PREPARE,
+                 ["init", "phase", "certs", "apiserver", "--config", config])
+
+
 def create_bootstrap_token(*, kubeadm: Path, config: Path, admin_kubeconfig: Path) -> None:
     """``kubeadm init phase bootstrap-token``: the token of ``bootstrapTokens``, ``kube-public/cluster-info``
     and the RBAC that lets the token's group join (node bootstrap, CSR auto-approval)."""

@@ -343,3 +343,150 @@ async def test_forwarders_of_an_http_apiserver_share_one_tls_context(monkeypatch
     for forwarder in forwarders:
         await forwarder.aclose()
     assert len(built) <= 1
+
+
+# --- a closed keep-alive connection (an apiserver stopping in a rolling upgrade) -------------------------
+
+
+class KeepAliveDropper:
+    """A tiny HTTP/1.1 server: each of its first ``dropping`` connections answers one request with
+    keep-alive, then closes without answering when the next request arrives on it (as an apiserver that
+    stops closes its idle connections just as a client reuses them); every later connection answers each
+    request."""
+
+    def __init__(self, *, dropping: int = 1, shutting_down: int = 0) -> None:
+        """``shutting_down``: the first that many requests are answered 503 with ``Retry-After: 0``, as an
+        apiserver shutting down answers on a connection it has not closed yet."""
+        self.requests: list[tuple[int, str]] = []  # (connection number, method) of each request received
+        self._dropping = dropping
+        self._shutting_down = shutting_down
+        self._connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        number = self._connections
+        answered = 0
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                method = head.split(b" ", 1)[0].decode()
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    await reader.readuntil(b"0\r\n\r\n")
+                elif b"content-length:" in lower:
+                    length = int(lower.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                    await reader.readexactly(length)
+                self.requests.append((number, method))
+                if number <= self._dropping and answered:
+                    return  # closes without an answer
+                answered += 1
+                body = b'{"kind":"Status","status":"Success"}'
+                status = b"200 OK"
+                if len(self.requests) <= self._shutting_down:
+                    body = b'{"kind":"Status","status":"Failure","message":"apiserver is shutting down"}'
+                    status = b"503 Service Unavailable\r\nRetry-After: 0"
+                writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("method", "with_body", "sent_again"), [
+    ("GET", False, True),
+    ("DELETE", False, True),
+    ("PUT", True, False),  # idempotent, but its body stream was consumed
+    ("POST", True, False),
+    ("POST", False, False),  # not idempotent: the server may have acted on it
+])
+async def test_a_request_on_a_keep_alive_connection_the_server_closed_is_sent_again_only_when_safe(
+    method: str, with_body: bool, sent_again: bool
+) -> None:
+    dropper = KeepAliveDropper()
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+
+    def request() -> ForwardRequest:
+        return ForwardRequest(method=method, path=CONFIGMAPS, user="kaas:alice", groups=["kaas:owner"],
+                              headers=JSON_HEADERS, body=json_body(configmap("x")) if with_body else None)
+
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            first = await forwarder.forward(request())
+            assert (first.status, await first.read()) == (200, b'{"kind":"Status","status":"Success"}')
+            second = await forwarder.forward(request())
+            await second.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    if sent_again:
+        assert second.status == 200
+        assert dropper.requests == [(1, method), (1, method), (2, method)]
+    else:
+        assert second.status == 502
+        assert dropper.requests == [(1, method), (1, method)]
+
+
+async def test_the_agents_own_reads_are_sent_again_on_a_closed_keep_alive_connection() -> None:
+    dropper = KeepAliveDropper()
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            answers = [await forwarder.get_json("/api/v1/nodes") for _ in range(2)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answers == [{"kind": "Status", "status": "Success"}] * 2
+    assert [number for number, _ in dropper.requests] == [1, 1, 2]
+
+
+async def test_a_read_is_sent_again_past_every_pooled_connection_that_closed() -> None:
+    """Three idle pooled connections, all closed by the server at once: the read goes on each in turn, then
+    on a new one, and is answered."""
+    dropper = KeepAliveDropper(dropping=3)
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            # three at once: three connections
+            await asyncio.gather(*(forwarder.get_json("/api/v1/nodes") for _ in range(3)))
+            answer = await forwarder.get_json("/api/v1/nodes")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer == {"kind": "Status", "status": "Success"}
+    assert sorted(number for number, _ in dropper.requests[3:]) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("method", "with_body", "sent_again"), [
+    ("GET", False, True),
+    ("POST", True, False),
+])
+async def test_a_request_an_apiserver_shutting_down_refused_is_sent_again_only_when_safe(
+    method: str, with_body: bool, sent_again: bool
+) -> None:
+    dropper = KeepAliveDropper(dropping=0, shutting_down=1)
+    server = await asyncio.start_server(dropper.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(base_url=f"http://127.0.0.1:{port}", ssl_context=None,
+                                     token_source=StaticToken("t"))
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            response = await forwarder.forward(ForwardRequest(
+                method=method, path=CONFIGMAPS, user="kaas:alice", groups=["kaas:owner"],
+                headers=JSON_HEADERS, body=json_body(configmap("x")) if with_body else None))
+            await response.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status == (200 if sent_again else 503)
+    assert len(dropper.requests) == (2 if sent_again else 1)

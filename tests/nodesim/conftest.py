@@ -50,9 +50,13 @@ def kaas_user_data(
     api_endpoint: str | None = TEST_ENDPOINT,
     pki: ClusterPki | None = None,
     join_changes: Mapping[str, Any] | None = None,
+    initializes: bool | None = None,
 ) -> str:
-    """``join_changes``: fields of the node's ``JoinMaterial`` replaced (a corrupt artefact)."""
-    initializes = role == "control-plane" and agent_token is not None  # else a node joining the first
+    """``join_changes``: fields of the node's ``JoinMaterial`` replaced (a corrupt artefact).
+    ``initializes``: whether a control plane runs kubeadm init (by default, one with an agent token does);
+    a joining control plane gets the agent's config too, as kaas renders every control plane."""
+    if initializes is None:
+        initializes = role == "control-plane" and agent_token is not None  # else a node joining the first
     join = join_material(control_plane=role == "control-plane", initializes=initializes, pki=pki)
     return render_user_data(
         NodeBootstrap(
