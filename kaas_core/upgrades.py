@@ -140,6 +140,14 @@ def check_upgrade(
     ``cluster.node_pools`` loaded."""
     if cluster.phase in (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value) or cluster.deleted_at:
         raise UpgradeConflict(f"cluster {cluster.name!r} is being deleted; it cannot be upgraded")
+    # "not now" before "never like this": a second upgrade during one is told about the first
+    unfinished = unfinished_operation(session, cluster)
+    if unfinished is not None:
+        raise UpgradeConflict(
+            f"cluster {cluster.name!r} has an unfinished {unfinished.kind} operation {unfinished.id} "
+            f"({unfinished.state}); wait for it, or resume, roll back or cancel it first",
+            operation_id=unfinished.id,
+        )
     if strategy is not None:
         strategy.check()
     offered = list(cluster.region.kubernetes_versions or [])
@@ -194,13 +202,6 @@ def check_upgrade(
                     field="kubernetes_version",
                     rule="version_skew",
                 )
-    unfinished = unfinished_operation(session, cluster)
-    if unfinished is not None:
-        raise UpgradeConflict(
-            f"cluster {cluster.name!r} has an unfinished {unfinished.kind} operation {unfinished.id} "
-            f"({unfinished.state}); wait for it, or resume, roll back or cancel it first",
-            operation_id=unfinished.id,
-        )
 
 
 def begin_upgrade(
