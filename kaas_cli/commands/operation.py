@@ -111,8 +111,7 @@ def watch(
     timeout: Annotated[float, typer.Option(help="seconds to follow before giving up (exit code 3)")] = 1800,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Follow an operation with live progress until it ends or pauses, then show it (exit code 1 if it
-    failed, paused or was cancelled)."""
+    """Follow an operation until it ends or pauses, then show it (exit 1 unless it succeeded)."""
     _watch(operation_id, timeout=timeout, output=output)
 
 
