@@ -87,7 +87,9 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("PATCH", C + "/node-pools/{pool}"): Access("member", {"count": 3}),
     ("DELETE", C + "/node-pools/{pool}"): Access("member"),
     # c1's create operation is unfinished: a member passes authorization and meets the 409
-    ("POST", C + "/node-pools/{pool}/upgrade"): Access("member_conflict", {}),
+    ("POST", C + "/node-pools/{pool}/upgrade"): Access(
+        "member_conflict", {"kubernetes_version": "1.30.2", "upgrade_strategy": {"max_surge": 1}}
+    ),
     ("GET", C + "/nodes"): Access("viewer"),
     ("GET", C + "/operations"): Access("viewer"),
     ("GET", "/v1/operations/{operation_id}"): Access("viewer"),
