@@ -52,6 +52,7 @@ class ApiSettings(SharedSettings, TunnelSecretSettings, HttpInputSettings):
     @property
     def project_creation_policy(self) -> CreationPolicy:
         return CreationPolicy(who=self.project_creation, max_per_user=self.max_projects_per_user)
+
     http_max_body_bytes: int = Field(
         default=1 * MIB,
         ge=0,

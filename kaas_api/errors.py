@@ -20,16 +20,22 @@ RULES_BEYOND_SCHEMA = frozenset(
     {
         "cidr_host_bits",
         "cidr_overlap",
+        "conflicting_changes",
         "duplicate",
         "egress_refused",
         "label_prefix_too_long",
         "not_in_list",
         "not_offered",
+        "nothing_to_change",
         "out_of_range",
         "required_with",
+        "single_control_plane",
         "too_large",
+        "unknown_node",
         "unknown_node_pool",
         "unknown_region",
+        "unknown_time_zone",
+        "version_skew",
     }
 )
 

@@ -76,10 +76,14 @@ class EmbeddedKubernetes:
         """The line ``kaas up`` prints on start."""
         if self.kind == REAL:
             built = ", ".join(f"v{version}" for version in self.versions)
-            return (f"Kubernetes: real {built} (default v{self.default_version}), the programs in "
-                    f"{self.cache_dir / 'kube'}")
-        return (f"Kubernetes: the Python stand-in (no real programs in {self.cache_dir / 'kube'}; "
-                "bash scripts/kube-bin.sh builds them)")
+            return (
+                f"Kubernetes: real {built} (default v{self.default_version}), the programs in "
+                f"{self.cache_dir / 'kube'}"
+            )
+        return (
+            f"Kubernetes: the Python stand-in (no real programs in {self.cache_dir / 'kube'}; "
+            "bash scripts/kube-bin.sh builds them)"
+        )
 
 
 def _plain(version: str) -> str:
@@ -112,7 +116,10 @@ def choose_kubernetes(
             + (" (the built releases)" if kind == REAL else " (on the stand-in)")
         )
     return EmbeddedKubernetes(
-        kind=kind, versions=versions, default_version=default, cache_dir=cache_dir,
+        kind=kind,
+        versions=versions,
+        default_version=default,
+        cache_dir=cache_dir,
         releases=dict(releases) if kind == REAL else {},
     )
 

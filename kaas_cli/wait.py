@@ -1,4 +1,4 @@
-"""Follow an operation until it ends, showing its live progress (step and percent)."""
+"""Follow an operation until it ends or pauses, showing its live progress (step and percent)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from kaas_cli.client import KaasClient
 from kaas_cli.output import err_console
 
-FINISHED = {"succeeded", "failed"}
+FINISHED = {"succeeded", "failed", "cancelled"}
+# where following stops: an end, or a pause (a rollout waiting for someone to resume, roll back or cancel it)
+STOPPED = FINISHED | {"paused"}
 
 
 class OperationTimeout(Exception):
@@ -20,7 +22,7 @@ class OperationTimeout(Exception):
 def wait_for_operation(
     client: KaasClient, operation_id: str, *, timeout: float, poll_interval: float = 0.5, quiet: bool = False
 ) -> dict[str, Any]:
-    """Poll ``GET /v1/operations/{id}`` until it succeeds or fails; return the final operation."""
+    """Poll ``GET /v1/operations/{id}`` until it has ended or paused; return the operation as it stopped."""
     deadline = time.monotonic() + timeout
     with Progress(
         TextColumn("[bold]{task.fields[kind]}[/]"),
@@ -36,7 +38,7 @@ def wait_for_operation(
         while True:
             operation: dict[str, Any] = client.get(f"/v1/operations/{operation_id}")
             step = operation.get("step") or operation.get("state", "")
-            if operation.get("error") and operation.get("state") not in FINISHED:
+            if operation.get("error") and operation.get("state") not in STOPPED:
                 step = f"{step} (retrying: {operation['error']})"
             progress.update(
                 task,
@@ -44,7 +46,7 @@ def wait_for_operation(
                 kind=operation.get("kind", "operation"),
                 step=step,
             )
-            if operation.get("state") in FINISHED:
+            if operation.get("state") in STOPPED:
                 return operation
             if time.monotonic() > deadline:
                 raise OperationTimeout(

@@ -48,6 +48,7 @@ def comma_separated(value: str) -> list[str]:
     written in the environment."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
+
 class KaasSettings(BaseSettings):
     """What every deployable has: its environment, the database, logging and the metrics token."""
 

@@ -22,6 +22,7 @@ MAX_PAGE_SIZE = 500
 # which path parameter names a resource, most specific first
 _RESOURCE_PARAMS = (
     ("pool", "node_pool"),
+    ("operation_id", "operation"),
     ("webhook_id", "webhook"),
     ("kubeconfig_token_id", "kubeconfig_token"),
     ("token_id", "token"),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from kaas_api.audit.middleware import add_audit_detail
 from kaas_api.auth.service import authorize_project
-from kaas_api.clusters import service
+from kaas_api.clusters import service, upgrades
 from kaas_api.clusters.schemas import (
     ClusterAccepted,
     ClusterCreate,
@@ -18,23 +18,29 @@ from kaas_api.clusters.schemas import (
     ClusterPatch,
     ConditionOut,
     ControlPlaneOut,
+    MaintenanceWindow,
     NodeCounts,
     NodeOut,
     NodePoolAccepted,
     NodePoolCreate,
     NodePoolOut,
     NodePoolPatch,
+    NodePoolUpgrade,
+    UpgradeStrategy,
+    WindowTimes,
 )
 from kaas_api.deps import CurrentUser, Settings, Uow
 from kaas_api.operations.schemas import OperationOut
 from kaas_api.operations.service import list_cluster_operations
-from kaas_core.db.models import Cluster, NodePool, Role
+from kaas_core import maintenance
+from kaas_core.db.models import Cluster, NodePool, Operation, Role, utcnow
+from kaas_core.kube_versions import KubeVersion, VersionError
 from kaas_core.security import SecretBox
 
 router = APIRouter(prefix="/v1/projects/{project}/clusters", tags=["clusters"])
 
 
-def pool_out(pool: NodePool) -> NodePoolOut:
+def pool_out(pool: NodePool, cluster: Cluster) -> NodePoolOut:
     return NodePoolOut(
         id=pool.id,
         name=pool.name,
@@ -42,13 +48,47 @@ def pool_out(pool: NodePool) -> NodePoolOut:
         count=pool.count,
         labels=dict(pool.labels or {}),
         taints=list(pool.taints or []),
+        kubernetes_version=pool.kubernetes_version or cluster.kubernetes_version,
+        min_count=pool.min_count,
+        max_count=pool.max_count,
+        nodes_to_remove=list(pool.nodes_to_remove or []),
         created_at=pool.created_at,
     )
+
+
+def pending_upgrade(cluster: Cluster) -> str | None:
+    """The newest of the region's automatic upgrades on the cluster's minor that is newer than its version."""
+    try:
+        current = KubeVersion.parse(cluster.kubernetes_version)
+    except VersionError:
+        return None
+    best: tuple[KubeVersion, str] | None = None
+    for text in cluster.region.automatic_upgrades or []:
+        try:
+            candidate = KubeVersion.parse(text)
+        except VersionError:
+            continue
+        same_minor = (candidate.major, candidate.minor) == (current.major, current.minor)
+        if same_minor and candidate > current and (best is None or candidate > best[0]):
+            best = (candidate, text)
+    return best[1] if best is not None else None
+
+
+def _maintenance(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTimes | None]:
+    if not cluster.maintenance_window:
+        return None, None
+    try:
+        window = maintenance.MaintenanceWindow.parse(cluster.maintenance_window)
+    except maintenance.MaintenanceWindowError:
+        return None, None  # written by something else than this API: shown as none rather than a 500
+    start, end = maintenance.next_window(window, utcnow())
+    return MaintenanceWindow.model_validate(window.as_dict()), WindowTimes(start=start, end=end)
 
 
 def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
     observed, ready = service.node_counts(session, cluster)
     desired = cluster.control_plane_count + sum(pool.count for pool in cluster.node_pools)
+    window, next_window = _maintenance(cluster)
     return ClusterOut(
         id=cluster.id,
         name=cluster.name,
@@ -56,7 +96,7 @@ def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
         region=cluster.region.name,
         kubernetes_version=cluster.kubernetes_version,
         control_plane=ControlPlaneOut(count=cluster.control_plane_count, flavor=cluster.control_plane_flavor),
-        node_pools=[pool_out(pool) for pool in cluster.node_pools],
+        node_pools=[pool_out(pool, cluster) for pool in cluster.node_pools],
         node_cidr=cluster.node_cidr,
         pod_cidr=cluster.pod_cidr,
         service_cidr=cluster.service_cidr,
@@ -65,6 +105,9 @@ def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
         conditions=[ConditionOut.model_validate(c) for c in cluster.conditions or []],
         node_counts=NodeCounts(desired=desired, observed=observed, ready=ready),
         api_endpoint=cluster.api_endpoint,
+        maintenance_window=window,
+        next_maintenance_window=next_window,
+        pending_upgrade=pending_upgrade(cluster),
         generation=cluster.generation,
         observed_generation=cluster.observed_generation,
         created_at=cluster.created_at,
@@ -106,12 +149,31 @@ def get_cluster(project: str, cluster: str, principal: CurrentUser, uow: Uow) ->
 def update_cluster(
     project: str, cluster: str, body: ClusterPatch, principal: CurrentUser, uow: Uow
 ) -> ClusterAccepted:
-    """Change node pool counts."""
+    """Change node pool counts, or upgrade Kubernetes (a rolling replacement of every node: 409 while
+    another operation is unfinished), and/or set the maintenance window (null removes it)."""
     access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
     row = service.get_cluster(uow.session, access.project, cluster)
-    counts = {item.name: item.count for item in body.node_pools}
-    operation = service.scale_cluster(uow, row, counts, requested_by=principal.user.id)
-    return ClusterAccepted(cluster=cluster_out(uow.session, row), operation=OperationOut.of(operation))
+    operation: Operation | None = None
+    if "maintenance_window" in body.model_fields_set:
+        window = body.maintenance_window.model_dump() if body.maintenance_window is not None else None
+        service.set_maintenance_window(row, window)
+    if body.kubernetes_version is not None:
+        strategy = body.upgrade_strategy or UpgradeStrategy()
+        operation = upgrades.upgrade_cluster(
+            uow,
+            row,
+            to_version=body.kubernetes_version,
+            strategy=strategy.strategy(),
+            requested_by=principal.user.id,
+        )
+    elif body.node_pools is not None:
+        counts = {item.name: item.count for item in body.node_pools}
+        operation = service.scale_cluster(uow, row, counts, requested_by=principal.user.id)
+    uow.session.flush()
+    return ClusterAccepted(
+        cluster=cluster_out(uow.session, row),
+        operation=OperationOut.of(operation) if operation is not None else None,
+    )
 
 
 @router.delete("/{cluster}", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)
@@ -126,7 +188,7 @@ def delete_cluster(project: str, cluster: str, principal: CurrentUser, uow: Uow)
 def list_node_pools(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> list[NodePoolOut]:
     access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
     row = service.get_cluster(uow.session, access.project, cluster)
-    return [pool_out(pool) for pool in row.node_pools]
+    return [pool_out(pool, row) for pool in row.node_pools]
 
 
 @router.post("/{cluster}/node-pools", status_code=status.HTTP_202_ACCEPTED, response_model=NodePoolAccepted)
@@ -136,14 +198,14 @@ def create_node_pool(
     access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
     row = service.get_cluster(uow.session, access.project, cluster)
     pool, operation = service.add_node_pool(uow, row, body, requested_by=principal.user.id)
-    return NodePoolAccepted(node_pool=pool_out(pool), operation=OperationOut.of(operation))
+    return NodePoolAccepted(node_pool=pool_out(pool, row), operation=OperationOut.of(operation))
 
 
 @router.get("/{cluster}/node-pools/{pool}", response_model=NodePoolOut)
 def get_node_pool(project: str, cluster: str, pool: str, principal: CurrentUser, uow: Uow) -> NodePoolOut:
     access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
     row = service.get_cluster(uow.session, access.project, cluster)
-    return pool_out(service.get_node_pool(row, pool))
+    return pool_out(service.get_node_pool(row, pool), row)
 
 
 @router.patch(
@@ -155,7 +217,31 @@ def update_node_pool(
     access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
     row = service.get_cluster(uow.session, access.project, cluster)
     updated, operation = service.update_node_pool(uow, row, pool, body, requested_by=principal.user.id)
-    return NodePoolAccepted(node_pool=pool_out(updated), operation=OperationOut.of(operation))
+    return NodePoolAccepted(node_pool=pool_out(updated, row), operation=OperationOut.of(operation))
+
+
+@router.post(
+    "/{cluster}/node-pools/{pool}/upgrade",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=NodePoolAccepted,
+)
+def upgrade_node_pool(
+    project: str, cluster: str, pool: str, body: NodePoolUpgrade, principal: CurrentUser, uow: Uow
+) -> NodePoolAccepted:
+    """Upgrade one pool's nodes (kubelets) to a version up to the control plane's, by default the cluster's:
+    a rolling replacement; 409 while another operation is unfinished."""
+    access = authorize_project(uow.session, principal, project, need=Role.MEMBER)
+    row = service.get_cluster(uow.session, access.project, cluster)
+    operation = upgrades.upgrade_node_pool(
+        uow,
+        row,
+        pool,
+        to_version=body.kubernetes_version,
+        strategy=body.upgrade_strategy.strategy(),
+        requested_by=principal.user.id,
+    )
+    upgraded = service.get_node_pool(row, pool)
+    return NodePoolAccepted(node_pool=pool_out(upgraded, row), operation=OperationOut.of(operation))
 
 
 @router.delete(

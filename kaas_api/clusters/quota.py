@@ -2,7 +2,8 @@
 
 Called by ``kaas_api.clusters.service`` before it changes the spec (cluster create, node pool changes),
 and by the quota endpoint for the usage report. Counts live clusters (``deleted_at IS NULL``, not phase
-``deleted``) and their desired nodes (control plane plus pools), sized by the flavors of their region.
+``deleted``) and their desired nodes (control plane plus pools; an autoscaled pool its max_count), sized
+by the flavors of their region.
 The project row is locked first so two concurrent requests cannot both squeeze under a limit.
 """
 
@@ -49,10 +50,16 @@ def footprint(*, sizes: dict[str, tuple[int, int]], clusters: int, nodes: list[t
     return Usage(clusters=clusters, nodes=sum(count for _, count in nodes), vcpus=vcpus, ram_mb=ram)
 
 
+def reserved_count(count: int, max_count: int | None) -> int:
+    """The nodes a pool holds of the project's quota: an autoscaled pool may grow to its max_count, and the
+    autoscaler must never find the quota taken by something else."""
+    return max(count, max_count or 0)
+
+
 def cluster_footprint(cluster: Cluster) -> Usage:
-    """Needs ``cluster.region`` and ``cluster.node_pools`` loaded."""
+    """Needs ``cluster.region`` and ``cluster.node_pools`` loaded; a pool counts its ``reserved_count``."""
     nodes = [(cluster.control_plane_flavor, cluster.control_plane_count)]
-    nodes += [(pool.flavor, pool.count) for pool in cluster.node_pools]
+    nodes += [(pool.flavor, reserved_count(pool.count, pool.max_count)) for pool in cluster.node_pools]
     return footprint(sizes=flavor_sizes(cluster.region), clusters=1, nodes=nodes)
 
 

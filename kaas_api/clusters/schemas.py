@@ -5,7 +5,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from kaas_api.operations.schemas import OperationOut
@@ -20,7 +29,9 @@ from kaas_api.validation import (
     LabelKey,
     LabelValue,
     Version,
+    anchored,
 )
+from kaas_core import maintenance, upgrades
 
 MAX_POOL_COUNT = 100
 MAX_POOLS = 20
@@ -108,14 +119,102 @@ class NodePoolCreate(BaseModel):
     count: PoolSize
     labels: Labels = Field(default_factory=dict)
     taints: Taints = Field(default_factory=list)
+    min_count: PoolSize | None = Field(
+        default=None, description="The autoscaler's lower bound; with max_count, or neither."
+    )
+    max_count: PoolSize | None = Field(
+        default=None, description="The autoscaler's upper bound (counted against the quota); with min_count."
+    )
+
+
+MAX_NODES_TO_REMOVE = MAX_POOL_COUNT
 
 
 class NodePoolPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"count": 5}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"count": 5}, {"count": 2, "nodes_to_remove": ["kaas-1a2b3c4d-p1-x7k2q"]}]
+        },
+    )
 
     count: PoolSize | None = None
     labels: Labels | None = None
     taints: Taints | None = None
+    min_count: PoolSize | None = Field(default=None, description="With max_count; both null: not autoscaled.")
+    max_count: PoolSize | None = Field(default=None, description="With min_count.")
+    nodes_to_remove: list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] | None = Field(
+        default=None,
+        max_length=MAX_NODES_TO_REMOVE,
+        description="With a lower count: the pool's nodes to drain and remove first (at most the decrease).",
+    )
+
+
+class UpgradeStrategy(BaseModel):
+    """How the rollout replaces nodes (``kaas_core.upgrades.UpgradeStrategy`` holds the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_surge: Annotated[int, Field(ge=0, le=upgrades.MAX_SURGE_LIMIT), JSON_INTEGER] = (
+        upgrades.UpgradeStrategy.max_surge
+    )
+    max_unavailable: Annotated[int, Field(ge=0, le=upgrades.MAX_UNAVAILABLE_LIMIT), JSON_INTEGER] = (
+        upgrades.UpgradeStrategy.max_unavailable
+    )
+    drain_timeout_seconds: Annotated[
+        int, Field(ge=upgrades.MIN_TIMEOUT_SECONDS, le=upgrades.MAX_TIMEOUT_SECONDS), JSON_INTEGER
+    ] = upgrades.UpgradeStrategy.drain_timeout_seconds
+    node_ready_timeout_seconds: Annotated[
+        int, Field(ge=upgrades.MIN_TIMEOUT_SECONDS, le=upgrades.MAX_TIMEOUT_SECONDS), JSON_INTEGER
+    ] = upgrades.UpgradeStrategy.node_ready_timeout_seconds
+
+    def strategy(self) -> upgrades.UpgradeStrategy:
+        return upgrades.UpgradeStrategy(**self.model_dump())
+
+
+class NodePoolUpgrade(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"kubernetes_version": "1.30.2", "upgrade_strategy": {"max_surge": 2}}]
+        },
+    )
+
+    kubernetes_version: Version | None = Field(default=None, description="Default: the cluster's version.")
+    upgrade_strategy: UpgradeStrategy = Field(default_factory=UpgradeStrategy)
+
+
+def _known_time_zone(value: str) -> str:
+    try:
+        return maintenance.check_time_zone(value)
+    except maintenance.MaintenanceWindowError as exc:
+        raise PydanticCustomError("unknown_time_zone", str(exc)) from None
+
+
+class MaintenanceWindow(BaseModel):
+    """A weekly window, in the cluster's time zone, automatic patch upgrades may run in."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"day": "sun", "start": "02:00", "duration_minutes": 240, "time_zone": "Asia/Tokyo"}]
+        },
+    )
+
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    start: Annotated[str, StringConstraints(pattern=anchored(maintenance.START_PATTERN))] = Field(
+        description="24-hour local time HH:MM."
+    )
+    duration_minutes: Annotated[
+        int,
+        Field(ge=maintenance.MIN_DURATION_MINUTES, le=maintenance.MAX_DURATION_MINUTES),
+        JSON_INTEGER,
+    ]
+    time_zone: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=maintenance.TIME_ZONE_MAX),
+        AfterValidator(_known_time_zone),
+    ] = Field(description="An IANA time zone name, e.g. 'Europe/Paris' or 'UTC'.")
 
 
 class ControlPlane(BaseModel):
@@ -165,15 +264,59 @@ class PoolCount(BaseModel):
 
 
 class ClusterPatch(BaseModel):
+    """Scale pools, or upgrade Kubernetes (not both at once), and/or set the maintenance window."""
+
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"node_pools": [{"name": "workers", "count": 5}]}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"node_pools": [{"name": "workers", "count": 5}]},
+                {"kubernetes_version": "1.31.1", "upgrade_strategy": {"max_surge": 1, "max_unavailable": 0}},
+                {
+                    "maintenance_window": {
+                        "day": "sun",
+                        "start": "02:00",
+                        "duration_minutes": 240,
+                        "time_zone": "UTC",
+                    }
+                },
+            ],
+            "minProperties": 1,
+            "dependentRequired": {"upgrade_strategy": ["kubernetes_version"]},
+        },
     )
 
-    node_pools: list[PoolCount] = Field(min_length=1, max_length=MAX_POOLS)
+    node_pools: list[PoolCount] | None = Field(default=None, min_length=1, max_length=MAX_POOLS)
+    kubernetes_version: Version | None = Field(
+        default=None, description="Upgrade the control plane and every pool (a rolling replacement)."
+    )
+    upgrade_strategy: UpgradeStrategy | None = Field(default=None, description="With kubernetes_version.")
+    maintenance_window: MaintenanceWindow | None = Field(default=None, description="null removes it.")
+
+    @model_validator(mode="after")
+    def _one_kind_of_change(self) -> ClusterPatch:
+        given = self.model_fields_set
+        if self.node_pools is None and self.kubernetes_version is None and "maintenance_window" not in given:
+            raise PydanticCustomError(
+                "nothing_to_change", "give node_pools, kubernetes_version or maintenance_window"
+            )
+        if "upgrade_strategy" in given and self.kubernetes_version is None:
+            raise PydanticCustomError(
+                "required_with", "upgrade_strategy is given only with kubernetes_version"
+            )
+        if self.kubernetes_version is not None and self.node_pools is not None:
+            raise PydanticCustomError(
+                "conflicting_changes",
+                "an upgrade (kubernetes_version) cannot be combined with other changes (node_pools): "
+                "send them one after the other",
+            )
+        return self
 
     @field_validator("node_pools")
     @classmethod
-    def _each_pool_once(cls, value: list[PoolCount]) -> list[PoolCount]:
+    def _each_pool_once(cls, value: list[PoolCount] | None) -> list[PoolCount] | None:
+        if value is None:
+            return None
         names = [item.name for item in value]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
@@ -190,6 +333,10 @@ class NodePoolOut(BaseModel):
     count: int
     labels: dict[str, str]
     taints: list[dict[str, str]]
+    kubernetes_version: str = Field(description="The pool's kubelet version (the cluster's unless upgraded).")
+    min_count: int | None = None
+    max_count: int | None = None
+    nodes_to_remove: list[str] = Field(default_factory=list)
     created_at: Timestamp
 
 
@@ -212,6 +359,11 @@ class ControlPlaneOut(BaseModel):
     flavor: str
 
 
+class WindowTimes(BaseModel):
+    start: Timestamp
+    end: Timestamp
+
+
 class ClusterOut(BaseModel):
     id: str
     name: str
@@ -228,6 +380,14 @@ class ClusterOut(BaseModel):
     conditions: list[ConditionOut]
     node_counts: NodeCounts
     api_endpoint: str | None
+    maintenance_window: MaintenanceWindow | None = None
+    next_maintenance_window: WindowTimes | None = Field(
+        default=None, description="The window open now, else the next one (UTC)."
+    )
+    pending_upgrade: str | None = Field(
+        default=None,
+        description="The patch version the region upgrades this cluster to automatically in its next window.",
+    )
     generation: int
     observed_generation: int
     created_at: Timestamp
@@ -237,7 +397,9 @@ class ClusterOut(BaseModel):
 
 class ClusterAccepted(BaseModel):
     cluster: ClusterOut
-    operation: OperationOut
+    operation: OperationOut | None = Field(
+        description="The operation to poll; null when the change needs no work (a maintenance window)."
+    )
 
 
 class NodePoolAccepted(BaseModel):

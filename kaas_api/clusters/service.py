@@ -13,12 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
-from kaas_api.clusters.quota import check_quota, cluster_footprint, footprint
+from kaas_api.clusters.quota import check_quota, cluster_footprint, footprint, reserved_count
 from kaas_api.clusters.schemas import ClusterCreate, NodePoolCreate, NodePoolPatch
 from kaas_api.dispatch import UnitOfWork
 from kaas_api.errors import Conflict, InvalidInput, NotFound
 from kaas_api.kubeconfig.service import revoke_cluster_kubeconfig_tokens
-from kaas_api.operations.service import record_operation
 from kaas_api.regions.service import flavor_sizes, get_region
 from kaas_api.validation import is_dns_label, is_uuid, overlapping_cidrs
 from kaas_core.db.models import (
@@ -32,6 +31,7 @@ from kaas_core.db.models import (
     Region,
     utcnow,
 )
+from kaas_core.operations import record_operation, unfinished_operation
 from kaas_core.security import AGENT_TOKEN_PREFIX, SecretBox, generate_token, hash_token
 
 _FINAL_PHASES = (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value)
@@ -117,7 +117,7 @@ def _region_for_create(session: Session, name: str) -> Region:
         ) from None
 
 
-def _request_reconcile(uow: UnitOfWork, cluster: Cluster) -> None:
+def request_reconcile(uow: UnitOfWork, cluster: Cluster) -> None:
     """Ask for a pass twice over: the cluster is due now in this very transaction (the provider's due-scan
     queues it if the message below is lost, or never sent because this process died after the commit), and
     the message after the commit is the fast path. The ticket bump tells a pass running meanwhile that a
@@ -151,6 +151,9 @@ def create_cluster(
     _check_pool_names(spec.node_pools)
     for index, pool in enumerate(spec.node_pools):
         _check_flavor(region, pool.flavor, field=f"node_pools[{index}].flavor")
+        check_autoscale_bounds(
+            count=pool.count, min_count=pool.min_count, max_count=pool.max_count, field=f"node_pools[{index}]"
+        )
     cidrs = {
         "node_cidr": spec.node_cidr or region.default_node_cidr,
         "pod_cidr": spec.pod_cidr or region.default_pod_cidr,
@@ -167,7 +170,7 @@ def create_cluster(
         raise Conflict(f"a cluster named {spec.name!r} already exists in project {project.name!r}")
 
     nodes = [(spec.control_plane.flavor, spec.control_plane.count)] + [
-        (p.flavor, p.count) for p in spec.node_pools
+        (p.flavor, reserved_count(p.count, p.max_count)) for p in spec.node_pools
     ]
     check_quota(session, project, footprint(sizes=flavor_sizes(region), clusters=1, nodes=nodes))
 
@@ -200,7 +203,7 @@ def create_cluster(
     session.flush()
     operation = record_operation(session, cluster, kind=OperationKind.CREATE, requested_by=requested_by)
     cluster = get_cluster(session, project, cluster.id)
-    _request_reconcile(uow, cluster)
+    request_reconcile(uow, cluster)
     return cluster, operation
 
 
@@ -212,7 +215,30 @@ def _pool_row(cluster: Cluster, pool: NodePoolCreate) -> NodePool:
         count=pool.count,
         labels=dict(pool.labels),
         taints=[t.model_dump(mode="json") for t in pool.taints],
+        min_count=pool.min_count,
+        max_count=pool.max_count,
     )
+
+
+def check_autoscale_bounds(*, count: int, min_count: int | None, max_count: int | None, field: str) -> None:
+    """An autoscaled pool has both bounds, and ``min_count <= count <= max_count``; a plain one neither."""
+    prefix = f"{field}." if field else ""
+    if (min_count is None) != (max_count is None):
+        missing = "max_count" if max_count is None else "min_count"
+        raise InvalidInput(
+            f"{prefix}{missing}: min_count and max_count are given together (or neither)",
+            field=f"{prefix}{missing}",
+            rule="required_with",
+        )
+    if min_count is None or max_count is None:
+        return
+    if not min_count <= count <= max_count:
+        raise InvalidInput(
+            f"{prefix}count: an autoscaled pool needs min_count <= count <= max_count "
+            f"(got {min_count} <= {count} <= {max_count})",
+            field=f"{prefix}count" if min_count <= max_count else f"{prefix}min_count",
+            rule="out_of_range",
+        )
 
 
 def _live_name_taken(session: Session, project: Project, name: str) -> bool:
@@ -226,7 +252,20 @@ def _live_name_taken(session: Session, project: Project, name: str) -> bool:
     )
 
 
-def _require_changeable(cluster: Cluster) -> None:
+def _require_changeable(session: Session, cluster: Cluster) -> None:
+    """A spec change waits for an unfinished upgrade (its rollout owns the nodes until it ends: resume,
+    roll back or cancel it); a deletion does not (``delete_cluster`` supersedes it)."""
+    require_not_deleting(cluster)
+    upgrade = unfinished_operation(session, cluster)
+    if upgrade is not None and upgrade.kind == OperationKind.UPGRADE.value:
+        raise Conflict(
+            f"cluster {cluster.name!r} has an unfinished upgrade, operation {upgrade.id} ({upgrade.state}); "
+            "change it once the upgrade has ended, or roll back or cancel the upgrade",
+            detail={"operation_id": upgrade.id},
+        )
+
+
+def require_not_deleting(cluster: Cluster) -> None:
     if cluster.phase in _FINAL_PHASES or cluster.deleted_at is not None:
         raise Conflict(f"cluster {cluster.name!r} is being deleted; it cannot be changed")
 
@@ -237,7 +276,7 @@ def _spec_changed(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Op
     cluster.updated_at = utcnow()
     uow.session.flush()
     operation = record_operation(uow.session, cluster, kind=OperationKind.UPDATE, requested_by=requested_by)
-    _request_reconcile(uow, cluster)
+    request_reconcile(uow, cluster)
     return operation
 
 
@@ -257,8 +296,12 @@ def _check_growth(session: Session, cluster: Cluster, new_nodes: list[tuple[str,
 def _nodes_with(
     cluster: Cluster, counts: dict[str, int], *, extra: tuple[tuple[str, int], ...] = ()
 ) -> list[tuple[str, int]]:
+    """The cluster's reserved nodes (``reserved_count``) with some pools' reservations replaced."""
     nodes = [(cluster.control_plane_flavor, cluster.control_plane_count)]
-    nodes += [(pool.flavor, counts.get(pool.name, pool.count)) for pool in cluster.node_pools]
+    nodes += [
+        (pool.flavor, counts.get(pool.name, reserved_count(pool.count, pool.max_count)))
+        for pool in cluster.node_pools
+    ]
     return nodes + list(extra)
 
 
@@ -267,7 +310,7 @@ def scale_cluster(
 ) -> Operation:
     """Set node pool counts (name -> count, in the order of the request's ``node_pools``); every named pool
     must exist. A name the cluster has no pool of is the request's fault (422), not a missing cluster."""
-    _require_changeable(cluster)
+    _require_changeable(uow.session, cluster)
     existing = sorted(pool.name for pool in cluster.node_pools)
     for index, name in enumerate(counts):
         if name not in existing:
@@ -278,7 +321,14 @@ def scale_cluster(
                 rule="unknown_node_pool",
                 allowed=existing,
             )
-    _check_growth(uow.session, cluster, _nodes_with(cluster, counts))
+    pools = {pool.name: pool for pool in cluster.node_pools}
+    for index, (name, count) in enumerate(counts.items()):
+        pool = pools[name]
+        check_autoscale_bounds(
+            count=count, min_count=pool.min_count, max_count=pool.max_count, field=f"node_pools[{index}]"
+        )
+    reserved = {name: reserved_count(count, pools[name].max_count) for name, count in counts.items()}
+    _check_growth(uow.session, cluster, _nodes_with(cluster, reserved))
     for pool in cluster.node_pools:
         if pool.name in counts:
             pool.count = counts[pool.name]
@@ -288,11 +338,13 @@ def scale_cluster(
 def add_node_pool(
     uow: UnitOfWork, cluster: Cluster, spec: NodePoolCreate, *, requested_by: str
 ) -> tuple[NodePool, Operation]:
-    _require_changeable(cluster)
+    _require_changeable(uow.session, cluster)
     if any(pool.name == spec.name for pool in cluster.node_pools):
         raise Conflict(f"node pool {spec.name!r} already exists in cluster {cluster.name!r}")
     _check_flavor(cluster.region, spec.flavor, field="flavor")
-    _check_growth(uow.session, cluster, _nodes_with(cluster, {}, extra=((spec.flavor, spec.count),)))
+    check_autoscale_bounds(count=spec.count, min_count=spec.min_count, max_count=spec.max_count, field="")
+    reserved = reserved_count(spec.count, spec.max_count)
+    _check_growth(uow.session, cluster, _nodes_with(cluster, {}, extra=((spec.flavor, reserved),)))
     pool = _pool_row(cluster, spec)
     uow.session.add(pool)
     try:
@@ -305,11 +357,28 @@ def add_node_pool(
 def update_node_pool(
     uow: UnitOfWork, cluster: Cluster, name: str, patch: NodePoolPatch, *, requested_by: str
 ) -> tuple[NodePool, Operation]:
-    _require_changeable(cluster)
+    _require_changeable(uow.session, cluster)
     pool = get_node_pool(cluster, name)
-    if patch.count is not None:
-        _check_growth(uow.session, cluster, _nodes_with(cluster, {pool.name: patch.count}))
-        pool.count = patch.count
+    given = patch.model_fields_set
+    min_count, max_count = pool.min_count, pool.max_count
+    if "min_count" in given or "max_count" in given:
+        if not {"min_count", "max_count"} <= given:
+            missing = "max_count" if "max_count" not in given else "min_count"
+            raise InvalidInput(
+                f"{missing}: min_count and max_count are changed together (both null: not autoscaled)",
+                field=missing,
+                rule="required_with",
+            )
+        min_count, max_count = patch.min_count, patch.max_count
+    count = pool.count if patch.count is None else patch.count
+    check_autoscale_bounds(count=count, min_count=min_count, max_count=max_count, field="")
+    if patch.nodes_to_remove is not None:
+        _check_nodes_to_remove(uow.session, pool, patch.nodes_to_remove, new_count=patch.count)
+    _check_growth(uow.session, cluster, _nodes_with(cluster, {pool.name: reserved_count(count, max_count)}))
+    pool.count = count
+    pool.min_count, pool.max_count = min_count, max_count
+    if patch.nodes_to_remove is not None:
+        pool.nodes_to_remove = list(patch.nodes_to_remove)
     if patch.labels is not None:
         pool.labels = dict(patch.labels)
     if patch.taints is not None:
@@ -317,12 +386,58 @@ def update_node_pool(
     return pool, _spec_changed(uow, cluster, requested_by=requested_by)
 
 
+def _check_nodes_to_remove(
+    session: Session, pool: NodePool, names: list[str], *, new_count: int | None
+) -> None:
+    """Names of the pool's current nodes, at most as many as the count goes down by, each once."""
+    if new_count is None or new_count >= pool.count:
+        raise InvalidInput(
+            f"nodes_to_remove: goes with a count lower than the pool's {pool.count}",
+            field="nodes_to_remove",
+            rule="required_with",
+        )
+    if len(names) > pool.count - new_count:
+        raise InvalidInput(
+            f"nodes_to_remove: {len(names)} nodes named, but the count goes down by only "
+            f"{pool.count - new_count} (from {pool.count} to {new_count})",
+            field="nodes_to_remove",
+            rule="out_of_range",
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInput(
+            f"nodes_to_remove: each node is named once; repeated: {', '.join(n[:80] for n in repeated)}",
+            field="nodes_to_remove",
+            rule="duplicate",
+        )
+    current = set(
+        session.scalars(
+            select(Node.name).where(Node.cluster_id == pool.cluster_id, Node.node_pool_id == pool.id)
+        )
+    )
+    for index, node_name in enumerate(names):
+        if node_name not in current:
+            raise InvalidInput(
+                f"nodes_to_remove[{index}]: {node_name[:80]!r} is not a node of pool {pool.name!r}",
+                field=f"nodes_to_remove[{index}]",
+                rule="unknown_node",
+            )
+
+
 def delete_node_pool(uow: UnitOfWork, cluster: Cluster, name: str, *, requested_by: str) -> Operation:
-    _require_changeable(cluster)
+    _require_changeable(uow.session, cluster)
     pool = get_node_pool(cluster, name)
     cluster.node_pools.remove(pool)  # delete-orphan cascade deletes the row
     uow.session.flush()
     return _spec_changed(uow, cluster, requested_by=requested_by)
+
+
+def set_maintenance_window(cluster: Cluster, window: dict[str, object] | None) -> None:
+    """Store (or remove) the weekly window: no work for the provider, so no operation and no reconcile.
+    Allowed during an upgrade: it is no spec change of the rollout's."""
+    require_not_deleting(cluster)
+    cluster.maintenance_window = window
+    cluster.updated_at = utcnow()
 
 
 def delete_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Operation:
@@ -337,7 +452,7 @@ def delete_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> O
     uow.session.flush()  # the UPDATE locks the row: a kubeconfig download now waits, then sees "deleting"
     revoke_cluster_kubeconfig_tokens(uow.session, cluster)
     operation = record_operation(uow.session, cluster, kind=OperationKind.DELETE, requested_by=requested_by)
-    _request_reconcile(uow, cluster)
+    request_reconcile(uow, cluster)
     return operation
 
 
@@ -378,7 +493,7 @@ def resume_cluster(uow: UnitOfWork, cluster: Cluster) -> Cluster:
     cluster.paused = False
     cluster.updated_at = utcnow()
     uow.session.flush()
-    _request_reconcile(uow, cluster)
+    request_reconcile(uow, cluster)
     return cluster
 
 
@@ -408,7 +523,7 @@ def retry_cluster(uow: UnitOfWork, cluster: Cluster, *, requested_by: str) -> Op
     cluster.updated_at = utcnow()
     uow.session.flush()
     operation = record_operation(uow.session, cluster, kind=kind, requested_by=requested_by)
-    _request_reconcile(uow, cluster)
+    request_reconcile(uow, cluster)
     return operation
 
 

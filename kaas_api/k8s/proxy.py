@@ -307,9 +307,7 @@ async def proxy(
 # the parameter as one escaped segment; the description says how real paths (several segments) are read.
 _PATH_CHAR = r"[^\x00-\x1f\x7f\\;%?#]"
 _PATH_START = r"[^./\x00-\x1f\x7f\\;%?#]"
-PROXIED_PATH_PATTERN = (
-    rf"^(?:{_PATH_START}|\.{_PATH_START}|\.\.[^/\x00-\x1f\x7f\\;%?#]){_PATH_CHAR}*$"
-)
+PROXIED_PATH_PATTERN = rf"^(?:{_PATH_START}|\.{_PATH_START}|\.\.[^/\x00-\x1f\x7f\\;%?#]){_PATH_CHAR}*$"
 ProxiedPath = Annotated[
     str,
     PathParam(

@@ -90,9 +90,7 @@ def token_out(view: service.KubeconfigTokenView) -> KubeconfigTokenOut:
     )
 
 
-@router.get(
-    "/kubeconfig-tokens", response_model=list[KubeconfigTokenOut], responses=errors(403, 404)
-)
+@router.get("/kubeconfig-tokens", response_model=list[KubeconfigTokenOut], responses=errors(403, 404))
 def list_kubeconfig_tokens(
     principal: CurrentUser,
     uow: Uow,

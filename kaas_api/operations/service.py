@@ -1,57 +1,27 @@
-"""Operations: recording a requested change of a cluster, superseding older ones, reading progress.
+"""Operations: reading progress, and the controls of a running one (resume, pause, roll back, cancel).
 
-``record_operation`` is called by ``kaas_api.clusters.service`` in the same transaction as the spec change;
-the provider workers update step, progress and state. Reads are for ``kaas_api.operations.endpoints``.
+Operations are recorded by ``kaas_core.operations.record_operation`` (in the transaction of the spec
+change); the provider workers update step, progress, nodes and state. Reads and controls are for
+``kaas_api.operations.endpoints``. A control changes the operation's row (and, for a rollback, the desired
+versions) and asks for a pass after the commit, as a spec change does; the rollout does the rest.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from kaas_api.auth.service import Principal, project_role
-from kaas_api.errors import NotFound
+from kaas_api.clusters.service import request_reconcile
+from kaas_api.clusters.upgrades import api_errors
+from kaas_api.dispatch import UnitOfWork
+from kaas_api.errors import Conflict, Forbidden, NotFound
 from kaas_api.validation import is_uuid
-from kaas_core.db.models import (
-    UNFINISHED_OPERATION_STATES,
-    Cluster,
-    Operation,
-    OperationKind,
-    OperationState,
-    utcnow,
-)
+from kaas_core.db.models import Cluster, Operation, OperationKind, OperationState, Role, utcnow
+from kaas_core.upgrades import rollback_upgrade
 
-_UNFINISHED = UNFINISHED_OPERATION_STATES
-
-
-def record_operation(
-    session: Session, cluster: Cluster, *, kind: OperationKind, requested_by: str | None
-) -> Operation:
-    """A new pending operation for the cluster's current generation; older unfinished ones are superseded."""
-    operation = Operation(
-        cluster_id=cluster.id,
-        project_id=cluster.project_id,
-        kind=kind.value,
-        state=OperationState.PENDING.value,
-        progress=0,
-        target_generation=cluster.generation,
-        requested_by=requested_by,
-        created_at=utcnow(),
-    )
-    session.add(operation)
-    session.flush()
-    now = utcnow()
-    older = session.scalars(
-        select(Operation).where(
-            Operation.cluster_id == cluster.id, Operation.id != operation.id, Operation.state.in_(_UNFINISHED)
-        )
-    )
-    for previous in older:
-        previous.state = OperationState.FAILED.value
-        previous.error = f"superseded by operation {operation.id}"
-        previous.finished_at = now
-    session.flush()
-    return operation
+# the kinds a rollout runs (provider.rollout) and so can stop between two nodes
+_PAUSABLE_KINDS = (OperationKind.UPGRADE.value, OperationKind.REPAIR.value)
 
 
 def get_visible_operation(session: Session, principal: Principal, operation_id: str) -> Operation:
@@ -73,3 +43,72 @@ def list_cluster_operations(session: Session, cluster: Cluster, *, limit: int = 
             .limit(limit)
         )
     )
+
+
+def _controllable(session: Session, principal: Principal, operation_id: str) -> tuple[Operation, Cluster]:
+    """The operation (locked) and its cluster, for a member or owner of its project or an admin; a viewer
+    gets 403, anyone else 404 (as a read does)."""
+    operation = get_visible_operation(session, principal, operation_id)
+    role = project_role(session, principal, operation.project_id)
+    if not principal.is_admin and (role is None or role.rank < Role.MEMBER.rank):
+        shown = role.value if role is not None else "none"
+        raise Forbidden(f"your role in the operation's project is {shown}; this needs member or higher")
+    locked = session.scalar(select(Operation).where(Operation.id == operation.id).with_for_update())
+    cluster = session.scalar(
+        select(Cluster)
+        .where(Cluster.id == operation.cluster_id)
+        .options(selectinload(Cluster.node_pools), selectinload(Cluster.region))
+    )
+    if locked is None or cluster is None:  # deleted between the read and the lock
+        raise NotFound(f"operation {operation_id[:80]!r} not found")
+    return locked, cluster
+
+
+def resume_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
+    """A paused operation runs again from where it stopped (the rollout's clocks start again)."""
+    operation, cluster = _controllable(uow.session, principal, operation_id)
+    if operation.state != OperationState.PAUSED.value:
+        raise Conflict(f"operation {operation.id} is {operation.state}: only a paused operation resumes")
+    operation.state = OperationState.RUNNING.value
+    operation.paused_reason = None
+    uow.session.flush()
+    request_reconcile(uow, cluster)
+    return operation
+
+
+def pause_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
+    """Stop an upgrade or repair after the node in hand: nothing more is replaced until it is resumed."""
+    operation, cluster = _controllable(uow.session, principal, operation_id)
+    if operation.kind not in _PAUSABLE_KINDS:
+        raise Conflict(f"operation {operation.id} is a {operation.kind}: only upgrades and repairs pause")
+    if operation.state not in (OperationState.PENDING.value, OperationState.RUNNING.value):
+        raise Conflict(f"operation {operation.id} is {operation.state}: only a pending or running one pauses")
+    operation.state = OperationState.PAUSED.value
+    operation.paused_reason = f"paused by {principal.user.name}"
+    uow.session.flush()
+    request_reconcile(uow, cluster)
+    return operation
+
+
+def rollback_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
+    """Bring an unfinished upgrade back to the versions it started from (``kaas_core.upgrades``)."""
+    operation, cluster = _controllable(uow.session, principal, operation_id)
+    with api_errors():
+        rollback_upgrade(uow.session, operation, cluster)
+    request_reconcile(uow, cluster)
+    return operation
+
+
+def cancel_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
+    """Ask an unfinished operation to stop after the node in hand (nodes stay at the versions they have); a
+    paused one has no node in hand and is cancelled at once."""
+    operation, cluster = _controllable(uow.session, principal, operation_id)
+    if OperationState(operation.state).finished:
+        raise Conflict(f"operation {operation.id} is {operation.state}: there is nothing to cancel")
+    operation.cancel_requested = True
+    if operation.state == OperationState.PAUSED.value:
+        operation.state = OperationState.CANCELLED.value
+        operation.finished_at = utcnow()
+    uow.session.flush()
+    request_reconcile(uow, cluster)
+    return operation

@@ -1,6 +1,6 @@
-"""``kaas cluster ...``: create, list, get, scale and delete clusters (optionally following the operation),
-and list a cluster's nodes. Its node pools (``node-pool``), kubeconfig and kubeconfig tokens are commands of
-their own modules, attached here by ``kaas_cli.main``."""
+"""``kaas cluster ...``: create, list, get, scale, upgrade, update (the maintenance window) and delete
+clusters (optionally following the operation), and list a cluster's nodes. Its node pools (``node-pool``),
+kubeconfig and kubeconfig tokens are commands of their own modules, attached here by ``kaas_cli.main``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from kaas_cli.commands.common import (
+    DrainTimeoutOption,
+    MaxSurgeOption,
+    MaxUnavailableOption,
+    NodeReadyTimeoutOption,
     OutputOption,
     ProjectOption,
     TimeoutOption,
@@ -17,6 +21,7 @@ from kaas_cli.commands.common import (
     follow_operation,
     items,
     resolve_project,
+    upgrade_strategy,
 )
 from kaas_cli.commands.operation import OPERATION_COLUMNS
 from kaas_cli.output import OutputFormat, console, err_console, print_data, print_object, print_rows, show
@@ -39,6 +44,7 @@ NODE_POOL_COLUMNS = [
     ("name", "POOL"),
     ("flavor", "FLAVOR"),
     ("count", "COUNT"),
+    ("kubernetes_version", "VERSION"),
     ("labels", "LABELS"),
     ("taints", "TAINTS"),
 ]
@@ -50,6 +56,33 @@ def parse_pool(text: str) -> dict[str, Any]:
     if len(parts) != 3 or not parts[2].isdigit():
         raise typer.BadParameter(f"{text!r}: expected NAME:FLAVOR:COUNT, e.g. workers:m1.small:2")
     return {"name": parts[0], "flavor": parts[1], "count": int(parts[2])}
+
+
+def parse_window(text: str) -> dict[str, Any] | None:
+    """``DAY HH:MM MINUTES TIME_ZONE`` (``sun 02:00 240 Asia/Tokyo``) → a maintenance window; ``none`` → None.
+    The server checks the values (day, time, duration 60..1440, an IANA zone) and says what is wrong."""
+    if text.strip().lower() == "none":
+        return None
+    parts = text.split()
+    if len(parts) != 4 or not parts[2].isdigit():
+        raise typer.BadParameter(
+            f"{text!r}: expected 'DAY HH:MM MINUTES TIME_ZONE', e.g. 'sun 02:00 240 Asia/Tokyo', or 'none'",
+            param_hint="--maintenance-window",
+        )
+    day, start, minutes, zone = parts
+    return {"day": day.lower(), "start": start, "duration_minutes": int(minutes), "time_zone": zone}
+
+
+def format_window(window: dict[str, Any] | None) -> str | None:
+    if not window:
+        return None
+    return f"{window['day']} {window['start']} for {window['duration_minutes']} min ({window['time_zone']})"
+
+
+def format_next_window(times: dict[str, Any] | None) -> str | None:
+    if not times:
+        return None
+    return f"{show(times.get('start'), key='start_at')} to {show(times.get('end'), key='end_at')}"
 
 
 def print_cluster(cluster: dict[str, Any]) -> None:
@@ -68,6 +101,9 @@ def print_cluster(cluster: dict[str, Any]) -> None:
             **(cluster.get("control_plane") or {"count": "?", "flavor": "?"})
         ),
         "api endpoint": cluster.get("api_endpoint"),
+        "maintenance window": format_window(cluster.get("maintenance_window")),
+        "next window": format_next_window(cluster.get("next_maintenance_window")),
+        "pending upgrade": cluster.get("pending_upgrade"),
         "created": show(cluster.get("created_at"), key="created_at"),
     }
     print_object(summary, OutputFormat.TABLE)
@@ -176,6 +212,74 @@ def scale(
             follow_operation(client, operation, timeout=timeout, fmt=output)
         if output is OutputFormat.TABLE:
             console.print(f"node pool {pool_name} → {count}")
+        else:
+            print_data(result, output)
+
+
+@app.command()
+def upgrade(
+    name: str,
+    version: Annotated[str, typer.Argument(help="the Kubernetes version (see `kaas region get`)")],
+    max_surge: MaxSurgeOption = None,
+    max_unavailable: MaxUnavailableOption = None,
+    drain_timeout: DrainTimeoutOption = None,
+    node_ready_timeout: NodeReadyTimeoutOption = None,
+    project: ProjectOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the upgrade until it ends or pauses (exit 1 if it pauses)")
+    ] = False,
+    timeout: TimeoutOption = 7200,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Upgrade the control plane and every node pool: nodes are replaced one by one, each drained first.
+
+    A failure (a node not Ready in time, a drain blocked) pauses the upgrade: `kaas operation resume`,
+    `rollback` or `cancel` it."""
+    body: dict[str, Any] = {"kubernetes_version": version}
+    strategy = upgrade_strategy(
+        max_surge=max_surge,
+        max_unavailable=max_unavailable,
+        drain_timeout=drain_timeout,
+        node_ready_timeout=node_ready_timeout,
+    )
+    if strategy is not None:
+        body["upgrade_strategy"] = strategy
+    with api_client() as (client, config):
+        path = f"/v1/projects/{resolve_project(config, project)}/clusters/{name}"
+        result = client.patch(path, body)
+        if output is OutputFormat.TABLE:
+            err_console.print(
+                f"upgrade of [bold]{name}[/] to {version} accepted, operation {result['operation']['id']}"
+            )
+        if wait:
+            result["operation"] = follow_operation(client, result["operation"], timeout=timeout, fmt=output)
+            result["cluster"] = client.get(path)
+        if output is OutputFormat.TABLE:
+            print_cluster(result["cluster"])
+        else:
+            print_data(result, output)
+
+
+@app.command()
+def update(
+    name: str,
+    maintenance_window: Annotated[
+        str,
+        typer.Option(
+            "--maintenance-window",
+            help="weekly window for automatic patch upgrades: 'DAY HH:MM MINUTES TIME_ZONE', "
+            "e.g. 'sun 02:00 240 Asia/Tokyo'; 'none' removes it",
+        ),
+    ],
+    project: ProjectOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change a cluster's settings that need no rollout (the maintenance window)."""
+    body = {"maintenance_window": parse_window(maintenance_window)}
+    with api_client() as (client, config):
+        result = client.patch(f"/v1/projects/{resolve_project(config, project)}/clusters/{name}", body)
+        if output is OutputFormat.TABLE:
+            print_cluster(result["cluster"])
         else:
             print_data(result, output)
 

@@ -74,11 +74,63 @@ def items(answer: Any) -> list[dict[str, Any]]:
     return list(answer or [])
 
 
+MaxSurgeOption = Annotated[
+    int | None, typer.Option("--max-surge", help="servers above a pool's count while it rolls (default 1)")
+]
+MaxUnavailableOption = Annotated[
+    int | None,
+    typer.Option("--max-unavailable", help="Ready nodes below a pool's count while it rolls (default 0)"),
+]
+DrainTimeoutOption = Annotated[
+    int | None,
+    typer.Option("--drain-timeout", help="seconds a node's drain may take before the upgrade pauses (600)"),
+]
+NodeReadyTimeoutOption = Annotated[
+    int | None,
+    typer.Option(
+        "--node-ready-timeout", help="seconds a new node may take to be Ready before the upgrade pauses (600)"
+    ),
+]
+
+
+def upgrade_strategy(
+    *,
+    max_surge: int | None,
+    max_unavailable: int | None,
+    drain_timeout: int | None,
+    node_ready_timeout: int | None,
+) -> dict[str, int] | None:
+    """The ``upgrade_strategy`` body of the options given (None: all the server's defaults)."""
+    given = {
+        "max_surge": max_surge,
+        "max_unavailable": max_unavailable,
+        "drain_timeout_seconds": drain_timeout,
+        "node_ready_timeout_seconds": node_ready_timeout,
+    }
+    strategy = {key: value for key, value in given.items() if value is not None}
+    return strategy or None
+
+
+def stopped_short(final: dict[str, Any]) -> str | None:
+    """Why a followed operation did not succeed (None when it did)."""
+    state = final.get("state")
+    if state == "failed":
+        return f"[red]operation failed:[/] {escape(final.get('error') or 'no message')}"
+    if state == "paused":
+        return (
+            f"[yellow]operation paused:[/] {escape(final.get('paused_reason') or 'no reason given')}; "
+            f"resume, roll back or cancel it: `kaas operation resume|rollback|cancel {final.get('id')}`"
+        )
+    if state == "cancelled":
+        return "[yellow]operation cancelled[/]"
+    return None
+
+
 def follow_operation(
     client: KaasClient, operation: dict[str, Any], *, timeout: float, fmt: OutputFormat
 ) -> dict[str, Any]:
-    """Follow ``operation`` to its end (live progress on stderr for tables); exit 1 if it failed, 3 if it
-    is still going after ``timeout`` seconds."""
+    """Follow ``operation`` until it ends or pauses (live progress on stderr for tables); exit 1 with the
+    reason if it failed, paused or was cancelled, 3 if it is still going after ``timeout`` seconds."""
     try:
         final = wait_for_operation(
             client, operation["id"], timeout=timeout, quiet=fmt is not OutputFormat.TABLE
@@ -86,7 +138,8 @@ def follow_operation(
     except OperationTimeout as exc:
         err_console.print(f"[yellow]timeout:[/] {exc}")
         raise typer.Exit(3) from exc
-    if final["state"] == "failed":
-        err_console.print(f"[red]operation failed:[/] {final.get('error') or 'no message'}")
+    problem = stopped_short(final)
+    if problem is not None:
+        err_console.print(problem, highlight=False)
         raise typer.Exit(1)
     return final

@@ -1,4 +1,5 @@
-"""``kaas cluster node-pool list|get|add|set|delete``: a cluster's node pools, their size, labels and taints.
+"""``kaas cluster node-pool list|get|add|set|upgrade|delete``: a cluster's node pools, their size, labels,
+taints, autoscaling bounds and Kubernetes version.
 
 Labels and taints are written the way ``kubectl label`` and ``kubectl taint`` write them: ``key=value`` sets
 a label, ``key-`` removes it; ``key=value:Effect`` (or ``key:Effect``) adds a taint, ``key:Effect-`` removes
@@ -15,6 +16,10 @@ import typer
 
 from kaas_cli.client import KaasClient
 from kaas_cli.commands.common import (
+    DrainTimeoutOption,
+    MaxSurgeOption,
+    MaxUnavailableOption,
+    NodeReadyTimeoutOption,
     OutputOption,
     ProjectOption,
     TimeoutOption,
@@ -23,6 +28,7 @@ from kaas_cli.commands.common import (
     follow_operation,
     items,
     resolve_project,
+    upgrade_strategy,
 )
 from kaas_cli.output import OutputFormat, console, err_console, print_data, print_object, print_rows
 
@@ -32,6 +38,7 @@ POOL_COLUMNS = [
     ("name", "NAME"),
     ("flavor", "FLAVOR"),
     ("count", "COUNT"),
+    ("kubernetes_version", "VERSION"),
     ("labels", "LABELS"),
     ("taints", "TAINTS"),
     ("created_at", "CREATED"),
@@ -199,6 +206,41 @@ def set_pool(
                 body["taints"] = apply_taints(current.get("taints") or [], taint)
         result = client.patch(path, body)
         _accepted(client, result, done=f"node pool {pool} changed", wait=wait, timeout=timeout, output=output)
+
+
+@app.command()
+def upgrade(
+    cluster: ClusterArgument,
+    pool: PoolArgument,
+    version: Annotated[str | None, typer.Argument(help="Kubernetes version (default: the cluster's)")] = None,
+    max_surge: MaxSurgeOption = None,
+    max_unavailable: MaxUnavailableOption = None,
+    drain_timeout: DrainTimeoutOption = None,
+    node_ready_timeout: NodeReadyTimeoutOption = None,
+    project: ProjectOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the upgrade until it ends or pauses (exit 1 if it pauses)")
+    ] = False,
+    timeout: TimeoutOption = 7200,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Upgrade one pool's nodes, one by one and drained first, up to the control plane's version."""
+    body: dict[str, Any] = {}
+    if version is not None:
+        body["kubernetes_version"] = version
+    strategy = upgrade_strategy(
+        max_surge=max_surge,
+        max_unavailable=max_unavailable,
+        drain_timeout=drain_timeout,
+        node_ready_timeout=node_ready_timeout,
+    )
+    if strategy is not None:
+        body["upgrade_strategy"] = strategy
+    with api_client() as (client, config):
+        path = f"{_pools_path(resolve_project(config, project), cluster)}/{pool}/upgrade"
+        result = client.post(path, body)
+        done = f"upgrade of node pool {pool} accepted"
+        _accepted(client, result, done=done, wait=wait, timeout=timeout, output=output)
 
 
 @app.command()

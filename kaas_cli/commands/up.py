@@ -121,7 +121,9 @@ def up(
     cache_dir = kube_cache_dir(os.environ, home=Path.home())
     try:
         kube = choose_kubernetes(
-            releases=built_releases(cache_dir), cache_dir=cache_dir, mode=kubernetes,
+            releases=built_releases(cache_dir),
+            cache_dir=cache_dir,
+            mode=kubernetes,
             default_version=kubernetes_version,
         )
     except KubernetesChoiceError as exc:

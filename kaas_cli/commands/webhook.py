@@ -13,7 +13,7 @@ from kaas_cli.output import OutputFormat, console, err_console, print_data, prin
 
 app = typer.Typer(help="Webhooks of a project and their deliveries.", no_args_is_help=True)
 
-EVENTS = ("operation.succeeded", "operation.failed")
+EVENTS = ("operation.succeeded", "operation.failed", "operation.paused")
 WEBHOOK_COLUMNS = [
     ("id", "ID"),
     ("url", "URL"),

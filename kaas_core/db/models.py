@@ -541,10 +541,12 @@ class AdminSession(Base):
 
 
 class WebhookEvent(enum.StrEnum):
-    """What a project's webhooks can subscribe to: an operation reaching a final state."""
+    """What a project's webhooks can subscribe to: an operation reaching a final state, or pausing on a
+    failure (an upgrade or repair waiting for someone to resume, roll back or cancel it)."""
 
     OPERATION_SUCCEEDED = "operation.succeeded"
     OPERATION_FAILED = "operation.failed"
+    OPERATION_PAUSED = "operation.paused"
 
 
 class DeliveryState(enum.StrEnum):

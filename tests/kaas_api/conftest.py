@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
@@ -29,7 +30,7 @@ from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.regions.service import create_region
 from kaas_api.users.service import create_user
-from kaas_core.db.models import Role, User
+from kaas_core.db.models import Operation, Region, Role, User
 from kaas_core.db.session import make_session_factory
 from tests.conftest import Engines, commits, create_migrated_database, drop_pg_database
 
@@ -202,3 +203,48 @@ def world(
         return build_world(client, session_factory)
     snapshot: WorldSnapshot = request.getfixturevalue("world_snapshot")
     return snapshot.world(client)
+
+
+# --- a cluster that can be upgraded (tests/kaas_api/test_upgrades.py, test_operations_control.py) -------
+
+VERSIONS = ["1.28.9", "1.29.6", "1.29.8", "1.30.2", "1.31.0"]
+HA = "/v1/projects/alpha/clusters/ha"
+
+
+def finish_operations(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        for operation in session.scalars(select(Operation).where(Operation.state == "pending")):
+            operation.state = "succeeded"
+        session.commit()
+
+
+@pytest.fixture
+def ha(world: World, session_factory: sessionmaker[Session]) -> World:
+    """Cluster ``ha``: 3 control-plane nodes at 1.29.6, pools ``p1`` (2) and ``p2`` (1); r1 offers VERSIONS;
+    every operation finished."""
+    with session_factory() as session:
+        region = session.scalar(select(Region).where(Region.name == "r1"))
+        assert region is not None
+        region.kubernetes_versions = VERSIONS
+        region.automatic_upgrades = ["1.29.8", "1.30.9"]
+        session.commit()
+    body = cluster_body(
+        "ha",
+        kubernetes_version="1.29.6",
+        control_plane={"count": 3, "flavor": "small"},
+        node_pools=[
+            {"name": "p1", "flavor": "small", "count": 2},
+            {"name": "p2", "flavor": "small", "count": 1},
+        ],
+    )
+    response = world.call("member", "POST", "/v1/projects/alpha/clusters", body)
+    assert response.status_code == 202, response.text
+    finish_operations(session_factory)
+    return world
+
+
+def upgrade(world: World, version: str, **strategy: int) -> Any:
+    body: dict[str, Any] = {"kubernetes_version": version}
+    if strategy:
+        body["upgrade_strategy"] = strategy
+    return world.call("member", "PATCH", HA, body)

@@ -86,9 +86,19 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", C + "/node-pools/{pool}"): Access("viewer"),
     ("PATCH", C + "/node-pools/{pool}"): Access("member", {"count": 3}),
     ("DELETE", C + "/node-pools/{pool}"): Access("member"),
+    # c1's create operation is unfinished: a member passes authorization and meets the 409
+    ("POST", C + "/node-pools/{pool}/upgrade"): Access(
+        "member_conflict", {"kubernetes_version": "1.30.2", "upgrade_strategy": {"max_surge": 1}}
+    ),
     ("GET", C + "/nodes"): Access("viewer"),
     ("GET", C + "/operations"): Access("viewer"),
     ("GET", "/v1/operations/{operation_id}"): Access("viewer"),
+    # c1's create operation is pending: it may be cancelled, but it is no paused upgrade to resume, pause or
+    # roll back (the state rules: tests/kaas_api/test_operations_control.py)
+    ("POST", "/v1/operations/{operation_id}/cancel"): Access("member"),
+    ("POST", "/v1/operations/{operation_id}/resume"): Access("member_conflict"),
+    ("POST", "/v1/operations/{operation_id}/pause"): Access("member_conflict"),
+    ("POST", "/v1/operations/{operation_id}/rollback"): Access("member_conflict"),
     ("GET", C + "/kubeconfig"): Access("viewer"),
     ("GET", "/v1/kubeconfig-tokens"): Access("user"),
     ("DELETE", "/v1/kubeconfig-tokens/{kubeconfig_token_id}"): Access("user"),
@@ -120,6 +130,7 @@ EXPECTED: dict[str, dict[str, int | None]] = {
     "user": dict.fromkeys(PRINCIPALS),
     "admin": {"admin": None, "owner": 403, "member": 403, "viewer": 403, "outsider": 403},
     "admin_conflict": {"admin": 409, "owner": 403, "member": 403, "viewer": 403, "outsider": 403},
+    "member_conflict": {"admin": 409, "owner": 409, "member": 409, "viewer": 403, "outsider": 404},
     "viewer": {"admin": None, "owner": None, "member": None, "viewer": None, "outsider": 404},
     "member": {"admin": None, "owner": None, "member": None, "viewer": 403, "outsider": 404},
     "owner": {"admin": None, "owner": None, "member": 403, "viewer": 403, "outsider": 404},

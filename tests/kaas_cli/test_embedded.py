@@ -112,8 +112,12 @@ def test_a_later_run_offers_its_own_versions_in_the_existing_region(
     session_factory: sessionmaker[Session],
 ) -> None:
     seed_embedded(session_factory, cloud_name="sim")
-    seed_embedded(session_factory, cloud_name="sim", kubernetes_versions=["1.36.3", "1.37.2"],
-                  default_kubernetes_version="1.36.3")
+    seed_embedded(
+        session_factory,
+        cloud_name="sim",
+        kubernetes_versions=["1.36.3", "1.37.2"],
+        default_kubernetes_version="1.36.3",
+    )
     with session_factory() as session:
         region = session.scalars(select(Region)).one()
         offered = (region.kubernetes_versions, region.default_kubernetes_version)

@@ -165,9 +165,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         what = marker.args[0]
         STANDIN_UNSUPPORTED[item.name.split("[")[0]] = what
-        item.add_marker(pytest.mark.xfail(
-            strict=True, run=marker.kwargs.get("runs", True), reason=f"the stand-in does not support {what}",
-        ))
+        item.add_marker(
+            pytest.mark.xfail(
+                strict=True,
+                run=marker.kwargs.get("runs", True),
+                reason=f"the stand-in does not support {what}",
+            )
+        )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

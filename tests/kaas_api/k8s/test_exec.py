@@ -182,8 +182,10 @@ async def test_a_subprotocol_that_could_bend_the_next_hops_header_is_refused(
         async with connect(
             exec_url(settings, world, "default", "echo", "hi"),
             ssl=tls(settings),
-            additional_headers={"Authorization": f"Bearer {world.tokens['member']}",
-                                "Sec-WebSocket-Protocol": f"{V5}, two words"},
+            additional_headers={
+                "Authorization": f"Bearer {world.tokens['member']}",
+                "Sec-WebSocket-Protocol": f"{V5}, two words",
+            },
             proxy=None,
             open_timeout=20,
         ):

@@ -57,8 +57,16 @@ class ThroughKaas:
         return self.kube.namespace
 
     def argv(self, who: str, *args: str) -> list[str]:
-        return [str(KUBECTL), "--kubeconfig", str(self.kubeconfigs[who]), "--request-timeout", "30s",
-                "-n", self.namespace, *args]
+        return [
+            str(KUBECTL),
+            "--kubeconfig",
+            str(self.kubeconfigs[who]),
+            "--request-timeout",
+            "30s",
+            "-n",
+            self.namespace,
+            *args,
+        ]
 
     async def kubectl(self, who: str, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
@@ -131,7 +139,9 @@ async def test_kubectl_apply_creates_then_changes_a_configmap(kaas: ThroughKaas)
     second = await kaas.ok("member", "apply", "-f", "-", stdin=configmap("applied", colour="green"))
     got = await kaas.ok("member", "get", "configmap", "applied", "-o", "jsonpath={.data.colour}")
     assert (first.strip(), second.strip(), got) == (
-        "configmap/applied created", "configmap/applied configured", "green"
+        "configmap/applied created",
+        "configmap/applied configured",
+        "green",
     )
 
 
@@ -139,7 +149,9 @@ async def test_kubectl_get_watch_prints_an_object_created_meanwhile(kaas: Throug
     await kaas.ok("member", "create", "configmap", "before")
     watch = await asyncio.create_subprocess_exec(
         *kaas.argv("viewer", "get", "configmaps", "-w", "-o", "name"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     assert watch.stdout is not None
     try:
@@ -178,12 +190,16 @@ WEB_APP = [
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "web",
-                    "image": "registry.invalid/web:1",
-                    "ports": [{"containerPort": 8080}],
-                    "envFrom": [{"configMapRef": {"name": "web"}}],
-                }]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "registry.invalid/web:1",
+                            "ports": [{"containerPort": 8080}],
+                            "envFrom": [{"configMapRef": {"name": "web"}}],
+                        }
+                    ]
+                },
             },
         },
     },
@@ -203,7 +219,9 @@ async def test_kubectl_apply_of_a_deployment_a_service_and_a_configmap_rolls_out
     manifest = yaml.safe_dump_all(WEB_APP).encode()
     applied = await kaas.ok("member", "apply", "-f", "-", stdin=manifest)
     assert applied.splitlines() == [
-        "configmap/web created", "deployment.apps/web created", "service/web created"
+        "configmap/web created",
+        "deployment.apps/web created",
+        "service/web created",
     ]
     rolled = await kaas.ok("member", "rollout", "status", "deployment/web", "--timeout=120s")
     assert 'deployment "web" successfully rolled out' in rolled
@@ -240,8 +258,9 @@ async def test_client_impersonation_never_reaches_the_apiserver(kaas: ThroughKaa
     assert "system:masters" not in who["status"]["userInfo"]["groups"]
 
 
-@pytest.mark.parametrize(("who", "group"), [("viewer", "kaas:viewer"), ("member", "kaas:member"),
-                                            ("owner", "kaas:owner")])
+@pytest.mark.parametrize(
+    ("who", "group"), [("viewer", "kaas:viewer"), ("member", "kaas:member"), ("owner", "kaas:owner")]
+)
 async def test_kubectl_auth_whoami_shows_the_kaas_user_and_the_groups_of_the_role(
     kaas: ThroughKaas, who: str, group: str
 ) -> None:
@@ -287,7 +306,9 @@ async def test_kubectl_port_forward_reaches_the_pods_port(kaas: ThroughKaas) -> 
     await asyncio.to_thread(kaas.kube.create_pod, "server")
     forward = await asyncio.create_subprocess_exec(
         *kaas.argv("member", "port-forward", "pod/server", ":8080"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     assert forward.stdout is not None
     try:
@@ -330,8 +351,12 @@ def python_client_session(kubeconfig: Path, namespace: str) -> dict[str, Any]:
         )
         events = []
         watcher = watch.Watch()
-        for event in watcher.stream(core.list_namespaced_config_map, namespace,
-                                    resource_version=listed.metadata.resource_version, timeout_seconds=30):
+        for event in watcher.stream(
+            core.list_namespaced_config_map,
+            namespace,
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=30,
+        ):
             events.append((event["type"], event["object"].metadata.name))
             if event["object"].metadata.name == "from-python":
                 watcher.stop()

@@ -120,7 +120,10 @@ def kube_b(kube: KubeTarget, second_real_cluster: SharedRealCluster | None) -> I
 def seed(kube: KubeTarget, *, cluster: str, secret: bool) -> None:
     with kube.admin(timeout=10) as admin:
         whoami = {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "whoami"}, "data": {"is": cluster}
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "whoami"},
+            "data": {"is": cluster},
         }
         assert admin.post(kube.path("configmaps"), json=whoami).status_code == 201
         if secret:

@@ -20,7 +20,7 @@ def test_create_prints_the_accepted_cluster_and_its_pools(cli: Cli, fmt: str) ->
         assert (summary["name"], summary["region"], summary["phase"]) == ("c2", "r1", "provisioning")
         assert summary["control plane"] == "1 x small"
         assert RFC3339_SECONDS.match(summary["created"])
-        assert ["web", "large", "2", "{}", "[]"] in rows(shown)
+        assert ["web", "large", "2", "1.30.2", "{}", "[]"] in rows(shown)
         assert "cluster c2 accepted, operation" in cli.runs[-1].stderr
     else:
         assert shown["cluster"]["name"] == "c2"
@@ -51,7 +51,7 @@ def test_get_shows_the_cluster_with_its_pools(cli: Cli) -> None:
     table = cli.shown("table", "cluster", "get", "c1")
     assert fields(table)["id"] == cli.world.cluster_id
     assert fields(table)["nodes"] == "0 ready, 0 of 2 built"
-    assert ["p1", "small", "1", "{}", "[]"] in rows(table)
+    assert ["p1", "small", "1", "1.30.2", "{}", "[]"] in rows(table)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -32,16 +32,17 @@ def test_list_shows_every_pool_with_flavor_count_labels_and_taints(cli: Cli) -> 
     assert [(p["name"], p["flavor"], p["count"]) for p in pools] == [("p1", "small", 1), ("web", "large", 2)]
     assert (pools[1]["labels"], pools[1]["taints"]) == ({"tier": "web"}, [WEB_TAINT])
     table = cli.shown("table", "cluster", "node-pool", "list", "c1")
-    assert rows(table)[0] == ["NAME", "FLAVOR", "COUNT", "LABELS", "TAINTS", "CREATED"]
+    assert rows(table)[0] == ["NAME", "FLAVOR", "COUNT", "VERSION", "LABELS", "TAINTS", "CREATED"]
     web = body_rows(table)[1]
-    assert web[:5] == [
+    assert web[:6] == [
         "web",
         "large",
         "2",
+        "1.30.2",
         '{"tier": "web"}',
         '[{"key": "dedicated", "value": "web", "effect": "NoSchedule"}]',
     ]
-    assert RFC3339_SECONDS.match(web[5])
+    assert RFC3339_SECONDS.match(web[6])
 
 
 def test_get_shows_one_pool(cli: Cli) -> None:

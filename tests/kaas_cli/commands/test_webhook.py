@@ -12,7 +12,7 @@ from kaas_core.db.models import WebhookAttempt, WebhookDelivery
 from tests.kaas_cli.commands.conftest import FORMATS, RFC3339, Cli, column, fields, rows
 
 URL = "https://hooks.example.com/kaas"
-BOTH = ["operation.succeeded", "operation.failed"]
+EVERY_EVENT = ["operation.succeeded", "operation.failed", "operation.paused"]  # the default
 
 
 def webhook(cli: Cli, *args: str) -> dict[str, Any]:
@@ -68,14 +68,14 @@ def test_list_shows_the_project_webhooks(cli: Cli) -> None:
     cli.login("viewer")
     listed = cli.data("webhook", "list")
     assert [(w["id"], w["url"], w["events"], w["created_by"]) for w in listed] == [
-        (created["id"], URL, BOTH, "owner")
+        (created["id"], URL, EVERY_EVENT, "owner")
     ]
     table = cli.shown("table", "webhook", "list")
     assert rows(table)[0] == ["ID", "URL", "EVENTS", "ENABLED", "CREATED BY", "CREATED"]
     assert rows(table)[1][:5] == [
         created["id"],
         URL,
-        '["operation.succeeded", "operation.failed"]',
+        '["operation.succeeded", "operation.failed", "operation.paused"]',
         "yes",
         "owner",
     ]
