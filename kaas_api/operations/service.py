@@ -71,6 +71,8 @@ def resume_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -
         raise Conflict(f"operation {operation.id} is {operation.state}: only a paused operation resumes")
     operation.state = OperationState.RUNNING.value
     operation.paused_reason = None
+    # the rollout measures its Ready and drain timeouts from here again (provider.rollout.run.policy_of)
+    operation.params = {**(operation.params or {}), "resumed_at": utcnow().isoformat()}
     uow.session.flush()
     request_reconcile(uow, cluster)
     return operation

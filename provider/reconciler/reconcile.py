@@ -99,7 +99,7 @@ from provider.reconciler.steps import (
 from provider.rollout.autoscale import ScaleDecision
 from provider.rollout.health import NODES_HEALTHY
 from provider.rollout.run import AutoscaleInputs, NodeOps, NodeOpsError, RolloutOutcome, run_rollout
-from provider.webhooks.outbox import record_operation_finished
+from provider.webhooks.outbox import record_operation_finished, record_operation_paused
 
 logger = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def _reconcile_loaded(
                     now=now,
                 )
             if rollout.paused:
-                deliveries = record_operation_finished(session, operation, cluster, now=now)
+                deliveries = record_operation_paused(session, operation, cluster, now=now)
                 _mark_not_converged(cluster)
                 return PassResult("paused", message=rollout.message, deliveries=deliveries)
             if operation is not None and operation.state == OperationState.CANCELLED.value:

@@ -65,6 +65,8 @@ class RolloutPolicy:
     max_unavailable: int = 0
     drain_timeout: timedelta = timedelta(seconds=600)
     node_ready_timeout: timedelta = timedelta(seconds=600)
+    # the timeouts count from no earlier than this: a resumed operation's clocks start again
+    clocks_from: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -154,12 +156,18 @@ def _outdated_control_planes(control_planes: list[Member], target: RolloutTarget
     return [m for m in control_planes if _is_outdated(m, target)]
 
 
+def _since(moment: datetime, policy: RolloutPolicy) -> datetime:
+    return moment if policy.clocks_from is None else max(moment, policy.clocks_from)
+
+
 def _not_ready_too_long(member: Member, policy: RolloutPolicy, now: datetime) -> bool:
-    return not member.ready and now - member.first_seen > policy.node_ready_timeout
+    return not member.ready and now - _since(member.first_seen, policy) > policy.node_ready_timeout
 
 
 def _drain_too_long(member: Member, policy: RolloutPolicy, now: datetime) -> bool:
-    return member.draining_since is not None and now - member.draining_since > policy.drain_timeout
+    if member.draining_since is None:
+        return False
+    return now - _since(member.draining_since, policy) > policy.drain_timeout
 
 
 def _seconds(delta: timedelta) -> int:

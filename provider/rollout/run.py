@@ -122,7 +122,13 @@ def policy_of(operation: Operation | None, *, defaults: RolloutPolicy) -> Rollou
         value = params.get(key)
         return value if isinstance(value, int) and value >= 0 else default
 
+    resumed = params.get("resumed_at")
+    try:
+        clocks_from = as_utc(datetime.fromisoformat(resumed)) if isinstance(resumed, str) else None
+    except ValueError:
+        clocks_from = None
     return RolloutPolicy(
+        clocks_from=clocks_from,
         max_surge=count("max_surge", defaults.max_surge),
         max_unavailable=count("max_unavailable", defaults.max_unavailable),
         drain_timeout=seconds("drain_timeout_seconds", defaults.drain_timeout),

@@ -221,3 +221,16 @@ def test_cancel_starts_nothing_new_but_finishes_the_node_in_hand() -> None:
 
     assert plan.drain == ["w-a"]
     assert plan.create == []
+
+
+def test_a_resumed_operation_measures_its_timeouts_from_the_resume() -> None:
+    stuck = replace(WORKERS_OLD[0], draining_since=NOW - timedelta(seconds=900))
+    members = [*CPS_NEW, stuck, *WORKERS_OLD[1:], worker("w-new1", NEW)]
+    resumed = RolloutPolicy(drain_timeout=timedelta(seconds=600), clocks_from=NOW - timedelta(seconds=30))
+
+    plan = plan_rollout(members, target(), resumed, now=NOW)
+
+    assert plan.pause_reason is None
+    assert plan.drain == ["w-a"]
+    later = plan_rollout(members, target(), resumed, now=NOW + timedelta(seconds=600))
+    assert later.pause_reason is not None

@@ -18,7 +18,6 @@ from sqlalchemy import select
 from kaas_core.db.models import (
     AuditEvent,
     Cluster,
-    Node,
     NodePool,
     NodeRole,
     Operation,
@@ -194,6 +193,7 @@ def test_a_new_node_that_never_becomes_ready_pauses_the_upgrade_and_resume_conti
         resumed = session.get_one(Operation, operation_id)
         resumed.state = OperationState.RUNNING.value
         resumed.paused_reason = None
+        resumed.params = {**resumed.params, "resumed_at": clock.now.isoformat()}
     all_ready(day2, cluster_id)  # the fix: the node became Ready
     result = drive(day2, cluster_id, passes=60)
 
@@ -238,9 +238,8 @@ def test_a_drain_a_pdb_blocks_past_its_timeout_pauses_and_the_node_keeps_its_ser
     double.blocked.clear()
     with day2.session_factory.begin() as session:
         operation = session.scalars(select(Operation).where(Operation.state == "paused")).one()
-        operation.state = OperationState.RUNNING.value
-        node = session.scalars(select(Node).where(Node.name == workers[1])).one()
-        node.draining_since = clock.now  # resuming starts the clock again (as the API's resume does)
+        operation.state = OperationState.RUNNING.value  # what POST /v1/operations/{id}/resume writes
+        operation.params = {**operation.params, "resumed_at": clock.now.isoformat()}
     result = drive(day2, cluster_id, passes=10)
 
     assert result.outcome == "converged", result.message
