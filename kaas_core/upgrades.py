@@ -278,3 +278,21 @@ def rollback_upgrade(session: Session, operation: Operation, cluster: Cluster) -
     operation.target_generation = cluster.generation
     session.flush()
     return operation
+
+
+def pending_upgrade(cluster: Cluster) -> str | None:
+    """The newest of the region's automatic upgrades on the cluster's minor that is newer than its version."""
+    try:
+        current = KubeVersion.parse(cluster.kubernetes_version)
+    except VersionError:
+        return None
+    best: tuple[KubeVersion, str] | None = None
+    for text in cluster.region.automatic_upgrades or []:
+        try:
+            candidate = KubeVersion.parse(text)
+        except VersionError:
+            continue
+        same_minor = (candidate.major, candidate.minor) == (current.major, current.minor)
+        if same_minor and candidate > current and (best is None or candidate > best[0]):
+            best = (candidate, text)
+    return best[1] if best is not None else None

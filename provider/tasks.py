@@ -43,6 +43,7 @@ from provider.reconciler.context import ProviderContext
 from provider.reconciler.due import make_undated_clusters_due, queue_due_clusters
 from provider.reconciler.reconcile import reconcile_cluster_once
 from provider.reconciler.sweep import clean_leaked_resources, observe_capacity
+from provider.rollout.automatic import start_automatic_upgrades
 from provider.webhooks.delivery import deliver_once
 from provider.webhooks.outbox import due_deliveries
 
@@ -151,6 +152,9 @@ def sweep_leaks(self: Any, region_name: str) -> list[str]:
             region_name,
             exc_info=True,
         )
+    started = start_automatic_upgrades(ctx.session_factory, region_name, now=ctx.clock())
+    if started:
+        logger.info("started automatic upgrades of clusters %s in region %s", started, region_name)
     try:
         leaked = clean_leaked_resources(ctx.session_factory, ctx.driver(cloud))
     except CloudError:

@@ -34,8 +34,8 @@ from kaas_api.operations.schemas import OperationOut
 from kaas_api.operations.service import list_cluster_operations
 from kaas_core import maintenance
 from kaas_core.db.models import Cluster, NodePool, Operation, Role, utcnow
-from kaas_core.kube_versions import KubeVersion, VersionError
 from kaas_core.security import SecretBox
+from kaas_core.upgrades import pending_upgrade
 
 router = APIRouter(prefix="/v1/projects/{project}/clusters", tags=["clusters"])
 
@@ -54,24 +54,6 @@ def pool_out(pool: NodePool, cluster: Cluster) -> NodePoolOut:
         nodes_to_remove=list(pool.nodes_to_remove or []),
         created_at=pool.created_at,
     )
-
-
-def pending_upgrade(cluster: Cluster) -> str | None:
-    """The newest of the region's automatic upgrades on the cluster's minor that is newer than its version."""
-    try:
-        current = KubeVersion.parse(cluster.kubernetes_version)
-    except VersionError:
-        return None
-    best: tuple[KubeVersion, str] | None = None
-    for text in cluster.region.automatic_upgrades or []:
-        try:
-            candidate = KubeVersion.parse(text)
-        except VersionError:
-            continue
-        same_minor = (candidate.major, candidate.minor) == (current.major, current.minor)
-        if same_minor and candidate > current and (best is None or candidate > best[0]):
-            best = (candidate, text)
-    return best[1] if best is not None else None
 
 
 def _maintenance(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTimes | None]:

@@ -113,7 +113,7 @@ def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_a
         "create",
         "demo",
         "--version",
-        OLDEST,
+        OLDEST.removeprefix("v"),
         "--control-plane",
         "3",
         "--pool",
@@ -140,7 +140,14 @@ def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_a
         thread.start()
         try:
             upgraded = kaas_up.cli(
-                "cluster", "upgrade", "demo", NEWEST, "--wait", "--timeout", "1200", timeout=1300
+                "cluster",
+                "upgrade",
+                "demo",
+                NEWEST.removeprefix("v"),
+                "--wait",
+                "--timeout",
+                "1200",
+                timeout=1300,
             )
         finally:
             probe.stop.set()
@@ -149,9 +156,9 @@ def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_a
 
     nodes = json.loads(kubectl(kaas_up, kubeconfig, "get", "nodes", "-o", "json").stdout)["items"]
     versions = sorted(n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes)
-    assert versions == [f"v{NEWEST}"] * 6, versions
+    assert versions == [NEWEST] * 6, versions
     server_version = json.loads(kubectl(kaas_up, kubeconfig, "version", "-o", "json").stdout)["serverVersion"]
-    assert server_version["gitVersion"] == f"v{NEWEST}"
+    assert server_version["gitVersion"] == NEWEST
     print(
         f"probe: {probe.ok} requests answered, {len(probe.failed)} failed;"
         f" min available {probe.min_available}"
