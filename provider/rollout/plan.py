@@ -77,8 +77,9 @@ class RolloutTarget:
     # replace outdated nodes (an upgrade or its rollback is unfinished); otherwise versions are left as
     # they are and only counts are reconciled (with drains)
     replace_outdated: bool
-    # the pools the upgrade covers (None: all of them and the control plane)
+    # the pools the upgrade covers (None: all of them), and whether it covers the control plane
     upgrade_pools: frozenset[str] | None = None
+    upgrade_control_plane: bool = True
     cancel_requested: bool = False
 
 
@@ -136,7 +137,7 @@ def plan_rollout(
 def wanted_version(member: Member, target: RolloutTarget) -> str | None:
     """The version the member should be at, or None when the upgrade in hand does not cover it."""
     if member.role == CONTROL_PLANE:
-        return target.control_plane_version if target.upgrade_pools is None else None
+        return target.control_plane_version if target.upgrade_control_plane else None
     pool = next((p for p in target.pools if p.name == member.pool), None)
     if pool is None:
         return None

@@ -162,6 +162,8 @@ def target_of(cluster: Cluster, pools: list[NodePool], operation: Operation | No
         ),
         replace_outdated=upgrade,
         upgrade_pools=frozenset(covered) if isinstance(covered, list) else None,
+        # kaas_core.upgrades.begin_upgrade says so; an operation without the key covers everything
+        upgrade_control_plane=bool(params.get("control_plane", True)),
         cancel_requested=bool(operation is not None and operation.cancel_requested),
     )
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from kaas_core.db.models import (
     AuditEvent,
@@ -25,6 +26,8 @@ from kaas_core.db.models import (
     OperationState,
     Region,
 )
+from kaas_core.upgrades import UpgradeStrategy
+from kaas_core.upgrades import begin_upgrade as start_upgrade
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.reconcile import PassResult, reconcile_cluster_once
 from provider.rollout.health import HealthPolicy
@@ -97,22 +100,28 @@ def running_cluster(ctx: ProviderContext, *, control_planes: int, workers: int) 
     return created.id
 
 
-def begin_upgrade(ctx: ProviderContext, cluster_id: str, **params: object) -> str:
+def begin_upgrade(
+    ctx: ProviderContext,
+    cluster_id: str,
+    *,
+    pools: list[str] | None = None,
+    node_ready_timeout_seconds: int = 600,
+) -> str:
+    """What the API's PATCH with kubernetes_version (or a pool's upgrade) writes: kaas_core.upgrades."""
     with ctx.session_factory.begin() as session:
-        cluster = session.get_one(Cluster, cluster_id)
-        cluster.kubernetes_version = NEW
-        cluster.generation += 1
-        for pool in session.scalars(select(NodePool).where(NodePool.cluster_id == cluster_id)):
-            pool.kubernetes_version = NEW
-        operation = Operation(
-            cluster_id=cluster_id,
-            project_id=cluster.project_id,
-            kind=OperationKind.UPGRADE.value,
-            target_generation=cluster.generation,
-            params={"from_version": OLD, "to_version": NEW, "max_surge": 1, "max_unavailable": 0, **params},
+        cluster = session.scalars(
+            select(Cluster)
+            .where(Cluster.id == cluster_id)
+            .options(selectinload(Cluster.region), selectinload(Cluster.node_pools))
+        ).one()
+        operation = start_upgrade(
+            session,
+            cluster,
+            to_version=NEW,
+            pool_names=pools,
+            strategy=UpgradeStrategy(node_ready_timeout_seconds=node_ready_timeout_seconds),
+            requested_by=None,
         )
-        session.add(operation)
-        session.flush()
         return operation.id
 
 
@@ -419,3 +428,25 @@ def test_the_autoscaler_grows_a_pool_for_unschedulable_pods_and_shrinks_it_by_a_
     assert result.outcome == "converged", result.message
     assert sorted(n for n in servers(simcloud, cluster_id) if "-cp-" not in n) == [worker]
     assert double.drained == [new]
+
+
+def test_a_pool_upgrade_leaves_the_control_plane_as_it_is(
+    day2: ProviderContext, simcloud: SimCloudHandle, double: ClusterDouble
+) -> None:
+    cluster_id = running_cluster(day2, control_planes=3, workers=2)
+    with day2.session_factory.begin() as session:  # a pool left behind at the old version
+        session.get_one(Cluster, cluster_id).kubernetes_version = NEW
+        session.scalars(
+            select(NodePool).where(NodePool.cluster_id == cluster_id)
+        ).one().kubernetes_version = OLD
+    operation_id = begin_upgrade(day2, cluster_id, pools=["workers"])
+
+    result = drive(day2, cluster_id, passes=40)
+
+    assert result.outcome == "converged", result.message
+    by_role: dict[bool, set[str]] = {}
+    for name, meta in servers(simcloud, cluster_id).items():
+        by_role.setdefault("-cp-" in name, set()).add(meta["kaas-version"])
+    assert by_role == {True: {OLD}, False: {NEW}}
+    assert all("-cp-" not in name for name in double.drained)
+    assert operation_of(day2, operation_id).state == OperationState.SUCCEEDED.value
