@@ -177,10 +177,13 @@ def test_a_refused_upgrade_shows_the_pre_flights_reason_and_changes_nothing(
     assert [e[3] for e in dashboard_events(session_factory, "dashboard_upgrade_cluster")] == ["refused"]
 
 
-def test_an_upgrade_during_an_unfinished_operation_names_it(
+def test_an_upgrade_during_an_unfinished_operation_is_not_offered_and_names_it(
     admin: TestClient, upgrading: tuple[str, str]
 ) -> None:
     ha, operation_id = upgrading
+    html = page_of(admin, ha)
+    assert 'id="upgrade-form"' not in html
+    assert "An upgrade can start once the upgrade below is finished" in html
     response = post(admin, f"/admin/clusters/{ha}/upgrade", kubernetes_version="1.29.8")
     assert response.status_code == 409
     assert operation_id in response.text
