@@ -204,6 +204,21 @@ def check_upgrade(
                 )
 
 
+def upgrade_targets(cluster: Cluster) -> list[str]:
+    """The region's versions that ``check_upgrade``'s version rule accepts for the whole cluster (newer than
+    its version, at most the next minor), oldest first; what the dashboard's Upgrade form offers. The other
+    refusals (an unfinished operation, one control-plane node) do not depend on the version and are left
+    to ``check_upgrade``. Needs ``cluster.region`` loaded."""
+    targets: list[tuple[KubeVersion, str]] = []
+    for text in cluster.region.kubernetes_versions or []:
+        try:
+            check_control_plane_upgrade(cluster.kubernetes_version, text)
+        except VersionError:
+            continue
+        targets.append((KubeVersion.parse(text), text))
+    return [text for _, text in sorted(targets)]
+
+
 def begin_upgrade(
     session: Session,
     cluster: Cluster,
@@ -251,19 +266,28 @@ def _spec_changed(session: Session, cluster: Cluster) -> None:
     session.flush()
 
 
-def rollback_upgrade(session: Session, operation: Operation, cluster: Cluster) -> Operation:
-    """Turn an unfinished upgrade around: the desired versions go back to what ``params`` recorded, and the
-    same careful rollout brings replaced nodes back to the old build. The operation runs again (cleared of
-    its pause), targeting the new generation; ``cluster`` is the operation's, with its pools loaded."""
+def rollback_refusal(operation: Operation) -> UpgradeConflict | None:
+    """Why ``operation`` cannot be rolled back now, or None when it can (an unfinished upgrade not already
+    rolling back). ``rollback_upgrade`` raises it; the dashboard shows its Roll back button when None."""
     if operation.kind != OperationKind.UPGRADE.value:
-        raise UpgradeConflict(f"operation {operation.id} is a {operation.kind}: only upgrades roll back")
+        return UpgradeConflict(f"operation {operation.id} is a {operation.kind}: only upgrades roll back")
     if OperationState(operation.state).finished:
-        raise UpgradeConflict(
+        return UpgradeConflict(
             f"operation {operation.id} is {operation.state}: only an unfinished upgrade rolls back",
             operation_id=operation.id,
         )
     if operation.rolling_back:
-        raise UpgradeConflict(f"operation {operation.id} is already rolling back", operation_id=operation.id)
+        return UpgradeConflict(f"operation {operation.id} is already rolling back", operation_id=operation.id)
+    return None
+
+
+def rollback_upgrade(session: Session, operation: Operation, cluster: Cluster) -> Operation:
+    """Turn an unfinished upgrade around: the desired versions go back to what ``params`` recorded, and the
+    same careful rollout brings replaced nodes back to the old build. The operation runs again (cleared of
+    its pause), targeting the new generation; ``cluster`` is the operation's, with its pools loaded."""
+    refusal = rollback_refusal(operation)
+    if refusal is not None:
+        raise refusal
     params = operation.params or {}
     before: dict[str, str] = dict(params.get("pool_versions_before") or {})
     if params.get("control_plane") and params.get("from_version"):

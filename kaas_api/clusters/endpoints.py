@@ -56,7 +56,8 @@ def pool_out(pool: NodePool, cluster: Cluster) -> NodePoolOut:
     )
 
 
-def _maintenance(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTimes | None]:
+def maintenance_of(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTimes | None]:
+    """The cluster's window and the next one's start and end (``ClusterOut``'s; the dashboard's too)."""
     if not cluster.maintenance_window:
         return None, None
     try:
@@ -70,7 +71,7 @@ def _maintenance(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTime
 def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
     observed, ready = service.node_counts(session, cluster)
     desired = cluster.control_plane_count + sum(pool.count for pool in cluster.node_pools)
-    window, next_window = _maintenance(cluster)
+    window, next_window = maintenance_of(cluster)
     return ClusterOut(
         id=cluster.id,
         name=cluster.name,

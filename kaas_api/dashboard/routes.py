@@ -3,10 +3,11 @@
 Server-rendered with Jinja2 (autoescaped); no front-end build. Every page needs a dashboard session
 (``kaas_api.dashboard.sessions``); without one the browser is sent to the login page. Every form is a POST
 that carries the session's CSRF token, and every action calls the same service functions as the API
-(``kaas_api.clusters.service``, ``kaas_api.regions.service``, ``kaas_api.auth.service``), inside the same
-unit of work, and is audited by the audit middleware like an API call (``via="dashboard"``). The session
-cookie is HttpOnly, SameSite=Strict and scoped to ``/admin``. Every POST must also come from kaas's own
-origin (``check_origin``). Every response under ``/admin`` carries the headers of
+(``kaas_api.clusters.service`` and ``.upgrades``, ``kaas_api.operations.service``,
+``kaas_api.regions.service``, ``kaas_api.auth.service``), inside the same unit of work, and is audited by
+the audit middleware like an API call (``via="dashboard"``). The session cookie is HttpOnly,
+SameSite=Strict and scoped to ``/admin``. Every POST must also come from kaas's own origin
+(``check_origin``). Every response under ``/admin`` carries the headers of
 ``kaas_api.security_headers`` (CSP, no framing, no caching), redirects and error pages included.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,10 +28,12 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
 from kaas_api.admin import service as fleet
-from kaas_api.audit.middleware import set_actor
+from kaas_api.audit.middleware import add_audit_detail, set_actor
 from kaas_api.audit.service import AuditQuery, search
-from kaas_api.auth.service import revoke_token
+from kaas_api.auth.service import Principal, revoke_token
 from kaas_api.clusters import service as clusters
+from kaas_api.clusters import upgrades
+from kaas_api.clusters.endpoints import maintenance_of
 from kaas_api.dashboard.sessions import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -41,8 +45,8 @@ from kaas_api.dashboard.sessions import (
     resolve_session,
 )
 from kaas_api.deps import Settings, Uow
-from kaas_api.errors import Forbidden, InvalidInput, KaasError, Unauthenticated
-from kaas_api.operations.service import list_cluster_operations
+from kaas_api.errors import Forbidden, InvalidInput, KaasError, NotFound, Unauthenticated
+from kaas_api.operations import service as operations_service
 from kaas_api.regions import service as regions
 from kaas_api.regions.endpoints import _fields as region_fields
 from kaas_api.regions.schemas import RegionPatch
@@ -51,10 +55,20 @@ from kaas_core.db.models import (
     ApiToken,
     AuditEvent,
     ClusterAgent,
+    ClusterPhase,
+    Operation,
+    OperationState,
     Project,
     ProjectMember,
     TokenKind,
     User,
+)
+from kaas_core.upgrades import (
+    MAX_SURGE_LIMIT,
+    MAX_UNAVAILABLE_LIMIT,
+    UpgradeStrategy,
+    pending_upgrade,
+    upgrade_targets,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -367,7 +381,11 @@ def cluster_page(
 ) -> Response:
     cluster = clusters.get_any_cluster(uow.session, cluster_id)
     nodes = clusters.list_nodes(uow.session, cluster)
-    operations = list_cluster_operations(uow.session, cluster, limit=50)
+    operations = operations_service.list_cluster_operations(uow.session, cluster, limit=50)
+    # an unfinished operation is always the newest one (a new operation supersedes the unfinished)
+    latest = operations[0] if operations else None
+    window, next_window = maintenance_of(cluster)
+    live = cluster.phase not in (ClusterPhase.DELETING.value, ClusterPhase.DELETED.value)
     agent = uow.session.get(ClusterAgent, cluster.id)
     events = sorted(
         (c for c in cluster.conditions or [] if c.get("last_transition_time")),
@@ -384,7 +402,15 @@ def cluster_page(
         agent=agent,
         events=events,
         audit=_cluster_audit(uow, cluster.id, cluster.name, cluster.project.name),
-        latest_failed=bool(operations and operations[0].state == "failed"),
+        latest_failed=bool(latest and latest.state == OperationState.FAILED.value),
+        latest=latest,
+        controls=operations_service.allowed_controls(latest) if latest else [],
+        upgrade_targets=upgrade_targets(cluster) if live else [],
+        strategy=UpgradeStrategy(),
+        limits={"max_surge": MAX_SURGE_LIMIT, "max_unavailable": MAX_UNAVAILABLE_LIMIT},
+        window=window,
+        next_window=next_window,
+        pending_upgrade=pending_upgrade(cluster),
         done=done,
     )
 
@@ -428,6 +454,79 @@ def delete(
     else:
         clusters.delete_cluster(uow, cluster, requested_by=dashboard.principal.user.id)
     return _back_to(cluster.id, "force-deleted" if force else "deleted")
+
+
+@router.post("/clusters/{cluster_id}/upgrade", name="dashboard_upgrade_cluster")
+def upgrade(
+    request: Request,
+    cluster_id: str,
+    dashboard: Action,
+    uow: Uow,
+    kubernetes_version: Annotated[str, Form(max_length=32)] = "",
+    max_surge: Annotated[int, Form()] = UpgradeStrategy.max_surge,
+    max_unavailable: Annotated[int, Form()] = UpgradeStrategy.max_unavailable,
+) -> Response:
+    """The API's cluster upgrade (``PATCH .../clusters/{c}`` with ``kubernetes_version``): its pre-flight's
+    refusals are the error page's message (422, or 409 naming the unfinished operation). The strategy's
+    bounds are checked there too, so they are stated once."""
+    cluster = clusters.get_any_cluster(uow.session, cluster_id)
+    operation = upgrades.upgrade_cluster(
+        uow,
+        cluster,
+        to_version=kubernetes_version.strip(),
+        strategy=UpgradeStrategy(max_surge=max_surge, max_unavailable=max_unavailable),
+        requested_by=dashboard.principal.user.id,
+    )
+    add_audit_detail(request, operation=operation.id)
+    return _back_to(cluster.id, "upgrade-started")
+
+
+# each control: the service that does it, and what the flash says once it is done
+_CONTROLS: dict[operations_service.Control, tuple[Callable[[Uow, Principal, str], Operation], str]] = {
+    "pause": (operations_service.pause_operation, "operation-paused"),
+    "resume": (operations_service.resume_operation, "operation-resumed"),
+    "rollback": (operations_service.rollback_operation, "rolling-back"),
+    "cancel": (operations_service.cancel_operation, "cancel-requested"),
+}
+
+
+def _control(
+    uow: Uow,
+    dashboard: DashboardSession,
+    *,
+    cluster_id: str,
+    operation_id: str,
+    control: operations_service.Control,
+) -> Response:
+    """One of the operation controls of ``kaas_api.operations.service``, on an operation of this cluster; a
+    state that does not allow it is the service's 409, shown on the error page."""
+    cluster = clusters.get_any_cluster(uow.session, cluster_id)
+    operation = operations_service.get_visible_operation(uow.session, dashboard.principal, operation_id)
+    if operation.cluster_id != cluster.id:  # a form of another cluster's page: never act on the wrong one
+        raise NotFound(f"cluster {cluster.name!r} has no operation {operation_id[:80]!r}")
+    act, done = _CONTROLS[control]
+    act(uow, dashboard.principal, operation.id)
+    return _back_to(cluster.id, done)
+
+
+@router.post("/clusters/{cluster_id}/operations/{operation_id}/pause", name="dashboard_pause_operation")
+def pause_operation(cluster_id: str, operation_id: str, dashboard: Action, uow: Uow) -> Response:
+    return _control(uow, dashboard, cluster_id=cluster_id, operation_id=operation_id, control="pause")
+
+
+@router.post("/clusters/{cluster_id}/operations/{operation_id}/resume", name="dashboard_resume_operation")
+def resume_operation(cluster_id: str, operation_id: str, dashboard: Action, uow: Uow) -> Response:
+    return _control(uow, dashboard, cluster_id=cluster_id, operation_id=operation_id, control="resume")
+
+
+@router.post("/clusters/{cluster_id}/operations/{operation_id}/rollback", name="dashboard_rollback_operation")
+def rollback_operation(cluster_id: str, operation_id: str, dashboard: Action, uow: Uow) -> Response:
+    return _control(uow, dashboard, cluster_id=cluster_id, operation_id=operation_id, control="rollback")
+
+
+@router.post("/clusters/{cluster_id}/operations/{operation_id}/cancel", name="dashboard_cancel_operation")
+def cancel_operation(cluster_id: str, operation_id: str, dashboard: Action, uow: Uow) -> Response:
+    return _control(uow, dashboard, cluster_id=cluster_id, operation_id=operation_id, control="cancel")
 
 
 @router.get("/regions", name="dashboard_regions")

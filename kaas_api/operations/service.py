@@ -8,6 +8,8 @@ versions) and asks for a pass after the commit, as a spec change does; the rollo
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -18,10 +20,12 @@ from kaas_api.dispatch import UnitOfWork
 from kaas_api.errors import Conflict, Forbidden, NotFound
 from kaas_api.validation import is_uuid
 from kaas_core.db.models import Cluster, Operation, OperationKind, OperationState, Role, utcnow
-from kaas_core.upgrades import rollback_upgrade
+from kaas_core.upgrades import rollback_refusal, rollback_upgrade
 
 # the kinds a rollout runs (provider.rollout) and so can stop between two nodes
 _PAUSABLE_KINDS = (OperationKind.UPGRADE.value, OperationKind.REPAIR.value)
+Control = Literal["pause", "resume", "rollback", "cancel"]
+CONTROLS: tuple[Control, ...] = ("pause", "resume", "rollback", "cancel")
 
 
 def get_visible_operation(session: Session, principal: Principal, operation_id: str) -> Operation:
@@ -43,6 +47,33 @@ def list_cluster_operations(session: Session, cluster: Cluster, *, limit: int = 
             .limit(limit)
         )
     )
+
+
+def control_refusal(operation: Operation, control: Control) -> str | None:
+    """Why the operation's state does not allow ``control`` (one of ``CONTROLS``) now, the 409's message;
+    None when it does. The controls below refuse with it; the dashboard shows a control's button only when
+    it is None."""
+    state = operation.state
+    if control == "resume":
+        if state != OperationState.PAUSED.value:
+            return f"operation {operation.id} is {state}: only a paused operation resumes"
+    elif control == "pause":
+        if operation.kind not in _PAUSABLE_KINDS:
+            return f"operation {operation.id} is a {operation.kind}: only upgrades and repairs pause"
+        if state not in (OperationState.PENDING.value, OperationState.RUNNING.value):
+            return f"operation {operation.id} is {state}: only a pending or running one pauses"
+    elif control == "rollback":
+        refused = rollback_refusal(operation)
+        if refused is not None:
+            return refused.message
+    elif OperationState(state).finished:  # cancel
+        return f"operation {operation.id} is {state}: there is nothing to cancel"
+    return None
+
+
+def allowed_controls(operation: Operation) -> list[Control]:
+    """The controls the operation's state allows now, in ``CONTROLS`` order."""
+    return [control for control in CONTROLS if control_refusal(operation, control) is None]
 
 
 def _controllable(session: Session, principal: Principal, operation_id: str) -> tuple[Operation, Cluster]:
@@ -67,8 +98,9 @@ def _controllable(session: Session, principal: Principal, operation_id: str) -> 
 def resume_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
     """A paused operation runs again from where it stopped (the rollout's clocks start again)."""
     operation, cluster = _controllable(uow.session, principal, operation_id)
-    if operation.state != OperationState.PAUSED.value:
-        raise Conflict(f"operation {operation.id} is {operation.state}: only a paused operation resumes")
+    refused = control_refusal(operation, "resume")
+    if refused is not None:
+        raise Conflict(refused)
     operation.state = OperationState.RUNNING.value
     operation.paused_reason = None
     # the rollout measures its Ready and drain timeouts from here again (provider.rollout.run.policy_of)
@@ -81,10 +113,9 @@ def resume_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -
 def pause_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -> Operation:
     """Stop an upgrade or repair after the node in hand: nothing more is replaced until it is resumed."""
     operation, cluster = _controllable(uow.session, principal, operation_id)
-    if operation.kind not in _PAUSABLE_KINDS:
-        raise Conflict(f"operation {operation.id} is a {operation.kind}: only upgrades and repairs pause")
-    if operation.state not in (OperationState.PENDING.value, OperationState.RUNNING.value):
-        raise Conflict(f"operation {operation.id} is {operation.state}: only a pending or running one pauses")
+    refused = control_refusal(operation, "pause")
+    if refused is not None:
+        raise Conflict(refused)
     operation.state = OperationState.PAUSED.value
     operation.paused_reason = f"paused by {principal.user.name}"
     uow.session.flush()
@@ -105,8 +136,9 @@ def cancel_operation(uow: UnitOfWork, principal: Principal, operation_id: str) -
     """Ask an unfinished operation to stop after the node in hand (nodes stay at the versions they have); a
     paused one has no node in hand and is cancelled at once."""
     operation, cluster = _controllable(uow.session, principal, operation_id)
-    if OperationState(operation.state).finished:
-        raise Conflict(f"operation {operation.id} is {operation.state}: there is nothing to cancel")
+    refused = control_refusal(operation, "cancel")
+    if refused is not None:
+        raise Conflict(refused)
     operation.cancel_requested = True
     if operation.state == OperationState.PAUSED.value:
         operation.state = OperationState.CANCELLED.value

@@ -1,7 +1,8 @@
 """The admin dashboard in a real headless Chromium (Debian's, driven by Playwright) against the real API
 served by uvicorn on 127.0.0.1 and PostgreSQL: log in, see the overview, find a cluster by name, open it,
-pause and resume it (confirming the dialogs), read its operation timeline, revoke a token; a non-admin is
-refused. Each page's screenshot is kept in docs/screenshots/."""
+pause and resume it (confirming the dialogs), read its operation timeline, revoke a token; upgrade a cluster
+and steer its rollout (a paused upgrade's reason and per-node progress, Resume); a non-admin is refused.
+Each page's screenshot is kept in docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -157,4 +158,78 @@ def test_a_non_admin_is_refused_in_a_real_browser(browser: object, base_url: str
     shoot(page, "11-non-admin-refused")
     page.goto(base_url + "/admin/clusters")
     assert page.url.startswith(base_url + "/admin/login")
+    context.close()
+
+
+def test_an_admin_upgrades_a_cluster_and_resumes_its_paused_rollout_in_a_real_browser(
+    browser: object, base_url: str, ha: World, session_factory: sessionmaker[Session]
+) -> None:
+    context = browser.new_context(viewport={"width": 1360, "height": 900})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(base_url + "/admin/login")
+    page.fill("#token", ha.tokens["admin"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Fleet overview")
+    with session_factory() as session:
+        cluster = session.scalar(select(Cluster).where(Cluster.name == "ha"))
+        assert cluster is not None
+        cluster_id = cluster.id
+    page.goto(f"{base_url}/admin/clusters/{cluster_id}")
+    assert "1.29.8 pending" in page.inner_text("#pending-upgrade")  # r1's automatic upgrade on 1.29
+
+    # upgrade it from the page: the API's operation starts
+    page.select_option("#upgrade-version", "1.30.2")
+    page.fill("#max-surge", "2")
+    page.click("#upgrade")
+    page.wait_for_selector("#flash")
+    assert "upgrade-started" in page.inner_text("#flash")
+    assert page.inner_text("#current-kind") == "upgrade"
+    with session_factory() as session:
+        operation = session.scalar(
+            select(Operation).where(Operation.cluster_id == cluster_id, Operation.kind == "upgrade")
+        )
+        assert operation is not None
+        assert (operation.state, operation.params["max_surge"]) == ("pending", 2)
+        operation_id = operation.id
+
+    # the rollout pauses on a blocked drain, as a provider pass would record it
+    with session_factory() as session:
+        operation = session.get_one(Operation, operation_id)
+        operation.state, operation.progress, operation.step = "paused", 40, "node_pools"
+        operation.paused_reason = "drain of ha-p1-a blocked for 600s: a PodDisruptionBudget refuses evictions"
+        operation.nodes = [
+            {"name": "ha-cp-0", "role": "control-plane", "pool": None, "version": "1.30.2", "state": "new"},
+            {"name": "ha-cp-1", "role": "control-plane", "pool": None, "version": "1.30.2", "state": "new"},
+            {"name": "ha-cp-2", "role": "control-plane", "pool": None, "version": "1.30.2", "state": "new"},
+            {"name": "ha-p1-a", "role": "worker", "pool": "p1", "version": "1.29.6", "state": "draining"},
+            {"name": "ha-p1-b", "role": "worker", "pool": "p1", "version": "1.29.6", "state": "old"},
+            {"name": "ha-p1-c", "role": "worker", "pool": "p1", "version": "1.30.2", "state": "surging"},
+            {"name": "ha-p2-a", "role": "worker", "pool": "p2", "version": "1.29.6", "state": "old"},
+        ]
+        session.commit()
+    # the page's live refresh brings the paused state in without a reload
+    page.wait_for_selector("#paused-reason", timeout=15_000)
+    assert "PodDisruptionBudget" in page.inner_text("#paused-reason")
+    assert page.inner_text("#current-state") == "paused"
+    nodes = page.inner_text("#operation-nodes")
+    assert "ha-p1-a" in nodes
+    assert "draining" in nodes
+    draining = page.locator("#operation-nodes tr.node-draining .node-state")
+    old = page.locator("#operation-nodes tr.node-old .node-state").first
+    assert draining.evaluate("e => getComputedStyle(e).backgroundColor") != old.evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    assert page.locator("#operation-pause").count() == 0
+    assert page.locator("#operation-rollback").count() == 1
+    shoot(page, "12-cluster-upgrade-paused")
+
+    # resume it: running again, the reason gone
+    page.click("#operation-resume")
+    page.wait_for_selector("#flash >> text=operation-resumed")
+    assert page.inner_text("#current-state") == "running"
+    assert page.locator("#paused-reason").count() == 0
+    assert page.locator("#operation-pause").count() == 1
+    with session_factory() as session:
+        assert session.get_one(Operation, operation_id).state == "running"
     context.close()
