@@ -69,7 +69,7 @@ from nodesim.control_planes import (
     NodeSpec,
     StandinControlPlane,
 )
-from nodesim.faults import NodeFaults, ServerFacts
+from nodesim.faults import FAULT_METADATA_KEY, NodeFaults, ServerFacts
 from nodesim.kube_real import KubeletOptions
 from nodesim.kubeadm_node import NodeBootFailed
 from nodesim.userdata import NodeUserData, UserDataError, decode_user_data, parse_user_data
@@ -227,7 +227,7 @@ class NodeBooter:
         self._poll_interval = poll_interval
         self._idle_poll_interval = max(idle_poll_interval, poll_interval)
         self._interval = poll_interval
-        self._fingerprint: frozenset[tuple[str, str]] | None = None
+        self._fingerprint: frozenset[tuple[str, str, str]] | None = None
         self._agent_runner = agent_runner
         self._agent_overrides = dict(agent_overrides or {})
         self._cluster_filter = cluster_filter
@@ -429,7 +429,8 @@ class NodeBooter:
     def _pace(self, servers: list[_Server]) -> None:
         """The next poll's interval: back to ``poll_interval`` on any change, doubled after a quiet poll."""
         fingerprint = frozenset(
-            [(server.id, server.status) for server in servers] + [("faults", str(self.faults.generation))])
+            [(server.id, server.status, server.metadata.get(FAULT_METADATA_KEY, "")) for server in servers]
+            + [("faults", str(self.faults.generation), "")])
         settled = all(
             running.agent_task is not None and not running.agent_task.done()
             for running in self._running.values()

@@ -5,6 +5,10 @@ every poll (``holds_not_ready``) and tests change from their own thread: ``hold_
 servers the rule matches Nodes that never become Ready (a build whose kubelet cannot start, say), ``clear()``
 heals them. A Node held so is registered as one whose server is not ACTIVE (kwok leaves it NotReady), and
 Ready again as soon as the rule goes, as a kubelet that starts posting its status again.
+
+From another process (``kaas up`` runs nodesim inside itself), the way in is the cloud: a server whose Nova
+metadata carries ``kaas-sim-fault: not-ready`` is held NotReady until the key goes (``metadata_fault``, a
+rule every booter has). Only simulated nodes read it; a real kubelet knows nothing of it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ class ServerFacts:
 
 NotReadyRule = Callable[[ServerFacts], bool]
 
+FAULT_METADATA_KEY = "kaas-sim-fault"
+NOT_READY_FAULT = "not-ready"
+
+
+def metadata_fault(server: ServerFacts) -> bool:
+    """The rule of the metadata key above: set and unset through the Nova API by a test in another process."""
+    return server.metadata.get(FAULT_METADATA_KEY) == NOT_READY_FAULT
+
 
 class NodeFaults:
     """The faults in force; safe to change from any thread."""
@@ -34,6 +46,7 @@ class NodeFaults:
         self._lock = threading.Lock()
         self._not_ready: list[NotReadyRule] = []
         self._generation = 0
+        self._standing: tuple[NotReadyRule, ...] = (metadata_fault,)  # not cleared by clear()
 
     def hold_not_ready(self, rule: NotReadyRule) -> None:
         """Hold the Node of every server ``rule`` matches NotReady, until ``clear``."""
@@ -54,5 +67,5 @@ class NodeFaults:
 
     def holds_not_ready(self, server: ServerFacts) -> bool:
         with self._lock:
-            rules = list(self._not_ready)
+            rules = [*self._standing, *self._not_ready]
         return any(rule(server) for rule in rules)

@@ -607,6 +607,42 @@ def delete_server_tag(ctx: Ctx, server_id: str, tag: str) -> Response:
     return empty(204)
 
 
+# ------------------------------------------------------------------------------------------- server metadata
+MAX_METADATA_ITEMS = 128  # Nova's default metadata_items quota
+MAX_METADATA_LENGTH = 255
+
+
+def list_server_metadata(ctx: Ctx, server_id: str) -> Response:
+    return json_response({"metadata": dict(_server_or_404(ctx, server_id)["metadata"])})
+
+
+def update_server_metadata(ctx: Ctx, server_id: str) -> Response:
+    """``POST /servers/{id}/metadata``: merge the given items into the server's (Nova's "update")."""
+    server = _server_or_404(ctx, server_id)
+    items = (ctx.body or {}).get("metadata")
+    if not isinstance(items, dict) or not all(
+        isinstance(k, str)
+        and isinstance(v, str)
+        and 0 < len(k) <= MAX_METADATA_LENGTH
+        and len(v) <= MAX_METADATA_LENGTH
+        for k, v in items.items()
+    ):
+        raise nova_error(400, "Invalid input for field/attribute metadata.")
+    merged = {**server["metadata"], **items}
+    if len(merged) > MAX_METADATA_ITEMS:
+        raise nova_error(403, "Quota exceeded for metadata_items: Requested 1, but already used 128")
+    server["metadata"] = merged
+    return json_response({"metadata": dict(merged)})
+
+
+def delete_server_metadata_item(ctx: Ctx, server_id: str, key: str) -> Response:
+    server = _server_or_404(ctx, server_id)
+    if key not in server["metadata"]:
+        raise nova_error(404, "Metadata item was not found")
+    server["metadata"] = {k: v for k, v in server["metadata"].items() if k != key}
+    return empty(204)
+
+
 # ---------------------------------------------------------------------------------------------- server groups
 def _group_view(ctx: Ctx, group: Record) -> dict[str, Any]:
     view: dict[str, Any] = {
@@ -783,6 +819,11 @@ def register(router: Router) -> None:
     router.add("GET", f"{p}/servers/{{server_id}}", get_server, service=s)
     router.add("DELETE", f"{p}/servers/{{server_id}}", delete_server, service=s)
     router.add("POST", f"{p}/servers/{{server_id}}/action", server_action, service=s)
+    router.add("GET", f"{p}/servers/{{server_id}}/metadata", list_server_metadata, service=s)
+    router.add("POST", f"{p}/servers/{{server_id}}/metadata", update_server_metadata, service=s)
+    router.add(
+        "DELETE", f"{p}/servers/{{server_id}}/metadata/{{key}}", delete_server_metadata_item, service=s
+    )
     router.add("GET", f"{p}/servers/{{server_id}}/tags", list_server_tags, service=s)
     router.add("PUT", f"{p}/servers/{{server_id}}/tags", replace_server_tags, service=s)
     router.add("DELETE", f"{p}/servers/{{server_id}}/tags", delete_server_tags, service=s)

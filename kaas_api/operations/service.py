@@ -66,7 +66,12 @@ def control_refusal(operation: Operation, control: Control) -> str | None:
         refused = rollback_refusal(operation)
         if refused is not None:
             return refused.message
-    elif OperationState(state).finished:  # cancel
+    elif operation.kind not in _PAUSABLE_KINDS:  # cancel: a spec change is undone by another change
+        return (
+            f"operation {operation.id} is a {operation.kind}: only upgrades and repairs are cancelled "
+            "(change the cluster back instead)"
+        )
+    elif OperationState(state).finished:
         return f"operation {operation.id} is {state}: there is nothing to cancel"
     return None
 

@@ -15,10 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import openstack
 import pytest
 import yaml
+from openstack.config import loader
 
 from tests.e2e.conftest import KaasUp, running_kaas_up
 from tests.kube_targets import NEWEST, OLDEST, REAL, missing_programs
@@ -182,3 +185,120 @@ def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_a
     assert probe.availability_reads > 50
     assert probe.min_available is not None
     assert probe.min_available >= 2
+
+
+FAULT = {"kaas-sim-fault": "not-ready"}  # nodesim holds such a server's Node NotReady (nodesim.faults)
+
+
+def admin_compute(up: KaasUp) -> Any:
+    config = loader.OpenStackConfig(
+        config_files=[str(up.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
+    )
+    return openstack.connection.Connection(config=config.get_one(cloud="sim-admin")).compute
+
+
+def hold_the_first_new_server(up: KaasUp, version: str, *, timeout: float = 120) -> str:
+    """Catch the upgrade's first server of ``version`` as Nova creates it and mark it so that its node never
+    becomes Ready (a build whose kubelet cannot start); returns its name."""
+    compute = admin_compute(up)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for server in compute.servers(all_projects=True):
+            if (server.metadata or {}).get("kaas-version") == version:
+                compute.set_server_metadata(server, **FAULT)
+                return str(server.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no server of {version} within {timeout} s")
+
+
+def operation_json(up: KaasUp, *args: str) -> dict[str, Any]:
+    shown = up.cli("operation", *args, "-o", "json")
+    assert shown.returncode in (0, 1), shown.stderr
+    found: dict[str, Any] = json.loads(shown.stdout)
+    return found
+
+
+def wait_for_state(up: KaasUp, operation_id: str, states: set[str], *, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        operation = operation_json(up, "get", operation_id)
+        if operation["state"] in states:
+            return operation
+        assert time.monotonic() < deadline, f"operation still {operation['state']}: {operation}"
+        time.sleep(1)
+
+
+def kubelet_versions(up: KaasUp, kubeconfig: Path) -> list[str]:
+    nodes = json.loads(kubectl(up, kubeconfig, "get", "nodes", "-o", "json").stdout)["items"]
+    return sorted(n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes)
+
+
+def upgrade_that_pauses(up: KaasUp) -> tuple[str, str, Path]:
+    """A 3+1 cluster at the older release whose upgrade's first new node never becomes Ready: the upgrade
+    pauses with that node in its reason. Returns the operation's id, the held server and a kubeconfig."""
+    if up.kubernetes != REAL:
+        missing_programs("an upgrade between real releases needs the real programs")
+    created = up.cli(
+        "cluster",
+        "create",
+        "demo",
+        "--version",
+        OLDEST.removeprefix("v"),
+        "--control-plane",
+        "3",
+        "--pool",
+        "workers:m1.small:1",
+        "--wait",
+        timeout=600,
+    )
+    assert created.returncode == 0, created.stderr
+    kubeconfig = up.home / "kc"
+    assert up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig)).returncode == 0
+    started = up.cli(
+        "cluster", "upgrade", "demo", NEWEST.removeprefix("v"), "--node-ready-timeout", "30", "-o", "json"
+    )
+    assert started.returncode == 0, started.stderr
+    operation_id = json.loads(started.stdout)["operation"]["id"]
+    held = hold_the_first_new_server(up, NEWEST.removeprefix("v"))
+    paused = wait_for_state(up, operation_id, {"paused", "failed", "succeeded"}, timeout=180)
+    assert paused["state"] == "paused", paused
+    assert held in paused["paused_reason"]
+    assert "Ready" in paused["paused_reason"]
+    waited = up.cli("operation", "watch", operation_id, timeout=60)
+    assert waited.returncode == 1  # --wait and watch stop at a pause, exit 1 with the reason
+    assert held in waited.stdout + waited.stderr
+    return operation_id, held, kubeconfig
+
+
+def test_a_node_that_never_becomes_ready_pauses_the_upgrade_and_resume_after_the_fix_continues(
+    kaas_up: KaasUp,
+) -> None:
+    operation_id, held, kubeconfig = upgrade_that_pauses(kaas_up)
+    before = kubelet_versions(kaas_up, kubeconfig)
+    assert before.count(OLDEST) == 4  # nothing was replaced while the new node was not Ready
+
+    compute = admin_compute(kaas_up)  # the fix: the node's kubelet starts
+    server = next(s for s in compute.servers(all_projects=True) if s.name == held)
+    compute.delete_server_metadata(server, list(FAULT))
+    resumed = kaas_up.cli("operation", "resume", operation_id)
+    assert resumed.returncode == 0, resumed.stderr
+    done = wait_for_state(kaas_up, operation_id, {"succeeded", "failed", "paused"}, timeout=900)
+
+    assert done["state"] == "succeeded", done
+    assert kubelet_versions(kaas_up, kubeconfig) == [NEWEST] * 4
+
+
+def test_rollback_of_a_paused_upgrade_returns_every_node_to_the_old_version(kaas_up: KaasUp) -> None:
+    operation_id, _held, kubeconfig = upgrade_that_pauses(kaas_up)
+
+    rolled = kaas_up.cli("operation", "rollback", operation_id)
+    assert rolled.returncode == 0, rolled.stderr
+    done = wait_for_state(kaas_up, operation_id, {"succeeded", "failed", "paused"}, timeout=600)
+
+    assert done["state"] == "succeeded", done
+    assert done["rolling_back"] is True
+    assert kubelet_versions(kaas_up, kubeconfig) == [OLDEST] * 4
+    servers = [
+        s for s in admin_compute(kaas_up).servers(all_projects=True) if "kaas-version" in (s.metadata or {})
+    ]
+    assert sorted(s.metadata["kaas-version"] for s in servers) == [OLDEST.removeprefix("v")] * 4

@@ -217,3 +217,15 @@ def test_params_never_show_a_key_that_names_a_secret(
     set_state(session_factory, operation_id, params={"to_version": "1.30.2", "join_token": "abc"})
     shown = world.call("viewer", "GET", f"/v1/operations/{operation_id}").json()
     assert shown["params"] == {"to_version": "1.30.2"}
+
+
+def test_a_spec_change_is_not_cancelled(
+    upgrading: tuple[World, str], session_factory: sessionmaker[Session]
+) -> None:
+    """A scale (an update) is undone by changing the spec back; its cancel would leave the spec asking for
+    what the provider then does anyway, so it is refused."""
+    world, operation_id = upgrading
+    set_state(session_factory, operation_id, kind="update", state="running")
+    refused = control(world, operation_id, "cancel")
+    assert refused.status_code == 409
+    assert "only upgrades and repairs are cancelled" in refused.text

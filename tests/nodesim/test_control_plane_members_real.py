@@ -224,3 +224,17 @@ def test_a_fault_rule_sees_the_servers_name_metadata_and_version() -> None:
     faults.clear()
     assert faults.generation != generation
     assert not faults.holds_not_ready(ServerFacts(name="w-a", metadata={"kaas-version": "7"}, version=NEWEST))
+
+
+def test_a_server_whose_metadata_names_the_fault_is_held_not_ready_until_the_key_goes() -> None:
+    """The way in from another process (a test driving ``kaas up``): the server's Nova metadata."""
+    from nodesim.faults import FAULT_METADATA_KEY, NOT_READY_FAULT, NodeFaults
+
+    faults = NodeFaults()
+    faults.clear()  # the standing metadata rule is not one a test can clear by mistake
+    held = ServerFacts(name="w-a", metadata={FAULT_METADATA_KEY: NOT_READY_FAULT}, version=NEWEST)
+    assert faults.holds_not_ready(held)
+    assert not faults.holds_not_ready(ServerFacts(name="w-a", metadata={}, version=NEWEST))
+    assert not faults.holds_not_ready(
+        ServerFacts(name="w-a", metadata={FAULT_METADATA_KEY: "something-else"}, version=NEWEST)
+    )

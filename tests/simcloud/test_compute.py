@@ -103,6 +103,23 @@ def test_server_tag_endpoints(conn: Connection) -> None:
     assert sorted(conn.compute.get_server(server.id).tags) == ["x", "y"]
 
 
+def test_server_metadata_is_updated_item_by_item_and_deleted_by_key(
+    conn: Connection, admin_conn: Connection
+) -> None:
+    """Nova's ``POST /servers/{id}/metadata`` merges; ``DELETE .../metadata/{key}`` removes one item (the way
+    a test in another process tells nodesim to hold a node NotReady: ``nodesim.faults``)."""
+    server = conn.compute.get_server(_boot(conn, _network(conn), "s", metadata={"kaas-role": "worker"}).id)
+    admin_conn.compute.set_server_metadata(server, **{"kaas-sim-fault": "not-ready"})
+    assert conn.compute.get_server(server.id).metadata == {
+        "kaas-role": "worker",
+        "kaas-sim-fault": "not-ready",
+    }
+    admin_conn.compute.delete_server_metadata(server, ["kaas-sim-fault"])
+    assert conn.compute.get_server(server.id).metadata == {"kaas-role": "worker"}
+    with pytest.raises(exceptions.NotFoundException):
+        conn.compute.delete_server_metadata(server, ["kaas-sim-fault"])
+
+
 def test_deleted_server_goes_away_and_frees_its_port(conn: Connection, cloud: SimCloudHandle) -> None:
     server = _boot(conn, _network(conn), "s")
     conn.compute.delete_server(server)
