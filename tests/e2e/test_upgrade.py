@@ -255,12 +255,12 @@ def upgrade_that_pauses(up: KaasUp) -> tuple[str, str, Path]:
     kubeconfig = up.home / "kc"
     assert up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig)).returncode == 0
     started = up.cli(
-        "cluster", "upgrade", "demo", NEWEST.removeprefix("v"), "--node-ready-timeout", "30", "-o", "json"
+        "cluster", "upgrade", "demo", NEWEST.removeprefix("v"), "--node-ready-timeout", "120", "-o", "json"
     )
     assert started.returncode == 0, started.stderr
     operation_id = json.loads(started.stdout)["operation"]["id"]
     held = hold_the_first_new_server(up, NEWEST.removeprefix("v"))
-    paused = wait_for_state(up, operation_id, {"paused", "failed", "succeeded"}, timeout=180)
+    paused = wait_for_state(up, operation_id, {"paused", "failed", "succeeded"}, timeout=300)
     assert paused["state"] == "paused", paused
     assert held in paused["paused_reason"]
     assert "Ready" in paused["paused_reason"]
