@@ -82,7 +82,6 @@ class KaasUp:
             conn.close()
         return tagged
 
-
     def start(self, *options: str) -> subprocess.Popen[str]:
         """``kaas up --port <port> <options>`` in its own process (its log appended to ``kaas-up.log``);
         returns once it says it is up, with its printed admin token in ``admin_token``."""
@@ -141,10 +140,13 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM, *, up: KaasU
 
 
 @contextmanager
-def running_kaas_up(home: Path, *options: str, control_planes: int = 0) -> Iterator[KaasUp]:
+def running_kaas_up(
+    home: Path, *options: str, control_planes: int = 0, env: dict[str, str] | None = None
+) -> Iterator[KaasUp]:
     """``kaas up --port <free> <options>`` until the block ends (its printed admin token: ``admin_token``),
-    holding ``control_planes`` slots when its clusters are real."""
+    holding ``control_planes`` slots when its clusters are real; ``env``: settings it reads (``KAAS_*``)."""
     up = KaasUp(home, free_port())
+    up.env.update(env or {})
     with control_plane_slots(control_planes if up.kubernetes == REAL else 0):
         process = up.start(*options)
         try:
