@@ -8,8 +8,10 @@ without a restart of beat. Every entry expires after its own interval, so a queu
 while holds at most one of each that still runs (the later ones replace the earlier).
 
 ``RegionalScheduler`` is the ``beat_scheduler`` of ``provider.celery_app.make_celery`` (``kaas beat``) and
-the scheduler of the embedded beat thread (``kaas up``). Exactly one beat runs per deployment; a second one
-only doubles the scans, which claim their clusters (``provider.reconciler.due``), so nothing is queued twice.
+the scheduler of the embedded beat thread (``kaas up``). Several beats may run (replicas for availability):
+only the holder of the leader lease in Redis sends (``provider.beat_leader``); the others tick idle and one of
+them takes over within ``KAAS_BEAT_LEASE_SECONDS`` of the leader's death. Even two senders would only double
+the scans, which claim their clusters (``provider.reconciler.due``), so nothing is queued twice.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from sqlalchemy import select
 
 from kaas_core.db.models import Region
 from kaas_core.tasks import DUE_SCAN_TASK, SWEEP_LEAKS_TASK, SWEEP_TASK, WEBHOOK_QUEUE, region_queue
+from provider.beat_leader import BeatLeadership, redis_url_of
 from provider.config import ProviderSettings
 
 logger = logging.getLogger(__name__)
 
 REGION_REFRESH_SECONDS = 30.0
+IDLE_TICK_SECONDS = 1.0  # how often a beat that is not the leader asks for the lease again
 REGIONAL_PREFIXES = ("due-scan:", "sweep-leaks:")
 
 
@@ -74,6 +78,10 @@ class RegionalScheduler(Scheduler):  # type: ignore[misc]
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         self._regions: tuple[str, ...] | None = None
         self._regions_read_at: float | None = None
+        settings: ProviderSettings = app.provider_settings
+        self.leadership = BeatLeadership(
+            redis_url_of(settings.broker_url), lease_seconds=settings.beat_lease_seconds
+        )
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -81,9 +89,16 @@ class RegionalScheduler(Scheduler):  # type: ignore[misc]
         self._refresh_regions(force=True)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self.leadership.is_leader():
+            return IDLE_TICK_SECONDS
         self._refresh_regions()
         interval: float = super().tick(*args, **kwargs)
-        return interval
+        # never sleep past a renewal: the lease must be renewed well within its time
+        return min(interval, IDLE_TICK_SECONDS)
+
+    def close(self) -> None:
+        super().close()
+        self.leadership.release()
 
     def _refresh_regions(self, *, force: bool = False) -> None:
         now = time.monotonic()

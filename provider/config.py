@@ -93,6 +93,13 @@ class ProviderSettings(SharedSettings, TunnelSecretSettings):
         description="An autoscaled pool's node with no pod but DaemonSets' this long is removed (drained),"
         " never below the pool's min_count.",
     )
+    beat_lease_seconds: float = Field(
+        default=10.0,
+        ge=2,
+        le=60,
+        description="How long the leader beat's lease in Redis lasts without a renewal (it renews every"
+        " second): another beat replica takes over at most this long after the leader dies.",
+    )
     require_agent: bool = Field(
         default=True,
         description="A cluster runs only once its agent is connected and reports every node Ready."
