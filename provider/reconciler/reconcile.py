@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from kaas_core.db.models import (
     UNFINISHED_OPERATION_STATES,
-    AuditEvent,
     Cluster,
     ClusterAgent,
     ClusterPhase,
@@ -47,6 +46,7 @@ from provider.addons.catalog import AddonInputs
 from provider.addons.join_tokens import bootstrap_token_secret
 from provider.addons.kube_client import AddonApplyError
 from provider.addons.reconcile import ADDONS_READY, AddonsOutcome, reconcile_addons
+from provider.audit import record_provider_action
 from provider.bootstrap.cloud_init import BootstrapError
 from provider.bootstrap.node_binaries import IMAGE, NodeBinaries, NodeBinariesError
 from provider.bootstrap.pki import PkiError
@@ -501,22 +501,13 @@ def _rollout(
                     started_at=now,
                 )
             )
-        session.add(
-            AuditEvent(
-                at=now,
-                actor_name="kaas",
-                via="provider",
-                action="cluster.nodes.repair",
-                method="-",
-                route="provider.rollout.health",
-                resource_type="cluster",
-                resource_id=cluster.id,
-                project_id=cluster.project_id,
-                cluster_id=cluster.id,
-                outcome="success",
-                status_code=0,
-                detail={"replaced": sorted(names), "reason": "NotReady longer than the health threshold"},
-            )
+        record_provider_action(
+            session,
+            cluster,
+            action="cluster.nodes.repair",
+            route="provider.rollout.health",
+            detail={"replaced": sorted(names), "reason": "NotReady longer than the health threshold"},
+            now=now,
         )
 
     def nodes_left_in_quota() -> int | None:
@@ -539,22 +530,15 @@ def _rollout(
         return max(0, quota.max_nodes - int(pools or 0) - int(planes or 0))
 
     def record_scale(decision: ScaleDecision) -> None:
-        session.add(
-            AuditEvent(
-                at=now,
-                actor_name="kaas",
-                via="provider",
-                action="cluster.node_pools.autoscale",
-                method="-",
-                route="provider.rollout.autoscale",
-                resource_type="node_pool",
-                resource_id=decision.pool,
-                project_id=cluster.project_id,
-                cluster_id=cluster.id,
-                outcome="success",
-                status_code=0,
-                detail={"count": decision.count, "remove": list(decision.remove), "reason": decision.reason},
-            )
+        record_provider_action(
+            session,
+            cluster,
+            action="cluster.node_pools.autoscale",
+            route="provider.rollout.autoscale",
+            resource_type="node_pool",
+            resource_id=decision.pool,
+            detail={"count": decision.count, "remove": list(decision.remove), "reason": decision.reason},
+            now=now,
         )
 
     autoscale = AutoscaleInputs(

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from kaas_core.db.models import AuditEvent, Cluster, ClusterPhase, Region
+from kaas_core.db.models import Cluster, ClusterPhase, Region
 from kaas_core.maintenance import MaintenanceWindow, MaintenanceWindowError, inside
 from kaas_core.operations import unfinished_operation
 from kaas_core.upgrades import (
@@ -28,6 +28,7 @@ from kaas_core.upgrades import (
     begin_upgrade,
     pending_upgrade,
 )
+from provider.audit import record_provider_action
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +69,13 @@ def start_automatic_upgrades(
             except (UpgradeRefused, UpgradeConflict) as exc:
                 logger.info("cluster %s: no automatic upgrade to %s: %s", cluster.id, version, exc)
                 continue
-            session.add(
-                AuditEvent(
-                    at=now,
-                    actor_name="kaas",
-                    via="provider",
-                    action="cluster.upgrade.automatic",
-                    method="-",
-                    route="provider.rollout.automatic",
-                    resource_type="cluster",
-                    resource_id=cluster.id,
-                    project_id=cluster.project_id,
-                    cluster_id=cluster.id,
-                    outcome="success",
-                    status_code=0,
-                    detail={
-                        "to_version": version,
-                        "operation_id": operation.id,
-                        "reason": "maintenance window",
-                    },
-                )
+            record_provider_action(
+                session,
+                cluster,
+                action="cluster.upgrade.automatic",
+                route="provider.rollout.automatic",
+                detail={"to_version": version, "operation_id": operation.id, "reason": "maintenance window"},
+                now=now,
             )
             started.append(cluster.id)
             logger.info("cluster %s: automatic upgrade to %s in its maintenance window", cluster.id, version)
