@@ -9,24 +9,19 @@ server's Node NotReady while its Nova metadata says ``kaas-sim-fault: not-ready`
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import openstack
 import pytest
-from openstack.config import loader
 
 from tests.e2e.conftest import KaasUp, running_kaas_up
+from tests.e2e.day2 import FAULT, admin_compute, create_cluster, kubectl
 from tests.kube_targets import REAL, missing_programs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kube_real")]
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
-FAULT = {"kaas-sim-fault": "not-ready"}
 WEB = """
 apiVersion: apps/v1
 kind: Deployment
@@ -48,29 +43,10 @@ spec:
 """
 
 
-def kubectl(
-    up: KaasUp, config: Path, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(config), "--request-timeout", "30s", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=up.env,
-    )
-
-
-def compute(up: KaasUp) -> Any:
-    config = loader.OpenStackConfig(
-        config_files=[str(up.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
-    )
-    return openstack.connection.Connection(config=config.get_one(cloud="sim-admin")).compute
-
-
 def workers(up: KaasUp) -> dict[str, Any]:
-    return {s.name: s for s in compute(up).servers(all_projects=True) if (s.metadata or {}).get("kaas-pool")}
+    return {
+        s.name: s for s in admin_compute(up).servers(all_projects=True) if (s.metadata or {}).get("kaas-pool")
+    }
 
 
 def eventually(check: Callable[[], Any], *, what: str, timeout: float = 300) -> Any:
@@ -121,15 +97,7 @@ def test_scale_down_drains_first_a_not_ready_worker_is_replaced_and_three_of_thr
     ) as up:
         if up.kubernetes != REAL:
             missing_programs("drains through the Eviction API need the real programs")
-        created = up.cli("cluster", "create", "demo", "--pool", "workers:m1.small:3", "--wait", timeout=600)
-        assert created.returncode == 0, created.stderr
-        kubeconfig = up.home / "kc"
-        assert up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig)).returncode == 0
-        applied = kubectl(up, kubeconfig, "apply", "-f", "-", stdin=WEB)
-        assert applied.returncode == 0, applied.stderr
-        assert (
-            kubectl(up, kubeconfig, "rollout", "status", "deployment/web", "--timeout=180s").returncode == 0
-        )
+        kubeconfig = create_cluster(up, control_planes=1, workers=3, manifest=WEB)
         before = set(workers(up))
         assert len(before) == 3
 
@@ -153,7 +121,7 @@ def test_scale_down_drains_first_a_not_ready_worker_is_replaced_and_three_of_thr
 
         # a worker NotReady longer than KAAS_NODE_UNHEALTHY_SECONDS is replaced
         sick_name, sick = sorted(workers(up).items())[0]
-        compute(up).set_server_metadata(sick, **FAULT)
+        admin_compute(up).set_server_metadata(sick, **FAULT)
         eventually(lambda: sick_name not in workers(up), what="the NotReady worker's server to be replaced")
         eventually(
             lambda: len(workers(up)) == 2 and cluster(up)["phase"] == "running", what="2 workers again"
@@ -170,7 +138,7 @@ def test_scale_down_drains_first_a_not_ready_worker_is_replaced_and_three_of_thr
         three = workers(up)
         assert len(three) == 3
         for server in three.values():
-            compute(up).set_server_metadata(server, **FAULT)
+            admin_compute(up).set_server_metadata(server, **FAULT)
 
         def short_circuited() -> dict[str, Any] | None:
             conditions = {c["type"]: c for c in cluster(up).get("conditions") or []}

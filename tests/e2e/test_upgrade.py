@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,17 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openstack
 import pytest
 import yaml
-from openstack.config import loader
 
 from tests.e2e.conftest import KaasUp, running_kaas_up
+from tests.e2e.day2 import FAULT, admin_compute, create_cluster, kubectl
 from tests.kube_targets import NEWEST, OLDEST, REAL, missing_programs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kube_real")]
 
-KUBECTL = Path(sys.executable).parent / "kubectl"
 WEB_WITH_PDB = """
 apiVersion: apps/v1
 kind: Deployment
@@ -92,45 +88,12 @@ def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
         yield up
 
 
-def kubectl(
-    up: KaasUp, config: Path, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(config), "--request-timeout", "30s", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=up.env,
-    )
-
-
 def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_and_the_pdb_kept(
     kaas_up: KaasUp,
 ) -> None:
     if kaas_up.kubernetes != REAL:
         missing_programs("an upgrade between real releases needs the real programs")
-    created = kaas_up.cli(
-        "cluster",
-        "create",
-        "demo",
-        "--version",
-        OLDEST.removeprefix("v"),
-        "--control-plane",
-        "3",
-        "--pool",
-        "workers:m1.small:3",
-        "--wait",
-        timeout=600,
-    )
-    assert created.returncode == 0, created.stderr
-    kubeconfig = kaas_up.home / "kc"
-    assert kaas_up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig)).returncode == 0
-    applied = kubectl(kaas_up, kubeconfig, "apply", "-f", "-", stdin=WEB_WITH_PDB)
-    assert applied.returncode == 0, applied.stderr
-    rolled = kubectl(kaas_up, kubeconfig, "rollout", "status", "deployment/web", "--timeout=180s")
-    assert rolled.returncode == 0, rolled.stderr
+    kubeconfig = create_cluster(kaas_up, control_planes=3, workers=3, version=OLDEST, manifest=WEB_WITH_PDB)
     pods_before = set(
         kubectl(kaas_up, kubeconfig, "get", "pods", "-l", "app=web", "-o", "name").stdout.split()
     )
@@ -187,16 +150,6 @@ def test_a_three_control_plane_cluster_upgrades_a_minor_with_no_failed_request_a
     assert probe.min_available >= 2
 
 
-FAULT = {"kaas-sim-fault": "not-ready"}  # nodesim holds such a server's Node NotReady (nodesim.faults)
-
-
-def admin_compute(up: KaasUp) -> Any:
-    config = loader.OpenStackConfig(
-        config_files=[str(up.state_dir / "simcloud" / "clouds.yaml")], load_envvars=False
-    )
-    return openstack.connection.Connection(config=config.get_one(cloud="sim-admin")).compute
-
-
 def hold_the_first_new_server(up: KaasUp, version: str, *, timeout: float = 120) -> str:
     """Catch the upgrade's first server of ``version`` as Nova creates it and mark it so that its node never
     becomes Ready (a build whose kubelet cannot start); returns its name."""
@@ -238,22 +191,7 @@ def upgrade_that_pauses(up: KaasUp) -> tuple[str, str, Path]:
     pauses with that node in its reason. Returns the operation's id, the held server and a kubeconfig."""
     if up.kubernetes != REAL:
         missing_programs("an upgrade between real releases needs the real programs")
-    created = up.cli(
-        "cluster",
-        "create",
-        "demo",
-        "--version",
-        OLDEST.removeprefix("v"),
-        "--control-plane",
-        "3",
-        "--pool",
-        "workers:m1.small:1",
-        "--wait",
-        timeout=600,
-    )
-    assert created.returncode == 0, created.stderr
-    kubeconfig = up.home / "kc"
-    assert up.cli("cluster", "kubeconfig", "demo", "--output-file", str(kubeconfig)).returncode == 0
+    kubeconfig = create_cluster(up, control_planes=3, workers=1, version=OLDEST)
     started = up.cli(
         "cluster", "upgrade", "demo", NEWEST.removeprefix("v"), "--node-ready-timeout", "120", "-o", "json"
     )
