@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build wheels of the given source folders and install them, with their dependencies from PyPI, into a new
-# virtual environment. The one install step of both images (server.Containerfile, agent.Containerfile) and
+# virtual environment. The one install step of both images (server.Dockerfile, agent.Dockerfile) and
 # of the test that stands in for an image build where none can run (tests/deploy/test_images.py).
 #   install.sh VENV SOURCE [SOURCE...]
 set -eu

@@ -1,5 +1,5 @@
 # The kaas agent image (agents/ alone, the kaas-agent distribution): what runs in every user cluster.
-# Build from the repository's root:  buildah build -f deploy/images/agent.Containerfile -t kaas/kaas-agent:0.1.0 .
+# Build from the repository's root:  buildah build -f deploy/images/agent.Dockerfile -t kaas/kaas-agent:0.1.0 .
 # Its Deployment (deploy/agent/deployment.yaml) mounts the config at /etc/kaas/agent.yaml.
 
 # --- build: the agent's wheel installed into a venv, with the Python the runtime image has (Debian 12's 3.11)

@@ -1,6 +1,6 @@
 # The kaas server image: one image, five entry points (the Deployments and the Job pick one by their args):
 #   kaas api --host 0.0.0.0 --port 8000 | kaas worker --region R ... | kaas beat | kaas tunnel | kaas db upgrade
-# Build from the repository's root:  buildah build -f deploy/images/server.Containerfile -t kaas/kaas:0.1.0 .
+# Build from the repository's root:  buildah build -f deploy/images/server.Dockerfile -t kaas/kaas:0.1.0 .
 # Settings come from KAAS_* environment variables (kaas_core.settings); see deploy/README.md.
 
 # --- build: wheels of kaas installed into a venv, with the Python the runtime image has (Debian 12's 3.11)
