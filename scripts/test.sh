@@ -62,6 +62,14 @@ kube_bin_pid=$!
 log "installing kaas with its dev dependencies"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]" -e ./embedded 2>&1 | grep -v "^WARNING: Location" || true
 export PATH="$VENV/bin:$PATH"
+# checkov (tests/deploy/test_lint.py) in a venv of its own: it pins packaging<24, which pytest 9 refuses
+CHECKOV_VENV=${KAAS_CHECKOV_VENV:-$ROOT/.venv-checkov}
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  log "installing checkov into $CHECKOV_VENV"
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check checkov
+fi
+export KAAS_CHECKOV="$CHECKOV_VENV/bin/checkov"
 
 log "ruff"
 ruff check .

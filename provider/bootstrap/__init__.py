@@ -1,5 +1,6 @@
 """Node bootstrap: what a new server is told at first boot (cloud-init user-data), and the manifests kaas
-applies in every user cluster (package data under ``manifests/``)."""
+applies in every user cluster (package data under ``manifests/``: links to their one source,
+``deploy/agent/`` of the repository, which the wheel carries as files)."""
 
 from __future__ import annotations
 
@@ -12,4 +13,13 @@ def rbac_manifest() -> Path:
 
     Found through the package, so an installed wheel has it as a checkout does.
     """
-    return Path(str(resources.files(__package__) / "manifests" / "kaas-rbac.yaml"))
+    return _manifest("kaas-rbac.yaml")
+
+
+def agent_deployment_manifest() -> Path:
+    """``kaas-agent.yaml``: the agent's Deployment, whose image ``agent_manifest`` sets per region."""
+    return _manifest("kaas-agent.yaml")
+
+
+def _manifest(name: str) -> Path:
+    return Path(str(resources.files(__package__) / "manifests" / name))

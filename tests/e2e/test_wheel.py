@@ -82,7 +82,11 @@ def test_the_production_wheel_carries_what_kaas_needs_and_no_tests_or_simulators
     assert "kaas_core/migrations/env.py" in names
     assert "kaas_core/migrations/script.py.mako" in names
     assert any(name.startswith("kaas_core/migrations/versions/0001_") for name in names)
-    assert "provider/bootstrap/manifests/kaas-rbac.yaml" in names
+    # the agent's manifests are files in the wheel with deploy/agent's content (the package links there)
+    wheel = zipfile.ZipFile(installed.wheels["kaas"])
+    for manifest in ("kaas-rbac.yaml", "kaas-agent.yaml"):
+        shipped = wheel.read(f"provider/bootstrap/manifests/{manifest}")
+        assert shipped == (ROOT / "deploy" / "agent" / manifest).read_bytes()
     assert "kaas_api/dashboard/templates/base.html" in names
     assert "kaas_api/dashboard/static/dashboard.js" in names
     tops = {name.split("/", 1)[0] for name in names if "/" in name and ".dist-info" not in name}
