@@ -70,16 +70,16 @@ def previous_release_models() -> types.ModuleType:
     exec(compile(base_source, "previous/base.py", "exec"), base.__dict__)  # noqa: S102 (our own history)
     spec = importlib.util.spec_from_loader("previous_release_models", loader=None)
     assert spec is not None
-    models = importlib.util.module_from_spec(spec)
-    sys.modules["previous_release_models"] = models  # dataclass-like annotations resolve through it
-    models.__dict__["__name__"] = "previous_release_models"
+    previous = importlib.util.module_from_spec(spec)
+    sys.modules["previous_release_models"] = previous  # dataclass-like annotations resolve through it
+    previous.__dict__["__name__"] = "previous_release_models"
     source = source.replace("from kaas_core.db.base import Base", "from previous_release_base import Base")
     sys.modules["previous_release_base"] = base
     try:
-        exec(compile(source, "previous/models.py", "exec"), models.__dict__)  # noqa: S102
+        exec(compile(source, "previous/models.py", "exec"), previous.__dict__)  # noqa: S102
     finally:
         sys.modules.pop("previous_release_base", None)
-    return models
+    return previous
 
 
 def columns(metadata: sa.MetaData) -> set[str]:
