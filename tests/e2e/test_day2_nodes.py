@@ -20,7 +20,7 @@ from tests.e2e.conftest import KaasUp, running_kaas_up
 from tests.e2e.day2 import FAULT, admin_compute, create_cluster, kubectl
 from tests.kube_targets import REAL, missing_programs
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kube_real")]
+pytestmark = pytest.mark.e2e  # the "processes" group: one kaas up at a time, never beside a chaos run
 
 WEB = """
 apiVersion: apps/v1
