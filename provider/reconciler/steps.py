@@ -396,8 +396,11 @@ def pool_version(cluster: Cluster, pool: NodePool) -> str:
     return pool.kubernetes_version or cluster.kubernetes_version
 
 
-def create_member(state: PassState, new: NewServer) -> str:
-    """Create the server the rollout asked for (``provider.rollout.plan.NewServer``); returns its name."""
+def create_member(state: PassState, new: NewServer) -> str | None:
+    """Create the server the rollout asked for (``provider.rollout.plan.NewServer``); returns its name, or
+    None while the join wave's token has not reached the cluster yet (the next pass publishes it first)."""
+    if _join_token_pending(state) is not None:
+        return None
     cluster = state.cluster
     if new.role == NodeRole.CONTROL_PLANE.value:
         slot = new.slot or 1

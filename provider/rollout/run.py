@@ -94,7 +94,7 @@ class RolloutOutcome:
 
 
 # what the steps give the rollout to create a server with (provider.reconciler.steps.create_member)
-CreateServer = Callable[[NewServer], str]
+CreateServer = Callable[[NewServer], str | None]  # None: not now (the join wave's token is on its way)
 DeleteServer = Callable[[str], None]
 # records that self-healing replaces these nodes (an operation of kind repair, audited); the reconciler's
 RecordRepair = Callable[[list[str]], None]
@@ -280,12 +280,15 @@ def run_rollout(
                     "cluster %s: node %s NotReady too long; its server is replaced", cluster.id, name
                 )
             return RolloutOutcome(False, message=health.message, health=health)
+    waiting = [plan.waiting_for] if plan.waiting_for else []
     for new in plan.create:
-        name = create_server(new)
-        logger.info("cluster %s: created %s at %s (%s)", cluster.id, name, new.version, new.role)
+        created = create_server(new)
+        if created is None:
+            waiting.append("the join wave's bootstrap token to reach the cluster")
+            break
+        logger.info("cluster %s: created %s at %s (%s)", cluster.id, created, new.version, new.role)
     by_name = {server.name: server for server in servers}
     rows = {node.name: node for node in nodes}
-    waiting = [plan.waiting_for] if plan.waiting_for else []
     for name in plan.drain:
         server = by_name[name]
         if node_ops is None:

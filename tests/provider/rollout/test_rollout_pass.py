@@ -125,6 +125,16 @@ def begin_upgrade(
         return operation.id
 
 
+def first_replacement(ctx: ProviderContext, simcloud: SimCloudHandle, cluster_id: str) -> PassResult:
+    """The upgrade's first passes: one that puts the new join wave's token into the cluster (no server is
+    made with a token the cluster does not know yet), then one that creates the first replacement."""
+    before = set(servers(simcloud, cluster_id))
+    waiting = reconcile_cluster_once(ctx, cluster_id, worker_id="w")
+    assert "bootstrap token" in waiting.message, waiting.message
+    assert set(servers(simcloud, cluster_id)) == before
+    return reconcile_cluster_once(ctx, cluster_id, worker_id="w")
+
+
 def operation_of(ctx: ProviderContext, operation_id: str) -> Operation:
     with ctx.session_factory() as session:
         return session.get_one(Operation, operation_id)
@@ -150,7 +160,7 @@ def test_an_upgrade_replaces_every_node_control_plane_first_draining_each_before
     assert {meta["kaas-version"] for meta in before.values()} == {OLD}
     operation_id = begin_upgrade(day2, cluster_id)
 
-    first = reconcile_cluster_once(day2, cluster_id, worker_id="w")
+    first = first_replacement(day2, simcloud, cluster_id)
     created = set(servers(simcloud, cluster_id)) - set(before)
     assert len(created) == 1
     (new_cp,) = created
@@ -180,7 +190,7 @@ def test_a_new_node_that_never_becomes_ready_pauses_the_upgrade_and_resume_conti
 ) -> None:
     cluster_id = running_cluster(day2, control_planes=3, workers=1)
     operation_id = begin_upgrade(day2, cluster_id, node_ready_timeout_seconds=60)
-    reconcile_cluster_once(day2, cluster_id, worker_id="w")
+    first_replacement(day2, simcloud, cluster_id)
     new_cp = next(n for n, meta in servers(simcloud, cluster_id).items() if meta["kaas-version"] == NEW)
     reconcile_cluster_once(day2, cluster_id, worker_id="w")  # the node row of the new server exists
     all_ready(day2, cluster_id, except_=frozenset({new_cp}))
@@ -327,7 +337,7 @@ def test_user_data_of_a_replacement_carries_the_new_version(
     before = set(servers(simcloud, cluster_id))
     begin_upgrade(day2, cluster_id)
 
-    reconcile_cluster_once(day2, cluster_id, worker_id="w")
+    first_replacement(day2, simcloud, cluster_id)
 
     new_id = next(
         sid
@@ -377,7 +387,7 @@ def test_cancel_finishes_the_node_in_hand_and_starts_no_other(
 ) -> None:
     cluster_id = running_cluster(day2, control_planes=3, workers=1)
     operation_id = begin_upgrade(day2, cluster_id)
-    reconcile_cluster_once(day2, cluster_id, worker_id="w")  # the first replacement is created
+    first_replacement(day2, simcloud, cluster_id)
     all_ready(day2, cluster_id)
     with day2.session_factory.begin() as session:
         session.get_one(Operation, operation_id).cancel_requested = True
