@@ -6,7 +6,7 @@
   test that needs them fails when services are required (``KAAS_REQUIRE_SERVICES=1``, CI) and otherwise
   skips, or runs on the stand-in where it says it can (``kube`` fixtures: a laptop without Go).
 - How many run at once: a real control plane costs about 530 MiB and a few seconds of both cores to start,
-  so ``control_plane_slots`` holds at most ``KAAS_TEST_MAX_CONTROL_PLANES`` (default 3) of them at a time on
+  so ``control_plane_slots`` holds at most ``KAAS_TEST_MAX_CONTROL_PLANES`` (default 4) of them at a time on
   this machine (lock files in the temp dir, shared by every pytest run of every checkout); a test that
   needs one more waits for a slot (at most ``SLOT_WAIT_SECONDS``, then fails).
 - ``SharedRealCluster``: ONE real control plane for the whole session (``shared_real_cluster`` in
@@ -70,7 +70,7 @@ SHARED_NODE = "kaas-test-node"
 # the controller manager publishes the cluster CA into every namespace of a real cluster
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 PORT_FORWARD_GREETING = b"hello through port-forward\n"
-MAX_CONTROL_PLANES = int(os.environ.get("KAAS_TEST_MAX_CONTROL_PLANES", "3"))
+MAX_CONTROL_PLANES = int(os.environ.get("KAAS_TEST_MAX_CONTROL_PLANES", "4"))
 SLOT_WAIT_SECONDS = 900.0
 SLOT_DIR = Path(tempfile.gettempdir()) / "kaas-test-control-plane-slots"
 

@@ -4,11 +4,42 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from kaas_api.schemas import Timestamp
-from kaas_api.validation import JSON_INTEGER, Cidr, DnsLabel, FlavorName, IpAddress, NonEmptyText, Version
+from kaas_api.validation import (
+    JSON_INTEGER,
+    PRINTABLE_PATTERN,
+    SHORT_TEXT_MAX,
+    VERSION_MAX,
+    VERSION_PATTERN,
+    Cidr,
+    DnsLabel,
+    FlavorName,
+    IpAddress,
+    NonEmptyText,
+    Version,
+    anchored,
+    string_schema,
+)
 from kaas_core.package_mirror import MIRROR_KEY_MAX, MIRROR_KEY_PATTERN, MIRROR_URL_MAX, MIRROR_URL_PATTERN
+
+MAX_NODE_IMAGES = 50
+# pydantic states a dict's key type as patternProperties, which leaves any other key (and its value) free in
+# JSON Schema; the API refuses those, so the document says every key is a version and every value an image
+NodeImages = Annotated[
+    dict[Version, NonEmptyText],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_NODE_IMAGES,
+            "propertyNames": {"pattern": anchored(VERSION_PATTERN), "minLength": 1, "maxLength": VERSION_MAX},
+            "additionalProperties": string_schema(
+                pattern=PRINTABLE_PATTERN, min_length=1, max_length=SHORT_TEXT_MAX
+            ),
+        }
+    ),
+]
 
 NodeBinariesSource = Literal["image", "mirror"]
 MirrorUrl = Annotated[str, Field(max_length=MIRROR_URL_MAX, pattern=MIRROR_URL_PATTERN)]
@@ -62,7 +93,7 @@ class RegionFields(BaseModel):
         " an image with them preinstalled; image is the fallback) or 'mirror' (installed at first boot on"
         " image from package_mirror_url, signed by package_mirror_key).",
     )
-    node_images: dict[Version, NonEmptyText] | None = Field(default=None, max_length=50)
+    node_images: NodeImages | None = Field(default=None, max_length=MAX_NODE_IMAGES)
     package_mirror_url: MirrorUrl | None = Field(
         default=None, description="A Debian repository laid out as the Kubernetes project's (deb <url> /)."
     )

@@ -83,8 +83,8 @@ class Probe:
 
 @pytest.fixture
 def kaas_up(tmp_path: Path) -> Iterator[KaasUp]:
-    # a 3+3 cluster runs an apiserver per control-plane server (4 during a replacement): two slots' worth
-    with running_kaas_up(tmp_path, "--boot-delay", "0.5", "--sweep-interval", "5", control_planes=2) as up:
+    # one cluster: one slot (its 3 or 4 apiservers share one etcd, controller manager and scheduler)
+    with running_kaas_up(tmp_path, "--boot-delay", "0.5", "--sweep-interval", "5", control_planes=1) as up:
         yield up
 
 

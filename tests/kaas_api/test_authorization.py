@@ -93,9 +93,9 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", C + "/nodes"): Access("viewer"),
     ("GET", C + "/operations"): Access("viewer"),
     ("GET", "/v1/operations/{operation_id}"): Access("viewer"),
-    # c1's create operation is pending: it may be cancelled, but it is no paused upgrade to resume, pause or
-    # roll back (the state rules: tests/kaas_api/test_operations_control.py)
-    ("POST", "/v1/operations/{operation_id}/cancel"): Access("member"),
+    # c1's create operation is pending: no upgrade or repair to cancel, pause or roll back, no paused one to
+    # resume; members get through to the 409 (the state rules: tests/kaas_api/test_operations_control.py)
+    ("POST", "/v1/operations/{operation_id}/cancel"): Access("member_conflict"),
     ("POST", "/v1/operations/{operation_id}/resume"): Access("member_conflict"),
     ("POST", "/v1/operations/{operation_id}/pause"): Access("member_conflict"),
     ("POST", "/v1/operations/{operation_id}/rollback"): Access("member_conflict"),

@@ -207,8 +207,9 @@ def test_a_fault_holds_the_nodes_of_matching_servers_not_ready_until_cleared(
             assert booter.clusters()[cluster_id].nodes_ready == 1
 
             booter.faults.clear()
-            wait_until(lambda: ready_of(nodes_by_name(client)["kaas-f-w-a"]) == "True", timeout=60,
-                       what="the released Node to become Ready")
+            # a Node that changes sides registers again: it may be missing for a moment
+            wait_until(lambda: (node := nodes_by_name(client).get("kaas-f-w-a")) is not None
+                       and ready_of(node) == "True", timeout=60, what="the released Node to become Ready")
         assert booter.clusters()[cluster_id].nodes_ready == 2
 
 
