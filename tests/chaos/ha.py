@@ -39,10 +39,11 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kaas_core.db.models import Cluster
 from kaas_core.tunnel_registry import KEY_PREFIX
 from provider.beat_leader import LEADER_KEY
+from provider.config import ProviderSettings
 from tests.chaos.campaign import (
     FLAVOR,
     PROJECT,
@@ -206,6 +208,7 @@ class BeatKill:
     leader_after: str | None
     running_after: bool  # the new holder is a running beat process
     takeover_seconds: float
+    took_over_at: float = 0.0  # time.time() when the new holder was seen
 
 
 @dataclass
@@ -542,7 +545,7 @@ class HaCampaign(Campaign):
             wait_for(
                 lambda: self.leader() not in (None, before),
                 what="another beat to take the lead",
-                timeout=self.settings_lease() + 20,
+                timeout=ProviderSettings().beat_lease_seconds + 20,
             )
         after = self.leader()
         restart.join()
@@ -553,6 +556,7 @@ class HaCampaign(Campaign):
             leader_after=after,
             running_after=self._pid(after) in running,
             takeover_seconds=takeover,
+            took_over_at=time.time(),
         )
         self.ha_report.beat_kills.append(kill)
         return Kill(
@@ -561,21 +565,22 @@ class HaCampaign(Campaign):
             detail=f"leader {name} ({before}); {after} leads after {takeover:.1f} s",
         )
 
-    def settings_lease(self) -> float:
-        from provider.config import ProviderSettings
-
-        return ProviderSettings().beat_lease_seconds
-
     # --- the audit ---
 
     def audit(self, rig: Rig, factory: sessionmaker[Session], view: Any) -> None:
         super().audit(rig, factory, view)
-        self.ha_report.beat_sends, self.ha_report.beats_active = beat_sends(self.workdir / "logs")
+        # the beats active at the end: those that sent since the last takeover, over two due-scan intervals
+        since = max((kill.took_over_at for kill in self.ha_report.beat_kills), default=0.0)
+        interval = ProviderSettings().due_scan_interval_seconds
+        time.sleep(max(0.0, since + 2 * interval + 1 - time.time()))
+        self.ha_report.beat_sends, self.ha_report.beats_active = beat_sends(
+            self.workdir / "logs", since=datetime.fromtimestamp(max(since, time.time() - 4 * interval), UTC)
+        )
 
 
-def beat_sends(logs: Path, *, last: int = 6) -> tuple[BeatSends, int]:
-    """Every send of every beat process (one log per start), in time order; and how many distinct beats made
-    the ``last`` sends (the beats active at the end)."""
+def beat_sends(logs: Path, *, since: datetime) -> tuple[BeatSends, int]:
+    """Every send of every beat process (one log per start), in time order; and how many distinct beats sent
+    after ``since`` (the beats active at the end)."""
     sends: list[tuple[datetime, str]] = []
     for log in sorted(logs.glob("beat-*.log")):
         for line in log.read_text(errors="replace").splitlines():
@@ -588,12 +593,10 @@ def beat_sends(logs: Path, *, last: int = 6) -> tuple[BeatSends, int]:
     for _, sender in sends:
         if not runs or runs[-1] != sender:
             runs.append(sender)
-    return BeatSends(sends=len(sends), runs=runs), len({sender for _, sender in sends[-last:]})
+    return BeatSends(sends=len(sends), runs=runs), len({sender for at, sender in sends if at > since})
 
 
 def run_ha(options: HaOptions) -> HaReport:
-    import uuid
-
     workdir = options.workdir or Path(f"/tmp/kaas-ha-{uuid.uuid4().hex[:8]}")
     workdir.mkdir(parents=True, exist_ok=True)
     report = HaCampaign(options, workdir=workdir).run()
