@@ -13,10 +13,10 @@ from pydantic import Field
 
 from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_core.serving.settings import MIB, HttpInputSettings
-from kaas_core.settings import SharedSettings, TunnelSecretSettings
+from kaas_core.settings import SharedSettings, TunnelRegistrySettings, TunnelSecretSettings
 
 
-class ApiSettings(SharedSettings, TunnelSecretSettings, HttpInputSettings):
+class ApiSettings(SharedSettings, TunnelRegistrySettings, TunnelSecretSettings, HttpInputSettings):
     """The API process's settings (the ``KAAS_HTTP_*`` input limits it shares with the tunnel server come
     from ``HttpInputSettings``)."""
 

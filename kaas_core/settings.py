@@ -9,6 +9,8 @@ here, so what they share has one definition and one production check:
   ``production_problems()``, which each subclass extends with ``super()``;
 - ``TunnelSecretSettings``: the secret the API and the tunnel servers share (the k8s proxy's signed
   internal hop derives its key from it), ``KAAS_TUNNEL_INTERNAL_SECRET``;
+- ``TunnelRegistrySettings``: the Redis of the tunnel registry (``kaas_core.tunnel_registry``), which the
+  tunnel servers write and the API's k8s proxy reads, ``KAAS_REDIS_URL``;
 - ``SharedSettings``: what the API and the workers must agree on (broker, secret key, tunnel URL, webhook
   egress).
 Defaults serve the embedded mode (``kaas up``); production refuses the insecure ones.
@@ -102,6 +104,22 @@ class TunnelSecretSettings(KaasSettings):
         problems = super().production_problems()
         if weak_secret(self.tunnel_internal_secret.get_secret_value()):
             problems.append(_random_string("KAAS_TUNNEL_INTERNAL_SECRET"))
+        return problems
+
+
+class TunnelRegistrySettings(KaasSettings):
+    """Where the API and the tunnel servers find which tunnel process holds which cluster's agent."""
+
+    redis_url: str | None = Field(
+        default=None,
+        description="The Redis of the tunnel registry, shared by every API and tunnel process; None: in"
+        " memory, which only the embedded mode (one process) can use.",
+    )
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if self.redis_url is None:
+            problems.append("KAAS_REDIS_URL must be set so API processes can find agent sessions")
         return problems
 
 

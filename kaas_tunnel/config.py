@@ -9,14 +9,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from kaas_core.serving.settings import HttpInputSettings
-from kaas_core.settings import TunnelSecretSettings
+from kaas_core.settings import TunnelRegistrySettings, TunnelSecretSettings
 
 
-class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
+class TunnelSettings(TunnelRegistrySettings, TunnelSecretSettings, HttpInputSettings):
     """Where the tunnel server listens, how it finds its peers, and its limits and timeouts (its internal
     endpoint's ``KAAS_HTTP_*`` input limits and body cap are the API's, from ``HttpInputSettings``)."""
 
-    redis_url: str | None = Field(default=None, description="the shared registry; None = in-memory")
     redis_max_connections: int = Field(
         default=50,
         ge=1,
@@ -59,9 +58,3 @@ class TunnelSettings(TunnelSecretSettings, HttpInputSettings):
         gt=0,
         description="Dials are refused likewise while the event loop runs this late: the server is starved.",
     )
-
-    def production_problems(self) -> list[str]:
-        problems = super().production_problems()
-        if self.redis_url is None:
-            problems.append("KAAS_REDIS_URL must be set so API processes can find agent sessions")
-        return problems

@@ -55,7 +55,7 @@ from kaas_core.internal_hop import (
     ProxyAssertion,
     internal_target_url,
 )
-from kaas_core.tunnel_registry import TunnelRegistry
+from kaas_core.tunnel_registry import SessionLocation, TunnelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ SPDY_UNSUPPORTED = (
 # Date and Server are this server's own (uvicorn writes them): relaying the cluster's too would send each
 # twice, which some clients reject
 RESPONSE_DROPPED = RESPONSE_HOP_BY_HOP | {"date", "server"}
+REROUTE_POLL_SECONDS = 0.1  # how often a request whose tunnel process died asks where the agent went
 
 
 @dataclass(frozen=True)
@@ -256,25 +257,37 @@ async def proxy(
     if location is None:
         raise KubeStatusError(503, not_connected(identity))
     k8s_path = target.partition("?")[0]
-    url = internal_target_url(location.address, target)
     streaming = _is_streaming(request.scope.get("query_string", b"").decode("latin-1"), k8s_path)
     read_timeout = None if streaming else context.read_timeout_seconds
     client = context.client()
-    outgoing = client.build_request(
-        request.method,
-        url,
-        headers=upstream_headers(request, identity, target, key=context.assertion_key),
-        content=request.stream() if _has_body(request) else None,
-        timeout=httpx.Timeout(
-            connect=context.connect_timeout_seconds,
-            read=read_timeout,
-            write=context.read_timeout_seconds,
-            pool=context.connect_timeout_seconds,
-        ),
-    )
+    has_body = _has_body(request)
     started = time.monotonic()
     try:
-        upstream = await client.send(outgoing, stream=True)
+        while True:
+            outgoing = client.build_request(
+                request.method,
+                internal_target_url(location.address, target),
+                headers=upstream_headers(request, identity, target, key=context.assertion_key),
+                content=request.stream() if has_body else None,
+                timeout=httpx.Timeout(
+                    connect=context.connect_timeout_seconds,
+                    read=read_timeout,
+                    write=context.read_timeout_seconds,
+                    pool=context.connect_timeout_seconds,
+                ),
+            )
+            try:
+                upstream = await client.send(outgoing, stream=True)
+                break
+            except httpx.ConnectError:
+                # Nothing was sent. The tunnel process the registry names is gone (killed, restarted):
+                # its claim outlives it until the agent's new session, on a live process, replaces it,
+                # which the agent dials at once. A request without a body waits for that, within the
+                # connect timeout; a body may have been read from the client already.
+                moved = None if has_body else await _new_session(context, cluster_id, location, started)
+                if moved is None:
+                    raise
+                location = moved
     except httpx.TimeoutException as exc:
         _log(identity, request, k8s_path, status=504, sent=0, started=started, outcome="timeout")
         raise KubeStatusError(504, f"the cluster {identity.cluster_name} did not answer in time") from exc
@@ -300,6 +313,19 @@ async def proxy(
             outcome=outcome,
         ),
     )
+
+
+async def _new_session(
+    context: K8sProxyContext, cluster_id: str, gone: SessionLocation, started: float
+) -> SessionLocation | None:
+    """The cluster's session that replaced ``gone`` in the registry, polled until the connect timeout
+    (counted from ``started``) runs out; None if none came."""
+    while time.monotonic() - started < context.connect_timeout_seconds:
+        await asyncio.sleep(REROUTE_POLL_SECONDS)
+        location = await context.registry.lookup(cluster_id)
+        if location is not None and location.session_id != gone.session_id:
+            return location
+    return None
 
 
 # What a segment may hold, as the OpenAPI document states it: no control character, '\\', ';', '%', '?' or

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from fastapi import FastAPI
 
 from kaas_api.config import ApiSettings
 from kaas_cli.output import err_console
@@ -31,24 +32,37 @@ def api(
     port: Annotated[int, typer.Option(help="port")] = 8000,
 ) -> None:
     """Run the API server (settings from KAAS_* environment variables)."""
-    from celery import Celery
-
-    from kaas_api.app import create_app
-    from kaas_api.dispatch import CeleryDispatcher
-    from kaas_core.db.session import make_engine, make_session_factory
-
     settings = ApiSettings()
     settings.validate_for_production()
     configure_logging(json=settings.log_json, level=settings.log_level)
-    engine = make_engine(settings.database_url)
-    celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
-    app = create_app(
-        settings, session_factory=make_session_factory(engine), dispatcher=CeleryDispatcher(celery_client)
-    )
+    app = api_app(settings)
     config = server_config(
         app, limits=settings.http_limits, host=host, port=port, log_level=settings.log_level.lower()
     )
     run_server(config)
+
+
+def api_app(settings: ApiSettings) -> FastAPI:
+    """The API as ``kaas api`` serves it: the deployment's database and broker, and the tunnel registry in
+    Redis (``KAAS_REDIS_URL``), where the tunnel processes record which of them holds each cluster's agent.
+    Without it the k8s proxy would look in a registry of its own, empty, and answer 503 for every cluster."""
+    from celery import Celery
+    from redis.asyncio import Redis
+
+    from kaas_api.app import create_app
+    from kaas_api.dispatch import CeleryDispatcher
+    from kaas_core.db.session import make_engine, make_session_factory
+    from kaas_core.tunnel_registry import RedisTunnelRegistry
+
+    engine = make_engine(settings.database_url)
+    celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
+    registry = RedisTunnelRegistry(Redis.from_url(settings.redis_url)) if settings.redis_url else None
+    return create_app(
+        settings,
+        session_factory=make_session_factory(engine),
+        dispatcher=CeleryDispatcher(celery_client),
+        tunnel_registry=registry,
+    )
 
 
 def _keep_kaas_logging() -> None:

@@ -473,6 +473,22 @@ class Campaign:
         rig.add(Part("nodes", nodes))
         return rig
 
+    def start_parts(self, rig: Rig) -> None:
+        """One of each part, two workers (the HA harness starts replicas)."""
+        for name in ("api", "tunnel", "beat", "nodes", "worker", "worker"):
+            rig.start(name)
+
+    def make_user(self) -> ApiUser:
+        return ApiUser(base_url=self.api_url, token=self.token, project=PROJECT, errors=self.errors)
+
+    def before_lifecycles(
+        self, stack: ExitStack, *, rig: Rig, factory: sessionmaker[Session], user: ApiUser
+    ) -> None:
+        """Hook: traffic besides the lifecycles (the HA harness's kubectl clients), stopped by ``stack``."""
+
+    def after_lifecycles(self, user: ApiUser) -> None:
+        """Hook: the last lifecycle ended and the killer is done; before the audit."""
+
     # --- lifecycles ---
 
     def step(self, name: str, step: str) -> None:
@@ -791,14 +807,13 @@ class Campaign:
                     clouds_yaml=cloud.clouds_yaml, tenant=cloud.tenant, admin=cloud.admin, project_id=demo.id
                 )
                 admin.close()
-            for name in ("api", "tunnel", "beat", "nodes", "worker", "worker"):
-                rig.start(name)
+            self.start_parts(rig)
             if options.cloud == "real":
                 stack.enter_context(cluster_ids_file(factory, self.workdir / "clusters"))
             admin = audit.admin_connection(cloud.clouds_yaml, cloud.admin)
             stack.callback(admin.close)
             view = audit.CloudView(admin=admin, project_id=cloud.project_id)
-            user = ApiUser(base_url=self.api_url, token=self.token, project=PROJECT, errors=self.errors)
+            user = self.make_user()
             stack.callback(user.close)
 
             plan = self.plan()
@@ -823,12 +838,14 @@ class Campaign:
             supervisor.start()
             stack.callback(supervisor.join, 30)
             stack.callback(supervisor_stop.set)
+            self.before_lifecycles(stack, rig=rig, factory=factory, user=user)
             killer = threading.Thread(
                 target=self.killer, args=(rig, factory, plan), name="chaos-killer", daemon=True
             )
             killer.start()
             self.report.lifecycles = self.run_lifecycles(user, view, factory, killer)
             killer.join()
+            self.after_lifecycles(user)
             self.audit(rig, factory, view)
             self.report.seconds = time.monotonic() - started
         return self.report

@@ -166,22 +166,22 @@ def _drive(
     }
     on_step("create")
     started = time.monotonic()
-    cluster_id = _create(user, body, result, create_via)
+    cluster_id = create_cluster(user, body, result, create_via)
     result.cluster_id = cluster_id
-    _wait_phase(user, cluster_id, "running", timeout=spec.step_timeout)
+    wait_phase(user, cluster_id, "running", timeout=spec.step_timeout)
     result.seconds["create"] = time.monotonic() - started
 
     on_step("scale")
     started = time.monotonic()
     _scale(user, cluster_id, count=2, result=result)
-    _wait_phase(user, cluster_id, "running", timeout=spec.step_timeout, generation_settled=True)
+    wait_phase(user, cluster_id, "running", timeout=spec.step_timeout, generation_settled=True)
     result.seconds["scale"] = time.monotonic() - started
     result.node_counts = _node_counts(user, cluster_id, count_servers, count_rows)
 
     on_step("delete")
     started = time.monotonic()
-    _delete(user, cluster_id, result)
-    _wait_phase(user, cluster_id, "deleted", timeout=spec.step_timeout)
+    delete_cluster(user, cluster_id, result)
+    wait_phase(user, cluster_id, "deleted", timeout=spec.step_timeout)
     result.seconds["delete"] = time.monotonic() - started
 
 
@@ -193,7 +193,7 @@ def _find(user: ApiUser, name: str) -> str | None:
     return str(response.json()["id"])
 
 
-def _create(
+def create_cluster(
     user: ApiUser,
     body: dict[str, Any],
     result: LifecycleResult,
@@ -237,7 +237,7 @@ def _scale(user: ApiUser, cluster_id: str, *, count: int, result: LifecycleResul
             raise LifecycleFailed(f"scale {cluster_id}: refused for {user.outage_seconds:g} s")
 
 
-def _delete(user: ApiUser, cluster_id: str, result: LifecycleResult) -> None:
+def delete_cluster(user: ApiUser, cluster_id: str, result: LifecycleResult) -> None:
     path = user.clusters_path(f"/{cluster_id}")
     deadline = time.monotonic() + user.outage_seconds
     while True:
@@ -255,7 +255,7 @@ def _delete(user: ApiUser, cluster_id: str, result: LifecycleResult) -> None:
         time.sleep(0.5)
 
 
-def _wait_phase(
+def wait_phase(
     user: ApiUser, cluster_id: str, phase: str, *, timeout: float, generation_settled: bool = False
 ) -> None:
     path = user.clusters_path(f"/{cluster_id}")

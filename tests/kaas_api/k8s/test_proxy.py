@@ -217,6 +217,41 @@ async def test_an_unreachable_tunnel_server_answers_503(
     assert "cannot be reached" in response.json()["message"]
 
 
+async def test_a_request_whose_tunnel_process_died_follows_the_agent_to_its_new_session(
+    world: World, api_url: str, settings: ApiSettings, registry: InMemoryTunnelRegistry
+) -> None:
+    async def live_tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    live = await asyncio.start_server(live_tunnel, "127.0.0.1", 0)
+    live_port = live.sockets[0].getsockname()[1]
+    await registry.claim(
+        cluster_id=world.cluster_id, session_id="s1", address=f"http://127.0.0.1:{dead_port}"
+    )
+
+    async def agent_dials_again() -> None:
+        await asyncio.sleep(0.5)
+        await registry.claim(
+            cluster_id=world.cluster_id, session_id="s2", address=f"http://127.0.0.1:{live_port}"
+        )
+
+    redial = asyncio.create_task(agent_dials_again())
+    try:
+        async with api_client(settings, world.tokens["member"]) as client:
+            response = await client.get(k8s(world, "/api/v1/namespaces"))
+    finally:
+        await redial
+        live.close()
+        await live.wait_closed()
+    assert response.status_code == 200, response.text
+
+
 async def test_kubectl_gets_namespaces_with_the_downloaded_kubeconfig(
     world: World,
     api_url: str,
