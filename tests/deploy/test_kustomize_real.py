@@ -34,7 +34,7 @@ CRDS = Path(__file__).with_name("prometheus-operator-crds.yaml")
 RUNNING_WITHIN_SECONDS = 180
 EXPECTED_REPLICAS = {
     "dev": {"api": 1, "tunnel": 1, "worker": 1, "beat": 1},
-    "production": {"api": 3, "tunnel": 3, "worker": 3, "beat": 1},
+    "production": {"api": 3, "tunnel": 3, "worker": 3, "beat": 2},  # one beat leads (provider.beat_leader)
 }
 
 
