@@ -91,6 +91,10 @@ class HaOptions(Options):
     beats: int = 2
     steady: int = 2  # clusters that live through the run, the kubectl clients' targets
     kubectl_clients: int = 2
+    # after the kills, every process restarted one at a time with SIGTERM (a rolling restart, as a
+    # Deployment's rollout does) while the kubectl clients run; off by default: a tunnel replica's graceful
+    # stop releases its agents' claims, and requests meet "not connected" until the agents are back
+    rolling_restart: bool = False
 
 
 # --- the clients' one retry ------------------------------------------------------------------------------
@@ -225,6 +229,16 @@ class BeatSends:
 
 
 @dataclass
+class RollingRestart:
+    processes: int
+    seconds: float
+    sent: int  # kubectl requests through kaas while it ran
+    retried: int
+    failed: int
+    ended_at: float = 0.0  # wall clock: the beats' handovers of the restart are over by then
+
+
+@dataclass
 class HaReport(Report):
     replicas: int = 0
     api_requests: RequestTally = field(default_factory=RequestTally)
@@ -234,6 +248,7 @@ class HaReport(Report):
     beat_sends: BeatSends = field(default_factory=BeatSends)
     beats_active: int = 0  # distinct senders over the last sends, at the end
     reconnect_bound: float = AGENT_RECONNECT_BOUND_SECONDS
+    rolling_restart: RollingRestart | None = None
 
     @property
     def reconnects(self) -> list[float]:
@@ -287,6 +302,13 @@ class HaReport(Report):
             f" {len(self.beat_sends.runs)} run(s) of one sender, interleaved senders:"
             f" {len(self.beat_sends.interleaved)}"
         )
+        restart = self.rolling_restart
+        if restart is not None:
+            out.append(
+                f"rolling restart (SIGTERM, one at a time): {restart.processes} processes in"
+                f" {restart.seconds:.0f} s; k8s proxy requests meanwhile: {restart.sent} sent,"
+                f" {restart.retried} retried once, {restart.failed} failed after the retry"
+            )
         out += [
             f"  failed: {line}" for line in (self.api_requests.failures + self.k8s_requests.failures)[:20]
         ]
@@ -374,6 +396,7 @@ class HaCampaign(Campaign):
         return rig
 
     def start_parts(self, rig: Rig) -> None:
+        self.rig = rig
         for name in sorted(n for n in rig.parts if n.startswith("tunnel-")):
             rig.start(name)
         rig.start("lb-tunnel")
@@ -428,14 +451,46 @@ class HaCampaign(Campaign):
             "node_cidr": f"10.255.{index}.0/24",
         }
 
+    rig: Rig | None = None
+
     def after_lifecycles(self, user: ApiUser) -> None:
-        """The kubectl clients stop, the steady clusters go (the audit then finds nothing of them)."""
+        """A rolling restart under the kubectl clients' load; then they stop, and the steady clusters go
+        (the audit then finds nothing of them)."""
+        if self.ha.rolling_restart and self.rig is not None:
+            self.rolling_restart(self.rig)
         if self.traffic is not None:
             self.traffic.close()
         for cluster_id in self.steady:
             delete_cluster(user, cluster_id, LifecycleResult(name=cluster_id))
         for cluster_id in self.steady:
             wait_phase(user, cluster_id, "deleted", timeout=self.options.step_timeout)
+
+    def rolling_restart(self, rig: Rig) -> None:
+        """Every API, tunnel, worker and beat process in turn: SIGTERM, wait for it to end, start it again
+        and wait until it answers, as a rolling update of each Deployment does (one at a time, maxSurge 0).
+        The requests the kubectl clients sent meanwhile are counted apart."""
+        tally = self.ha_report.k8s_requests
+        before = (tally.sent, tally.retried, len(tally.failures))
+        names = [
+            n
+            for prefix in ("api-", "tunnel-", "worker", "beat")
+            for n in sorted(rig.parts)
+            if n.startswith(prefix)
+        ]
+        order = [(n, p) for n in names if n != "api-doomed" for p in list(rig.parts[n].running)]
+        started = time.monotonic()
+        for name, process in order:
+            took = rig.terminate(process)
+            rig.start(name, timeout=120)
+            self.say(f"rolling restart: {name} ended in {took:.1f} s and is back")
+        self.ha_report.rolling_restart = RollingRestart(
+            processes=len(order),
+            seconds=time.monotonic() - started,
+            sent=tally.sent - before[0],
+            retried=tally.retried - before[1],
+            failed=len(tally.failures) - before[2],
+            ended_at=time.time(),
+        )
 
     # --- kills ---
 
@@ -570,7 +625,12 @@ class HaCampaign(Campaign):
     def audit(self, rig: Rig, factory: sessionmaker[Session], view: Any) -> None:
         super().audit(rig, factory, view)
         # the beats active at the end: those that sent since the last takeover, over two due-scan intervals
-        since = max((kill.took_over_at for kill in self.ha_report.beat_kills), default=0.0)
+        restart = self.ha_report.rolling_restart
+        since = max(
+            [kill.took_over_at for kill in self.ha_report.beat_kills]
+            + ([restart.ended_at] if restart else []),
+            default=0.0,
+        )
         interval = ProviderSettings().due_scan_interval_seconds
         time.sleep(max(0.0, since + 2 * interval + 1 - time.time()))
         self.ha_report.beat_sends, self.ha_report.beats_active = beat_sends(
@@ -613,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steady", type=int, default=2, help="clusters the kubectl clients read")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rolling-restart", action="store_true", help="then restart every process in turn")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("KAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"),
@@ -629,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             steady=args.steady,
             seed=args.seed,
+            rolling_restart=args.rolling_restart,
             redis_url=args.redis_url,
             workdir=args.workdir,
         )

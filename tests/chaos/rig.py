@@ -120,6 +120,22 @@ class Rig:
         process.wait(30)
         return killed_at
 
+    def terminate(self, process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> float:
+        """SIGTERM one process (its group), as a rolling restart does; SIGKILL if it has not ended in
+        ``timeout``. Returns how long it took to end."""
+        with self._lock:
+            self.forget(process)
+            started = time.monotonic()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        return time.monotonic() - started
+
     def forget(self, process: subprocess.Popen[bytes]) -> None:
         with self._lock:
             for part in self.parts.values():
