@@ -174,6 +174,10 @@ class TunnelServer:
         # verifies the API's signed assertions on the internal endpoint (kaas_core.internal_hop)
         self.assertion_key = assertion_key(settings.tunnel_internal_secret.get_secret_value())
         self._sessions: dict[str, AgentSession] = {}
+        # set by stop(): the sessions it closes keep their registry claims, so that the API's k8s proxy,
+        # finding this process gone, waits for each agent's new session elsewhere instead of answering
+        # "not connected" (a claim is replaced by the new session's, or runs out with its TTL)
+        self._stopping = False
         # Handshakes that passed process_request (cluster id, session id, admission ticket); weak, so a
         # handshake that fails later leaks nothing (its ticket runs out by its deadline).
         self._authenticated: weakref.WeakKeyDictionary[ServerConnection, tuple[str, str, HandshakeTicket]] = (
@@ -235,17 +239,20 @@ class TunnelServer:
         )
 
     async def stop(self) -> None:
-        """Close every agent session (GOAWAY), stop both listeners. Idempotent."""
+        """Stop taking proxied requests and let those in flight finish (the internal listener's graceful
+        shutdown), then close every agent session (GOAWAY) keeping their claims, then the agents' listener.
+        Idempotent."""
+        self._stopping = True
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+            await self._http_server.shutdown(sockets=[self._http_socket] if self._http_socket else None)
+            self._http_server = None
         for live in list(self._sessions.values()):
             live.connection.close("the kaas tunnel server is shutting down")
         if self._ws_server is not None:
             self._ws_server.close()
             await self._ws_server.wait_closed()
             self._ws_server = None
-        if self._http_server is not None:
-            self._http_server.should_exit = True
-            await self._http_server.shutdown(sockets=[self._http_socket] if self._http_socket else None)
-            self._http_server = None
         if self._http_socket is not None:
             self._http_socket.close()
             self._http_socket = None
@@ -426,8 +433,9 @@ class TunnelServer:
             if self._sessions.get(cluster_id) is live:
                 del self._sessions[cluster_id]
             self.metrics.sessions.set(len(self._sessions))
-            with contextlib.suppress(Exception):
-                await self.registry.release(cluster_id=cluster_id, session_id=session_id)
+            if not self._stopping:
+                with contextlib.suppress(Exception):
+                    await self.registry.release(cluster_id=cluster_id, session_id=session_id)
             await self._db(store.record_disconnected, cluster_id=cluster_id, session_id=session_id)
             logger.info(
                 "tunnel server: cluster %s agent disconnected: %s", cluster_id, live.connection.close_reason

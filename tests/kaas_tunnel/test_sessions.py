@@ -122,6 +122,29 @@ async def test_the_agent_reconnects_by_itself_after_the_tunnel_server_restarts(
             assert (await client.get(proxy_path(NAMESPACES))).status_code == 200
 
 
+async def test_a_stopping_tunnel_server_keeps_its_agents_claims_for_the_proxy_to_follow(
+    make_server: ServerFactory,
+    cluster: CreatedCluster,
+    kube: KubeTarget,
+    tmp_path: Path,
+    registry: RedisTunnelRegistry,
+) -> None:
+    """A graceful stop (a rolling restart) leaves each agent's claim in the registry: the API's k8s proxy then
+    finds the process gone and waits for the agent's new session elsewhere, rather than answering "not
+    connected" while the agent dials again. (An agent that simply goes away still releases its claim.)"""
+    first = await make_server()
+    config = agent_config(tunnel_url=first.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path)
+    async with running_agent(config):
+        await wait_until(lambda: first.session_for(cluster.id) is not None, what="the first session")
+        claim = await registry.lookup(cluster.id)
+        assert claim is not None
+        await first.stop()
+        assert first.session_for(cluster.id) is None
+        kept = await registry.lookup(cluster.id)
+        assert kept is not None
+        assert kept.session_id == claim.session_id
+
+
 async def test_a_newer_agent_session_replaces_the_older_one(
     server: TunnelServer,
     cluster: CreatedCluster,
