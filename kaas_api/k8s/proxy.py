@@ -50,6 +50,7 @@ from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
 from kaas_api.k8s.status import KubeStatusError
 from kaas_api.schemas import KubeStatus
+from kaas_core.db.models import ClusterAgent, as_utc, utcnow
 from kaas_core.internal_hop import (
     ASSERTION_HEADER,
     ProxyAssertion,
@@ -69,6 +70,7 @@ SPDY_UNSUPPORTED = (
 # twice, which some clients reject
 RESPONSE_DROPPED = RESPONSE_HOP_BY_HOP | {"date", "server"}
 REROUTE_POLL_SECONDS = 0.1  # how often a request whose tunnel process died asks where the agent went
+RECENT_DISCONNECT_SECONDS = 30.0  # an agent gone this recently is dialling again: requests wait for it
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,8 @@ async def proxy(
     # never go upstream), so that the cluster's refusal, when it refuses (RBAC), is what kubectl prints.
     spdy_upgrade = "upgrade" in request.headers
     location = await context.registry.lookup(cluster_id)
+    if location is None and not _has_body(request):
+        location = await _returning_session(request, context, cluster_id)
     if location is None:
         raise KubeStatusError(503, not_connected(identity))
     k8s_path = target.partition("?")[0]
@@ -313,6 +317,41 @@ async def proxy(
             outcome=outcome,
         ),
     )
+
+
+def _disconnected_recently(session_factory: sessionmaker[Session], cluster_id: str, *, within: float) -> bool:
+    """Whether the cluster's agent was connected a moment ago (its ``cluster_agents`` row): a blip (its
+    tunnel process went, it is dialling another), not an agent that is away."""
+    with session_factory() as session:
+        agent = session.get(ClusterAgent, cluster_id)
+        if agent is None or agent.connected_at is None:
+            return False
+        if agent.connected:
+            return True  # the row still says so: the session ended a moment ago
+        gone = as_utc(agent.disconnected_at)
+        return gone is not None and (utcnow() - gone).total_seconds() < within
+
+
+async def _returning_session(
+    request: Request, context: K8sProxyContext, cluster_id: str
+) -> SessionLocation | None:
+    """No session in the registry: when the agent was connected a moment ago, a request without a body waits
+    for its new session within the connect timeout (as after a tunnel process died with the claim), rather
+    than answering 503 at once; an agent that has been away answers 503 at once. Only this path reads the
+    database."""
+    app_context: AppContext = request.app.state.kaas
+    recently = await run_in_threadpool(
+        _disconnected_recently, app_context.session_factory, cluster_id, within=RECENT_DISCONNECT_SECONDS
+    )
+    if not recently:
+        return None
+    started = time.monotonic()
+    while time.monotonic() - started < context.connect_timeout_seconds:
+        await asyncio.sleep(REROUTE_POLL_SECONDS)
+        location = await context.registry.lookup(cluster_id)
+        if location is not None:
+            return location
+    return None
 
 
 async def _new_session(

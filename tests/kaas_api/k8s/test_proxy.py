@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.config import ApiSettings
+from kaas_core.db.models import ClusterAgent, utcnow
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry
 from kaas_tunnel.server import TunnelServer
 from tests.kaas_api.conftest import World
@@ -250,6 +253,65 @@ async def test_a_request_whose_tunnel_process_died_follows_the_agent_to_its_new_
         live.close()
         await live.wait_closed()
     assert response.status_code == 200, response.text
+
+
+def agent_row(session_factory: sessionmaker[Session], cluster_id: str, *, gone_seconds_ago: float) -> None:
+    """What the tunnel server wrote when the cluster's agent went away that long ago."""
+    now = utcnow()
+    with session_factory.begin() as session:
+        agent = session.get(ClusterAgent, cluster_id) or ClusterAgent(cluster_id=cluster_id)
+        agent.connected = False
+        agent.connected_at = now - timedelta(hours=1)
+        agent.disconnected_at = now - timedelta(seconds=gone_seconds_ago)
+        session.add(agent)
+
+
+async def test_a_request_for_an_agent_gone_a_moment_ago_waits_for_its_new_session(
+    world: World,
+    api_url: str,
+    settings: ApiSettings,
+    registry: InMemoryTunnelRegistry,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A tunnel replica stopped and the agent is dialling another: the registry has no claim for a moment."""
+    agent_row(session_factory, world.cluster_id, gone_seconds_ago=1)
+
+    async def live_tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    live = await asyncio.start_server(live_tunnel, "127.0.0.1", 0)
+    live_port = live.sockets[0].getsockname()[1]
+
+    async def agent_comes_back() -> None:
+        await asyncio.sleep(0.5)
+        await registry.claim(
+            cluster_id=world.cluster_id, session_id="s2", address=f"http://127.0.0.1:{live_port}"
+        )
+
+    back = asyncio.create_task(agent_comes_back())
+    try:
+        async with api_client(settings, world.tokens["member"]) as client:
+            response = await client.get(k8s(world, "/api/v1/namespaces"))
+    finally:
+        await back
+        live.close()
+        await live.wait_closed()
+    assert response.status_code == 200, response.text
+
+
+async def test_a_request_for_an_agent_away_for_long_is_answered_503_at_once(
+    world: World, api_url: str, settings: ApiSettings, session_factory: sessionmaker[Session]
+) -> None:
+    agent_row(session_factory, world.cluster_id, gone_seconds_ago=600)
+    started = time.monotonic()
+    async with api_client(settings, world.tokens["member"]) as client:
+        response = await client.get(k8s(world, "/api/v1/namespaces"))
+    assert response.status_code == 503
+    assert "is not connected" in response.json()["message"]
+    assert time.monotonic() - started < settings.k8s_proxy_connect_timeout_seconds  # no wait for it
 
 
 async def test_kubectl_gets_namespaces_with_the_downloaded_kubeconfig(
