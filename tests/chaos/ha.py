@@ -639,8 +639,9 @@ class HaCampaign(Campaign):
 
 
 def beat_sends(logs: Path, *, since: datetime) -> tuple[BeatSends, int]:
-    """Every send of every beat process (one log per start), in time order; and how many distinct beats sent
-    after ``since`` (the beats active at the end)."""
+    """Every send of every beat process (one log per start), in time order; and how many beats are active at
+    the end: over the sends after ``since``, 1 when each beat's sends follow the previous one's (handovers),
+    the number of beats when one sends again after another took over."""
     sends: list[tuple[datetime, str]] = []
     for log in sorted(logs.glob("beat-*.log")):
         for line in log.read_text(errors="replace").splitlines():
@@ -653,7 +654,16 @@ def beat_sends(logs: Path, *, since: datetime) -> tuple[BeatSends, int]:
     for _, sender in sends:
         if not runs or runs[-1] != sender:
             runs.append(sender)
-    return BeatSends(sends=len(sends), runs=runs), len({sender for at, sender in sends if at > since})
+    # after ``since``: one beat active, whatever handovers there were (a lease that lapsed under load passes
+    # it on), unless some beat sends again after another took over (then both think they lead)
+    runs_after: list[str] = []
+    for at, sender in sends:
+        if at > since and (not runs_after or runs_after[-1] != sender):
+            runs_after.append(sender)
+    if not runs_after:
+        return BeatSends(sends=len(sends), runs=runs), 0
+    alternating = len(runs_after) != len(set(runs_after))
+    return BeatSends(sends=len(sends), runs=runs), len(set(runs_after)) if alternating else 1
 
 
 def run_ha(options: HaOptions) -> HaReport:
