@@ -402,36 +402,29 @@ def create_member(state: PassState, new: NewServer) -> str | None:
     if _join_token_pending(state) is not None:
         return None
     cluster = state.cluster
+    pool: NodePool | None = None
+    group: str | None = None
+    slot: int | None = None
     if new.role == NodeRole.CONTROL_PLANE.value:
         slot = new.slot or 1
-        name = control_plane_name(cluster.id, slot, new.attempt)
+        name, flavor = control_plane_name(cluster.id, slot, new.attempt), cluster.control_plane_flavor
         # a group of its own generation: a strict group already has a member on every host it may use
         group = state.driver.ensure_server_group(
             cluster.id, policy=_server_group_policy(cluster), generation=new.version
         )
-        _create(
-            state,
-            name=name,
-            role=new.role,
-            flavor=cluster.control_plane_flavor,
-            pool=None,
-            slot=slot,
-            attempt=new.attempt,
-            version=new.version,
-            server_group_id=group,
-        )
-        return name
-    pool = next(p for p in state.pools if p.name == new.pool)
-    name = worker_name(cluster.id, pool.name)
+    else:
+        pool = next(p for p in state.pools if p.name == new.pool)
+        name, flavor = worker_name(cluster.id, pool.name), pool.flavor
     _create(
         state,
         name=name,
         role=new.role,
-        flavor=pool.flavor,
+        flavor=flavor,
         pool=pool,
-        slot=None,
+        slot=slot,
         attempt=new.attempt,
         version=new.version,
+        server_group_id=group,
     )
     return name
 

@@ -44,9 +44,6 @@ class TunnelNodeOps:
             if exc.status != 404:
                 raise NodeOpsError(f"delete node {node}: {exc.status} {exc.reason}", temporary=True) from exc
 
-    def pods_per_node(self) -> dict[str, int]:
-        return {node.name: node.workload_pods for node in self.observe().nodes}
-
     def observe(self) -> ClusterObservation:
         with _as_node_ops_error():
             return observe_cluster(self._core)

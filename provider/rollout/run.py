@@ -67,8 +67,6 @@ class NodeOps(Protocol):
 
     def delete_node(self, node: str) -> None: ...
 
-    def pods_per_node(self) -> dict[str, int]: ...
-
     def observe(self) -> ClusterObservation: ...
 
 
@@ -239,20 +237,27 @@ def run_rollout(
     """Plan and act once. ``node_ops`` None: no way into the cluster (``kaas up``'s stand-ins without
     add-ons), so a node to remove is deleted without a drain, as kaas did before drains existed."""
     members = members_of(servers, nodes, reported_versions=reported_versions, now=now)
+    observed: list[ClusterObservation | None] = []  # the cluster read once a pass, by whoever needs it first
+
+    def observation() -> ClusterObservation | None:
+        if not observed:
+            try:
+                observed.append(node_ops.observe() if node_ops is not None else None)
+            except NodeOpsError as exc:
+                logger.warning("cluster %s: its nodes and pods not read this pass: %s", cluster.id, exc)
+                observed.append(None)
+        return observed[0]
+
     if autoscale is not None and operation is None and node_ops is not None and _autoscaled(pools):
-        try:
-            observation = node_ops.observe()
-        except NodeOpsError as exc:
-            logger.warning("cluster %s: not autoscaled this pass: %s", cluster.id, exc)
-        else:
-            _autoscale(cluster, pools, nodes, members, observation, autoscale, now=now)
+        seen = observation()
+        if seen is not None:
+            _autoscale(cluster, pools, nodes, members, seen, autoscale, now=now)
     target = target_of(cluster, pools, operation)
     policy = policy_of(operation, defaults=defaults)
     if node_ops is not None and _scales_down(members, target):
-        try:
-            members = with_pods(members, node_ops.pods_per_node())
-        except NodeOpsError as exc:
-            logger.warning("cluster %s: pods per node not read, removal order by age: %s", cluster.id, exc)
+        seen = observation()
+        if seen is not None:  # else the removal order goes by age
+            members = with_pods(members, {node.name: node.workload_pods for node in seen.nodes})
     paused = operation is not None and operation.state == OperationState.PAUSED.value
     plan = plan_rollout(members, target, policy, now=now)
     _record_nodes(operation, plan)

@@ -40,9 +40,6 @@ class ClusterDouble:
     def delete_node(self, node: str) -> None:
         self.deleted_nodes.append(node)
 
-    def pods_per_node(self) -> dict[str, int]:
-        return dict(self.pods)
-
     def observe(self) -> ClusterObservation:
         return ClusterObservation(
             nodes=tuple(
