@@ -92,9 +92,9 @@ class HaOptions(Options):
     steady: int = 2  # clusters that live through the run, the kubectl clients' targets
     kubectl_clients: int = 2
     # after the kills, every process restarted one at a time with SIGTERM (a rolling restart, as a
-    # Deployment's rollout does) while the kubectl clients run; off by default: a tunnel replica's graceful
-    # stop releases its agents' claims, and requests meet "not connected" until the agents are back
-    rolling_restart: bool = False
+    # Deployment's rollout does) while the kubectl clients run; a tunnel replica's graceful stop keeps its
+    # agents' claims, and the API's k8s proxy follows each agent to its new session
+    rolling_restart: bool = True
 
 
 # --- the clients' one retry ------------------------------------------------------------------------------
@@ -683,7 +683,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steady", type=int, default=2, help="clusters the kubectl clients read")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rolling-restart", action="store_true", help="then restart every process in turn")
+    parser.add_argument(
+        "--no-rolling-restart",
+        dest="rolling_restart",
+        action="store_false",
+        help="skip the rolling restart of every process after the kills",
+    )
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("KAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"),
