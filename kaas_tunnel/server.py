@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import json
 import logging
@@ -64,6 +65,7 @@ from kaas_core.tunnel_registry import TunnelRegistry
 from kaas_tunnel import store
 from kaas_tunnel.admission import HandshakeGate, HandshakeTicket
 from kaas_tunnel.config import TunnelSettings
+from kaas_tunnel.group_commit import GroupCommit
 from kaas_tunnel.metrics import TunnelMetrics
 from kaas_tunnel.proxy import internal_app
 
@@ -190,6 +192,20 @@ class TunnelServer:
         self._internal_port = 0
         self.loop_lag = LoopLagProbe(name="tunnel server loop", on_sample=self.metrics.loop_lag.observe)
         self._refresher: asyncio.Task[None] | None = None
+        # every handshake's token check and admission, and every cluster_agents change, in group commits:
+        # a herd of reconnecting agents costs a transaction per batch, not three per agent
+        self._admissions: GroupCommit[str, tuple[str | None, store.Admission | None]] = GroupCommit(
+            functools.partial(
+                store.authenticate_and_admit_many,
+                session_factory,
+                limit=settings.agent_replacements_per_window,
+                window=timedelta(seconds=settings.agent_replacement_window_seconds),
+            ),
+            name="agent-admissions",
+        )
+        self._agent_rows: GroupCommit[store.AgentRowChange, None] = GroupCommit(
+            functools.partial(store.apply_changes, session_factory), name="cluster-agents"
+        )
         self.handshakes = HandshakeGate(
             max_in_progress=settings.max_handshakes_in_progress,
             lag_limit=settings.handshake_lag_limit_seconds,
@@ -315,13 +331,7 @@ class TunnelServer:
     ) -> Response | None:
         settings = self.settings
         try:
-            cluster_id, admission = await asyncio.to_thread(
-                store.authenticate_and_admit,
-                self._factory,
-                token,
-                limit=settings.agent_replacements_per_window,
-                window=timedelta(seconds=settings.agent_replacement_window_seconds),
-            )
+            cluster_id, admission = await self._admissions.submit(token)
         except Exception:
             logger.exception("tunnel server: authenticating and admitting an agent failed on the database")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
@@ -417,11 +427,8 @@ class TunnelServer:
         try:
             await self.registry.claim(cluster_id=cluster_id, session_id=session_id, address=self.internal_url)
             live.claimed = True  # refreshed from now on (_refresh_claims)
-            await self._db(
-                store.record_connected,
-                cluster_id=cluster_id,
-                session_id=session_id,
-                address=self.internal_url,
+            await self._write(
+                store.connected(cluster_id=cluster_id, session_id=session_id, address=self.internal_url)
             )
             recorded.set()
             ticket.release(completed=True)
@@ -436,7 +443,7 @@ class TunnelServer:
             if not self._stopping:
                 with contextlib.suppress(Exception):
                     await self.registry.release(cluster_id=cluster_id, session_id=session_id)
-            await self._db(store.record_disconnected, cluster_id=cluster_id, session_id=session_id)
+            await self._write(store.disconnected(cluster_id=cluster_id, session_id=session_id))
             logger.info(
                 "tunnel server: cluster %s agent disconnected: %s", cluster_id, live.connection.close_reason
             )
@@ -470,13 +477,11 @@ class TunnelServer:
         if not reclaimed:
             live.connection.close("replaced by a newer session of this cluster on another tunnel server")
 
-    async def _db(self, function: Any, **kwargs: Any) -> None:
+    async def _write(self, change: store.AgentRowChange) -> None:
         try:
-            await asyncio.to_thread(function, self._factory, **kwargs)
+            await self._agent_rows.submit(change)
         except Exception:
-            logger.exception(
-                "tunnel server: writing cluster_agents failed (%s)", getattr(function, "__name__", "")
-            )
+            logger.exception("tunnel server: writing cluster_agents of cluster %s failed", change.cluster_id)
 
     def _status_handler(self, cluster_id: str, session_id: str, *, recorded: asyncio.Event) -> DialHandler:
         async def handle(
@@ -498,7 +503,7 @@ class TunnelServer:
                 stream.reset(f"invalid status report: {exc}")
                 return
             await recorded.wait()  # the session ends (and this task with it) if it never is
-            await self._db(store.record_status, cluster_id=cluster_id, session_id=session_id, report=report)
+            await self._write(store.status(cluster_id=cluster_id, session_id=session_id, report=report))
             stream.close_write()
 
         return handle

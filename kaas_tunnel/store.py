@@ -2,8 +2,9 @@
 limit on replacements) and writing ``cluster_agents``.
 
 Owned by ``kaas_tunnel``; called by ``kaas_tunnel.server`` (in a worker thread: the database layer
-is synchronous). The tunnel server is the only writer of ``cluster_agents``. Each function opens one
-session and commits once.
+is synchronous), through ``kaas_tunnel.group_commit`` for the ``..._many`` and ``apply_changes``
+forms, which do the work of many handshakes in one transaction. The tunnel server is the only writer of
+``cluster_agents``. Each function opens one session and commits once.
 """
 
 from __future__ import annotations
@@ -20,25 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from agents.tunnel.status_report import ClusterStatusReport
 from kaas_core.db.models import Cluster, ClusterAgent, ClusterPhase, as_utc, utcnow
 from kaas_core.security import hash_token
-
-
-def authenticate_agent(factory: sessionmaker[Session], token: str) -> str | None:
-    """The id of the live cluster whose agent token this is, or None (unknown, rotated, deleted)."""
-    with factory() as session:
-        return _authenticate(session, token)
-
-
-def _authenticate(session: Session, token: str) -> str | None:
-    if not token:
-        return None
-    row = session.execute(
-        sa.select(Cluster.id).where(
-            Cluster.agent_token_hash == hash_token(token),
-            Cluster.deleted_at.is_(None),
-            Cluster.phase != ClusterPhase.DELETED.value,
-        )
-    ).first()
-    return None if row is None else str(row[0])
 
 
 @dataclass(frozen=True)
@@ -82,20 +64,65 @@ def authenticate_and_admit(
     window: timedelta,
     now: datetime | None = None,
 ) -> tuple[str | None, Admission | None]:
-    """``authenticate_agent`` then ``admit_session`` in one transaction: what every dial costs the
-    database, once (a connection checkout and a commit fewer; a herd of reconnecting agents pays it
-    thousands of times). ``(None, None)`` for a token of no live cluster."""
+    """The token's live cluster, then ``admit_session``, in one transaction: what a dial costs the database.
+    ``(None, None)`` for a token of no live cluster. The server does this for many dials at once
+    (``authenticate_and_admit_many``)."""
+    return authenticate_and_admit_many(factory, [token], limit=limit, window=window, now=now)[0]
+
+
+def authenticate_and_admit_many(
+    factory: sessionmaker[Session],
+    tokens: list[str],
+    *,
+    limit: int,
+    window: timedelta,
+    now: datetime | None = None,
+) -> list[tuple[str | None, Admission | None]]:
+    """``authenticate_and_admit`` for many dials in one transaction, one result per token in order: two
+    queries whatever their number (the clusters by token hash, then their agents' rows locked in id order,
+    so that two batches never wait for each other in a cycle). Dials of one cluster in one batch are
+    admitted in order, as one after the other would be."""
+    now = now or utcnow()
+    hashes = [hash_token(token) if token else "" for token in tokens]
     with factory() as session:
-        cluster_id = _authenticate(session, token)
-        if cluster_id is None:
-            return None, None
-        admission = _admit(session, cluster_id=cluster_id, limit=limit, window=window, now=now or utcnow())
+        found = {
+            str(token_hash): str(cluster_id)
+            for token_hash, cluster_id in session.execute(
+                sa.select(Cluster.agent_token_hash, Cluster.id).where(
+                    Cluster.agent_token_hash.in_({h for h in hashes if h}),
+                    Cluster.deleted_at.is_(None),
+                    Cluster.phase != ClusterPhase.DELETED.value,
+                )
+            )
+        }
+        cluster_ids = sorted({found[h] for h in hashes if h in found})
+        rows = {
+            row.cluster_id: row
+            for row in session.scalars(
+                sa.select(ClusterAgent)
+                .where(ClusterAgent.cluster_id.in_(cluster_ids))
+                .order_by(ClusterAgent.cluster_id)
+                .with_for_update()
+            )
+        }
+        results: list[tuple[str | None, Admission | None]] = []
+        for token_hash in hashes:
+            cluster_id = found.get(token_hash)
+            if cluster_id is None:
+                results.append((None, None))
+                continue
+            admission = _admit_row(rows.get(cluster_id), limit=limit, window=window, now=now)
+            results.append((cluster_id, admission))
         session.commit()
-        return cluster_id, admission
+        return results
 
 
 def _admit(session: Session, *, cluster_id: str, limit: int, window: timedelta, now: datetime) -> Admission:
     row = session.get(ClusterAgent, cluster_id, with_for_update=True)
+    return _admit_row(row, limit=limit, window=window, now=now)
+
+
+def _admit_row(row: ClusterAgent | None, *, limit: int, window: timedelta, now: datetime) -> Admission:
     if row is None or not row.connected or row.session_id is None:
         return Admission(replaces=None)
     started = as_utc(row.replacement_window_started_at)
@@ -117,38 +144,20 @@ def _admit(session: Session, *, cluster_id: str, limit: int, window: timedelta, 
     return Admission(replaces=row.session_id, replacements=row.replacements)
 
 
-def _upsert(
-    factory: sessionmaker[Session],
-    cluster_id: str,
-    values: dict[str, Any],
-    *,
-    only_session: str | None = None,
-) -> None:
-    for _ in range(3):
-        with factory() as session:
-            row = session.get(ClusterAgent, cluster_id, with_for_update=True)
-            if row is None:
-                if only_session is not None:
-                    return
-                row = ClusterAgent(cluster_id=cluster_id, nodes=[])
-                session.add(row)
-            elif only_session is not None and row.session_id != only_session:
-                return  # a newer session owns the row now
-            for key, value in values.items():
-                setattr(row, key, value)
-            try:
-                session.commit()
-                return
-            except IntegrityError:
-                session.rollback()  # the row was inserted concurrently: update it instead
+@dataclass(frozen=True)
+class AgentRowChange:
+    """One change of a ``cluster_agents`` row; with ``only_session``, only while that session owns it."""
+
+    cluster_id: str
+    values: dict[str, Any]
+    only_session: str | None = None
 
 
-def record_connected(
-    factory: sessionmaker[Session], *, cluster_id: str, session_id: str, address: str
-) -> None:
-    now = utcnow()
-    _upsert(
-        factory,
+def connected(
+    *, cluster_id: str, session_id: str, address: str, now: datetime | None = None
+) -> AgentRowChange:
+    now = now or utcnow()
+    return AgentRowChange(
         cluster_id,
         {
             "connected": True,
@@ -161,21 +170,17 @@ def record_connected(
     )
 
 
-def record_disconnected(factory: sessionmaker[Session], *, cluster_id: str, session_id: str) -> None:
-    """Mark the agent gone, unless a newer session of the cluster already took the row over."""
-    _upsert(factory, cluster_id, {"connected": False, "disconnected_at": utcnow()}, only_session=session_id)
+def disconnected(*, cluster_id: str, session_id: str) -> AgentRowChange:
+    """The agent gone, unless a newer session of the cluster already took the row over."""
+    return AgentRowChange(
+        cluster_id, {"connected": False, "disconnected_at": utcnow()}, only_session=session_id
+    )
 
 
-def record_status(
-    factory: sessionmaker[Session],
-    *,
-    cluster_id: str,
-    session_id: str,
-    report: ClusterStatusReport,
-    seen_at: datetime | None = None,
-) -> None:
-    _upsert(
-        factory,
+def status(
+    *, cluster_id: str, session_id: str, report: ClusterStatusReport, seen_at: datetime | None = None
+) -> AgentRowChange:
+    return AgentRowChange(
         cluster_id,
         {
             "last_seen_at": seen_at or utcnow(),
@@ -194,4 +199,65 @@ def record_status(
             "last_error": report.error,
         },
         only_session=session_id,
+    )
+
+
+def apply_changes(factory: sessionmaker[Session], changes: list[AgentRowChange]) -> list[None]:
+    """Every change in one transaction, in order (the rows locked in id order first); ``IntegrityError``
+    when a row to insert names a cluster that is gone (the group commit then writes the changes one by one,
+    and only that one fails)."""
+    ids = sorted({change.cluster_id for change in changes})
+    for attempt in range(3):
+        with factory() as session:
+            rows = {
+                row.cluster_id: row
+                for row in session.scalars(
+                    sa.select(ClusterAgent)
+                    .where(ClusterAgent.cluster_id.in_(ids))
+                    .order_by(ClusterAgent.cluster_id)
+                    .with_for_update()
+                )
+            }
+            for change in changes:
+                row = rows.get(change.cluster_id)
+                if row is None:
+                    if change.only_session is not None:
+                        continue
+                    row = rows[change.cluster_id] = ClusterAgent(cluster_id=change.cluster_id, nodes=[])
+                    session.add(row)
+                elif change.only_session is not None and row.session_id != change.only_session:
+                    continue  # a newer session owns the row now
+                for key, value in change.values.items():
+                    setattr(row, key, value)
+            try:
+                session.commit()
+                return [None] * len(changes)
+            except IntegrityError:
+                session.rollback()  # a row was inserted concurrently: update it instead
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def record_connected(
+    factory: sessionmaker[Session], *, cluster_id: str, session_id: str, address: str
+) -> None:
+    apply_changes(factory, [connected(cluster_id=cluster_id, session_id=session_id, address=address)])
+
+
+def record_disconnected(factory: sessionmaker[Session], *, cluster_id: str, session_id: str) -> None:
+    """Mark the agent gone, unless a newer session of the cluster already took the row over."""
+    apply_changes(factory, [disconnected(cluster_id=cluster_id, session_id=session_id)])
+
+
+def record_status(
+    factory: sessionmaker[Session],
+    *,
+    cluster_id: str,
+    session_id: str,
+    report: ClusterStatusReport,
+    seen_at: datetime | None = None,
+) -> None:
+    apply_changes(
+        factory, [status(cluster_id=cluster_id, session_id=session_id, report=report, seen_at=seen_at)]
     )

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_core.db.models import ClusterAgent, utcnow
 from kaas_tunnel import store
-from tests.provider.factories import CreatedCluster
+from tests.provider.factories import CreatedCluster, create_cluster
 
 WINDOW = timedelta(seconds=60)
 
@@ -98,3 +98,47 @@ def test_the_token_check_and_the_admission_are_one_transaction_with_the_same_ans
     _, third = store.authenticate_and_admit(session_factory, cluster.agent_token, limit=1, window=WINDOW)
     assert third is not None
     assert third.refused
+
+
+def test_many_dials_in_one_transaction_answer_each_in_order_as_one_after_the_other_would(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    other = create_cluster(session_factory, name="other")
+    store.record_connected(session_factory, cluster_id=cluster.id, session_id="live", address="http://a")
+    answers = store.authenticate_and_admit_many(
+        session_factory,
+        [cluster.agent_token, "kaasagent_not-a-token", other.agent_token, cluster.agent_token, ""],
+        limit=1,
+        window=WINDOW,
+    )
+    assert [cluster_id for cluster_id, _ in answers] == [cluster.id, None, other.id, cluster.id, None]
+    first, unknown, other_first, second, empty = (admission for _, admission in answers)
+    assert first == store.Admission(replaces="live", replacements=1)
+    assert other_first == store.Admission(replaces=None)
+    assert second is not None
+    assert second.refused  # the batch's second replacement of one cluster counts against the limit of 1
+    assert unknown is None
+    assert empty is None
+    assert agent_row(session_factory, cluster).replacements == 1
+
+
+def test_changes_in_one_transaction_apply_in_order_and_skip_rows_a_newer_session_owns(
+    session_factory: sessionmaker[Session], cluster: CreatedCluster
+) -> None:
+    other = create_cluster(session_factory, name="other")
+    store.apply_changes(
+        session_factory,
+        [
+            store.connected(cluster_id=cluster.id, session_id="old", address="http://a"),
+            store.connected(cluster_id=other.id, session_id="o1", address="http://b"),
+            store.connected(cluster_id=cluster.id, session_id="new", address="http://c"),
+            store.disconnected(cluster_id=cluster.id, session_id="old"),  # the newer session keeps the row
+            store.disconnected(cluster_id=other.id, session_id="o1"),
+            store.disconnected(cluster_id="00000000-0000-0000-0000-000000000000", session_id="x"),  # no row
+        ],
+    )
+    row = agent_row(session_factory, cluster)
+    assert (row.connected, row.session_id, row.tunnel_address) == (True, "new", "http://c")
+    gone = agent_row(session_factory, other)
+    assert (gone.connected, gone.session_id) == (False, "o1")
+    assert gone.disconnected_at is not None
