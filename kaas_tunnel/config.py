@@ -47,11 +47,12 @@ class TunnelSettings(TunnelRegistrySettings, TunnelSecretSettings, HttpInputSett
     )
     agent_replacement_window_seconds: float = Field(default=60.0, gt=0)
     max_handshakes_in_progress: int = Field(
-        default=32,
+        default=128,
         ge=1,
         description="Agent handshakes worked on at once (database and registry work until the session is"
         " recorded); a dial beyond them is refused at once with 503 and a Retry-After that spreads the herd"
-        " (kaas_tunnel.admission): after a restart, every agent dials again within seconds.",
+        " (kaas_tunnel.admission): after a restart, every agent dials again within seconds. Their database"
+        " work is group-committed (kaas_tunnel.group_commit), so more at once costs little more.",
     )
     handshake_lag_limit_seconds: float = Field(
         default=2.0,
