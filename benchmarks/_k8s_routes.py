@@ -96,17 +96,6 @@ class Route:
             trust_env=False,
         )
 
-    def async_client(self, *, connections: int) -> httpx.AsyncClient:
-        """For many concurrent streams: one connection each (HTTP/1.1), no read timeout."""
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self.headers,
-            verify=self.verify,
-            timeout=httpx.Timeout(30.0, read=None),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            trust_env=False,
-        )
-
 
 def direct_route(upstream: Upstream) -> Route:
     return Route("direct", upstream.url, "", verify=upstream.ssl_context(), note="admin client certificate")
