@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import ssl
 import sys
@@ -522,6 +523,9 @@ def main() -> None:
     except KeyboardInterrupt:
         print(f"interrupted; everything stopped (logs: {workdir})", file=sys.stderr)
         sys.exit(130)
+    finally:
+        # the logs stay; etcd's data (the ConfigMaps, up to 200 MB) goes
+        shutil.rmtree(workdir / "cp" / "etcd", ignore_errors=True)
     say("")
     for line in table(rows, options.sizes, data_bytes=options.sizes.list_mib * CONFIGMAP_DATA_BYTES):
         say(line)
