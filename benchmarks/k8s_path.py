@@ -68,6 +68,8 @@ from benchmarks._k8s_routes import (  # noqa: E402
     nginx_route,
     remotedialer_route,
 )
+from benchmarks._rows import Row as BenchRow  # noqa: E402
+from benchmarks._rows import record  # noqa: E402
 from benchmarks.tunnel import percentile  # noqa: E402
 from nodesim.kube_real import start_control_plane, write_cluster_pki  # noqa: E402
 from nodesim.kube_releases import built_releases, is_complete_release, kube_cache_dir  # noqa: E402
@@ -442,6 +444,60 @@ def table(rows: list[Row], sizes: Sizes, *, data_bytes: int) -> list[str]:
     return lines
 
 
+def record_rows(rows: list[Row], sizes: Sizes) -> None:
+    """The rows of issue 13's table (``benchmarks/fleet.py``): each measured route against direct, kaas's
+    with the issue's goals, the anchors' as the floor to compare with."""
+    direct = figures(rows[0])
+    scale = f"{sizes.list_mib} MiB"
+    for row in rows[1:]:
+        if row.skipped:
+            continue
+        got = figures(row)
+        ours = row.route == "kaas"
+        who = "through kaas" if ours else f"anchor: {row.route}"
+        watches = f"{got.watch.opened}/{got.watch.wanted} watches open, {got.watch.missed} events missed"
+        all_open = got.watch.opened == got.watch.wanted and got.watch.missed == 0
+        record(
+            BenchRow(
+                key=f"k8s.get.p50.{row.route}",
+                label=f"small GET p50, {who} / direct",
+                ours=got.get[0],
+                baseline=direct.get[0],
+                unit="ms",
+                goal="≤ 2x" if ours else "",
+                met=got.get[0] <= 2 * direct.get[0] if ours else None,
+            ),
+            BenchRow(
+                key=f"k8s.get.p99.{row.route}",
+                label=f"small GET p99, {who} / direct",
+                ours=got.get[1],
+                baseline=direct.get[1],
+                unit="ms",
+                goal="≤ 3x" if ours else "",
+                met=got.get[1] <= 3 * direct.get[1] if ours else None,
+            ),
+            BenchRow(
+                key=f"k8s.list.{row.route}",
+                label=f"{scale} LIST throughput, {who} / direct",
+                ours=got.list_mbps,
+                baseline=direct.list_mbps,
+                unit="MB/s",
+                goal="≥ 0.8x" if ours else "",
+                met=got.list_mbps >= 0.8 * direct.list_mbps if ours else None,
+            ),
+            BenchRow(
+                key=f"k8s.watch.p99.{row.route}",
+                label=f"{sizes.watchers} watches, event p99, {who} / direct",
+                ours=got.watch.p99,
+                baseline=direct.watch.p99,
+                unit="ms",
+                goal="≤ 2x" if ours else "",
+                met=(got.watch.p99 <= 2 * direct.watch.p99 and all_open) if ours else None,
+                detail=watches,
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class Options:
     sizes: Sizes
@@ -529,6 +585,7 @@ def main() -> None:
     say("")
     for line in table(rows, options.sizes, data_bytes=options.sizes.list_mib * CONFIGMAP_DATA_BYTES):
         say(line)
+    record_rows(rows, options.sizes)
     say(f"\n{time.monotonic() - started:.0f} s in all; logs of every process: {workdir}")
 
 
