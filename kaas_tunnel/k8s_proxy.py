@@ -222,6 +222,18 @@ async def _identify(request: _Request) -> str:
     return target
 
 
+_STREAMING_TIMEOUT = httpx.Timeout(10.0, read=None)
+
+
+def _is_streaming(target: str) -> bool:
+    """A watch or a followed log (as ``agents.forward.is_streaming_target`` reads them)."""
+    path, _, query = target.partition("?")
+    params = {part.partition("=")[0]: part.partition("=")[2] for part in query.split("&") if part}
+    if params.get("watch", "").lower() in ("true", "1") or params.get("follow", "").lower() in ("true", "1"):
+        return True
+    return "/watch/" in path
+
+
 def _close_code(code: int | None) -> int:
     if code is None or code < 1000 or code in _RESERVED_CLOSE_CODES or code >= 5000:
         return 1000
@@ -387,6 +399,8 @@ async def _remote(
         internal_target_url(location.address, target),
         headers=_hop_headers(request, target),
         content=_request_body(receive) if has_body else None,
+        # watches and followed logs may stay silent for long: no read timeout for them
+        timeout=_STREAMING_TIMEOUT if _is_streaming(target) else httpx.USE_CLIENT_DEFAULT,
     )
     try:
         upstream = await client.send(upstream_request, stream=True)
