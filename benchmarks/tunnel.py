@@ -576,6 +576,7 @@ def report_throughput(
     *,
     interleaved: bool = False,
 ) -> bool:
+    rates: list[float]
     if interleaved:  # three rounds of one LIST per route, in turns; each route's best
         rounds = [
             [measure_throughput(route, expected_bytes=data_bytes, rounds=1) for route in routes]
