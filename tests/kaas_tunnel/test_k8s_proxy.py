@@ -319,3 +319,32 @@ async def test_kubectl_exec_runs_through_the_one_hop_path_here_and_on_the_other_
         ("olga", 101, cluster.id),
         ("olga", 101, cluster.id),
     ]
+
+
+async def test_a_watch_through_the_other_replica_outlives_the_hops_read_timeout(
+    make_server: ServerFactory,
+    cluster: CreatedCluster,
+    people: People,
+    kube: KubeTarget,
+    registry: RedisTunnelRegistry,
+    admin: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    holder = await make_server()
+    other = await make_server(k8s_proxy_port=0, k8s_proxy_read_timeout_seconds=0.5)
+    configmaps = kube.path("configmaps")
+    config = agent_config(tunnel_url=holder.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path)
+    async with running_agent(config), kubectl(other) as client:
+        await wait_until(lambda: registry.lookup(cluster.id), what="the agent's claim in the registry")
+        base = f"/k8s/clusters/{cluster.id}{configmaps}"
+        listed = await client.get(base, headers=bearer(people.owner))
+        since = listed.json()["metadata"]["resourceVersion"]
+        watch = f"{base}?watch=true&timeoutSeconds=30&resourceVersion={since}"
+        async with client.stream("GET", watch, headers=bearer(people.owner)) as response:
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            await asyncio.sleep(1.5)  # silent for three of the hop's read timeouts
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}, "data": {"a": "b"}}
+            assert (await admin.post(configmaps, json=body)).status_code == 201
+            event = json.loads(await asyncio.wait_for(anext(lines), timeout=5))
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "late")
