@@ -1,8 +1,10 @@
-"""Tunnel benchmark: what kaas's kubectl path (API k8s proxy → tunnel server → WebSocket → agent) costs
-compared with talking to the apiserver directly, and what an idle agent session costs the tunnel server.
+"""Tunnel benchmark: what kaas's kubectl path (the tunnel server's own k8s proxy → WebSocket → agent, and the
+older API k8s proxy → tunnel server → ...) costs compared with talking to the apiserver directly, and what
+an idle agent session costs the tunnel server.
 
     .venv/bin/python benchmarks/tunnel.py           # full size: 2000 GETs, 64 MiB body, 1000 sessions
     .venv/bin/python benchmarks/tunnel.py --quick   # 200 GETs, 16 MiB, 100 sessions
+    .venv/bin/python benchmarks/tunnel.py --quick --interleaved   # latency: the routes' requests in turns
 
 Every piece is real and in its own process, on 127.0.0.1 with OS-picked ports: the Kubernetes stand-in
 (``simcloud.kube``, plain HTTP), the tunnel server as ``kaas tunnel`` runs it (``run_tunnel_server()``,
@@ -14,10 +16,12 @@ keep-alive ``httpx.Client``; the child roles live in ``benchmarks/_tunnel_rig.py
 What is measured:
 1. Latency of ``GET /api/v1/namespaces/default``, sequential, after a warm-up: p50/p99 DIRECT to the
    stand-in (cluster-admin token), via the tunnel server's INTERNAL endpoint (what the API calls: a signed
-   assertion of cluster and caller per request), and THROUGH KAAS (``/k8s/clusters/{id}/...`` with a user
-   API token of a project owner). Target: through kaas p50 ≤ 1.3x direct p50.
+   assertion of cluster and caller per request), THROUGH KAAS (the tunnel server's own k8s proxy,
+   ``kaas_tunnel.k8s_proxy``, where the ingress sends ``/k8s``: ``/k8s/clusters/{id}/...`` with a user API
+   token of a project owner) and THROUGH KAAS API (the same request to the API's k8s proxy, one hop more).
+   Targets: through kaas p50 ≤ 2x and p99 ≤ 3x direct.
 2. Throughput of one large response: LIST of configmaps holding N x 1 MiB (created beforehand), the body read
-   raw (``Accept-Encoding: identity``), best of 3, the same three ways. Target: through kaas ≥ 50% of direct.
+   raw (``Accept-Encoding: identity``), best of 3, the same four ways. Target: through kaas ≥ 80% of direct.
 3. Memory of a FRESH tunnel-server process holding idle agent sessions: VmRSS (``/proc/PID/status``) idle,
    with a tenth of the agents, and with all of them (agents: ``run_agent`` tasks with a one-hour report
    interval in two client processes, their apiserver the stand-in). Sessions are counted live only when
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,8 +99,12 @@ SMALL_GET = "/api/v1/namespaces/default"
 BIG_LIST = "/api/v1/namespaces/default/configmaps"
 CONFIGMAP_DATA_BYTES = 1024 * 1024 - 4096  # a ConfigMap holds at most 1 MiB; leave room for metadata
 BENCH_USER = "bench-user"
-LATENCY_TARGET = 1.3
-THROUGHPUT_TARGET = 0.5
+LATENCY_TARGET = 2.0  # p50 through kaas / direct
+P99_TARGET = 3.0  # p99 through kaas / direct
+THROUGHPUT_TARGET = 0.8
+THROUGH_KAAS = "through kaas"
+THROUGH_KAAS_API = "through kaas API"
+K8S_PROXY_STARTED = re.compile(r"k8s proxy at (?P<url>http://\S+)")
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,7 @@ class Options:
     hold: float
     per_process: int
     cpu_hogs: int
+    interleaved: bool = False
 
 
 @contextmanager
@@ -369,6 +379,7 @@ def run(options: Options, workdir: Path) -> bool:
                 redis_client=redis_client,
                 bench=(bench_cluster, bench_token),
                 user_token=seeded.user_token,
+                interleaved=options.interleaved,
             )
         fleet = Fleet(
             engine=engine,
@@ -409,12 +420,20 @@ def request_path(
     redis_client: redis.Redis,
     bench: tuple[str, str],
     user_token: str,
+    interleaved: bool = False,
 ) -> bool:
-    """Measurements 1 and 2: latency and throughput of the kubectl path, three ways."""
+    """Measurements 1 and 2: latency and throughput of the kubectl path, four ways."""
     bench_cluster, bench_token = bench
-    say("starting the tunnel server, the API and one agent (separate processes) ...")
+    say("starting the tunnel server (with its k8s proxy), the API and one agent (separate processes) ...")
+    tunnel_log = workdir / "tunnel-main.log"
     tunnel = stack.enter_context(
-        tunnel_server(env, workdir / "tunnel-main.log", internal_secret=INTERNAL_SECRET)
+        tunnel_server({**env, "KAAS_K8S_PROXY_PORT": "0"}, tunnel_log, internal_secret=INTERNAL_SECRET)
+    )
+    k8s_proxy_url = wait_until(
+        "the tunnel server's k8s proxy",
+        lambda: (found := K8S_PROXY_STARTED.search(tunnel_log.read_text(errors="replace"))) and found["url"],
+        proc=tunnel.proc,
+        timeout=60,
     )
     api = stack.enter_context(
         child([*RIG, "api", str(workdir / "api.json")], env=env, log=workdir / "api.log")
@@ -463,43 +482,111 @@ def request_path(
         Route("direct", standin_url, "", [("Authorization", f"Bearer {ADMIN_TOKEN}")]),
         Route("tunnel internal endpoint", tunnel.internal_url, INTERNAL_PROXY_PREFIX, [], on_request=(sign,)),
         Route(
-            "through kaas (API /k8s proxy)",
+            THROUGH_KAAS,
+            k8s_proxy_url,
+            f"/k8s/clusters/{bench_cluster}",
+            [("Authorization", f"Bearer {user_token}")],
+        ),
+        Route(
+            THROUGH_KAAS_API,
             api_url,
             f"/k8s/clusters/{bench_cluster}",
             [("Authorization", f"Bearer {user_token}")],
         ),
     ]
-    latency_ok = report_latency(routes, sizes, say)
-    throughput_ok = report_throughput(routes, sizes, data_bytes, say)
+    latency_ok = report_latency(routes, sizes, say, interleaved=interleaved)
+    throughput_ok = report_throughput(routes, sizes, data_bytes, say, interleaved=interleaved)
     return latency_ok and throughput_ok
 
 
-def report_latency(routes: list[Route], sizes: Sizes, say: Callable[[str], None]) -> bool:
-    latency: dict[str, tuple[float, float]] = {}
-    for route in routes:
-        latency[route.name] = measure_latency(route, count=sizes.gets, warmup=sizes.warmup)
-    direct, internal, kaas = (latency[route.name][0] for route in routes)
+def measure_latency_interleaved(
+    routes: list[Route], *, count: int, warmup: int
+) -> dict[str, tuple[float, float]]:
+    """p50 and p99 in ms per route, the routes' requests taken in turns (one each per round, each route on
+    its own keep-alive connection): a machine whose load drifts over the run loads every route alike, so
+    the ratios hold where route-after-route figures do not."""
+    samples: dict[str, list[float]] = {route.name: [] for route in routes}
+    with ExitStack() as stack:
+        clients = [
+            (
+                route,
+                stack.enter_context(
+                    httpx.Client(
+                        base_url=route.base_url,
+                        headers=route.headers,
+                        timeout=30,
+                        trust_env=False,
+                        event_hooks={"request": list(route.on_request)},
+                    )
+                ),
+            )
+            for route in routes
+        ]
+        for index in range(warmup + count):
+            for route, client in clients:
+                started = time.perf_counter()
+                response = client.get(route.prefix + SMALL_GET)
+                elapsed = time.perf_counter() - started
+                if response.status_code != 200:
+                    raise RuntimeError(f"{route.name}: GET {SMALL_GET} → {response.status_code}")
+                if index >= warmup:
+                    samples[route.name].append(elapsed * 1000)
+    return {name: (percentile(taken, 0.50), percentile(taken, 0.99)) for name, taken in samples.items()}
+
+
+def report_latency(
+    routes: list[Route], sizes: Sizes, say: Callable[[str], None], *, interleaved: bool = False
+) -> bool:
+    if interleaved:
+        latency = measure_latency_interleaved(routes, count=sizes.gets, warmup=sizes.warmup)
+    else:
+        latency = {
+            route.name: measure_latency(route, count=sizes.gets, warmup=sizes.warmup) for route in routes
+        }
+    direct, direct_p99 = latency["direct"]
+    internal = latency["tunnel internal endpoint"][0]
+    kaas, kaas_p99 = latency[THROUGH_KAAS]
     say(
         f"1. small GET {SMALL_GET}: {sizes.gets} sequential after {sizes.warmup} warm-up, "
-        "one keep-alive client"
+        + ("the routes in turns, one keep-alive client each" if interleaved else "one keep-alive client")
     )
     say(f"  {'route':<34} {'p50 ms':>8} {'p99 ms':>8}")
     for route in routes:
         p50, p99 = latency[route.name]
         say(f"  {route.name:<34} {p50:8.2f} {p99:8.2f}")
+    p50_ok = kaas <= LATENCY_TARGET * direct
+    p99_ok = kaas_p99 <= P99_TARGET * direct_p99
+    say(ratio_line("p50 through kaas / direct", direct, kaas, target=f"≤ {LATENCY_TARGET:g}x", ok=p50_ok))
+    say(ratio_line("p99 through kaas / direct", direct_p99, kaas_p99, target=f"≤ {P99_TARGET:g}x", ok=p99_ok))
     say(
         ratio_line(
-            "p50 through kaas / direct", direct, kaas, target="≤ 1.3x", ok=kaas <= LATENCY_TARGET * direct
+            "p50 through kaas API / direct", direct, latency[THROUGH_KAAS_API][0], target="(info)", ok=True
         )
     )
     say(ratio_line("p50 internal endpoint / direct", direct, internal, target="(info)", ok=True))
     say("")
-    return kaas <= LATENCY_TARGET * direct
+    return p50_ok and p99_ok
 
 
-def report_throughput(routes: list[Route], sizes: Sizes, data_bytes: int, say: Callable[[str], None]) -> bool:
-    rates = [measure_throughput(route, expected_bytes=data_bytes) for route in routes]
-    direct, internal, kaas = rates
+def report_throughput(
+    routes: list[Route],
+    sizes: Sizes,
+    data_bytes: int,
+    say: Callable[[str], None],
+    *,
+    interleaved: bool = False,
+) -> bool:
+    rates: list[float]
+    if interleaved:  # three rounds of one LIST per route, in turns; each route's best
+        rounds = [
+            [measure_throughput(route, expected_bytes=data_bytes, rounds=1) for route in routes]
+            for _ in range(3)
+        ]
+        rates = [max(column) for column in zip(*rounds, strict=True)]
+    else:
+        rates = [measure_throughput(route, expected_bytes=data_bytes) for route in routes]
+    by_name = {route.name: rate for route, rate in zip(routes, rates, strict=True)}
+    direct, internal, kaas = by_name["direct"], by_name["tunnel internal endpoint"], by_name[THROUGH_KAAS]
     say(
         f"2. one LIST of {sizes.body_mib} ConfigMaps x ~1 MiB ({data_bytes / 1e6:.0f} MB of data), "
         "best of 3, body read raw"
@@ -508,7 +595,8 @@ def report_throughput(routes: list[Route], sizes: Sizes, data_bytes: int, say: C
     for route, rate in zip(routes, rates, strict=True):
         say(f"  {route.name:<34} {rate:8.1f}")
     ok = kaas >= THROUGHPUT_TARGET * direct
-    say(ratio_line("through kaas / direct", direct, kaas, target="≥ 0.5x", ok=ok))
+    say(ratio_line("through kaas / direct", direct, kaas, target=f"≥ {THROUGHPUT_TARGET:g}x", ok=ok))
+    say(ratio_line("through kaas API / direct", direct, by_name[THROUGH_KAAS_API], target="(info)", ok=True))
     say(ratio_line("internal endpoint / direct", direct, internal, target="(info)", ok=True))
     say("")
     return ok
@@ -534,6 +622,12 @@ def main() -> None:
     parser.add_argument(
         "--cpu-hog", type=int, default=0, metavar="N", help="N busy-loop processes for the whole run"
     )
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="the routes' requests in turns (latency) and LIST rounds in turns (throughput): ratios robust"
+        " to a machine whose load drifts",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     options = Options(
@@ -543,6 +637,7 @@ def main() -> None:
         hold=args.hold,
         per_process=args.agents_per_process,
         cpu_hogs=args.cpu_hog,
+        interleaved=args.interleaved,
     )
     # SIGTERM unwinds like Ctrl-C, so every process and the database are cleaned up
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

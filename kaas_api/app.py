@@ -36,6 +36,7 @@ from kaas_api.dispatch import TaskDispatcher
 from kaas_api.docs import mount_docs
 from kaas_api.errors import InvalidInput, KaasError
 from kaas_api.k8s import proxy as k8s_proxy
+from kaas_api.k8s.access import record_last_use
 from kaas_api.k8s.status import KubeStatusError, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
@@ -49,6 +50,12 @@ from kaas_api.schemas import ErrorBody
 from kaas_api.security_headers import SecurityHeadersMiddleware, is_dashboard_path
 from kaas_api.users import endpoints as users
 from kaas_api.webhooks import endpoints as webhooks
+from kaas_core.credential_cache import (
+    CredentialCache,
+    InProcessRevocationFeed,
+    RevocationFeed,
+    install_revocation_hooks,
+)
 from kaas_core.internal_hop import assertion_key
 from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
@@ -192,6 +199,7 @@ def create_app(
     dispatcher: TaskDispatcher,
     tunnel_registry: TunnelRegistry | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    revocation_feed: RevocationFeed | None = None,
 ) -> FastAPI:
     """Build the API. ``session_factory`` gives one session per request; ``dispatcher`` sends reconciles.
 
@@ -201,6 +209,9 @@ def create_app(
 
     ``metrics_registry`` is where ``/metrics`` registers and reads from: a fresh one per app unless given
     (``kaas up`` passes the one the provider and the tunnel server of the same process register on).
+
+    ``revocation_feed`` carries credential revocations between processes (``kaas_core.credential_cache``:
+    the Redis one in a deployment, the process's own otherwise); this app's commits publish to it.
     """
     app = KaasApi(
         title="kaas",
@@ -211,9 +222,14 @@ def create_app(
     )
     mount_docs(app)
     app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
+    feed = revocation_feed if revocation_feed is not None else InProcessRevocationFeed()
+    install_revocation_hooks(session_factory, feed)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),
         assertion_key=assertion_key(settings.tunnel_internal_secret.get_secret_value()),
+        credentials=CredentialCache(
+            session_factory, feed=feed, ttl_seconds=settings.credential_cache_seconds, on_miss=record_last_use
+        ),
         connect_timeout_seconds=settings.k8s_proxy_connect_timeout_seconds,
         read_timeout_seconds=settings.k8s_proxy_read_timeout_seconds,
     )

@@ -112,8 +112,17 @@ class TunnelRegistrySettings(KaasSettings):
 
     redis_url: str | None = Field(
         default=None,
-        description="The Redis of the tunnel registry, shared by every API and tunnel process; None: in"
-        " memory, which only the embedded mode (one process) can use.",
+        description="The Redis of the tunnel registry and of the credential revocation feed, shared by"
+        " every API and tunnel process; None: in memory, which only the embedded mode (one process) can"
+        " use.",
+    )
+    credential_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long both k8s proxies remember that a token may reach a cluster"
+        " (kaas_core.credential_cache); revocations reach every process at once over Redis, the cache is"
+        " not used while that feed is down, and 0 switches it off.",
     )
 
     def production_problems(self) -> list[str]:

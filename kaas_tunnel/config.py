@@ -33,6 +33,18 @@ class TunnelSettings(TunnelRegistrySettings, TunnelSecretSettings, HttpInputSett
         default=None, description="how other processes reach the internal endpoint; http://host:port if unset"
     )
 
+    k8s_proxy_host: str = "127.0.0.1"
+    k8s_proxy_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Where this process serves kubectl's /k8s/clusters/... itself (kaas_tunnel.k8s_proxy;"
+        " the ingress sends /k8s here); None: not served (the API's k8s proxy still is), 0 picks a free port",
+    )
+    k8s_proxy_read_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="per read on the hop to another tunnel process; watches have none"
+    )
+
     registry_ttl_seconds: float = Field(default=30.0, gt=0)
     handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     dial_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -1,8 +1,8 @@
 """Running the tunnel server as its own process: ``run_tunnel_server`` (what ``kaas tunnel`` calls).
 
 Owned by ``kaas_tunnel``. The composition root: reads ``TunnelSettings`` from the environment unless
-given, builds the database session factory and the registry (Redis when ``KAAS_REDIS_URL`` is set,
-in-memory otherwise), runs ``TunnelServer`` until SIGINT/SIGTERM.
+given, builds the database session factory, the registry and the credential revocation feed (Redis when
+``KAAS_REDIS_URL`` is set, in-memory otherwise), runs ``TunnelServer`` until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from kaas_core.credential_cache import RedisRevocationFeed, RevocationFeed
 from kaas_core.db.session import make_engine, make_session_factory
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
 from kaas_tunnel.config import TunnelSettings
@@ -37,14 +38,20 @@ async def run_tunnel_server_async(settings: TunnelSettings, *, stop: asyncio.Eve
     engine = make_engine(settings.database_url)
     redis: Redis | None = None
     registry: TunnelRegistry
+    feed: RevocationFeed | None = None
     if settings.redis_url:
         redis = registry_redis(settings, settings.redis_url)
         registry = RedisTunnelRegistry(redis, ttl_seconds=settings.registry_ttl_seconds)
+        feed = RedisRevocationFeed(settings.redis_url)  # revocations from the API's replicas
     else:
         registry = InMemoryTunnelRegistry(ttl_seconds=settings.registry_ttl_seconds)
     try:
         await serve_tunnel(
-            settings, session_factory=make_session_factory(engine), registry=registry, stop=stop
+            settings,
+            session_factory=make_session_factory(engine),
+            registry=registry,
+            stop=stop,
+            revocation_feed=feed,
         )
     finally:
         if redis is not None:

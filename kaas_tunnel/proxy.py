@@ -1,9 +1,11 @@
 """The tunnel server's INTERNAL HTTP endpoint: the API's k8s proxy sends kubectl requests through it.
 
 Owned by ``kaas_tunnel``; mounted by ``kaas_tunnel.server.TunnelServer`` on its own port (uvicorn in
-the same event loop). It serves the proxy and nothing else: the contract, and why the caller's identity and
-cluster come as one signed assertion instead of path segments and headers, is in
-``kaas_core.internal_hop``::
+the same event loop); its stream exchange (``_open_stream``, ``_exchange``, ``_websocket_relay``) is also
+what the tunnel server's own k8s proxy (``kaas_tunnel.k8s_proxy``) runs for an agent it holds, and the
+other processes' k8s proxies call this endpoint for agents held here. It serves the proxy and nothing
+else: the contract, and why the caller's identity and cluster come as one signed assertion instead of path
+segments and headers, is in ``kaas_core.internal_hop``::
 
     {METHOD} /internal/v1/proxy/{k8s path}?{query}
     X-Kaas-Proxy-Assertion: v1.<payload>.<signature>     (cluster, user, groups, method, target, expiry)
@@ -356,7 +358,8 @@ async def _exchange(
     cluster_id: str,
     head_timeout: float,
     metrics: TunnelMetrics,
-) -> None:
+) -> bool:
+    """Relay one exchange; True when the answer went out whole, False when the client went away first."""
     disconnected = asyncio.Event()
     pump = asyncio.create_task(
         _pump_request(stream, receive, has_body=has_body, disconnected=disconnected, metrics=metrics)
@@ -377,6 +380,7 @@ async def _exchange(
         await asyncio.gather(pump, relay, gone, return_exceptions=True)
         if not finished:
             stream.reset("the kaas client went away")
+    return finished
 
 
 async def _relay_response(

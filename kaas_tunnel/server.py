@@ -1,7 +1,7 @@
 """kaas's tunnel server: accepts every cluster agent's WebSocket and proxies kubectl requests over it.
 
 Owned by ``kaas_tunnel``. Started by ``kaas tunnel`` (``run_tunnel_server``), by the embedded mode and
-by tests (``TunnelServer``). Two listeners in one event loop:
+by tests (``TunnelServer``). Up to three listeners in one event loop:
 
 - the agents' WebSocket endpoint (``websockets``), at ``settings.tunnel_path``. The agent authenticates
   BEFORE the upgrade, in ``process_request``: ``Authorization: Bearer <agent token>``, whose SHA-256 must be
@@ -13,10 +13,12 @@ by tests (``TunnelServer``). Two listeners in one event loop:
   token); beyond
   ``agent_replacements_per_window`` per cluster the newer dial answers 429 and the live session stays.
   The counts are on ``cluster_agents``, where the reconciler's agent gate puts them on AgentConnected.
-- the INTERNAL HTTP endpoint the API's k8s proxy calls (``kaas_tunnel.proxy``), which also serves this
-  server's metrics (``kaas_tunnel.metrics``) at ``/metrics`` to the metrics token alone; its input is
-  bounded like the API's
-  (``kaas_core.serving``: request-head limits, slow clients cut off, bodies up to the k8s proxy's cap).
+- kubectl's k8s proxy (``kaas_tunnel.k8s_proxy``) when ``KAAS_K8S_PROXY_PORT`` is set: the one-hop path,
+  straight onto an agent session of this process, or one hop to the process that holds it;
+- the INTERNAL HTTP endpoint the API's k8s proxy (and the other processes' k8s proxies) call
+  (``kaas_tunnel.proxy``), which also serves this server's metrics (``kaas_tunnel.metrics``) at
+  ``/metrics`` to the metrics token alone; its input is bounded like the API's (``kaas_core.serving``:
+  request-head limits, slow clients cut off, bodies up to the k8s proxy's cap).
 
 Agents report their status on agent-opened streams (metadata ``{"kind": "status"}``, body the report's
 JSON); the server writes ``cluster_agents`` (``kaas_tunnel.store``), the only writer of that table.
@@ -38,6 +40,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -58,6 +61,14 @@ from agents.tunnel.kube_status import kube_status
 from agents.tunnel.loop_lag import LoopLagProbe
 from agents.tunnel.protocol import DEFAULT_MAX_BUFFERED_PER_STREAM
 from agents.tunnel.status_report import ClusterStatusReport
+from kaas_core.credential_cache import (
+    CredentialCache,
+    InProcessRevocationFeed,
+    LastUsedRecorder,
+    RevocationFeed,
+    install_revocation_hooks,
+)
+from kaas_core.db.models import AuditEvent
 from kaas_core.internal_hop import assertion_key
 from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.serving.limits import server_config
@@ -66,6 +77,7 @@ from kaas_tunnel import store
 from kaas_tunnel.admission import HandshakeGate, HandshakeTicket
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.group_commit import GroupCommit
+from kaas_tunnel.k8s_proxy import k8s_proxy_app
 from kaas_tunnel.metrics import TunnelMetrics
 from kaas_tunnel.proxy import internal_app
 
@@ -154,7 +166,8 @@ def _bound_socket(host: str, port: int) -> socket.socket:
 
 
 class TunnelServer:
-    """The agents' WebSocket endpoint plus the internal proxy endpoint; ``start()`` then ``stop()``.
+    """The agents' WebSocket endpoint, the internal proxy endpoint and (when its port is set) kubectl's k8s
+    proxy; ``start()`` then ``stop()``.
 
     ``session_factory`` reaches the API's database (tokens, ``cluster_agents``); ``registry`` is shared with
     every other tunnel server and API process (Redis) or in-memory in the embedded mode. ``metrics`` gets a
@@ -168,6 +181,7 @@ class TunnelServer:
         session_factory: sessionmaker[Session],
         registry: TunnelRegistry,
         metrics: TunnelMetrics | None = None,
+        revocation_feed: RevocationFeed | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else TunnelMetrics()
@@ -206,6 +220,22 @@ class TunnelServer:
         self._agent_rows: GroupCommit[store.AgentRowChange, None] = GroupCommit(
             functools.partial(store.apply_changes, session_factory), name="cluster-agents"
         )
+        # the k8s proxy listener's (kaas_tunnel.k8s_proxy): who may reach which cluster, remembered a few
+        # seconds and forgotten at once on a revocation (kaas_core.credential_cache)
+        self.revocation_feed = revocation_feed if revocation_feed is not None else InProcessRevocationFeed()
+        install_revocation_hooks(session_factory, self.revocation_feed)
+        self.last_used = LastUsedRecorder(session_factory)
+        self.credentials = CredentialCache(
+            session_factory,
+            feed=self.revocation_feed,
+            ttl_seconds=settings.credential_cache_seconds,
+            recorder=self.last_used,
+        )
+        self._last_used_task: asyncio.Task[None] | None = None
+        self._proxy_server: uvicorn.Server | None = None
+        self._proxy_socket: socket.socket | None = None
+        self._proxy_port = 0
+        self._peers: httpx.AsyncClient | None = None
         self.handshakes = HandshakeGate(
             max_in_progress=settings.max_handshakes_in_progress,
             lag_limit=settings.handshake_lag_limit_seconds,
@@ -253,12 +283,44 @@ class TunnelServer:
         logger.info(
             "tunnel server: agents at %s, internal endpoint at %s", self.tunnel_url, self.internal_url
         )
+        if settings.k8s_proxy_port is not None:
+            await self._start_k8s_proxy()
+
+    async def _start_k8s_proxy(self) -> None:
+        """kubectl's listener (``kaas_tunnel.k8s_proxy``): bounded like every kaas server, bodies up to the
+        k8s proxy's cap; its revocation feed and ``last_used_at`` batches start with it."""
+        settings = self.settings
+        assert settings.k8s_proxy_port is not None
+        await self.revocation_feed.ensure_listening()
+        self._last_used_task = asyncio.create_task(self.last_used.run(), name="tunnel-last-used")
+        self._proxy_socket = _bound_socket(settings.k8s_proxy_host, settings.k8s_proxy_port)
+        self._proxy_port = self._proxy_socket.getsockname()[1]
+        config = server_config(
+            _body_limited(k8s_proxy_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
+            limits=settings.http_limits,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        config.load()
+        self._proxy_server = uvicorn.Server(config)
+        self._proxy_server.lifespan = config.lifespan_class(config)
+        await self._proxy_server.startup(sockets=[self._proxy_socket])
+        logger.info("tunnel server: k8s proxy at %s", self.k8s_proxy_url)
 
     async def stop(self) -> None:
         """Stop taking proxied requests and let those in flight finish (the internal listener's graceful
         shutdown), then close every agent session (GOAWAY) keeping their claims, then the agents' listener.
         Idempotent."""
         self._stopping = True
+        if self._proxy_server is not None:
+            self._proxy_server.should_exit = True
+            await self._proxy_server.shutdown(sockets=[self._proxy_socket] if self._proxy_socket else None)
+            self._proxy_server = None
+        if self._proxy_socket is not None:
+            self._proxy_socket.close()
+            self._proxy_socket = None
         if self._http_server is not None:
             self._http_server.should_exit = True
             await self._http_server.shutdown(sockets=[self._http_socket] if self._http_socket else None)
@@ -274,9 +336,15 @@ class TunnelServer:
             self._http_socket = None
         await self.loop_lag.stop()
         refresher, self._refresher = self._refresher, None
-        if refresher is not None:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+        last_used, self._last_used_task = self._last_used_task, None
+        for task in (refresher, last_used):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.revocation_feed.aclose()
+        peers, self._peers = self._peers, None
+        if peers is not None:
+            await peers.aclose()
 
     async def __aenter__(self) -> TunnelServer:
         await self.start()
@@ -296,6 +364,33 @@ class TunnelServer:
         return self.settings.internal_advertise_url or (
             f"http://{self.settings.internal_host}:{self._internal_port}"
         )
+
+    @property
+    def k8s_proxy_url(self) -> str:
+        """Where kubectl reaches this process's k8s proxy (``http://host:port``: the ingress has TLS)."""
+        return f"http://{self.settings.k8s_proxy_host}:{self._proxy_port}"
+
+    def peer_client(self) -> httpx.AsyncClient:
+        """The HTTP client to the other tunnel processes' internal endpoints: one per server, kept alive, so
+        a request for an agent held elsewhere costs no new connection (and never a TLS handshake)."""
+        if self._peers is None:
+            self._peers = httpx.AsyncClient(
+                trust_env=False,
+                timeout=httpx.Timeout(
+                    connect=self.settings.dial_timeout_seconds,
+                    read=self.settings.k8s_proxy_read_timeout_seconds,
+                    write=self.settings.k8s_proxy_read_timeout_seconds,
+                    pool=self.settings.dial_timeout_seconds,
+                ),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+        return self._peers
+
+    def write_audit(self, event: AuditEvent) -> None:
+        """One ``audit_events`` row, its own transaction (synchronous: the k8s proxy runs it in a thread)."""
+        with self._factory() as session:
+            session.add(event)
+            session.commit()
 
     def session_for(self, cluster_id: str) -> AgentSession | None:
         """This process's live session of the cluster, if it holds one."""
@@ -523,9 +618,16 @@ async def serve_tunnel(
     registry: TunnelRegistry,
     stop: asyncio.Event,
     metrics: TunnelMetrics | None = None,
+    revocation_feed: RevocationFeed | None = None,
 ) -> None:
     """Run a ``TunnelServer`` until ``stop`` is set (for embedding into an existing event loop)."""
-    server = TunnelServer(settings, session_factory=session_factory, registry=registry, metrics=metrics)
+    server = TunnelServer(
+        settings,
+        session_factory=session_factory,
+        registry=registry,
+        metrics=metrics,
+        revocation_feed=revocation_feed,
+    )
     await server.start()
     try:
         await stop.wait()

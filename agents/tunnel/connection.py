@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from agents.tunnel.errors import TunnelError
@@ -71,6 +72,28 @@ def websockets_logger(name: str) -> logging.Logger:
 
 class StreamClosedError(Exception):
     """The stream was reset (by the peer, locally, or because the tunnel went away)."""
+
+
+async def _send_together(websocket: Connection, payloads: list[bytes]) -> None:
+    """Several frames, each its own WebSocket message as the wire format says, in one socket write.
+
+    A small proxied request queues a few frames at once (DIAL_ACK and the response head, the body and FIN):
+    sent one by one, each was a ``send`` syscall and, on loopback, a wake-up of the peer. ``send_context``
+    is websockets' documented way to write through the protocol from user code (state checks, flow
+    control, closing on errors); joining its output is the only thing added.
+    """
+    async with websocket.send_context():
+        for payload in payloads:
+            websocket.protocol.send_binary(payload)
+        chunks = websocket.protocol.data_to_send()
+        if all(chunks):  # an empty chunk means "half-close": let send_context's own write handle that
+            websocket.transport.write(b"".join(chunks))
+        else:
+            for chunk in chunks:
+                if chunk:
+                    websocket.transport.write(chunk)
+                elif websocket.transport.can_write_eof():
+                    websocket.transport.write_eof()
 
 
 class WebSocketLike(Protocol):
@@ -324,8 +347,12 @@ class TunnelConnection:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                for payload in self.session.data_to_send():
-                    await self.websocket.send(payload)
+                payloads = self.session.data_to_send()
+                if len(payloads) > 1 and isinstance(self.websocket, Connection):
+                    await _send_together(self.websocket, payloads)
+                else:
+                    for payload in payloads:
+                        await self.websocket.send(payload)
                 if not self._wake.is_set():
                     self._idle.set()
                 if self.session.closed and not self._wake.is_set():

@@ -9,17 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kaas_api.errors import Forbidden, NotFound, Unauthenticated
 from kaas_api.validation import is_dns_label, is_uuid
-from kaas_core.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
+from kaas_core import cluster_access
+from kaas_core.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, utcnow
 from kaas_core.security import USER_TOKEN_PREFIX, generate_token, hash_token
 
 TOKEN_DISPLAY_PREFIX_LENGTH = 12
-LAST_USED_RESOLUTION = timedelta(minutes=1)  # how exactly api_tokens.last_used_at follows use
-_MAX_AUTHORIZATION_LENGTH = 512
+LAST_USED_RESOLUTION = cluster_access.LAST_USED_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -58,45 +58,29 @@ def authenticate(
 
 def bearer_token_hash(authorization: str | None) -> str:
     """The stored hash of the token in an ``Authorization: Bearer <token>`` header; ``Unauthenticated``
-    when there is none or the header is malformed."""
-    if not authorization:
-        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(authorization) > _MAX_AUTHORIZATION_LENGTH:
-        raise Unauthenticated("malformed Authorization header: send 'Authorization: Bearer <token>'")
-    return hash_token(token)
+    when there is none or the header is malformed (the rule is ``kaas_core.cluster_access``'s)."""
+    try:
+        return cluster_access.bearer_token_hash(authorization)
+    except cluster_access.InvalidCredentials as exc:
+        raise Unauthenticated(exc.message) from exc
 
 
 def check_token(api_token: ApiToken, user: User, *, now: datetime) -> Principal:
-    """The principal of a token row found by its hash, unless it is revoked, expired or its user disabled.
+    """The principal of a token row found by its hash, unless it is revoked, expired or its user disabled
+    (``kaas_core.cluster_access.token_refusal``, the rule both k8s proxies apply too).
 
-    Separate from the look-up so that a caller may fetch the token in a larger query of its own (the k8s
-    proxy fetches token, cluster and membership in one round trip).
+    Separate from the look-up so that a caller may fetch the token in a larger query of its own.
     """
-    if api_token.revoked_at is not None:
-        raise Unauthenticated("token was revoked")
-    expires_at = as_utc(api_token.expires_at)
-    if expires_at is not None and expires_at <= now:
-        raise Unauthenticated("token expired: create a new one")
-    if user.disabled_at is not None:
-        raise Unauthenticated("user is disabled")
-    last_used = as_utc(api_token.last_used_at)
-    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+    refusal = cluster_access.token_refusal(api_token, user, now=now)
+    if refusal is not None:
+        raise Unauthenticated(refusal)
+    if cluster_access.last_use_due(api_token.last_used_at, now=now):
         # at most one write a minute per token: kubectl's every request would otherwise be a commit
         api_token.last_used_at = now
     return Principal(user=user, token=api_token)
 
 
-def accepted_token_kinds(kubeconfig_cluster_id: str | None) -> ColumnElement[bool]:
-    """User API tokens; with a cluster id, also the kubeconfig tokens of exactly that cluster."""
-    user_token = ApiToken.kind == TokenKind.USER.value
-    if kubeconfig_cluster_id is None:
-        return user_token
-    return or_(
-        user_token,
-        and_(ApiToken.kind == TokenKind.KUBECONFIG.value, ApiToken.cluster_id == kubeconfig_cluster_id),
-    )
+accepted_token_kinds = cluster_access.accepted_token_kinds
 
 
 def issue_token(

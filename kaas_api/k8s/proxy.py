@@ -47,9 +47,11 @@ from agents.tunnel.ws_client import connect_kube_websocket, valid_subprotocols
 from kaas_api.audit.middleware import add_audit_detail, audit_this_request, set_actor
 from kaas_api.deps import AppContext
 from kaas_api.errors import KaasError
-from kaas_api.k8s.access import ProxyIdentity, authorize_cluster
+from kaas_api.k8s.access import ProxyIdentity, as_kaas_error
 from kaas_api.k8s.status import KubeStatusError
 from kaas_api.schemas import KubeStatus
+from kaas_core.cluster_access import AccessRefused
+from kaas_core.credential_cache import CredentialCache
 from kaas_core.db.models import ClusterAgent, as_utc, utcnow
 from kaas_core.internal_hop import (
     ASSERTION_HEADER,
@@ -79,6 +81,7 @@ class K8sProxyContext:
 
     registry: TunnelRegistry
     assertion_key: bytes = field(repr=False)  # signs the internal hop (kaas_core.internal_hop)
+    credentials: CredentialCache = field(repr=False)  # who may reach which cluster, remembered briefly
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 120.0  # per read; watches and log follows have none
     _clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = field(
@@ -105,21 +108,6 @@ class K8sProxyContext:
 async def get_proxy_context(request: Request) -> K8sProxyContext:
     context: K8sProxyContext = request.app.state.kaas_k8s
     return context
-
-
-def _authorize(
-    session_factory: sessionmaker[Session], authorization: str | None, cluster_id: str
-) -> ProxyIdentity:
-    """The database part of a proxied request, in one worker thread: session, one query, close.
-
-    In autocommit: the check is one statement, so a transaction would only add a BEGIN and a COMMIT round
-    trip to every kubectl request. The token's ``last_used_at`` (at most once a minute) is its own statement.
-    """
-    with session_factory() as session:
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        identity = authorize_cluster(session, authorization, cluster_id)
-        session.commit()
-        return identity
 
 
 class NonCanonicalRequest(KaasError):
@@ -159,14 +147,19 @@ async def identify(connection: HTTPConnection, cluster_id: str) -> tuple[ProxyId
 
     The path is checked first, before the token or the database: a traversal attempt is refused the same
     way whoever sends it. Not the ``Uow`` dependency of ``/v1``: that costs a worker-thread hop to open the
-    session, one to run the check and one to commit. kubectl sends many small requests, so here it is one.
+    session, one to run the check and one to commit. kubectl sends many small requests, so here it is at
+    most one, and none while the answer is remembered (``kaas_core.credential_cache``, shared with the
+    tunnel server's k8s proxy).
     """
-    app_context: AppContext = connection.app.state.kaas
+    context: K8sProxyContext = connection.app.state.kaas_k8s
     try:
         target = canonical_target(connection)
-        identity = await run_in_threadpool(
-            _authorize, app_context.session_factory, connection.headers.get("authorization"), cluster_id
-        )
+        try:
+            identity = await context.credentials.authorize(
+                connection.headers.get("authorization"), cluster_id
+            )
+        except AccessRefused as refused:
+            raise as_kaas_error(refused) from refused
     except KaasError as exc:
         if isinstance(exc, NonCanonicalRequest):
             audit_this_request(connection)

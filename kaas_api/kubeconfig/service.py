@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from kaas_api.auth.service import TOKEN_DISPLAY_PREFIX_LENGTH, Principal
 from kaas_api.errors import Conflict, Forbidden, InvalidInput, NotFound
 from kaas_api.validation import is_dns_label, is_uuid
+from kaas_core.credential_cache import Revocation, note_revocation
 from kaas_core.db.models import ApiToken, Cluster, ClusterPhase, Project, TokenKind, User, utcnow
 from kaas_core.security import generate_token, hash_token
 
@@ -73,6 +74,8 @@ def revoke_cluster_kubeconfig_tokens(session: Session, cluster: Cluster) -> None
         )
         .values(revoked_at=utcnow())
     )
+    # a bulk UPDATE the ORM does not see: the k8s proxies' caches must still forget these tokens
+    note_revocation(session, Revocation("cluster", cluster.id))
 
 
 def check_ttl_days(ttl_days: int, *, max_days: int) -> timedelta:

@@ -51,17 +51,21 @@ def api_app(settings: ApiSettings) -> FastAPI:
 
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
+    from kaas_core.credential_cache import RedisRevocationFeed
     from kaas_core.db.session import make_engine, make_session_factory
     from kaas_core.tunnel_registry import RedisTunnelRegistry
 
     engine = make_engine(settings.database_url)
     celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
     registry = RedisTunnelRegistry(Redis.from_url(settings.redis_url)) if settings.redis_url else None
+    # revocations this API commits reach every tunnel process's and API replica's credential cache
+    feed = RedisRevocationFeed(settings.redis_url) if settings.redis_url else None
     return create_app(
         settings,
         session_factory=make_session_factory(engine),
         dispatcher=CeleryDispatcher(celery_client),
         tunnel_registry=registry,
+        revocation_feed=feed,
     )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.config import AgentConfig, KubeconfigApiserver
 from agents.runtime import run_agent
+from kaas_core.credential_cache import RevocationFeed
 from kaas_core.internal_hop import ASSERTION_HEADER, INTERNAL_PROXY_PREFIX, ProxyAssertion, assertion_key
 from kaas_core.tunnel_registry import RedisTunnelRegistry
 from kaas_tunnel.config import TunnelSettings
@@ -106,9 +107,12 @@ async def make_server(
 ) -> AsyncIterator[ServerFactory]:
     servers: list[TunnelServer] = []
 
-    async def make(**overrides: Any) -> TunnelServer:
+    async def make(*, revocation_feed: RevocationFeed | None = None, **overrides: Any) -> TunnelServer:
         server = TunnelServer(
-            tunnel_settings(**overrides), session_factory=session_factory, registry=registry
+            tunnel_settings(**overrides),
+            session_factory=session_factory,
+            registry=registry,
+            revocation_feed=revocation_feed,
         )
         await server.start()
         servers.append(server)
