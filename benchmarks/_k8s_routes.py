@@ -10,8 +10,9 @@ verification a client needs. Every server binds 127.0.0.1.
   config in a temp dir; unprivileged: its workers run as ``nobody`` when we are root.
 - ``remotedialer_route``: ``benchmarks/anchors/remotedialer`` (built by ``build_remotedialer.sh`` when
   missing): its client dials its server over a WebSocket and the server proxies through that tunnel.
-- ``kaas_route``: the API's k8s proxy, the tunnel server and one agent, as ``benchmarks/tunnel.py`` starts
-  them (its rig, imported unchanged), the agent's apiserver the real one with the agent's ServiceAccount.
+- ``kaas_route``: the tunnel server's k8s proxy and the API's, and one agent, as ``benchmarks/tunnel.py``
+  starts them (its rig, imported unchanged), the agent's apiserver the real one with the agent's
+  ServiceAccount.
 
 The anchors check one static bearer token (a string compare) and present the admin's client certificate
 upstream: they measure the transport, not authorization. kaas authenticates the caller's API token in
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._tunnel_sessions import RIG, child, free_port, in_registry, tunnel_server, wait_until  # noqa: E402
-from benchmarks.tunnel import REDIS_URL, database, ready_file, redis_db, seed  # noqa: E402
+from benchmarks.tunnel import K8S_PROXY_STARTED, REDIS_URL, database, ready_file, redis_db, seed  # noqa: E402
 from kaas_core.db.migrate import upgrade_database  # noqa: E402
 from kaas_core.db.session import make_engine  # noqa: E402
 from nodesim.control_planes import AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT  # noqa: E402
@@ -286,10 +287,12 @@ def konnectivity_refusal() -> str | None:
 
 
 @contextmanager
-def kaas_route(upstream: Upstream, workdir: Path) -> Iterator[Route]:
-    """A fresh database and Redis database (``benchmarks/tunnel.py``'s), the tunnel server, the API and one
-    agent, each its own process; the agent talks to ``upstream`` with its ServiceAccount's token after
-    kaas's RBAC manifest is applied there (as the agent's manifest applies it in a user cluster)."""
+def kaas_route(upstream: Upstream, workdir: Path) -> Iterator[tuple[Route, Route]]:
+    """A fresh database and Redis database (``benchmarks/tunnel.py``'s), the tunnel server (with its k8s
+    proxy listener), the API and one agent, each its own process; the agent talks to ``upstream`` with its
+    ServiceAccount's token after kaas's RBAC manifest is applied there (as the agent's manifest applies it
+    in a user cluster). Two routes: ``kaas``, the tunnel server's own k8s proxy (where the ingress sends
+    ``/k8s``: one hop of ours), and ``kaas API``, the API's k8s proxy (``kaas up``'s path: two hops)."""
     with upstream.admin_client() as admin:
         apply_documents(admin, load_manifest(rbac_manifest()))
         agent_token = issue_service_account_token(
@@ -318,8 +321,17 @@ def kaas_route(upstream: Upstream, workdir: Path) -> Iterator[Route]:
             "KAAS_SECRET_KEY": "bench-secret-key-" + "y" * 32,
             "KAAS_TUNNEL_INTERNAL_SECRET": INTERNAL_SECRET,
         }
+        tunnel_log = workdir / "kaas-tunnel.log"
         tunnel = stack.enter_context(
-            tunnel_server(env, workdir / "kaas-tunnel.log", internal_secret=INTERNAL_SECRET)
+            tunnel_server({**env, "KAAS_K8S_PROXY_PORT": "0"}, tunnel_log, internal_secret=INTERNAL_SECRET)
+        )
+        k8s_proxy_url = wait_until(
+            "the tunnel server's k8s proxy",
+            lambda: (
+                (found := K8S_PROXY_STARTED.search(tunnel_log.read_text(errors="replace"))) and found["url"]
+            ),
+            proc=tunnel.proc,
+            timeout=READY_TIMEOUT_SECONDS,
         )
         api = stack.enter_context(
             child([*RIG, "api", str(workdir / "api.json")], env=env, log=workdir / "kaas-api.log")
@@ -348,12 +360,20 @@ def kaas_route(upstream: Upstream, workdir: Path) -> Iterator[Route]:
             proc=agent,
             timeout=READY_TIMEOUT_SECONDS,
         )
-        route = Route(
+        one_hop = Route(
             "kaas",
+            k8s_proxy_url,
+            f"/k8s/clusters/{cluster_id}",
+            {"Authorization": f"Bearer {seeded.user_token}"},
+            note="the tunnel server's k8s proxy; API token of a project owner; the agent impersonates it",
+        )
+        via_api = Route(
+            "kaas API",
             api_url,
             f"/k8s/clusters/{cluster_id}",
             {"Authorization": f"Bearer {seeded.user_token}"},
-            note="API token of a project owner; the agent impersonates it",
+            note="the API's k8s proxy, then the tunnel server's internal endpoint (kaas up's path)",
         )
-        wait_for_route(route, proc=agent, what="kaas's k8s proxy")
-        yield route
+        wait_for_route(one_hop, proc=agent, what="the tunnel server's k8s proxy")
+        wait_for_route(via_api, proc=agent, what="the API's k8s proxy")
+        yield one_hop, via_api

@@ -454,7 +454,7 @@ def record_rows(rows: list[Row], sizes: Sizes) -> None:
             continue
         got = figures(row)
         ours = row.route == "kaas"
-        who = "through kaas" if ours else f"anchor: {row.route}"
+        who = "through kaas" if ours else ("through the API" if row.route == "kaas API" else row.route)
         watches = f"{got.watch.opened}/{got.watch.wanted} watches open, {got.watch.missed} events missed"
         all_open = got.watch.opened == got.watch.wanted and got.watch.missed == 0
         record(
@@ -549,8 +549,9 @@ def run(options: Options, workdir: Path, say: Callable[[str], None]) -> list[Row
         )
         if options.with_kaas:
             say("starting kaas (tunnel server, API, agent) ...")
-            with kaas_route(upstream, workdir) as route:
-                rows.append(measure_route(route, upstream, sizes, data_bytes=data_bytes, say=say))
+            with kaas_route(upstream, workdir) as kaas_routes:
+                for route in kaas_routes:
+                    rows.append(measure_route(route, upstream, sizes, data_bytes=data_bytes, say=say))
         say("stopping everything ...")
     return rows
 
