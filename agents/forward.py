@@ -32,6 +32,7 @@ import re
 import ssl
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -327,6 +328,10 @@ def _plain_http_context() -> ssl.SSLContext:
 class ApiserverForwarder:
     """Forwards requests to one apiserver over a pooled, bounded ``httpx.AsyncClient``.
 
+    At most ``max_connections`` at once: each watch or followed log holds one for its whole life, and a
+    cluster's controllers and dashboards may hold hundreds through kaas, so the bound is the tunnel
+    session's own limit of streams (``max_streams_per_session``, 1024), not a small pool's.
+
     Use as ``async with ApiserverForwarder(connection) as forwarder:``; ``aclose`` closes the pool.
     """
 
@@ -339,8 +344,8 @@ class ApiserverForwarder:
         write_timeout_seconds: float = 60.0,
         pool_timeout_seconds: float = 10.0,
         stream_read_timeout_seconds: float = 3900.0,
-        max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_connections: int = 1024,
+        max_keepalive_connections: int = 32,
         keepalive_expiry_seconds: float = 30.0,
         user_prefix: str = KAAS_USER_PREFIX,
     ) -> None:
@@ -369,6 +374,9 @@ class ApiserverForwarder:
                 keepalive_expiry=keepalive_expiry_seconds,
             ),
             headers={"User-Agent": "kaas-agent"},
+            # every user's requests share this client: a cookie one user's answer set must never go out
+            # with another's request, so the jar keeps none (a policy that allows no domain)
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             follow_redirects=False,
             trust_env=False,  # never an HTTP(S)_PROXY or .netrc: only the apiserver, only our credentials
         )

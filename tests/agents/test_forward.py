@@ -490,3 +490,114 @@ async def test_a_request_an_apiserver_shutting_down_refused_is_sent_again_only_w
         await server.wait_closed()
     assert response.status == (200 if sent_again else 503)
     assert len(dropper.requests) == (2 if sent_again else 1)
+
+
+# --- one client for every user ---------------------------------------------------------------------------
+
+
+class CookieSetter:
+    """A tiny HTTP/1.1 server that sets a cookie on every answer and records each request's Cookie header,
+    as an aggregated API or a proxied Service might."""
+
+    def __init__(self) -> None:
+        self.cookies: list[str | None] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                cookie = None
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "cookie":
+                        cookie = value.strip()
+                self.cookies.append(cookie)
+                body = b"{}"
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Set-Cookie: session=alice-secret; Path=/\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def test_a_cookie_an_answer_to_one_user_set_never_goes_out_with_another_users_request() -> None:
+    upstream = CookieSetter()
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(
+        base_url=f"http://127.0.0.1:{port}", ssl_context=None, token_source=StaticToken("t")
+    )
+    try:
+        async with ApiserverForwarder(connection) as forwarder:
+            for user in ("kaas:alice", "kaas:mallory"):
+                response = await forwarder.forward(
+                    ForwardRequest(method="GET", path="/api/v1/namespaces", user=user, groups=["kaas:owner"])
+                )
+                assert response.status == 200
+                await response.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert upstream.cookies == [None, None]
+
+
+class HeldStreams:
+    """A tiny HTTP/1.1 server that answers each request's head at once and holds its body open until told,
+    as an apiserver holds a watch; counts the requests that reached it."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.release = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.arrived += 1
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            await writer.drain()
+            await self.release.wait()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def test_two_hundred_watches_are_held_open_at_once() -> None:
+    upstream = HeldStreams()
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = ApiserverConnection(
+        base_url=f"http://127.0.0.1:{port}", ssl_context=None, token_source=StaticToken("t")
+    )
+    try:
+        async with ApiserverForwarder(connection, pool_timeout_seconds=2) as forwarder:
+            watches: list[ForwardResponse] = []
+            for n in range(200):
+                watch = await forwarder.forward(
+                    ForwardRequest(
+                        method="GET",
+                        path=f"{CONFIGMAPS}?watch=1&n={n}",
+                        user="kaas:alice",
+                        groups=["kaas:owner"],
+                    )
+                )
+                watches.append(watch)
+                if watch.status != 200:
+                    break
+            assert [w.status for w in watches] == [200] * 200
+            assert upstream.arrived == 200
+            upstream.release.set()
+            for watch in watches:
+                await watch.read()
+    finally:
+        upstream.release.set()
+        server.close()
+        await server.wait_closed()
