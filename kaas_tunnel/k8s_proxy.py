@@ -41,6 +41,7 @@ from agents.tunnel.kube_status import kube_status
 from agents.tunnel.paths import NonCanonicalPath, check_canonical_path, check_canonical_target
 from agents.tunnel.websocket import SUBPROTOCOL_HEADER
 from agents.tunnel.ws_client import connect_kube_websocket, valid_subprotocols
+from kaas_core.agent_presence import disconnected_recently, new_session
 from kaas_core.cluster_access import AccessRefused, ProxyIdentity
 from kaas_core.db.models import AuditEvent, utcnow
 from kaas_core.internal_hop import ASSERTION_HEADER, ProxyAssertion, internal_target_url
@@ -382,36 +383,63 @@ async def _remote(
     *,
     has_body: bool,
 ) -> str:
-    """Another process holds the agent: one hop to its internal endpoint, on a pooled connection."""
+    """Another process holds the agent: one hop to its internal endpoint, on a pooled connection.
+
+    Between two sessions of the agent (its tunnel process died: the registry names the dead process, or
+    nothing), a request without a body waits for the new session within the hop's connect timeout
+    (``kaas_core.agent_presence``), and goes to it, here or on another process; a body may have been read
+    from the client already, so a request with one answers 503 at once."""
     identity = request.identity
     assert identity is not None
+    started = time.monotonic()
+    timeout = server.settings.dial_timeout_seconds
     location = await server.registry.lookup(identity.cluster_id)
-    if location is None or location.address == server.internal_url:  # ours would be in session_for
-        raise Refused(
-            503,
-            "ServiceUnavailable",
-            f"the agent of cluster {identity.cluster_name} is not connected;"
-            " it reconnects by itself — try again shortly",
-        )
+    if location is None and not has_body:
+        if await asyncio.to_thread(disconnected_recently, server.session_factory, identity.cluster_id):
+            location = await new_session(
+                server.registry, identity.cluster_id, started=started, timeout=timeout
+            )
     client = server.peer_client()
-    upstream_request = client.build_request(
-        request.method,
-        internal_target_url(location.address, target),
-        headers=_hop_headers(request, target),
-        content=_request_body(receive) if has_body else None,
-        # watches and followed logs may stay silent for long: no read timeout for them
-        timeout=_STREAMING_TIMEOUT if _is_streaming(target) else httpx.USE_CLIENT_DEFAULT,
-    )
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException as exc:
-        raise Refused(504, "Timeout", f"the cluster {identity.cluster_name} did not answer in time") from exc
-    except httpx.TransportError as exc:
-        raise Refused(
-            503,
-            "ServiceUnavailable",
-            f"the tunnel server of cluster {identity.cluster_name} cannot be reached; try again shortly",
-        ) from exc
+    while True:
+        live = server.session_for(identity.cluster_id)
+        if live is not None:  # the agent's new session is on this process
+            return await _local(server, request, live, target, receive, send, has_body=has_body)
+        if location is None or location.address == server.internal_url:
+            raise Refused(
+                503,
+                "ServiceUnavailable",
+                f"the agent of cluster {identity.cluster_name} is not connected;"
+                " it reconnects by itself — try again shortly",
+            )
+        upstream_request = client.build_request(
+            request.method,
+            internal_target_url(location.address, target),
+            headers=_hop_headers(request, target),
+            content=_request_body(receive) if has_body else None,
+            # watches and followed logs may stay silent for long: no read timeout for them
+            timeout=_STREAMING_TIMEOUT if _is_streaming(target) else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+            break
+        except httpx.TimeoutException as exc:
+            raise Refused(
+                504, "Timeout", f"the cluster {identity.cluster_name} did not answer in time"
+            ) from exc
+        except httpx.TransportError as exc:
+            moved = None
+            if isinstance(exc, httpx.ConnectError) and not has_body:  # nothing was sent
+                moved = await new_session(
+                    server.registry, identity.cluster_id, started=started, timeout=timeout, unlike=location
+                )
+            if moved is None:
+                raise Refused(
+                    503,
+                    "ServiceUnavailable",
+                    f"the tunnel server of cluster {identity.cluster_name} cannot be reached;"
+                    " try again shortly",
+                ) from exc
+            location = moved
     headers = [
         (name.lower(), value)
         for name, value in upstream.headers.raw

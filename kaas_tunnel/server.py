@@ -386,6 +386,11 @@ class TunnelServer:
             )
         return self._peers
 
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        """The database of tokens and ``cluster_agents`` (the k8s proxy reads where an agent went)."""
+        return self._factory
+
     def write_audit(self, event: AuditEvent) -> None:
         """One ``audit_events`` row, its own transaction (synchronous: the k8s proxy runs it in a thread)."""
         with self._factory() as session:

@@ -33,7 +33,6 @@ import httpx
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi import Path as PathParam
 from fastapi.responses import Response
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
@@ -50,9 +49,9 @@ from kaas_api.errors import KaasError
 from kaas_api.k8s.access import ProxyIdentity, as_kaas_error
 from kaas_api.k8s.status import KubeStatusError
 from kaas_api.schemas import KubeStatus
+from kaas_core.agent_presence import disconnected_recently, new_session
 from kaas_core.cluster_access import AccessRefused
 from kaas_core.credential_cache import CredentialCache
-from kaas_core.db.models import ClusterAgent, as_utc, utcnow
 from kaas_core.internal_hop import (
     ASSERTION_HEADER,
     ProxyAssertion,
@@ -71,8 +70,6 @@ SPDY_UNSUPPORTED = (
 # Date and Server are this server's own (uvicorn writes them): relaying the cluster's too would send each
 # twice, which some clients reject
 RESPONSE_DROPPED = RESPONSE_HOP_BY_HOP | {"date", "server"}
-REROUTE_POLL_SECONDS = 0.1  # how often a request whose tunnel process died asks where the agent went
-RECENT_DISCONNECT_SECONDS = 30.0  # an agent gone this recently is dialling again: requests wait for it
 
 
 @dataclass(frozen=True)
@@ -281,7 +278,17 @@ async def proxy(
                 # its claim outlives it until the agent's new session, on a live process, replaces it,
                 # which the agent dials at once. A request without a body waits for that, within the
                 # connect timeout; a body may have been read from the client already.
-                moved = None if has_body else await _new_session(context, cluster_id, location, started)
+                moved = (
+                    None
+                    if has_body
+                    else await new_session(
+                        context.registry,
+                        cluster_id,
+                        started=started,
+                        timeout=context.connect_timeout_seconds,
+                        unlike=location,
+                    )
+                )
                 if moved is None:
                     raise
                 location = moved
@@ -312,52 +319,18 @@ async def proxy(
     )
 
 
-def _disconnected_recently(session_factory: sessionmaker[Session], cluster_id: str, *, within: float) -> bool:
-    """Whether the cluster's agent was connected a moment ago (its ``cluster_agents`` row): a blip (its
-    tunnel process went, it is dialling another), not an agent that is away."""
-    with session_factory() as session:
-        agent = session.get(ClusterAgent, cluster_id)
-        if agent is None or agent.connected_at is None:
-            return False
-        if agent.connected:
-            return True  # the row still says so: the session ended a moment ago
-        gone = as_utc(agent.disconnected_at)
-        return gone is not None and (utcnow() - gone).total_seconds() < within
-
-
 async def _returning_session(
     request: Request, context: K8sProxyContext, cluster_id: str
 ) -> SessionLocation | None:
     """No session in the registry: when the agent was connected a moment ago, a request without a body waits
-    for its new session within the connect timeout (as after a tunnel process died with the claim), rather
-    than answering 503 at once; an agent that has been away answers 503 at once. Only this path reads the
-    database."""
+    for its new session within the connect timeout (``kaas_core.agent_presence``); an agent that has been
+    away answers 503 at once. Only this path reads the database."""
     app_context: AppContext = request.app.state.kaas
-    recently = await run_in_threadpool(
-        _disconnected_recently, app_context.session_factory, cluster_id, within=RECENT_DISCONNECT_SECONDS
-    )
-    if not recently:
+    if not await run_in_threadpool(disconnected_recently, app_context.session_factory, cluster_id):
         return None
-    started = time.monotonic()
-    while time.monotonic() - started < context.connect_timeout_seconds:
-        await asyncio.sleep(REROUTE_POLL_SECONDS)
-        location = await context.registry.lookup(cluster_id)
-        if location is not None:
-            return location
-    return None
-
-
-async def _new_session(
-    context: K8sProxyContext, cluster_id: str, gone: SessionLocation, started: float
-) -> SessionLocation | None:
-    """The cluster's session that replaced ``gone`` in the registry, polled until the connect timeout
-    (counted from ``started``) runs out; None if none came."""
-    while time.monotonic() - started < context.connect_timeout_seconds:
-        await asyncio.sleep(REROUTE_POLL_SECONDS)
-        location = await context.registry.lookup(cluster_id)
-        if location is not None and location.session_id != gone.session_id:
-            return location
-    return None
+    return await new_session(
+        context.registry, cluster_id, started=time.monotonic(), timeout=context.connect_timeout_seconds
+    )
 
 
 # What a segment may hold, as the OpenAPI document states it: no control character, '\\', ';', '%', '?' or

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -348,3 +349,57 @@ async def test_a_watch_through_the_other_replica_outlives_the_hops_read_timeout(
             assert (await admin.post(configmaps, json=body)).status_code == 201
             event = json.loads(await asyncio.wait_for(anext(lines), timeout=5))
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "late")
+
+
+async def test_a_read_whose_holder_died_follows_the_agent_to_its_new_session_on_this_replica(
+    replicas: tuple[TunnelServer, TunnelServer],
+    cluster: CreatedCluster,
+    kube: KubeTarget,
+    registry: RedisTunnelRegistry,
+    people: People,
+    tmp_path: Path,
+) -> None:
+    """The registry still names a tunnel process that died (its claim outlives it) while the agent dials
+    this one: a GET waits for the new session instead of answering 503, and is served here."""
+    _, here = replicas
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    await registry.claim(cluster_id=cluster.id, session_id="died-with-its-process", address=dead)
+    config = agent_config(tunnel_url=here.tunnel_url, cluster=cluster, kube=kube, tmp_path=tmp_path)
+
+    async def agent_dials_here_a_moment_later() -> None:
+        await asyncio.sleep(0.5)
+        async with running_agent(config):
+            await asyncio.sleep(5)
+
+    agent = asyncio.create_task(agent_dials_here_a_moment_later())
+    try:
+        async with kubectl(here) as client:
+            listed = await client.get(f"/k8s/clusters/{cluster.id}{NAMESPACES}", headers=bearer(people.owner))
+    finally:
+        await agent
+    assert listed.status_code == 200, listed.text
+    assert "default" in [ns["metadata"]["name"] for ns in listed.json()["items"]]
+
+
+async def test_a_write_whose_holder_died_answers_503_at_once(
+    replicas: tuple[TunnelServer, TunnelServer],
+    cluster: CreatedCluster,
+    registry: RedisTunnelRegistry,
+    people: People,
+) -> None:
+    """Its body may have been read already: it is not sent again, the client retries."""
+    _, here = replicas
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    await registry.claim(cluster_id=cluster.id, session_id="died-with-its-process", address=dead)
+    started = time.monotonic()
+    async with kubectl(here) as client:
+        review = await client.post(
+            f"/k8s/clusters/{cluster.id}{WHOAMI}", json=REVIEW, headers=bearer(people.owner)
+        )
+    assert review.status_code == 503
+    assert "cannot be reached" in review.json()["message"]
+    assert time.monotonic() - started < 2
