@@ -13,7 +13,9 @@ dials again and lands on a live one; the k8s proxy finds it through the Redis tu
 ``kaas worker`` processes and two ``kaas beat`` processes (the leader lease, ``provider.beat_leader``).
 
 Besides the campaign's lifecycles, ``steady`` clusters live through the whole run, and kubectl-like clients
-GET through the API balancer's k8s proxy (``/k8s/clusters/{id}/api/v1/...``) with a kubeconfig token of each.
+GET with a kubeconfig token of each (``/k8s/clusters/{id}/api/v1/...``), half of them through a balancer in
+front of the tunnel processes' own k8s proxies (what the ingress sends ``/k8s`` to in production), half
+through the API balancer's k8s proxy.
 
 Kills (seeded) among ``api`` (any replica), ``tunnel`` (the replica holding the most agents), ``worker``
 (the campaign's: mid-pass when it can) and ``beat`` (the leader); each victim is started again after a
@@ -332,7 +334,7 @@ class HaCampaign(Campaign):
         self.ha_report = self.report
         self.tunnel_address: dict[str, str] = {}  # replica -> its internal address (the registry's)
         self.redis = redis.Redis.from_url(options.redis_url, decode_responses=True)
-        self.traffic: KubectlTraffic | None = None
+        self.traffic: list[KubectlTraffic] = []
         self.steady: list[str] = []
 
     # --- set-up ---
@@ -346,8 +348,10 @@ class HaCampaign(Campaign):
         n = self.ha.replicas
         api_ports = [free_port() for _ in range(n)]
         tunnel_ports = [free_port() for _ in range(n)]
-        api_lb, tunnel_lb = free_port(), free_port()
+        k8s_ports = [free_port() for _ in range(n)]
+        api_lb, tunnel_lb, k8s_lb = free_port(), free_port(), free_port()
         self.api_url = f"http://127.0.0.1:{api_lb}"
+        self.k8s_url = f"http://127.0.0.1:{k8s_lb}"  # the ingress's /k8s: the tunnel processes' k8s proxy
         rig.env["KAAS_TUNNEL_URL"] = f"ws://127.0.0.1:{tunnel_lb}/v1/tunnel"  # in every node's user-data
         for index, port in enumerate(api_ports):
             rig.add(
@@ -357,7 +361,7 @@ class HaCampaign(Campaign):
                     ready=http_answers(f"http://127.0.0.1:{port}/healthz"),
                 )
             )
-        for index, port in enumerate(tunnel_ports):
+        for index, (port, k8s_port) in enumerate(zip(tunnel_ports, k8s_ports, strict=True)):
             internal = free_port()
             name = f"tunnel-{index}"
             self.tunnel_address[name] = f"http://127.0.0.1:{internal}"
@@ -366,7 +370,11 @@ class HaCampaign(Campaign):
                     name,
                     [*KAAS, "tunnel"],
                     ready=lambda port=port: _port_open(port),  # type: ignore[misc]
-                    env={"KAAS_TUNNEL_PORT": str(port), "KAAS_INTERNAL_PORT": str(internal)},
+                    env={
+                        "KAAS_TUNNEL_PORT": str(port),
+                        "KAAS_INTERNAL_PORT": str(internal),
+                        "KAAS_K8S_PROXY_PORT": str(k8s_port),
+                    },
                 )
             )
         for index in range(self.ha.beats):
@@ -393,6 +401,13 @@ class HaCampaign(Campaign):
                 ready=lambda: _port_open(tunnel_lb),
             )
         )
+        rig.add(
+            Part(
+                "lb-k8s",
+                [*balancer, "--port", str(k8s_lb)] + [f"--backend=127.0.0.1:{port}" for port in k8s_ports],
+                ready=lambda: _port_open(k8s_lb),
+            )
+        )
         return rig
 
     def start_parts(self, rig: Rig) -> None:
@@ -400,6 +415,7 @@ class HaCampaign(Campaign):
         for name in sorted(n for n in rig.parts if n.startswith("tunnel-")):
             rig.start(name)
         rig.start("lb-tunnel")
+        rig.start("lb-k8s")
         for name in sorted(n for n in rig.parts if n.startswith(("api-", "beat-"))):
             if name != "api-doomed":
                 rig.start(name)
@@ -431,16 +447,21 @@ class HaCampaign(Campaign):
         for cluster_id in ids:
             wait_phase(user, cluster_id, "running", timeout=self.options.step_timeout)
         self.steady = ids
-        traffic = KubectlTraffic(
-            base_url=self.api_url, tally=self.ha_report.k8s_requests, clients=self.ha.kubectl_clients
-        )
+        targets: dict[str, str] = {}
         for cluster_id in ids:
             kubeconfig = user.reliably("GET", user.clusters_path(f"/{cluster_id}/kubeconfig"))
             kubeconfig.raise_for_status()
-            traffic.targets[cluster_id] = yaml.safe_load(kubeconfig.text)["users"][0]["user"]["token"]
-        traffic.start()
-        self.traffic = traffic
-        stack.callback(traffic.close)
+            targets[cluster_id] = yaml.safe_load(kubeconfig.text)["users"][0]["user"]["token"]
+        # kubectl clients on both k8s proxies: the tunnel processes' own (where the ingress sends /k8s in
+        # production) and the API's (kaas up's)
+        for base_url in (self.k8s_url, self.api_url):
+            traffic = KubectlTraffic(
+                base_url=base_url, tally=self.ha_report.k8s_requests, clients=self.ha.kubectl_clients
+            )
+            traffic.targets.update(targets)
+            traffic.start()
+            self.traffic.append(traffic)
+            stack.callback(traffic.close)
 
     def _body(self, name: str, index: int) -> dict[str, Any]:
         return {
@@ -458,8 +479,8 @@ class HaCampaign(Campaign):
         (the audit then finds nothing of them)."""
         if self.ha.rolling_restart and self.rig is not None:
             self.rolling_restart(self.rig)
-        if self.traffic is not None:
-            self.traffic.close()
+        for traffic in self.traffic:
+            traffic.close()
         for cluster_id in self.steady:
             delete_cluster(user, cluster_id, LifecycleResult(name=cluster_id))
         for cluster_id in self.steady:
