@@ -273,10 +273,16 @@ class CpuMeter:
     engine: sa.Engine
     db_name: str
 
-    def snapshot(self) -> tuple[dict[int, float], dict[int, float]]:
+    def snapshot(self) -> tuple[dict[int, float], dict[int, float], int]:
+        """CPU seconds of the API processes and of the database's backends, and the connections opened to
+        the database so far (a pool too small for the load opens one a request)."""
         api = {pid: cpu_seconds(pid) for pid in self.api_pids}
         database = {pid: cpu_seconds(pid) for pid in backend_pids(self.engine, self.db_name)}
-        return api, database
+        with self.engine.connect() as conn:
+            sessions = conn.execute(
+                sa.text("SELECT sessions FROM pg_stat_database WHERE datname = :name"), {"name": self.db_name}
+            ).scalar_one()
+        return api, database, int(sessions)
 
 
 def spent(before: dict[int, float], after: dict[int, float]) -> float:
@@ -302,6 +308,7 @@ class Run:
     errors: int  # non-2xx answers plus socket errors
     api_cpu: float  # CPU seconds of the API processes during the run
     db_cpu: float  # of the database's backends
+    connections: int  # opened to the database during the run
 
     def line(self, name: str) -> str:
         per = 1000.0 / max(self.requests, 1)
@@ -309,7 +316,7 @@ class Run:
             f"  {name:<12} {self.rate:8.0f} req/s   p50 {self.p50 * 1000:7.2f} ms"
             f"   p99 {self.p99 * 1000:7.2f} ms"
             f"   errors {self.errors}   CPU/request: API {self.api_cpu * per:.2f} ms,"
-            f" PostgreSQL {self.db_cpu * per:.2f} ms"
+            f" PostgreSQL {self.db_cpu * per:.2f} ms; {self.connections} connections opened"
         )
 
 
@@ -356,6 +363,7 @@ class Load:
             errors=errors,
             api_cpu=spent(before[0], after[0]),
             db_cpu=spent(before[1], after[1]),
+            connections=after[2] - before[2],
         )
 
 

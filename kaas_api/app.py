@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -210,7 +211,12 @@ def create_app(
         redoc_url=None,
     )
     mount_docs(app)
-    app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
+    app.state.kaas = AppContext(
+        settings=settings,
+        session_factory=session_factory,
+        dispatcher=dispatcher,
+        read_threads=anyio.CapacityLimiter(settings.database_pool_size),
+    )
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),
         assertion_key=assertion_key(settings.tunnel_internal_secret.get_secret_value()),

@@ -10,10 +10,12 @@ HARNESS=${KAAS_OPENSTACK_HARNESS:-$ROOT/../shared/openstack}
 log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 
-# --- system packages: cloud-init validates the user-data we render; Chromium runs the dashboard tests
+# --- system packages: cloud-init validates the user-data we render; Chromium runs the dashboard tests; wrk
+# sends benchmarks/api.py's load
 missing_packages=()
 command -v cloud-init >/dev/null 2>&1 || missing_packages+=(cloud-init)
 command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium fonts-dejavu-core)
+command -v wrk >/dev/null 2>&1 || missing_packages+=(wrk)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   log "installing Debian packages (${missing_packages[*]})"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

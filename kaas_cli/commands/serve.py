@@ -61,7 +61,7 @@ def api_app(settings: ApiSettings) -> FastAPI:
     from kaas_core.db.session import make_engine, make_session_factory
     from kaas_core.tunnel_registry import RedisTunnelRegistry
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
     registry = RedisTunnelRegistry(Redis.from_url(settings.redis_url)) if settings.redis_url else None
     return create_app(

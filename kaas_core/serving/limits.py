@@ -330,14 +330,16 @@ def run_server(config: uvicorn.Config, *, reuse_port: bool = False) -> None:
     ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes on one host serve the same port
     and the kernel spreads new connections over them (one per core, as a Service spreads over pods)."""
     server = uvicorn.Server(config)
-    sockets = [_reuse_port_socket(config.host, config.port)] if reuse_port else None
+    sockets = [reuse_port_socket(config.host, config.port)] if reuse_port else None
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT`` (not yet listening: uvicorn listens once its
+    start-up is complete); exits with uvicorn's status 3 when the address cannot be bound."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
