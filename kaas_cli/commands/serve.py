@@ -34,7 +34,7 @@ def api(
         bool,
         typer.Option(
             help="bind with SO_REUSEPORT: run one process per core on the same port and the kernel spreads"
-            " connections over them (a process serves one core; see deploy/README.md)"
+            " connections over them, as a Service over pods (docs/architecture.md, the API's process layout)"
         ),
     ] = False,
 ) -> None:
