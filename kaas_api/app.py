@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -221,7 +222,12 @@ def create_app(
         redoc_url=None,
     )
     mount_docs(app)
-    app.state.kaas = AppContext(settings=settings, session_factory=session_factory, dispatcher=dispatcher)
+    app.state.kaas = AppContext(
+        settings=settings,
+        session_factory=session_factory,
+        dispatcher=dispatcher,
+        read_threads=anyio.CapacityLimiter(settings.database_pool_size),
+    )
     feed = revocation_feed if revocation_feed is not None else InProcessRevocationFeed()
     install_revocation_hooks(session_factory, feed)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
@@ -241,11 +247,13 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health.router)
+    # routers are matched in this order, each trying its routes: the cluster calls are the most frequent
+    # (no two routers serve one path, so the order changes nothing else but the OpenAPI document's)
+    app.include_router(clusters.router)
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(projects.router)
     app.include_router(regions.router)
-    app.include_router(clusters.router)
     app.include_router(operations.router)
     app.include_router(kubeconfig.router)
     app.include_router(k8s_proxy.router)

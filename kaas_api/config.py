@@ -21,6 +21,14 @@ class ApiSettings(SharedSettings, TunnelRegistrySettings, TunnelSecretSettings, 
     from ``HttpInputSettings``)."""
 
     public_url: str = "http://127.0.0.1:8000"
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Database connections an API process keeps open (bursts open up to 20 more, closed after"
+        " use); at most this many of the reads done in one worker thread (the cluster GET) run at once, so"
+        " that the busiest read never opens and closes a connection per request.",
+    )
     token_default_ttl_days: int = 90
     kubeconfig_token_ttl_days: int = 30
     kubeconfig_token_max_ttl_days: int = 365

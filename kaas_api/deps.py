@@ -12,19 +12,25 @@ response, never a 2xx for a change that was not stored).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
 
 from kaas_api.audit.middleware import set_actor
 from kaas_api.auth.service import Principal, authenticate
 from kaas_api.config import ApiSettings
 from kaas_api.dispatch import TaskDispatcher, UnitOfWork
 from kaas_api.errors import Conflict, Forbidden, answers
+from kaas_core.db.models import ApiToken
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class AppContext:
     settings: ApiSettings
     session_factory: sessionmaker[Session]
     dispatcher: TaskDispatcher
+    read_threads: anyio.CapacityLimiter  # Caller.read's threads: no more at once than the pool's connections
 
 
 async def get_context(request: Request) -> AppContext:
@@ -52,16 +59,29 @@ Settings = Annotated[ApiSettings, Depends(get_settings)]
 
 
 @answers(409, writes_only=True)
-def get_uow(context: Context) -> Iterator[UnitOfWork]:
+async def get_uow(context: Context) -> AsyncIterator[UnitOfWork]:
+    """``async``: making a session does no I/O (it connects at its first statement), so only the end of the
+    unit of work takes a worker thread; as a plain generator its start took one too. The end runs shielded
+    and outside the shared thread limit, as FastAPI runs a plain generator's end: a request holding a
+    connection must never wait for a thread that requests waiting for a connection hold."""
     uow = UnitOfWork(context.session_factory())
     try:
+        yield uow
+    except BaseException:
+        await _off_the_loop(_abandon, uow)
+        raise
+    await _off_the_loop(_commit, uow, context.dispatcher)
+
+
+async def _off_the_loop(function: Callable[..., None], *args: object) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(function, *args, limiter=anyio.CapacityLimiter(1))
+
+
+def _commit(uow: UnitOfWork, dispatcher: TaskDispatcher) -> None:
+    try:
         try:
-            yield uow
-        except BaseException:
-            uow.rollback()
-            raise
-        try:
-            uow.commit(context.dispatcher)
+            uow.commit(dispatcher)
         except IntegrityError as exc:
             uow.rollback()
             raise Conflict("the change conflicts with one made at the same time; retry") from exc
@@ -69,17 +89,70 @@ def get_uow(context: Context) -> Iterator[UnitOfWork]:
         uow.session.close()
 
 
+def _abandon(uow: UnitOfWork) -> None:
+    try:
+        uow.rollback()
+    finally:
+        uow.session.close()
+
+
 Uow = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
-@answers(401)
-def get_principal(request: Request, uow: Uow) -> Principal:
-    principal = authenticate(uow.session, request.headers.get("authorization"))
+def resolve_principal(request: HTTPConnection, session: Session) -> Principal:
+    """Who the caller is, the one way every route finds out: ``authenticate``, then the audit log is told."""
+    principal = authenticate(session, request.headers.get("authorization"))
     set_actor(request, user_id=principal.user.id, user_name=principal.user.name)
     return principal
 
 
+@answers(401)
+def get_principal(request: Request, uow: Uow) -> Principal:
+    return resolve_principal(request, uow.session)
+
+
 CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The caller of a route that only reads, and does it in one worker thread (``read``): what
+    ``CurrentUser`` and ``Uow`` give, but authenticated inside that thread instead of in one of its own, in
+    a session of its own that ``read`` ends (such a route takes no ``Uow``)."""
+
+    request: Request
+    session_factory: sessionmaker[Session]
+    threads: anyio.CapacityLimiter
+
+    async def read(self, work: Callable[[Session, Principal], _T]) -> _T:
+        """``resolve_principal``, ``work`` and the end of the session in one worker thread, in autocommit:
+        the API's most frequent calls (the cluster GET) are a few statements of reading, for which every
+        thread hop, ``BEGIN`` and ``COMMIT`` cost more than the reading. ``work`` must only read: the one
+        write allowed is the token's ``last_used_at`` (a single statement, at most once a minute); anything
+        else it changed is refused at the end, before the commit (a route that writes takes ``Uow``)."""
+        return await anyio.to_thread.run_sync(self._read, work, limiter=self.threads)
+
+    def _read(self, work: Callable[[Session, Principal], _T]) -> _T:
+        with self.session_factory() as session:  # closed at the end: nothing to roll back in autocommit
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            result = work(session, resolve_principal(self.request, session))
+            changed = [
+                *session.new,
+                *session.deleted,
+                *(o for o in session.dirty if not isinstance(o, ApiToken)),
+            ]
+            if changed:
+                raise RuntimeError(f"a read-only route changed {changed}")
+            session.commit()
+            return result
+
+
+@answers(401)
+async def get_caller(request: Request, context: Context) -> Caller:
+    return Caller(request=request, session_factory=context.session_factory, threads=context.read_threads)
+
+
+ReadingCaller = Annotated[Caller, Depends(get_caller)]
 
 
 @answers(403)

@@ -11,11 +11,13 @@ log() { printf '[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 
 # --- system packages: cloud-init validates the user-data we render; Chromium runs the dashboard tests;
-# nginx is the one-hop proxy anchor of benchmarks/k8s_path.py (its smoke test runs it unprivileged on loopback)
+# nginx is the one-hop proxy anchor of benchmarks/k8s_path.py (its smoke test runs it unprivileged on
+# loopback); wrk sends benchmarks/api.py's load
 missing_packages=()
 command -v cloud-init >/dev/null 2>&1 || missing_packages+=(cloud-init)
 command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium fonts-dejavu-core)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing_packages+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing_packages+=(wrk)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   log "installing Debian packages (${missing_packages[*]})"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

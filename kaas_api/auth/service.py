@@ -144,20 +144,34 @@ def authorize_project(
     A project the caller is not a member of answers 404, exactly like one that does not exist; a member
     whose role is too weak gets 403. Admins may do everything.
     """
-    not_found = NotFound(f"project {project_name[:80]!r} not found")
     if not is_dns_label(project_name):
-        raise not_found
+        raise project_not_found(project_name)
     project = session.get(Project, project_name) if is_uuid(project_name) else None
     if project is None:
         project = session.scalar(select(Project).where(Project.name == project_name))
     if project is None:
-        raise not_found
+        raise project_not_found(project_name)
     member = session.get(ProjectMember, (project.id, principal.user.id))
-    role = Role(member.role) if member is not None else None
+    return check_project_role(
+        principal, project, member.role if member is not None else None, need=need, project_name=project_name
+    )
+
+
+def project_not_found(project_name: str) -> NotFound:
+    return NotFound(f"project {project_name[:80]!r} not found")
+
+
+def check_project_role(
+    principal: Principal, project: Project, member_role: str | None, *, need: Role, project_name: str
+) -> ProjectAccess:
+    """``authorize_project``'s decision once the project and the caller's membership are known: separate
+    from the look-ups so that a caller may fetch them in a larger query of its own (the cluster GET fetches
+    project, membership and cluster in one round trip, ``kaas_api.clusters.service.find_cluster``)."""
+    role = Role(member_role) if member_role is not None else None
     if principal.is_admin:
         return ProjectAccess(project=project, role=role)
     if role is None:
-        raise not_found
+        raise project_not_found(project_name)
     if role.rank < need.rank:
         raise Forbidden(
             f"your role in project {project.name!r} is {role.value}; this needs {need.value} or higher"

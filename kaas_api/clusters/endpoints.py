@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
 
 from kaas_api.audit.middleware import add_audit_detail
-from kaas_api.auth.service import authorize_project
+from kaas_api.auth.service import Principal, authorize_project
 from kaas_api.clusters import service, upgrades
 from kaas_api.clusters.schemas import (
     ClusterAccepted,
@@ -29,7 +29,7 @@ from kaas_api.clusters.schemas import (
     UpgradeStrategy,
     WindowTimes,
 )
-from kaas_api.deps import CurrentUser, Settings, Uow
+from kaas_api.deps import CurrentUser, ReadingCaller, Settings, Uow
 from kaas_api.operations.schemas import OperationOut
 from kaas_api.operations.service import list_cluster_operations
 from kaas_core import maintenance
@@ -68,8 +68,11 @@ def maintenance_of(cluster: Cluster) -> tuple[MaintenanceWindow | None, WindowTi
     return MaintenanceWindow.model_validate(window.as_dict()), WindowTimes(start=start, end=end)
 
 
-def cluster_out(session: Session, cluster: Cluster) -> ClusterOut:
-    observed, ready = service.node_counts(session, cluster)
+def cluster_out(
+    session: Session, cluster: Cluster, *, node_counts: tuple[int, int] | None = None
+) -> ClusterOut:
+    """``node_counts`` (observed, ready) when the caller fetched them already, else they are counted."""
+    observed, ready = node_counts if node_counts is not None else service.node_counts(session, cluster)
     desired = cluster.control_plane_count + sum(pool.count for pool in cluster.node_pools)
     window, next_window = maintenance_of(cluster)
     return ClusterOut(
@@ -123,9 +126,14 @@ def list_clusters(project: str, principal: CurrentUser, uow: Uow) -> list[Cluste
 
 
 @router.get("/{cluster}", response_model=ClusterOut)
-def get_cluster(project: str, cluster: str, principal: CurrentUser, uow: Uow) -> ClusterOut:
-    access = authorize_project(uow.session, principal, project, need=Role.VIEWER)
-    return cluster_out(uow.session, service.get_cluster(uow.session, access.project, cluster))
+async def get_cluster(project: str, cluster: str, caller: ReadingCaller) -> ClusterOut:
+    """The API's most frequent call: authentication and one query, in one worker thread."""
+
+    def read(session: Session, principal: Principal) -> ClusterOut:
+        found = service.find_cluster(session, principal, project, cluster, need=Role.VIEWER)
+        return cluster_out(session, found.cluster, node_counts=(found.observed_nodes, found.ready_nodes))
+
+    return await caller.read(read)
 
 
 @router.patch("/{cluster}", status_code=status.HTTP_202_ACCEPTED, response_model=ClusterAccepted)

@@ -30,6 +30,13 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 def api(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(
+            help="bind with SO_REUSEPORT: run one process per core on the same port and the kernel spreads"
+            " connections over them, as a Service over pods (docs/architecture.md, the API's process layout)"
+        ),
+    ] = False,
 ) -> None:
     """Run the API server (settings from KAAS_* environment variables)."""
     settings = ApiSettings()
@@ -39,7 +46,7 @@ def api(
     config = server_config(
         app, limits=settings.http_limits, host=host, port=port, log_level=settings.log_level.lower()
     )
-    run_server(config)
+    run_server(config, reuse_port=reuse_port)
 
 
 def api_app(settings: ApiSettings) -> FastAPI:
@@ -55,7 +62,7 @@ def api_app(settings: ApiSettings) -> FastAPI:
     from kaas_core.db.session import make_engine, make_session_factory
     from kaas_core.tunnel_registry import RedisTunnelRegistry
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
     registry = RedisTunnelRegistry(Redis.from_url(settings.redis_url)) if settings.redis_url else None
     # revocations this API commits reach every tunnel process's and API replica's credential cache

@@ -33,8 +33,10 @@ linger the same way (for the whole ``linger_seconds``: what still comes is never
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
+import socket
 import sys
 from asyncio import TimerHandle, Transport
 from dataclasses import dataclass
@@ -321,11 +323,34 @@ def server_config(app: Any, *, limits: HttpLimits, **options: Any) -> uvicorn.Co
     return uvicorn.Config(app, http=LimitedHttpProtocol.with_limits(limits), log_config=None, **options)
 
 
-def run_server(config: uvicorn.Config) -> None:
+def run_server(config: uvicorn.Config, *, reuse_port: bool = False) -> None:
     """Serve ``config`` in this thread until SIGINT or SIGTERM, as ``uvicorn.run`` does: a server that could
-    not start (the port is taken) exits the process with uvicorn's status 3."""
+    not start (the port is taken) exits the process with uvicorn's status 3.
+
+    ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes on one host serve the same port
+    and the kernel spreads new connections over them (one per core, as a Service spreads over pods)."""
     server = uvicorn.Server(config)
+    sockets = [reuse_port_socket(config.host, config.port)] if reuse_port else None
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT`` (not yet listening: uvicorn listens once its
+    start-up is complete); exits with uvicorn's status 3 when the address cannot be bound."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a host name: uvicorn binds those as IPv4 too
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        log.error("could not bind %s:%d: %s", host, port, exc)
+        sys.exit(3)
+    return sock

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import time
 
+import pytest
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect as ws_connect
 
-from kaas_core.serving.limits import HttpLimits
+from kaas_core.serving.limits import HttpLimits, reuse_port_socket
 from tests.kaas_core.serving.conftest import BOUND_SECONDS, RecordingApp, exchange, serving
 
 GET = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -228,3 +231,17 @@ async def test_a_client_writing_its_whole_oversize_head_before_reading_gets_the_
         finally:
             writer.close()
     assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_servers_started_with_reuse_port_share_one_port_that_others_cannot_take() -> None:
+    first = reuse_port_socket("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = reuse_port_socket("127.0.0.1", port)
+    try:
+        assert second.getsockname() == ("127.0.0.1", port)
+        with socket.socket() as other, pytest.raises(OSError, match="in use") as refused:
+            other.bind(("127.0.0.1", port))
+        assert refused.value.errno == errno.EADDRINUSE
+    finally:
+        first.close()
+        second.close()
