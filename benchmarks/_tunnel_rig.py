@@ -127,12 +127,11 @@ class NoDispatcher:
 
 
 def run_api(url_file: str) -> None:
-    from redis.asyncio import Redis
 
     from kaas_api.app import create_app
     from kaas_api.config import ApiSettings
     from kaas_core.db.session import make_engine, make_session_factory
-    from kaas_core.tunnel_registry import RedisTunnelRegistry
+    from kaas_core.tunnel_registry import RedisTunnelRegistry, bounded_redis
 
     settings = ApiSettings()
     redis_url = os.environ["KAAS_REDIS_URL"]
@@ -141,7 +140,7 @@ def run_api(url_file: str) -> None:
         settings,
         session_factory=make_session_factory(engine),
         dispatcher=NoDispatcher(),
-        tunnel_registry=RedisTunnelRegistry(Redis.from_url(redis_url)),
+        tunnel_registry=RedisTunnelRegistry(bounded_redis(redis_url)),
     )
     try:
         serve_asgi(app, url_file)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 KEY_PREFIX = "kaas:tunnel:cluster:"
 
@@ -198,3 +198,16 @@ class InMemoryTunnelRegistry:
 
     async def connected_clusters(self) -> set[str]:
         return {cluster_id for cluster_id in list(self._entries) if self._live(cluster_id) is not None}
+
+
+def bounded_redis(url: str, *, max_connections: int = 50, wait_seconds: float = 20.0) -> Redis:
+    """A Redis client for the registry whose pool makes callers beyond ``max_connections`` wait for a free
+    connection (up to ``wait_seconds``) instead of failing.
+
+    redis-py's default pool refuses a caller beyond its 100 connections at once (``MaxConnectionsError``):
+    a thousand agents connecting together made the tunnel server's claims fail and their sessions end, and
+    200 watches opened through the API's k8s proxy at once answered part of them 500.
+    """
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=wait_seconds)
+    return Redis(connection_pool=pool)
+

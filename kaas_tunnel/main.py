@@ -11,25 +11,26 @@ import asyncio
 import contextlib
 import signal
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from kaas_core.credential_cache import RedisRevocationFeed, RevocationFeed
 from kaas_core.db.session import make_engine, make_session_factory
-from kaas_core.tunnel_registry import InMemoryTunnelRegistry, RedisTunnelRegistry, TunnelRegistry
+from kaas_core.tunnel_registry import (
+    InMemoryTunnelRegistry,
+    RedisTunnelRegistry,
+    TunnelRegistry,
+    bounded_redis,
+)
 from kaas_tunnel.config import TunnelSettings
 from kaas_tunnel.server import serve_tunnel
 
 
 def registry_redis(settings: TunnelSettings, url: str) -> Redis:
-    """The registry's Redis client: a bounded pool whose callers wait for a free connection.
-
-    redis-py's default pool refuses a caller beyond its 100 connections at once (``MaxConnectionsError``):
-    a thousand agents connecting together made claims fail and their sessions end, then dial again.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=settings.redis_max_connections, timeout=settings.redis_wait_seconds
+    """The registry's Redis client: a bounded pool whose callers wait for a free connection
+    (``kaas_core.tunnel_registry.bounded_redis``)."""
+    return bounded_redis(
+        url, max_connections=settings.redis_max_connections, wait_seconds=settings.redis_wait_seconds
     )
-    return Redis(connection_pool=pool)
 
 
 async def run_tunnel_server_async(settings: TunnelSettings, *, stop: asyncio.Event) -> None:

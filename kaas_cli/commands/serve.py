@@ -54,17 +54,17 @@ def api_app(settings: ApiSettings) -> FastAPI:
     Redis (``KAAS_REDIS_URL``), where the tunnel processes record which of them holds each cluster's agent.
     Without it the k8s proxy would look in a registry of its own, empty, and answer 503 for every cluster."""
     from celery import Celery
-    from redis.asyncio import Redis
 
     from kaas_api.app import create_app
     from kaas_api.dispatch import CeleryDispatcher
     from kaas_core.credential_cache import RedisRevocationFeed
     from kaas_core.db.session import make_engine, make_session_factory
-    from kaas_core.tunnel_registry import RedisTunnelRegistry
+    from kaas_core.tunnel_registry import RedisTunnelRegistry, bounded_redis
 
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     celery_client = Celery("kaas-api", broker=settings.broker_url, backend=settings.result_backend)
-    registry = RedisTunnelRegistry(Redis.from_url(settings.redis_url)) if settings.redis_url else None
+    # a bounded pool whose callers wait: hundreds of watches opened at once each look their cluster up
+    registry = RedisTunnelRegistry(bounded_redis(settings.redis_url)) if settings.redis_url else None
     # revocations this API commits reach every tunnel process's and API replica's credential cache
     feed = RedisRevocationFeed(settings.redis_url) if settings.redis_url else None
     return create_app(
