@@ -54,6 +54,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._rows import Row, record  # noqa: E402
 from kaas_api.users.service import create_user  # noqa: E402
 from kaas_core.db.migrate import upgrade_database  # noqa: E402
 from kaas_core.db.models import (  # noqa: E402
@@ -470,6 +471,29 @@ def verdict(rounds: list[tuple[Run, Run]]) -> bool:
     print("median round:")
     for text, ok in checks:
         print(f"  {'met   ' if ok else 'MISSED'} {text}")
+    health_rate = statistics.median(health.rate for health, _ in rounds)
+    health_p99 = statistics.median(health.p99 for health, _ in rounds)
+    record(
+        Row(
+            key="api.get.rate",
+            label="authenticated cluster GET req/s / /healthz",
+            ours=rate,
+            baseline=health_rate,
+            unit="req/s",
+            goal=f"≥ {TARGET_RATE:,.0f}, ≥ {TARGET_RATIO}x",
+            met=rate >= TARGET_RATE and ratio >= TARGET_RATIO and errors == 0,
+            detail=f"{errors} errors; 50 connections, wrk",
+        ),
+        Row(
+            key="api.get.p99",
+            label="authenticated cluster GET p99 / /healthz's",
+            ours=p99 * 1000,
+            baseline=health_p99 * 1000,
+            unit="ms",
+            goal=f"≤ {TARGET_P99_SECONDS * 1000:.0f} ms",
+            met=p99 <= TARGET_P99_SECONDS,
+        ),
+    )
     return all(ok for _, ok in checks)
 
 
