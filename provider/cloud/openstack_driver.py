@@ -52,16 +52,21 @@ from provider.cloud.driver import (
     CloudCredential,
     CloudEndpoint,
     CloudResource,
+    ClusterResources,
     LoadBalancerInfo,
+    LoadBalancerObservation,
     LoadBalancerSpec,
     NetworkInfo,
     NetworkSpec,
+    RegionInventory,
+    SecurityGroupRule,
     SecurityGroupsInfo,
     ServerInfo,
     ServerSpec,
     cloud_credential_name,
     cluster_tag,
     resource_prefix,
+    security_group_rules,
     server_group_name,
 )
 from provider.cloud.errors import (
@@ -152,6 +157,14 @@ def translate_errors(action: str) -> Iterator[None]:
 
 
 SERVER_GROUP_PAGE = 500
+# the bulk listings' page: Nova's and Octavia's default most per page (`max_limit`, `pagination_max_limit`)
+LIST_PAGE = 1000
+# what Neutron calls a router's port on one of its subnets (plain, distributed, HA)
+ROUTER_INTERFACE_OWNERS = (
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+)
 # how long refused credentials are believed before the identity service is asked again (unless clouds.yaml
 # changes first): a region's clusters each try every few minutes, and a stream of refused logins can lock
 # the account where the identity service counts failures
@@ -258,6 +271,7 @@ class OpenStackDriver:
         source: CloudSource | None = None,
         external_network_cache: dict[str, str] | None = None,
         server_group_page: int = SERVER_GROUP_PAGE,
+        list_page: int = LIST_PAGE,
         credential_retry_seconds: float = CREDENTIAL_RETRY_SECONDS,
     ) -> None:
         self._conn = connection
@@ -266,6 +280,7 @@ class OpenStackDriver:
         self._config_seen = source.read() if source is not None else None
         self._external_networks: dict[str, str] = external_network_cache or {}
         self._server_group_page = server_group_page
+        self._list_page = list_page
         self._credential_retry_seconds = credential_retry_seconds
         self._refusal: _Refusal | None = None
         self._lock = threading.RLock()
@@ -516,20 +531,7 @@ class OpenStackDriver:
     @_heals_authentication
     def ensure_security_groups(self, cluster_id: str, *, node_cidr: str) -> SecurityGroupsInfo:
         prefix = resource_prefix(cluster_id)
-        wanted = {
-            f"{prefix}-cp": [
-                ("tcp", KUBE_API_PORT, KUBE_API_PORT, "0.0.0.0/0"),
-                ("tcp", 2379, 2380, node_cidr),
-                ("tcp", 10250, 10250, node_cidr),
-                ("icmp", None, None, node_cidr),
-            ],
-            f"{prefix}-nodes": [
-                ("tcp", 10250, 10250, node_cidr),
-                ("tcp", 30000, 32767, node_cidr),
-                ("udp", 30000, 32767, node_cidr),
-                ("icmp", None, None, node_cidr),
-            ],
-        }
+        wanted = security_group_rules(cluster_id, node_cidr=node_cidr)
         ids: dict[str, str] = {}
         net_api = self._conn.network
         with translate_errors(f"ensure security groups of cluster {cluster_id}"):
@@ -553,7 +555,7 @@ class OpenStackDriver:
                     for r in (group.security_group_rules or [])
                     if r.get("direction") == "ingress"
                 }
-                for protocol, low, high, remote in rules:
+                for protocol, low, high, remote in sorted(rules, key=str):
                     if (protocol, low, high, remote) in present:
                         continue
                     net_api.create_security_group_rule(
@@ -637,22 +639,13 @@ class OpenStackDriver:
 
     @staticmethod
     def _server_info(server: Any) -> ServerInfo:
-        address = None
-        for entries in (server.addresses or {}).values():
-            for entry in entries:
-                if entry.get("version", 4) == 4 and entry.get("OS-EXT-IPS:type", "fixed") == "fixed":
-                    address = entry.get("addr")
-                    break
-            if address:
-                break
-        fault = server.fault.get("message") if isinstance(server.fault, dict) else None
-        return ServerInfo(
-            id=str(server.id),
-            name=str(server.name),
-            status=str(server.status or "BUILD"),
-            address=address,
-            metadata=dict(server.metadata or {}),
-            fault=fault,
+        return _server_info_of(
+            id=server.id,
+            name=server.name,
+            status=server.status,
+            addresses=server.addresses,
+            metadata=server.metadata,
+            fault=server.fault,
         )
 
     # --- load balancer ----------------------------------------------------------------------------
@@ -875,29 +868,10 @@ class OpenStackDriver:
         return self._list_cluster_resources(cluster_id)
 
     def _server_groups(self, cluster_id: str) -> list[NamedResource]:
-        """Server groups carry no tags: the cluster's are named ``kaas-<id8>-cp`` (and ``-cp-<generation>``).
-
-        Nova filters server groups neither by name nor by tag, so this reads them all, as raw JSON pages
-        (``limit``/``offset``, as Nova pages them): openstacksdk builds every listed ``Resource`` at a cost
-        of milliseconds, which with 1,000 clusters made each reconcile pass take seconds.
-        """
+        """Server groups carry no tags: the cluster's are named ``kaas-<id8>-cp`` (and
+        ``-cp-<generation>``)."""
         name = server_group_name(cluster_id)
-        found: list[NamedResource] = []
-        offset = 0
-        while True:
-            response = self._conn.compute.get(
-                "/os-server-groups", params={"limit": self._server_group_page, "offset": offset}
-            )
-            os_exceptions.raise_from_response(response)
-            page = response.json().get("server_groups") or []
-            found += [
-                NamedResource(id=str(g["id"]), name=str(g["name"]), members=len(g.get("members") or []))
-                for g in page
-                if g.get("name") == name or str(g.get("name") or "").startswith(f"{name}-")
-            ]
-            if len(page) < self._server_group_page:
-                return found
-            offset += len(page)
+        return [g for g in self._kaas_server_groups() if g.name == name or g.name.startswith(f"{name}-")]
 
     @_heals_authentication
     def list_tagged_cluster_ids(self) -> set[str]:
@@ -925,6 +899,155 @@ class OpenStackDriver:
                     )
         return ids
 
+    # --- bulk observation -------------------------------------------------------------------------
+    def _pages(
+        self,
+        proxy: Any,
+        path: str,
+        key: str,
+        inventory: RegionInventory,
+        *,
+        params: dict[str, Any] | None = None,
+        microversion: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a listing, as raw JSON, page by page (``marker``/``limit`` as Nova, Neutron and
+        Octavia page): openstacksdk builds every listed ``Resource`` at a cost of milliseconds, which at
+        30,000 servers would be the whole budget of the observation."""
+        marker: str | None = None
+        while True:
+            query: dict[str, Any] = {**(params or {}), "limit": self._list_page}
+            if marker is not None:
+                query["marker"] = marker
+            extra = {"microversion": microversion} if microversion else {}
+            response = proxy.get(path, params=query, **extra)
+            inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            page = response.json().get(key) or []
+            yield from page
+            if len(page) < self._list_page:
+                return
+            marker = str(page[-1]["id"])
+
+    @_heals_authentication
+    def observe_region(self) -> RegionInventory:
+        inventory = RegionInventory()
+        compute, net_api, lb_api = self._conn.compute, self._conn.network, self._conn.load_balancer
+        with translate_errors("observe the region's kaas resources"):
+            for server in self._pages(
+                compute, "/servers/detail", "servers", inventory, microversion=COMPUTE_MICROVERSION
+            ):
+                if server.get("status") == "DELETED":
+                    continue
+                for cluster_id in _cluster_ids(server.get("tags")):
+                    inventory.clusters.setdefault(cluster_id, ClusterResources()).servers.append(
+                        _server_info_of(
+                            id=server["id"],
+                            name=server.get("name"),
+                            status=server.get("status"),
+                            addresses=server.get("addresses"),
+                            metadata=server.get("metadata"),
+                            fault=server.get("fault"),
+                        )
+                    )
+            self._observe_networks(inventory)
+            groups = self._pages(
+                net_api,
+                "/security-groups",
+                "security_groups",
+                inventory,
+                params={"fields": ["id", "name", "tags", "security_group_rules"]},
+            )
+            for group in groups:
+                rules = frozenset(_rule_of(r) for r in group.get("security_group_rules") or [])
+                for cluster_id in _cluster_ids(group.get("tags")):
+                    resources = inventory.clusters.setdefault(cluster_id, ClusterResources())
+                    resources.security_groups[str(group.get("name"))] = rules
+            inventory.server_groups = {g.name for g in self._kaas_server_groups(inventory)}
+            pools = {str(p["id"]): p for p in self._pages(lb_api, "/lbaas/pools", "pools", inventory)}
+            for lb in self._pages(lb_api, "/lbaas/loadbalancers", "loadbalancers", inventory):
+                pool = next(
+                    (pools[str(p["id"])] for p in lb.get("pools") or [] if str(p["id"]) in pools), None
+                )
+                observation = LoadBalancerObservation(
+                    provisioning_status=str(lb.get("provisioning_status")),
+                    listener=bool(lb.get("listeners")),
+                    pool=pool is not None,
+                    health_monitor=bool(pool and pool.get("healthmonitor_id")),
+                    members=len(pool.get("members") or []) if pool else 0,
+                )
+                for cluster_id in _cluster_ids(lb.get("tags")):
+                    inventory.clusters.setdefault(cluster_id, ClusterResources()).load_balancer = observation
+            response = self._conn.identity.get(f"/users/{self._user_id()}/application_credentials")
+            inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            inventory.credential_ids = {
+                str(c["id"]) for c in response.json().get("application_credentials") or []
+            }
+        return inventory
+
+    def _observe_networks(self, inventory: RegionInventory) -> None:
+        """A cluster's network is ready when a tagged network has a tagged subnet, and a tagged router has
+        an external gateway and a port on that network: what ``ensure_network`` would leave alone."""
+        net_api = self._conn.network
+
+        def by_cluster(path: str, key: str, fields: list[str]) -> dict[str, list[dict[str, Any]]]:
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for item in self._pages(net_api, path, key, inventory, params={"fields": fields}):
+                for cluster_id in _cluster_ids(item.get("tags")):
+                    grouped.setdefault(cluster_id, []).append(item)
+            return grouped
+
+        networks = by_cluster("/networks", "networks", ["id", "tags"])
+        subnets = by_cluster("/subnets", "subnets", ["id", "tags", "network_id"])
+        routers = by_cluster("/routers", "routers", ["id", "tags", "external_gateway_info"])
+        interfaces = {
+            (str(p.get("device_id")), str(p.get("network_id")))
+            for p in self._pages(
+                net_api,
+                "/ports",
+                "ports",
+                inventory,
+                params={
+                    "device_owner": list(ROUTER_INTERFACE_OWNERS),
+                    "fields": ["id", "device_id", "network_id"],
+                },
+            )
+        }
+        for cluster_id, own_networks in networks.items():
+            network_ids = {str(n["id"]) for n in own_networks}
+            subnet_networks = {str(s.get("network_id")) for s in subnets.get(cluster_id, [])}
+            ready = any(
+                (r.get("external_gateway_info") or {}).get("network_id")
+                and (str(r["id"]), network_id) in interfaces
+                for r in routers.get(cluster_id, [])
+                for network_id in network_ids & subnet_networks
+            )
+            inventory.clusters.setdefault(cluster_id, ClusterResources()).network_ready = bool(ready)
+
+    def _kaas_server_groups(self, inventory: RegionInventory | None = None) -> list[NamedResource]:
+        """Every server group named ``kaas-...``. Nova filters server groups neither by name nor by tag, so
+        this reads them all, as raw JSON pages (``limit``/``offset``, as Nova pages them): openstacksdk
+        builds every listed ``Resource`` at a cost of milliseconds, which with 1,000 clusters made each
+        reconcile pass take seconds."""
+        found: list[NamedResource] = []
+        offset = 0
+        while True:
+            response = self._conn.compute.get(
+                "/os-server-groups", params={"limit": self._server_group_page, "offset": offset}
+            )
+            if inventory is not None:
+                inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            page = response.json().get("server_groups") or []
+            found += [
+                NamedResource(id=str(g["id"]), name=str(g["name"]), members=len(g.get("members") or []))
+                for g in page
+                if str(g.get("name") or "").startswith("kaas-")
+            ]
+            if len(page) < self._server_group_page:
+                return found
+            offset += len(page)
+
     @_heals_authentication
     def capacity(self) -> CloudCapacity:
         with translate_errors("read the compute limits"):
@@ -944,6 +1067,43 @@ def _limit(value: Any) -> int | None:
     if value is None or int(value) < 0:
         return None
     return int(value)
+
+
+def _cluster_ids(tags: Any) -> list[str]:
+    return [t.removeprefix(CLUSTER_TAG_PREFIX) for t in tags or [] if str(t).startswith(CLUSTER_TAG_PREFIX)]
+
+
+def _rule_of(rule: dict[str, Any]) -> SecurityGroupRule:
+    if rule.get("direction") != "ingress":
+        return ("egress", None, None, None)
+    return (
+        rule.get("protocol"),
+        rule.get("port_range_min"),
+        rule.get("port_range_max"),
+        rule.get("remote_ip_prefix"),
+    )
+
+
+def _server_info_of(
+    *, id: Any, name: Any, status: Any, addresses: Any, metadata: Any, fault: Any
+) -> ServerInfo:
+    """A server as the reconciler sees it, from openstacksdk's ``Server`` or from Nova's JSON alike."""
+    address = None
+    for entries in (addresses or {}).values():
+        for entry in entries:
+            if entry.get("version", 4) == 4 and entry.get("OS-EXT-IPS:type", "fixed") == "fixed":
+                address = entry.get("addr")
+                break
+        if address:
+            break
+    return ServerInfo(
+        id=str(id),
+        name=str(name),
+        status=str(status or "BUILD"),
+        address=address,
+        metadata=dict(metadata or {}),
+        fault=fault.get("message") if isinstance(fault, dict) else None,
+    )
 
 
 @contextmanager
