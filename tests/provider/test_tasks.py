@@ -15,6 +15,7 @@ from kaas_core.db.models import Cluster, ClusterPhase, Region
 from kaas_core.tasks import (
     DELIVER_WEBHOOK_TASK,
     DUE_SCAN_TASK,
+    OBSERVE_REGION_TASK,
     RECONCILE_TASK,
     SWEEP_LEAKS_TASK,
     SWEEP_TASK,
@@ -131,7 +132,14 @@ def test_the_worker_registers_every_task_the_name_table_holds(redis_url: str) ->
     app = make_celery(ProviderSettings(broker_url=redis_url, regions=["a"]))
     try:
         names = {value for key, value in vars(task_names).items() if key.endswith("_TASK")}
-        assert names == {RECONCILE_TASK, DUE_SCAN_TASK, SWEEP_TASK, SWEEP_LEAKS_TASK, DELIVER_WEBHOOK_TASK}
+        assert names == {
+            RECONCILE_TASK,
+            DUE_SCAN_TASK,
+            OBSERVE_REGION_TASK,
+            SWEEP_TASK,
+            SWEEP_LEAKS_TASK,
+            DELIVER_WEBHOOK_TASK,
+        }
         assert names <= set(app.tasks)
     finally:
         app.close()
