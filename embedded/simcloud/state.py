@@ -150,6 +150,22 @@ class _Event:
 DEFAULT_EXTERNAL_CIDR = "172.24.4.0/24"
 
 
+def _renamed(value: Any, ids: dict[str, str], texts: tuple[tuple[str, str], ...]) -> Any:
+    """A deep copy of ``value`` with every string that is a key of ``ids`` replaced by its value, and the
+    ``texts`` replaced (old, new) inside every other string (``SimCloud.clone_cluster``)."""
+    if isinstance(value, str):
+        if value in ids:
+            return ids[value]
+        for old, new in texts:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {k: _renamed(v, ids, texts) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_renamed(v, ids, texts) for v in value)
+    return value
+
+
 def external_pool(cidr: str) -> tuple[str, str]:
     """The floating range of the external subnet: from .10 to five before the broadcast address."""
     network = ipaddress.ip_network(cidr)
@@ -1130,6 +1146,48 @@ class SimCloud:
                     records.append(view)
                 result[kind] = records
             return result
+
+    def clone_cluster(self, source_cluster_id: str, cluster_ids: Iterable[str]) -> int:
+        """Copy every resource of one kaas cluster (found by its tag, by its networks, security groups and
+        load balancer, by its server groups' name) once per id of ``cluster_ids``, with new resource ids,
+        the new cluster's tag, names and references: a benchmark's fleet of 10,000 clusters in seconds
+        instead of hours. Application credentials are not copied (the copies' rows keep the source's id).
+        Returns how many records were made."""
+        old_tag, old_prefix = f"kaas-cluster={source_cluster_id}", f"kaas-{source_cluster_id[:8]}"
+        made = 0
+        with self.lock:
+            source: list[tuple[str, Record]] = []
+            for kind in KINDS:
+                if kind in ("images", "flavors", "application_credentials"):
+                    continue
+                for record in self.tables[kind].values():
+                    if old_tag in record.get("tags", ()) or str(record.get("name", "")).startswith(
+                        old_prefix
+                    ):
+                        source.append((kind, record))
+            ids = {record["id"] for _kind, record in source}
+            for kind in ("ports", "security_group_rules"):
+                for record in self.tables[kind].values():
+                    owner = record.get("network_id") if kind == "ports" else record.get("security_group_id")
+                    if (
+                        record["id"] not in ids
+                        and owner in ids
+                        and not record.get("device_owner", "").endswith("dhcp")
+                    ):
+                        source.append((kind, record))
+                        ids.add(record["id"])
+            for cluster_id in cluster_ids:
+                new_ids = {old: new_id() for old in ids}
+
+                texts = ((source_cluster_id, cluster_id), (old_prefix, f"kaas-{cluster_id[:8]}"))
+                for kind, record in source:
+                    copy = _renamed(record, new_ids, texts)
+                    if kind == "servers":
+                        copy["_seq"] = next(self.placement_counter)
+                    self.insert(kind, copy)
+                    made += 1
+            self.mark_changed()
+        return made
 
     def recreate_external_network(self, name: str = "public") -> str:
         """Delete the external network ``name`` and create it again with a new id, the same subnet and the
