@@ -196,6 +196,10 @@ class SimCloud:
         self.hosts = tuple(hosts)
         self.tables: dict[str, dict[str, Record]] = {kind: {} for kind in KINDS}
         self._tag_index: dict[str, defaultdict[str, set[str]]] = {kind: defaultdict(set) for kind in KINDS}
+        # each kind's ids in order, made again only after an insert or a removal: a paged listing of 30,000
+        # records then costs its page, not a sort of the table per page (``sorted_ids``)
+        self._sorted_ids: dict[str, list[str] | None] = dict.fromkeys(KINDS)
+        self._server_order: tuple[list[str], dict[str, int]] | None = None
         self.projects: dict[str, str] = {}  # name -> id
         self.quotas: dict[str, Quota] = {}  # project id -> quota
         self._users: dict[str, _User] = {}
@@ -453,6 +457,8 @@ class SimCloud:
     # ------------------------------------------------------------------------------------------ tables
     def insert(self, kind: str, record: Record) -> Record:
         record.setdefault("tags", [])
+        if record["id"] not in self.tables[kind]:
+            self._sorted_ids[kind] = None
         self.tables[kind][record["id"]] = record
         for tag in record["tags"]:
             self._tag_index[kind][tag].add(record["id"])
@@ -461,6 +467,7 @@ class SimCloud:
     def remove(self, kind: str, record_id: str) -> Record | None:
         record = self.tables[kind].pop(record_id, None)
         if record is not None:
+            self._sorted_ids[kind] = None
             for tag in record["tags"]:
                 self._discard_tag(kind, tag, record_id)
         return record
@@ -488,6 +495,24 @@ class SimCloud:
         if tag in record["tags"]:
             record["tags"].remove(tag)
             self._discard_tag(kind, tag, record["id"])
+
+    def sorted_ids(self, kind: str) -> list[str]:
+        """Every id of ``kind`` in ascending order (cached until the table changes; the caller holds
+        ``lock``)."""
+        ids = self._sorted_ids[kind]
+        if ids is None:
+            ids = self._sorted_ids[kind] = sorted(self.tables[kind])
+        return ids
+
+    def server_order(self) -> tuple[list[str], dict[str, int]]:
+        """The servers' ids as Nova lists them (newest first) and each one's position (cached like
+        ``sorted_ids``; the caller holds ``lock``)."""
+        if self._server_order is None or self._sorted_ids["servers"] is None:
+            servers = self.tables["servers"].values()
+            ids = [s["id"] for s in sorted(servers, key=lambda s: (s["created"], s["_seq"]), reverse=True)]
+            self._server_order = (ids, {server_id: i for i, server_id in enumerate(ids)})
+            self.sorted_ids("servers")  # marks the order current until the table changes again
+        return self._server_order
 
     def candidates(
         self, kind: str, *, all_tags: list[str] | None = None, any_tags: list[str] | None = None
