@@ -282,6 +282,8 @@ class OpenStackDriver:
         self._external_networks: dict[str, str] = external_network_cache or {}
         self._server_group_page = server_group_page
         self._list_page = list_page
+        # server group name -> id, as found or made by this driver; checked by id before each use
+        self._server_group_ids: dict[str, str] = {}
         self._credential_retry_seconds = credential_retry_seconds
         self._refusal: _Refusal | None = None
         self._lock = threading.RLock()
@@ -576,9 +578,12 @@ class OpenStackDriver:
     def ensure_server_group(self, cluster_id: str, *, policy: str, generation: str | None = None) -> str:
         name = server_group_name(cluster_id, generation)
         with translate_errors(f"ensure server group of cluster {cluster_id}"):
+            if self._server_group_still_there(name):
+                return self._server_group_ids[name]
             groups = self._server_groups(cluster_id)
             for group in groups:
                 if group.name == name:
+                    self._server_group_ids[name] = group.id
                     return str(group.id)
             # a new generation's group: an older generation's that no server uses any more goes (each
             # upgrade of a control plane would otherwise leave one behind, against Nova's group quota)
@@ -590,7 +595,24 @@ class OpenStackDriver:
                 ):
                     self._conn.compute.delete_server_group(group.id, ignore_missing=True)
             group = self._conn.compute.create_server_group(name=name, policy=policy)
+            self._server_group_ids[name] = str(group.id)
         return str(group.id)
+
+    def _server_group_still_there(self, name: str) -> bool:
+        """Whether the group this driver found or made under ``name`` still exists (one GET by id): Nova
+        cannot filter groups by name, and listing them all each pass costs every cluster's groups."""
+        group_id = self._server_group_ids.get(name)
+        if group_id is None:
+            return False
+        response = self._conn.compute.get(f"/os-server-groups/{group_id}")
+        if response.status_code == 404:
+            self._server_group_ids.pop(name, None)
+            return False
+        os_exceptions.raise_from_response(response)
+        if (response.json().get("server_group") or {}).get("name") != name:
+            self._server_group_ids.pop(name, None)
+            return False
+        return True
 
     @_heals_authentication
     def list_servers(self, cluster_id: str) -> list[ServerInfo]:
@@ -754,6 +776,8 @@ class OpenStackDriver:
     def ensure_cloud_credential(self, cluster_id: str, *, known_id: str | None) -> CloudCredential:
         identity = self._conn.identity
         with translate_errors(f"ensure the application credential of cluster {cluster_id}"):
+            if known_id is not None and self._credential_exists(known_id, cluster_id):
+                return CloudCredential(id=known_id)
             existing = self._cloud_credentials(cluster_id)
             for credential in existing:
                 if credential.id == known_id:
@@ -769,6 +793,20 @@ class OpenStackDriver:
             )
             log.info("application credential created", extra={"cluster": cluster_id})
         return CloudCredential(id=str(created.id), secret=str(created.secret))
+
+    def _credential_exists(self, credential_id: str, cluster_id: str) -> bool:
+        """One GET by id: listing the user's credentials costs every cluster's (one each), per pass."""
+        response = self._conn.identity.get(
+            f"/users/{self._user_id()}/application_credentials/{credential_id}"
+        )
+        if response.status_code == 404:
+            return False
+        os_exceptions.raise_from_response(response)
+        found = response.json().get("application_credential") or {}
+        return bool(
+            found.get("name") == cloud_credential_name(cluster_id)
+            or found.get("description") == cluster_tag(cluster_id)
+        )
 
     def _delete_cloud_credentials(self, cluster_id: str) -> None:
         user_id = self._user_id()
