@@ -266,6 +266,7 @@ def to_running(n: int, rig: Rig) -> dict[str, float]:
         "accept_per_second": n / max(accepted - started, 1e-9),
         "seconds_to_all_running": all_running - started,
         "clusters_per_minute": n / (all_running - started) * 60,
+        "seconds_after_last_request": all_running - accepted,
     }
 
 
@@ -441,7 +442,8 @@ def main() -> None:
     print()
     print(
         f"to running: {n} clusters with {args.workers} worker(s): {r['seconds_to_all_running']:.1f}s"
-        f" ({r['clusters_per_minute']:.1f} clusters/min, {r['accept_per_second']:.1f} requests/s accepted)"
+        f" ({r['clusters_per_minute']:.1f} clusters/min, {r['accept_per_second']:.1f} requests/s accepted,"
+        f" all running {r['seconds_after_last_request']:.1f}s after the last request)"
     )
     print(
         f"sweep: {r['sweep_clusters']:.0f} clusters in {r['sweep_seconds']:.2f}s"
