@@ -66,15 +66,8 @@ class BackendState:
 class ApiserverBalancer:
     """Round robin over the healthy apiservers of one cluster, on a loopback port of its own."""
 
-    def __init__(
-        self,
-        *,
-        ca_pem: bytes,
-        check_interval: float = 0.5,
-        healthy_for: float = 2.0,
-        connect_timeout: float = 2.0,
-        name: str = "apiserver-balancer",
-    ) -> None:
+    def __init__(self, *, ca_pem: bytes, check_interval: float = 0.5, healthy_for: float = 2.0,
+                 connect_timeout: float = 2.0, name: str = "apiserver-balancer") -> None:
         """``ca_pem``: the cluster CA, which the health checks verify each apiserver's certificate with
         (``/readyz`` is readable anonymously, as kubeadm leaves it)."""
         self._ca_pem = ca_pem
@@ -144,16 +137,9 @@ class ApiserverBalancer:
     def backends(self) -> dict[str, BackendState]:
         now = time.monotonic()
         with self._lock:
-            return {
-                name: BackendState(
-                    name=name,
-                    port=b.port,
-                    in_rotation=b.in_rotation,
-                    healthy=self._healthy(b, now),
-                    connections=b.connections,
-                )
-                for name, b in self._backends.items()
-            }
+            return {name: BackendState(name=name, port=b.port, in_rotation=b.in_rotation,
+                                       healthy=self._healthy(b, now), connections=b.connections)
+                    for name, b in self._backends.items()}
 
     # --- choosing a backend ---
 
@@ -240,9 +226,8 @@ class ApiserverBalancer:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         for backend in self._candidates():
             try:
-                upstream = await asyncio.wait_for(
-                    asyncio.open_connection(LOOPBACK, backend.port), self._connect_timeout
-                )
+                upstream = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, backend.port),
+                                                  self._connect_timeout)
             except (OSError, TimeoutError):
                 continue  # refused (stopping, or not listening yet): the next one takes the connection
             with self._lock:
@@ -253,10 +238,8 @@ class ApiserverBalancer:
             return
         up_reader, up_writer = upstream
         # either direction ending ends the connection: TLS and HTTP/1.1 never rely on a half-close
-        directions = [
-            asyncio.create_task(_copy(reader, up_writer)),
-            asyncio.create_task(_copy(up_reader, writer)),
-        ]
+        directions = [asyncio.create_task(_copy(reader, up_writer)),
+                      asyncio.create_task(_copy(up_reader, writer))]
         try:
             await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -149,7 +149,7 @@ def cluster_id_of(tags: object, metadata: Mapping[str, Any] | None) -> str | Non
     """The kaas cluster a server belongs to: its ``kaas-cluster=<id>`` tag, else its metadata; or None."""
     for tag in tags if isinstance(tags, list | tuple) else ():
         if isinstance(tag, str) and tag.startswith(CLUSTER_TAG_PREFIX) and len(tag) > len(CLUSTER_TAG_PREFIX):
-            return tag[len(CLUSTER_TAG_PREFIX) :]
+            return tag[len(CLUSTER_TAG_PREFIX):]
     value = (metadata or {}).get(CLUSTER_METADATA_KEY)
     return str(value) if value else None
 
@@ -395,9 +395,7 @@ class NodeBooter:
             if not self._cloud_failing:
                 logger.warning(
                     "node booter: cannot list servers on cloud %r (retrying every %ss): %s",
-                    self._admin_cloud,
-                    self._poll_interval,
-                    type(exc).__name__,
+                    self._admin_cloud, self._poll_interval, type(exc).__name__,
                 )
             else:
                 logger.debug("node booter: listing servers failed again: %s", type(exc).__name__)
@@ -432,8 +430,7 @@ class NodeBooter:
         """The next poll's interval: back to ``poll_interval`` on any change, doubled after a quiet poll."""
         fingerprint = frozenset(
             [(server.id, server.status, server.metadata.get(FAULT_METADATA_KEY, "")) for server in servers]
-            + [("faults", str(self.faults.generation), "")]
-        )
+            + [("faults", str(self.faults.generation), "")])
         settled = all(
             running.agent_task is not None and not running.agent_task.done()
             for running in self._running.values()
@@ -453,10 +450,7 @@ class NodeBooter:
         except UserDataError as exc:
             logger.warning(
                 "node booter: server %s (%s) of cluster %s is skipped: %s",
-                server.name,
-                server.id,
-                server.cluster_id,
-                exc,
+                server.name, server.id, server.cluster_id, exc,
             )
             parsed = None
         self._parsed[server.id] = parsed
@@ -517,10 +511,7 @@ class NodeBooter:
             self._refused_sources.add(server.id)
             logger.warning(
                 "node booter: server %s (%s) of cluster %s cannot run the agent: %s",
-                server.name,
-                server.id,
-                cluster_id,
-                problem,
+                server.name, server.id, cluster_id, problem,
             )
         return None
 
@@ -547,9 +538,7 @@ class NodeBooter:
                     self._refused_sources.add(server.id)
                     logger.warning(
                         "node booter: control-plane server %s (%s) of cluster %s has no agent config",
-                        server.name,
-                        server.id,
-                        cluster_id,
+                        server.name, server.id, cluster_id,
                     )
                 continue
             config = self._agent_config(cluster_id, server, user_data.agent)
@@ -580,9 +569,7 @@ class NodeBooter:
         if releases and request.version not in releases:
             logger.warning(
                 "node booter: cluster %s runs on the stand-in: Kubernetes %s is not built (built: %s)",
-                cluster_id,
-                request.version,
-                ", ".join(releases),
+                cluster_id, request.version, ", ".join(releases),
             )
         try:
             control_plane = await asyncio.to_thread(self._control_planes.start, request)
@@ -593,9 +580,7 @@ class NodeBooter:
             self._start_failed_at[cluster_id] = time.monotonic()
             logger.warning(
                 "node booter: the control plane of cluster %s did not start (again in %ss): %s",
-                cluster_id,
-                START_RETRY_SECONDS,
-                exc,
+                cluster_id, START_RETRY_SECONDS, exc,
             )
             return None
         self._start_failed_at.pop(cluster_id, None)
@@ -616,10 +601,7 @@ class NodeBooter:
             self._control_planes_by_cluster[cluster_id] = control_plane
         logger.info(
             "node booter: cluster %s booted: %s kube-apiserver %s at %s",
-            cluster_id,
-            control_plane.kind,
-            control_plane.version,
-            control_plane.url,
+            cluster_id, control_plane.kind, control_plane.version, control_plane.url,
         )
         return running
 
@@ -640,9 +622,7 @@ class NodeBooter:
         if error is not None:
             logger.warning(
                 "node booter: the agent of cluster %s failed (%s); restarting it",
-                running.cluster_id,
-                type(error).__name__,
-                exc_info=error,
+                running.cluster_id, type(error).__name__, exc_info=error,
             )
         else:
             logger.warning("node booter: the agent of cluster %s exited; restarting it", running.cluster_id)
@@ -673,8 +653,7 @@ class NodeBooter:
             self._snapshot.pop(running.cluster_id, None)
         logger.info(
             "node booter: cluster %s stopped (agent and %s apiserver)",
-            running.cluster_id,
-            running.control_plane.kind,
+            running.cluster_id, running.control_plane.kind,
         )
 
     # --- nodes ---
@@ -703,13 +682,9 @@ class NodeBooter:
         if role == CONTROL_PLANE:
             taints.append((f"{ROLE_LABEL_PREFIX}{CONTROL_PLANE}", "", "NoSchedule"))
         version = (user_data.kubernetes_version if user_data else None) or running.control_plane.version
-        held = self.faults.holds_not_ready(
-            ServerFacts(
-                name=server.name,
-                metadata=server.metadata,
-                version=user_data.kubernetes_version if user_data else None,
-            )
-        )
+        held = self.faults.holds_not_ready(ServerFacts(
+            name=server.name, metadata=server.metadata,
+            version=user_data.kubernetes_version if user_data else None))
         return NodeSpec(
             name=name,
             server_id=server.id,
@@ -737,11 +712,8 @@ class NodeBooter:
         """Each ACTIVE server not booted yet plays its kubeadm part against the cluster (``boot_node``):
         joined, it may register its Node; a failure is written on its console (``agents.tunnel.
         boot_report``), at once when it cannot succeed, after ``join_timeout`` when it might still."""
-        pending = [
-            s
-            for s in servers
-            if s.status == "ACTIVE" and s.id not in running.booted and s.id not in self._boot_failed
-        ]
+        pending = [s for s in servers if s.status == "ACTIVE" and s.id not in running.booted
+                   and s.id not in self._boot_failed]
         if not pending:
             return
         if any(getattr(self._user_data(s), "kubeadm", None) is not None for s in pending):
@@ -771,13 +743,8 @@ class NodeBooter:
 
     async def _report_boot_failure(self, cluster_id: str, server: _Server, failed: NodeBootFailed) -> None:
         self._boot_failed[server.id] = failed.step
-        logger.warning(
-            "node booter: server %s (%s) of cluster %s failed its boot: %s",
-            server.name,
-            server.id,
-            cluster_id,
-            failed,
-        )
+        logger.warning("node booter: server %s (%s) of cluster %s failed its boot: %s",
+                       server.name, server.id, cluster_id, failed)
         await self._write_console(server, [failure_line(failed.step, failed.reason)])
 
     async def _in_executor(self, call: Callable[[], Any]) -> Any:
@@ -792,16 +759,13 @@ class NodeBooter:
         try:
             written = await self._in_executor(lambda: self._post_console(server.id, lines))
         except Exception as exc:  # the console is a report channel: a failure to write it is only logged
-            logger.info(
-                "node booter: cannot write the console of server %s: %s", server.name, type(exc).__name__
-            )
+            logger.info("node booter: cannot write the console of server %s: %s", server.name,
+                        type(exc).__name__)
             return
         if not written:
             self._console_refused = True
-            logger.info(
-                "node booter: the cloud takes no console lines from nodesim (not simcloud); boot "
-                "outcomes are only logged"
-            )
+            logger.info("node booter: the cloud takes no console lines from nodesim (not simcloud); boot "
+                        "outcomes are only logged")
 
     def _post_console(self, server_id: str, lines: list[str]) -> bool:
         if self._conn is None:
@@ -816,17 +780,12 @@ class NodeBooter:
 
     async def _cluster_vips(self, cluster_id: str) -> frozenset[str]:
         """The VIPs of the cluster's load balancers (tagged ``kaas-cluster=<id>``), as the admin sees them."""
-
         def listing() -> frozenset[str]:
             if self._conn is None:
                 self._conn = self._connect()
             tag = f"{CLUSTER_TAG_PREFIX}{cluster_id}"
-            return frozenset(
-                str(lb.vip_address)
-                for lb in self._conn.load_balancer.load_balancers()
-                if tag in (lb.tags or []) and lb.vip_address
-            )
-
+            return frozenset(str(lb.vip_address) for lb in self._conn.load_balancer.load_balancers()
+                             if tag in (lb.tags or []) and lb.vip_address)
         try:
             vips: frozenset[str] = await self._in_executor(listing)
         except Exception as exc:  # no load balancer service: the endpoint is a server's address
@@ -870,9 +829,7 @@ class NodeBooter:
             if running.nodes.get(name) != spec:
                 logger.info(
                     "node booter: cluster %s: node %s %s",
-                    running.cluster_id,
-                    name,
-                    "Ready" if spec.ready else "NotReady",
+                    running.cluster_id, name, "Ready" if spec.ready else "NotReady",
                 )
         running.nodes = wanted
 

@@ -248,14 +248,8 @@ def _now() -> str:
 
 def _not_ready_condition() -> dict[str, str]:
     now = _now()
-    return {
-        "type": "Ready",
-        "status": "False",
-        "reason": "KubeletNotReady",
-        "message": "server not ACTIVE",
-        "lastHeartbeatTime": now,
-        "lastTransitionTime": now,
-    }
+    return {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "server not ACTIVE",
+            "lastHeartbeatTime": now, "lastTransitionTime": now}
 
 
 # --- the stand-in ---
@@ -265,25 +259,15 @@ def standin_node_object(spec: NodeSpec) -> dict[str, Any]:
     """The stand-in's Node for ``spec``: nothing runs there to keep a status, so it carries its own."""
     now = _now()
     ready_condition = (
-        {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "kubelet is posting ready status",
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
-        }
-        if spec.ready
-        else _not_ready_condition()
+        {"type": "Ready", "status": "True", "reason": "KubeletReady",
+         "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}
+        if spec.ready else _not_ready_condition()
     )
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {
-            "name": spec.name,
-            "labels": dict(spec.labels),
-            "annotations": {SERVER_ID_ANNOTATION: spec.server_id},
-        },
+        "metadata": {"name": spec.name, "labels": dict(spec.labels),
+                     "annotations": {SERVER_ID_ANNOTATION: spec.server_id}},
         "spec": {
             "providerID": f"openstack:///{spec.server_id}",
             "taints": [{"key": key, "value": value, "effect": effect} for key, value, effect in spec.taints],
@@ -369,11 +353,8 @@ def real_node_object(spec: NodeSpec) -> dict[str, Any]:
         "providerID": f"openstack:///{spec.server_id}",
         "taints": [{"key": key, "value": value, "effect": effect} for key, value, effect in spec.taints],
     }
-    node["status"]["nodeInfo"] = {
-        "kubeletVersion": spec.kubelet_version,
-        "operatingSystem": "linux",
-        "architecture": "amd64",
-    }
+    node["status"]["nodeInfo"] = {"kubeletVersion": spec.kubelet_version, "operatingSystem": "linux",
+                                  "architecture": "amd64"}
     if not spec.ready:
         node["status"]["conditions"] = [_not_ready_condition()]
     return node
@@ -393,19 +374,13 @@ class RealClusterControlPlane:
 
     kind = REAL
 
-    def __init__(
-        self,
-        *,
-        control_plane: RealControlPlane,
-        version: str,
-        workdir: Path,
-        token_seconds: int = AGENT_TOKEN_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        kubeadm_init: KubeadmInit | None = None,
-        releases: Mapping[str, Path] | None = None,
-        endpoint_names: tuple[str, ...] = (),
-        start_timeout: float = 180.0,
-    ) -> None:
+    def __init__(self, *, control_plane: RealControlPlane, version: str, workdir: Path,
+                 token_seconds: int = AGENT_TOKEN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic,
+                 kubeadm_init: KubeadmInit | None = None,
+                 releases: Mapping[str, Path] | None = None,
+                 endpoint_names: tuple[str, ...] = (),
+                 start_timeout: float = 180.0) -> None:
         """``kubeadm_init``: the control plane was started as ``kubeadm init`` starts one; its other nodes
         then join only through a discovery and a TLS bootstrap that this cluster accepts. ``releases``: the
         built programs, from which each member's apiserver runs at its version; ``endpoint_names``: the
@@ -445,9 +420,7 @@ class RealClusterControlPlane:
 
     def _renew_token(self) -> None:
         issued = issue_service_account_token(
-            self.admin_client,
-            namespace=AGENT_NAMESPACE,
-            name=AGENT_SERVICE_ACCOUNT,
+            self.admin_client, namespace=AGENT_NAMESPACE, name=AGENT_SERVICE_ACCOUNT,
             expiration_seconds=self._token_seconds,
         )
         _write_private(self._workdir / AGENT_TOKEN_FILE, issued.token.encode())
@@ -458,13 +431,8 @@ class RealClusterControlPlane:
         with self._lock:
             if not (self._workdir / AGENT_TOKEN_FILE).exists() or self.clock() >= self._token_due:
                 self._renew_token()
-        document = kubeconfig_document(
-            server=self.url,
-            token="",
-            ca=self.control_plane.ca_pem,
-            namespace=AGENT_NAMESPACE,
-            name="kaas-nodesim",
-        )
+        document = kubeconfig_document(server=self.url, token="", ca=self.control_plane.ca_pem,
+                                       namespace=AGENT_NAMESPACE, name="kaas-nodesim")
         users: Any = document["users"]
         # relative to the kubeconfig's folder, as kubectl and the agent resolve it
         users[0]["user"] = {"tokenFile": os.path.relpath(self._workdir / AGENT_TOKEN_FILE, path.parent)}
@@ -504,21 +472,14 @@ class RealClusterControlPlane:
         registered["metadata"]["labels"] = {k: v for k, v in spec.labels if kubelet_may_set(k)}
         uninitialized = {"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}
         registered["spec"] = {"taints": [*final["spec"]["taints"], uninitialized]}
-        with node_client(
-            api_url=self.url,
-            ca_pem=self.control_plane.ca_pem,
-            cert_file=self._kubelet_dir(spec.name) / "kubelet-client.crt",
-            key_file=self._kubelet_dir(spec.name) / "kubelet-client.key",
-        ) as node:
+        with node_client(api_url=self.url, ca_pem=self.control_plane.ca_pem,
+                         cert_file=self._kubelet_dir(spec.name) / "kubelet-client.crt",
+                         key_file=self._kubelet_dir(spec.name) / "kubelet-client.key") as node:
             create_node(node, registered)
-        patch_node(
-            self.admin_client,
-            spec.name,
-            {
-                "metadata": {"labels": final["metadata"]["labels"]},
-                "spec": {"providerID": final["spec"]["providerID"], "taints": final["spec"]["taints"]},
-            },
-        )
+        patch_node(self.admin_client, spec.name, {
+            "metadata": {"labels": final["metadata"]["labels"]},
+            "spec": {"providerID": final["spec"]["providerID"], "taints": final["spec"]["taints"]},
+        })
 
     def boot_node(self, boot: NodeBoot) -> None:
         init = self.kubeadm_init
@@ -534,20 +495,14 @@ class RealClusterControlPlane:
             return None
         if documents.initializes:
             if boot.server_id != init.server_id:
-                raise NodeBootFailed(
-                    STEP_INIT,
-                    "the cluster was initialized by another server; a "
-                    "second kubeadm init would make a cluster of its own",
-                )
+                raise NodeBootFailed(STEP_INIT, "the cluster was initialized by another server; a "
+                                     "second kubeadm init would make a cluster of its own")
             self._remember_kubelet(name, kubelet_credentials(init.kubelet_kubeconfig))
             return None
         discovery = documents.discovery()
         if discovery.host not in boot.reachable_hosts:
-            raise NodeBootFailed(
-                STEP_DISCOVERY,
-                f"cannot reach {discovery.endpoint}: no control plane of the cluster answers at that address",
-                retryable=True,
-            )
+            raise NodeBootFailed(STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: no control plane of "
+                                 "the cluster answers at that address", retryable=True)
         ca_pem = discover(discovery, api_url=self.url)
         if documents.joins_control_plane:
             self._check_authorities(boot)
@@ -568,10 +523,8 @@ class RealClusterControlPlane:
     def _known_kubelet(self, name: str) -> KubeletCredentials | None:
         folder = self._kubelet_dir(name)
         try:
-            return KubeletCredentials(
-                cert_pem=(folder / "kubelet-client.crt").read_bytes(),
-                key_pem=(folder / "kubelet-client.key").read_bytes(),
-            )
+            return KubeletCredentials(cert_pem=(folder / "kubelet-client.crt").read_bytes(),
+                                      key_pem=(folder / "kubelet-client.key").read_bytes())
         except OSError:
             return None
 
@@ -583,14 +536,11 @@ class RealClusterControlPlane:
             ours = (self.kubeadm_init.pki_dir / name).read_bytes()
             theirs = boot.pki.get(name)
             if theirs is None:
-                raise NodeBootFailed(
-                    STEP_CONTROL_PLANE_PREPARE, f"the user-data writes no /etc/kubernetes/pki/{name}"
-                )
+                raise NodeBootFailed(STEP_CONTROL_PLANE_PREPARE,
+                                     f"the user-data writes no /etc/kubernetes/pki/{name}")
             if theirs.strip() != ours.strip():
-                raise NodeBootFailed(
-                    STEP_CONTROL_PLANE_PREPARE,
-                    f"/etc/kubernetes/pki/{name} of the user-data is not the cluster's",
-                )
+                raise NodeBootFailed(STEP_CONTROL_PLANE_PREPARE,
+                                     f"/etc/kubernetes/pki/{name} of the user-data is not the cluster's")
 
     @property
     def apiserver_versions(self) -> tuple[str, ...]:
@@ -611,29 +561,19 @@ class RealClusterControlPlane:
             if member.version not in self._releases:
                 if server_id not in self._unbuilt_logged:
                     self._unbuilt_logged.add(server_id)
-                    logger.warning(
-                        "nodesim: control plane %s runs no apiserver: Kubernetes %s is not built",
-                        member.node_name,
-                        member.version,
-                    )
+                    logger.warning("nodesim: control plane %s runs no apiserver: Kubernetes %s is not built",
+                                   member.node_name, member.version)
                 continue
             try:
                 self._start_member(member)
             except (ControlPlaneError, NodeBootFailed, OSError) as exc:
                 self._member_failed_at[server_id] = self.clock()
-                logger.warning(
-                    "nodesim: the apiserver of control plane %s did not start (again in %ss): %s",
-                    member.node_name,
-                    MEMBER_RETRY_SECONDS,
-                    exc,
-                )
+                logger.warning("nodesim: the apiserver of control plane %s did not start (again in %ss): %s",
+                               member.node_name, MEMBER_RETRY_SECONDS, exc)
                 continue
             self._member_failed_at.pop(server_id, None)
-            logger.info(
-                "nodesim: control plane %s: kube-apiserver %s joined the balancer",
-                member.node_name,
-                member.version,
-            )
+            logger.info("nodesim: control plane %s: kube-apiserver %s joined the balancer", member.node_name,
+                        member.version)
         # only once the new ones serve: the cluster's last apiserver is never stopped while it has servers
         for name in [name for name in apiservers if name not in members]:
             if len(apiservers) == 1:
@@ -654,30 +594,18 @@ class RealClusterControlPlane:
         if init is not None and (release / "kubeadm").is_file():
             for name in ("ca.crt", "ca.key"):
                 _write_private(pki_dir / name, (init.pki_dir / name).read_bytes())
-            join_apiserver_certificate(
-                kubeadm=release / "kubeadm",
-                init_config=init.config,
-                pki_dir=pki_dir,
-                node_name=member.node_name,
-                advertise_address=member.advertise_address,
-                version=member.version,
-            )
+            join_apiserver_certificate(kubeadm=release / "kubeadm", init_config=init.config, pki_dir=pki_dir,
+                                       node_name=member.node_name, advertise_address=member.advertise_address,
+                                       version=member.version)
             serving = (pki_dir / "apiserver.crt", pki_dir / "apiserver.key")
         else:
             assert self.control_plane.setup is not None
             serving = issue_apiserver_certificate(
-                pki_dir=self.control_plane.setup.pki_dir,
-                target_dir=pki_dir,
-                server_names=tuple(dict.fromkeys((*member.server_names, *self._endpoint_names))),
-            )
-        self.control_plane.add_apiserver(
-            name=member.server_id,
-            version=member.version,
-            bin_dir=release,
-            serving_crt=serving[0],
-            serving_key=serving[1],
-            timeout=self._start_timeout,
-        )
+                pki_dir=self.control_plane.setup.pki_dir, target_dir=pki_dir,
+                server_names=tuple(dict.fromkeys((*member.server_names, *self._endpoint_names))))
+        self.control_plane.add_apiserver(name=member.server_id, version=member.version, bin_dir=release,
+                                         serving_crt=serving[0], serving_key=serving[1],
+                                         timeout=self._start_timeout)
 
     def _move_components(self) -> None:
         """The controller manager and the scheduler run at the newest version among the apiservers, and move
@@ -690,11 +618,8 @@ class RealClusterControlPlane:
         newest = max(versions, key=version_key)
         if newest not in self._releases:
             return
-        logger.info(
-            "nodesim: no apiserver runs %s any more: the controller manager and the scheduler move to %s",
-            current,
-            newest,
-        )
+        logger.info("nodesim: no apiserver runs %s any more: the controller manager and the scheduler "
+                    "move to %s", current, newest)
         self.control_plane.run_components_at(version=newest, bin_dir=self._releases[newest])
 
     def healthy(self) -> bool:
@@ -718,16 +643,9 @@ def _host_of(endpoint: str | None) -> tuple[str, ...]:
 class ControlPlanes:
     """Starts each cluster's control plane: real where its version is built, else the stand-in."""
 
-    def __init__(
-        self,
-        *,
-        rbac_manifest: Path,
-        releases: Mapping[str, Path] | None = None,
-        tls: bool = True,
-        persist: bool = False,
-        kubelet: KubeletOptions | None = None,
-        start_timeout: float = 180.0,
-    ) -> None:
+    def __init__(self, *, rbac_manifest: Path, releases: Mapping[str, Path] | None = None, tls: bool = True,
+                 persist: bool = False, kubelet: KubeletOptions | None = None,
+                 start_timeout: float = 180.0) -> None:
         """``releases``: version (``v1.37.2``) → folder of its programs; empty runs every cluster on the
         stand-in. ``tls``: the stand-in over HTTPS (a real apiserver always is). ``persist``: the stand-in
         keeps its objects in the workdir (a real one always keeps etcd's data there; the booter removes the
@@ -749,8 +667,7 @@ class ControlPlanes:
         if version not in self._releases:
             return STANDIN
         first_booted_on_standin = (workdir / STANDIN_OBJECTS_FILE).exists() and not (
-            workdir / CONTROL_PLANE_DIR
-        ).exists()
+            workdir / CONTROL_PLANE_DIR).exists()
         return STANDIN if first_booted_on_standin else REAL
 
     def start(self, request: ClusterRequest) -> ClusterControlPlane:
@@ -765,15 +682,13 @@ class ControlPlanes:
         token = secrets.token_urlsafe(32)
         stack = contextlib.ExitStack()
         try:
-            handle = stack.enter_context(
-                run_kube_standin(
-                    version=request.version,
-                    tokens={token: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)},
-                    manifest_files=[self._rbac_manifest],
-                    tls=self._tls,
-                    state_file=request.workdir / STANDIN_OBJECTS_FILE if self._persist else None,
-                )
-            )
+            handle = stack.enter_context(run_kube_standin(
+                version=request.version,
+                tokens={token: Identity.service_account(AGENT_NAMESPACE, AGENT_SERVICE_ACCOUNT)},
+                manifest_files=[self._rbac_manifest],
+                tls=self._tls,
+                state_file=request.workdir / STANDIN_OBJECTS_FILE if self._persist else None,
+            ))
         except BaseException:
             stack.close()
             raise
@@ -793,32 +708,21 @@ class ControlPlanes:
                 _write_private(pki_dir / name, content)
         generated = ensure_cluster_pki(pki_dir)
         if generated:
-            logger.info(
-                "nodesim: cluster %s: generated %s (not in the user-data)",
-                request.cluster_id,
-                ", ".join(generated),
-            )
+            logger.info("nodesim: cluster %s: generated %s (not in the user-data)", request.cluster_id,
+                        ", ".join(generated))
         try:
             control_plane = start_control_plane(
-                bin_dir=self._releases[request.version],
-                pki_dir=pki_dir,
-                work_dir=request.workdir / CONTROL_PLANE_DIR,
-                timeout=self._start_timeout,
-                server_names=(*_host_of(request.endpoint), *request.server_names),
-                kubelet=self._kubelet,
-                apiserver_name=request.server_id or FIRST_APISERVER,
-                version=request.version,
+                bin_dir=self._releases[request.version], pki_dir=pki_dir,
+                work_dir=request.workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout,
+                server_names=(*_host_of(request.endpoint), *request.server_names), kubelet=self._kubelet,
+                apiserver_name=request.server_id or FIRST_APISERVER, version=request.version,
             )
         except ControlPlaneError as exc:
             raise ControlPlaneStartError(str(exc)) from exc
-        real = RealClusterControlPlane(
-            control_plane=control_plane,
-            version=request.version,
-            workdir=request.workdir,
-            releases=self._releases,
-            endpoint_names=_host_of(request.endpoint),
-            start_timeout=self._start_timeout,
-        )
+        real = RealClusterControlPlane(control_plane=control_plane, version=request.version,
+                                       workdir=request.workdir, releases=self._releases,
+                                       endpoint_names=_host_of(request.endpoint),
+                                       start_timeout=self._start_timeout)
         try:
             real.apply(load_manifest(self._rbac_manifest))
             # a cluster kaas calls running takes pods at once, as a kubeadm cluster does once its nodes joined
@@ -852,62 +756,41 @@ class ControlPlanes:
                 _write_private(target, content)
         config = workdir / "kubernetes" / "kubeadm.yaml"
         kubeconfig_dir = workdir / "kubernetes" / "kubeconfigs"
-        write_init_config(
-            documents, path=config, pki_dir=pki_dir, advertise_address=request.advertise_address
-        )
+        write_init_config(documents, path=config, pki_dir=pki_dir,
+                          advertise_address=request.advertise_address)
         init_certificates(kubeadm=kubeadm, config=config, kubeconfig_dir=kubeconfig_dir)
         extra_args = documents.cluster_value("controllerManager", "extraArgs") or []
         issued = KubeadmIssued(
             kubeconfig_dir=kubeconfig_dir,
-            service_cidr=str(
-                documents.cluster_value("networking", "serviceSubnet") or SERVICE_CLUSTER_IP_RANGE
-            ),
+            service_cidr=str(documents.cluster_value("networking", "serviceSubnet")
+                             or SERVICE_CLUSTER_IP_RANGE),
             pod_cidr=documents.cluster_value("networking", "podSubnet"),
             cluster_name=str(documents.cluster_value("clusterName") or "kubernetes"),
-            controller_manager_args=tuple(
-                (str(a["name"]), str(a["value"]))
-                for a in extra_args
-                if isinstance(a, dict) and "name" in a and "value" in a
-            ),
+            controller_manager_args=tuple((str(a["name"]), str(a["value"])) for a in extra_args
+                                          if isinstance(a, dict) and "name" in a and "value" in a),
         )
         try:
             control_plane = start_control_plane(
-                bin_dir=self._releases[request.version],
-                pki_dir=pki_dir,
-                work_dir=workdir / CONTROL_PLANE_DIR,
-                timeout=self._start_timeout,
-                kubelet=self._kubelet,
-                kubeadm=issued,
-                apiserver_name=request.server_id or FIRST_APISERVER,
-                version=request.version,
+                bin_dir=self._releases[request.version], pki_dir=pki_dir,
+                work_dir=workdir / CONTROL_PLANE_DIR, timeout=self._start_timeout, kubelet=self._kubelet,
+                kubeadm=issued, apiserver_name=request.server_id or FIRST_APISERVER, version=request.version,
             )
         except ControlPlaneError as exc:
             raise ControlPlaneStartError(str(exc)) from exc
-        init = KubeadmInit(
-            server_id=request.server_id or "",
-            pki_dir=pki_dir,
-            kubelet_kubeconfig=kubeconfig_dir / "kubelet.conf",
-            config=config,
-        )
-        real = RealClusterControlPlane(
-            control_plane=control_plane,
-            version=request.version,
-            workdir=workdir,
-            kubeadm_init=init,
-            releases=self._releases,
-            start_timeout=self._start_timeout,
-        )
+        init = KubeadmInit(server_id=request.server_id or "", pki_dir=pki_dir,
+                           kubelet_kubeconfig=kubeconfig_dir / "kubelet.conf", config=config)
+        real = RealClusterControlPlane(control_plane=control_plane, version=request.version, workdir=workdir,
+                                       kubeadm_init=init, releases=self._releases,
+                                       start_timeout=self._start_timeout)
         try:
             done = workdir / "kubernetes" / INIT_DONE_FILE
             if not done.exists():  # kubeadm init runs once: a restarted control plane keeps its token
-                create_bootstrap_token(
-                    kubeadm=kubeadm, config=config, admin_kubeconfig=control_plane.admin_kubeconfig
-                )
+                create_bootstrap_token(kubeadm=kubeadm, config=config,
+                                       admin_kubeconfig=control_plane.admin_kubeconfig)
                 _publish_endpoint(real.admin_client, kubeconfig_dir / "super-admin.conf")
                 done.write_text("kubeadm init phase bootstrap-token ran\n")
-            manifest = (
-                list(request.agent_manifest) if request.agent_manifest else load_manifest(self._rbac_manifest)
-            )
+            manifest = list(request.agent_manifest) if request.agent_manifest else load_manifest(
+                self._rbac_manifest)
             real.apply(manifest)
             wait_for_service_account(real.admin_client, timeout=self._start_timeout)
             wait_for_aggregated_roles(real.admin_client, timeout=self._start_timeout)

@@ -57,9 +57,8 @@ class IssuedToken:
 
 def admin_client(control_plane: RealControlPlane, *, timeout: float = 30.0) -> httpx.Client:
     """An HTTP client of ``control_plane``'s apiserver as its admin (``system:masters``)."""
-    return httpx.Client(
-        base_url=control_plane.url, verify=control_plane.admin_ssl_context(), timeout=timeout, trust_env=False
-    )
+    return httpx.Client(base_url=control_plane.url, verify=control_plane.admin_ssl_context(), timeout=timeout,
+                        trust_env=False)
 
 
 def _check(response: httpx.Response, what: str) -> httpx.Response:
@@ -100,27 +99,21 @@ def apply_documents(client: httpx.Client, documents: Iterable[Mapping[str, Any]]
     for document in documents:
         path = object_path(document)
         response = client.patch(
-            path,
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            content=yaml.safe_dump(dict(document)).encode(),
-            headers={"Content-Type": APPLY_CONTENT_TYPE},
+            path, params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content=yaml.safe_dump(dict(document)).encode(), headers={"Content-Type": APPLY_CONTENT_TYPE},
         )
         _check(response, f"applying {path}")
 
 
-def issue_service_account_token(
-    client: httpx.Client, *, namespace: str, name: str, expiration_seconds: int
-) -> IssuedToken:
+def issue_service_account_token(client: httpx.Client, *, namespace: str, name: str,
+                                expiration_seconds: int) -> IssuedToken:
     """A bound token of ServiceAccount ``namespace/name`` (the TokenRequest API, as a kubelet gets one for
     a pod's projected token), valid ``expiration_seconds`` (the apiserver may shorten it: the answer
     says when it expires)."""
     response = client.post(
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        json={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": expiration_seconds},
-        },
+        json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+              "spec": {"expirationSeconds": expiration_seconds}},
     )
     status = _check(response, f"a token for {namespace}/{name}").json()["status"]
     expires_at = datetime.datetime.fromisoformat(str(status["expirationTimestamp"]).replace("Z", "+00:00"))
@@ -150,10 +143,8 @@ def get_object(client: httpx.Client, path: str) -> dict[str, Any] | None:
 
 
 def merge_patch(client: httpx.Client, path: str, patch: Mapping[str, Any]) -> None:
-    _check(
-        client.patch(path, json=dict(patch), headers={"Content-Type": "application/merge-patch+json"}),
-        f"updating {path}",
-    )
+    _check(client.patch(path, json=dict(patch), headers={"Content-Type": "application/merge-patch+json"}),
+           f"updating {path}")
 
 
 def delete_node(client: httpx.Client, name: str) -> None:
@@ -163,23 +154,18 @@ def delete_node(client: httpx.Client, name: str) -> None:
         _check(response, f"removing node {name}")
 
 
-def wait_for_service_account(
-    client: httpx.Client, *, namespace: str = "default", name: str = "default", timeout: float = 60.0
-) -> None:
+def wait_for_service_account(client: httpx.Client, *, namespace: str = "default", name: str = "default",
+                             timeout: float = 60.0) -> None:
     """Until the ServiceAccount exists: the controller manager makes each namespace's ``default`` a few
     seconds after it starts, and until then the namespace's pods are refused. ``KubeAdminError`` after
     ``timeout`` seconds."""
     path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
-    _poll_until(
-        lambda: get_object(client, path) is not None,
-        deadline=time.monotonic() + timeout,
-        failure=f"no ServiceAccount {namespace}/{name} after {timeout:.0f} s",
-    )
+    _poll_until(lambda: get_object(client, path) is not None, deadline=time.monotonic() + timeout,
+                failure=f"no ServiceAccount {namespace}/{name} after {timeout:.0f} s")
 
 
-def wait_for_aggregated_roles(
-    client: httpx.Client, *, names: tuple[str, ...] = ("admin", "edit", "view"), timeout: float = 60.0
-) -> None:
+def wait_for_aggregated_roles(client: httpx.Client, *, names: tuple[str, ...] = ("admin", "edit", "view"),
+                              timeout: float = 60.0) -> None:
     """Until each aggregated ClusterRole has rules: the apiserver creates ``admin``, ``edit`` and ``view``
     empty and the controller manager's aggregation controller fills them, so until then a binding to
     ``edit`` (kaas's member group) grants nothing and a member's first request is refused.
@@ -187,11 +173,8 @@ def wait_for_aggregated_roles(
     deadline = time.monotonic() + timeout
     for name in names:
         path = f"/apis/{_RBAC}/clusterroles/{name}"
-        _poll_until(
-            lambda: bool((get_object(client, path) or {}).get("rules")),  # noqa: B023 (called now)
-            deadline=deadline,
-            failure=f"ClusterRole {name} has no rules after {timeout:.0f} s",
-        )
+        _poll_until(lambda: bool((get_object(client, path) or {}).get("rules")),  # noqa: B023 (called now)
+                    deadline=deadline, failure=f"ClusterRole {name} has no rules after {timeout:.0f} s")
 
 
 def _poll_until(ready: Callable[[], bool], *, deadline: float, failure: str) -> None:

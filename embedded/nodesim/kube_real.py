@@ -100,9 +100,8 @@ class _Issued:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -124,20 +123,11 @@ def _write_ca(pki_dir: Path, stem: str, common_name: str) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+            key_encipherment=True, data_encipherment=False, key_agreement=False, encipher_only=False,
+            decipher_only=False,
+        ), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -148,11 +138,8 @@ def _write_ca(pki_dir: Path, stem: str, common_name: str) -> None:
 def _write_service_account_keys(pki_dir: Path) -> None:
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_secret(pki_dir / "sa.key", _key_pem(sa_key))
-    (pki_dir / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    (pki_dir / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def write_cluster_pki(pki_dir: Path, *, common_name: str = "kubernetes") -> None:
@@ -184,14 +171,8 @@ def ensure_cluster_pki(pki_dir: Path) -> list[str]:
     return written
 
 
-def _issue(
-    *,
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    common_name: str,
-    organizations: tuple[str, ...] = (),
-    server_names: tuple[str, ...] = (),
-) -> _Issued:
+def _issue(*, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str,
+           organizations: tuple[str, ...] = (), server_names: tuple[str, ...] = ()) -> _Issued:
     """A leaf certificate: a server certificate when ``server_names`` is given, else a client certificate
     whose CN is the Kubernetes user and whose O fields are its groups."""
     now = datetime.datetime.now(datetime.UTC)
@@ -207,20 +188,11 @@ def _issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + CERT_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, key_encipherment=True, key_cert_sign=False, crl_sign=False,
+            content_commitment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+            decipher_only=False,
+        ), critical=True)
     )
     if server_names:
         alt_names: list[x509.GeneralName] = []
@@ -246,24 +218,13 @@ def _write_kubeconfig(path: Path, *, url: str, ca_pem: bytes, user: str, issued:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "kubernetes",
-                "cluster": {
-                    "server": url,
-                    "certificate-authority-data": _b64(ca_pem),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": _b64(issued.cert_pem),
-                    "client-key-data": _b64(issued.key_pem),
-                },
-            }
-        ],
+        "clusters": [{"name": "kubernetes", "cluster": {
+            "server": url, "certificate-authority-data": _b64(ca_pem),
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": _b64(issued.cert_pem),
+            "client-key-data": _b64(issued.key_pem),
+        }}],
         "contexts": [{"name": user, "context": {"cluster": "kubernetes", "user": user}}],
         "current-context": user,
     }
@@ -287,17 +248,11 @@ def fake_node(name: str, *, labels: Mapping[str, str] | None = None) -> dict[str
         "metadata": {
             "name": name,
             "annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_ANNOTATION_VALUE},
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "type": "kwok",
-                **(labels or {}),
-            },
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                       **(labels or {})},
         },
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
+        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                   "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
     }
 
 
@@ -379,16 +334,13 @@ class RealControlPlane:
         """Whether etcd, the controller manager, the scheduler and kwok run, and at least one apiserver (a
         member apiserver that died is ``RealControlPlane``'s owner's to start again)."""
         return all(process.poll() is None for process in self.processes.values()) and any(
-            apiserver.alive() for apiserver in self.apiservers.values()
-        )
+            apiserver.alive() for apiserver in self.apiservers.values())
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process, from /proc (Linux)."""
         sizes: dict[str, int] = {}
-        named = [
-            *self.processes.items(),
-            *((apiserver.log_name, apiserver.process) for apiserver in self.apiservers.values()),
-        ]
+        named = [*self.processes.items(),
+                 *((apiserver.log_name, apiserver.process) for apiserver in self.apiservers.values())]
         for name, process in named:
             try:
                 status = Path(f"/proc/{process.pid}/status").read_text()
@@ -399,16 +351,8 @@ class RealControlPlane:
                     sizes[name] = int(line.split()[1]) * 1024
         return sizes
 
-    def add_apiserver(
-        self,
-        *,
-        name: str,
-        version: str,
-        bin_dir: Path,
-        serving_crt: Path,
-        serving_key: Path,
-        timeout: float = 180.0,
-    ) -> Apiserver:
+    def add_apiserver(self, *, name: str, version: str, bin_dir: Path, serving_crt: Path, serving_key: Path,
+                      timeout: float = 180.0) -> Apiserver:
         """Start one more kube-apiserver (``bin_dir``'s, on the shared etcd, serving ``serving_crt``) and
         put it into the balancer once its /readyz answers; ``ControlPlaneError`` when it does not."""
         if self.setup is None or self.balancer is None:
@@ -421,24 +365,17 @@ class RealControlPlane:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         log_name = f"kube-apiserver-{safe}"
         try:
-            starter.spawn(
-                log_name,
-                _apiserver_args(
-                    program, self.setup, port=port, serving_crt=serving_crt, serving_key=serving_key
-                ),
-            )
-            with httpx.Client(
-                base_url=f"https://127.0.0.1:{port}", verify=self.admin_ssl_context(), timeout=5.0
-            ) as api:
-                starter.wait_until(
-                    f"kube-apiserver {name} /readyz", lambda: api.get("/readyz").status_code == 200
-                )
+            starter.spawn(log_name, _apiserver_args(program, self.setup, port=port, serving_crt=serving_crt,
+                                                    serving_key=serving_key))
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=self.admin_ssl_context(),
+                              timeout=5.0) as api:
+                starter.wait_until(f"kube-apiserver {name} /readyz",
+                                   lambda: api.get("/readyz").status_code == 200)
         except BaseException:
             _stop_processes(list(starter.processes.values()), one_by_one=False)
             raise
-        apiserver = Apiserver(
-            name=name, version=version, port=port, process=starter.processes[log_name], log_name=log_name
-        )
+        apiserver = Apiserver(name=name, version=version, port=port, process=starter.processes[log_name],
+                              log_name=log_name)
         self.apiservers[name] = apiserver
         self.balancer.add(name, port, ready=True)
         return apiserver
@@ -476,9 +413,8 @@ class RealControlPlane:
     def __enter__(self) -> RealControlPlane:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop()
 
 
@@ -518,11 +454,7 @@ class _Starter:
         self.args[name] = args
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(  # noqa: S603 - fixed programs, arguments built here
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,
             )
 
     def log_tail(self, name: str) -> str:
@@ -533,9 +465,8 @@ class _Starter:
         for name, process in self.processes.items():
             code = process.poll()
             if code is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with {code} while starting; its log ends:\n{self.log_tail(name)}"
-                )
+                raise ControlPlaneError(f"{name} exited with {code} while starting; its log ends:\n"
+                                        f"{self.log_tail(name)}")
 
     def wait_until(self, what: str, ready: Callable[[], bool]) -> None:
         while True:
@@ -576,14 +507,9 @@ class KubeletOptions:
 def _kwok_debugging_config(options: KubeletOptions, *, default_log: Path) -> list[dict[str, Any]]:
     """kwok's cluster-wide Logs, Exec and PortForward documents for ``options`` (one selector-less rule
     each: every pod of every managed node)."""
-
     def document(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "apiVersion": "kwok.x-k8s.io/v1alpha1",
-            "kind": kind,
-            "metadata": {"name": "kaas"},
-            "spec": spec,
-        }
+        return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": kind, "metadata": {"name": "kaas"},
+                "spec": spec}
 
     logs = str(options.pod_logs or default_log)
     documents = [document("ClusterLogs", {"logs": [{"logsFile": logs, "follow": False}]})]
@@ -592,9 +518,8 @@ def _kwok_debugging_config(options: KubeletOptions, *, default_log: Path) -> lis
         documents.append(document("ClusterExec", {"execs": [{"local": local}]}))
     if options.port_forward_to is not None:
         host, port = options.port_forward_to
-        documents.append(
-            document("ClusterPortForward", {"forwards": [{"target": {"address": host, "port": port}}]})
-        )
+        documents.append(document("ClusterPortForward", {"forwards": [
+            {"target": {"address": host, "port": port}}]}))
     return documents
 
 
@@ -644,18 +569,12 @@ def _client_files_of(kubeconfig: Path, target_dir: Path, stem: str) -> None:
     _write_secret(target_dir / f"{stem}.key", base64.b64decode(user["client-key-data"]))
 
 
-def start_control_plane(
-    *,
-    bin_dir: Path,
-    pki_dir: Path,
-    work_dir: Path,
-    timeout: float = 180.0,
-    server_names: tuple[str, ...] = (),
-    kubelet: KubeletOptions | None = None,
-    kubeadm: KubeadmIssued | None = None,
-    apiserver_name: str = "kube-apiserver",
-    version: str | None = None,
-) -> RealControlPlane:
+def start_control_plane(*, bin_dir: Path, pki_dir: Path, work_dir: Path, timeout: float = 180.0,
+                        server_names: tuple[str, ...] = (),
+                        kubelet: KubeletOptions | None = None,
+                        kubeadm: KubeadmIssued | None = None,
+                        apiserver_name: str = "kube-apiserver",
+                        version: str | None = None) -> RealControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (see the module doc).
     ``server_names``: more names (host names or IP addresses) for the apiserver's serving certificate, such
     as the cluster's endpoint. With ``kubeadm``, the apiserver, etcd (over TLS) and the components run with
@@ -663,10 +582,8 @@ def start_control_plane(
     the serving certificate names what kubeadm put in it, and nothing else). The apiserver is the first
     member of the control plane's balancer, named ``apiserver_name``, at ``version`` (``bin_dir``'s name
     unless given); every kubeconfig names the balancer."""
-    programs = {
-        name: _program(bin_dir, name)
-        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-    }
+    programs = {name: _program(bin_dir, name) for name in
+                ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")}
     kwok_stages = bin_dir / "kwok-stages.yaml"
     if not kwok_stages.is_file():
         raise ControlPlaneError(f"{kwok_stages} is missing (scripts/kube-bin.sh installs it beside kwok)")
@@ -696,44 +613,27 @@ def start_control_plane(
             _write_secret(issued_dir / f"{stem}.key", issued.key_pem)
             return issued_dir / f"{stem}.crt", issued_dir / f"{stem}.key"
 
-        kubelet_crt, kubelet_key = issue_files(
-            "kubelet",
-            _issue(
-                ca_cert=ca_cert,
-                ca_key=ca_key,
-                common_name="kwok-kubelet",
-                server_names=("127.0.0.1", "localhost"),
-            ),
-        )
+        kubelet_crt, kubelet_key = issue_files("kubelet", _issue(
+            ca_cert=ca_cert, ca_key=ca_key, common_name="kwok-kubelet",
+            server_names=("127.0.0.1", "localhost")))
         # kwok is nodesim's, not kubeadm's: it writes the status of every fake node and pod, and their leases
         # (kwokctl gives it admin too)
         clients: dict[str, tuple[str, tuple[str, ...]]] = {"kwok": ("kwok-controller", ("system:masters",))}
         if kubeadm is None:
-            serving_crt, serving_key = issue_apiserver_certificate(
-                pki_dir=pki_dir, target_dir=issued_dir, server_names=server_names
-            )
-            proxy_crt, proxy_key = issue_files(
-                "front-proxy-client",
-                _issue(ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT),
-            )
+            serving_crt, serving_key = issue_apiserver_certificate(pki_dir=pki_dir, target_dir=issued_dir,
+                                                                   server_names=server_names)
+            proxy_crt, proxy_key = issue_files("front-proxy-client", _issue(
+                ca_cert=proxy_ca_cert, ca_key=proxy_ca_key, common_name=FRONT_PROXY_CLIENT))
             # kubeadm's names: the apiserver's identity towards kubelets
-            kubelet_client_crt, kubelet_client_key = issue_files(
-                "apiserver-kubelet-client",
-                _issue(
-                    ca_cert=ca_cert,
-                    ca_key=ca_key,
-                    common_name="kube-apiserver-kubelet-client",
-                    organizations=("kubeadm:cluster-admins",),
-                ),
-            )
-            clients.update(
-                {
-                    # file name: (user, groups)
-                    "admin": ("kubernetes-admin", ("system:masters",)),
-                    "controller-manager": ("system:kube-controller-manager", ()),
-                    "scheduler": ("system:kube-scheduler", ()),
-                }
-            )
+            kubelet_client_crt, kubelet_client_key = issue_files("apiserver-kubelet-client", _issue(
+                ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver-kubelet-client",
+                organizations=("kubeadm:cluster-admins",)))
+            clients.update({
+                # file name: (user, groups)
+                "admin": ("kubernetes-admin", ("system:masters",)),
+                "controller-manager": ("system:kube-controller-manager", ()),
+                "scheduler": ("system:kube-scheduler", ()),
+            })
             service_cidr = SERVICE_CLUSTER_IP_RANGE
         else:
             serving_crt, serving_key = pki_dir / "apiserver.crt", pki_dir / "apiserver.key"
@@ -742,11 +642,9 @@ def start_control_plane(
             kubelet_client_key = pki_dir / "apiserver-kubelet-client.key"
             # kubeadm's super-admin.conf is system:masters (admin.conf's group needs a binding kubeadm init
             # makes later); nodesim administers the cluster with it
-            for name, source in (
-                ("admin", "super-admin.conf"),
-                ("controller-manager", "controller-manager.conf"),
-                ("scheduler", "scheduler.conf"),
-            ):
+            for name, source in (("admin", "super-admin.conf"),
+                                 ("controller-manager", "controller-manager.conf"),
+                                 ("scheduler", "scheduler.conf")):
                 kubeconfigs[name] = work_dir / f"{name}.conf"
                 _kubeconfig_for(kubeadm.kubeconfig_dir / source, kubeconfigs[name], url=url)
             _client_files_of(kubeconfigs["admin"], issued_dir, "admin")
@@ -764,8 +662,7 @@ def start_control_plane(
         default_log.write_text(cri_log_lines([DEFAULT_POD_LOG]))
         kwok_debugging = kwok_dir / "debugging.yaml"
         kwok_debugging.write_text(
-            yaml.safe_dump_all(_kwok_debugging_config(kubelet, default_log=default_log))
-        )
+            yaml.safe_dump_all(_kwok_debugging_config(kubelet, default_log=default_log)))
 
         scheme = "http" if kubeadm is None else "https"
         etcd_url = f"{scheme}://127.0.0.1:{etcd_port}"
@@ -777,14 +674,10 @@ def start_control_plane(
             etcd_pki = pki_dir / "etcd"
             # as kubeadm's static pod runs it: TLS with client certificates on both sides
             etcd_tls = [
-                f"--cert-file={etcd_pki / 'server.crt'}",
-                f"--key-file={etcd_pki / 'server.key'}",
-                "--client-cert-auth=true",
-                f"--trusted-ca-file={etcd_pki / 'ca.crt'}",
-                f"--peer-cert-file={etcd_pki / 'peer.crt'}",
-                f"--peer-key-file={etcd_pki / 'peer.key'}",
-                "--peer-client-cert-auth=true",
-                f"--peer-trusted-ca-file={etcd_pki / 'ca.crt'}",
+                f"--cert-file={etcd_pki / 'server.crt'}", f"--key-file={etcd_pki / 'server.key'}",
+                "--client-cert-auth=true", f"--trusted-ca-file={etcd_pki / 'ca.crt'}",
+                f"--peer-cert-file={etcd_pki / 'peer.crt'}", f"--peer-key-file={etcd_pki / 'peer.key'}",
+                "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={etcd_pki / 'ca.crt'}",
             ]
             etcd_client = [
                 f"--etcd-cafile={etcd_pki / 'ca.crt'}",
@@ -792,218 +685,132 @@ def start_control_plane(
                 f"--etcd-keyfile={pki_dir / 'apiserver-etcd-client.key'}",
             ]
             health_verify = ssl.create_default_context(cafile=str(etcd_pki / "ca.crt"))
-            health_verify.load_cert_chain(
-                etcd_pki / "healthcheck-client.crt", etcd_pki / "healthcheck-client.key"
-            )
-        starter.spawn(
-            "etcd",
-            [
-                programs["etcd"],
-                "--name=kaas",
-                f"--data-dir={work_dir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=kaas={peer_url}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-                *etcd_tls,
-            ],
-        )
+            health_verify.load_cert_chain(etcd_pki / "healthcheck-client.crt",
+                                          etcd_pki / "healthcheck-client.key")
+        starter.spawn("etcd", [
+            programs["etcd"], "--name=kaas", f"--data-dir={work_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=kaas={peer_url}", "--unsafe-no-fsync", "--log-level=warn", *etcd_tls,
+        ])
         with httpx.Client(timeout=2.0, verify=health_verify) as plain:
-            starter.wait_until(
-                "etcd /health", lambda: plain.get(f"{etcd_url}/health").json().get("health") == "true"
-            )
+            starter.wait_until("etcd /health",
+                               lambda: plain.get(f"{etcd_url}/health").json().get("health") == "true")
 
         setup = _ApiserverSetup(
-            pki_dir=pki_dir,
-            etcd_url=etcd_url,
-            etcd_client=tuple(etcd_client),
-            proxy_crt=proxy_crt,
-            proxy_key=proxy_key,
-            kubelet_client_crt=kubelet_client_crt,
-            kubelet_client_key=kubelet_client_key,
-            service_cidr=service_cidr,
-        )
-        starter.spawn(
-            "kube-apiserver",
-            _apiserver_args(
-                programs["kube-apiserver"],
-                setup,
-                port=apiserver_port,
-                serving_crt=serving_crt,
-                serving_key=serving_key,
-            ),
-        )
+            pki_dir=pki_dir, etcd_url=etcd_url, etcd_client=tuple(etcd_client), proxy_crt=proxy_crt,
+            proxy_key=proxy_key, kubelet_client_crt=kubelet_client_crt, kubelet_client_key=kubelet_client_key,
+            service_cidr=service_cidr)
+        starter.spawn("kube-apiserver", _apiserver_args(
+            programs["kube-apiserver"], setup, port=apiserver_port, serving_crt=serving_crt,
+            serving_key=serving_key))
         context = ssl.create_default_context(cadata=ca_pem.decode())
         context.load_cert_chain(issued_dir / "admin.crt", issued_dir / "admin.key")
         with httpx.Client(base_url=apiserver_url, verify=context, timeout=5.0) as direct:
             starter.wait_until("kube-apiserver /readyz", lambda: direct.get("/readyz").status_code == 200)
         balancer.add(apiserver_name, apiserver_port, ready=True)
         with httpx.Client(base_url=url, verify=context, timeout=5.0) as api:
-            common = [
-                f"--kubeconfig={kubeconfigs['controller-manager']}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-            ]
-            starter.spawn(
-                "kube-controller-manager",
-                [
-                    programs["kube-controller-manager"],
-                    *common,
-                    f"--authentication-kubeconfig={kubeconfigs['controller-manager']}",
-                    f"--authorization-kubeconfig={kubeconfigs['controller-manager']}",
-                    f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
-                    f"--service-account-private-key-file={pki_dir / 'sa.key'}",
-                    f"--root-ca-file={pki_dir / 'ca.crt'}",
-                    f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}",
-                    f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
-                    "--use-service-account-credentials=true",
-                    # as kubeadm runs it: the bootstrap signer signs kube-public/cluster-info with each
-                    # bootstrap token (what a joining node's discovery checks), the token cleaner deletes
-                    # expired tokens
-                    "--controllers=*,bootstrapsigner,tokencleaner",
-                    f"--service-cluster-ip-range={service_cidr}",
-                    "--profiling=false",
-                    *_controller_manager_extra(kubeadm),
-                ],
-            )
-            starter.spawn(
-                "kube-scheduler",
-                [
-                    programs["kube-scheduler"],
-                    f"--kubeconfig={kubeconfigs['scheduler']}",
-                    "--bind-address=127.0.0.1",
-                    "--secure-port=0",
-                    "--profiling=false",
-                ],
-            )
-            starter.spawn(
-                "kwok",
-                [
-                    programs["kwok"],
-                    f"--kubeconfig={kubeconfigs['kwok']}",
-                    f"--config={kwok_stages}",
-                    f"--config={kwok_debugging}",
-                    "--manage-all-nodes=false",
-                    f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
-                    "--node-ip=127.0.0.1",
-                    f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
-                    # the kubelet API of every fake node (logs, exec, port-forward), on loopback only
-                    f"--server-address=127.0.0.1:{kubelet_port}",
-                    f"--node-port={kubelet_port}",
-                    f"--tls-cert-file={kubelet_crt}",
-                    f"--tls-private-key-file={kubelet_key}",
-                ],
-            )
+            common = [f"--kubeconfig={kubeconfigs['controller-manager']}", "--bind-address=127.0.0.1",
+                      "--secure-port=0"]
+            starter.spawn("kube-controller-manager", [
+                programs["kube-controller-manager"], *common,
+                f"--authentication-kubeconfig={kubeconfigs['controller-manager']}",
+                f"--authorization-kubeconfig={kubeconfigs['controller-manager']}",
+                f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
+                f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+                f"--root-ca-file={pki_dir / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki_dir / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki_dir / 'ca.key'}",
+                "--use-service-account-credentials=true",
+                # as kubeadm runs it: the bootstrap signer signs kube-public/cluster-info with each
+                # bootstrap token (what a joining node's discovery checks), the token cleaner deletes
+                # expired tokens
+                "--controllers=*,bootstrapsigner,tokencleaner",
+                f"--service-cluster-ip-range={service_cidr}", "--profiling=false",
+                *_controller_manager_extra(kubeadm),
+            ])
+            starter.spawn("kube-scheduler", [
+                programs["kube-scheduler"], f"--kubeconfig={kubeconfigs['scheduler']}",
+                "--bind-address=127.0.0.1", "--secure-port=0", "--profiling=false",
+            ])
+            starter.spawn("kwok", [
+                programs["kwok"], f"--kubeconfig={kubeconfigs['kwok']}", f"--config={kwok_stages}",
+                f"--config={kwok_debugging}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
+                "--node-ip=127.0.0.1", f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
+                # the kubelet API of every fake node (logs, exec, port-forward), on loopback only
+                f"--server-address=127.0.0.1:{kubelet_port}", f"--node-port={kubelet_port}",
+                f"--tls-cert-file={kubelet_crt}", f"--tls-private-key-file={kubelet_key}",
+            ])
             for holder in LEASE_HOLDERS:
                 starter.wait_until(f"the {holder} leader lease", _lease_held(api, holder))
         # kwok's kubelet API answers once kwok watches the apiserver (it serves it after its informers start)
         kubelet_context = ssl.create_default_context(cadata=ca_pem.decode())
-        with httpx.Client(
-            base_url=f"https://127.0.0.1:{kubelet_port}", verify=kubelet_context, timeout=5.0
-        ) as kubelet_api:
+        with httpx.Client(base_url=f"https://127.0.0.1:{kubelet_port}", verify=kubelet_context,
+                          timeout=5.0) as kubelet_api:
             starter.wait_until("kwok's kubelet API", lambda: kubelet_api.get("/healthz").status_code == 200)
     except BaseException:
-        RealControlPlane(
-            url=url,
-            admin_kubeconfig=work_dir / "admin.conf",
-            ca_pem=ca_pem,
-            work_dir=work_dir,
-            processes=starter.processes,
-            balancer=balancer,
-        ).stop()
+        RealControlPlane(url=url, admin_kubeconfig=work_dir / "admin.conf", ca_pem=ca_pem, work_dir=work_dir,
+                         processes=starter.processes, balancer=balancer).stop()
         raise
     processes = dict(starter.processes)
-    apiserver = Apiserver(
-        name=apiserver_name,
-        version=version or bin_dir.name,
-        port=apiserver_port,
-        process=processes.pop("kube-apiserver"),
-    )
+    apiserver = Apiserver(name=apiserver_name, version=version or bin_dir.name, port=apiserver_port,
+                          process=processes.pop("kube-apiserver"))
     return RealControlPlane(
-        url=url,
-        admin_kubeconfig=kubeconfigs["admin"],
-        ca_pem=ca_pem,
-        work_dir=work_dir,
-        processes=processes,
-        apiservers={apiserver_name: apiserver},
-        balancer=balancer,
-        setup=setup,
-        component_args={
-            name: list(starter.args[name]) for name in ("kube-controller-manager", "kube-scheduler")
-        },
+        url=url, admin_kubeconfig=kubeconfigs["admin"], ca_pem=ca_pem, work_dir=work_dir, processes=processes,
+        apiservers={apiserver_name: apiserver}, balancer=balancer, setup=setup,
+        component_args={name: list(starter.args[name])
+                        for name in ("kube-controller-manager", "kube-scheduler")},
         components_version=version or bin_dir.name,
     )
 
 
-def issue_apiserver_certificate(
-    *, pki_dir: Path, target_dir: Path, server_names: tuple[str, ...], stem: str = "apiserver"
-) -> tuple[Path, Path]:
+def issue_apiserver_certificate(*, pki_dir: Path, target_dir: Path, server_names: tuple[str, ...],
+                                stem: str = "apiserver") -> tuple[Path, Path]:
     """A serving certificate for an apiserver, from ``pki_dir``'s cluster CA: 127.0.0.1, the in-cluster
     names and ``server_names`` (the cluster's endpoint, the server's own address); ``<stem>.crt`` and
     ``<stem>.key`` (0600) in ``target_dir``."""
     ca_cert, ca_key = _load_ca(pki_dir, "ca")
-    names = (
-        "127.0.0.1",
-        "localhost",
-        KUBERNETES_SERVICE_IP,
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        *server_names,
-    )
-    issued = _issue(
-        ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver", server_names=tuple(dict.fromkeys(names))
-    )
+    names = ("127.0.0.1", "localhost", KUBERNETES_SERVICE_IP, "kubernetes", "kubernetes.default",
+             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", *server_names)
+    issued = _issue(ca_cert=ca_cert, ca_key=ca_key, common_name="kube-apiserver",
+                    server_names=tuple(dict.fromkeys(names)))
     target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (target_dir / f"{stem}.crt").write_bytes(issued.cert_pem)
     _write_secret(target_dir / f"{stem}.key", issued.key_pem)
     return target_dir / f"{stem}.crt", target_dir / f"{stem}.key"
 
 
-def _apiserver_args(
-    program: str, setup: _ApiserverSetup, *, port: int, serving_crt: Path, serving_key: Path
-) -> list[str]:
+def _apiserver_args(program: str, setup: _ApiserverSetup, *, port: int, serving_crt: Path,
+                    serving_key: Path) -> list[str]:
     """kube-apiserver's command line, as kubeadm's static pod runs it, on ``port`` with its own serving
     certificate; the rest is what every apiserver of the control plane shares."""
     pki_dir = setup.pki_dir
     return [
-        program,
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--etcd-servers={setup.etcd_url}",
-        *setup.etcd_client,
-        f"--tls-cert-file={serving_crt}",
-        f"--tls-private-key-file={serving_key}",
+        program, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={port}", f"--etcd-servers={setup.etcd_url}", *setup.etcd_client,
+        f"--tls-cert-file={serving_crt}", f"--tls-private-key-file={serving_key}",
         f"--client-ca-file={pki_dir / 'ca.crt'}",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
         f"--service-account-key-file={pki_dir / 'sa.pub'}",
         f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-        "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NodeRestriction",
+        "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
         "--enable-bootstrap-token-auth=true",
         # the aggregation layer's front proxy, as kubeadm sets it up
         f"--requestheader-client-ca-file={pki_dir / 'front-proxy-ca.crt'}",
         f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={setup.proxy_crt}",
-        f"--proxy-client-key-file={setup.proxy_key}",
+        f"--proxy-client-cert-file={setup.proxy_crt}", f"--proxy-client-key-file={setup.proxy_key}",
         # kubelets (kwok) are reached at their InternalIP and their serving certificate is verified
         f"--kubelet-client-certificate={setup.kubelet_client_crt}",
         f"--kubelet-client-key={setup.kubelet_client_key}",
         f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
         "--kubelet-preferred-address-types=InternalIP",
-        f"--service-cluster-ip-range={setup.service_cidr}",
-        "--allow-privileged=true",
+        f"--service-cluster-ip-range={setup.service_cidr}", "--allow-privileged=true",
         # the "kubernetes" Service's endpoint would be 127.0.0.1, which Endpoints refuse (loopback)
-        "--endpoint-reconciler-type=none",
-        "--profiling=false",
+        "--endpoint-reconciler-type=none", "--profiling=false",
         # once SIGTERM came it still serves this long (its /readyz failing) before it closes its listener and
         # its idle connections; the balancer took it out first, so this only lets requests in flight end
         f"--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s",
@@ -1023,9 +830,7 @@ def _controller_manager_extra(kubeadm: KubeadmIssued | None) -> list[str]:
 def _lease_held(api: httpx.Client, name: str) -> Callable[[], bool]:
     """Whether the leader-election Lease kube-system/<name> has a holder: the component is running its
     controllers (with leader election, nothing runs before it holds the lease)."""
-
     def held() -> bool:
         response = api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}")
         return response.status_code == 200 and bool(response.json().get("spec", {}).get("holderIdentity"))
-
     return held

@@ -150,12 +150,8 @@ class KubeadmDocuments:
             raise NodeBootFailed(STEP_JOIN, f"discovery names no API server endpoint ({endpoint!r})")
         hashes_ = [str(h) for h in token_discovery.get("caCertHashes") or []]
         return BootstrapTokenDiscovery(
-            endpoint=endpoint,
-            host=host,
-            token=str(token_discovery.get("token") or ""),
-            ca_cert_hashes=tuple(hashes_),
-            unsafe_skip=bool(token_discovery.get("unsafeSkipCAVerification")),
-        )
+            endpoint=endpoint, host=host, token=str(token_discovery.get("token") or ""),
+            ca_cert_hashes=tuple(hashes_), unsafe_skip=bool(token_discovery.get("unsafeSkipCAVerification")))
 
 
 @dataclass(frozen=True)
@@ -192,12 +188,8 @@ def parse_documents(text: str) -> KubeadmDocuments:
 def _run_kubeadm(kubeadm: Path, step: str, args: Sequence[str | Path]) -> None:
     try:
         result = subprocess.run(  # noqa: S603 - the release's kubeadm, arguments built here
-            [str(kubeadm), *(str(a) for a in args)],
-            capture_output=True,
-            text=True,
-            timeout=KUBEADM_TIMEOUT_SECONDS,
-            check=False,
-            stdin=subprocess.DEVNULL,
+            [str(kubeadm), *(str(a) for a in args)], capture_output=True, text=True,
+            timeout=KUBEADM_TIMEOUT_SECONDS, check=False, stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise NodeBootFailed(step, f"{type(exc).__name__}: {exc}") from exc
@@ -207,9 +199,8 @@ def _run_kubeadm(kubeadm: Path, step: str, args: Sequence[str | Path]) -> None:
         raise NodeBootFailed(step, output[-OUTPUT_TAIL_CHARS:] or f"exit status {result.returncode}")
 
 
-def write_init_config(
-    documents: KubeadmDocuments, *, path: Path, pki_dir: Path, advertise_address: str | None
-) -> None:
+def write_init_config(documents: KubeadmDocuments, *, path: Path, pki_dir: Path,
+                      advertise_address: str | None) -> None:
     """The node's kubeadm.yaml as written, but with ``certificatesDir`` here and, when it names none, the
     address kubeadm would detect on the VM (0600: it holds the bootstrap token)."""
     rewritten: list[dict[str, Any]] = []
@@ -231,22 +222,13 @@ def init_certificates(*, kubeadm: Path, config: Path, kubeconfig_dir: Path) -> N
     them, and reuses a leaf it issued before) and ``kubeadm init phase kubeconfig all``."""
     _run_kubeadm(kubeadm, STEP_CERTS, ["init", "phase", "certs", "all", "--config", config])
     kubeconfig_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _run_kubeadm(
-        kubeadm,
-        STEP_KUBECONFIG,
-        ["init", "phase", "kubeconfig", "all", "--config", config, "--kubeconfig-dir", kubeconfig_dir],
-    )
+    _run_kubeadm(kubeadm, STEP_KUBECONFIG,
+                 ["init", "phase", "kubeconfig", "all", "--config", config,
+                  "--kubeconfig-dir", kubeconfig_dir])
 
 
-def join_apiserver_certificate(
-    *,
-    kubeadm: Path,
-    init_config: Path,
-    pki_dir: Path,
-    node_name: str,
-    advertise_address: str | None,
-    version: str,
-) -> None:
+def join_apiserver_certificate(*, kubeadm: Path, init_config: Path, pki_dir: Path, node_name: str,
+                               advertise_address: str | None, version: str) -> None:
     """A joining control plane's apiserver serving certificate, issued as ``kubeadm join phase
     control-plane-prepare certs`` issues it: from the cluster's ClusterConfiguration (the one ``kubeadm init``
     ran with, as the ``kubeadm-config`` ConfigMap holds it: its certSANs and endpoint), with this node's name
@@ -273,28 +255,16 @@ def join_apiserver_certificate(
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(yaml.safe_dump_all(rewritten))
-    _run_kubeadm(
-        kubeadm, STEP_CONTROL_PLANE_PREPARE, ["init", "phase", "certs", "apiserver", "--config", config]
-    )
+    _run_kubeadm(kubeadm, STEP_CONTROL_PLANE_PREPARE,
+                 ["init", "phase", "certs", "apiserver", "--config", config])
 
 
 def create_bootstrap_token(*, kubeadm: Path, config: Path, admin_kubeconfig: Path) -> None:
     """``kubeadm init phase bootstrap-token``: the token of ``bootstrapTokens``, ``kube-public/cluster-info``
     and the RBAC that lets the token's group join (node bootstrap, CSR auto-approval)."""
-    _run_kubeadm(
-        kubeadm,
-        STEP_BOOTSTRAP_TOKEN,
-        [
-            "init",
-            "phase",
-            "bootstrap-token",
-            "--config",
-            config,
-            "--kubeconfig",
-            admin_kubeconfig,
-            "--skip-token-print",
-        ],
-    )
+    _run_kubeadm(kubeadm, STEP_BOOTSTRAP_TOKEN,
+                 ["init", "phase", "bootstrap-token", "--config", config, "--kubeconfig", admin_kubeconfig,
+                  "--skip-token-print"])
 
 
 # --- every other node: kubeadm join's discovery and the kubelet's TLS bootstrap ---
@@ -303,9 +273,8 @@ def create_bootstrap_token(*, kubeadm: Path, config: Path, admin_kubeconfig: Pat
 def ca_cert_hash(cert_pem: bytes) -> str:
     """kubeadm's pin of a CA: ``sha256:`` of its DER SubjectPublicKeyInfo."""
     certificate = x509.load_pem_x509_certificate(cert_pem)
-    spki = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = certificate.public_key().public_bytes(serialization.Encoding.DER,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
@@ -326,9 +295,8 @@ def _jws_valid(detached: str, *, payload: str, token_id: str, secret: str) -> bo
         return False
     if header.get("alg") != "HS256" or header.get("kid") not in (None, token_id):
         return False
-    expected = hmac.new(
-        secret.encode(), f"{header_b64}.{_b64url(payload.encode())}".encode(), hashlib.sha256
-    ).digest()
+    expected = hmac.new(secret.encode(), f"{header_b64}.{_b64url(payload.encode())}".encode(),
+                        hashlib.sha256).digest()
     return hmac.compare_digest(_b64url(expected), signature)
 
 
@@ -348,15 +316,11 @@ def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float
         with httpx.Client(base_url=api_url, verify=False, timeout=timeout, trust_env=False) as insecure:  # noqa: S501
             response = insecure.get(CLUSTER_INFO)
     except httpx.HTTPError as exc:
-        raise NodeBootFailed(
-            STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {type(exc).__name__}", retryable=True
-        ) from exc
+        raise NodeBootFailed(STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {type(exc).__name__}",
+                             retryable=True) from exc
     if response.status_code != 200:
-        raise NodeBootFailed(
-            STEP_DISCOVERY,
-            f"cluster-info from {discovery.endpoint}: HTTP {response.status_code}",
-            retryable=True,
-        )
+        raise NodeBootFailed(STEP_DISCOVERY, f"cluster-info from {discovery.endpoint}: HTTP "
+                             f"{response.status_code}", retryable=True)
     data = response.json().get("data") or {}
     kubeconfig_text = str(data.get("kubeconfig") or "")
     signature = data.get(f"jws-kubeconfig-{token_id}")
@@ -364,15 +328,10 @@ def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float
         raise NodeBootFailed(
             STEP_DISCOVERY,
             f"there is no JWS signed token in the cluster-info ConfigMap: token id {token_id!r} is invalid "
-            "for this cluster, or it has expired",
-            retryable=True,
-        )
+            "for this cluster, or it has expired", retryable=True)
     if not _jws_valid(str(signature), payload=kubeconfig_text, token_id=token_id, secret=secret):
-        raise NodeBootFailed(
-            STEP_DISCOVERY,
-            "failed to verify the JWS signature of cluster-info with the "
-            "bootstrap token: the token's secret is wrong; cannot trust this API server",
-        )
+        raise NodeBootFailed(STEP_DISCOVERY, "failed to verify the JWS signature of cluster-info with the "
+                             "bootstrap token: the token's secret is wrong; cannot trust this API server")
     try:
         cluster = yaml.safe_load(kubeconfig_text)["clusters"][0]["cluster"]
         ca_pem = base64.b64decode(cluster["certificate-authority-data"])
@@ -383,33 +342,27 @@ def discover(discovery: BootstrapTokenDiscovery, *, api_url: str, timeout: float
         raise NodeBootFailed(
             STEP_DISCOVERY,
             f"cluster CA found in cluster-info ConfigMap is invalid: none of the public keys {found!r} are "
-            f"pinned (caCertHashes: {', '.join(discovery.ca_cert_hashes) or 'none'})",
-        )
+            f"pinned (caCertHashes: {', '.join(discovery.ca_cert_hashes) or 'none'})")
     # again, trusting only the pinned CA, for the endpoint's host name (kubeadm: "validate TLS against the
     # pinned public key"): a serving certificate that does not name the endpoint fails here
     try:
-        with httpx.Client(
-            base_url=api_url, verify=_verify_for(ca_pem), timeout=timeout, trust_env=False
-        ) as secure:
+        with httpx.Client(base_url=api_url, verify=_verify_for(ca_pem), timeout=timeout,
+                          trust_env=False) as secure:
             again = secure.get(CLUSTER_INFO, extensions={"sni_hostname": discovery.host})
     except httpx.ConnectError as exc:
         cause = _verification_error(exc)
         if cause is not None:
             raise NodeBootFailed(
                 STEP_DISCOVERY,
-                f"TLS to {discovery.endpoint} with the pinned CA failed: {cause.verify_message}",
-            ) from exc
-        raise NodeBootFailed(
-            STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {exc}", retryable=True
-        ) from exc
+                f"TLS to {discovery.endpoint} with the pinned CA failed: {cause.verify_message}") from exc
+        raise NodeBootFailed(STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {exc}",
+                             retryable=True) from exc
     except httpx.HTTPError as exc:
-        raise NodeBootFailed(
-            STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {type(exc).__name__}", retryable=True
-        ) from exc
+        raise NodeBootFailed(STEP_DISCOVERY, f"cannot reach {discovery.endpoint}: {type(exc).__name__}",
+                             retryable=True) from exc
     if again.status_code != 200:
-        raise NodeBootFailed(
-            STEP_DISCOVERY, f"cluster-info over TLS: HTTP {again.status_code}", retryable=True
-        )
+        raise NodeBootFailed(STEP_DISCOVERY, f"cluster-info over TLS: HTTP {again.status_code}",
+                             retryable=True)
     return ca_pem
 
 
@@ -434,56 +387,36 @@ class KubeletCredentials:
     key_pem: bytes = field(repr=False)
 
 
-def tls_bootstrap(
-    discovery: BootstrapTokenDiscovery, *, api_url: str, ca_pem: bytes, node_name: str, timeout: float = 30.0
-) -> KubeletCredentials:
+def tls_bootstrap(discovery: BootstrapTokenDiscovery, *, api_url: str, ca_pem: bytes, node_name: str,
+                  timeout: float = 30.0) -> KubeletCredentials:
     """A kubelet's TLS bootstrap with the bootstrap token: a CSR for ``system:node:<node_name>``, approved
     and signed by the controller manager; ``NodeBootFailed`` (step ``kubelet-start``) when the token is
     refused or no certificate comes."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}"),
-        ]
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])
     request = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     request_pem = request.public_bytes(serialization.Encoding.PEM)
     name = f"node-csr-{hashlib.sha256(request_pem).hexdigest()[:20]}"
-    csr = {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "request": base64.b64encode(request_pem).decode(),
-            "signerName": KUBELET_CLIENT_SIGNER,
-            "usages": ["digital signature", "client auth"],
-        },
-    }
+    csr = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+           "metadata": {"name": name},
+           "spec": {"request": base64.b64encode(request_pem).decode(), "signerName": KUBELET_CLIENT_SIGNER,
+                    "usages": ["digital signature", "client auth"]}}
     headers = {"Authorization": f"Bearer {discovery.token}"}
     step = STEP_KUBELET_START
-    with httpx.Client(
-        base_url=api_url, verify=_verify_for(ca_pem), timeout=10.0, trust_env=False, headers=headers
-    ) as client:
+    with httpx.Client(base_url=api_url, verify=_verify_for(ca_pem), timeout=10.0, trust_env=False,
+                      headers=headers) as client:
         try:
             created = client.post(CSR_PATH, json=csr)
         except httpx.HTTPError as exc:
-            raise NodeBootFailed(
-                step, f"cannot reach the API server: {type(exc).__name__}", retryable=True
-            ) from exc
+            raise NodeBootFailed(step, f"cannot reach the API server: {type(exc).__name__}",
+                                 retryable=True) from exc
         if created.status_code == 401:
-            raise NodeBootFailed(
-                step,
-                "the API server refused the bootstrap token (Unauthorized): it does "
-                "not exist, or it has expired",
-                retryable=True,
-            )
+            raise NodeBootFailed(step, "the API server refused the bootstrap token (Unauthorized): it does "
+                                 "not exist, or it has expired", retryable=True)
         if created.status_code not in (201, 409):
-            raise NodeBootFailed(
-                step,
-                f"creating the kubelet's CertificateSigningRequest: HTTP "
-                f"{created.status_code} {_status_message(created)}",
-            )
+            raise NodeBootFailed(step, f"creating the kubelet's CertificateSigningRequest: HTTP "
+                                 f"{created.status_code} {_status_message(created)}")
         deadline = time.monotonic() + timeout
         while True:
             status = client.get(f"{CSR_PATH}/{name}")
@@ -491,24 +424,16 @@ def tls_bootstrap(
                 body = status.json().get("status") or {}
                 for condition in body.get("conditions") or []:
                     if condition.get("type") in ("Denied", "Failed") and condition.get("status") == "True":
-                        raise NodeBootFailed(
-                            step,
-                            f"the kubelet's CSR was {condition['type'].lower()}: "
-                            f"{condition.get('message', '')}",
-                        )
+                        raise NodeBootFailed(step, f"the kubelet's CSR was {condition['type'].lower()}: "
+                                             f"{condition.get('message', '')}")
                 if body.get("certificate"):
-                    return KubeletCredentials(
-                        cert_pem=base64.b64decode(body["certificate"]),
-                        key_pem=key.private_bytes(
-                            serialization.Encoding.PEM,
-                            serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption(),
-                        ),
-                    )
+                    return KubeletCredentials(cert_pem=base64.b64decode(body["certificate"]),
+                                              key_pem=key.private_bytes(serialization.Encoding.PEM,
+                                                                        serialization.PrivateFormat.PKCS8,
+                                                                        serialization.NoEncryption()))
             if time.monotonic() > deadline:
-                raise NodeBootFailed(
-                    step, f"the kubelet's CSR was not approved and signed in {timeout:.0f} s", retryable=True
-                )
+                raise NodeBootFailed(step, "the kubelet's CSR was not approved and signed in "
+                                     f"{timeout:.0f} s", retryable=True)
             time.sleep(0.2)
 
 
@@ -529,27 +454,17 @@ def node_client(*, api_url: str, ca_pem: bytes, cert_file: Path, key_file: Path)
 def kubelet_credentials(kubeconfig: Path) -> KubeletCredentials:
     """The identity in a kubeconfig kubeadm wrote (``kubelet.conf``: ``system:node:<name>``)."""
     user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
-    return KubeletCredentials(
-        cert_pem=base64.b64decode(user["client-certificate-data"]),
-        key_pem=base64.b64decode(user["client-key-data"]),
-    )
+    return KubeletCredentials(cert_pem=base64.b64decode(user["client-certificate-data"]),
+                              key_pem=base64.b64decode(user["client-key-data"]))
 
 
 # the labels of the kubernetes.io and k8s.io namespaces a kubelet may set on its own Node (NodeRestriction
 # refuses any other there, such as node-role.kubernetes.io/*, which kubeadm sets as the admin)
 _KUBELET_PREFIXES = ("kubelet.kubernetes.io", "node.kubernetes.io", "kubelet.k8s.io", "node.k8s.io")
-_KUBELET_KEYS = (
-    "kubernetes.io/hostname",
-    "kubernetes.io/os",
-    "kubernetes.io/arch",
-    "beta.kubernetes.io/os",
-    "beta.kubernetes.io/arch",
-    "beta.kubernetes.io/instance-type",
-    "topology.kubernetes.io/region",
-    "topology.kubernetes.io/zone",
-    "failure-domain.beta.kubernetes.io/region",
-    "failure-domain.beta.kubernetes.io/zone",
-)
+_KUBELET_KEYS = ("kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch",
+                 "beta.kubernetes.io/os", "beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type",
+                 "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+                 "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone")
 
 
 def kubelet_may_set(key: str) -> bool:

@@ -87,7 +87,6 @@ P = ParamSpec("P")
 
 # Nova microversion with server tags on create (2.52) and the `policy` field of server groups (2.64).
 COMPUTE_MICROVERSION = "2.64"
-KUBE_API_PORT = 6443
 
 
 def _is_quota_error(exc: os_exceptions.HttpException) -> bool:

@@ -61,7 +61,7 @@ def impersonate(requester: Identity, headers: HeaderView, authorizer: RbacAuthor
     extra: dict[str, tuple[str, ...]] = {}
     for key in headers.keys():
         if key.startswith(EXTRA_PREFIX):
-            extra[unquote(key[len(EXTRA_PREFIX) :])] = tuple(headers.getlist(key))
+            extra[unquote(key[len(EXTRA_PREFIX):])] = tuple(headers.getlist(key))
     if user is None:
         if groups or extra or uid:
             requested = [*(f"Group={g}" for g in groups), *(f"Extra={k}" for k in extra)]
@@ -71,21 +71,14 @@ def impersonate(requester: Identity, headers: HeaderView, authorizer: RbacAuthor
     def check(
         resource: str, name: str, *, namespace: str = "", api_group: str = "", subresource: str = ""
     ) -> None:
-        attrs = Attributes(
-            identity=requester,
-            verb="impersonate",
-            api_group=api_group,
-            resource=resource,
-            subresource=subresource,
-            name=name,
-            namespace=namespace,
-        )
+        attrs = Attributes(identity=requester, verb="impersonate", api_group=api_group, resource=resource,
+                           subresource=subresource, name=name, namespace=namespace)
         if not authorizer.allowed(attrs):
             reason = forbidden_reason(attrs)
             raise errors.forbidden(resource=resource, group=api_group, name=name, reason=reason)
 
     if user.startswith(SERVICE_ACCOUNT_PREFIX):
-        namespace, _, name = user[len(SERVICE_ACCOUNT_PREFIX) :].partition(":")
+        namespace, _, name = user[len(SERVICE_ACCOUNT_PREFIX):].partition(":")
         check("serviceaccounts", name, namespace=namespace)
     else:
         check("users", user)
@@ -98,7 +91,7 @@ def impersonate(requester: Identity, headers: HeaderView, authorizer: RbacAuthor
             check("userextras", value, api_group="authentication.k8s.io", subresource=key)
 
     if not groups and user.startswith(SERVICE_ACCOUNT_PREFIX):
-        namespace = user[len(SERVICE_ACCOUNT_PREFIX) :].partition(":")[0]
+        namespace = user[len(SERVICE_ACCOUNT_PREFIX):].partition(":")[0]
         groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
     if user != "system:anonymous" and AUTHENTICATED_GROUP not in groups:
         groups = [*groups, AUTHENTICATED_GROUP]

@@ -146,9 +146,7 @@ def unsupported_media_type(content_type: str) -> KubeStatusError:
 
 def internal_error(message: str) -> KubeStatusError:
     return KubeStatusError(
-        code=500,
-        reason="InternalError",
-        message=f"Internal error occurred: {message}",
+        code=500, reason="InternalError", message=f"Internal error occurred: {message}",
         details={"causes": [{"message": message}]},
     )
 

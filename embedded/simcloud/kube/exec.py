@@ -207,16 +207,8 @@ class PodExec:
     def _admit(self, websocket: WebSocket) -> tuple[str, ExecOptions]:
         identity = self._identify(websocket.headers)
         namespace, name = websocket.path_params["namespace"], websocket.path_params["name"]
-        self._authorize(
-            Attributes(
-                identity=identity,
-                verb="create",
-                resource="pods",
-                subresource="exec",
-                name=name,
-                namespace=namespace,
-            )
-        )
+        self._authorize(Attributes(identity=identity, verb="create", resource="pods", subresource="exec",
+                                   name=name, namespace=namespace))
         options = self.validate(namespace, name, websocket.query_params)
         protocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
         if protocol is None:

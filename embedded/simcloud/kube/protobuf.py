@@ -25,63 +25,37 @@ MAGIC = b"k8s\x00"
 Schema = dict[int, tuple[str, Union[str, "Schema"], bool]]
 
 _OBJECT_META: Schema = {
-    1: ("name", "string", False),
-    2: ("generateName", "string", False),
-    3: ("namespace", "string", False),
-    5: ("uid", "string", False),
-    6: ("resourceVersion", "string", False),
-    11: ("labels", "map_string", False),
-    12: ("annotations", "map_string", False),
+    1: ("name", "string", False), 2: ("generateName", "string", False), 3: ("namespace", "string", False),
+    5: ("uid", "string", False), 6: ("resourceVersion", "string", False),
+    11: ("labels", "map_string", False), 12: ("annotations", "map_string", False),
     14: ("finalizers", "string", True),
 }
 _POLICY_RULE: Schema = {
-    1: ("verbs", "string", True),
-    2: ("apiGroups", "string", True),
-    3: ("resources", "string", True),
-    4: ("resourceNames", "string", True),
-    5: ("nonResourceURLs", "string", True),
+    1: ("verbs", "string", True), 2: ("apiGroups", "string", True), 3: ("resources", "string", True),
+    4: ("resourceNames", "string", True), 5: ("nonResourceURLs", "string", True),
 }
 _BINDING: Schema = {
     1: ("metadata", _OBJECT_META, False),
-    2: (
-        "subjects",
-        {
-            1: ("kind", "string", False),
-            2: ("apiGroup", "string", False),
-            3: ("name", "string", False),
-            4: ("namespace", "string", False),
-        },
-        True,
-    ),
-    3: (
-        "roleRef",
-        {1: ("apiGroup", "string", False), 2: ("kind", "string", False), 3: ("name", "string", False)},
-        False,
-    ),
+    2: ("subjects", {1: ("kind", "string", False), 2: ("apiGroup", "string", False),
+                     3: ("name", "string", False), 4: ("namespace", "string", False)}, True),
+    3: ("roleRef", {1: ("apiGroup", "string", False), 2: ("kind", "string", False),
+                    3: ("name", "string", False)}, False),
 }
 _INT_OR_STRING: Schema = {
-    1: ("type", "int", False),
-    2: ("intVal", "int", False),
-    3: ("strVal", "string", False),
+    1: ("type", "int", False), 2: ("intVal", "int", False), 3: ("strVal", "string", False),
 }
 
 SCHEMAS: dict[str, Schema] = {
     "Namespace": {
-        1: ("metadata", _OBJECT_META, False),
-        2: ("spec", {1: ("finalizers", "string", True)}, False),
+        1: ("metadata", _OBJECT_META, False), 2: ("spec", {1: ("finalizers", "string", True)}, False),
     },
     "ConfigMap": {
-        1: ("metadata", _OBJECT_META, False),
-        2: ("data", "map_string", False),
-        3: ("binaryData", "map_bytes", False),
-        4: ("immutable", "bool", False),
+        1: ("metadata", _OBJECT_META, False), 2: ("data", "map_string", False),
+        3: ("binaryData", "map_bytes", False), 4: ("immutable", "bool", False),
     },
     "Secret": {
-        1: ("metadata", _OBJECT_META, False),
-        2: ("data", "map_bytes", False),
-        3: ("type", "string", False),
-        4: ("stringData", "map_string", False),
-        5: ("immutable", "bool", False),
+        1: ("metadata", _OBJECT_META, False), 2: ("data", "map_bytes", False), 3: ("type", "string", False),
+        4: ("stringData", "map_string", False), 5: ("immutable", "bool", False),
     },
     "ServiceAccount": {
         1: ("metadata", _OBJECT_META, False),
@@ -90,27 +64,13 @@ SCHEMAS: dict[str, Schema] = {
     },
     "Service": {
         1: ("metadata", _OBJECT_META, False),
-        2: (
-            "spec",
-            {
-                1: (
-                    "ports",
-                    {
-                        1: ("name", "string", False),
-                        2: ("protocol", "string", False),
-                        3: ("port", "int", False),
-                        4: ("targetPort", _INT_OR_STRING, False),
-                        5: ("nodePort", "int", False),
-                    },
-                    True,
-                ),
-                2: ("selector", "map_string", False),
-                3: ("clusterIP", "string", False),
-                4: ("type", "string", False),
-                11: ("externalName", "string", False),
-            },
-            False,
-        ),
+        2: ("spec", {
+            1: ("ports", {1: ("name", "string", False), 2: ("protocol", "string", False),
+                          3: ("port", "int", False), 4: ("targetPort", _INT_OR_STRING, False),
+                          5: ("nodePort", "int", False)}, True),
+            2: ("selector", "map_string", False), 3: ("clusterIP", "string", False),
+            4: ("type", "string", False), 11: ("externalName", "string", False),
+        }, False),
     },
     "Role": {1: ("metadata", _OBJECT_META, False), 2: ("rules", _POLICY_RULE, True)},
     "ClusterRole": {1: ("metadata", _OBJECT_META, False), 2: ("rules", _POLICY_RULE, True)},
@@ -118,30 +78,15 @@ SCHEMAS: dict[str, Schema] = {
     "ClusterRoleBinding": _BINDING,
     "SelfSubjectAccessReview": {
         1: ("metadata", _OBJECT_META, False),
-        2: (
-            "spec",
-            {
-                1: (
-                    "resourceAttributes",
-                    {
-                        1: ("namespace", "string", False),
-                        2: ("verb", "string", False),
-                        3: ("group", "string", False),
-                        4: ("version", "string", False),
-                        5: ("resource", "string", False),
-                        6: ("subresource", "string", False),
-                        7: ("name", "string", False),
-                    },
-                    False,
-                ),
-                2: (
-                    "nonResourceAttributes",
-                    {1: ("path", "string", False), 2: ("verb", "string", False)},
-                    False,
-                ),
-            },
-            False,
-        ),
+        2: ("spec", {
+            1: ("resourceAttributes", {
+                1: ("namespace", "string", False), 2: ("verb", "string", False),
+                3: ("group", "string", False), 4: ("version", "string", False),
+                5: ("resource", "string", False), 6: ("subresource", "string", False),
+                7: ("name", "string", False),
+            }, False),
+            2: ("nonResourceAttributes", {1: ("path", "string", False), 2: ("verb", "string", False)}, False),
+        }, False),
     },
     "SelfSubjectReview": {1: ("metadata", _OBJECT_META, False)},
 }
@@ -176,12 +121,12 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
         if wire_type == 0:
             value, pos = _varint(data, pos)
         elif wire_type == 1:
-            value, pos = data[pos : pos + 8], pos + 8
+            value, pos = data[pos:pos + 8], pos + 8
         elif wire_type == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
+            value, pos = data[pos:pos + length], pos + length
         elif wire_type == 5:
-            value, pos = data[pos : pos + 4], pos + 4
+            value, pos = data[pos:pos + 4], pos + 4
         else:
             raise bad_request(f"unsupported protobuf wire type {wire_type}")
         fields.append((number, wire_type, value))
@@ -212,13 +157,9 @@ def decode_message(data: bytes, schema: Schema) -> dict[str, Any]:
         if isinstance(field_type, dict):
             decoded = decode_message(value, field_type)
         elif field_type in ("map_string", "map_bytes"):
-            entry = decode_message(
-                value,
-                {
-                    1: ("key", "string", False),
-                    2: ("value", field_type.removeprefix("map_"), False),
-                },
-            )
+            entry = decode_message(value, {
+                1: ("key", "string", False), 2: ("value", field_type.removeprefix("map_"), False),
+            })
             result.setdefault(name, {})[entry.get("key", "")] = entry.get("value", "")
             continue
         else:
@@ -236,7 +177,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
     """A Kubernetes protobuf envelope (``k8s\\0`` + runtime.Unknown) as the object's JSON form."""
     if not body.startswith(MAGIC):
         raise bad_request("the protobuf body lacks the k8s magic prefix")
-    envelope = decode_message(body[len(MAGIC) :], _UNKNOWN)
+    envelope = decode_message(body[len(MAGIC):], _UNKNOWN)
     type_meta = envelope.get("typeMeta") or {}
     kind = type_meta.get("kind", "")
     schema = SCHEMAS.get(kind)

@@ -146,116 +146,43 @@ _READ = ["get", "list", "watch"]
 _WRITE = ["create", "delete", "deletecollection", "patch", "update"]
 
 _VIEW_RULES: list[Obj] = [
-    {
-        "apiGroups": [""],
-        "verbs": _READ,
-        "resources": [
-            "configmaps",
-            "endpoints",
-            "persistentvolumeclaims",
-            "persistentvolumeclaims/status",
-            "pods",
-            "replicationcontrollers",
-            "replicationcontrollers/scale",
-            "serviceaccounts",
-            "services",
-            "services/status",
-        ],
-    },
-    {
-        "apiGroups": [""],
-        "verbs": _READ,
-        "resources": [
-            "bindings",
-            "events",
-            "limitranges",
-            "namespaces/status",
-            "pods/log",
-            "pods/status",
-            "replicationcontrollers/status",
-            "resourcequotas",
-            "resourcequotas/status",
-        ],
-    },
+    {"apiGroups": [""], "verbs": _READ, "resources": [
+        "configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods",
+        "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+        "services/status"]},
+    {"apiGroups": [""], "verbs": _READ, "resources": [
+        "bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status",
+        "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"]},
     {"apiGroups": [""], "verbs": _READ, "resources": ["namespaces"]},
-    {
-        "apiGroups": ["apps"],
-        "verbs": _READ,
-        "resources": [
-            "controllerrevisions",
-            "daemonsets",
-            "daemonsets/status",
-            "deployments",
-            "deployments/scale",
-            "deployments/status",
-            "replicasets",
-            "replicasets/scale",
-            "replicasets/status",
-            "statefulsets",
-            "statefulsets/scale",
-            "statefulsets/status",
-        ],
-    },
-    {
-        "apiGroups": ["batch"],
-        "verbs": _READ,
-        "resources": ["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
-    },
-    {
-        "apiGroups": ["networking.k8s.io"],
-        "verbs": _READ,
-        "resources": ["ingresses", "ingresses/status", "networkpolicies"],
-    },
+    {"apiGroups": ["apps"], "verbs": _READ, "resources": [
+        "controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale",
+        "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "statefulsets",
+        "statefulsets/scale", "statefulsets/status"]},
+    {"apiGroups": ["batch"], "verbs": _READ,
+     "resources": ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]},
+    {"apiGroups": ["networking.k8s.io"], "verbs": _READ, "resources": [
+        "ingresses", "ingresses/status", "networkpolicies"]},
 ]
 
 _EDIT_RULES: list[Obj] = [
-    {
-        "apiGroups": [""],
-        "verbs": ["create", "delete", "deletecollection", "patch", "update"],
-        "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"],
-    },
+    {"apiGroups": [""], "verbs": ["create", "delete", "deletecollection", "patch", "update"],
+     "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"]},
     {"apiGroups": [""], "verbs": ["create"], "resources": ["pods/eviction", "serviceaccounts/token"]},
-    {
-        "apiGroups": [""],
-        "verbs": _WRITE,
-        "resources": [
-            "configmaps",
-            "events",
-            "persistentvolumeclaims",
-            "replicationcontrollers",
-            "replicationcontrollers/scale",
-            "secrets",
-            "serviceaccounts",
-            "services",
-            "services/proxy",
-        ],
-    },
+    {"apiGroups": [""], "verbs": _WRITE, "resources": [
+        "configmaps", "events", "persistentvolumeclaims", "replicationcontrollers",
+        "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"]},
     {"apiGroups": [""], "verbs": _READ, "resources": ["secrets"]},
-    {
-        "apiGroups": ["apps"],
-        "verbs": _WRITE,
-        "resources": [
-            "daemonsets",
-            "deployments",
-            "deployments/rollback",
-            "deployments/scale",
-            "replicasets",
-            "replicasets/scale",
-            "statefulsets",
-            "statefulsets/scale",
-        ],
-    },
+    {"apiGroups": ["apps"], "verbs": _WRITE, "resources": [
+        "daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets",
+        "replicasets/scale", "statefulsets", "statefulsets/scale"]},
     {"apiGroups": ["batch"], "verbs": _WRITE, "resources": ["cronjobs", "jobs"]},
     {"apiGroups": ["networking.k8s.io"], "verbs": _WRITE, "resources": ["ingresses", "networkpolicies"]},
     *_VIEW_RULES,
 ]
 
 _ADMIN_RULES: list[Obj] = [
-    {
-        "apiGroups": [resources.AUTHORIZATION_GROUP],
-        "verbs": ["create"],
-        "resources": ["localsubjectaccessreviews"],
-    },
+    {"apiGroups": [resources.AUTHORIZATION_GROUP], "verbs": ["create"],
+     "resources": ["localsubjectaccessreviews"]},
     {"apiGroups": [resources.RBAC_GROUP], "verbs": [*_READ, *_WRITE], "resources": ["rolebindings", "roles"]},
     *_EDIT_RULES,
 ]
@@ -273,52 +200,22 @@ def _cluster_role(name: str, rules: list[Obj]) -> Obj:
 def default_cluster_roles() -> list[Obj]:
     """The user-facing default ClusterRoles and the discovery/self-review roles every user gets."""
     return [
-        _cluster_role(
-            "cluster-admin",
-            [
-                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-                {"nonResourceURLs": ["*"], "verbs": ["*"]},
-            ],
-        ),
+        _cluster_role("cluster-admin", [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]},
+        ]),
         _cluster_role("admin", _ADMIN_RULES),
         _cluster_role("edit", _EDIT_RULES),
         _cluster_role("view", _VIEW_RULES),
-        _cluster_role(
-            "system:discovery",
-            [
-                {
-                    "nonResourceURLs": [
-                        "/api",
-                        "/api/*",
-                        "/apis",
-                        "/apis/*",
-                        "/healthz",
-                        "/livez",
-                        "/openapi",
-                        "/openapi/*",
-                        "/readyz",
-                        "/version",
-                        "/version/",
-                    ],
-                    "verbs": ["get"],
-                }
-            ],
-        ),
-        _cluster_role(
-            "system:basic-user",
-            [
-                {
-                    "apiGroups": [resources.AUTHORIZATION_GROUP],
-                    "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                    "verbs": ["create"],
-                },
-                {
-                    "apiGroups": [resources.AUTHENTICATION_GROUP],
-                    "resources": ["selfsubjectreviews"],
-                    "verbs": ["create"],
-                },
-            ],
-        ),
+        _cluster_role("system:discovery", [{"nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+            "/version", "/version/"], "verbs": ["get"]}]),
+        _cluster_role("system:basic-user", [
+            {"apiGroups": [resources.AUTHORIZATION_GROUP], "resources": [
+                "selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+            {"apiGroups": [resources.AUTHENTICATION_GROUP], "resources": ["selfsubjectreviews"],
+             "verbs": ["create"]},
+        ]),
     ]
 
 

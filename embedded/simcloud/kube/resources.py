@@ -49,60 +49,25 @@ class ResourceType:
 
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
-    ResourceType(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        False,
-        ("ns",),
-        ("create", "delete", "get", "list", "patch", "update", "watch"),
-    ),
+    ResourceType("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",),
+                 ("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceType("", "v1", "nodes", "node", "Node", False, ("no",)),
     ResourceType("", "v1", "pods", "pod", "Pod", True, ("po",)),
     ResourceType("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
     ResourceType("", "v1", "secrets", "secret", "Secret", True),
-    ResourceType(
-        "",
-        "v1",
-        "services",
-        "service",
-        "Service",
-        True,
-        ("svc",),
-        ("create", "delete", "get", "list", "patch", "update", "watch"),
-    ),
+    ResourceType("", "v1", "services", "service", "Service", True, ("svc",),
+                 ("create", "delete", "get", "list", "patch", "update", "watch")),
     ResourceType("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
     ResourceType("", "v1", "events", "event", "Event", True, ("ev",)),
     ResourceType(RBAC_GROUP, "v1", "clusterroles", "clusterrole", "ClusterRole", False),
     ResourceType(RBAC_GROUP, "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
     ResourceType(RBAC_GROUP, "v1", "roles", "role", "Role", True),
     ResourceType(RBAC_GROUP, "v1", "rolebindings", "rolebinding", "RoleBinding", True),
-    ResourceType(
-        AUTHORIZATION_GROUP,
-        "v1",
-        "selfsubjectaccessreviews",
-        "selfsubjectaccessreview",
-        "SelfSubjectAccessReview",
-        False,
-        (),
-        ("create",),
-        stored=False,
-    ),
-    ResourceType(
-        AUTHENTICATION_GROUP,
-        "v1",
-        "selfsubjectreviews",
-        "selfsubjectreview",
-        "SelfSubjectReview",
-        False,
-        (),
-        ("create",),
-        stored=False,
-    ),
+    ResourceType(AUTHORIZATION_GROUP, "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+                 "SelfSubjectAccessReview", False, (), ("create",), stored=False),
+    ResourceType(AUTHENTICATION_GROUP, "v1", "selfsubjectreviews", "selfsubjectreview",
+                 "SelfSubjectReview", False, (), ("create",), stored=False),
 )
-
 
 def groups() -> list[tuple[str, str]]:
     """Named API groups and their single served version, in table order (the core group excluded)."""

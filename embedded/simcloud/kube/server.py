@@ -133,18 +133,12 @@ class KubeStandin:
             )
         for path in manifest_files:
             manifests.apply_file(self.store, path)
-        self.pod_exec = PodExec(
-            identify=self.identify,
-            authorize=self._authorize,
-            store=self.store,
-            stdin_timeout_seconds=exec_stdin_timeout_seconds,
-        )
-        self.app = Starlette(
-            routes=[
-                WebSocketRoute(EXEC_PATH, self.pod_exec.serve),
-                Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            ]
-        )
+        self.pod_exec = PodExec(identify=self.identify, authorize=self._authorize, store=self.store,
+                                stdin_timeout_seconds=exec_stdin_timeout_seconds)
+        self.app = Starlette(routes=[
+            WebSocketRoute(EXEC_PATH, self.pod_exec.serve),
+            Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ])
 
     # --- for tests and bootstrap code (any thread) ---
 
@@ -187,9 +181,8 @@ class KubeStandin:
             return await self._resource(request, identity, "", "v1", parts[2:])
         if parts[:1] == ["apis"] and len(parts) > 3:
             return await self._resource(request, identity, parts[1], parts[2], parts[3:])
-        self._authorize(
-            Attributes(identity=identity, verb=request.method.lower(), resource_request=False, path=path)
-        )
+        self._authorize(Attributes(identity=identity, verb=request.method.lower(), resource_request=False,
+                                   path=path))
         document = self._discovery(parts)
         if document is None or request.method != "GET":
             raise errors.path_not_found()
@@ -200,39 +193,26 @@ class KubeStandin:
             return
         if not attrs.resource_request:
             raise errors.forbidden_path(forbidden_reason(attrs))
-        raise errors.forbidden(
-            resource=attrs.resource, group=attrs.api_group, name=attrs.name, reason=forbidden_reason(attrs)
-        )
+        raise errors.forbidden(resource=attrs.resource, group=attrs.api_group, name=attrs.name,
+                               reason=forbidden_reason(attrs))
 
     def _version_document(self) -> Obj:
         major, minor = self.version.lstrip("v").split(".")[:2]
         return {
-            "major": major,
-            "minor": minor,
-            "gitVersion": self.version,
-            "gitCommit": "0" * 40,
-            "gitTreeState": "clean",
-            "buildDate": "2024-06-11T20:20:00Z",
-            "goVersion": "go1.22.4",
-            "compiler": "gc",
-            "platform": "linux/amd64",
+            "major": major, "minor": minor, "gitVersion": self.version,
+            "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2024-06-11T20:20:00Z",
+            "goVersion": "go1.22.4", "compiler": "gc", "platform": "linux/amd64",
         }
 
     def _discovery(self, parts: list[str]) -> Obj | None:
         if parts == ["api"]:
-            return {
-                "kind": "APIVersions",
-                "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
-            }
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
         if parts == ["api", "v1"]:
             return self._resource_list("", "v1")
         if parts == ["apis"]:
-            return {
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [self._group(g, v) for g, v in resources.groups()],
-            }
+            return {"kind": "APIGroupList", "apiVersion": "v1",
+                    "groups": [self._group(g, v) for g, v in resources.groups()]}
         if len(parts) == 2 and parts[0] == "apis":
             for group, version in resources.groups():
                 if group == parts[1]:
@@ -249,8 +229,7 @@ class KubeStandin:
     @staticmethod
     def _resource_list(group: str, version: str) -> Obj:
         return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
+            "kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version,
             "resources": [r.discovery() for r in resources.resources_of(group, version)],
         }
@@ -280,17 +259,11 @@ class KubeStandin:
         rtype = parsed.rtype
         # kube-apiserver authorizes a create without a name (it is in the body), unless on a subresource.
         collection_create = verb == "create" and not parsed.subresource
-        self._authorize(
-            Attributes(
-                identity=identity,
-                verb=verb,
-                api_group=group,
-                resource=rtype.plural,
-                subresource=parsed.subresource,
-                name="" if collection_create else parsed.name,
-                namespace=parsed.namespace,
-            )
-        )
+        self._authorize(Attributes(
+            identity=identity, verb=verb, api_group=group, resource=rtype.plural,
+            subresource=parsed.subresource, name="" if collection_create else parsed.name,
+            namespace=parsed.namespace,
+        ))
         if rtype.plural == "pods" and parsed.subresource == "exec" and parsed.name:
             # kubectl's SPDY fallback after a refused WebSocket: the same refusals, else no SPDY here
             self.pod_exec.validate(parsed.namespace, parsed.name, query)
@@ -311,18 +284,14 @@ class KubeStandin:
                 predicate = lambda obj: obj["metadata"]["name"] == name and inner(obj)  # noqa: E731
             scope = namespace if rtype.namespaced and parsed.namespace else None
             if verb == "watch":
-                return self._watch(
-                    rtype, scope, predicate, query.get("resourceVersion"), query.get("timeoutSeconds")
-                )
+                return self._watch(rtype, scope, predicate, query.get("resourceVersion"),
+                                   query.get("timeoutSeconds"))
             items, resource_version = self.store.list_objects(rtype, scope)
-            return _json(
-                {
-                    "kind": f"{rtype.kind}List",
-                    "apiVersion": rtype.group_version,
-                    "metadata": {"resourceVersion": str(resource_version)},
-                    "items": [obj for obj in items if predicate(obj)],
-                }
-            )
+            return _json({
+                "kind": f"{rtype.kind}List", "apiVersion": rtype.group_version,
+                "metadata": {"resourceVersion": str(resource_version)},
+                "items": [obj for obj in items if predicate(obj)],
+            })
         if verb == "get":
             return _json(self.store.get(rtype, namespace, parsed.name))
         if verb == "create":
@@ -352,14 +321,8 @@ class KubeStandin:
             self.store.delete(rtype, namespace, obj["metadata"]["name"]) for obj in items if predicate(obj)
         ]
         _, resource_version = self.store.list_objects(rtype, namespace)
-        return _json(
-            {
-                "kind": f"{rtype.kind}List",
-                "apiVersion": rtype.group_version,
-                "metadata": {"resourceVersion": str(resource_version)},
-                "items": deleted,
-            }
-        )
+        return _json({"kind": f"{rtype.kind}List", "apiVersion": rtype.group_version,
+                      "metadata": {"resourceVersion": str(resource_version)}, "items": deleted})
 
     @staticmethod
     async def _body(request: Request) -> Obj:
@@ -379,12 +342,8 @@ class KubeStandin:
 
     def _review(self, rtype: ResourceType, identity: Identity, body: Obj) -> Response:
         """SelfSubjectAccessReview (``kubectl auth can-i``), SelfSubjectReview (``kubectl auth whoami``)."""
-        result: Obj = {
-            "apiVersion": rtype.group_version,
-            "kind": rtype.kind,
-            "metadata": {"creationTimestamp": None},
-            "spec": body.get("spec") or {},
-        }
+        result: Obj = {"apiVersion": rtype.group_version, "kind": rtype.kind,
+                       "metadata": {"creationTimestamp": None}, "spec": body.get("spec") or {}}
         if rtype.kind == "SelfSubjectReview":
             user_info: Obj = {"username": identity.username, "groups": list(identity.groups)}
             if identity.uid:
@@ -397,22 +356,14 @@ class KubeStandin:
         spec = result["spec"]
         if "nonResourceAttributes" in spec:
             non_resource = spec["nonResourceAttributes"]
-            attrs = Attributes(
-                identity=identity,
-                verb=non_resource.get("verb", ""),
-                resource_request=False,
-                path=non_resource.get("path", ""),
-            )
+            attrs = Attributes(identity=identity, verb=non_resource.get("verb", ""), resource_request=False,
+                               path=non_resource.get("path", ""))
         else:
             wanted = spec.get("resourceAttributes") or {}
             attrs = Attributes(
-                identity=identity,
-                verb=wanted.get("verb", ""),
-                api_group=wanted.get("group", ""),
-                resource=wanted.get("resource", ""),
-                subresource=wanted.get("subresource", ""),
-                name=wanted.get("name", ""),
-                namespace=wanted.get("namespace", ""),
+                identity=identity, verb=wanted.get("verb", ""), api_group=wanted.get("group", ""),
+                resource=wanted.get("resource", ""), subresource=wanted.get("subresource", ""),
+                name=wanted.get("name", ""), namespace=wanted.get("namespace", ""),
             )
         allowed = self.authorizer.allowed(attrs)
         result["status"] = {"allowed": allowed}

@@ -184,12 +184,8 @@ class ObjectStore:
                 suffix = "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
                 name = metadata["generateName"] + suffix
             if not name:
-                raise invalid(
-                    kind=rtype.kind,
-                    group=rtype.group,
-                    name="",
-                    message="metadata.name: Required value: name or generateName is required",
-                )
+                raise invalid(kind=rtype.kind, group=rtype.group, name="",
+                              message="metadata.name: Required value: name or generateName is required")
             if rtype.namespaced and not self._namespace_exists(namespace):
                 raise not_found(resource="namespaces", group="", name=namespace)
             key = (rtype, namespace if rtype.namespaced else "", name)
@@ -218,12 +214,8 @@ class ObjectStore:
             if current is None:
                 raise not_found(resource=rtype.plural, group=rtype.group, name=name)
             if metadata.get("name", name) != name:
-                raise invalid(
-                    kind=rtype.kind,
-                    group=rtype.group,
-                    name=name,
-                    message="metadata.name: Invalid value: the name of the object does not match",
-                )
+                raise invalid(kind=rtype.kind, group=rtype.group, name=name,
+                              message="metadata.name: Invalid value: the name of the object does not match")
             wanted_version = metadata.get("resourceVersion")
             if wanted_version and wanted_version != current["metadata"]["resourceVersion"]:
                 raise conflict(resource=rtype.plural, group=rtype.group, name=name)

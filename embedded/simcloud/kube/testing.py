@@ -104,14 +104,9 @@ def run_kube_standin(
         config = uvicorn.Config(
             # websockets-sansio sends a refused handshake's Status body (the ASGI denial-response extension);
             # uvicorn 0.54 then logs a spurious "returned without completing handshake" (Kludex/uvicorn#3138)
-            standin.app,
-            lifespan="off",
-            ws="websockets-sansio",
-            ws_max_size=MAX_MESSAGE_BYTES,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-            **ssl_options,  # type: ignore[arg-type]
+            standin.app, lifespan="off", ws="websockets-sansio", ws_max_size=MAX_MESSAGE_BYTES,
+            log_level="warning", access_log=False,
+            timeout_graceful_shutdown=2, **ssl_options,  # type: ignore[arg-type]
         )
         server = QuietServer(config)
         failures: list[BaseException] = []
@@ -133,9 +128,8 @@ def run_kube_standin(
                     raise TimeoutError("the kube stand-in did not start in time")
                 time.sleep(0.01)
             scheme = "https" if tls else "http"
-            yield KubeStandinHandle(
-                url=f"{scheme}://127.0.0.1:{port}", ca=ca, tokens=dict(tokens), standin=standin
-            )
+            yield KubeStandinHandle(url=f"{scheme}://127.0.0.1:{port}", ca=ca, tokens=dict(tokens),
+                                    standin=standin)
         finally:
             standin.close()
             server.should_exit = True

@@ -149,8 +149,7 @@ def test_an_addon_left_out_by_the_settings_is_neither_applied_nor_awaited(
     settings = ProviderSettings(addons_left_out="metrics-server, csi")
     assert settings.addons_left_out == ["metrics-server", "csi"]
     ctx = replace(
-        gated,
-        addon_catalog=build_context(settings).addon_catalog,  # as the workers build it
+        gated, addon_catalog=build_context(settings).addon_catalog  # as the workers build it
     )
     created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=1),))
     converge_cloud_side(ctx, created.id)

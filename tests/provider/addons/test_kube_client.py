@@ -41,9 +41,8 @@ def test_a_request_the_tunnel_never_answers_fails_as_temporary_within_the_timeou
     started = time.monotonic()
     with TunnelKubeClient(address=silent_server, cluster_id="c" * 32, key=b"k" * 32, timeout=0.3) as client:
         with pytest.raises(AddonApplyError) as caught:
-            client.apply(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}}
-            )
+            client.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "x", "namespace": "y"}})
     assert caught.value.temporary
     # the client's retries (3 by default) each wait one timeout; without the bound it waits forever
     assert time.monotonic() - started < 10

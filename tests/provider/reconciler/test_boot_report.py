@@ -35,9 +35,8 @@ def write_console(simcloud: SimCloudHandle, server_id: str, lines: list[str]) ->
     """What the server's boot prints, as nodesim writes it."""
     conn = connect(simcloud.clouds_yaml, simcloud.admin_cloud_name)
     try:
-        response = conn.session.post(
-            f"{simcloud.base_url}/_sim/servers/{server_id}/console", json={"lines": lines}, raise_exc=False
-        )
+        response = conn.session.post(f"{simcloud.base_url}/_sim/servers/{server_id}/console",
+                                     json={"lines": lines}, raise_exc=False)
     finally:
         conn.close()
     assert response.status_code == 204, response.text
@@ -60,9 +59,8 @@ def test_a_worker_whose_boot_failed_fails_the_operation_with_its_node_step_and_r
     started = "cloud-init: running kubeadm join"
     write_console(simcloud, joined.server_id, [started, success_line()])
     write_console(simcloud, failed.server_id, [started, failure_line(STEP, REASON)])
-    report(
-        gated.session_factory, created.id, connected=True, ready={n.name: n.id != failed.id for n in nodes}
-    )
+    report(gated.session_factory, created.id, connected=True,
+           ready={n.name: n.id != failed.id for n in nodes})
 
     result = reconcile_cluster_once(gated, created.id, worker_id="w")
 

@@ -47,9 +47,8 @@ class Kubectl:
         return [str(KUBECTL), "--kubeconfig", str(self.kubeconfig(token)), "--request-timeout", "10s", *args]
 
     def __call__(self, *args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.args(*args, token=token), capture_output=True, text=True, timeout=30, check=False
-        )
+        return subprocess.run(self.args(*args, token=token), capture_output=True, text=True, timeout=30,
+                              check=False)
 
 
 @pytest.fixture

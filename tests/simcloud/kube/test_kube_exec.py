@@ -52,11 +52,8 @@ def pod(standin: KubeStandinHandle) -> str:
 
 
 def exec_path(pod: str, command: Sequence[str], *, stdin: bool = False, namespace: str = "default") -> str:
-    query = [("command", arg) for arg in command] + [
-        ("container", "app"),
-        ("stdout", "true"),
-        ("stderr", "true"),
-    ]
+    query = [("command", arg) for arg in command] + [("container", "app"), ("stdout", "true"),
+                                                      ("stderr", "true")]
     if stdin:
         query.append(("stdin", "true"))
     return f"/api/v1/namespaces/{namespace}/pods/{pod}/exec?{urlencode(query)}"
@@ -74,11 +71,8 @@ async def exec_socket(
     context = ssl.create_default_context(cadata=standin.ca.decode())
     uri = standin.url.replace("https://", "wss://") + path
     async with connect(
-        uri,
-        ssl=context,
-        additional_headers=bearer(ADMIN_TOKEN) if headers is None else headers,
-        subprotocols=[Subprotocol(p) for p in subprotocols] or None,
-        open_timeout=10,
+        uri, ssl=context, additional_headers=bearer(ADMIN_TOKEN) if headers is None else headers,
+        subprotocols=[Subprotocol(p) for p in subprotocols] or None, open_timeout=10,
     ) as websocket:
         yield websocket
 
@@ -295,21 +289,14 @@ def test_kubectl_exec_exits_with_the_commands_exit_code(kubectl: Kubectl, pod: s
 
 
 def test_kubectl_exec_i_sends_stdin_to_cat(kubectl: Kubectl, pod: str) -> None:
-    result = subprocess.run(
-        kubectl.args("exec", "-i", pod, "--", "cat"),
-        input="data\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = subprocess.run(kubectl.args("exec", "-i", pod, "--", "cat"), input="data\n", capture_output=True,
+                            text=True, timeout=30, check=False)
     assert (result.returncode, result.stdout) == (0, "data\n"), result.stderr
 
 
 def test_kubectl_exec_as_a_viewer_is_forbidden(kubectl: Kubectl, pod: str) -> None:
-    result = kubectl(
-        "exec", pod, "--as", "kaas:alice", "--as-group", "kaas:viewer", "--", "true", token=AGENT_TOKEN
-    )
+    result = kubectl("exec", pod, "--as", "kaas:alice", "--as-group", "kaas:viewer", "--", "true",
+                     token=AGENT_TOKEN)
     assert result.returncode != 0
     # kubectl retries over SPDY after the WebSocket refusal: the HTTP side refuses it the same way
     assert 'User "kaas:alice" cannot create resource "pods/exec"' in result.stderr

@@ -20,12 +20,8 @@ CM_PATH = "/api/v1/namespaces/{ns}/configmaps"
 
 
 def _configmap(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": labels or {}},
-        "data": {"k": "v"},
-    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
+            "data": {"k": "v"}}
 
 
 def _grant(standin: KubeStandinHandle, yaml_text: str) -> None:
@@ -99,17 +95,14 @@ def test_resource_names_limit_a_rule_to_named_objects(http: httpx.Client, standi
 
 
 def test_role_binding_grants_only_in_its_namespace(http: httpx.Client, standin: KubeStandinHandle) -> None:
-    _grant(
-        standin,
-        """
+    _grant(standin, """
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {name: mallory-view, namespace: default}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
 subjects:
 - {kind: User, name: mallory}
-""",
-    )
+""")
     assert http.get(CM_PATH.format(ns="default"), headers=MALLORY).status_code == 200
     elsewhere = http.get(CM_PATH.format(ns="kube-system"), headers=MALLORY)
     assert elsewhere.status_code == 403
@@ -122,50 +115,37 @@ def test_rules_match_api_group_and_subresource_exactly() -> None:
     identity = Identity("u")
     core_everything = {"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}
     assert rule_allows(core_everything, Attributes(identity=identity, verb="delete", resource="pods"))
-    assert not rule_allows(
-        core_everything,
-        Attributes(identity=identity, verb="get", api_group="rbac.authorization.k8s.io", resource="roles"),
-    )
+    assert not rule_allows(core_everything, Attributes(
+        identity=identity, verb="get", api_group="rbac.authorization.k8s.io", resource="roles"))
     logs_only = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
-    assert rule_allows(
-        logs_only, Attributes(identity=identity, verb="get", resource="pods", subresource="log")
-    )
+    assert rule_allows(logs_only, Attributes(identity=identity, verb="get", resource="pods",
+                                             subresource="log"))
     assert not rule_allows(logs_only, Attributes(identity=identity, verb="get", resource="pods"))
     any_status = {"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["update"]}
-    assert rule_allows(
-        any_status, Attributes(identity=identity, verb="update", resource="pods", subresource="status")
-    )
+    assert rule_allows(any_status, Attributes(identity=identity, verb="update", resource="pods",
+                                              subresource="status"))
     assert not rule_allows(any_status, Attributes(identity=identity, verb="update", resource="pods"))
     discovery = {"nonResourceURLs": ["/apis/*"], "verbs": ["get"]}
-    assert rule_allows(
-        discovery,
-        Attributes(
-            identity=identity, verb="get", resource_request=False, path="/apis/rbac.authorization.k8s.io"
-        ),
-    )
-    assert not rule_allows(
-        discovery, Attributes(identity=identity, verb="get", resource_request=False, path="/api")
-    )
+    assert rule_allows(discovery, Attributes(identity=identity, verb="get", resource_request=False,
+                                             path="/apis/rbac.authorization.k8s.io"))
+    assert not rule_allows(discovery, Attributes(identity=identity, verb="get", resource_request=False,
+                                                 path="/api"))
 
 
 def test_service_account_subject_matches_only_its_namespace(
     http: httpx.Client, standin: KubeStandinHandle
 ) -> None:
     standin.standin.tokens["sa-token"] = Identity.service_account("kube-system", "kaas-agent")
-    response = http.get(
-        "/api/v1/namespaces",
-        headers={**bearer("sa-token"), "Impersonate-User": "alice", "Impersonate-Group": "kaas:owner"},
-    )
+    response = http.get("/api/v1/namespaces", headers={
+        **bearer("sa-token"), "Impersonate-User": "alice", "Impersonate-Group": "kaas:owner"})
     assert response.status_code == 403
     message = response.json()["message"]
     assert 'User "system:serviceaccount:kube-system:kaas-agent" cannot impersonate' in message
 
 
 def test_impersonating_without_the_impersonate_verb_is_forbidden(http: httpx.Client) -> None:
-    response = http.get(
-        "/api/v1/namespaces",
-        headers={**MALLORY, "Impersonate-User": "alice", "Impersonate-Group": "kaas:owner"},
-    )
+    response = http.get("/api/v1/namespaces", headers={
+        **MALLORY, "Impersonate-User": "alice", "Impersonate-Group": "kaas:owner"})
     assert response.status_code == 403
     assert response.json()["message"] == (
         'users "alice" is forbidden: User "mallory" cannot impersonate resource "users" in API group "" '
@@ -175,10 +155,8 @@ def test_impersonating_without_the_impersonate_verb_is_forbidden(http: httpx.Cli
 
 
 def test_impersonating_a_group_outside_kaas_is_forbidden(http: httpx.Client) -> None:
-    response = http.get(
-        "/api/v1/namespaces",
-        headers={**bearer(AGENT_TOKEN), "Impersonate-User": "alice", "Impersonate-Group": "system:masters"},
-    )
+    response = http.get("/api/v1/namespaces", headers={
+        **bearer(AGENT_TOKEN), "Impersonate-User": "alice", "Impersonate-Group": "system:masters"})
     assert response.status_code == 403
     assert response.json()["message"] == (
         'groups "system:masters" is forbidden: User "system:serviceaccount:kaas-system:kaas-agent" cannot '
@@ -187,33 +165,21 @@ def test_impersonating_a_group_outside_kaas_is_forbidden(http: httpx.Client) -> 
 
 
 def test_impersonating_repeated_groups_checks_and_grants_each(http: httpx.Client) -> None:
-    headers = httpx.Headers(
-        [
-            ("Authorization", f"Bearer {AGENT_TOKEN}"),
-            ("Impersonate-User", "alice"),
-            ("Impersonate-Group", "kaas:authenticated"),
-            ("Impersonate-Group", "kaas:owner"),
-        ]
-    )
+    headers = httpx.Headers([
+        ("Authorization", f"Bearer {AGENT_TOKEN}"), ("Impersonate-User", "alice"),
+        ("Impersonate-Group", "kaas:authenticated"), ("Impersonate-Group", "kaas:owner"),
+    ])
     response = http.post("/api/v1/namespaces", json={"metadata": {"name": "by-owner"}}, headers=headers)
     assert response.status_code == 201, response.text
 
 
 def test_impersonating_extra_needs_its_own_permission(http: httpx.Client) -> None:
-    response = http.get(
-        "/api/v1/namespaces",
-        headers={
-            **bearer(AGENT_TOKEN),
-            "Impersonate-User": "alice",
-            "Impersonate-Group": "kaas:viewer",
-            "Impersonate-Extra-Scopes": "view",
-        },
-    )
+    response = http.get("/api/v1/namespaces", headers={
+        **bearer(AGENT_TOKEN), "Impersonate-User": "alice", "Impersonate-Group": "kaas:viewer",
+        "Impersonate-Extra-Scopes": "view"})
     assert response.status_code == 403
-    assert (
-        'cannot impersonate resource "userextras/scopes" in API group "authentication.k8s.io"'
-        in (response.json()["message"])
-    )
+    assert 'cannot impersonate resource "userextras/scopes" in API group "authentication.k8s.io"' in (
+        response.json()["message"])
 
 
 def test_impersonating_groups_without_a_user_is_rejected(http: httpx.Client) -> None:
@@ -223,12 +189,8 @@ def test_impersonating_groups_without_a_user_is_rejected(http: httpx.Client) -> 
 
 
 def test_masters_bypass_rbac_even_without_bindings(http: httpx.Client) -> None:
-    response = http.request(
-        "DELETE",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kaas:owner",
-        headers=ADMIN,
-        content=b'{"kind":"DeleteOptions","apiVersion":"v1"}',
-    )
+    response = http.request("DELETE", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kaas:owner",
+                            headers=ADMIN, content=b'{"kind":"DeleteOptions","apiVersion":"v1"}')
     assert response.status_code == 200
     assert response.json()["metadata"]["name"] == "kaas:owner"
 
@@ -241,12 +203,8 @@ def test_view_role_has_no_write_verbs_and_no_secrets(http: httpx.Client) -> None
 
 
 def test_delete_missing_answers_not_found_status(http: httpx.Client) -> None:
-    response = http.request(
-        "DELETE",
-        CM_PATH.format(ns="default") + "/ghost",
-        headers=ADMIN,
-        content=b'{"propagationPolicy":"Background"}',
-    )
+    response = http.request("DELETE", CM_PATH.format(ns="default") + "/ghost", headers=ADMIN,
+                            content=b'{"propagationPolicy":"Background"}')
     assert response.status_code == 404
     body = response.json()
     assert (body["kind"], body["reason"], body["code"]) == ("Status", "NotFound", 404)
@@ -262,20 +220,13 @@ def test_list_filters_by_label_and_field_selectors(http: httpx.Client) -> None:
     assert listed["kind"] == "ConfigMapList"
     assert int(listed["metadata"]["resourceVersion"]) > 0
     assert [o["metadata"]["name"] for o in listed["items"]] == ["a", "c"]
-    assert [
-        o["metadata"]["name"]
-        for o in http.get(path, params={"labelSelector": "tier in (db,cache)"}, headers=ADMIN).json()["items"]
-    ] == ["b"]
-    assert [
-        o["metadata"]["name"]
-        for o in http.get(path, params={"fieldSelector": "metadata.name=c"}, headers=ADMIN).json()["items"]
-    ] == ["c"]
-    assert [
-        o["metadata"]["name"]
-        for o in http.get(
-            path, params={"labelSelector": "tier!=web", "fieldSelector": "metadata.name!=a"}, headers=ADMIN
-        ).json()["items"]
-    ] == ["b"]
+    assert [o["metadata"]["name"] for o in http.get(
+        path, params={"labelSelector": "tier in (db,cache)"}, headers=ADMIN).json()["items"]] == ["b"]
+    assert [o["metadata"]["name"] for o in http.get(
+        path, params={"fieldSelector": "metadata.name=c"}, headers=ADMIN).json()["items"]] == ["c"]
+    assert [o["metadata"]["name"] for o in http.get(
+        path, params={"labelSelector": "tier!=web", "fieldSelector": "metadata.name!=a"}, headers=ADMIN
+    ).json()["items"]] == ["b"]
 
 
 def test_update_with_a_stale_resource_version_conflicts(http: httpx.Client) -> None:
@@ -292,25 +243,18 @@ def test_watch_replays_changes_after_a_resource_version_then_times_out(http: htt
     path = CM_PATH.format(ns="default")
     start = http.get(path, headers=ADMIN).json()["metadata"]["resourceVersion"]
     http.post(path, json=_configmap("w1"), headers=ADMIN)
-    http.patch(
-        f"{path}/w1",
-        content=json.dumps({"data": {"k": "changed"}}),
-        headers={**ADMIN, "Content-Type": "application/merge-patch+json"},
-    )
+    http.patch(f"{path}/w1", content=json.dumps({"data": {"k": "changed"}}),
+               headers={**ADMIN, "Content-Type": "application/merge-patch+json"})
     http.request("DELETE", f"{path}/w1", headers=ADMIN)
     events = []
-    with http.stream(
-        "GET", path, params={"watch": "1", "resourceVersion": start, "timeoutSeconds": "1"}, headers=ADMIN
-    ) as response:
+    with http.stream("GET", path, params={"watch": "1", "resourceVersion": start, "timeoutSeconds": "1"},
+                     headers=ADMIN) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line:
                 events.append(json.loads(line))
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "w1"),
-        ("MODIFIED", "w1"),
-        ("DELETED", "w1"),
-    ]
+        ("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
     assert events[1]["object"]["data"] == {"k": "changed"}
 
 
@@ -318,9 +262,8 @@ def test_watch_replays_changes_after_a_resource_version_then_times_out(http: htt
 def test_watch_without_resource_version_starts_with_current_objects(
     http: httpx.Client, watch_param: str
 ) -> None:
-    with http.stream(
-        "GET", "/api/v1/namespaces", params={"watch": watch_param, "timeoutSeconds": "1"}, headers=ADMIN
-    ) as response:
+    with http.stream("GET", "/api/v1/namespaces", params={"watch": watch_param, "timeoutSeconds": "1"},
+                     headers=ADMIN) as response:
         names = [json.loads(line)["object"]["metadata"]["name"] for line in response.iter_lines() if line]
     assert "default" in names
     assert "kaas-system" in names
@@ -340,12 +283,8 @@ def test_creating_in_a_missing_namespace_is_not_found(http: httpx.Client) -> Non
 
 
 def test_secret_string_data_is_stored_base64(http: httpx.Client) -> None:
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s"},
-        "stringData": {"pw": "hunter2"},
-    }
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+              "stringData": {"pw": "hunter2"}}
     created = http.post("/api/v1/namespaces/default/secrets", json=secret, headers=ADMIN).json()
     assert created["data"] == {"pw": "aHVudGVyMg=="}
     assert "stringData" not in created

@@ -6,19 +6,8 @@ from .conftest import AGENT_TOKEN, PLAIN_TOKEN, Kubectl
 
 
 def test_viewer_may_list_namespaces(kubectl: Kubectl) -> None:
-    result = kubectl(
-        "get",
-        "ns",
-        "-o",
-        "name",
-        "--as",
-        "alice",
-        "--as-group",
-        "kaas:viewer",
-        "--as-group",
-        "kaas:authenticated",
-        token=AGENT_TOKEN,
-    )
+    result = kubectl("get", "ns", "-o", "name", "--as", "alice", "--as-group", "kaas:viewer",
+                     "--as-group", "kaas:authenticated", token=AGENT_TOKEN)
     assert result.returncode == 0, result.stderr
     assert "namespace/default" in result.stdout.split()
 
@@ -30,18 +19,8 @@ def test_viewer_may_not_create(kubectl: Kubectl) -> None:
         'Error from server (Forbidden): namespaces is forbidden: User "alice" cannot create resource '
         '"namespaces" in API group "" at the cluster scope'
     ) in namespace.stderr
-    configmap = kubectl(
-        "-n",
-        "default",
-        "create",
-        "configmap",
-        "c",
-        "--as",
-        "alice",
-        "--as-group",
-        "kaas:viewer",
-        token=AGENT_TOKEN,
-    )
+    configmap = kubectl("-n", "default", "create", "configmap", "c", "--as", "alice", "--as-group",
+                        "kaas:viewer", token=AGENT_TOKEN)
     assert (
         'configmaps is forbidden: User "alice" cannot create resource "configmaps" in API group "" '
         'in the namespace "default"'
@@ -49,26 +28,14 @@ def test_viewer_may_not_create(kubectl: Kubectl) -> None:
 
 
 def test_viewer_may_not_read_secrets(kubectl: Kubectl) -> None:
-    result = kubectl(
-        "-n", "default", "get", "secrets", "--as", "alice", "--as-group", "kaas:viewer", token=AGENT_TOKEN
-    )
+    result = kubectl("-n", "default", "get", "secrets", "--as", "alice", "--as-group", "kaas:viewer",
+                     token=AGENT_TOKEN)
     assert 'cannot list resource "secrets"' in result.stderr
 
 
 def test_member_may_create_configmaps_but_not_namespaces(kubectl: Kubectl) -> None:
-    created = kubectl(
-        "-n",
-        "default",
-        "create",
-        "configmap",
-        "c",
-        "--from-literal=a=b",
-        "--as",
-        "bob",
-        "--as-group",
-        "kaas:member",
-        token=AGENT_TOKEN,
-    )
+    created = kubectl("-n", "default", "create", "configmap", "c", "--from-literal=a=b", "--as", "bob",
+                      "--as-group", "kaas:member", token=AGENT_TOKEN)
     assert created.returncode == 0, created.stderr
     namespace = kubectl("create", "ns", "y", "--as", "bob", "--as-group", "kaas:member", token=AGENT_TOKEN)
     assert 'User "bob" cannot create resource "namespaces"' in namespace.stderr
@@ -105,14 +72,8 @@ def test_auth_can_i_and_whoami_see_the_impersonated_user(kubectl: Kubectl) -> No
     assert can_create_configmaps.stdout.strip() == "yes"
     can_create_namespaces = kubectl("auth", "can-i", "create", "namespaces", *as_member, token=AGENT_TOKEN)
     assert can_create_namespaces.stdout.strip() == "no"
-    whoami = kubectl(
-        "auth",
-        "whoami",
-        "-o",
-        "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        *as_member,
-        token=AGENT_TOKEN,
-    )
+    whoami = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+                     *as_member, token=AGENT_TOKEN)
     assert whoami.returncode == 0, whoami.stderr
     assert whoami.stdout.startswith("bob ")
     assert '"kaas:member"' in whoami.stdout

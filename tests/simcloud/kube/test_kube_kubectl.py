@@ -81,12 +81,8 @@ def test_apply_with_validate_false_creates_then_updates(kubectl: Kubectl) -> Non
     )
     for value, verb in (("1", "created"), ("2", "configured")):
         result = subprocess.run(
-            kubectl.args("apply", "--validate=false", "-f", "-"),
-            input=manifest % value,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+            kubectl.args("apply", "--validate=false", "-f", "-"), input=manifest % value, capture_output=True,
+            text=True, timeout=30, check=False,
         )
         assert result.returncode == 0, result.stderr
         assert f"configmap/applied {verb}" in result.stdout
@@ -102,9 +98,7 @@ def test_unauthenticated_token_answers_401(kubectl: Kubectl) -> None:
 def test_get_watch_streams_an_added_event_for_a_new_namespace(kubectl: Kubectl) -> None:
     process = subprocess.Popen(
         kubectl.args("get", "ns", "-w", "-o", "name"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
 
