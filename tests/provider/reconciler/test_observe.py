@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -14,9 +15,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_core.db.models import Cluster, ClusterPhase, NodePool, utcnow
 from kaas_core.db.session import session_scope
+from provider.cloud.driver import (
+    ClusterResources,
+    LoadBalancerObservation,
+    RegionInventory,
+    ServerInfo,
+    security_group_rules,
+    server_group_name,
+)
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.due import make_undated_clusters_due
-from provider.reconciler.observe import Observation, observe_region
+from provider.reconciler.observe import Observation, RunningCluster, find_drift, observe_region
 from provider.reconciler.reconcile import PassResult, next_due, reconcile_cluster_once
 from simcloud.testing import SimCloudHandle
 from tests.provider.factories import PoolSpec, create_cluster
@@ -193,3 +202,101 @@ def test_the_sweeps_safety_net_leaves_running_clusters_to_the_bulk_observation(
         )
     assert make_undated_clusters_due(ctx.session_factory, now=now, running_observed_in_bulk=True) == 1
     assert make_undated_clusters_due(ctx.session_factory, now=now) == 1  # the other, running
+
+
+# --- find_drift alone: the inventory as the driver would build it, no cloud ------------------------------
+
+CLUSTER_ID = "0123abcd-0000-4000-8000-000000000000"
+
+
+def converged_inventory(
+    *, control_planes: int = 1, workers: int = 2
+) -> tuple[RunningCluster, RegionInventory]:
+    spec = RunningCluster(
+        id=CLUSTER_ID,
+        control_plane_count=control_planes,
+        node_cidr="10.0.0.0/24",
+        generation=1,
+        observed_generation=1,
+        cloud_credential_id="cred-1",
+        pools={"workers": workers},
+    )
+    servers = [
+        ServerInfo(
+            f"cp{slot}",
+            f"kaas-0123abcd-cp-{slot}",
+            "ACTIVE",
+            "10.0.0.5",
+            {"kaas-role": "control-plane", "kaas-slot": str(slot)},
+        )
+        for slot in range(1, control_planes + 1)
+    ] + [
+        ServerInfo(
+            f"w{i}",
+            f"kaas-0123abcd-workers-{i}",
+            "ACTIVE",
+            "10.0.0.9",
+            {"kaas-role": "worker", "kaas-pool": "workers"},
+        )
+        for i in range(workers)
+    ]
+    resources = ClusterResources(
+        servers=servers,
+        network_ready=True,
+        security_groups=dict(security_group_rules(CLUSTER_ID, node_cidr="10.0.0.0/24")),
+        load_balancer=LoadBalancerObservation("ACTIVE", True, True, True, control_planes)
+        if control_planes > 1
+        else None,
+    )
+    inventory = RegionInventory(
+        clusters={CLUSTER_ID: resources},
+        credential_ids={"cred-1"},
+        server_groups={server_group_name(CLUSTER_ID)},
+    )
+    return spec, inventory
+
+
+def test_a_cluster_as_specified_has_no_drift() -> None:
+    for control_planes in (1, 3):
+        spec, inventory = converged_inventory(control_planes=control_planes)
+        assert find_drift(spec, inventory) is None
+
+
+def test_an_extra_worker_a_server_in_error_and_a_missing_rule_are_drift() -> None:
+    spec, inventory = converged_inventory()
+    inventory.of(CLUSTER_ID).servers.append(
+        ServerInfo(
+            "w9",
+            "kaas-0123abcd-workers-9",
+            "ACTIVE",
+            None,
+            {"kaas-role": "worker", "kaas-pool": "workers"},
+        )
+    )
+    assert "workers per pool" in (find_drift(spec, inventory) or "")
+
+    spec, inventory = converged_inventory()
+    resources = inventory.of(CLUSTER_ID)
+    resources.servers[0] = replace(resources.servers[0], status="ERROR")
+    assert find_drift(spec, inventory) == "server kaas-0123abcd-cp-1 is ERROR"
+
+    spec, inventory = converged_inventory()
+    name = next(iter(inventory.of(CLUSTER_ID).security_groups))
+    inventory.of(CLUSTER_ID).security_groups[name] = frozenset(
+        list(inventory.of(CLUSTER_ID).security_groups[name])[1:]
+    )
+    assert find_drift(spec, inventory) == f"security group {name} or one of its rules missing"
+
+
+def test_a_lost_credential_server_group_or_load_balancer_member_is_drift() -> None:
+    spec, inventory = converged_inventory(control_planes=3)
+    inventory.credential_ids.clear()
+    assert find_drift(spec, inventory) == "cloud credential missing"
+
+    spec, inventory = converged_inventory(control_planes=3)
+    inventory.server_groups.clear()
+    assert find_drift(spec, inventory) == "server group missing"
+
+    spec, inventory = converged_inventory(control_planes=3)
+    inventory.of(CLUSTER_ID).load_balancer = LoadBalancerObservation("ACTIVE", True, True, True, 2)
+    assert find_drift(spec, inventory) == "load balancer has 2 members, want 3"
