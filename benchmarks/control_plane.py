@@ -36,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,7 +129,14 @@ class Rig:
 
 
 def run(
-    n: int, *, sweep_clusters: int, workers: int, concurrency: int, workdir: Path, redis_url: str
+    n: int,
+    *,
+    sweep_clusters: int,
+    workers: int,
+    concurrency: int,
+    request_threads: int,
+    workdir: Path,
+    redis_url: str,
 ) -> dict[str, float]:
     import redis
 
@@ -201,14 +209,14 @@ def run(
                     worker_logs=worker_logs,
                 )
                 try:
-                    result = {"clusters": float(n), **to_running(n, rig)}
+                    result = {"clusters": float(n), **to_running(n, rig, request_threads=request_threads)}
                     result |= sweeps(n, sweep_clusters, rig)
                     return result
                 finally:
                     engine.dispose()
 
 
-def to_running(n: int, rig: Rig) -> dict[str, float]:
+def to_running(n: int, rig: Rig, *, request_threads: int) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {rig.token}"}
     with httpx.Client(base_url=rig.api, headers=headers, timeout=60) as http:
         http.post(
@@ -234,8 +242,7 @@ def to_running(n: int, rig: Rig) -> dict[str, float]:
             },
         ).raise_for_status()
 
-        started = time.monotonic()
-        for i in range(n):
+        def create(i: int) -> None:
             http.post(
                 "/v1/projects/bench/clusters",
                 json={
@@ -245,6 +252,10 @@ def to_running(n: int, rig: Rig) -> dict[str, float]:
                     "node_pools": [{"name": "workers", "flavor": "m1.small", "count": 2}],
                 },
             ).raise_for_status()
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(request_threads) as senders:  # httpx.Client is thread-safe
+            list(senders.map(create, range(n)))
         accepted = time.monotonic()
         print(f"  N={n}: {n} requests accepted in {accepted - started:.1f}s", flush=True)
 
@@ -426,6 +437,9 @@ def main() -> None:
     parser.add_argument("--sweep-clusters", type=int, default=None, help="clusters the bulk sweep meets")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process")
+    parser.add_argument(
+        "--request-threads", type=int, default=1, help="clients sending the create requests at once"
+    )
     parser.add_argument("--redis-url", default=REDIS, help="a Redis database of its own: it is flushed")
     args = parser.parse_args()
     n = args.clusters or (20 if args.quick else 1000)
@@ -441,6 +455,7 @@ def main() -> None:
             sweep_clusters=total,
             workers=args.workers,
             concurrency=args.concurrency,
+            request_threads=args.request_threads,
             workdir=Path(tmp),
             redis_url=args.redis_url,
         )
