@@ -11,6 +11,7 @@ RECONCILE_TASK = "provider.reconcile_cluster"
 DUE_SCAN_TASK = "provider.due_scan"  # per region: queue the clusters whose due time passed
 SWEEP_TASK = "provider.sweep"
 SWEEP_LEAKS_TASK = "provider.sweep_leaks"
+OBSERVE_REGION_TASK = "provider.observe_region"  # per region: list the cloud once, pass the drifted clusters
 DELIVER_WEBHOOK_TASK = "provider.deliver_webhook"
 
 # the queue every worker consumes whatever its regions (sweeps, webhook deliveries)

@@ -1,4 +1,5 @@
-"""What beat sends, and to which queue: the global sweep, and one due-scan and one leak sweep per region.
+"""What beat sends, and to which queue: the global sweep, and one due-scan, one leak sweep and one bulk
+observation per region.
 
 Each region's periodic tasks go straight to that region's queue, one schedule entry each, so every region is
 scanned and swept every interval whatever the other regions' workers are doing (a shared queue let the
@@ -25,7 +26,14 @@ from celery.beat import Scheduler
 from sqlalchemy import select
 
 from kaas_core.db.models import Region
-from kaas_core.tasks import DUE_SCAN_TASK, SWEEP_LEAKS_TASK, SWEEP_TASK, WEBHOOK_QUEUE, region_queue
+from kaas_core.tasks import (
+    DUE_SCAN_TASK,
+    OBSERVE_REGION_TASK,
+    SWEEP_LEAKS_TASK,
+    SWEEP_TASK,
+    WEBHOOK_QUEUE,
+    region_queue,
+)
 from provider.beat_leader import BeatLeadership, redis_url_of
 from provider.config import ProviderSettings
 
@@ -33,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 REGION_REFRESH_SECONDS = 30.0
 IDLE_TICK_SECONDS = 1.0  # how often a beat that is not the leader asks for the lease again
-REGIONAL_PREFIXES = ("due-scan:", "sweep-leaks:")
+REGIONAL_PREFIXES = ("due-scan:", "sweep-leaks:", "observe:")
 
 
 def global_entries(settings: ProviderSettings) -> dict[str, dict[str, Any]]:
@@ -49,7 +57,7 @@ def global_entries(settings: ProviderSettings) -> dict[str, dict[str, Any]]:
 
 
 def regional_entries(settings: ProviderSettings, regions: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """One due-scan and one leak sweep per region, on the region's own queue."""
+    """One due-scan, one leak sweep and one bulk observation per region, on the region's own queue."""
     entries: dict[str, dict[str, Any]] = {}
     for name in regions:
         queue = region_queue(name)
@@ -61,6 +69,12 @@ def regional_entries(settings: ProviderSettings, regions: Iterable[str]) -> dict
         }
         entries[f"{REGIONAL_PREFIXES[1]}{name}"] = {
             "task": SWEEP_LEAKS_TASK,
+            "schedule": settings.sweep_interval_seconds,
+            "args": (name,),
+            "options": {"queue": queue, "expires": settings.sweep_interval_seconds},
+        }
+        entries[f"{REGIONAL_PREFIXES[2]}{name}"] = {
+            "task": OBSERVE_REGION_TASK,
             "schedule": settings.sweep_interval_seconds,
             "args": (name,),
             "options": {"queue": queue, "expires": settings.sweep_interval_seconds},

@@ -7,6 +7,9 @@
   queues a reconcile of every overdue cluster of the region (``provider.reconciler.due``).
 - ``provider.sweep_leaks(region_name)``: from beat, one per region on that region's queue; deletes
   resources of clusters not in the DB and records the cloud's capacity.
+- ``provider.observe_region(region_name)``: from beat, one per region on that region's queue, every sweep
+  interval; lists the region's cloud once and queues a pass of every running cluster that drifted
+  (``provider.reconciler.observe``).
 - ``provider.sweep()``: from beat, on the ``provider`` queue; database only, so whichever worker takes it
   covers every region: gives a due time to clusters left without one, and sends the webhook deliveries
   that are due (their message was lost).
@@ -33,6 +36,7 @@ from kaas_core.db.models import Region
 from kaas_core.tasks import (
     DELIVER_WEBHOOK_TASK,
     DUE_SCAN_TASK,
+    OBSERVE_REGION_TASK,
     RECONCILE_TASK,
     SWEEP_LEAKS_TASK,
     SWEEP_TASK,
@@ -41,6 +45,7 @@ from kaas_core.tasks import (
 from provider.cloud.errors import CloudError
 from provider.reconciler.context import ProviderContext
 from provider.reconciler.due import make_undated_clusters_due, queue_due_clusters
+from provider.reconciler.observe import observe_region as observe_region_once
 from provider.reconciler.reconcile import reconcile_cluster_once
 from provider.reconciler.sweep import clean_leaked_resources, observe_capacity
 from provider.rollout.automatic import start_automatic_upgrades
@@ -108,6 +113,42 @@ def due_scan(self: Any, region_name: str) -> dict[str, Any]:
     return {"region": region_name, "queued": len(claimed)}
 
 
+def observe_region(self: Any, region_name: str) -> dict[str, Any]:
+    ctx = _context(self)
+    with ctx.session_factory() as session:
+        cloud = session.scalars(select(Region.cloud).where(Region.name == region_name)).one_or_none()
+    if cloud is None:
+        return {"region": region_name, "clusters": 0, "drifted": 0}
+
+    def enqueue(cluster_id: str, ticket: int, queue: str) -> None:
+        self.app.send_task(RECONCILE_TASK, args=[cluster_id], kwargs={"ticket": ticket}, queue=queue)
+
+    try:
+        seen = observe_region_once(
+            ctx.session_factory,
+            region_name,
+            ctx.driver(cloud),
+            enqueue=enqueue,
+            now=ctx.clock(),
+            grace_seconds=ctx.limits.requeue_grace_seconds,
+            limit=ctx.limits.due_scan_batch,
+        )
+    except CloudError:
+        logger.warning("observing region %s failed; the next observation retries", region_name, exc_info=True)
+        return {"region": region_name, "clusters": 0, "drifted": 0}
+    # the benchmark reads this line (benchmarks/control_plane.py)
+    logger.info(
+        "observed region %s: %d running cluster(s), %d drifted, %d queued, %d cloud call(s) in %.2fs",
+        region_name,
+        seen.clusters,
+        len(seen.drifted),
+        len(seen.queued),
+        seen.cloud_calls,
+        seen.seconds,
+    )
+    return {"region": region_name, "clusters": seen.clusters, "drifted": len(seen.drifted)}
+
+
 def _send_deliveries(app: Any, delivery_ids: Iterable[str]) -> None:
     """Queue webhook deliveries whose rows are committed; a lost message is re-sent by the sweep."""
     for delivery_id in delivery_ids:
@@ -130,7 +171,9 @@ def deliver_webhook(self: Any, delivery_id: str) -> dict[str, Any]:
 
 def sweep(self: Any) -> dict[str, Any]:
     ctx = _context(self)
-    undated = make_undated_clusters_due(ctx.session_factory, now=ctx.clock())
+    undated = make_undated_clusters_due(
+        ctx.session_factory, now=ctx.clock(), running_observed_in_bulk=not ctx.require_agent
+    )
     if undated:
         logger.warning("the sweep made %d undated cluster(s) due; the due-scans queue them", undated)
     deliveries = due_deliveries(ctx.session_factory)
@@ -171,6 +214,7 @@ def register_tasks(app: Celery) -> None:
         reconcile_cluster
     )
     app.task(name=DUE_SCAN_TASK, bind=True, ignore_result=True, shared=False)(due_scan)
+    app.task(name=OBSERVE_REGION_TASK, bind=True, ignore_result=True, shared=False)(observe_region)
     app.task(name=SWEEP_TASK, bind=True, ignore_result=True, shared=False)(sweep)
     app.task(name=SWEEP_LEAKS_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(sweep_leaks)
     app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True, shared=False)(

@@ -14,6 +14,8 @@ inspection methods of ``SimCloud``, for tests and tools that run the simulator i
 - ``POST /_sim/inject/refused-tokens`` ``{"count": n}``: the next n service requests answer 401, any token
 - ``PUT /_sim/users/{name}/password`` ``{"password": "..."}``: a new password; the user's tokens are revoked
 - ``POST /_sim/external-networks/{name}/recreate``: the external network again, under a new id
+- ``POST /_sim/clusters/{cluster id}/clones`` ``{"cluster_ids": [...]}``: copies of a kaas cluster's
+  resources for each id (``SimCloud.clone_cluster``: benchmarks/control_plane.py seeds its fleet so)
 """
 
 from __future__ import annotations
@@ -139,6 +141,14 @@ def set_password(ctx: Ctx, name: str) -> Response:
     return empty(204)
 
 
+def clone_cluster(ctx: Ctx, cluster_id: str) -> Response:
+    _admin(ctx)
+    ids = _body(ctx).get("cluster_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) >= 8 for i in ids):
+        raise ApiError(400, {"error": {"code": 400, "message": "cluster_ids must be a list of cluster ids"}})
+    return json_response({"records": ctx.sim.clone_cluster(cluster_id, ids)})
+
+
 def recreate_external_network(ctx: Ctx, name: str) -> Response:
     _admin(ctx)
     try:
@@ -162,3 +172,4 @@ def register(router: Router) -> None:
     router.add("POST", "/_sim/inject/refused-tokens", refused_tokens, service=s)
     router.add("PUT", "/_sim/users/{name}/password", set_password, service=s)
     router.add("POST", "/_sim/external-networks/{name}/recreate", recreate_external_network, service=s)
+    router.add("POST", "/_sim/clusters/{cluster_id}/clones", clone_cluster, service=s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 import secrets
 from typing import Any
@@ -211,39 +212,64 @@ def _server_view(ctx: Ctx, server: Record) -> dict[str, Any]:
 
 
 def _filter_servers(ctx: Ctx) -> list[Record]:
+    """Nova's listing: newest first, filtered, then ``marker``/``limit``. It walks the cached order
+    (``SimCloud.server_order``) from the marker and stops at the limit, so a page of a 30,000-server project
+    costs about its own size."""
     sim = ctx.sim
     tags = _split_all(ctx, "tags")
     tags_any = _split_all(ctx, "tags-any")
-    servers = sim.candidates("servers", all_tags=tags, any_tags=tags_any)
+    tagged = sim.candidates("servers", all_tags=tags, any_tags=tags_any) if tags or tags_any else None
     flag = ctx.arg("all_tenants") if ctx.arg("all_tenants") is not None else ctx.arg("all_projects")
     all_tenants = ctx.who.is_admin and flag is not None and flag.lower() not in FALSE_WORDS
     project_filter = ctx.arg("project_id") or ctx.arg("tenant_id")
+    project: str | None = None
     if not all_tenants:
-        wanted = project_filter if (ctx.who.is_admin and project_filter) else ctx.who.project_id
-        servers = [s for s in servers if s["project_id"] == wanted]
+        project = project_filter if (ctx.who.is_admin and project_filter) else ctx.who.project_id
     elif project_filter:
-        servers = [s for s in servers if s["project_id"] == project_filter]
+        project = project_filter
     name = ctx.arg("name")
-    if name:
-        try:
-            pattern = re.compile(name)
-        except re.error as exc:
-            raise nova_error(400, f"Invalid name filter: {exc}") from exc
-        servers = [s for s in servers if pattern.search(s["name"])]
-    status = ctx.arg("status")
-    if status:
-        servers = [s for s in servers if s["status"] == status.upper()]
-    not_tags = _split_all(ctx, "not-tags")
-    if not_tags:
-        servers = [s for s in servers if not set(not_tags) <= set(s["tags"])]
-    not_tags_any = _split_all(ctx, "not-tags-any")
-    if not_tags_any:
-        servers = [s for s in servers if not set(not_tags_any) & set(s["tags"])]
-    host = ctx.arg("host")
-    if host and ctx.who.is_admin:
-        servers = [s for s in servers if s["_host"] == host]
-    servers.sort(key=lambda s: (s["created"], s["_seq"]), reverse=True)
-    return _paginate(ctx, servers)
+    try:
+        pattern = re.compile(name) if name else None
+    except re.error as exc:
+        raise nova_error(400, f"Invalid name filter: {exc}") from exc
+    status = (ctx.arg("status") or "").upper()
+    not_tags = set(_split_all(ctx, "not-tags"))
+    not_tags_any = set(_split_all(ctx, "not-tags-any"))
+    host = ctx.arg("host") if ctx.who.is_admin else None
+
+    def wanted(server: Record) -> bool:
+        return not (
+            (project is not None and server["project_id"] != project)
+            or (pattern is not None and not pattern.search(server["name"]))
+            or (status and server["status"] != status)
+            or (not_tags and not_tags <= set(server["tags"]))
+            or (not_tags_any and not_tags_any & set(server["tags"]))
+            or (host and server["_host"] != host)
+        )
+
+    if tagged is not None:  # a tag filter: its few servers, not a walk over the whole table
+        tagged.sort(key=lambda s: (s["created"], s["_seq"]), reverse=True)
+        order = [s["id"] for s in tagged]
+        position = {server_id: i for i, server_id in enumerate(order)}
+    else:
+        order, position = sim.server_order()
+    start = 0
+    marker = ctx.arg("marker")
+    if marker:
+        if marker not in position:
+            raise nova_error(400, f"marker [{marker}] not found")
+        start = position[marker] + 1
+    limit_arg = ctx.arg("limit")
+    limit = int(limit_arg) if limit_arg and limit_arg.isdigit() else None
+    table = sim.tables["servers"]
+    found: list[Record] = []
+    for server_id in itertools.islice(order, start, None):
+        if limit is not None and len(found) >= limit:
+            break
+        server = table[server_id]
+        if wanted(server):
+            found.append(server)
+    return found
 
 
 def _paginate(ctx: Ctx, items: list[Record]) -> list[Record]:

@@ -8,7 +8,9 @@ interfaces, a security group in use, a duplicate rule: 409 with Neutron's error 
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 from typing import Any
 
 from starlette.responses import Response
@@ -132,7 +134,12 @@ def _visible(ctx: Ctx, kind: str, record: Record) -> bool:
     return False
 
 
-def _view(sim: SimCloud, kind: str, record: Record) -> Record:
+def _view(sim: SimCloud, kind: str, record: Record, *, fields: list[str] | None = None) -> Record:
+    if fields:
+        view = {k: record[k] for k in fields if k in record and not k.startswith("_")}
+        if kind == "security_groups" and "security_group_rules" in fields:
+            view["security_group_rules"] = sim.security_group_view(record)["security_group_rules"]
+        return view
     if kind == "security_groups":
         return sim.security_group_view(record)
     return public_view(record)
@@ -165,40 +172,52 @@ def _fixed_ip_filter(record: Record, wanted: list[str]) -> bool:
 
 
 def list_resources(ctx: Ctx, collection: str) -> Response:
+    """Neutron's listing: filters, tags, then ``marker``/``limit`` pages in id order. A listing without a tag
+    filter walks the table's cached id order from the marker and stops at the limit, so each page of a
+    30,000-record table costs about its own size; ``fields`` are picked before a view is built."""
     kind, body_key, _t, _m = COLLECTIONS[collection]
     sim = ctx.sim
-    records = sim.candidates(kind, all_tags=_split_all(ctx, "tags"), any_tags=_split_all(ctx, "tags-any"))
-    records = [r for r in records if _visible(ctx, kind, r)]
+    all_tags, any_tags = _split_all(ctx, "tags"), _split_all(ctx, "tags-any")
     filters: dict[str, list[str]] = {}
     for key, value in ctx.query:
         if key not in NON_FILTERS:
             filters.setdefault(key, []).append(value)
-    for key, wanted in filters.items():
-        if key == "fixed_ips" and kind == "ports":
-            records = [r for r in records if _fixed_ip_filter(r, wanted)]
-        elif key in ("project_id", "tenant_id"):
-            records = [r for r in records if r["project_id"] in wanted]
-        else:
-            records = [
-                r for r in records if key in r and not key.startswith("_") and _matches(r[key], wanted)
-            ]
-    not_tags = _split_all(ctx, "not-tags")
-    if not_tags:
-        records = [r for r in records if not set(not_tags) <= set(r["tags"])]
-    not_any = _split_all(ctx, "not-tags-any")
-    if not_any:
-        records = [r for r in records if not set(not_any) & set(r["tags"])]
-    records.sort(key=lambda r: r["id"])
+    not_tags, not_any = set(_split_all(ctx, "not-tags")), set(_split_all(ctx, "not-tags-any"))
+
+    def wanted(record: Record) -> bool:
+        if not _visible(ctx, kind, record):
+            return False
+        for key, values in filters.items():
+            if key == "fixed_ips" and kind == "ports":
+                if not _fixed_ip_filter(record, values):
+                    return False
+            elif key in ("project_id", "tenant_id"):
+                if record["project_id"] not in values:
+                    return False
+            elif not (key in record and not key.startswith("_") and _matches(record[key], values)):
+                return False
+        if not_tags and not_tags <= set(record["tags"]):
+            return False
+        return not (not_any and not_any & set(record["tags"]))
+
+    if all_tags or any_tags:
+        ids = sorted(r["id"] for r in sim.candidates(kind, all_tags=all_tags, any_tags=any_tags))
+    else:
+        ids = sim.sorted_ids(kind)
     marker = ctx.arg("marker")
-    if marker:
-        records = [r for r in records if r["id"] > marker]
-    limit = ctx.arg("limit")
-    if limit and limit.isdigit() and int(limit) > 0:
-        records = records[: int(limit)]
-    views = [_view(sim, kind, r) for r in records]
+    start = bisect.bisect_right(ids, marker) if marker else 0
+    limit_arg = ctx.arg("limit")
+    limit = int(limit_arg) if limit_arg and limit_arg.isdigit() and int(limit_arg) > 0 else None
+    table = sim.tables[kind]
+    records: list[Record] = []
+    for record_id in itertools.islice(ids, start, None):
+        record = table.get(record_id)
+        if record is not None and wanted(record):
+            records.append(record)
+            if limit is not None and len(records) >= limit:
+                break
     fields = ctx.args("fields")
-    if fields:
-        views = [{k: v for k, v in view.items() if k in fields} for view in views]
+    views = [_view(sim, kind, r, fields=fields) for r in records]
     plural = body_key + "s" if not body_key.endswith("s") else body_key
     return json_response({plural: views})
 

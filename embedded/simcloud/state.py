@@ -150,6 +150,22 @@ class _Event:
 DEFAULT_EXTERNAL_CIDR = "172.24.4.0/24"
 
 
+def _renamed(value: Any, ids: dict[str, str], texts: tuple[tuple[str, str], ...]) -> Any:
+    """A deep copy of ``value`` with every string that is a key of ``ids`` replaced by its value, and the
+    ``texts`` replaced (old, new) inside every other string (``SimCloud.clone_cluster``)."""
+    if isinstance(value, str):
+        if value in ids:
+            return ids[value]
+        for old, new in texts:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {k: _renamed(v, ids, texts) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_renamed(v, ids, texts) for v in value)
+    return value
+
+
 def external_pool(cidr: str) -> tuple[str, str]:
     """The floating range of the external subnet: from .10 to five before the broadcast address."""
     network = ipaddress.ip_network(cidr)
@@ -180,6 +196,10 @@ class SimCloud:
         self.hosts = tuple(hosts)
         self.tables: dict[str, dict[str, Record]] = {kind: {} for kind in KINDS}
         self._tag_index: dict[str, defaultdict[str, set[str]]] = {kind: defaultdict(set) for kind in KINDS}
+        # each kind's ids in order, made again only after an insert or a removal: a paged listing of 30,000
+        # records then costs its page, not a sort of the table per page (``sorted_ids``)
+        self._sorted_ids: dict[str, list[str] | None] = dict.fromkeys(KINDS)
+        self._server_order: tuple[list[str], dict[str, int]] | None = None
         self.projects: dict[str, str] = {}  # name -> id
         self.quotas: dict[str, Quota] = {}  # project id -> quota
         self._users: dict[str, _User] = {}
@@ -437,6 +457,8 @@ class SimCloud:
     # ------------------------------------------------------------------------------------------ tables
     def insert(self, kind: str, record: Record) -> Record:
         record.setdefault("tags", [])
+        if record["id"] not in self.tables[kind]:
+            self._sorted_ids[kind] = None
         self.tables[kind][record["id"]] = record
         for tag in record["tags"]:
             self._tag_index[kind][tag].add(record["id"])
@@ -445,6 +467,7 @@ class SimCloud:
     def remove(self, kind: str, record_id: str) -> Record | None:
         record = self.tables[kind].pop(record_id, None)
         if record is not None:
+            self._sorted_ids[kind] = None
             for tag in record["tags"]:
                 self._discard_tag(kind, tag, record_id)
         return record
@@ -472,6 +495,24 @@ class SimCloud:
         if tag in record["tags"]:
             record["tags"].remove(tag)
             self._discard_tag(kind, tag, record["id"])
+
+    def sorted_ids(self, kind: str) -> list[str]:
+        """Every id of ``kind`` in ascending order (cached until the table changes; the caller holds
+        ``lock``)."""
+        ids = self._sorted_ids[kind]
+        if ids is None:
+            ids = self._sorted_ids[kind] = sorted(self.tables[kind])
+        return ids
+
+    def server_order(self) -> tuple[list[str], dict[str, int]]:
+        """The servers' ids as Nova lists them (newest first) and each one's position (cached like
+        ``sorted_ids``; the caller holds ``lock``)."""
+        if self._server_order is None or self._sorted_ids["servers"] is None:
+            servers = self.tables["servers"].values()
+            ids = [s["id"] for s in sorted(servers, key=lambda s: (s["created"], s["_seq"]), reverse=True)]
+            self._server_order = (ids, {server_id: i for i, server_id in enumerate(ids)})
+            self.sorted_ids("servers")  # marks the order current until the table changes again
+        return self._server_order
 
     def candidates(
         self, kind: str, *, all_tags: list[str] | None = None, any_tags: list[str] | None = None
@@ -1130,6 +1171,48 @@ class SimCloud:
                     records.append(view)
                 result[kind] = records
             return result
+
+    def clone_cluster(self, source_cluster_id: str, cluster_ids: Iterable[str]) -> int:
+        """Copy every resource of one kaas cluster (found by its tag, by its networks, security groups and
+        load balancer, by its server groups' name) once per id of ``cluster_ids``, with new resource ids,
+        the new cluster's tag, names and references: a benchmark's fleet of 10,000 clusters in seconds
+        instead of hours. Application credentials are not copied (the copies' rows keep the source's id).
+        Returns how many records were made."""
+        old_tag, old_prefix = f"kaas-cluster={source_cluster_id}", f"kaas-{source_cluster_id[:8]}"
+        made = 0
+        with self.lock:
+            source: list[tuple[str, Record]] = []
+            for kind in KINDS:
+                if kind in ("images", "flavors", "application_credentials"):
+                    continue
+                for record in self.tables[kind].values():
+                    if old_tag in record.get("tags", ()) or str(record.get("name", "")).startswith(
+                        old_prefix
+                    ):
+                        source.append((kind, record))
+            ids = {record["id"] for _kind, record in source}
+            for kind in ("ports", "security_group_rules"):
+                for record in self.tables[kind].values():
+                    owner = record.get("network_id") if kind == "ports" else record.get("security_group_id")
+                    if (
+                        record["id"] not in ids
+                        and owner in ids
+                        and not record.get("device_owner", "").endswith("dhcp")
+                    ):
+                        source.append((kind, record))
+                        ids.add(record["id"])
+            for cluster_id in cluster_ids:
+                new_ids = {old: new_id() for old in ids}
+
+                texts = ((source_cluster_id, cluster_id), (old_prefix, f"kaas-{cluster_id[:8]}"))
+                for kind, record in source:
+                    copy = _renamed(record, new_ids, texts)
+                    if kind == "servers":
+                        copy["_seq"] = next(self.placement_counter)
+                    self.insert(kind, copy)
+                    made += 1
+            self.mark_changed()
+        return made
 
     def recreate_external_network(self, name: str = "public") -> str:
         """Delete the external network ``name`` and create it again with a new id, the same subnet and the

@@ -162,6 +162,71 @@ class CloudCapacity:
         }
 
 
+SecurityGroupRule = tuple[str | None, int | None, int | None, str | None]  # protocol, port range, remote
+
+
+def security_group_rules(cluster_id: str, *, node_cidr: str) -> dict[str, frozenset[SecurityGroupRule]]:
+    """The ingress rules of the cluster's two security groups, by group name: what
+    ``ensure_security_groups`` creates and what the bulk observation checks are still there."""
+    prefix = resource_prefix(cluster_id)
+    return {
+        f"{prefix}-cp": frozenset(
+            {
+                ("tcp", 6443, 6443, "0.0.0.0/0"),
+                ("tcp", 2379, 2380, node_cidr),
+                ("tcp", 10250, 10250, node_cidr),
+                ("icmp", None, None, node_cidr),
+            }
+        ),
+        f"{prefix}-nodes": frozenset(
+            {
+                ("tcp", 10250, 10250, node_cidr),
+                ("tcp", 30000, 32767, node_cidr),
+                ("udp", 30000, 32767, node_cidr),
+                ("icmp", None, None, node_cidr),
+            }
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class LoadBalancerObservation:
+    """A cluster's load balancer as one listing shows it: enough to tell that ``ensure_load_balancer`` and
+    ``ensure_lb_members`` have nothing to do (the member addresses need a call per pool: their count does
+    not)."""
+
+    provisioning_status: str
+    listener: bool
+    pool: bool
+    health_monitor: bool
+    members: int
+
+
+@dataclass
+class ClusterResources:
+    """What a region's listings show of one cluster (``RegionInventory``)."""
+
+    servers: list[ServerInfo] = field(default_factory=list)  # every state but DELETED
+    network_ready: bool = False  # network, subnet on it, router with a gateway and a port on the network
+    security_groups: dict[str, frozenset[SecurityGroupRule]] = field(default_factory=dict)  # by name
+    load_balancer: LoadBalancerObservation | None = None
+
+
+@dataclass
+class RegionInventory:
+    """Everything kaas-marked in one cloud project, by cluster id, from one round of paginated listings
+    (``CloudDriver.observe_region``); the bulk observation diffs each cluster's spec against it."""
+
+    clusters: dict[str, ClusterResources] = field(default_factory=dict)
+    credential_ids: set[str] = field(default_factory=set)  # application credentials of the driver's user
+    server_groups: set[str] = field(default_factory=set)  # names of the kaas server groups (no tags)
+    calls: int = 0  # HTTP requests the listings took
+
+    def of(self, cluster_id: str) -> ClusterResources:
+        """The cluster's resources (empty when the cloud has none of them)."""
+        return self.clusters.get(cluster_id) or ClusterResources()
+
+
 class CloudDriver(Protocol):
     """What the reconciler needs from a cloud. See the module docstring for the contract."""
 
@@ -234,3 +299,8 @@ class CloudDriver(Protocol):
 
     def capacity(self) -> CloudCapacity:
         """The project's compute limits and use: what operators see as a region's capacity."""
+
+    def observe_region(self) -> RegionInventory:
+        """Every kaas-marked server, network part, security group, server group, load balancer and
+        application credential of the driver's project, grouped by cluster: a bounded number of paginated
+        list calls whatever the number of clusters (no call per cluster)."""

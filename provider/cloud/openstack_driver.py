@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +53,21 @@ from provider.cloud.driver import (
     CloudCredential,
     CloudEndpoint,
     CloudResource,
+    ClusterResources,
     LoadBalancerInfo,
+    LoadBalancerObservation,
     LoadBalancerSpec,
     NetworkInfo,
     NetworkSpec,
+    RegionInventory,
+    SecurityGroupRule,
     SecurityGroupsInfo,
     ServerInfo,
     ServerSpec,
     cloud_credential_name,
     cluster_tag,
     resource_prefix,
+    security_group_rules,
     server_group_name,
 )
 from provider.cloud.errors import (
@@ -81,7 +87,6 @@ P = ParamSpec("P")
 
 # Nova microversion with server tags on create (2.52) and the `policy` field of server groups (2.64).
 COMPUTE_MICROVERSION = "2.64"
-KUBE_API_PORT = 6443
 
 
 def _is_quota_error(exc: os_exceptions.HttpException) -> bool:
@@ -152,6 +157,14 @@ def translate_errors(action: str) -> Iterator[None]:
 
 
 SERVER_GROUP_PAGE = 500
+# the bulk listings' page: Nova's and Octavia's default most per page (`max_limit`, `pagination_max_limit`)
+LIST_PAGE = 1000
+# what Neutron calls a router's port on one of its subnets (plain, distributed, HA)
+ROUTER_INTERFACE_OWNERS = (
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+)
 # how long refused credentials are believed before the identity service is asked again (unless clouds.yaml
 # changes first): a region's clusters each try every few minutes, and a stream of refused logins can lock
 # the account where the identity service counts failures
@@ -258,6 +271,7 @@ class OpenStackDriver:
         source: CloudSource | None = None,
         external_network_cache: dict[str, str] | None = None,
         server_group_page: int = SERVER_GROUP_PAGE,
+        list_page: int = LIST_PAGE,
         credential_retry_seconds: float = CREDENTIAL_RETRY_SECONDS,
     ) -> None:
         self._conn = connection
@@ -266,6 +280,9 @@ class OpenStackDriver:
         self._config_seen = source.read() if source is not None else None
         self._external_networks: dict[str, str] = external_network_cache or {}
         self._server_group_page = server_group_page
+        self._list_page = list_page
+        # server group name -> id, as found or made by this driver; checked by id before each use
+        self._server_group_ids: dict[str, str] = {}
         self._credential_retry_seconds = credential_retry_seconds
         self._refusal: _Refusal | None = None
         self._lock = threading.RLock()
@@ -516,20 +533,7 @@ class OpenStackDriver:
     @_heals_authentication
     def ensure_security_groups(self, cluster_id: str, *, node_cidr: str) -> SecurityGroupsInfo:
         prefix = resource_prefix(cluster_id)
-        wanted = {
-            f"{prefix}-cp": [
-                ("tcp", KUBE_API_PORT, KUBE_API_PORT, "0.0.0.0/0"),
-                ("tcp", 2379, 2380, node_cidr),
-                ("tcp", 10250, 10250, node_cidr),
-                ("icmp", None, None, node_cidr),
-            ],
-            f"{prefix}-nodes": [
-                ("tcp", 10250, 10250, node_cidr),
-                ("tcp", 30000, 32767, node_cidr),
-                ("udp", 30000, 32767, node_cidr),
-                ("icmp", None, None, node_cidr),
-            ],
-        }
+        wanted = security_group_rules(cluster_id, node_cidr=node_cidr)
         ids: dict[str, str] = {}
         net_api = self._conn.network
         with translate_errors(f"ensure security groups of cluster {cluster_id}"):
@@ -553,7 +557,7 @@ class OpenStackDriver:
                     for r in (group.security_group_rules or [])
                     if r.get("direction") == "ingress"
                 }
-                for protocol, low, high, remote in rules:
+                for protocol, low, high, remote in sorted(rules, key=str):
                     if (protocol, low, high, remote) in present:
                         continue
                     net_api.create_security_group_rule(
@@ -573,9 +577,12 @@ class OpenStackDriver:
     def ensure_server_group(self, cluster_id: str, *, policy: str, generation: str | None = None) -> str:
         name = server_group_name(cluster_id, generation)
         with translate_errors(f"ensure server group of cluster {cluster_id}"):
+            if self._server_group_still_there(name):
+                return self._server_group_ids[name]
             groups = self._server_groups(cluster_id)
             for group in groups:
                 if group.name == name:
+                    self._server_group_ids[name] = group.id
                     return str(group.id)
             # a new generation's group: an older generation's that no server uses any more goes (each
             # upgrade of a control plane would otherwise leave one behind, against Nova's group quota)
@@ -587,7 +594,24 @@ class OpenStackDriver:
                 ):
                     self._conn.compute.delete_server_group(group.id, ignore_missing=True)
             group = self._conn.compute.create_server_group(name=name, policy=policy)
+            self._server_group_ids[name] = str(group.id)
         return str(group.id)
+
+    def _server_group_still_there(self, name: str) -> bool:
+        """Whether the group this driver found or made under ``name`` still exists (one GET by id): Nova
+        cannot filter groups by name, and listing them all each pass costs every cluster's groups."""
+        group_id = self._server_group_ids.get(name)
+        if group_id is None:
+            return False
+        response = self._conn.compute.get(f"/os-server-groups/{group_id}")
+        if response.status_code == 404:
+            self._server_group_ids.pop(name, None)
+            return False
+        os_exceptions.raise_from_response(response)
+        if (response.json().get("server_group") or {}).get("name") != name:
+            self._server_group_ids.pop(name, None)
+            return False
+        return True
 
     @_heals_authentication
     def list_servers(self, cluster_id: str) -> list[ServerInfo]:
@@ -637,22 +661,13 @@ class OpenStackDriver:
 
     @staticmethod
     def _server_info(server: Any) -> ServerInfo:
-        address = None
-        for entries in (server.addresses or {}).values():
-            for entry in entries:
-                if entry.get("version", 4) == 4 and entry.get("OS-EXT-IPS:type", "fixed") == "fixed":
-                    address = entry.get("addr")
-                    break
-            if address:
-                break
-        fault = server.fault.get("message") if isinstance(server.fault, dict) else None
-        return ServerInfo(
-            id=str(server.id),
-            name=str(server.name),
-            status=str(server.status or "BUILD"),
-            address=address,
-            metadata=dict(server.metadata or {}),
-            fault=fault,
+        return _server_info_of(
+            id=server.id,
+            name=server.name,
+            status=server.status,
+            addresses=server.addresses,
+            metadata=server.metadata,
+            fault=server.fault,
         )
 
     # --- load balancer ----------------------------------------------------------------------------
@@ -747,19 +762,24 @@ class OpenStackDriver:
             raise CloudPermanentError("the cloud did not say which user kaas authenticates as")
         return str(user_id)
 
-    def _cloud_credentials(self, cluster_id: str) -> list[Any]:
-        """The cluster's application credentials: named as kaas names them or described with its tag."""
+    def _cloud_credentials(self, cluster_id: str) -> list[NamedResource]:
+        """The cluster's application credentials: named as kaas names them or described with its tag. Read
+        as raw JSON: the user holds one per cluster, and a ``Resource`` each costs milliseconds."""
         name, tag = cloud_credential_name(cluster_id), cluster_tag(cluster_id)
+        response = self._conn.identity.get(f"/users/{self._user_id()}/application_credentials")
+        os_exceptions.raise_from_response(response)
         return [
-            c
-            for c in self._conn.identity.application_credentials(self._user_id())
-            if c.name == name or c.description == tag
+            NamedResource(id=str(c["id"]), name=str(c.get("name")))
+            for c in response.json().get("application_credentials") or []
+            if c.get("name") == name or c.get("description") == tag
         ]
 
     @_heals_authentication
     def ensure_cloud_credential(self, cluster_id: str, *, known_id: str | None) -> CloudCredential:
         identity = self._conn.identity
         with translate_errors(f"ensure the application credential of cluster {cluster_id}"):
+            if known_id is not None and self._credential_exists(known_id, cluster_id):
+                return CloudCredential(id=known_id)
             existing = self._cloud_credentials(cluster_id)
             for credential in existing:
                 if credential.id == known_id:
@@ -775,6 +795,20 @@ class OpenStackDriver:
             )
             log.info("application credential created", extra={"cluster": cluster_id})
         return CloudCredential(id=str(created.id), secret=str(created.secret))
+
+    def _credential_exists(self, credential_id: str, cluster_id: str) -> bool:
+        """One GET by id: listing the user's credentials costs every cluster's (one each), per pass."""
+        response = self._conn.identity.get(
+            f"/users/{self._user_id()}/application_credentials/{credential_id}"
+        )
+        if response.status_code == 404:
+            return False
+        os_exceptions.raise_from_response(response)
+        found = response.json().get("application_credential") or {}
+        return bool(
+            found.get("name") == cloud_credential_name(cluster_id)
+            or found.get("description") == cluster_tag(cluster_id)
+        )
 
     def _delete_cloud_credentials(self, cluster_id: str) -> None:
         user_id = self._user_id()
@@ -875,29 +909,10 @@ class OpenStackDriver:
         return self._list_cluster_resources(cluster_id)
 
     def _server_groups(self, cluster_id: str) -> list[NamedResource]:
-        """Server groups carry no tags: the cluster's are named ``kaas-<id8>-cp`` (and ``-cp-<generation>``).
-
-        Nova filters server groups neither by name nor by tag, so this reads them all, as raw JSON pages
-        (``limit``/``offset``, as Nova pages them): openstacksdk builds every listed ``Resource`` at a cost
-        of milliseconds, which with 1,000 clusters made each reconcile pass take seconds.
-        """
+        """Server groups carry no tags: the cluster's are named ``kaas-<id8>-cp`` (and
+        ``-cp-<generation>``)."""
         name = server_group_name(cluster_id)
-        found: list[NamedResource] = []
-        offset = 0
-        while True:
-            response = self._conn.compute.get(
-                "/os-server-groups", params={"limit": self._server_group_page, "offset": offset}
-            )
-            os_exceptions.raise_from_response(response)
-            page = response.json().get("server_groups") or []
-            found += [
-                NamedResource(id=str(g["id"]), name=str(g["name"]), members=len(g.get("members") or []))
-                for g in page
-                if g.get("name") == name or str(g.get("name") or "").startswith(f"{name}-")
-            ]
-            if len(page) < self._server_group_page:
-                return found
-            offset += len(page)
+        return [g for g in self._kaas_server_groups() if g.name == name or g.name.startswith(f"{name}-")]
 
     @_heals_authentication
     def list_tagged_cluster_ids(self) -> set[str]:
@@ -925,6 +940,195 @@ class OpenStackDriver:
                     )
         return ids
 
+    # --- bulk observation -------------------------------------------------------------------------
+    def _pages(
+        self,
+        proxy: Any,
+        path: str,
+        key: str,
+        inventory: RegionInventory,
+        *,
+        params: dict[str, Any] | None = None,
+        microversion: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a listing, as raw JSON, page by page (``marker``/``limit`` as Nova, Neutron and
+        Octavia page): openstacksdk builds every listed ``Resource`` at a cost of milliseconds, which at
+        30,000 servers would be the whole budget of the observation."""
+        marker: str | None = None
+        while True:
+            query: dict[str, Any] = {**(params or {}), "limit": self._list_page}
+            if marker is not None:
+                query["marker"] = marker
+            extra = {"microversion": microversion} if microversion else {}
+            response = proxy.get(path, params=query, **extra)
+            inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            page = response.json().get(key) or []
+            yield from page
+            if len(page) < self._list_page:
+                return
+            marker = str(page[-1]["id"])
+
+    @_heals_authentication
+    def observe_region(self) -> RegionInventory:
+        inventory = RegionInventory()
+        lb_api = self._conn.load_balancer
+        with translate_errors("observe the region's kaas resources"), ThreadPoolExecutor(1) as compute_side:
+            # Nova's listing is the longest: it runs beside Neutron's and Octavia's (the cloud answers each
+            # request while the driver decodes the last)
+            servers = compute_side.submit(self._observe_servers)
+            self._observe_networks(inventory)
+            self._observe_security_groups(inventory)
+            inventory.server_groups = {g.name for g in self._kaas_server_groups(inventory)}
+            pools = {str(p["id"]): p for p in self._pages(lb_api, "/lbaas/pools", "pools", inventory)}
+            for lb in self._pages(lb_api, "/lbaas/loadbalancers", "loadbalancers", inventory):
+                pool = next(
+                    (pools[str(p["id"])] for p in lb.get("pools") or [] if str(p["id"]) in pools), None
+                )
+                observation = LoadBalancerObservation(
+                    provisioning_status=str(lb.get("provisioning_status")),
+                    listener=bool(lb.get("listeners")),
+                    pool=pool is not None,
+                    health_monitor=bool(pool and pool.get("healthmonitor_id")),
+                    members=len(pool.get("members") or []) if pool else 0,
+                )
+                for cluster_id in _cluster_ids(lb.get("tags")):
+                    inventory.clusters.setdefault(cluster_id, ClusterResources()).load_balancer = observation
+            response = self._conn.identity.get(f"/users/{self._user_id()}/application_credentials")
+            inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            inventory.credential_ids = {
+                str(c["id"]) for c in response.json().get("application_credentials") or []
+            }
+            by_cluster, calls = servers.result()
+        inventory.calls += calls
+        for cluster_id, found in by_cluster.items():
+            inventory.clusters.setdefault(cluster_id, ClusterResources()).servers = found
+        return inventory
+
+    def _observe_servers(self) -> tuple[dict[str, list[ServerInfo]], int]:
+        """Every server but DELETED ones, by cluster tag, and how many requests that took."""
+        counter = RegionInventory()
+        by_cluster: dict[str, list[ServerInfo]] = {}
+        listing = self._pages(
+            self._conn.compute, "/servers/detail", "servers", counter, microversion=COMPUTE_MICROVERSION
+        )
+        for server in listing:
+            if server.get("status") == "DELETED":
+                continue
+            for cluster_id in _cluster_ids(server.get("tags")):
+                by_cluster.setdefault(cluster_id, []).append(
+                    _server_info_of(
+                        id=server["id"],
+                        name=server.get("name"),
+                        status=server.get("status"),
+                        addresses=server.get("addresses"),
+                        metadata=server.get("metadata"),
+                        fault=server.get("fault"),
+                    )
+                )
+        return by_cluster, counter.calls
+
+    def _observe_security_groups(self, inventory: RegionInventory) -> None:
+        """The groups by tag, their ingress rules from the rules' own listing: a group's embedded rules
+        carry every field of every rule, egress included, three times the bytes at 20,000 groups."""
+        net_api = self._conn.network
+        rules: dict[str, set[SecurityGroupRule]] = {}
+        for rule in self._pages(
+            net_api,
+            "/security-group-rules",
+            "security_group_rules",
+            inventory,
+            # no ``direction=ingress`` filter: the real Neutron answers it with ``limit`` by an empty page
+            params={
+                "fields": [
+                    "id",
+                    "security_group_id",
+                    "direction",
+                    "protocol",
+                    "port_range_min",
+                    "port_range_max",
+                    "remote_ip_prefix",
+                ],
+            },
+        ):
+            if rule.get("direction") == "ingress":
+                rules.setdefault(str(rule.get("security_group_id")), set()).add(_rule_of(rule))
+        groups = self._pages(
+            net_api,
+            "/security-groups",
+            "security_groups",
+            inventory,
+            params={"fields": ["id", "name", "tags"]},
+        )
+        for group in groups:
+            for cluster_id in _cluster_ids(group.get("tags")):
+                resources = inventory.clusters.setdefault(cluster_id, ClusterResources())
+                resources.security_groups[str(group.get("name"))] = frozenset(rules.get(str(group["id"]), ()))
+
+    def _observe_networks(self, inventory: RegionInventory) -> None:
+        """A cluster's network is ready when a tagged network has a tagged subnet, and a tagged router has
+        an external gateway and a port on that network: what ``ensure_network`` would leave alone."""
+        net_api = self._conn.network
+
+        def by_cluster(path: str, key: str, fields: list[str]) -> dict[str, list[dict[str, Any]]]:
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for item in self._pages(net_api, path, key, inventory, params={"fields": fields}):
+                for cluster_id in _cluster_ids(item.get("tags")):
+                    grouped.setdefault(cluster_id, []).append(item)
+            return grouped
+
+        networks = by_cluster("/networks", "networks", ["id", "tags"])
+        subnets = by_cluster("/subnets", "subnets", ["id", "tags", "network_id"])
+        routers = by_cluster("/routers", "routers", ["id", "tags", "external_gateway_info"])
+        interfaces = {
+            (str(p.get("device_id")), str(p.get("network_id")))
+            for p in self._pages(
+                net_api,
+                "/ports",
+                "ports",
+                inventory,
+                params={
+                    "device_owner": list(ROUTER_INTERFACE_OWNERS),
+                    "fields": ["id", "device_id", "network_id"],
+                },
+            )
+        }
+        for cluster_id, own_networks in networks.items():
+            network_ids = {str(n["id"]) for n in own_networks}
+            subnet_networks = {str(s.get("network_id")) for s in subnets.get(cluster_id, [])}
+            ready = any(
+                (r.get("external_gateway_info") or {}).get("network_id")
+                and (str(r["id"]), network_id) in interfaces
+                for r in routers.get(cluster_id, [])
+                for network_id in network_ids & subnet_networks
+            )
+            inventory.clusters.setdefault(cluster_id, ClusterResources()).network_ready = bool(ready)
+
+    def _kaas_server_groups(self, inventory: RegionInventory | None = None) -> list[NamedResource]:
+        """Every server group named ``kaas-...``. Nova filters server groups neither by name nor by tag, so
+        this reads them all, as raw JSON pages (``limit``/``offset``, as Nova pages them): openstacksdk
+        builds every listed ``Resource`` at a cost of milliseconds, which with 1,000 clusters made each
+        reconcile pass take seconds."""
+        found: list[NamedResource] = []
+        offset = 0
+        while True:
+            response = self._conn.compute.get(
+                "/os-server-groups", params={"limit": self._server_group_page, "offset": offset}
+            )
+            if inventory is not None:
+                inventory.calls += 1
+            os_exceptions.raise_from_response(response)
+            page = response.json().get("server_groups") or []
+            found += [
+                NamedResource(id=str(g["id"]), name=str(g["name"]), members=len(g.get("members") or []))
+                for g in page
+                if str(g.get("name") or "").startswith("kaas-")
+            ]
+            if len(page) < self._server_group_page:
+                return found
+            offset += len(page)
+
     @_heals_authentication
     def capacity(self) -> CloudCapacity:
         with translate_errors("read the compute limits"):
@@ -944,6 +1148,41 @@ def _limit(value: Any) -> int | None:
     if value is None or int(value) < 0:
         return None
     return int(value)
+
+
+def _cluster_ids(tags: Any) -> list[str]:
+    return [t.removeprefix(CLUSTER_TAG_PREFIX) for t in tags or [] if str(t).startswith(CLUSTER_TAG_PREFIX)]
+
+
+def _rule_of(rule: dict[str, Any]) -> SecurityGroupRule:
+    return (
+        rule.get("protocol"),
+        rule.get("port_range_min"),
+        rule.get("port_range_max"),
+        rule.get("remote_ip_prefix"),
+    )
+
+
+def _server_info_of(
+    *, id: Any, name: Any, status: Any, addresses: Any, metadata: Any, fault: Any
+) -> ServerInfo:
+    """A server as the reconciler sees it, from openstacksdk's ``Server`` or from Nova's JSON alike."""
+    address = None
+    for entries in (addresses or {}).values():
+        for entry in entries:
+            if entry.get("version", 4) == 4 and entry.get("OS-EXT-IPS:type", "fixed") == "fixed":
+                address = entry.get("addr")
+                break
+        if address:
+            break
+    return ServerInfo(
+        id=str(id),
+        name=str(name),
+        status=str(status or "BUILD"),
+        address=address,
+        metadata=dict(metadata or {}),
+        fault=fault.get("message") if isinstance(fault, dict) else None,
+    )
 
 
 @contextmanager

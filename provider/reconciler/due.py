@@ -106,15 +106,23 @@ def queue_due_clusters(
 
 
 def make_undated_clusters_due(
-    session_factory: sessionmaker[Session], *, now: datetime, every_live_cluster: bool = False
+    session_factory: sessionmaker[Session],
+    *,
+    now: datetime,
+    every_live_cluster: bool = False,
+    running_observed_in_bulk: bool = False,
 ) -> int:
     """Make due now every live, unpaused cluster that has work but no due time (a row some other writer
     left without one); with ``every_live_cluster``, every live unpaused one (``kaas up`` after a restart,
-    whose in-memory broker lost every message). Returns how many."""
+    whose in-memory broker lost every message). With ``running_observed_in_bulk`` a running cluster
+    without a due time is left alone: it is the bulk observation's (``provider.reconciler.observe``).
+    Returns how many."""
     conditions = [Cluster.phase != ClusterPhase.DELETED.value, Cluster.paused.is_(False)]
     if not every_live_cluster:
         # a failed cluster has no due time on purpose: it waits for a new operation, which sets one
         conditions += [Cluster.next_reconcile_at.is_(None), Cluster.phase != ClusterPhase.ERROR.value]
+        if running_observed_in_bulk:
+            conditions.append(Cluster.phase != ClusterPhase.RUNNING.value)
     with session_scope(session_factory) as session:
         rows = session.execute(
             update(Cluster)

@@ -39,7 +39,12 @@ STEP_CONDITION = {
 
 def needs_load_balancer(cluster: Cluster) -> bool:
     """A highly available control plane (3 nodes) sits behind an Octavia load balancer; one node does not."""
-    return cluster.control_plane_count > 1
+    return load_balanced(cluster.control_plane_count)
+
+
+def load_balanced(control_plane_count: int) -> bool:
+    """``needs_load_balancer`` of a control plane of this many nodes."""
+    return control_plane_count > 1
 
 
 def plan_steps(cluster: Cluster) -> list[str]:

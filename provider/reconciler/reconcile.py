@@ -174,15 +174,20 @@ def reconcile_cluster_once(
         ctx.metrics.observe_pass(outcome=outcome, seconds=time.perf_counter() - started)
 
 
-def next_due(limits: ReconcileLimits, result: PassResult, *, now: datetime) -> datetime | None:
+def next_due(
+    limits: ReconcileLimits, result: PassResult, *, now: datetime, observed_in_bulk: bool = False
+) -> datetime | None:
     """When the cluster's next pass must have started, after a pass that ended with ``result``.
 
     Its re-queue message should start one after ``requeue_after``; the grace on top is how late that
-    message may be before the due-scan sends another. A converged cluster is checked again after the resync
-    interval (by the due-scan alone); anything else waits for the API to ask.
+    message may be before the due-scan sends another. A converged cluster is the bulk observation's when
+    ``observed_in_bulk`` (its periodic check is all cloud: no agent gate), so it gets no due time; else it
+    is checked again after the resync interval (by the due-scan alone). Anything else waits for the API.
     """
     if result.requeue_after is not None:
         return now + timedelta(seconds=result.requeue_after + limits.requeue_grace_seconds)
+    if result.outcome == "converged" and observed_in_bulk:
+        return None
     if result.outcome in ("converged", "paused"):  # a paused rollout still gets its periodic check
         return now + timedelta(seconds=limits.resync_interval_seconds)
     return None
@@ -221,7 +226,8 @@ def _lease_and_run(
             result = _run_pass(ctx, session, cluster_id)
             heartbeat.stop_renewing()
             session.flush()
-            new_ticket = release_and_schedule(session, lease, due=next_due(limits, result, now=ctx.clock()))
+            due = next_due(limits, result, now=ctx.clock(), observed_in_bulk=not ctx.require_agent)
+            new_ticket = release_and_schedule(session, lease, due=due)
             if new_ticket is None:
                 session.rollback()
                 logger.warning("cluster %s: lease taken over mid-pass; nothing committed", cluster_id)

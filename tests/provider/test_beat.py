@@ -75,8 +75,10 @@ def test_regional_entries_route_each_regions_tasks_to_its_own_queue() -> None:
     assert {name: (e["task"], e["args"], e["options"]["queue"]) for name, e in entries.items()} == {
         "due-scan:east": ("provider.due_scan", ("east",), "region.east"),
         "sweep-leaks:east": ("provider.sweep_leaks", ("east",), "region.east"),
+        "observe:east": ("provider.observe_region", ("east",), "region.east"),
         "due-scan:west": ("provider.due_scan", ("west",), "region.west"),
         "sweep-leaks:west": ("provider.sweep_leaks", ("west",), "region.west"),
+        "observe:west": ("provider.observe_region", ("west",), "region.west"),
     }
     # a queue nobody consumed for a while holds no pile of stale scans: each expires after its interval
     assert entries["due-scan:east"]["options"]["expires"] == 0.2

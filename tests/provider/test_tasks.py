@@ -15,12 +15,14 @@ from kaas_core.db.models import Cluster, ClusterPhase, Region
 from kaas_core.tasks import (
     DELIVER_WEBHOOK_TASK,
     DUE_SCAN_TASK,
+    OBSERVE_REGION_TASK,
     RECONCILE_TASK,
     SWEEP_LEAKS_TASK,
     SWEEP_TASK,
 )
 from provider.celery_app import EmbeddedWorker, make_celery
 from provider.config import ProviderSettings
+from simcloud.testing import SimCloudHandle
 from tests.provider.factories import PoolSpec, create_cluster
 
 pytestmark = pytest.mark.redis
@@ -67,6 +69,33 @@ def test_a_due_scan_sent_by_name_reconciles_a_cluster_whose_message_was_lost(
 ) -> None:
     created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))  # due, no message
     api_sender.send_task("provider.due_scan", args=[region], queue=f"region.{region}")  # what beat sends
+    wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+
+
+def test_a_region_observation_sent_by_name_repairs_a_server_deleted_behind_kaas_back(
+    session_factory: sessionmaker[Session],
+    worker: EmbeddedWorker,
+    api_sender: Celery,
+    region: str,
+    simcloud: SimCloudHandle,
+) -> None:
+    """provider.observe_region on the region's queue (beat sends it there): the running cluster, which has
+    no due time, is found drifted and its pass recreates the server."""
+    created = create_cluster(session_factory, region=region, pools=(PoolSpec(count=1),))
+    api_sender.send_task("provider.reconcile_cluster", args=[created.id], queue=f"region.{region}")
+    before = wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
+    assert before.next_reconcile_at is None
+    victim = next(s for s in simcloud.sim.servers() if "-cp-" not in s.name)
+    assert simcloud.sim.delete_server(victim.id)
+    api_sender.send_task("provider.observe_region", args=[region], queue=f"region.{region}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        live = [s for s in simcloud.sim.servers() if s.status == "ACTIVE"]
+        if len(live) == 2 and victim.id not in {s.id for s in live}:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the deleted server was not recreated: {simcloud.sim.servers()}")
     wait_for_phase(session_factory, created.id, ClusterPhase.RUNNING)
 
 
@@ -131,7 +160,14 @@ def test_the_worker_registers_every_task_the_name_table_holds(redis_url: str) ->
     app = make_celery(ProviderSettings(broker_url=redis_url, regions=["a"]))
     try:
         names = {value for key, value in vars(task_names).items() if key.endswith("_TASK")}
-        assert names == {RECONCILE_TASK, DUE_SCAN_TASK, SWEEP_TASK, SWEEP_LEAKS_TASK, DELIVER_WEBHOOK_TASK}
+        assert names == {
+            RECONCILE_TASK,
+            DUE_SCAN_TASK,
+            OBSERVE_REGION_TASK,
+            SWEEP_TASK,
+            SWEEP_LEAKS_TASK,
+            DELIVER_WEBHOOK_TASK,
+        }
         assert names <= set(app.tasks)
     finally:
         app.close()

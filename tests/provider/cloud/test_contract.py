@@ -31,6 +31,8 @@ from provider.cloud.driver import (
     ServerSpec,
     cluster_tag,
     resource_prefix,
+    security_group_rules,
+    server_group_name,
 )
 from provider.cloud.errors import (
     CloudCredentialsRefused,
@@ -317,6 +319,39 @@ def test_the_sweep_finds_clusters_by_their_tags(cloud: CloudUnderTest, cluster_i
     found = cloud.driver.list_tagged_cluster_ids()
     assert cluster_id in found
     assert other not in found
+
+
+def test_one_region_observation_shows_each_clusters_resources_across_pages(
+    cloud: CloudUnderTest, cluster_id: str
+) -> None:
+    """The bulk listing (``observe_region``), paged one item at a time so every listing takes several
+    pages: the cluster's servers, its ready network, its security groups with every rule, its server group
+    and its application credential; a server deleted behind its back is gone from the next observation."""
+    paged = OpenStackDriver(cloud.driver._conn, list_page=1, server_group_page=1)
+    assert cluster_id not in paged.observe_region().clusters
+    network, groups = base(cloud.driver, cloud, cluster_id)
+    cloud.driver.ensure_server_group(cluster_id, policy="soft-anti-affinity")
+    credential = cloud.driver.ensure_cloud_credential(cluster_id, known_id=None)
+    created = [
+        cloud.driver.create_server(server_spec(cloud, cluster_id, f"kaas-t-w-{i}", network, groups))
+        for i in range(2)
+    ]
+    eventually(lambda: all_active(cloud, cluster_id, 2))
+
+    inventory = paged.observe_region()
+    ours = inventory.of(cluster_id)
+    assert sorted(s.name for s in ours.servers) == ["kaas-t-w-0", "kaas-t-w-1"]
+    assert {s.status for s in ours.servers} == {"ACTIVE"}
+    assert all(s.address for s in ours.servers)
+    assert ours.network_ready
+    assert ours.security_groups == security_group_rules(cluster_id, node_cidr=NODE_CIDR)
+    assert server_group_name(cluster_id) in inventory.server_groups
+    assert credential.id in inventory.credential_ids
+    assert ours.load_balancer is None
+    assert inventory.calls > 8  # one page an item: several pages per listing
+
+    cloud.admin.compute.delete_server(created[0].id)
+    eventually(lambda: [s.name for s in paged.observe_region().of(cluster_id).servers] == ["kaas-t-w-1"])
 
 
 def test_a_clusters_server_group_is_found_on_any_page_of_the_listing(

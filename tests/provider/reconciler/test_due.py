@@ -37,6 +37,7 @@ from provider.reconciler.due import (
     make_undated_clusters_due,
     queue_due_clusters,
 )
+from provider.reconciler.observe import observe_region
 from provider.reconciler.reconcile import reconcile_cluster_once
 from simcloud.testing import SimCloudHandle
 from tests.conftest import ROOT
@@ -124,24 +125,33 @@ def test_a_converging_pass_makes_the_cluster_due_after_its_countdown_and_the_gra
     assert [c for c, _, _ in scan(ctx.session_factory, now=expected)] == [created.id]
 
 
-def test_a_converged_cluster_is_due_again_after_the_resync_interval_and_repairs_a_deleted_server(
+def test_a_converged_cluster_without_the_agent_gate_is_left_to_the_bulk_observation_which_repairs_it(
     ctx: ProviderContext, simcloud: SimCloudHandle
 ) -> None:
+    """No due time once converged (the scan never queues it, however late), until the region's bulk
+    observation (``provider.reconciler.observe``) finds a server deleted behind kaas's back: then the cluster
+    is due at once and the scan's claim queues it."""
     created = create_cluster(ctx.session_factory, pools=(PoolSpec(count=2),))
     assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
-    converged_at = utcnow()
-    assert reconcile_cluster_once(
-        replace(ctx, clock=at(converged_at)), created.id, worker_id="w"
-    ).outcome == ("converged")
-    resync = converged_at + timedelta(seconds=ctx.limits.resync_interval_seconds)
-    assert due_at(ctx.session_factory, created.id) == resync
+    assert due_at(ctx.session_factory, created.id) is None
     victim = next(n for n in row_nodes(ctx.session_factory, created.id) if n[1] == "worker")
     assert simcloud.sim.delete_server(victim[0])
+    assert scan(ctx.session_factory, now=utcnow() + timedelta(days=1)) == []
 
-    assert scan(ctx.session_factory, now=resync - timedelta(seconds=1)) == []
-    [(cluster_id, ticket, queue)] = scan(ctx.session_factory, now=resync)
+    sent: list[tuple[str, int, str]] = []
+    now = utcnow()
+    observe_region(
+        ctx.session_factory,
+        "sim",
+        ctx.driver("sim"),
+        enqueue=lambda cluster_id, ticket, queue: sent.append((cluster_id, ticket, queue)),
+        now=now,
+        grace_seconds=GRACE,
+    )
+    [(cluster_id, ticket, queue)] = sent
     assert (cluster_id, queue) == (created.id, "region.sim")
-    first = reconcile_cluster_once(replace(ctx, clock=at(resync)), created.id, worker_id="w", ticket=ticket)
+    assert due_at(ctx.session_factory, created.id) == now + timedelta(seconds=GRACE)  # claimed
+    first = reconcile_cluster_once(ctx, created.id, worker_id="w", ticket=ticket)
     assert first.outcome in {"progressing", "converged"}
     assert run_until_settled(ctx, created.id)[-1].outcome == "converged"
     assert cloud_inventory(simcloud.sim)["servers"] == 3
