@@ -61,8 +61,8 @@ STEPS = (
     Step(
         "the fleet: a reconcile sweep, and clusters created to running",
         "benchmarks/control_plane.py",
-        quick=("--quick",),
-        full=(),
+        quick=("--quick", "--workers", "2", "--request-threads", "4"),
+        full=("--workers", "2", "--request-threads", "8"),
     ),
 )
 
