@@ -331,7 +331,17 @@ def bulk_sweep(rig: Rig, *, clusters: int) -> dict[str, float]:
     """One bulk observation of the region through a worker (``provider.observe_region``): wall time from
     the send until a worker's log says it finished one over ``clusters`` running clusters (a line of an
     observation sent earlier is not taken for it), and what it found. Checks it wrote nothing."""
-    seen_before = sum(len(OBSERVED.findall(log.read_text(errors="replace"))) for log in rig.worker_logs)
+
+    def observed() -> list[re.Match[str]]:
+        """Every finished observation over ``clusters`` in the workers' logs (whichever worker ran it)."""
+        return [
+            m
+            for log in rig.worker_logs
+            for m in OBSERVED.finditer(log.read_text(errors="replace"))
+            if int(m["clusters"]) == clusters
+        ]
+
+    seen_before = len(observed())
     with rig.engine.connect() as conn:
         stamp_before = conn.execute(
             sa.text("SELECT max(updated_at), sum(reconcile_ticket) FROM clusters")
@@ -341,10 +351,9 @@ def bulk_sweep(rig: Rig, *, clusters: int) -> dict[str, float]:
     try:
         client.send_task("provider.observe_region", args=[REGION], queue=f"region.{REGION}")
         while True:
-            found = [m for log in rig.worker_logs for m in OBSERVED.finditer(log.read_text(errors="replace"))]
-            fresh = [m for m in found[seen_before:] if int(m["clusters"]) == clusters]
-            if fresh:
-                match = fresh[-1]
+            found = observed()
+            if len(found) > seen_before:
+                match = found[-1]  # the one line more: this observation's, in whichever log
                 break
             if time.monotonic() - started > 600:
                 raise RuntimeError("the bulk observation did not finish within 10 minutes")
@@ -445,11 +454,14 @@ def main() -> None:
     parser.add_argument(
         "--request-threads", type=int, default=1, help="clients sending the create requests at once"
     )
+    parser.add_argument("--workdir", type=Path, help="keep the processes' logs here (default: a temp folder)")
     parser.add_argument("--redis-url", default=REDIS, help="a Redis database of its own: it is flushed")
     args = parser.parse_args()
     n = args.clusters or (20 if args.quick else 1000)
     total = max(n, args.sweep_clusters or (200 if args.quick else 10_000))
     with tempfile.TemporaryDirectory(prefix="kaas-bench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         print(
             f"benchmark: {n} clusters (1 control plane + 2 workers each) to running, a sweep over {total},"
             f" {args.workers} worker process(es) x {args.concurrency} threads",
@@ -461,7 +473,7 @@ def main() -> None:
             workers=args.workers,
             concurrency=args.concurrency,
             request_threads=args.request_threads,
-            workdir=Path(tmp),
+            workdir=workdir,
             redis_url=args.redis_url,
         )
     print()
