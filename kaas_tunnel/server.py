@@ -266,20 +266,7 @@ class TunnelServer:
         self._tunnel_port = self._ws_server.sockets[0].getsockname()[1]
         self._http_socket = _bound_socket(settings.internal_host, settings.internal_port)
         self._internal_port = self._http_socket.getsockname()[1]
-        config = server_config(
-            _body_limited(internal_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
-            limits=settings.http_limits,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        config.load()
-        self._http_server = uvicorn.Server(config)
-        # startup()/shutdown() rather than serve(): serve() would take over the process's signal handlers,
-        # and several servers (and agents) may share this event loop.
-        self._http_server.lifespan = config.lifespan_class(config)
-        await self._http_server.startup(sockets=[self._http_socket])
+        self._http_server = await self._serve_http(internal_app(self), self._http_socket)
         logger.info(
             "tunnel server: agents at %s, internal endpoint at %s", self.tunnel_url, self.internal_url
         )
@@ -295,19 +282,27 @@ class TunnelServer:
         self._last_used_task = asyncio.create_task(self.last_used.run(), name="tunnel-last-used")
         self._proxy_socket = _bound_socket(settings.k8s_proxy_host, settings.k8s_proxy_port)
         self._proxy_port = self._proxy_socket.getsockname()[1]
+        self._proxy_server = await self._serve_http(k8s_proxy_app(self), self._proxy_socket)
+        logger.info("tunnel server: k8s proxy at %s", self.k8s_proxy_url)
+
+    async def _serve_http(self, app: Any, sock: socket.socket) -> uvicorn.Server:
+        """One of this process's HTTP listeners on ``sock``: bounded like every kaas server, bodies up to the
+        k8s proxy's cap."""
         config = server_config(
-            _body_limited(k8s_proxy_app(self), max_bytes=settings.k8s_proxy_max_body_bytes),
-            limits=settings.http_limits,
+            _body_limited(app, max_bytes=self.settings.k8s_proxy_max_body_bytes),
+            limits=self.settings.http_limits,
             lifespan="off",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
         )
         config.load()
-        self._proxy_server = uvicorn.Server(config)
-        self._proxy_server.lifespan = config.lifespan_class(config)
-        await self._proxy_server.startup(sockets=[self._proxy_socket])
-        logger.info("tunnel server: k8s proxy at %s", self.k8s_proxy_url)
+        server = uvicorn.Server(config)
+        # startup()/shutdown() rather than serve(): serve() would take over the process's signal handlers,
+        # and several servers (and agents) may share this event loop.
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        return server
 
     async def stop(self) -> None:
         """Stop taking proxied requests and let those in flight finish (the internal listener's graceful
