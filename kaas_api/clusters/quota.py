@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from kaas_api.errors import QuotaExceeded
 from kaas_api.regions.service import flavor_sizes
-from kaas_core.db.models import Cluster, ClusterPhase, Project, Quota
+from kaas_core.db.models import Cluster, ClusterPhase, NodePool, Project, Quota, Region
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,34 @@ def cluster_footprint(cluster: Cluster) -> Usage:
 
 
 def project_usage(session: Session, project_id: str) -> Usage:
-    clusters = session.scalars(
-        select(Cluster)
-        .where(
-            Cluster.project_id == project_id,
-            Cluster.deleted_at.is_(None),
-            Cluster.phase != ClusterPhase.DELETED.value,
-        )
-        .options(selectinload(Cluster.node_pools), selectinload(Cluster.region))
+    """What the project's live clusters hold, summed by the database: node counts per (region, flavor), then
+    sized here with each region's flavors. Every cluster create takes it under the project's lock, so it
+    must not grow with the project: loading every cluster and its pools as objects made the thousandth
+    create of a project take a second of the API's CPU while every other create of the project waited."""
+    live = (
+        Cluster.project_id == project_id,
+        Cluster.deleted_at.is_(None),
+        Cluster.phase != ClusterPhase.DELETED.value,
     )
-    total = Usage()
-    for cluster in clusters:
-        total = total + cluster_footprint(cluster)
+    reserved = case((NodePool.max_count > NodePool.count, NodePool.max_count), else_=NodePool.count)
+    control_planes = (
+        select(Cluster.region_id, Cluster.control_plane_flavor, func.sum(Cluster.control_plane_count))
+        .where(*live)
+        .group_by(Cluster.region_id, Cluster.control_plane_flavor)
+    )
+    pools = (
+        select(Cluster.region_id, NodePool.flavor, func.sum(reserved))
+        .join(NodePool, NodePool.cluster_id == Cluster.id)
+        .where(*live)
+        .group_by(Cluster.region_id, NodePool.flavor)
+    )
+    counts = [(str(r), str(f), int(n or 0)) for r, f, n in session.execute(control_planes.union_all(pools))]
+    clusters = int(session.scalar(select(func.count(Cluster.id)).where(*live)) or 0)
+    regions = session.scalars(select(Region).where(Region.id.in_({region_id for region_id, _, _ in counts})))
+    sizes = {region.id: flavor_sizes(region) for region in regions}
+    total = Usage(clusters=clusters)
+    for region_id, flavor, count in counts:
+        total = total + footprint(sizes=sizes.get(region_id, {}), clusters=0, nodes=[(flavor, count)])
     return total
 
 
@@ -94,7 +110,7 @@ def check_quota(session: Session, project: Project, requested: Usage) -> None:
     """
     session.execute(select(Project.id).where(Project.id == project.id).with_for_update())
     quota = session.get(Quota, project.id)
-    if quota is None:
+    if quota is None or all(getattr(quota, limit) is None for limit, *_ in _LIMITS):
         return
     in_use = project_usage(session, project.id)
     for limit, field, label, unit in _LIMITS:

@@ -120,3 +120,66 @@ def test_deleted_clusters_do_not_count(world: World, session_factory: Any) -> No
 def test_only_admins_change_quotas(world: World) -> None:
     response = world.call("owner", "PUT", "/v1/projects/alpha/quota", UNLIMITED)
     assert response.status_code == 403
+
+
+def test_usage_summed_by_the_database_matches_each_clusters_footprint(
+    world: World, session_factory: Any
+) -> None:
+    """``project_usage`` sums in SQL; ``cluster_footprint`` (used when a cluster changes) sizes one cluster
+    from its objects. Across regions, autoscaled pools (their max_count), a deleted cluster and a flavor
+    the region no longer lists, both must agree."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from kaas_api.clusters.quota import Usage, cluster_footprint, project_usage
+    from kaas_api.regions.service import create_region
+    from kaas_core.db.models import Cluster, Project, Region, utcnow
+
+    with session_factory() as session:
+        create_region(
+            session,
+            name="r2",
+            cloud="os-real-demo",
+            kubernetes_versions=["1.30.2"],
+            default_kubernetes_version="1.30.2",
+            flavors=[
+                {"name": "small", "vcpus": 1, "ram_mb": 1024},
+                {"name": "huge", "vcpus": 32, "ram_mb": 1},
+            ],
+        )
+        session.commit()
+    set_quota(world)  # unlimited: the limits are not what is tested
+    pools = [
+        {"name": "a", "flavor": "large", "count": 2, "min_count": 1, "max_count": 5},
+        {"name": "b", "flavor": "small", "count": 3, "min_count": 1, "max_count": 3},
+        {"name": "c", "flavor": "small", "count": 0},
+    ]
+    for body in (
+        cluster_body("c2", node_pools=pools),
+        cluster_body("c3", region="r2", node_pools=[{"name": "h", "flavor": "huge", "count": 4}]),
+        cluster_body("c4", region="r2", control_plane={"count": 3, "flavor": "small"}),
+        cluster_body("gone", control_plane={"count": 3, "flavor": "large"}),
+    ):
+        response = world.call("member", "POST", "/v1/projects/alpha/clusters", body)
+        assert response.status_code == 202, response.text
+    with session_factory() as session:
+        gone = session.scalars(select(Cluster).where(Cluster.name == "gone")).one()
+        gone.phase, gone.deleted_at = "deleted", utcnow()
+        r1 = session.scalars(select(Region).where(Region.name == "r1")).one()
+        r1.flavors = [f for f in r1.flavors if f["name"] != "large"]  # no longer offered: counts as 0 size
+        session.commit()
+
+    with session_factory() as session:
+        project = session.scalars(select(Project).where(Project.name == "alpha")).one()
+        live = session.scalars(
+            select(Cluster)
+            .where(Cluster.project_id == project.id, Cluster.deleted_at.is_(None))
+            .options(selectinload(Cluster.node_pools), selectinload(Cluster.region))
+        ).all()
+        assert sorted(c.name for c in live) == ["c1", "c2", "c3", "c4"]
+        expected = sum((cluster_footprint(c) for c in live), Usage())
+        assert project_usage(session, project.id) == expected
+        # c1 2 small; c2 1 small + 5 large (unsized now) + 3 small; c3 1 small + 4 huge; c4 3 small + 1 small
+        assert expected == Usage(
+            clusters=4, nodes=20, vcpus=2 * 6 + 1 + 4 * 32 + 4, ram_mb=4096 * 6 + 1024 + 4 + 4096
+        )
