@@ -160,12 +160,13 @@ BUSY_STATUSES = frozenset({429, 503})
 def retry_after_delay(
     status: int, retry_after: str | None, *, maximum: float, rng: random.Random
 ) -> float | None:
-    """How long to wait when kaas said it is busy (429/503 with ``Retry-After`` in seconds): that long, give
-    or take half, so the agents it refused together do not come back together; None for any other refusal.
+    """How long to wait when kaas said it is busy (429/503 with ``Retry-After`` in seconds): that long plus
+    up to a second (``Retry-After`` counts whole seconds, and the agents given the same second should not
+    come back at its first instant); None for any other refusal.
 
-    kaas's tunnel server refuses dials beyond the handshakes it works on at once and names, in
-    ``Retry-After``, when the caller's turn may come (``kaas_tunnel.admission``). Waiting that instead of
-    the growing exponential backoff brings a whole fleet back as fast as the server can take it.
+    kaas's tunnel server refuses dials beyond the handshakes it works on at once and gives each refused one,
+    in ``Retry-After``, its own turn (``kaas_tunnel.admission``). Waiting that instead of the growing
+    exponential backoff brings a whole fleet back as fast as the server can take it.
     """
     if status not in BUSY_STATUSES or retry_after is None:
         return None
@@ -175,7 +176,7 @@ def retry_after_delay(
         return None  # an HTTP date: kaas never sends one
     if not 0 < seconds < float("inf"):
         return None
-    return rng.uniform(0.5, 1.5) * min(seconds, maximum)
+    return min(seconds, maximum) + rng.uniform(0.0, 1.0)
 
 
 async def _session_once(config: AgentConfig, forwarder: ApiserverForwarder, *, stop: asyncio.Event) -> bool:

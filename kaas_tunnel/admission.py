@@ -6,10 +6,13 @@ seconds. Taken all at once, each handshake waits behind the others for the datab
 the agents' handshake timeouts expire, they dial again, and the server spends itself on handshakes nobody
 waits for any more: with 5,000 agents on a loaded machine, a few hundred got through in minutes. So a
 dial beyond ``max_in_progress`` handshakes (or while the loop runs late: the server is starved) is refused
-at once, before any database work, with 503 and a ``Retry-After`` that spreads the herd: the refusals of
-the last few seconds divided by the rate handshakes complete, i.e. when the caller's turn may come. The
-agent waits about that long, with jitter (``agents.runtime``). Admitted handshakes finish quickly, and what
-reaches the database at once stays bounded.
+at once, before any database work, with 503 and a ``Retry-After`` that is an appointment: each refused
+dial gets the next free turn, turns spaced by the rate handshakes complete (measured over the last few
+seconds), so the herd comes back as fast as the server takes it and no faster. The agent waits that long
+plus up to a second (``agents.runtime``: ``Retry-After`` counts whole seconds). Admitted handshakes finish
+quickly, and what reaches the database at once stays bounded. (Spreading each refused dial over "the
+refusals of the last seconds over the rate, give or take half" left a tail: with 1,000 agents after a
+kill -9 the last came back 35 s later, where the server could take them all in about 10.)
 
 A ticket is released when the session is recorded or the handshake fails; a ticket whose handshake never
 reached the server's handler (the agent went away after the upgrade was accepted) is released by its
@@ -25,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 
 WINDOW_SECONDS = 5.0
-MAX_RETRY_AFTER_SECONDS = 30
+MAX_RETRY_AFTER_SECONDS = 60
 
 
 class HandshakeTicket:
@@ -65,7 +68,7 @@ class HandshakeGate:
         self.in_progress = 0
         self.refused_total = 0
         self._completed: deque[float] = deque()
-        self._refused: deque[float] = deque()
+        self._next_turn = 0.0  # the clock time of the last appointment given
 
     def try_enter(self) -> HandshakeTicket | None:
         """A ticket, or None: refuse the dial now (503 with ``retry_after()``)."""
@@ -73,7 +76,6 @@ class HandshakeGate:
         self._forget_before(now - WINDOW_SECONDS)
         if self.in_progress >= self.max_in_progress or self._loop_lag() >= self.lag_limit:
             self.refused_total += 1
-            self._refused.append(now)
             return None
         self.in_progress += 1
         ticket = HandshakeTicket(self)
@@ -85,16 +87,24 @@ class HandshakeGate:
         return ticket
 
     def retry_after(self) -> int:
-        """Seconds a refused caller should wait: the recent refusals over the recent completion rate.
-
-        Before any handshake completed (a restart), the rate is assumed to be ``max_in_progress`` a
-        second: a guess on the fast side, since a wait too short costs a cheap refusal and a wait too long
-        keeps an agent away for nothing.
-        """
+        """Seconds a refused caller should wait: its appointment, the next free turn (call it once per
+        refusal: each call takes a turn). Turns are ``1 / rate`` apart, the rate handshakes completed over
+        the recent window; at most ``MAX_RETRY_AFTER_SECONDS`` (a caller beyond comes back then and is
+        given a turn again)."""
         now = self._clock()
         self._forget_before(now - WINDOW_SECONDS)
-        rate = max(len(self._completed) / WINDOW_SECONDS, float(self.max_in_progress))
-        return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(len(self._refused) / rate)))
+        appointment = max(self._next_turn, now) + 1.0 / self._completion_rate(now)
+        self._next_turn = appointment
+        return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(appointment - now)))
+
+    def _completion_rate(self, now: float) -> float:
+        """Handshakes completed a second, over the window (or since the first completion in it, when that
+        is more recent: just after a restart, a whole window's denominator would understate it), and never
+        below ``max_in_progress`` a second: the first completions after a restart say little, and a rate
+        guessed low sends the herd far away (turns are given, not taken back), where one guessed high costs
+        a cheap refusal and a turn later on."""
+        measured = len(self._completed) / max(now - self._completed[0], 1.0) if self._completed else 0.0
+        return max(measured, float(self.max_in_progress))
 
     def _left(self, *, completed: bool) -> None:
         self.in_progress -= 1
@@ -102,6 +112,5 @@ class HandshakeGate:
             self._completed.append(self._clock())
 
     def _forget_before(self, cutoff: float) -> None:
-        for samples in (self._completed, self._refused):
-            while samples and samples[0] < cutoff:
-                samples.popleft()
+        while self._completed and self._completed[0] < cutoff:
+            self._completed.popleft()
