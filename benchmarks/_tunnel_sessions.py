@@ -526,6 +526,12 @@ def run_phase(fleet: Fleet, clusters: list[tuple[str, str]], *, hold: float, per
                 f" sessions ({peak / n:.0%}); {commits} database commits until all were back;"
                 f" {busy} dials refused busy (503, Retry-After); the new server's CPU {cpu_reconnect:.1f} s"
             )
+            # where the herd came back: a gap says the server waited for agents told to come later
+            buckets = Counter(5 * math.floor(t / 5) for t in times)
+            say(
+                "  arrivals per 5 s after the kill: "
+                + ", ".join(f"{t}-{t + 5} s {buckets[t]}" for t in range(0, 5 + int(times[-1]), 5))
+            )
         else:
             say("  reconnect after kill -9: no agent came back   MISSED")
         say(
