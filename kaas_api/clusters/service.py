@@ -188,6 +188,20 @@ def list_clusters(session: Session, project: Project) -> list[Cluster]:
     )
 
 
+def node_counts_of(session: Session, cluster_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """(observed, ready) node rows of each cluster, in one query: a project's cluster list counted them one
+    cluster at a time, a statement per cluster. A cluster without nodes is (0, 0)."""
+    counts = dict.fromkeys(cluster_ids, (0, 0))
+    rows = session.execute(
+        select(Node.cluster_id, func.count(Node.id), func.count(Node.id).filter(Node.ready.is_(True)))
+        .where(Node.cluster_id.in_(cluster_ids))
+        .group_by(Node.cluster_id)
+    )
+    for cluster_id, observed, ready in rows:
+        counts[cluster_id] = (int(observed), int(ready))
+    return counts
+
+
 def node_counts(session: Session, cluster: Cluster) -> tuple[int, int]:
     """(observed, ready) node rows of the cluster."""
     observed, ready = session.execute(

@@ -167,6 +167,64 @@ def test_nodes_and_operations_lists(world: World, session_factory: sessionmaker[
     assert [op["id"] for op in operations] == [world.operation_id]
 
 
+def test_the_cluster_list_counts_each_clusters_nodes_in_statements_that_do_not_grow_with_the_list(
+    world: World, session_factory: sessionmaker[Session]
+) -> None:
+    """A project's list gave every cluster a node-count query of its own: 1,000 clusters, 1,000 statements."""
+    from sqlalchemy import event
+
+    def list_counting_reads() -> tuple[dict[str, Any], int]:
+        seen: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(statement)
+
+        bind = session_factory.kw["bind"]
+        event.listen(bind, "before_cursor_execute", record)
+        try:
+            response = world.call("viewer", "GET", "/v1/projects/alpha/clusters")
+        finally:
+            event.remove(bind, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        # the reads (the test's savepoints and the token's last_used_at write come and go)
+        return {c["name"]: c["node_counts"] for c in response.json()}, sum(
+            s.startswith("SELECT") for s in seen
+        )
+
+    _, statements_with_one = list_counting_reads()
+    for name in ("c2", "c3", "c4"):
+        response = world.call("member", "POST", "/v1/projects/alpha/clusters", cluster_body(name))
+        assert response.status_code == 202, response.text
+    with session_factory() as session:
+        c3 = session.query(Cluster).filter_by(name="c3").one()
+        for index, ready in enumerate((True, False, True)):
+            session.add(
+                Node(
+                    cluster_id=c3.id,
+                    role=NodeRole.WORKER.value,
+                    name=f"w{index}",
+                    flavor="small",
+                    ready=ready,
+                )
+            )
+        session.add(Node(cluster_id=world.cluster_id, role=NodeRole.WORKER.value, name="w", flavor="small"))
+        session.commit()
+
+    counts, statements_with_four = list_counting_reads()
+    assert counts == {
+        "c1": {"desired": 2, "observed": 1, "ready": 0},
+        "c2": {"desired": 2, "observed": 0, "ready": 0},
+        "c3": {"desired": 2, "observed": 3, "ready": 2},
+        "c4": {"desired": 2, "observed": 0, "ready": 0},
+    }
+    for name, expected in counts.items():  # the same as each cluster's own GET says
+        assert (
+            world.call("viewer", "GET", f"/v1/projects/alpha/clusters/{name}").json()["node_counts"]
+            == expected
+        )
+    assert statements_with_four == statements_with_one
+
+
 def test_region_with_live_cluster_cannot_be_deleted(world: World) -> None:
     response = world.call("admin", "DELETE", "/v1/regions/r1")
     assert response.status_code == 409
