@@ -23,7 +23,6 @@ API's audit middleware writes for its proxy), before the response head goes out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -33,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from agents.tunnel.headers import RESPONSE_HOP_BY_HOP, dropped_from_request
 from agents.tunnel.kube_status import kube_status
@@ -45,6 +43,7 @@ from kaas_core.agent_presence import disconnected_recently, new_session
 from kaas_core.cluster_access import AccessRefused, ProxyIdentity
 from kaas_core.db.models import AuditEvent, utcnow
 from kaas_core.internal_hop import ASSERTION_HEADER, ProxyAssertion, internal_target_url
+from kaas_core.websocket_relay import relay_websocket
 from kaas_tunnel.proxy import (
     ALLOWED_METHODS,
     Refused,
@@ -69,8 +68,6 @@ MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RESPONSE_DROPPED = RESPONSE_HOP_BY_HOP | {"date", "server"}
 WEBSOCKET_OPEN_TIMEOUT_SECONDS = 15.0
 WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-WEBSOCKET_CLOSE_SECONDS = 5.0
-_RESERVED_CLOSE_CODES = frozenset({1005, 1006, 1015})
 
 
 def _status_body(code: int, message: str, reason: str) -> bytes:
@@ -233,12 +230,6 @@ def _is_streaming(target: str) -> bool:
     if params.get("watch", "").lower() in ("true", "1") or params.get("follow", "").lower() in ("true", "1"):
         return True
     return "/watch/" in path
-
-
-def _close_code(code: int | None) -> int:
-    if code is None or code < 1000 or code in _RESERVED_CLOSE_CODES or code >= 5000:
-        return 1000
-    return code
 
 
 def k8s_proxy_app(server: TunnelServer) -> Any:
@@ -602,49 +593,6 @@ async def _remote_websocket(
         ) from exc
     try:
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        return await _relay_websocket(receive, send, upstream)
+        return await relay_websocket(receive, send, upstream)
     finally:
         await upstream.close()
-
-
-async def _relay_websocket(receive: Receive, send: Send, upstream: ClientConnection) -> str:
-    """Messages both ways until one side closes; the other is closed with the same code."""
-
-    async def down() -> None:  # cluster → client
-        with contextlib.suppress(ConnectionClosed):
-            async for message in upstream:
-                if isinstance(message, str):
-                    await send({"type": "websocket.send", "text": message})
-                else:
-                    await send({"type": "websocket.send", "bytes": message})
-        await send(
-            {
-                "type": "websocket.close",
-                "code": _close_code(upstream.close_code),
-                "reason": upstream.close_reason or "",
-            }
-        )
-
-    async def up() -> None:  # client → cluster
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                await upstream.close(_close_code(message.get("code")), message.get("reason") or "")
-                return
-            if message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-            elif message.get("text") is not None:
-                await upstream.send(message["text"])
-
-    downward = asyncio.create_task(down())
-    upward = asyncio.create_task(up())
-    try:
-        done, _ = await asyncio.wait({downward, upward}, return_when=asyncio.FIRST_COMPLETED)
-        if upward in done and not downward.done():
-            await asyncio.wait({downward}, timeout=WEBSOCKET_CLOSE_SECONDS)
-            return "client-closed"
-        return "completed"
-    finally:
-        for task in (downward, upward):
-            task.cancel()
-        await asyncio.gather(downward, upward, return_exceptions=True)

@@ -36,8 +36,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from agents.tunnel.headers import RESPONSE_HOP_BY_HOP, dropped_from_request
 from agents.tunnel.kube_status import kube_status
@@ -58,6 +57,7 @@ from kaas_core.internal_hop import (
     internal_target_url,
 )
 from kaas_core.tunnel_registry import SessionLocation, TunnelRegistry
+from kaas_core.websocket_relay import relay_websocket
 
 log = logging.getLogger(__name__)
 
@@ -479,13 +479,6 @@ class UpstreamResponse(Response):
 
 WEBSOCKET_OPEN_TIMEOUT_SECONDS = 15.0
 WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-_RESERVED_CLOSE_CODES = frozenset({1005, 1006, 1015})
-
-
-def _close_code(code: int | None) -> int:
-    if code is None or code < 1000 or code in _RESERVED_CLOSE_CODES or code >= 5000:
-        return 1000
-    return code
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:
@@ -555,49 +548,10 @@ async def proxy_websocket(websocket: WebSocket, cluster_id: str, path: str) -> N
     outcome = "completed"
     try:
         await websocket.accept(subprotocol=upstream.subprotocol)
-        outcome = await _relay_websocket(websocket, upstream)
+        outcome = await relay_websocket(websocket.receive, websocket.send, upstream)
     finally:
         await upstream.close()
         _log(identity, websocket, k8s_path, status=101, sent=0, started=started, outcome=outcome)
-
-
-async def _relay_websocket(websocket: WebSocket, upstream: ClientConnection) -> str:
-    """Messages both ways until one side closes; the other is closed with the same code."""
-
-    async def down() -> None:  # cluster → client
-        try:
-            async for message in upstream:
-                if isinstance(message, str):
-                    await websocket.send_text(message)
-                else:
-                    await websocket.send_bytes(message)
-        except ConnectionClosed:
-            pass
-        await websocket.close(code=_close_code(upstream.close_code), reason=upstream.close_reason or "")
-
-    async def up() -> None:  # client → cluster
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                await upstream.close(_close_code(message.get("code")), message.get("reason") or "")
-                return
-            if message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-            elif message.get("text") is not None:
-                await upstream.send(message["text"])
-
-    downward = asyncio.create_task(down())
-    upward = asyncio.create_task(up())
-    try:
-        done, _ = await asyncio.wait({downward, upward}, return_when=asyncio.FIRST_COMPLETED)
-        if upward in done and not downward.done():
-            await asyncio.wait({downward}, timeout=5.0)  # the cluster's close comes back
-            return "client-closed"
-        return "completed"
-    finally:
-        for task in (downward, upward):
-            task.cancel()
-        await asyncio.gather(downward, upward, return_exceptions=True)
 
 
 router.add_api_websocket_route(PROXY_PREFIX + "/{cluster_id}/{path:path}", proxy_websocket)
