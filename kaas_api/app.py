@@ -42,7 +42,6 @@ from kaas_api.k8s.status import KubeStatusError, kube_status_handler
 from kaas_api.kubeconfig import endpoints as kubeconfig
 from kaas_api.observability import endpoints as observability
 from kaas_api.observability.metrics import ApiMetrics, HttpMetricsMiddleware, KaasStateCollector
-from kaas_api.observability.request_id import RequestIdMiddleware
 from kaas_api.openapi import KaasApi, api_routes
 from kaas_api.operations import endpoints as operations
 from kaas_api.projects import endpoints as projects
@@ -58,6 +57,7 @@ from kaas_core.credential_cache import (
     install_revocation_hooks,
 )
 from kaas_core.internal_hop import assertion_key
+from kaas_core.request_context import RequestIdMiddleware
 from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.tunnel_registry import InMemoryTunnelRegistry, TunnelRegistry
 

@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from kaas_core.agent_presence import disconnected_recently, new_session
 from kaas_core.cluster_access import AccessRefused, ProxyIdentity
 from kaas_core.db.models import AuditEvent, utcnow
 from kaas_core.internal_hop import ASSERTION_HEADER, ProxyAssertion, internal_target_url
+from kaas_core.request_context import RequestIdMiddleware, current_request_id, new_request_id
 from kaas_core.websocket_relay import relay_websocket
 from kaas_tunnel.proxy import (
     ALLOWED_METHODS,
@@ -125,7 +125,7 @@ class _Request:
             cluster_id=self.cluster_id[:63] or None,
             outcome="success" if status < 400 else ("refused" if status < 500 else "failed"),
             status_code=status,
-            request_id=uuid.uuid4().hex,
+            request_id=current_request_id() or new_request_id(),
             source_ip=_source_ip(self.scope),
             detail={
                 "path_params": {"cluster_id": self.cluster_id[:255], "path": self.k8s_path.lstrip("/")[:255]},
@@ -241,7 +241,8 @@ def k8s_proxy_app(server: TunnelServer) -> Any:
         elif scope["type"] == "websocket":
             await _serve_websocket(server, scope, receive, send)
 
-    return app
+    # the caller's X-Request-ID (or a new one) in the audit row, the log lines and the answer, as the API's
+    return RequestIdMiddleware(app)
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Owned by ``provider``; ``provider.celery_app.make_celery`` calls ``connect_request_id_signals()``. The API
 sends a reconcile with the Celery message header ``kaas_request_id`` (``kaas_api.dispatch``). Before a
 task runs (``task_prerun``), its request id (or a fresh one, for work beat started) is bound into
-structlog's context variables and ``kaas_api.observability.request_id.request_id_var``, so every log line
+structlog's context variables and ``kaas_core.request_context.request_id_var``, so every log line
 of the task carries ``request_id`` (``kaas_core.logs``); after it (``task_postrun``) both are
 cleared. Every task published meanwhile (``before_task_publish``: the re-queued continuation of a
 reconcile chain, the reconciles a sweep queues, webhook deliveries) gets the same header, so a whole

@@ -182,19 +182,23 @@ async def test_a_viewer_reaches_the_cluster_as_a_kaas_user_with_the_viewer_group
                 **bearer(people.viewer_kubeconfig),
                 "Impersonate-User": "kubernetes-admin",
                 "Impersonate-Group": "system:masters",
+                "X-Request-ID": "kubectl-trace-0001",
             },
         )
     assert listed.status_code == 200, listed.text
     assert review.status_code == 201, review.text
+    # the caller's request id comes back and is audited, as on the API's proxy; without one, a new one
+    assert review.headers["x-request-id"] == "kubectl-trace-0001"
+    assert len(listed.headers["x-request-id"]) == 32
     user_info = review.json()["status"]["userInfo"]
     assert user_info["username"] == "kaas:vera"
     assert set(user_info["groups"]) >= {"kaas:authenticated", "kaas:viewer"}
     assert "system:masters" not in user_info["groups"]
     with session_factory() as session:
         events = session.scalars(select(AuditEvent).where(AuditEvent.method == "POST")).all()
-    assert [(e.actor_name, e.action, e.status_code, e.outcome, e.cluster_id) for e in events] == [
-        ("vera", "proxy", 201, "success", cluster.id)
-    ]
+    assert [
+        (e.actor_name, e.action, e.status_code, e.outcome, e.cluster_id, e.request_id) for e in events
+    ] == [("vera", "proxy", 201, "success", cluster.id, "kubectl-trace-0001")]
     assert events[0].detail["path_params"]["path"] == WHOAMI.lstrip("/")
 
 
