@@ -128,11 +128,13 @@ def test_a_cluster_boots_a_real_control_plane_whose_kwok_nodes_are_its_servers(
     with agent_client(kubeconfig) as agent:
         wait_until(lambda: sorted(nodes_by_name(agent)) == ["kaas-r-cp-0", "kaas-r-w-a"], timeout=60,
                    what="both servers' Nodes")
-        # kwok makes them Ready, as a kubelet posting its status would
+        # kwok makes them Ready, as a kubelet posting its status would; the role labels and the providerID
+        # come after the kubelet's registration, in the admin's patch (kubeadm's and the cloud controller's
+        # part), and kwok may make a Node Ready before that patch lands: wait for both
         nodes = wait_until(
             lambda: (found := nodes_by_name(agent))
-            and all(ready_of(n) == "True" for n in found.values()) and found,
-            timeout=60, what="kwok to make both Nodes Ready",
+            and all(ready_of(n) == "True" and n["spec"].get("providerID") for n in found.values()) and found,
+            timeout=60, what="kwok to make both Nodes Ready, and the admin's patch of each",
         )
         version = agent.get("/version").json()["gitVersion"]
         who = agent.post("/apis/authentication.k8s.io/v1/selfsubjectreviews",
