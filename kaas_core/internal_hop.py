@@ -38,6 +38,11 @@ INTERNAL_PROXY_PREFIX = "/internal/v1/proxy"
 ASSERTION_VERSION = "v1"
 ASSERTION_TTL_SECONDS = 300
 MAX_ASSERTION_BYTES = 16 * 1024
+# How long a client of the internal endpoint keeps an idle connection: well below the endpoint's own idle
+# timeout (uvicorn's keep-alive, 5 s). At equal timeouts a request can go out on a connection the server is
+# closing at that instant, and a request with a body cannot be sent again: kubectl apply got a 503 ("the
+# tunnel server cannot be reached") once in CI.
+INTERNAL_HOP_KEEPALIVE_SECONDS = 2.0
 _KEY_CONTEXT = b"kaas k8s-proxy assertion v1"
 
 
