@@ -33,6 +33,8 @@ import json
 import time
 from dataclasses import dataclass
 
+import httpx
+
 ASSERTION_HEADER = "X-Kaas-Proxy-Assertion"
 INTERNAL_PROXY_PREFIX = "/internal/v1/proxy"
 ASSERTION_VERSION = "v1"
@@ -43,6 +45,11 @@ MAX_ASSERTION_BYTES = 16 * 1024
 # closing at that instant, and a request with a body cannot be sent again: kubectl apply got a 503 ("the
 # tunnel server cannot be reached") once in CI.
 INTERNAL_HOP_KEEPALIVE_SECONDS = 2.0
+# The pool of every client of the internal endpoint (the API's k8s proxy, the tunnel servers' peers): no
+# bound on connections (each watch holds one), and idle ones dropped before the endpoint drops them.
+INTERNAL_HOP_LIMITS = httpx.Limits(
+    max_connections=None, max_keepalive_connections=64, keepalive_expiry=INTERNAL_HOP_KEEPALIVE_SECONDS
+)
 _KEY_CONTEXT = b"kaas k8s-proxy assertion v1"
 
 

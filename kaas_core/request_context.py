@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+_HEADER_BYTES = REQUEST_ID_HEADER.encode()  # ASGI header names: lower-case bytes
 # a caller's id is kept only when it is short and harmless, so it can go into logs and headers unescaped
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -52,7 +53,7 @@ class RequestIdMiddleware:
             return
         supplied = None
         for name, value in scope.get("headers", []):
-            if name == REQUEST_ID_HEADER.encode():
+            if name == _HEADER_BYTES:
                 supplied = value.decode("latin-1")
                 break
         request_id = accept_request_id(supplied)
@@ -61,8 +62,8 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _HEADER_BYTES]
+                headers.append((_HEADER_BYTES, request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -69,7 +69,7 @@ from kaas_core.credential_cache import (
     install_revocation_hooks,
 )
 from kaas_core.db.models import AuditEvent
-from kaas_core.internal_hop import INTERNAL_HOP_KEEPALIVE_SECONDS, assertion_key
+from kaas_core.internal_hop import INTERNAL_HOP_LIMITS, assertion_key
 from kaas_core.serving.body_limit import BodyLimitMiddleware, BodyRule, Refusal
 from kaas_core.serving.limits import server_config
 from kaas_core.tunnel_registry import TunnelRegistry
@@ -377,11 +377,7 @@ class TunnelServer:
                     write=self.settings.k8s_proxy_read_timeout_seconds,
                     pool=self.settings.dial_timeout_seconds,
                 ),
-                limits=httpx.Limits(
-                    max_connections=None,
-                    max_keepalive_connections=64,
-                    keepalive_expiry=INTERNAL_HOP_KEEPALIVE_SECONDS,
-                ),
+                limits=INTERNAL_HOP_LIMITS,
             )
         return self._peers
 

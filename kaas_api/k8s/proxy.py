@@ -53,7 +53,7 @@ from kaas_core.cluster_access import AccessRefused
 from kaas_core.credential_cache import CredentialCache
 from kaas_core.internal_hop import (
     ASSERTION_HEADER,
-    INTERNAL_HOP_KEEPALIVE_SECONDS,
+    INTERNAL_HOP_LIMITS,
     ProxyAssertion,
     internal_target_url,
 )
@@ -96,14 +96,7 @@ class K8sProxyContext:
         held = self._clients.get(id(loop))
         if held is not None and held[0] is loop:
             return held[1]
-        client = httpx.AsyncClient(
-            trust_env=False,
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=64,
-                keepalive_expiry=INTERNAL_HOP_KEEPALIVE_SECONDS,
-            ),
-        )
+        client = httpx.AsyncClient(trust_env=False, limits=INTERNAL_HOP_LIMITS)
         self._clients[id(loop)] = (loop, client)
         return client
 

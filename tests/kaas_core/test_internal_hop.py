@@ -178,8 +178,9 @@ def test_a_fresh_assertion_expires_after_its_ttl() -> None:
 def test_a_client_of_the_internal_endpoint_drops_idle_connections_before_the_endpoint_does() -> None:
     """At equal idle timeouts, a request can leave on a connection the endpoint is closing at that moment;
     one with a body (kubectl apply) cannot be sent again and was answered 503."""
-    from kaas_core.internal_hop import INTERNAL_HOP_KEEPALIVE_SECONDS
+    from kaas_core.internal_hop import INTERNAL_HOP_LIMITS
     from kaas_core.serving.limits import HttpLimits, server_config
 
     endpoint = server_config(lambda *_: None, limits=HttpLimits(), host="127.0.0.1", port=0)
-    assert INTERNAL_HOP_KEEPALIVE_SECONDS <= endpoint.timeout_keep_alive / 2
+    assert INTERNAL_HOP_LIMITS.keepalive_expiry is not None
+    assert INTERNAL_HOP_LIMITS.keepalive_expiry <= endpoint.timeout_keep_alive / 2
