@@ -29,6 +29,7 @@ from kaas_api import health
 from kaas_api.admin import endpoints as admin
 from kaas_api.audit.middleware import AuditMiddleware, add_audit_detail
 from kaas_api.auth import endpoints as auth
+from kaas_api.auth.principal_cache import PrincipalCache
 from kaas_api.clusters import endpoints as clusters
 from kaas_api.config import ApiSettings
 from kaas_api.dashboard import routes as dashboard
@@ -222,13 +223,14 @@ def create_app(
         redoc_url=None,
     )
     mount_docs(app)
+    feed = revocation_feed if revocation_feed is not None else InProcessRevocationFeed()
     app.state.kaas = AppContext(
         settings=settings,
         session_factory=session_factory,
         dispatcher=dispatcher,
         read_threads=anyio.CapacityLimiter(settings.database_pool_size),
+        principals=PrincipalCache(feed, ttl_seconds=settings.credential_cache_seconds),
     )
-    feed = revocation_feed if revocation_feed is not None else InProcessRevocationFeed()
     install_revocation_hooks(session_factory, feed)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),

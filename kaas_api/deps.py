@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from kaas_api.audit.middleware import set_actor
-from kaas_api.auth.service import Principal, authenticate
+from kaas_api.auth.principal_cache import PrincipalCache
+from kaas_api.auth.service import Principal, authenticate_hash, bearer_token_hash
 from kaas_api.config import ApiSettings
 from kaas_api.dispatch import TaskDispatcher, UnitOfWork
 from kaas_api.errors import Conflict, Forbidden, answers
@@ -39,6 +40,13 @@ class AppContext:
     session_factory: sessionmaker[Session]
     dispatcher: TaskDispatcher
     read_threads: anyio.CapacityLimiter  # Caller.read's threads: no more at once than the pool's connections
+    principals: PrincipalCache
+
+    async def ensure_revocations_heard(self) -> None:
+        """Start listening to the revocation feed if nothing in this event loop does yet: the principal
+        cache is only used while it listens (one attribute read when it does)."""
+        if not self.principals.feed.listening:
+            await self.principals.feed.ensure_listening()
 
 
 async def get_context(request: Request) -> AppContext:
@@ -64,6 +72,7 @@ async def get_uow(context: Context) -> AsyncIterator[UnitOfWork]:
     unit of work takes a worker thread; as a plain generator its start took one too. The end runs shielded
     and outside the shared thread limit, as FastAPI runs a plain generator's end: a request holding a
     connection must never wait for a thread that requests waiting for a connection hold."""
+    await context.ensure_revocations_heard()
     uow = UnitOfWork(context.session_factory())
     try:
         yield uow
@@ -99,16 +108,22 @@ def _abandon(uow: UnitOfWork) -> None:
 Uow = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
-def resolve_principal(request: HTTPConnection, session: Session) -> Principal:
-    """Who the caller is, the one way every route finds out: ``authenticate``, then the audit log is told."""
-    principal = authenticate(session, request.headers.get("authorization"))
+def resolve_principal(request: HTTPConnection, session: Session, principals: PrincipalCache) -> Principal:
+    """Who the caller is, the one way every route finds out: the principal cache, else ``authenticate``
+    (whose answer the cache keeps), then the audit log is told."""
+    token_hash = bearer_token_hash(request.headers.get("authorization"))
+    principal = principals.lookup(token_hash)
+    if principal is None:
+        generation = principals.generation()
+        principal = authenticate_hash(session, token_hash)
+        principals.store(token_hash, principal, generation=generation)
     set_actor(request, user_id=principal.user.id, user_name=principal.user.name)
     return principal
 
 
 @answers(401)
-def get_principal(request: Request, uow: Uow) -> Principal:
-    return resolve_principal(request, uow.session)
+def get_principal(request: Request, uow: Uow, context: Context) -> Principal:
+    return resolve_principal(request, uow.session, context.principals)
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
@@ -123,6 +138,7 @@ class Caller:
     request: Request
     session_factory: sessionmaker[Session]
     threads: anyio.CapacityLimiter
+    principals: PrincipalCache
 
     async def read(self, work: Callable[[Session, Principal], _T]) -> _T:
         """``resolve_principal``, ``work`` and the end of the session in one worker thread, in autocommit:
@@ -135,7 +151,7 @@ class Caller:
     def _read(self, work: Callable[[Session, Principal], _T]) -> _T:
         with self.session_factory() as session:  # closed at the end: nothing to roll back in autocommit
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            result = work(session, resolve_principal(self.request, session))
+            result = work(session, resolve_principal(self.request, session, self.principals))
             changed = [
                 *session.new,
                 *session.deleted,
@@ -149,7 +165,13 @@ class Caller:
 
 @answers(401)
 async def get_caller(request: Request, context: Context) -> Caller:
-    return Caller(request=request, session_factory=context.session_factory, threads=context.read_threads)
+    await context.ensure_revocations_heard()
+    return Caller(
+        request=request,
+        session_factory=context.session_factory,
+        threads=context.read_threads,
+        principals=context.principals,
+    )
 
 
 ReadingCaller = Annotated[Caller, Depends(get_caller)]

@@ -52,6 +52,29 @@ DEFAULT_TTL_SECONDS = 5.0
 _PENDING_KEY = "kaas_revocations"
 
 
+class Revocable(Protocol):
+    """What a cache keeps, as far as revocations go: the token, user, project and cluster it stands for
+    (``""`` for none). A ``ProxyIdentity`` here; the API's ``Principal`` too."""
+
+    @property
+    def token_id(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def project_id(self) -> str: ...
+
+    @property
+    def cluster_id(self) -> str: ...
+
+
+class RevocationListener(Protocol):
+    """A cache a feed delivers revocations to."""
+
+    def invalidate(self, revocations: Iterable[Revocation]) -> None: ...
+
+
 @dataclass(frozen=True)
 class Revocation:
     """What changed: ``kind`` is ``token`` (id), ``user``, ``project``, ``cluster`` or ``all``."""
@@ -59,15 +82,15 @@ class Revocation:
     kind: str
     id: str = ""
 
-    def concerns(self, identity: ProxyIdentity) -> bool:
+    def concerns(self, identity: Revocable) -> bool:
         if self.kind == "token":
             return self.id == identity.token_id
         if self.kind == "user":
             return self.id == identity.user_id
         if self.kind == "project":
-            return self.id == identity.project_id
+            return bool(identity.project_id) and self.id == identity.project_id
         if self.kind == "cluster":
-            return self.id == identity.cluster_id
+            return bool(identity.cluster_id) and self.id == identity.cluster_id
         return True  # "all", or a kind a newer release sends: forget everything
 
     def to_json(self) -> dict[str, str]:
@@ -97,7 +120,7 @@ class RevocationFeed(Protocol):
     def listening(self) -> bool:
         """Whether revocations published anywhere now reach this process's caches."""
 
-    def attach(self, cache: CredentialCache) -> None: ...
+    def attach(self, cache: RevocationListener) -> None: ...
 
     def publish(self, revocations: Sequence[Revocation]) -> None:
         """Send ``revocations`` (synchronous: called after a commit, in whatever thread committed)."""
@@ -112,13 +135,13 @@ class InProcessRevocationFeed:
     """One process (the embedded mode, tests): a publish invalidates the attached caches directly."""
 
     def __init__(self) -> None:
-        self._caches: list[CredentialCache] = []
+        self._caches: list[RevocationListener] = []
 
     @property
     def listening(self) -> bool:
         return True
 
-    def attach(self, cache: CredentialCache) -> None:
+    def attach(self, cache: RevocationListener) -> None:
         self._caches.append(cache)
 
     def publish(self, revocations: Sequence[Revocation]) -> None:
@@ -147,7 +170,7 @@ class RedisRevocationFeed:
         self._url = url
         self._publisher = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._reconnect = reconnect_seconds
-        self._caches: list[CredentialCache] = []
+        self._caches: list[RevocationListener] = []
         self._listening = False
         self._task: asyncio.Task[None] | None = None
 
@@ -155,7 +178,7 @@ class RedisRevocationFeed:
     def listening(self) -> bool:
         return self._listening
 
-    def attach(self, cache: CredentialCache) -> None:
+    def attach(self, cache: RevocationListener) -> None:
         self._caches.append(cache)
 
     def publish(self, revocations: Sequence[Revocation]) -> None:

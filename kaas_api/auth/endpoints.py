@@ -38,7 +38,7 @@ def me(principal: CurrentUser, uow: Uow) -> MeOut:
         .where(ProjectMember.user_id == principal.user.id)
         .order_by(Project.name)
     ).all()
-    user = principal.user
+    user = principal.user_row(uow.session)
     return MeOut(
         id=user.id,
         name=user.name,
@@ -53,7 +53,7 @@ def create_token(body: TokenCreate, principal: CurrentUser, uow: Uow, settings: 
     """Create a token for yourself. The token is in the response only this once."""
     days = body.ttl_days if body.ttl_days is not None else settings.token_default_ttl_days
     row, token = service.issue_token(
-        uow.session, principal.user, description=body.description, ttl=timedelta(days=days)
+        uow.session, principal.user_row(uow.session), description=body.description, ttl=timedelta(days=days)
     )
     return TokenCreated(token=token, info=token_out(row))
 

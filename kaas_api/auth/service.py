@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from kaas_api.errors import Forbidden, NotFound, Unauthenticated
 from kaas_api.validation import is_dns_label, is_uuid
 from kaas_core import cluster_access
-from kaas_core.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, utcnow
+from kaas_core.db.models import ApiToken, Project, ProjectMember, Role, TokenKind, User, as_utc, utcnow
 from kaas_core.security import USER_TOKEN_PREFIX, generate_token, hash_token
 
 TOKEN_DISPLAY_PREFIX_LENGTH = 12
@@ -23,13 +23,64 @@ LAST_USED_RESOLUTION = cluster_access.LAST_USED_RESOLUTION
 
 
 @dataclass(frozen=True)
+class Actor:
+    """The calling user as authentication found them: plain values, so that a ``Principal`` outlives the
+    session it was read in (``kaas_api.auth.principal_cache`` keeps it a few seconds)."""
+
+    id: str
+    name: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class TokenUse:
+    """The token a caller authenticated with: which, until when, and when its use was last written."""
+
+    id: str
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Principal:
-    user: User
-    token: ApiToken
+    """Who is calling. A snapshot, not rows: a route that needs the user's row (to own something it
+    creates) asks for it with ``user_row``."""
+
+    user: Actor
+    token: TokenUse
 
     @property
     def is_admin(self) -> bool:
         return self.user.is_admin
+
+    # ``Revocation.concerns`` (kaas_core.credential_cache) asks these of whatever a cache keeps
+    @property
+    def token_id(self) -> str:
+        return self.token.id
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    project_id = ""  # a principal is no project's or cluster's: such revocations do not concern it
+    cluster_id = ""
+
+    @classmethod
+    def of(cls, user: User, token: ApiToken) -> Principal:
+        return cls(
+            user=Actor(id=user.id, name=user.name, is_admin=user.is_admin),
+            token=TokenUse(
+                id=token.id, expires_at=as_utc(token.expires_at), last_used_at=as_utc(token.last_used_at)
+            ),
+        )
+
+    def user_row(self, session: Session) -> User:
+        """The caller's row in ``session`` (from its identity map when authentication read it there);
+        ``Unauthenticated`` when the user was deleted since."""
+        row = session.get(User, self.user.id)
+        if row is None:
+            raise Unauthenticated("user no longer exists")
+        return row
 
 
 def authenticate(
@@ -44,7 +95,12 @@ def authenticate(
     own cluster (``kaas_api.k8s.access``, with ``accepted_token_kinds(cluster_id)``). Agent tokens are not
     ``api_tokens`` rows at all, so they never authenticate here.
     """
-    token_hash = bearer_token_hash(authorization)
+    return authenticate_hash(session, bearer_token_hash(authorization), now=now)
+
+
+def authenticate_hash(session: Session, token_hash: str, *, now: datetime | None = None) -> Principal:
+    """``authenticate`` once the header is checked and hashed (``kaas_api.deps`` hashes it first, to ask
+    ``kaas_api.auth.principal_cache`` before the database)."""
     row = session.execute(
         select(ApiToken, User)
         .join(User, User.id == ApiToken.user_id)
@@ -77,7 +133,7 @@ def check_token(api_token: ApiToken, user: User, *, now: datetime) -> Principal:
     if cluster_access.last_use_due(api_token.last_used_at, now=now):
         # at most one write a minute per token: kubectl's every request would otherwise be a commit
         api_token.last_used_at = now
-    return Principal(user=user, token=api_token)
+    return Principal.of(user, api_token)
 
 
 accepted_token_kinds = cluster_access.accepted_token_kinds
@@ -103,7 +159,7 @@ def issue_token(
 
 def list_tokens(session: Session, principal: Principal, *, user_name: str | None = None) -> list[ApiToken]:
     """The caller's tokens; an admin may name another user."""
-    target = principal.user
+    target_id = principal.user.id
     if user_name is not None and user_name != principal.user.name:
         if not principal.is_admin:
             raise Forbidden("only admins may list another user's tokens")
@@ -112,9 +168,9 @@ def list_tokens(session: Session, principal: Principal, *, user_name: str | None
         )
         if found is None:
             raise NotFound(f"user {user_name[:80]!r} not found")
-        target = found
+        target_id = found.id
     return list(
-        session.scalars(select(ApiToken).where(ApiToken.user_id == target.id).order_by(ApiToken.created_at))
+        session.scalars(select(ApiToken).where(ApiToken.user_id == target_id).order_by(ApiToken.created_at))
     )
 
 

@@ -97,7 +97,7 @@ def resolve_session(session: Session, cookie: str | None) -> DashboardSession | 
         or user.disabled_at is not None
     ):
         return None
-    return DashboardSession(row=row, principal=Principal(user=user, token=token))
+    return DashboardSession(row=row, principal=Principal.of(user, token))
 
 
 def close_session(dashboard_session: DashboardSession) -> None:

@@ -54,7 +54,9 @@ def get_kubeconfig(
             ttl_days if ttl_days is not None else settings.kubeconfig_token_ttl_days,
             max_days=settings.kubeconfig_token_max_ttl_days,
         )
-        _row, token = service.issue_kubeconfig_token(uow.session, user=principal.user, cluster=found, ttl=ttl)
+        _row, token = service.issue_kubeconfig_token(
+            uow.session, user=principal.user_row(uow.session), cluster=found, ttl=ttl
+        )
     ca_pem = settings.tls_ca_file.read_bytes() if settings.tls_ca_file is not None else None
     document = service.render_kubeconfig(
         public_url=settings.public_url,

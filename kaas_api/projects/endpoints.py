@@ -41,7 +41,7 @@ def create_project(body: ProjectCreate, principal: CurrentUser, uow: Uow, settin
         uow.session,
         name=body.name,
         description=body.description,
-        owner=principal.user,
+        owner=principal.user_row(uow.session),
         policy=settings.project_creation_policy,
     )
     return project_out(project, Role.OWNER)

@@ -76,7 +76,7 @@ def create_webhook(
         url=body.url,
         events=body.events,
         secret=body.secret,
-        created_by=principal.user,
+        created_by=principal.user_row(uow.session),
         secret_box=SecretBox(settings.secret_key),
         egress=settings.webhook_egress,
     )

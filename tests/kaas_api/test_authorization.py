@@ -283,7 +283,7 @@ def _bad_tokens(world: World, session_factory: sessionmaker[Session], *, k8s: bo
         revoked_row, revoked = issue_token(session, user)
         token_row = session.get(ApiToken, revoked_row.id)
         assert token_row is not None
-        revoke_token(session, Principal(user=user, token=token_row), revoked_row.id)
+        revoke_token(session, Principal.of(user, token_row), revoked_row.id)
         cluster = session.get(Cluster, world.cluster_id)
         assert cluster is not None
         _kc, kubeconfig = issue_kubeconfig_token(session, user=user, cluster=cluster, ttl=timedelta(days=1))

@@ -186,9 +186,10 @@ def test_the_cluster_list_counts_each_clusters_nodes_in_statements_that_do_not_g
         finally:
             event.remove(bind, "before_cursor_execute", record)
         assert response.status_code == 200, response.text
-        # the reads (the test's savepoints and the token's last_used_at write come and go)
+        # the reads (the test's savepoints and the token's last_used_at write come and go, and so does
+        # the token's look-up: kaas_api.auth.principal_cache answers it after the first call)
         return {c["name"]: c["node_counts"] for c in response.json()}, sum(
-            s.startswith("SELECT") for s in seen
+            s.startswith("SELECT") and "FROM api_tokens" not in s for s in seen
         )
 
     _, statements_with_one = list_counting_reads()

@@ -9,9 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from kaas_api.auth.principal_cache import PrincipalCache
 from kaas_api.auth.service import Principal
 from kaas_api.deps import Caller
 from kaas_api.errors import Unauthenticated
+from kaas_core.credential_cache import InProcessRevocationFeed
 from kaas_core.db.models import ApiToken, Project
 from kaas_core.security import hash_token
 from tests.kaas_api.conftest import World, bearer
@@ -26,7 +28,10 @@ def _request(authorization: dict[str, str]) -> Request:
 
 def _caller(authorization: dict[str, str], session_factory: sessionmaker[Session]) -> Caller:
     return Caller(
-        request=_request(authorization), session_factory=session_factory, threads=anyio.CapacityLimiter(1)
+        request=_request(authorization),
+        session_factory=session_factory,
+        threads=anyio.CapacityLimiter(1),
+        principals=PrincipalCache(InProcessRevocationFeed(), ttl_seconds=5.0),
     )
 
 

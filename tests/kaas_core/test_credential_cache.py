@@ -77,7 +77,7 @@ async def test_a_revoked_token_is_refused_at_once_after_the_commit(
         user = session.scalars(select(User).where(User.name == "mia")).one()
         token = session.get(ApiToken, identity.token_id)
         assert token is not None
-        revoke_token(session, Principal(user=user, token=token), token.id)
+        revoke_token(session, Principal.of(user, token), token.id)
     with pytest.raises(InvalidCredentials, match="token was revoked"):
         await cache.authorize(bearer(member.token), member.cluster.id)
 

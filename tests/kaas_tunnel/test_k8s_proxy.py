@@ -258,7 +258,7 @@ async def test_a_revoked_kubeconfig_token_is_refused_within_a_second_on_every_re
                 user = session.scalars(select(User).where(User.name == "vera")).one()
                 token = session.get(ApiToken, people.viewer_kubeconfig_id)
                 assert token is not None
-                revoke_kubeconfig_token(session, Principal(user=user, token=token), token.id)
+                revoke_kubeconfig_token(session, Principal.of(user, token), token.id)
                 session.commit()
             revoked_at = time.monotonic()
             refused_after: list[float] = []

@@ -58,7 +58,7 @@ def test_revoked_and_expired_kubeconfig_tokens_answer_401_status(
         assert user is not None
         token_row = session.get(ApiToken, revoked_id)
         assert token_row is not None
-        revoke_kubeconfig_token(session, Principal(user=user, token=token_row), revoked_id)
+        revoke_kubeconfig_token(session, Principal.of(user, token_row), revoked_id)
         session.commit()
     for token, message in ((expired, "token expired"), (revoked, "token was revoked")):
         response = world.client.get(k8s(world.cluster_id), headers=bearer(token))

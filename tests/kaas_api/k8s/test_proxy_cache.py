@@ -54,7 +54,7 @@ def test_a_kubeconfig_token_revoked_after_use_is_refused_at_once(
         token_row = session.get(ApiToken, token_id)
         assert user is not None
         assert token_row is not None
-        revoke_kubeconfig_token(session, Principal(user=user, token=token_row), token_id)
+        revoke_kubeconfig_token(session, Principal.of(user, token_row), token_id)
         session.commit()
     refused = world.client.get(k8s(world.cluster_id), headers=bearer(token))
     assert refused.status_code == 401
