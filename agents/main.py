@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -54,6 +55,10 @@ async def _run(config_path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # as kaas_core.serving.heap does for the servers: what is imported now lives as long as the process, so
+    # no full collection should walk it again (each one stalls every request in flight)
+    gc.collect()
+    gc.freeze()
     try:
         asyncio.run(_run(args.config))
     except AgentConfigError as exc:

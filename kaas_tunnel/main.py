@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from kaas_core.credential_cache import RedisRevocationFeed, RevocationFeed
 from kaas_core.db.session import make_engine, make_session_factory
+from kaas_core.serving.heap import freeze_startup_heap
 from kaas_core.tunnel_registry import (
     InMemoryTunnelRegistry,
     RedisTunnelRegistry,
@@ -63,6 +64,7 @@ async def run_tunnel_server_async(settings: TunnelSettings, *, stop: asyncio.Eve
 def run_tunnel_server(settings: TunnelSettings | None = None) -> None:
     """Blocking: run the tunnel server in this process until SIGINT or SIGTERM."""
     resolved = settings or TunnelSettings()
+    freeze_startup_heap()  # every module is imported: no full collection need walk them again
 
     async def main() -> None:
         stop = asyncio.Event()

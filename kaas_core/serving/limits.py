@@ -45,6 +45,7 @@ from typing import Any, ClassVar, cast
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from kaas_core.serving.heap import freeze_startup_heap
 from kaas_core.serving.websocket import KubeWebSocketProtocol
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,7 @@ def run_server(config: uvicorn.Config, *, reuse_port: bool = False) -> None:
     and the kernel spreads new connections over them (one per core, as a Service spreads over pods)."""
     server = uvicorn.Server(config)
     sockets = [reuse_port_socket(config.host, config.port)] if reuse_port else None
+    freeze_startup_heap()  # the app is built: what exists now lives as long as the process
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=sockets)
     if not server.started:
