@@ -31,6 +31,7 @@ from kaas_api.audit.middleware import AuditMiddleware, add_audit_detail
 from kaas_api.auth import endpoints as auth
 from kaas_api.auth.principal_cache import PrincipalCache
 from kaas_api.clusters import endpoints as clusters
+from kaas_api.clusters.view_cache import ClusterViewCache, install_view_hooks
 from kaas_api.config import ApiSettings
 from kaas_api.dashboard import routes as dashboard
 from kaas_api.deps import AppContext
@@ -230,7 +231,9 @@ def create_app(
         dispatcher=dispatcher,
         read_threads=anyio.CapacityLimiter(settings.database_pool_size),
         principals=PrincipalCache(feed, ttl_seconds=settings.credential_cache_seconds),
+        cluster_views=ClusterViewCache(feed, ttl_seconds=settings.cluster_view_cache_seconds),
     )
+    install_view_hooks(session_factory, app.state.kaas.cluster_views)
     install_revocation_hooks(session_factory, feed)
     app.state.kaas_k8s = k8s_proxy.K8sProxyContext(
         registry=tunnel_registry if tunnel_registry is not None else InMemoryTunnelRegistry(),

@@ -21,6 +21,15 @@ class ApiSettings(SharedSettings, TunnelRegistrySettings, TunnelSecretSettings, 
     from ``HttpInputSettings``)."""
 
     public_url: str = "http://127.0.0.1:8000"
+    cluster_view_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="How long an API process answers a cluster GET from memory"
+        " (kaas_api.clusters.view_cache): its own writes show at once, another process's (a worker's"
+        " status, another replica's change) within this; access changes reach it at once over the"
+        " revocation feed. 0 switches it off.",
+    )
     database_pool_size: int = Field(
         default=10,
         ge=1,

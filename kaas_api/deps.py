@@ -26,9 +26,10 @@ from starlette.requests import HTTPConnection
 from kaas_api.audit.middleware import set_actor
 from kaas_api.auth.principal_cache import PrincipalCache
 from kaas_api.auth.service import Principal, authenticate_hash, bearer_token_hash
+from kaas_api.clusters.view_cache import ClusterViewCache
 from kaas_api.config import ApiSettings
 from kaas_api.dispatch import TaskDispatcher, UnitOfWork
-from kaas_api.errors import Conflict, Forbidden, answers
+from kaas_api.errors import Conflict, Forbidden, Unauthenticated, answers
 from kaas_core.db.models import ApiToken
 
 _T = TypeVar("_T")
@@ -41,6 +42,7 @@ class AppContext:
     dispatcher: TaskDispatcher
     read_threads: anyio.CapacityLimiter  # Caller.read's threads: no more at once than the pool's connections
     principals: PrincipalCache
+    cluster_views: ClusterViewCache
 
     async def ensure_revocations_heard(self) -> None:
         """Start listening to the revocation feed if nothing in this event loop does yet: the principal
@@ -139,6 +141,18 @@ class Caller:
     session_factory: sessionmaker[Session]
     threads: anyio.CapacityLimiter
     principals: PrincipalCache
+
+    def cached_principal(self) -> Principal | None:
+        """The caller from the principal cache, without a thread or the database, and the audit log told;
+        None when it is not there (or the header is malformed: ``read`` answers that as always)."""
+        authorization = self.request.headers.get("authorization")
+        try:
+            principal = self.principals.lookup(bearer_token_hash(authorization))
+        except Unauthenticated:
+            return None
+        if principal is not None:
+            set_actor(self.request, user_id=principal.user.id, user_name=principal.user.name)
+        return principal
 
     async def read(self, work: Callable[[Session, Principal], _T]) -> _T:
         """``resolve_principal``, ``work`` and the end of the session in one worker thread, in autocommit:

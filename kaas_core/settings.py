@@ -121,8 +121,9 @@ class TunnelRegistrySettings(KaasSettings):
         ge=0,
         le=60,
         description="How long both k8s proxies remember that a token may reach a cluster"
-        " (kaas_core.credential_cache); revocations reach every process at once over Redis, the cache is"
-        " not used while that feed is down, and 0 switches it off.",
+        " (kaas_core.credential_cache), and the API who a token is (kaas_api.auth.principal_cache);"
+        " revocations reach every process at once over Redis, the caches are not used while that feed is"
+        " down, and 0 switches them off.",
     )
 
     def production_problems(self) -> list[str]:
