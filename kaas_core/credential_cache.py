@@ -33,10 +33,10 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy import event, inspect, or_, update
@@ -366,6 +366,72 @@ class LastUsedRecorder:
             log.warning("could not record when tokens were last used", exc_info=True)
 
 
+# --- what a cache keeps -----------------------------------------------------------------------------------
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V", bound=Revocable)
+
+MAX_ENTRIES = 100_000  # past this, expired entries are dropped at the next store
+
+
+def expiry(now: float, ttl_seconds: float, token_expires_at: datetime | None) -> float:
+    """When an entry stored ``now`` (monotonic) ends: ``ttl_seconds`` later, never after its token expires."""
+    expires = now + ttl_seconds
+    if token_expires_at is not None:
+        expires = min(expires, now + (token_expires_at - utcnow()).total_seconds())
+    return expires
+
+
+class RevocableEntries(Generic[_K, _V]):
+    """Entries kept until their deadline and dropped by the revocations that concern them: the memory of
+    every credential cache (``CredentialCache`` here, the API's ``kaas_api.auth.principal_cache``).
+
+    Take ``generation()`` before a look-up in the database and give it to ``put``: an answer read while a
+    revocation arrived is not stored. Thread-safe: invalidations come from other threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[_K, tuple[_V, float]] = {}
+        self._generation = 0
+
+    def get(self, key: _K, *, now: float) -> _V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def generation(self) -> int:
+        return self._generation
+
+    def put(self, key: _K, value: _V, *, expires: float, generation: int, now: float) -> None:
+        with self._lock:
+            if generation != self._generation:  # a revocation came while we looked
+                return
+            self._entries[key] = (value, expires)
+            if len(self._entries) > MAX_ENTRIES:
+                self._entries = {k: entry for k, entry in self._entries.items() if entry[1] > now}
+
+    def invalidate(self, revocations: Iterable[Revocation]) -> None:
+        """Forget every entry a revocation concerns, and every look-up in flight."""
+        revocations = list(revocations)
+        with self._lock:
+            self._generation += 1
+            if any(
+                revocation.kind not in ("token", "user", "project", "cluster") for revocation in revocations
+            ):
+                self._entries = {}
+                return
+            self._entries = {
+                key: entry
+                for key, entry in self._entries.items()
+                if not any(revocation.concerns(entry[0]) for revocation in revocations)
+            }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 # --- the cache --------------------------------------------------------------------------------------------
 
 
@@ -393,9 +459,7 @@ class CredentialCache:
         self._recorder = recorder
         self._on_miss = on_miss
         self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[ProxyIdentity, float]] = {}
-        self._generation = 0
+        self._entries: RevocableEntries[tuple[str, str], ProxyIdentity] = RevocableEntries()
         self.hits = 0
         self.misses = 0
         feed.attach(self)
@@ -415,28 +479,20 @@ class CredentialCache:
             await self._feed.ensure_listening()
         now_mono = self._clock()
         if use_cache:
-            entry = self._entries.get(key)
-            if entry is not None and entry[1] > now_mono:
+            kept = self._entries.get(key, now=now_mono)
+            if kept is not None:
                 self.hits += 1
-                identity = entry[0]
                 if self._recorder is not None:
-                    self._recorder.used(identity, now=utcnow())
-                return identity
+                    self._recorder.used(kept, now=utcnow())
+                return kept
         self.misses += 1
-        generation = self._generation
+        generation = self._entries.generation()
         identity = await asyncio.to_thread(self._check, authorization, cluster_id)
         if self._recorder is not None:
             self._recorder.used(identity, now=utcnow())
         if use_cache:
-            expires = now_mono + self._ttl
-            if identity.token_expires_at is not None:
-                left = (identity.token_expires_at - utcnow()).total_seconds()
-                expires = min(expires, now_mono + left)
-            with self._lock:
-                if generation == self._generation:  # no revocation came while we looked
-                    self._entries[key] = (identity, expires)
-                    if len(self._entries) > 100_000:
-                        self._prune(now_mono)
+            expires = expiry(now_mono, self._ttl, identity.token_expires_at)
+            self._entries.put(key, identity, expires=expires, generation=generation, now=now_mono)
         return identity
 
     def _check(self, authorization: str | None, cluster_id: str) -> ProxyIdentity:
@@ -450,24 +506,9 @@ class CredentialCache:
             session.commit()
             return identity
 
-    def _prune(self, now_mono: float) -> None:
-        self._entries = {key: entry for key, entry in self._entries.items() if entry[1] > now_mono}
-
     def invalidate(self, revocations: Iterable[Revocation]) -> None:
         """Forget every identity a revocation concerns, and every lookup in flight."""
-        revocations = list(revocations)
-        with self._lock:
-            self._generation += 1
-            if any(
-                revocation.kind not in ("token", "user", "project", "cluster") for revocation in revocations
-            ):
-                self._entries = {}
-                return
-            self._entries = {
-                key: entry
-                for key, entry in self._entries.items()
-                if not any(revocation.concerns(entry[0]) for revocation in revocations)
-            }
+        self._entries.invalidate(revocations)
 
     def __len__(self) -> int:
         return len(self._entries)

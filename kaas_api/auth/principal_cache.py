@@ -24,21 +24,19 @@ stores the new entry.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 
 from kaas_api.auth.service import Principal
 from kaas_core import cluster_access
-from kaas_core.credential_cache import Revocation, RevocationFeed
+from kaas_core.credential_cache import RevocableEntries, Revocation, RevocationFeed, expiry
 from kaas_core.db.models import utcnow
-
-MAX_ENTRIES = 100_000
 
 
 class PrincipalCache:
-    """Token hash → ``Principal``. Thread-safe: routes authenticate in worker threads, and invalidations
-    come from whichever thread committed or from the feed's event loop."""
+    """Token hash → ``Principal``, kept in ``RevocableEntries`` (the k8s proxies' cache keeps its
+    identities the same way). Thread-safe: routes authenticate in worker threads, and invalidations come
+    from whichever thread committed or from the feed's event loop."""
 
     def __init__(
         self,
@@ -50,9 +48,7 @@ class PrincipalCache:
         self._feed = feed
         self._ttl = ttl_seconds
         self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._generation = 0
+        self._entries: RevocableEntries[str, Principal] = RevocableEntries()
         self.hits = 0
         self.misses = 0
         feed.attach(self)
@@ -71,50 +67,27 @@ class PrincipalCache:
         written, or the cache not usable now)."""
         if not self.enabled:
             return None
-        entry = self._entries.get(token_hash)
-        if entry is None or entry[1] <= self._clock():
-            self.misses += 1
-            return None
-        principal = entry[0]
-        if cluster_access.last_use_due(principal.token.last_used_at, now=utcnow()):
+        principal = self._entries.get(token_hash, now=self._clock())
+        if principal is None or cluster_access.last_use_due(principal.token.last_used_at, now=utcnow()):
             self.misses += 1
             return None
         self.hits += 1
         return principal
 
     def generation(self) -> int:
-        """Take before a look-up in the database; ``store`` refuses the answer if it changed since."""
-        return self._generation
+        """Take before a look-up in the database; ``store`` refuses the answer if a revocation came since."""
+        return self._entries.generation()
 
     def store(self, token_hash: str, principal: Principal, *, generation: int) -> None:
         if not self.enabled:
             return
         now = self._clock()
-        expires = now + self._ttl
-        if principal.token.expires_at is not None:
-            expires = min(expires, now + (principal.token.expires_at - utcnow()).total_seconds())
-        with self._lock:
-            if generation != self._generation:  # a revocation came while we looked
-                return
-            self._entries[token_hash] = (principal, expires)
-            if len(self._entries) > MAX_ENTRIES:
-                self._entries = {key: entry for key, entry in self._entries.items() if entry[1] > now}
+        expires = expiry(now, self._ttl, principal.token.expires_at)
+        self._entries.put(token_hash, principal, expires=expires, generation=generation, now=now)
 
     def invalidate(self, revocations: Iterable[Revocation]) -> None:
         """Forget every principal a revocation concerns, and every look-up in flight."""
-        revocations = list(revocations)
-        with self._lock:
-            self._generation += 1
-            if any(
-                revocation.kind not in ("token", "user", "project", "cluster") for revocation in revocations
-            ):
-                self._entries = {}
-                return
-            self._entries = {
-                key: entry
-                for key, entry in self._entries.items()
-                if not any(revocation.concerns(entry[0]) for revocation in revocations)
-            }
+        self._entries.invalidate(revocations)
 
     def __len__(self) -> int:
         return len(self._entries)
