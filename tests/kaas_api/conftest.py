@@ -12,15 +12,15 @@ in the empty database, through its own app, as every test once did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_api.app import create_app
@@ -30,9 +30,12 @@ from kaas_api.projects.policy import CreationPolicy, ProjectCreation
 from kaas_api.projects.service import create_project, set_member
 from kaas_api.regions.service import create_region
 from kaas_api.users.service import create_user
+from kaas_core.credential_cache import RedisRevocationFeed
 from kaas_core.db.models import Operation, Region, Role, User
 from kaas_core.db.session import make_session_factory
 from tests.conftest import Engines, commits, create_migrated_database, drop_pg_database
+
+_T = TypeVar("_T")
 
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
 PRINCIPALS = ("admin", "owner", "member", "viewer", "outsider")
@@ -248,3 +251,44 @@ def upgrade(world: World, version: str, **strategy: int) -> Any:
     if strategy:
         body["upgrade_strategy"] = strategy
     return world.call("member", "PATCH", HA, body)
+
+
+def statements_during(session_factory: sessionmaker[Session], call: Callable[[], _T]) -> tuple[_T, list[str]]:
+    """``call()``'s answer, and the SQL statements sent on ``session_factory``'s bind while it ran."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    bind = session_factory.kw["bind"]
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        answer = call()
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    return answer, seen
+
+
+@pytest.fixture
+def api_replicas(world: World, db_engine: Engine, redis_url: str) -> Iterator[list[TestClient]]:
+    """Two more API replicas of a committing test's world, each with its own session factory and its own
+    Redis revocation feed, as two processes of a deployment."""
+    clients: list[TestClient] = []
+    try:
+        for _ in range(2):
+            app = create_app(
+                default_settings(),
+                session_factory=make_session_factory(db_engine),
+                dispatcher=RecordingDispatcher(),
+                revocation_feed=RedisRevocationFeed(redis_url),
+            )
+            client = TestClient(app)
+            client.__enter__()
+            clients.append(client)
+        yield clients
+    finally:
+        for client in clients:
+            feed = client.app.state.kaas.principals.feed  # type: ignore[attr-defined]
+            assert client.portal is not None
+            client.portal.call(feed.aclose)  # in the loop its subscription runs in
+            client.__exit__(None, None, None)

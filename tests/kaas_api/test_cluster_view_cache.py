@@ -5,21 +5,19 @@ what a caller may not see is never served to them from memory."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.app import create_app
 from kaas_api.clusters.view_cache import ClusterView, ClusterViewCache
 from kaas_api.projects.service import remove_member
-from kaas_core.credential_cache import InProcessRevocationFeed, RedisRevocationFeed, Revocation
+from kaas_core.credential_cache import InProcessRevocationFeed, Revocation
 from kaas_core.db.models import Cluster, ClusterPhase, Project, Role
-from kaas_core.db.session import make_session_factory
-from tests.kaas_api.conftest import RecordingDispatcher, World, default_settings
+from tests.kaas_api.conftest import World, statements_during
 
 CLUSTER = "/v1/projects/alpha/clusters/c1"
 
@@ -29,18 +27,9 @@ def views_of(client: TestClient) -> ClusterViewCache:
     return cache
 
 
-def statements(session_factory: sessionmaker[Session], call: Any) -> tuple[Any, list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    bind = session_factory.kw["bind"]
-    event.listen(bind, "before_cursor_execute", record)
-    try:
-        answer = call()
-    finally:
-        event.remove(bind, "before_cursor_execute", record)
+def statements(session_factory: sessionmaker[Session], call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """``call()``'s answer and its statements, without the test's own savepoints."""
+    answer, seen = statements_during(session_factory, call)
     return answer, [s for s in seen if not s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO"))]
 
 
@@ -148,30 +137,6 @@ def test_forgetting_a_cluster_keeps_the_others_and_a_revocation_forgets_all() ->
     assert len(cache) == 0
 
 
-@pytest.fixture
-def replicas(world: World, db_engine: Engine, redis_url: str) -> Iterator[list[TestClient]]:
-    """Two more API replicas of the world's database, each with its own session factory and Redis feed."""
-    clients: list[TestClient] = []
-    try:
-        for _ in range(2):
-            app = create_app(
-                default_settings(),
-                session_factory=make_session_factory(db_engine),
-                dispatcher=RecordingDispatcher(),
-                revocation_feed=RedisRevocationFeed(redis_url),
-            )
-            client = TestClient(app)
-            client.__enter__()
-            clients.append(client)
-        yield clients
-    finally:
-        for client in clients:
-            feed = views_of(client)._feed
-            assert client.portal is not None
-            client.portal.call(feed.aclose)
-            client.__exit__(None, None, None)
-
-
 def warm(client: TestClient, headers: dict[str, str]) -> None:
     """Until the replica answers this caller's GET from memory."""
     cache = views_of(client)
@@ -186,11 +151,11 @@ def warm(client: TestClient, headers: dict[str, str]) -> None:
 @pytest.mark.redis
 @pytest.mark.committing
 def test_across_replicas_access_goes_at_once_and_status_within_the_ttl(
-    world: World, replicas: list[TestClient], session_factory: sessionmaker[Session]
+    world: World, api_replicas: list[TestClient], session_factory: sessionmaker[Session]
 ) -> None:
-    first, second = replicas
+    first, second = api_replicas
     member = world.auth("member")
-    for client in replicas:
+    for client in api_replicas:
         warm(client, member)
     # a member removed on one replica: refused by the other within a second (the revocation feed)
     response = first.delete("/v1/projects/alpha/members/member", headers=world.auth("owner"))
@@ -202,7 +167,7 @@ def test_across_replicas_access_goes_at_once_and_status_within_the_ttl(
     assert answer.status_code == 404
     # a status written by another process (a provider worker): shown by every replica within the TTL
     viewer = world.auth("viewer")
-    for client in replicas:
+    for client in api_replicas:
         warm(client, viewer)
     with session_factory() as session:
         row = session.get(Cluster, world.cluster_id)
@@ -210,7 +175,7 @@ def test_across_replicas_access_goes_at_once_and_status_within_the_ttl(
         row.phase = ClusterPhase.RUNNING.value
         session.commit()
     written_at = time.monotonic()
-    for client in replicas:
+    for client in api_replicas:
         while client.get(CLUSTER, headers=viewer).json()["phase"] != ClusterPhase.RUNNING.value:
             assert time.monotonic() - written_at < 1.0 + 0.5, "a replica served a status older than its TTL"
             time.sleep(0.02)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kaas_core.db.models import Cluster, Node, NodeRole, Operation, as_utc, utcnow
 from kaas_core.security import SecretBox, hash_token
-from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World, cluster_body
+from tests.kaas_api.conftest import SECRET_KEY, RecordingDispatcher, World, cluster_body, statements_during
 
 
 def test_create_answers_202_with_cluster_and_pending_create_operation(world: World) -> None:
@@ -171,20 +171,11 @@ def test_the_cluster_list_counts_each_clusters_nodes_in_statements_that_do_not_g
     world: World, session_factory: sessionmaker[Session]
 ) -> None:
     """A project's list gave every cluster a node-count query of its own: 1,000 clusters, 1,000 statements."""
-    from sqlalchemy import event
 
     def list_counting_reads() -> tuple[dict[str, Any], int]:
-        seen: list[str] = []
-
-        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            seen.append(statement)
-
-        bind = session_factory.kw["bind"]
-        event.listen(bind, "before_cursor_execute", record)
-        try:
-            response = world.call("viewer", "GET", "/v1/projects/alpha/clusters")
-        finally:
-            event.remove(bind, "before_cursor_execute", record)
+        response, seen = statements_during(
+            session_factory, lambda: world.call("viewer", "GET", "/v1/projects/alpha/clusters")
+        )
         assert response.status_code == 200, response.text
         # the reads (the test's savepoints and the token's last_used_at write come and go, and so does
         # the token's look-up: kaas_api.auth.principal_cache answers it after the first call)

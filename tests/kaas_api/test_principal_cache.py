@@ -4,22 +4,19 @@ that changes it: a revoked token, a disabled user, a lost admin flag answer at o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from kaas_api.app import create_app
 from kaas_api.auth.principal_cache import PrincipalCache
 from kaas_api.auth.service import Actor, Principal, TokenUse
-from kaas_core.credential_cache import InProcessRevocationFeed, RedisRevocationFeed, Revocation
+from kaas_core.credential_cache import InProcessRevocationFeed, Revocation
 from kaas_core.db.models import User, utcnow
-from kaas_core.db.session import make_session_factory
-from tests.kaas_api.conftest import RecordingDispatcher, World, default_settings
+from tests.kaas_api.conftest import World, statements_during
 
 CLUSTER = "/v1/projects/alpha/clusters/c1"
 
@@ -29,19 +26,9 @@ def cache_of(world: World) -> PrincipalCache:
     return cache
 
 
-def token_reads(session_factory: sessionmaker[Session], call: Any) -> tuple[Any, int]:
+def token_reads(session_factory: sessionmaker[Session], call: Callable[[], Any]) -> tuple[Any, int]:
     """``call()``'s answer, and how many statements it sent that read ``api_tokens``."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    bind = session_factory.kw["bind"]
-    event.listen(bind, "before_cursor_execute", record)
-    try:
-        answer = call()
-    finally:
-        event.remove(bind, "before_cursor_execute", record)
+    answer, seen = statements_during(session_factory, call)
     return answer, sum("FROM api_tokens" in statement for statement in seen)
 
 
@@ -178,41 +165,16 @@ def test_nothing_is_kept_while_the_feed_is_not_listening() -> None:
     assert len(cache) == 0
 
 
-@pytest.fixture
-def replicas(world: World, db_engine: Engine, redis_url: str) -> Iterator[list[TestClient]]:
-    """Two more API replicas of the world's database, each with its own session factory and its own Redis
-    revocation feed, as two processes of a deployment."""
-    clients: list[TestClient] = []
-    try:
-        for _ in range(2):
-            app = create_app(
-                default_settings(),
-                session_factory=make_session_factory(db_engine),
-                dispatcher=RecordingDispatcher(),
-                revocation_feed=RedisRevocationFeed(redis_url),
-            )
-            client = TestClient(app)
-            client.__enter__()
-            clients.append(client)
-        yield clients
-    finally:
-        for client in clients:
-            feed = client.app.state.kaas.principals.feed  # type: ignore[attr-defined]
-            assert client.portal is not None
-            client.portal.call(feed.aclose)  # in the loop its subscription runs in
-            client.__exit__(None, None, None)
-
-
 @pytest.mark.redis
 @pytest.mark.committing
 def test_a_token_revoked_on_one_replica_is_refused_by_every_replica_within_a_second(
-    world: World, replicas: list[TestClient]
+    world: World, api_replicas: list[TestClient]
 ) -> None:
     made = world.call("member", "POST", "/v1/tokens", {"description": "short"})
     assert made.status_code == 201, made.text
     token, token_id = made.json()["token"], made.json()["info"]["id"]
     headers = {"Authorization": f"Bearer {token}"}
-    for client in replicas:  # the first request starts the feed; the cache is used once it listens
+    for client in api_replicas:  # the first request starts the feed; the cache is used once it listens
         cache: PrincipalCache = client.app.state.kaas.principals  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10.0
         while not cache.feed.listening:
@@ -223,7 +185,7 @@ def test_a_token_revoked_on_one_replica_is_refused_by_every_replica_within_a_sec
         for _ in range(2):  # the first stores its answer (if the last one above did not), the second uses it
             assert client.get(CLUSTER, headers=headers).status_code == 200
         assert cache.hits > hits, "the replica did not answer from its cache"
-    first, second = replicas
+    first, second = api_replicas
     assert first.delete(f"/v1/tokens/{token_id}", headers=headers).status_code == 204
     revoked_at = time.monotonic()
     for client in (first, second):
